@@ -1,0 +1,47 @@
+"""The ``ferd`` command line.
+
+Each sub-command lives in the module that owns it and exposes
+``add_parser(subparsers) -> None``; the parser it adds sets ``func`` (called with
+the parsed args, returns an exit code). This file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+
+COMMAND_MODULES = (
+    "ferd.run_cli",            # ferd run
+    "ferd.evaluation.cli",     # ferd evaluate
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferd", description=(
+        "FERD: fairness-enhanced data-free adversarial robustness distillation."))
+    parser.add_argument("--version", action="version", version=f"ferd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
+        print(f"ferd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

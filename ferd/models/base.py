@@ -1,0 +1,82 @@
+"""The interface every ferd model implements.
+
+Every model takes images in [0, 1] (N×3×H×W) and returns logits. Mean/std
+normalisation, when a checkpoint expects it, lives *inside* the model
+(:class:`Normalize` as the first op), so attacks and synthesis always work in
+pixel space.
+
+FERD needs the model split at an intermediate layer ``l`` (paper Eq. 4-7):
+``features(x, layer)`` returns Z = f_l(x) and ``head(z, layer)`` returns
+f_{l+}(Z), with ``head(features(x, l), l) == forward(x)`` exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` with buffers that are *not* saved in the state_dict.
+
+    Keeping them out of the state_dict means checkpoints in the RobustBench /
+    TRADES layout (which have no normalisation keys) load unchanged.
+    """
+
+    def __init__(self, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        self.enabled = mean is not None
+        if (mean is None) != (std is None):
+            raise ValueError("normalization: give both mean and std, or neither")
+        m = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0)).view(1, -1, 1, 1)
+        s = torch.tensor(std if std is not None else (1.0, 1.0, 1.0)).view(1, -1, 1, 1)
+        if (s <= 0).any():
+            raise ValueError(f"normalization.std: expected every value > 0, got {std}")
+        self.register_buffer("mean", m, persistent=False)
+        self.register_buffer("std", s, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        return (x - self.mean) / self.std
+
+
+class FerdModel(nn.Module):
+    """Base class: ``forward = head ∘ features`` at any named layer.
+
+    Subclasses define ``layer_names`` (ordered, shallow to deep),
+    ``default_layer`` (the last conv block, §5.1) and implement
+    ``_features(x_normalised, layer)`` and ``head(z, layer)``.
+    """
+
+    layer_names: tuple[str, ...] = ()
+    default_layer: str = ""
+
+    def __init__(self, num_classes: int, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.normalize = Normalize(mean, std)
+
+    def check_layer(self, layer: str | None) -> str:
+        layer = layer or self.default_layer
+        if layer not in self.layer_names:
+            raise ValueError(f"layer: expected one of {list(self.layer_names)}, got {layer!r}")
+        return layer
+
+    def features(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        """Z = f_l(x) for images ``x`` in [0, 1] (Eq. 4)."""
+        return self._features(self.normalize(x), self.check_layer(layer))
+
+    def _features(self, x: torch.Tensor, layer: str) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def head(self, z: torch.Tensor, layer: str | None = None) -> torch.Tensor:  # pragma: no cover - abstract
+        """f_{l+}(Z): from the feature map of ``layer`` to the logits (Eq. 5, 7)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.layer_names[-1]
+        return self.head(self.features(x, layer), layer)
