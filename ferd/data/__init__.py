@@ -1,0 +1,13 @@
+"""Datasets as [0, 1] float tensors, and the data-free guard.
+
+Only teacher training and evaluation may load data; synthesis and distillation run inside
+:func:`no_data_access` (FERD is data-free).
+"""
+
+from __future__ import annotations
+
+from .datasets import KNOWN_DATASETS, SPLITS, DatasetInfo, dataset_info, load_split
+from .guard import DataAccessError, check_data_access, data_access_blocked, no_data_access
+
+__all__ = ["KNOWN_DATASETS", "SPLITS", "DataAccessError", "DatasetInfo", "check_data_access",
+           "data_access_blocked", "dataset_info", "load_split", "no_data_access"]

@@ -1,0 +1,234 @@
+"""The datasets of the paper (CIFAR-10, CIFAR-100, Tiny-ImageNet, FERD §5.1) and the embedded
+``digits`` task, all returned as ``(images, labels)``: float32 N×3×H×W in [0, 1] (contiguous,
+NCHW) and int64 labels. Normalisation is the model's job (inside it), never the loader's.
+
+Sources, by dataset:
+
+* ``digits``: scikit-learn's bundled ``load_digits`` (no download): 1,797 8×8 images with
+  values 0-16 → /16, bilinearly resized to 32×32 (``F.interpolate``, ``align_corners=False``)
+  and repeated to 3 channels; a fixed stratified 1,400 / 397 train/test split
+  (``train_test_split(random_state=0)``, independent of any global RNG), each split in
+  dataset order.
+* ``cifar10`` / ``cifar100``: a local ``.npz`` (keys ``images`` uint8 N×32×32×3, ``labels``,
+  optional ``classes``) when ``root`` is such a file or a directory holding
+  ``<name>_<split>.npz``; otherwise torchvision's copy under ``root`` (downloaded there when
+  ``download=True``).
+* ``tiny-imagenet``: an ImageFolder layout ``root/{train,val}/<wnid>/**/*.JPEG`` (64×64);
+  the raw download's ``val/images`` + ``val/val_annotations.txt`` is read too. Class index =
+  position of the wnid in the sorted ``train`` folder names. ``test`` is accepted as an alias
+  of ``val`` (the official test split has no labels). No automatic download.
+
+``root=None`` means ``$FERD_DATA_ROOT`` or ``~/.cache/ferd/data``. Every call first checks
+the data-free guard (:func:`ferd.data.no_data_access`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .guard import check_data_access
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+CIFAR100_CLASSES = tuple("""
+apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
+camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup
+dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower
+leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid
+otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray
+road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar
+sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle
+wardrobe whale willow_tree wolf woman worm""".split())
+assert len(CIFAR100_CLASSES) == 100 and list(CIFAR100_CLASSES) == sorted(CIFAR100_CLASSES)
+
+DIGITS_TEST_SIZE = 397
+DIGITS_SPLIT_SEED = 0
+_IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a report need to know about a dataset."""
+
+    num_classes: int
+    class_names: tuple[str, ...]
+    image_size: int
+    splits: tuple[str, ...] = ("train", "test")
+
+
+_INFO: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(10, tuple(str(i) for i in range(10)), 32),
+    "cifar10": DatasetInfo(10, CIFAR10_CLASSES, 32),
+    "cifar100": DatasetInfo(100, CIFAR100_CLASSES, 32),
+    # wnids are only known from the data; names are the class indices (sorted-wnid order).
+    "tiny-imagenet": DatasetInfo(200, tuple(str(i) for i in range(200)), 64, ("train", "val", "test")),
+}
+KNOWN_DATASETS: tuple[str, ...] = tuple(_INFO)
+SPLITS: dict[str, tuple[str, ...]] = {k: v.splits for k, v in _INFO.items()}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Number of classes, class names and image size of dataset ``name``."""
+    if name not in _INFO:
+        raise ValueError(f"dataset: unknown dataset {name!r}; expected one of {list(KNOWN_DATASETS)}")
+    return _INFO[name]
+
+
+def default_root() -> Path:
+    """``$FERD_DATA_ROOT`` or ``~/.cache/ferd/data``."""
+    return Path(os.environ.get("FERD_DATA_ROOT", "~/.cache/ferd/data")).expanduser()
+
+
+def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None,
+               download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` of ``split`` of dataset ``name`` (see the module docstring).
+
+    Raises :class:`ferd.data.DataAccessError` inside :func:`ferd.data.no_data_access`,
+    ``ValueError`` for an unknown name/split or malformed files, ``FileNotFoundError`` when
+    the data is not at ``root``.
+    """
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise ValueError(f"split: unknown split {split!r} for dataset {name!r}; expected one of "
+                         f"{list(info.splits)}")
+    check_data_access(f"load_split({name!r}, {split!r})")
+    if name == "digits":
+        x, y = _load_digits(split)
+    elif name in ("cifar10", "cifar100"):
+        x, y = _load_cifar(name, split, Path(root).expanduser() if root is not None else default_root(),
+                           download)
+    else:
+        if download:
+            raise ValueError("download: tiny-imagenet cannot be downloaded automatically; unpack "
+                             "tiny-imagenet-200 and pass its folder as root")
+        x, y = _load_tiny_imagenet(Path(root).expanduser() if root is not None
+                                   else default_root() / "tiny-imagenet-200", "val" if split == "test" else split)
+    _check_labels(y, info.num_classes, f"{name}/{split}")
+    return x, y
+
+
+def _check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"{where}: labels must lie in [0, {num_classes - 1}], found "
+                         f"[{int(y.min())}, {int(y.max())}]")
+
+
+def _uint8_hwc_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 N×H×W×3 → float32 N×3×H×W in [0, 1], contiguous."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+# --------------------------------------------------------------------------- digits
+def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified 1,400 / 397 split of scikit-learn's digits (sorted indices)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    target = load_digits().target
+    train, test = train_test_split(np.arange(len(target)), test_size=DIGITS_TEST_SIZE,
+                                   random_state=DIGITS_SPLIT_SEED, stratify=target)
+    return np.sort(train), np.sort(test)
+
+
+def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    train, test = digits_split_indices()
+    idx = train if split == "train" else test
+    x = torch.from_numpy(digits.images[idx].astype(np.float32) / 16.0)[:, None]
+    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+    return x.repeat(1, 3, 1, 1).contiguous(), torch.from_numpy(digits.target[idx].astype(np.int64))
+
+
+# --------------------------------------------------------------------------- CIFAR
+def _load_cifar(name: str, split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if root.is_file():
+        return _load_npz(root, name)
+    npz = root / f"{name}_{split}.npz"
+    if npz.is_file():
+        return _load_npz(npz, name)
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        ds = cls(str(root), train=split == "train", download=download)
+    except RuntimeError as exc:
+        raise FileNotFoundError(
+            f"{name}/{split}: not found under {root} (no {npz.name} and no torchvision copy); pass "
+            f"download=True, or root=<a .npz file or a folder holding {npz.name}>") from exc
+    return _uint8_hwc_to_tensor(ds.data), torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def _load_npz(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR split stored as ``.npz`` (``images`` uint8 N×32×32×3, ``labels``, ``classes``)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:  # zipfile/OSError/ValueError on a corrupt file
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise ValueError(f"{path}: missing key {key!r}; expected keys images, labels, classes")
+    images, labels = arrays["images"], arrays["labels"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise ValueError(f"{path}: images must be uint8 N×32×32×3, got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
+    expected = dataset_info(name).class_names
+    if "classes" in arrays and tuple(str(c) for c in arrays["classes"]) != expected:
+        raise ValueError(f"{path}: classes {list(arrays['classes'])[:5]}... do not match {name}'s "
+                         f"{list(expected)[:5]}...")
+    return _uint8_hwc_to_tensor(images), torch.from_numpy(labels.astype(np.int64))
+
+
+# --------------------------------------------------------------------------- Tiny-ImageNet
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_EXTENSIONS and p.is_file())
+
+
+def _load_tiny_imagenet(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from PIL import Image
+
+    class_root = root / "train" if (root / "train").is_dir() else root / split
+    if not class_root.is_dir():
+        raise FileNotFoundError(f"tiny-imagenet/{split}: no folder {root / split}; expected "
+                                "root/{train,val}/<wnid>/*.JPEG")
+    wnids = sorted(p.name for p in class_root.iterdir() if p.is_dir())
+    if len(wnids) != 200:
+        raise ValueError(f"tiny-imagenet: expected 200 class folders in {class_root}, found {len(wnids)}")
+    index = {w: i for i, w in enumerate(wnids)}
+    folder = root / split
+    samples: list[tuple[Path, int]] = []
+    annotations = folder / "val_annotations.txt"
+    if annotations.is_file() and (folder / "images").is_dir():  # the raw download's val layout
+        for line in annotations.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                if parts[1] not in index:
+                    raise ValueError(f"{annotations}: unknown wnid {parts[1]!r}")
+                samples.append((folder / "images" / parts[0], index[parts[1]]))
+    elif folder.is_dir():
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if sub.name not in index:
+                raise ValueError(f"{folder}: class folder {sub.name!r} is not a train class")
+            samples += [(f, index[sub.name]) for f in _image_files(sub)]
+    else:
+        raise FileNotFoundError(f"tiny-imagenet/{split}: no folder {folder}")
+    if not samples:
+        raise FileNotFoundError(f"tiny-imagenet/{split}: no images under {folder}")
+    images = np.empty((len(samples), 64, 64, 3), dtype=np.uint8)
+    for i, (path, _) in enumerate(samples):
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+        if arr.shape != (64, 64, 3):
+            raise ValueError(f"{path}: expected a 64×64 image, got {arr.shape[1]}×{arr.shape[0]}")
+        images[i] = arr
+    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
+    return _uint8_hwc_to_tensor(images), labels

@@ -1,0 +1,104 @@
+"""Pre-activation ResNet-18 / -34 (He et al., 2016b): the paper's Tiny-ImageNet teacher
+(PreActResNet-34) and student (PreActResNet-18), FERD §5.1 and A.5.
+
+Layout of the PreActResNet in RobustBench / Rice et al. ("Overfitting in adversarially
+robust deep learning"): ``conv1``, ``layer<k>.<i>.{bn1,conv1,bn2,conv2,shortcut.0}``, a final
+``bn`` and ``linear``. 3×3 stem with stride 1, no max-pool; global average pooling makes
+it work for 32×32 and 64×64 inputs alike.
+
+Split points for Eq. 4-7: ``layer1`` … ``layer4``; the default ``layer4`` is layer4
+followed by the final ``bn`` (pre-ReLU), head = ReLU → global average pool → ``linear``.
+For earlier layers the head runs the remaining stages, then ``bn`` → ReLU → pool → linear.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import FerdModel
+from .registry import register_model
+
+
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv ×2; the projection shortcut (when needed) sees the activated input."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.shortcut: nn.Sequential | None = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet(FerdModel):
+    """Pre-activation ResNet with basic blocks; base channels ``width`` (64 by default)."""
+
+    layer_names = ("layer1", "layer2", "layer3", "layer4")
+    default_layer = "layer4"
+
+    def __init__(self, num_classes: int, num_blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
+                 width: int = 64, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None) -> None:
+        super().__init__(num_classes, mean, std)
+        if width < 1:
+            raise ValueError(f"width: expected an integer >= 1, got {width}")
+        self.width = width
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        in_planes = width
+        stages = []
+        for k, (n, stride) in enumerate(zip(num_blocks, (1, 2, 2, 2))):
+            planes = width * 2 ** k
+            blocks = []
+            for i in range(n):
+                blocks.append(PreActBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.linear = nn.Linear(in_planes, num_classes)
+        self.feature_channels = in_planes
+
+    def _stages(self) -> list[nn.Module]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def _features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        idx = self.layer_names.index(layer)
+        out = self.conv1(x)
+        for stage in self._stages()[: idx + 1]:
+            out = stage(out)
+        if idx == len(self.layer_names) - 1:
+            out = self.bn(out)
+        return out
+
+    def head(self, z: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        idx = self.layer_names.index(self.check_layer(layer))
+        out = z
+        if idx < len(self.layer_names) - 1:
+            for stage in self._stages()[idx + 1:]:
+                out = stage(out)
+            out = self.bn(out)
+        return self.linear(F.adaptive_avg_pool2d(F.relu(out), 1).flatten(1))
+
+
+@register_model("preactresnet18")
+def preactresnet18(num_classes: int, width: int = 64, **kwargs: object) -> PreActResNet:
+    """PreActResNet-18 (2-2-2-2), the paper's Tiny-ImageNet student."""
+    return PreActResNet(num_classes, (2, 2, 2, 2), width=width, **kwargs)  # type: ignore[arg-type]
+
+
+@register_model("preactresnet34")
+def preactresnet34(num_classes: int, width: int = 64, **kwargs: object) -> PreActResNet:
+    """PreActResNet-34 (3-4-6-3), the paper's Tiny-ImageNet teacher."""
+    return PreActResNet(num_classes, (3, 4, 6, 3), width=width, **kwargs)  # type: ignore[arg-type]
