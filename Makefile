@@ -1,0 +1,26 @@
+# The two commands of the README. Each creates the environment it needs (.venv) on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+OUT    ?= runs/embedded
+
+.PHONY: run test env clean
+
+$(BIN)/ferd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+env: $(BIN)/ferd
+
+## make run: FERD end to end on the embedded default (digits, CPU, a few minutes)
+run: env
+	$(BIN)/ferd run --params params/embedded.yaml --out $(OUT)
+
+## make test: the whole test suite (what CI runs)
+test: env
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(OUT) .pytest_cache

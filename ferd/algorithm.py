@@ -1,0 +1,202 @@
+"""Algorithm 1 of the paper, organised in rounds.
+
+A round covers a contiguous range of epochs: first the generation stage of each of its
+epochs (against the student as it was at the start of the round), then the distillation
+stage of each of its epochs. With ``rounds = epochs`` (the default) every round is one
+epoch and this is exactly Algorithm 1; with fewer rounds the same code is what the
+stage-split DAG runs, one synthesis / pool / distillation triple per round, so a
+stage-split run and a single-process run with the same parameters are bit-identical.
+
+Every random number comes from a generator derived from (seed, stream, epoch)
+(:mod:`ferd.rng`), so the state that crosses a round boundary is only: the student's
+weights, its optimiser and LR schedule, the generator and its optimiser, the class
+distribution p with its scores, and the pool. :class:`RunState` holds exactly that, and
+a checkpoint of it taken after any round resumes bit-identically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import rng
+from .config import FerdConfig
+from .data import no_data_access
+from .distill.stage import Distiller
+from .models import FerdModel, create_model
+from .pool import FaePool, Shard
+from .synthesis.reweighting import reweight
+from .synthesis.stage import Synthesizer
+
+log = logging.getLogger(__name__)
+
+
+def round_epochs(epochs: int, rounds: int) -> list[range]:
+    """Split epochs 0..T-1 into ``rounds`` contiguous ranges, as evenly as possible (earlier rounds longer)."""
+    if not 1 <= rounds <= epochs:
+        raise ValueError(f"rounds: expected an integer in [1, epochs={epochs}], got {rounds}")
+    base, extra = divmod(epochs, rounds)
+    out, start = [], 0
+    for r in range(rounds):
+        n = base + (1 if r < extra else 0)
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
+def build_student(cfg: FerdConfig) -> FerdModel:
+    """The student f^S with a seeded initialisation (θ_s, Algorithm 1 line 1)."""
+    with rng.seeded(cfg.seed, "student-init"):
+        return create_model(cfg.student.arch, num_classes=cfg.num_classes, mean=cfg.student.mean,
+                            std=cfg.student.std).to(cfg.device)
+
+
+@dataclass
+class RunState:
+    """Everything that crosses a round boundary."""
+
+    cfg: FerdConfig
+    student: FerdModel
+    synthesizer: Synthesizer
+    distiller: Distiller
+    pool: FaePool
+    p: torch.Tensor
+    scores: torch.Tensor
+    next_round: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def initial(cls, cfg: FerdConfig, img_size: int) -> RunState:
+        student = build_student(cfg)
+        c = cfg.num_classes
+        return cls(cfg=cfg, student=student,
+                   synthesizer=Synthesizer(cfg.synthesis, c, img_size, cfg.seed, cfg.device),
+                   distiller=Distiller(student, cfg.distill, cfg.epochs, cfg.threat.eps, cfg.threat.step, cfg.seed,
+                                       cfg.device),
+                   pool=FaePool(), p=torch.full((c,), 1.0 / c, dtype=torch.float64),  # line 2: uniform p
+                   scores=torch.zeros(c, dtype=torch.float64))
+
+    # ---- checkpointing (weights_only-loadable: tensors, numbers, strings) -------------------
+    def checkpoint_dict(self) -> dict:
+        return {"next_round": self.next_round, "student": self.student.state_dict(),
+                "synthesizer": self.synthesizer.state_dict(), "distiller": self.distiller.state_dict(),
+                "p": self.p, "scores": self.scores, "history": json.dumps(self.history)}
+
+    def load_checkpoint_dict(self, state: dict) -> None:
+        self.next_round = int(state["next_round"])
+        self.student.load_state_dict(state["student"])
+        self.synthesizer.load_state_dict(state["synthesizer"])
+        self.distiller.load_state_dict(state["distiller"])
+        self.p, self.scores = state["p"], state["scores"]
+        self.history = json.loads(state["history"])
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``state.pt`` and the pool atomically under ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.pool.save(directory / "pool")
+        buf = io.BytesIO()
+        torch.save(self.checkpoint_dict(), buf)
+        tmp = directory / ".state.pt.tmp"
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(directory / "state.pt")
+
+    def load(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        self.load_checkpoint_dict(torch.load(directory / "state.pt", map_location=self.cfg.device,
+                                             weights_only=True))
+        self.pool = FaePool.load(directory / "pool")
+        # rounds after next_round may have been written before a kill: drop them
+        for r in [r for r in self.pool.rounds if r >= self.next_round]:
+            self.pool._shards.pop(r)
+        self.pool._cache = None
+
+
+def generation_round(state: RunState, teacher: FerdModel, round_index: int, epochs: range,
+                     progress: bool = False) -> Shard:
+    """Lines 6-12 for every epoch of the round: synthesise, select, reweight. Returns the round's shard."""
+    cfg = state.cfg
+    rw = cfg.synthesis.reweighting
+    parts = []
+    with no_data_access("synthesis is data-free"):
+        for epoch in epochs:
+            out = state.synthesizer.run_epoch(teacher, state.student, state.p, epoch, progress=progress)
+            p_gen = state.p
+            if rw.enabled:
+                res = reweight(teacher, out.images, out.labels, cfg.num_classes, strategy=rw.strategy,
+                               eps=cfg.threat.eps, step=cfg.threat.step, steps=rw.pgd_steps,
+                               generator=rng.generator(cfg.seed, "reweight", epoch), previous_scores=state.scores,
+                               temperature=rw.temperature, min_weight=rw.min_weight, max_weight=rw.max_weight,
+                               beta=rw.beta, lam=rw.lam)
+                state.p, state.scores = res.p, res.scores
+            with torch.no_grad():
+                t_logits = teacher(out.images)
+            parts.append((out, p_gen))
+            if out.collapse_iterations >= 5:
+                log.warning("epoch %d: possible generator collapse: the teacher predicted one class for >95%% "
+                            "of the synthetic batch for %d consecutive iterations", epoch, out.collapse_iterations)
+            state.history.append({"epoch": epoch, "round": round_index, "p_generation": p_gen.tolist(),
+                                  "p": state.p.tolist(), "scores": state.scores.tolist(),
+                                  "strategy": rw.strategy if rw.enabled else "uniform",
+                                  "best_loss": out.best_loss, "best_terms": out.best_terms,
+                                  "collapse_iterations": out.collapse_iterations,
+                                  "teacher_accuracy": float((t_logits.argmax(1) == out.labels).float().mean())})
+    shard = Shard(round=round_index,
+                  images=torch.cat([o.images for o, _ in parts]).cpu(),
+                  labels=torch.cat([o.labels for o, _ in parts]).cpu(),
+                  teacher_logits=torch.cat([_teacher_logits(teacher, o.images) for o, _ in parts]).cpu(),
+                  class_weight=torch.cat([pg[o.labels.cpu()] for o, pg in parts]),
+                  epochs=torch.cat([torch.full((o.labels.shape[0],), e, dtype=torch.int32)
+                                    for (o, _), e in zip(parts, epochs)]))
+    return shard
+
+
+def _teacher_logits(teacher: FerdModel, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return teacher(x).float()
+
+
+def distillation_round(state: RunState, teacher: FerdModel, epochs: range, progress: bool = False) -> None:
+    """Lines 13-17 for every epoch of the round."""
+    with no_data_access("distillation is data-free"):
+        for epoch in epochs:
+            losses = state.distiller.run_epoch(teacher, state.pool, epoch, progress=progress)
+            for h in state.history:
+                if h["epoch"] == epoch:
+                    h["distill"] = losses
+
+
+def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, img_size: int, *, checkpoint_dir: str | Path | None = None,
+                   progress: bool = True) -> RunState:
+    """Algorithm 1 end to end (resuming from ``checkpoint_dir/state.pt`` when present)."""
+    teacher.eval().requires_grad_(False)
+    state = RunState.initial(cfg, img_size)
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.pt").is_file():
+        state.load(checkpoint_dir)
+        log.info("resuming from %s at round %d", checkpoint_dir, state.next_round)
+    schedule = round_epochs(cfg.epochs, cfg.rounds or cfg.epochs)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(schedule), initial=state.next_round, desc="FERD rounds", disable=not progress)
+    for r in range(state.next_round, len(schedule)):
+        shard = generation_round(state, teacher, r, schedule[r], progress=progress)
+        state.pool.append(shard)
+        distillation_round(state, teacher, schedule[r], progress=progress)
+        state.next_round = r + 1
+        if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0
+                                           or state.next_round == len(schedule)):
+            state.save(checkpoint_dir)
+        bar.update(1)
+        last = state.history[-1]
+        bar.set_postfix(p_max=f"{max(last['p']):.3f}", loss=f"{last.get('distill', {}).get('loss', 0):.4f}")
+    bar.close()
+    return state

@@ -1,0 +1,259 @@
+"""The typed parameters of a FERD run: one pydantic model per stage, validated before any work.
+
+Defaults are the paper's (§5.1, Algorithm 1): T = 220 epochs, T_g = 200 generator and
+T_s = 400 student iterations per epoch, batch 256, Adam(2e-3, β = (0.5, 0.999)) for the
+generator, SGD(0.1, momentum 0.9, weight decay 5e-4) for the student, λ_adv = 1, λ_bn = 5,
+λ_oh = 1, λ_uni = 5, γ = 0.5, λ1 = 5/6, λ2 = 1/6, ε = 8/255. Where the paper is silent the
+authors' code (``../shared/notes/reference-code.md``) gives the value, and the field's
+description says so. ``params/embedded.yaml`` is the small CPU default.
+
+Errors name the key and what it expects: ``synthesis.lambda_uni: expected a number >= 0, got -1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A parameter was refused; the message names every offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_arch(name: str) -> str:
+    from .models import is_known_model, list_models
+
+    if not is_known_model(name):
+        raise ValueError(f"unknown architecture {name!r}; expected one of {list_models()}")
+    return name
+
+
+class ThreatConfig(_Strict):
+    """The L∞ threat model shared by teacher training, reweighting PGD, UTAEs and evaluation."""
+
+    eps: float = Field(8 / 255, gt=0, le=1, description="L∞ radius ε in [0,1] pixel units (paper: 8/255)")
+    step: float = Field(2 / 255, gt=0, le=1, description="PGD step size α (paper/A.8: 2/255)")
+
+
+class TeacherTrainConfig(_Strict):
+    """PGD adversarial training (Madry et al.) of a teacher, used by ``train:<dataset>`` sources."""
+
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    pgd_steps: int = Field(5, ge=1, description="PGD steps of the inner maximisation (step 2.5·ε/steps)")
+    augment: bool = Field(False, description="random crop (pad 4); no flip (digits are not flip-invariant)")
+
+
+class TeacherConfig(_Strict):
+    source: str = Field("train:digits", description="a checkpoint path, or train:<dataset> to train one")
+    arch: str = "wrn-34-10"
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    train: TeacherTrainConfig = TeacherTrainConfig()
+
+    _arch = field_validator("arch")(_check_arch)
+
+
+class StudentConfig(_Strict):
+    arch: str = "resnet18"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    _arch = field_validator("arch")(_check_arch)
+
+
+class GeneratorConfig(_Strict):
+    kind: Literal["conditional", "reinit"] = Field(
+        "conditional", description="paper: a persistent conditional g(z, y) (Algorithm 1); "
+        "reinit: the authors' code, an unconditional generator re-initialised every epoch with a learnable z")
+    nz: int = Field(256, ge=1, description="latent size (Fast/CMI: 256)")
+    ngf: int = Field(64, ge=1, description="generator width (Fast/CMI: 64)")
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate η_g (paper 2e-3)")
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    lr_z: float = Field(0.015, gt=0, description="learning rate of z for kind=reinit (authors' code)")
+
+
+class BottleneckConfig(_Strict):
+    """The information bottleneck of Eq. 4-6 that finds the non-robust channels."""
+
+    mode: Literal["paper", "authors"] = Field(
+        "paper", description="paper: one noise scale per channel; authors: per sample and channel")
+    iterations: int = Field(50, ge=1, description="Adam steps on λ_r (authors' code: 50)")
+    lr: float = Field(0.1, gt=0, description="Adam lr for λ_r (authors' code: 0.1)")
+    beta: float = Field(0.3, ge=0, description="β of Eq. 5 (authors' code: 0.3; the paper gives none)")
+
+
+class ReweightConfig(_Strict):
+    """Class reweighting (Eq. 1-2, A.6)."""
+
+    enabled: bool = Field(True, description="off = the 'w/o reweighting' ablation: p stays uniform")
+    strategy: Literal["softmax", "minmax", "power", "linear", "sigmoid", "tanh"] = Field(
+        "softmax", description="softmax: Eq. 2 + softmax (paper); minmax: the authors' code; "
+        "power/linear/sigmoid/tanh: A.6 Eq. 25-28 on the least PGD steps κ_c")
+    temperature: float = Field(1.0, gt=0, description="softmax(D_c / T); the paper has T = 1")
+    pgd_steps: int = Field(20, ge=1, description="PGD-20 (Eq. 1) and K of Eq. 24")
+    min_weight: float = Field(0.05, gt=0, description="minmax strategy: lower end (authors: 0.05)")
+    max_weight: float = Field(0.2, gt=0, description="minmax strategy: upper end (authors: 0.2)")
+    beta: float = Field(2.0, gt=0, description="β of the power strategy (Eq. 25; A.6: 2)")
+    lam: float = Field(0.0, description="λ of the sigmoid/tanh strategies (Eq. 27-28; A.6: 0)")
+
+    @model_validator(mode="after")
+    def _range(self) -> ReweightConfig:
+        if self.min_weight >= self.max_weight:
+            raise ValueError(f"min_weight must be < max_weight, got {self.min_weight} >= {self.max_weight}")
+        return self
+
+
+class SynthesisConfig(_Strict):
+    """The generation stage of Algorithm 1 (lines 6-12)."""
+
+    iterations: int = Field(200, ge=1, description="T_g generator iterations per epoch (paper 200)")
+    batch_size: int = Field(256, ge=1, description="synthetic batch per epoch (paper 256 / 512)")
+    lambda_adv: float = Field(1.0, ge=0)
+    lambda_bn: float = Field(5.0, ge=0)
+    lambda_oh: float = Field(1.0, ge=0)
+    lambda_uni: float = Field(5.0, ge=0)
+    fae: bool = Field(True, description="off = the 'w/o FAEs' ablation: no L_uni")
+    layer: str | None = Field(None, description="layer l of Eq. 4-7 (None: the last conv block, §5.1)")
+    generator: GeneratorConfig = GeneratorConfig()
+    bottleneck: BottleneckConfig = BottleneckConfig()
+    reweighting: ReweightConfig = ReweightConfig()
+
+
+class UTAEConfig(_Strict):
+    """Uniform-target adversarial examples (Eq. 10)."""
+
+    enabled: bool = Field(True, description="off = the 'w/o UTAEs' ablation: γ = 0, plain PGD on the KL")
+    target: Literal["teacher", "student"] = Field(
+        "teacher", description="teacher: Eq. 10 as printed; student: the authors' code (RSLAD's inner max)")
+    steps: int = Field(10, ge=1, description="attack steps (authors' code / A.8: 10)")
+    gamma: float = Field(0.5, ge=0, description="γ of Eq. 10 (paper 0.5)")
+    random_start: Literal["uniform", "gaussian"] = Field(
+        "uniform", description="uniform: U[-ε, ε] (PGD); gaussian: 0.001·N(0, 1) (authors' code, RSLAD)")
+
+
+class DistillConfig(_Strict):
+    """The robust distillation stage of Algorithm 1 (lines 13-17)."""
+
+    iterations: int = Field(400, ge=1, description="T_s student iterations per epoch (paper 400)")
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(0.1, gt=0, description="SGD learning rate η_s (paper 0.1)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine annealing to 0 over all student iterations (authors' code: cosine)")
+    warmup_epochs: int = Field(0, ge=0, description="generator-only epochs before the student trains "
+                               "(authors' code and Fast: 20; the paper: none)")
+    lambda1: float = Field(5 / 6, ge=0, description="λ1 of Eq. 11")
+    lambda2: float = Field(1 / 6, ge=0, description="λ2 of Eq. 11")
+    utae: UTAEConfig = UTAEConfig()
+
+
+class EvalConfig(_Strict):
+    attacks: list[Literal["clean", "fgsm", "pgd20", "cw", "aa"]] = ["clean", "pgd20"]
+    n_examples: int | None = Field(None, ge=1, description="a stratified subset of the test split; None = all")
+    batch_size: int = Field(256, ge=1)
+
+
+class FerdConfig(_Strict):
+    seed: int = Field(0, ge=0)
+    device: str = "cpu"
+    dataset: str = Field("cifar10", description="the task: sets num_classes; read only to train the "
+                         "teacher and to evaluate")
+    data_root: str | None = None
+    epochs: int = Field(220, ge=1, description="T of Algorithm 1 (paper 220)")
+    rounds: int | None = Field(None, ge=1, description="rounds of synthesis → pool → distillation the epochs "
+                               "are grouped in (None = epochs: exactly Algorithm 1)")
+    checkpoint_every: int = Field(1, ge=1, description="rounds between resumable checkpoints")
+    threat: ThreatConfig = ThreatConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
+    distill: DistillConfig = DistillConfig()
+    evaluation: EvalConfig = EvalConfig()
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, name: str) -> str:
+        from .data import KNOWN_DATASETS
+
+        if name not in KNOWN_DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(KNOWN_DATASETS)}")
+        return name
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if device != "cpu" and not device.startswith("cuda"):
+            raise ValueError(f"expected 'cpu' or 'cuda[:N]', got {device!r}")
+        return device
+
+    @model_validator(mode="after")
+    def _cross(self) -> FerdConfig:
+        if self.rounds is not None and self.rounds > self.epochs:
+            raise ValueError(f"rounds: expected at most epochs ({self.epochs}), got {self.rounds}")
+        if self.distill.warmup_epochs >= self.epochs:
+            raise ValueError(f"distill.warmup_epochs ({self.distill.warmup_epochs}) must be < epochs ({self.epochs})")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        from .data import dataset_info
+
+        return dataset_info(self.dataset).num_classes
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "<root>"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    return f"{key}: {msg} (got {err.get('input')!r})"
+
+
+def parse_config(data: dict[str, Any]) -> FerdConfig:
+    """Validate a nested dict; raise :class:`ConfigError` naming every bad key."""
+    try:
+        return FerdConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def _set_override(data: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+        raise ConfigError(f"override {assignment!r}: expected KEY=VALUE (e.g. synthesis.lambda_uni=2)")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a group")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
+    """Read a YAML params file (``None``: all defaults), apply ``KEY=VALUE`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"params file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of parameter groups, got {type(data).__name__}")
+    for item in overrides:
+        _set_override(data, item)
+    return parse_config(data)

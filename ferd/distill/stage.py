@@ -1,0 +1,82 @@
+"""The robust distillation stage of Algorithm 1 (lines 13-17) for one epoch.
+
+Each of the T_s iterations samples a batch x_F uniformly from the pool D, builds UTAEs
+x_U (Eq. 10) and takes one SGD step on L_stu (Eq. 11) in train mode.
+
+LR schedule (the paper gives only the initial 0.1): cosine annealing to 0 over all
+T·T_s student iterations, stepped once per iteration (the authors' code anneals with
+cosine over all epochs). During the optional warm-up epochs (authors' code: 20
+generator-only epochs) the schedule is stepped without training, as in their code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import rng
+from ..config import DistillConfig
+from ..pool import FaePool
+from .loss import robust_distillation_loss
+from .utae import generate_utae
+
+
+class Distiller:
+    """Owns the student's optimiser and LR schedule across epochs."""
+
+    def __init__(self, student: nn.Module, cfg: DistillConfig, epochs: int, eps: float, step: float, seed: int,
+                 device: str | torch.device = "cpu") -> None:
+        self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
+        self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        total = epochs * cfg.iterations
+        if cfg.schedule == "cosine":
+            lr_lambda = lambda it: 0.5 * (1.0 + math.cos(math.pi * min(it, total) / total))  # noqa: E731
+        else:
+            lr_lambda = lambda it: 1.0  # noqa: E731
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def run_epoch(self, teacher: nn.Module, pool: FaePool, epoch: int, progress: bool = False) -> dict[str, float]:
+        """T_s iterations (or, in a warm-up epoch, T_s scheduler steps). Returns mean losses."""
+        cfg = self.cfg
+        if epoch < cfg.warmup_epochs:
+            for _ in range(cfg.iterations):
+                self.scheduler.step()
+            return {"warmup": 1.0}
+        images, _, _ = pool.tensors()
+        sample_rng = rng.generator(self.seed, "pool-sample", epoch)
+        attack_rng = rng.generator(self.seed, "utae", epoch)
+        utae = cfg.utae
+        gamma = utae.gamma if utae.enabled else 0.0
+        total = 0.0
+        student = self.student
+        for _ in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
+            idx = pool.sample_indices(cfg.batch_size, sample_rng)
+            x_f = images[idx].to(self.device)
+            with torch.no_grad():
+                t_logits = teacher(x_f)
+            target = teacher if utae.target == "teacher" else student
+            student.eval()
+            x_u = generate_utae(target, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
+                                gamma=gamma, random_start=utae.random_start, generator=attack_rng)
+            student.train()
+            s_clean, s_adv = student(x_f), student(x_u)  # two passes, as RSLAD (BatchNorm sees each batch)
+            loss = robust_distillation_loss(t_logits, s_clean, s_adv, cfg.lambda1, cfg.lambda2)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"L_stu is not finite at epoch {epoch}: {loss.item()}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            total += loss.item()
+        return {"loss": total / cfg.iterations}

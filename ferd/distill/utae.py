@@ -1,0 +1,63 @@
+"""Uniform-target adversarial examples, UTAEs (Eq. 10).
+
+x_U^{t+1} = Π_{x + S}( x_U^t + α · sign ∇ [ KL(f(x) ‖ f(x_U^t)) − γ · KL(U ‖ f(x_U^t)) ] ),
+with S the L∞ ball of radius ε, the projection also clamping to [0, 1].
+
+``target`` (``distill.utae.target``):
+
+* ``teacher`` (default, Eq. 10 as printed): f = f^T in both terms; the clean reference is
+  f^T(x_F). A UTAE then depends only on the teacher and the FAE.
+* ``student`` (the authors' code, RSLAD's inner maximisation): the attacked model is the
+  student (put in eval mode while attacking, as RSLAD does), the reference is the
+  teacher's clean prediction: KL(f^T(x) ‖ f^S(x_U)) − γ · KL(U ‖ f^S(x_U)). The authors'
+  code has γ's term commented out; set γ = 0 to reproduce it exactly.
+
+``random_start``: ``uniform`` U[-ε, ε] (PGD, default; the paper does not say) or
+``gaussian`` 0.001·N(0, 1) (RSLAD and the authors' code). The objective is summed over
+the batch so each sample's step is its own sign-gradient. γ = 0 is plain PGD on the KL
+term, which is the "w/o UTAEs" ablation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..attacks import project
+from ..divergence import kl_logits, kl_uniform
+
+
+def utae_objective(clean_logits: torch.Tensor, adv_logits: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The bracket of Eq. 10, summed over the batch: KL(f(x) ‖ f(x_U)) − γ·KL(U ‖ f(x_U))."""
+    return kl_logits(clean_logits, adv_logits, reduction="sum") - gamma * kl_uniform(adv_logits, reduction="sum")
+
+
+def utae_start(x: torch.Tensor, eps: float, kind: str, generator: torch.Generator | None) -> torch.Tensor:
+    """The starting point x_U^0: x + U[-ε, ε] or x + 0.001·N(0, 1), clamped to the ε-ball and [0, 1]."""
+    if kind == "uniform":
+        noise = torch.empty(x.shape).uniform_(-eps, eps, generator=generator)
+    elif kind == "gaussian":
+        noise = 0.001 * torch.randn(x.shape, generator=generator)
+    else:
+        raise ValueError(f"distill.utae.random_start: expected 'uniform' or 'gaussian', got {kind!r}")
+    return project(x + noise.to(x.device), x, eps)
+
+
+def generate_utae(model: nn.Module, x: torch.Tensor, clean_logits: torch.Tensor, *, eps: float, alpha: float,
+                  steps: int, gamma: float, random_start: str = "uniform",
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Run Eq. 10 for ``steps`` steps against ``model`` (teacher or student); returns x_U (detached).
+
+    ``clean_logits`` is f(x) of the reference model (the teacher's logits on the FAEs).
+    The caller sets the model's mode (teacher: always eval; student: eval while attacking).
+    """
+    x = x.detach()
+    clean_logits = clean_logits.detach()
+    x_u = utae_start(x, eps, random_start, generator)
+    for _ in range(steps):
+        with torch.enable_grad():
+            x_u.requires_grad_(True)
+            loss = utae_objective(clean_logits, model(x_u), gamma)
+            (grad,) = torch.autograd.grad(loss, x_u)
+        x_u = project(x_u.detach() + alpha * grad.sign(), x, eps)
+    return x_u.detach()

@@ -1,0 +1,154 @@
+"""The FAE pool D of Algorithm 1 (line 11: D ← D ∪ {x_F*}).
+
+In memory the pool is a list of per-round shards, concatenated lazily; on disk it is a
+Parquet dataset partitioned by round (``round=<r>/part-0.parquet``), one row per FAE:
+
+=================  ==========================================================
+column             content
+=================  ==========================================================
+image              float32 C×H×W, little-endian bytes (shape in schema metadata);
+                   exact, no 8-bit quantisation (a pitfall of the datafree pool)
+label              int64 y drawn from p at generation
+round              int32, the round (DAG stage run) that made it
+epoch              int32, the generation epoch that made it (= round when rounds = epochs)
+index              int32, the row's position in its round
+teacher_logits     list<float32>, f^T(x_F), computed once when the FAE enters the pool
+class_weight       float64, p_y at generation time
+=================  ==========================================================
+
+Appending a round that is already present replaces it, so re-running a round never
+duplicates rows. Sampling draws indices uniformly with replacement from a seeded
+generator (Fast / CMI sample uniformly from every image kept so far).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass
+class Shard:
+    """The FAEs one round adds to the pool (one generation epoch each when rounds = epochs)."""
+
+    round: int
+    images: torch.Tensor          # N×C×H×W float32 in [0, 1]
+    labels: torch.Tensor          # N int64
+    teacher_logits: torch.Tensor  # N×K float32
+    class_weight: torch.Tensor    # N float64
+    epochs: torch.Tensor          # N int32: the generation epoch of each row
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        for name in ("labels", "teacher_logits", "class_weight", "epochs"):
+            if getattr(self, name).shape[0] != n:
+                raise ValueError(f"shard.{name}: expected {n} rows, got {getattr(self, name).shape[0]}")
+
+
+class FaePool:
+    """An ordered set of shards, one per round, with uniform sampling."""
+
+    def __init__(self) -> None:
+        self._shards: dict[int, Shard] = {}
+        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def append(self, shard: Shard) -> None:
+        """Add (or replace) the shard of ``shard.round``."""
+        self._shards[shard.round] = shard
+        self._shards = dict(sorted(self._shards.items()))
+        self._cache = None
+
+    @property
+    def rounds(self) -> list[int]:
+        return list(self._shards)
+
+    def shard(self, round_: int) -> Shard:
+        return self._shards[round_]
+
+    def __len__(self) -> int:
+        return sum(s.images.shape[0] for s in self._shards.values())
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images, labels, teacher_logits) of the whole pool, in round order."""
+        if self._cache is None:
+            if not self._shards:
+                raise ValueError("the FAE pool is empty: run a generation stage first")
+            shards = list(self._shards.values())
+            self._cache = (torch.cat([s.images for s in shards]), torch.cat([s.labels for s in shards]),
+                           torch.cat([s.teacher_logits for s in shards]))
+        return self._cache
+
+    def sample_indices(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """``batch_size`` indices drawn uniformly with replacement."""
+        return torch.randint(0, len(self), (batch_size,), generator=generator)
+
+    # ---- Parquet persistence -------------------------------------------------------------
+    def save(self, root: str | Path) -> list[Path]:
+        """Write every shard under ``root`` (see :func:`write_shard`)."""
+        return [write_shard(s, root) for s in self._shards.values()]
+
+    @classmethod
+    def load(cls, root: str | Path) -> FaePool:
+        pool = cls()
+        root = Path(root)
+        for path in sorted(root.glob("round=*/part-0.parquet"), key=lambda p: int(p.parent.name.split("=")[1])):
+            pool.append(read_shard(path))
+        return pool
+
+
+def shard_table(shard: Shard) -> pa.Table:
+    """The Arrow table of one shard (schema metadata: image shape and dtype)."""
+    n, *shape = shard.images.shape
+    images = np.ascontiguousarray(shard.images.detach().cpu().numpy().astype("<f4"))
+    width = int(np.prod(shape)) * 4
+    image_col = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(images.tobytes())])
+    logits = shard.teacher_logits.detach().cpu().numpy().astype("<f4")
+    table = pa.table({
+        "image": image_col,
+        "label": pa.array(shard.labels.cpu().numpy().astype(np.int64)),
+        "round": pa.array(np.full(n, shard.round, dtype=np.int32)),
+        "epoch": pa.array(shard.epochs.cpu().numpy().astype(np.int32)),
+        "index": pa.array(np.arange(n, dtype=np.int32)),
+        "teacher_logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1]),
+        "class_weight": pa.array(shard.class_weight.cpu().numpy().astype(np.float64)),
+    })
+    meta = {"ferd.image_shape": json.dumps(shape), "ferd.image_dtype": "float32",
+            "ferd.schema_version": SCHEMA_VERSION}
+    return table.replace_schema_metadata(meta)
+
+
+def write_shard(shard: Shard, root: str | Path) -> Path:
+    """Write ``root/round=<r>/part-0.parquet`` atomically (temporary name, then rename)."""
+    path = Path(root) / f"round={shard.round}" / "part-0.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(shard_table(shard), tmp, compression="zstd")
+    tmp.replace(path)
+    return path
+
+
+def read_shard(path: str | Path) -> Shard:
+    """Read one shard written by :func:`write_shard`, bit-exact."""
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    if meta.get(b"ferd.schema_version") != SCHEMA_VERSION.encode():
+        raise ValueError(f"{path}: not a ferd pool shard (schema version {meta.get(b'ferd.schema_version')!r})")
+    shape = json.loads(meta[b"ferd.image_shape"])
+    n = table.num_rows
+    raw = table.column("image").combine_chunks().buffers()[1]
+    images = np.frombuffer(raw, dtype="<f4", count=n * int(np.prod(shape))).reshape(n, *shape)
+    logits = np.stack(table.column("teacher_logits").to_numpy(zero_copy_only=False)) if n else np.zeros((0, 0))
+    rounds = table.column("round").to_numpy()
+    return Shard(round=int(rounds[0]) if n else -1, images=torch.from_numpy(images.copy()),
+                 labels=torch.from_numpy(table.column("label").to_numpy().copy()),
+                 teacher_logits=torch.from_numpy(logits.astype(np.float32)),
+                 class_weight=torch.from_numpy(table.column("class_weight").to_numpy().copy()),
+                 epochs=torch.from_numpy(table.column("epoch").to_numpy().copy()))

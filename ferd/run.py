@@ -1,0 +1,79 @@
+"""``ferd run``: teacher (load or train) → Algorithm 1 → quick evaluation, in one process.
+
+Layout of ``--out DIR`` (every file written atomically):
+
+=====================  ===================================================================
+``params.json``        the resolved, validated parameters
+``teacher/``           ``teacher.safetensors`` and ``model_card.json``
+``state.pt``           the resumable checkpoint after the last finished round
+``pool/``              the FAE pool, Parquet partitioned by round
+``student.safetensors``  the distilled student (metadata: arch, num_classes)
+``class_weights.json`` p (and the scores behind it) after every generation epoch
+``history.json``       per-epoch losses and diagnostics
+``metrics.json``       flat ``<model>.<attack>.<statistic>`` keys, accuracies in [0, 1]
+``eval/``              per-class tables, figures and ``report.md``
+=====================  ===================================================================
+
+Re-running the same command resumes from ``state.pt`` (a finished run re-evaluates only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .algorithm import run_algorithm1
+from .checkpoint import atomic_write_bytes, save_state_dict
+from .config import FerdConfig
+from .teacher_source import obtain_teacher
+
+log = logging.getLogger(__name__)
+
+
+def _write_json(path: Path, data: object) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
+                     progress: bool = True) -> dict[str, float]:
+    """Per-class evaluation of the models on the dataset's test split (``cfg.evaluation``)."""
+    from .data import dataset_info, load_split
+    from .evaluation import evaluate_models, flat_metrics, write_evaluation
+
+    x, y = load_split(cfg.dataset, "test", root=cfg.data_root)
+    info = dataset_info(cfg.dataset)
+    e = cfg.evaluation
+    result = evaluate_models(models, x, y, num_classes=info.num_classes, attacks=tuple(e.attacks),
+                             eps=cfg.threat.eps, step=cfg.threat.step, n_examples=e.n_examples,
+                             batch_size=e.batch_size, seed=cfg.seed, device=cfg.device, progress=progress)
+    write_evaluation(result, out_dir, list(info.class_names))
+    return flat_metrics(result)
+
+
+def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) -> dict[str, float]:
+    """Run FERD end to end into ``out_dir``; returns the flat metrics."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    _write_json(out / "params.json", cfg.model_dump(mode="json"))
+    from .data import dataset_info
+
+    img_size = dataset_info(cfg.dataset).image_size
+    teacher, card = obtain_teacher(cfg, out / "teacher", progress=progress)
+    teacher.to(cfg.device)
+    state = run_algorithm1(teacher, cfg, img_size, checkpoint_dir=out, progress=progress)
+    student = state.student.eval()
+    save_state_dict(student.state_dict(), out / "student.safetensors",
+                    metadata={"arch": cfg.student.arch, "num_classes": str(cfg.num_classes),
+                              "teacher_sha256": card["sha256"]})
+    _write_json(out / "class_weights.json", [{"epoch": h["epoch"], "p": h["p"], "scores": h["scores"],
+                                               "strategy": h["strategy"]} for h in state.history])
+    _write_json(out / "history.json", state.history)
+    metrics = quick_evaluation(cfg, {"teacher": teacher, "student": student}, out / "eval", progress)
+    metrics["run.seconds"] = round(time.time() - started, 1)
+    _write_json(out / "metrics.json", metrics)
+    return metrics

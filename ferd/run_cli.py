@@ -1,0 +1,34 @@
+"""``ferd run --params FILE --out DIR [-S key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .config import load_config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .run import run
+
+    cfg = load_config(args.params, args.set or ())
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    metrics = run(cfg, args.out, progress=not args.no_progress)
+    keys = sorted(k for k in metrics if k.endswith((".avg", ".worst", ".nsd")))
+    print(json.dumps({k: round(metrics[k], 4) for k in keys}, indent=1))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="teacher → Algorithm 1 → quick evaluation, in one process",
+                       description="Run FERD end to end (resumes from DIR/state.pt when present).")
+    p.add_argument("--params", required=True, help="YAML parameters (e.g. params/embedded.yaml)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
+                   help="override a parameter, e.g. -S synthesis.lambda_uni=2 (repeatable)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)

@@ -1,0 +1,110 @@
+"""The generator's losses: Eq. 7 (L_uni), Eq. 8 (L_adv, L_bn, L_oh) and Eq. 9 (L_gen).
+
+Sign convention of L_adv (the paper's text says "KL(f^T, f^S) encourages divergence"):
+the generator *maximises* the teacher–student divergence, so the minimised L_gen holds
+−KL(f^T ‖ f^S), as in the authors' code and every reference implementation (Fast, CMI,
+ZSKT, DFAD). :func:`adversarial_loss` returns that negative KL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..divergence import kl_logits, kl_uniform
+
+
+def adversarial_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """L_adv of Eq. 8 as minimised by the generator: −KL(f^T(x) ‖ f^S(x)), batch mean."""
+    return -kl_logits(teacher_logits, student_logits)
+
+
+def one_hot_loss(teacher_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L_oh of Eq. 8: CE(f^T(x), y), batch mean."""
+    return F.cross_entropy(teacher_logits, y)
+
+
+def bn_statistics_loss(mean: torch.Tensor, var: torch.Tensor, running_mean: torch.Tensor,
+                       running_var: torch.Tensor) -> torch.Tensor:
+    """One BatchNorm layer's term of L_bn (Eq. 8): ‖μ(x) − μ‖₂ + ‖σ²(x) − σ²‖₂ (norms, not squared)."""
+    return torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var)
+
+
+def uniform_prediction_loss(nonrobust_logits: torch.Tensor) -> torch.Tensor:
+    """L_uni of Eq. 7: KL(U ‖ f_{l+}^T(Z_nr)), batch mean."""
+    return kl_uniform(nonrobust_logits)
+
+
+@dataclass
+class GeneratorLossTerms:
+    """The four terms of Eq. 9, unweighted."""
+
+    adv: torch.Tensor
+    bn: torch.Tensor
+    oh: torch.Tensor
+    uni: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in vars(self).items()}
+
+
+def generator_loss(terms: GeneratorLossTerms, lambda_adv: float, lambda_bn: float, lambda_oh: float,
+                   lambda_uni: float) -> torch.Tensor:
+    """L_gen of Eq. 9: λ_adv·L_adv + λ_bn·L_bn + λ_oh·L_oh + λ_uni·L_uni."""
+    return lambda_adv * terms.adv + lambda_bn * terms.bn + lambda_oh * terms.oh + lambda_uni * terms.uni
+
+
+class BatchNormStatistics:
+    """Forward hooks on every ``BatchNorm2d`` of a (frozen) teacher that measure L_bn (Eq. 8).
+
+    Each hook compares the batch statistics of the layer's *input* (mean over N, H, W
+    and the biased variance, as BatchNorm computes them) with the layer's running
+    statistics, as in DeepInversion / Fast / CMI (``datafree/hooks.py``). Use as a
+    context manager; :meth:`pop` returns Σ over layers of the terms recorded since the
+    last call and clears them; :meth:`paused` stops recording (e.g. during the
+    information-bottleneck fit, which re-runs part of the teacher on noisy features).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self._terms: list[torch.Tensor] = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._active = True
+
+    def _hook(self, module: nn.BatchNorm2d, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+        if not self._active:
+            return
+        x = inputs[0]
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.permute(1, 0, 2, 3).reshape(x.shape[1], -1).var(dim=1, unbiased=False)
+        self._terms.append(bn_statistics_loss(mean, var, module.running_mean, module.running_var))
+
+    def __enter__(self) -> BatchNormStatistics:
+        self._handles = [m.register_forward_hook(self._hook) for m in self.layers]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles, self._terms = [], []
+
+    def pop(self) -> torch.Tensor:
+        if not self._terms:
+            raise RuntimeError("L_bn: no BatchNorm2d statistics recorded (is the hook context active, "
+                               "and does the teacher have BatchNorm2d layers?)")
+        total = torch.stack(self._terms).sum()
+        self._terms = []
+        return total
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self._active = False
+        try:
+            yield
+        finally:
+            self._active = True

@@ -1,0 +1,142 @@
+"""The generation stage of Algorithm 1 (lines 6-12) for one epoch.
+
+z ~ N(0, 1) and y ~ p are drawn once per epoch (line 6); the generator then takes T_g
+Adam steps on L_gen (Eq. 9) against the frozen teacher and the current student; the
+batch with the lowest L_gen is kept (``select``, line 10: the paper does not define it,
+this is what the authors' code and CMI do); the caller adds it to the pool and reweights.
+
+The teacher is frozen and in eval mode (its BatchNorm running statistics are the targets
+of L_bn); the student is put in eval mode with gradients off for its parameters while the
+generator trains (gradients flow through it to x only), then restored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import rng
+from ..config import SynthesisConfig
+from ..models import FerdModel
+from .bottleneck import fit_noise_scale, non_robust_mask
+from .generator import ConditionalGenerator, Generator
+from .losses import (BatchNormStatistics, GeneratorLossTerms, adversarial_loss, generator_loss, one_hot_loss,
+                     uniform_prediction_loss)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochSynthesis:
+    """The kept batch of one generation epoch and how the generator got there."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    best_loss: float
+    best_terms: dict[str, float]
+    last_terms: dict[str, float]
+    teacher_top1_share: float = 0.0
+    collapse_iterations: int = 0  # longest run of iterations with one class > 95 % of teacher top-1
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Synthesizer:
+    """Owns the generator (and its optimiser) across epochs; ``kind`` as in :class:`GeneratorConfig`."""
+
+    def __init__(self, cfg: SynthesisConfig, num_classes: int, img_size: int, seed: int,
+                 device: str | torch.device = "cpu") -> None:
+        self.cfg, self.num_classes, self.img_size, self.seed, self.device = cfg, num_classes, img_size, seed, device
+        g = cfg.generator
+        self.generator: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        if g.kind == "conditional":
+            with rng.seeded(seed, "generator"):
+                self.generator = ConditionalGenerator(num_classes, nz=g.nz, ngf=g.ngf, img_size=img_size).to(device)
+            self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=g.lr, betas=(g.beta1, g.beta2))
+
+    def state_dict(self) -> dict:
+        if self.generator is None:
+            return {}
+        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.generator is not None and state:
+            self.generator.load_state_dict(state["generator"])
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    def _epoch_setup(self, epoch: int, labels: torch.Tensor) -> tuple[nn.Module, torch.optim.Optimizer, callable]:
+        g = self.cfg.generator
+        latent = rng.generator(self.seed, "latent", epoch)
+        z = torch.randn((labels.shape[0], g.nz), generator=latent).to(self.device)
+        if g.kind == "conditional":
+            gen, opt = self.generator, self.optimizer
+            return gen, opt, lambda: gen(z, labels)
+        # authors' code: a fresh unconditional generator every epoch, optimised together with z
+        with rng.seeded(self.seed, "generator", epoch):
+            gen = Generator(nz=g.nz, ngf=g.ngf, img_size=self.img_size).to(self.device)
+        z = z.requires_grad_(True)
+        opt = torch.optim.Adam([{"params": gen.parameters()}, {"params": [z], "lr": g.lr_z}],
+                               lr=g.lr, betas=(g.beta1, g.beta2))
+        return gen, opt, lambda: gen(z)
+
+    def run_epoch(self, teacher: FerdModel, student: nn.Module, p: torch.Tensor, epoch: int,
+                  progress: bool = False) -> EpochSynthesis:
+        """T_g generator iterations for ``epoch`` with labels y ~ p; returns the kept batch."""
+        cfg = self.cfg
+        labels = torch.multinomial(p.double().cpu(), cfg.batch_size, replacement=True,
+                                   generator=rng.generator(self.seed, "labels", epoch)).to(self.device)
+        gen, opt, synthesize = self._epoch_setup(epoch, labels)
+        ib_rng = rng.generator(self.seed, "bottleneck", epoch)
+        layer = teacher.check_layer(cfg.layer)
+        use_uni = cfg.fae and cfg.lambda_uni > 0
+        was_training = student.training
+        student.eval()
+        grads = [q.requires_grad for q in student.parameters()]
+        student.requires_grad_(False)
+        gen.train()
+        best_loss, best_x, best_terms, last_terms = float("inf"), None, {}, {}
+        run, collapse_iters, share = 0, 0, 0.0
+        history: list[dict[str, float]] = []
+        try:
+            with BatchNormStatistics(teacher) as bn_stats:
+                for _ in tqdm(range(cfg.iterations), desc=f"epoch {epoch} generator", leave=False,
+                              disable=not progress):
+                    x = synthesize()
+                    z = teacher.features(x, layer)
+                    t_logits = teacher.head(z, layer)
+                    l_bn = bn_stats.pop()
+                    zero = x.new_zeros(())
+                    l_adv = adversarial_loss(t_logits, student(x)) if cfg.lambda_adv > 0 else zero
+                    l_uni = zero
+                    if use_uni:
+                        with bn_stats.paused():
+                            bo = cfg.bottleneck
+                            sigma2, v = fit_noise_scale(teacher, z, labels, layer, bo.mode, bo.iterations, bo.lr,
+                                                        bo.beta, ib_rng)
+                            l_uni = uniform_prediction_loss(teacher.head(non_robust_mask(sigma2, v, bo.mode) * z,
+                                                                         layer))
+                    terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, labels), uni=l_uni)
+                    loss = generator_loss(terms, cfg.lambda_adv, cfg.lambda_bn, cfg.lambda_oh, cfg.lambda_uni)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"L_gen is not finite at epoch {epoch}: {terms.as_floats()}")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    last_terms = {**terms.as_floats(), "gen": loss.item()}
+                    history.append(last_terms)
+                    share = float(torch.bincount(t_logits.argmax(1), minlength=self.num_classes).max()) / len(labels)
+                    run = run + 1 if share > 0.95 else 0
+                    collapse_iters = max(collapse_iters, run)
+                    if loss.item() < best_loss:
+                        best_loss, best_x, best_terms = loss.item(), x.detach().clone(), last_terms
+        finally:
+            student.train(was_training)
+            for q, g in zip(student.parameters(), grads):
+                q.requires_grad_(g)
+        return EpochSynthesis(images=best_x, labels=labels, best_loss=best_loss, best_terms=best_terms,
+                              last_terms=last_terms, teacher_top1_share=share, collapse_iterations=collapse_iters,
+                              history=history)

@@ -1,0 +1,46 @@
+"""Parameters are refused before any work, with a message naming the key and what it expects."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferd.config import ConfigError, FerdConfig, load_config, parse_config
+
+
+def test_paper_defaults():
+    c = FerdConfig()
+    assert (c.epochs, c.synthesis.iterations, c.distill.iterations) == (220, 200, 400)
+    assert (c.synthesis.lambda_adv, c.synthesis.lambda_bn, c.synthesis.lambda_oh, c.synthesis.lambda_uni) == (1, 5, 1, 5)
+    assert c.distill.utae.gamma == 0.5 and c.distill.lambda1 == pytest.approx(5 / 6)
+    assert c.threat.eps == pytest.approx(8 / 255)
+    assert c.synthesis.generator.lr == 2e-3 and c.distill.lr == 0.1 and c.distill.weight_decay == 5e-4
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"synthesis": {"lambda_uni": -1}}, "synthesis.lambda_uni"),
+    ({"distill": {"utae": {"gamma": -0.1}}}, "distill.utae.gamma"),
+    ({"threat": {"eps": 1.5}}, "threat.eps"),
+    ({"threat": {"eps": 0}}, "threat.eps"),
+    ({"distill": {"batch_size": 0}}, "distill.batch_size"),
+    ({"epochs": 2, "rounds": 3}, "rounds"),
+    ({"student": {"arch": "resnet9000"}}, "student.arch"),
+    ({"dataset": "mnist"}, "dataset"),
+    ({"synthesis": {"lamda_uni": 1}}, "synthesis.lamda_uni: unknown key"),
+    ({"epochs": "many"}, "epochs"),
+    ({"synthesis": {"reweighting": {"strategy": "cubic"}}}, "synthesis.reweighting.strategy"),
+])
+def test_bad_parameters_name_the_key(data, key):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert key in str(exc.value)
+
+
+def test_load_with_overrides(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("dataset: digits\nsynthesis:\n  lambda_uni: 2\n")
+    c = load_config(p, ["synthesis.lambda_uni=3", "distill.utae.target=student"])
+    assert c.synthesis.lambda_uni == 3 and c.distill.utae.target == "student" and c.num_classes == 10
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(p, ["nonsense"])
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
