@@ -122,8 +122,13 @@ class RunState:
 
 
 def generation_round(state: RunState, teacher: FerdModel, round_index: int, epochs: range,
-                     progress: bool = False) -> Shard:
-    """Lines 6-12 for every epoch of the round: synthesise, select, reweight. Returns the round's shard."""
+                     progress: bool = False, per_sample: list[dict] | None = None) -> Shard:
+    """Lines 6-12 for every epoch of the round: synthesise, select, reweight. Returns the round's shard.
+
+    ``per_sample``, when given, receives one ``{"epoch", "labels", "values"}`` dict per reweighted
+    epoch: the per-sample values behind p (PGD-20 margins, or least PGD steps for the A.6
+    strategies). It only observes; the result does not depend on it.
+    """
     cfg = state.cfg
     rw = cfg.synthesis.reweighting
     parts = []
@@ -138,6 +143,8 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                                temperature=rw.temperature, min_weight=rw.min_weight, max_weight=rw.max_weight,
                                beta=rw.beta, lam=rw.lam)
                 state.p, state.scores = res.p, res.scores
+                if per_sample is not None:
+                    per_sample.append({"epoch": epoch, "labels": out.labels.cpu(), "values": res.per_sample})
             with torch.no_grad():
                 t_logits = teacher(out.images)
             parts.append((out, p_gen))

@@ -17,6 +17,8 @@ from . import __version__
 COMMAND_MODULES = (
     "ferd.run_cli",            # ferd run
     "ferd.evaluation.cli",     # ferd evaluate
+    "ferd.stages.cli",         # ferd stage <name>
+    "ferd.pipeline_cli",       # ferd pipeline run-local|compile|submit|schedule
 )
 
 

@@ -1,0 +1,26 @@
+"""Kubeflow component of stage 4, UTAE distillation (:func:`ferd.stages.distillation`)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components import base_image
+
+
+@dsl.component(base_image=base_image(), install_kfp_package=False)
+def distillation(params_yaml: str, overrides: list, round_index: int, device: str, teacher: Input[Model],
+                 generation: Input[Artifact], pool: Input[Dataset], student: Output[Model],
+                 previous_student: Input[Model] = None):
+    """One round of UTAE distillation (Eq. 10-11): student, optimiser, scheduler and RNG state.
+
+    ``generation`` / ``pool`` are this round's synthesis / pool outputs; ``previous_student``
+    the distillation output of round ``round_index - 1`` (absent in round 0).
+    """
+    from ferd.stages import config_from_text
+    from ferd.stages import distillation as distill
+
+    cfg = config_from_text(params_yaml, list(overrides) + ([f"device={device}"] if device else []))
+    artifact = distill(cfg, round_index, teacher.path, generation.path, pool.path, student.path,
+                       previous_dir=previous_student.path if previous_student is not None else None)
+    student.metadata.update({"round": round_index, "epochs": [artifact.epochs.start, artifact.epochs.stop],
+                             "complete": artifact.complete,
+                             "loss": {str(e): v.get("loss") for e, v in artifact.losses.items()}})

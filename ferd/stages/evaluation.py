@@ -1,0 +1,58 @@
+"""Stage 5, evaluation: teacher and final student on the dataset's test split, per class.
+
+The same :func:`ferd.run.quick_evaluation` that ``ferd run`` calls (``evaluation.attacks``:
+clean, FGSM, PGD-20, CW∞, AutoAttack; ``evaluation.n_examples`` a stratified subset), so its
+``metrics.json`` equals ``ferd run``'s (less ``run.seconds``) for the same student.
+
+Output directory: ``metrics.json`` (flat ``<model>.<attack>.<statistic>`` keys, accuracies in
+[0, 1]), ``eval/`` (per-class tables, confusion matrices, figures, ``report.md``),
+``history.json`` and ``class_weights.json`` of the whole run (from the final distillation
+artifact), ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import FerdConfig
+from ..teacher import load_model
+from .artifacts import ArtifactError, copy_file, read_manifest, write_json, write_manifest
+from .rounds import CLASS_WEIGHTS_FILE, DISTILLATION, HISTORY_FILE, STUDENT_FILE
+from .teacher_fetch import load_teacher
+
+STAGE = "evaluation"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class EvaluationArtifact:
+    dir: Path
+    metrics: dict[str, float]
+    metrics_file: Path
+    report: Path
+
+
+def evaluation(cfg: FerdConfig, teacher_dir: str | os.PathLike[str], student_dir: str | os.PathLike[str],
+               out_dir: str | os.PathLike[str], *, progress: bool = False) -> EvaluationArtifact:
+    """Evaluate the teacher and the student of the *final* distillation artifact."""
+    from ..run import quick_evaluation
+
+    teacher, _ = load_teacher(cfg, teacher_dir)
+    manifest = read_manifest(student_dir, DISTILLATION, cfg, what="student")
+    if not manifest.get("complete"):
+        raise ArtifactError(f"student: {student_dir} is the student after round {manifest.get('round')} of "
+                            f"{manifest.get('rounds')}; evaluation takes the final round's")
+    student_dir = Path(student_dir)
+    student = load_model(student_dir / STUDENT_FILE, cfg.student.arch, cfg.num_classes, cfg.student.mean,
+                         cfg.student.std).to(cfg.device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = quick_evaluation(cfg, {"teacher": teacher, "student": student}, out / "eval", progress)
+    write_json(out / METRICS_FILE, metrics)
+    for name in (HISTORY_FILE, CLASS_WEIGHTS_FILE):
+        copy_file(student_dir / name, out / name)
+    write_manifest(out, STAGE, cfg, inputs={"teacher": teacher_dir, "student": student_dir},
+                   extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
+    return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / "eval" / "report.md")

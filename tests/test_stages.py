@@ -1,0 +1,199 @@
+"""The five stages (ferd.stages): bit-identical to ``ferd run``, strict about their inputs, idempotent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from ferd.checkpoint import load_state_dict
+from ferd.cli import main
+from ferd.config import load_config
+from ferd.pool import FaePool
+from ferd.stages import (ArtifactError, distillation, evaluation, pool_store, run_stages, synthesis,
+                         teacher_fetch)
+from ferd.stages.rounds import shard_path
+
+ROOT = Path(__file__).resolve().parent.parent
+CI = ROOT / "params" / "ci.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(CI)
+
+
+@pytest.fixture(scope="module")
+def single(cfg, tmp_path_factory):
+    """``ferd run`` in one process (its evaluation stubbed: only the student matters here)."""
+    import ferd.run as run_mod
+
+    out = tmp_path_factory.mktemp("single")
+    orig = run_mod.quick_evaluation
+    run_mod.quick_evaluation = lambda *a, **k: {}
+    try:
+        torch.set_num_threads(1)
+        run_mod.run(cfg, out, progress=False)
+    finally:
+        run_mod.quick_evaluation = orig
+    return out
+
+
+@pytest.fixture(scope="module")
+def split(cfg, tmp_path_factory):
+    """The same parameters, one stage at a time (as the DAG runs them), through ``ferd stage``."""
+    out = tmp_path_factory.mktemp("split")
+    torch.set_num_threads(1)
+    common = ["--params", str(CI), "--no-progress"]
+    assert main(["stage", "teacher-fetch", *common, "--out", str(out / "teacher")]) == 0
+    for r in range(2):
+        d, prev = out / f"round-{r}", out / f"round-{r - 1}"
+        extra = [] if r == 0 else ["--student", str(prev / "distillation"), "--previous", str(prev / "synthesis")]
+        assert main(["stage", "synthesis", *common, "--round", str(r), "--teacher", str(out / "teacher"),
+                     *extra, "--out", str(d / "synthesis")]) == 0
+        extra = [] if r == 0 else ["--previous", str(prev / "pool")]
+        assert main(["stage", "pool-store", *common, "--round", str(r), "--synthesis", str(d / "synthesis"),
+                     *extra, "--out", str(d / "pool")]) == 0
+        extra = [] if r == 0 else ["--previous", str(prev / "distillation")]
+        assert main(["stage", "distillation", *common, "--round", str(r), "--teacher", str(out / "teacher"),
+                     "--synthesis", str(d / "synthesis"), "--pool", str(d / "pool"), *extra,
+                     "--out", str(d / "distillation")]) == 0
+    return out
+
+
+def test_two_round_stage_split_is_bit_identical_to_ferd_run(cfg, single, split):
+    assert cfg.rounds == 2
+    ref = load_state_dict(single / "student.safetensors")
+    got = load_state_dict(split / "round-1" / "distillation" / "student.safetensors")
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    # the rest of the state that crossed the round boundary, and the records
+    state = torch.load(single / "state.pt", weights_only=True)
+    trainer = torch.load(split / "round-1" / "distillation" / "trainer.pt", weights_only=True)
+    assert trainer["distiller"]["scheduler"] == state["distiller"]["scheduler"]
+    for a, b in zip(trainer["distiller"]["optimizer"]["state"].values(), state["distiller"]["optimizer"]["state"].values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    gen = torch.load(split / "round-1" / "synthesis" / "generator.pt", weights_only=True)
+    for k, v in state["synthesizer"]["generator"].items():
+        assert torch.equal(v, gen["generator"][k]), k
+    rw = torch.load(split / "round-1" / "synthesis" / "reweighting.pt", weights_only=True)
+    assert torch.equal(rw["p"], state["p"]) and torch.equal(rw["scores"], state["scores"])
+    assert json.loads((split / "round-1" / "distillation" / "history.json").read_text()) == \
+        json.loads((single / "history.json").read_text())
+    assert json.loads((split / "round-1" / "distillation" / "class_weights.json").read_text()) == \
+        json.loads((single / "class_weights.json").read_text())
+    ref_pool, got_pool = FaePool.load(single / "pool"), FaePool.load(split / "round-1" / "pool")
+    assert ref_pool.rounds == got_pool.rounds == [0, 1]
+    for a, b in zip(ref_pool.tensors(), got_pool.tensors()):
+        assert torch.equal(a, b)
+
+
+def test_run_stages_in_one_process_matches_too(cfg, single, tmp_path):
+    paths = run_stages(cfg, tmp_path, evaluate=False)
+    ref = load_state_dict(single / "student.safetensors")
+    got = load_state_dict(paths["student"] / "student.safetensors")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_artifacts_are_tensor_only_and_listed_in_manifests(split):
+    d = split / "round-1"
+    for f in (d / "synthesis" / "generator.pt", d / "synthesis" / "reweighting.pt", d / "distillation" / "trainer.pt"):
+        torch.load(f, weights_only=True)  # no pickled objects
+    rw = torch.load(d / "synthesis" / "reweighting.pt", weights_only=True)
+    assert rw["round"] == 1 and len(rw["margins"]) == 1 and rw["margins"][0].shape == rw["margin_labels"][0].shape
+    assert rw["p"].dtype == torch.float64 and abs(float(rw["p"].sum()) - 1) < 1e-12
+    for stage, name in (("synthesis", "synthesis"), ("pool", "pool"), ("distillation", "distillation")):
+        m = json.loads((d / stage / "manifest.json").read_text())
+        assert m["stage"] == name and m["round"] == 1 and m["rounds"] == 2
+        files = {p.relative_to(d / stage).as_posix() for p in (d / stage).rglob("*")
+                 if p.is_file() and p.name != "manifest.json"}
+        assert set(m["files"]) == files
+    dist = json.loads((d / "distillation" / "manifest.json").read_text())
+    assert dist["complete"] and dist["next_round"] == 2
+    assert dist["inputs"]["previous"]["path"].endswith("round-0/distillation")
+    rng = json.loads((d / "distillation" / "rng.json").read_text())
+    assert rng["seed"] == 0 and rng["next_epoch"] == 2
+    card = json.loads((split / "teacher" / "model_card.json").read_text())
+    assert {"arch", "num_classes", "mean", "std", "sha256", "source"} <= set(card)
+
+
+def test_pool_schema(split):
+    t = pq.read_table(split / "round-1" / "pool" / "round=1" / "part-0.parquet")
+    assert {"image", "label", "round", "teacher_logits", "class_weight"} <= set(t.column_names)
+    assert json.loads(t.schema.metadata[b"ferd.image_shape"]) == [3, 32, 32]
+    index = json.loads((split / "round-1" / "pool" / "pool.json").read_text())
+    assert index["rounds"] == [0, 1] and index["total_rows"] == 32
+
+
+def test_pool_store_is_idempotent(cfg, split, tmp_path):
+    prev, synth1 = split / "round-0" / "pool", split / "round-1" / "synthesis"
+    shutil.copytree(prev, tmp_path / "pool")
+    # in place (the previous pool *is* the output), twice: round 1 is replaced, never duplicated
+    for _ in range(2):
+        a = pool_store(cfg, 1, synth1, tmp_path / "pool", previous_dir=tmp_path / "pool")
+        assert a.rounds == [0, 1] and a.rows == 32
+    assert len(FaePool.load(tmp_path / "pool")) == 32
+    # a fresh output directory, twice
+    for _ in range(2):
+        a = pool_store(cfg, 1, synth1, tmp_path / "fresh", previous_dir=prev)
+    assert a.rows == 32
+    got = FaePool.load(tmp_path / "fresh").tensors()
+    ref = FaePool.load(split / "round-1" / "pool").tensors()
+    assert all(torch.equal(x, y) for x, y in zip(got, ref))
+    # re-running round 0 in a directory that still holds round 1 leaves the pool after round 0
+    pool_store(cfg, 0, split / "round-0" / "synthesis", tmp_path / "fresh")
+    assert FaePool.load(tmp_path / "fresh").rounds == [0]
+
+
+def test_stages_refuse_inputs_of_the_wrong_kind_round_or_run(cfg, split, tmp_path):
+    t, r0, r1 = split / "teacher", split / "round-0", split / "round-1"
+    with pytest.raises(ArtifactError, match="needs the artifact of round 0"):
+        synthesis(cfg, 1, t, tmp_path / "s")
+    with pytest.raises(ArtifactError, match="round 0 starts from the initial state"):
+        synthesis(cfg, 0, t, tmp_path / "s", student_dir=r0 / "distillation", previous_dir=r0 / "synthesis")
+    with pytest.raises(ArtifactError, match="expected round 0"):
+        synthesis(cfg, 1, t, tmp_path / "s", student_dir=r1 / "distillation", previous_dir=r0 / "synthesis")
+    with pytest.raises(ArtifactError, match="expected 'distillation'"):
+        synthesis(cfg, 1, t, tmp_path / "s", student_dir=r0 / "pool", previous_dir=r0 / "synthesis")
+    with pytest.raises(ValueError, match="round: expected 0 <= round < 2"):
+        synthesis(cfg, 2, t, tmp_path / "s", student_dir=r1 / "distillation", previous_dir=r1 / "synthesis")
+    with pytest.raises(ArtifactError, match="other parameters"):
+        pool_store(cfg.model_copy(update={"seed": 1}), 0, r0 / "synthesis", tmp_path / "p")
+    # the device is not part of the fingerprint: a GPU stage may follow a CPU stage
+    pool_store(cfg.model_copy(update={"device": "cuda"}), 0, r0 / "synthesis", tmp_path / "p")
+    with pytest.raises(ArtifactError, match="after round 0 of 2"):
+        evaluation(cfg, t, r0 / "distillation", tmp_path / "e")
+    # a changed file is caught by its sha256
+    bad = tmp_path / "bad"
+    shutil.copytree(r0 / "synthesis", bad)
+    (bad / "history.json").write_text("[]\n")
+    with pytest.raises(ArtifactError, match="sha256"):
+        pool_store(cfg, 0, bad, tmp_path / "p2")
+    with pytest.raises(ArtifactError, match="from round 0, expected round 1"):
+        distillation(cfg, 1, t, r1 / "synthesis", r0 / "pool", tmp_path / "d", previous_dir=r0 / "distillation")
+
+
+def test_teacher_fetch_reuses_a_local_checkpoint(cfg, split, tmp_path):
+    ckpt = split / "teacher" / "teacher.safetensors"
+    sha = json.loads((split / "teacher" / "model_card.json").read_text())["sha256"]
+    local = cfg.model_copy(deep=True)
+    local.teacher.source = str(ckpt)
+    local.teacher.sha256 = sha
+    a = teacher_fetch(local, tmp_path / "t")
+    assert a.card["sha256"] == sha and a.card["source"] == str(ckpt) and a.card["source_sha256"] == sha
+    local.teacher.sha256 = "0" * 64
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        teacher_fetch(local, tmp_path / "t2")
