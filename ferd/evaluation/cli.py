@@ -1,0 +1,164 @@
+"""``ferd evaluate``: robustness and robust fairness of a teacher (and a student), FERD §5.1.
+
+Example (the shared CIFAR-10 teacher, 200 stratified test images, no AutoAttack)::
+
+    ferd evaluate --teacher ../shared/models/wrn-16-2_cifar10_linf.safetensors \\
+        --teacher-arch wrn-16-2 --dataset cifar10 --data-root ../shared/data \\
+        --attacks clean,fgsm,pgd20,cw --n-examples 200 --out results/eval
+
+Every argument is checked before any model or data is loaded; a bad one stops
+the command with one line naming the flag (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from .runner import ATTACKS
+
+logger = logging.getLogger(__name__)
+
+
+def parse_attacks(text: str) -> tuple[str, ...]:
+    """``"clean,fgsm"`` → ``("clean", "fgsm")``; unknown, empty or repeated names raise a ValueError."""
+    names = tuple(a.strip().lower() for a in text.split(","))
+    unknown = [a for a in names if a not in ATTACKS]
+    if not text.strip() or unknown or "" in names:
+        raise ValueError(f"--attacks: unknown attack(s) {unknown or [text]}; expected a comma-separated "
+                         f"list of {', '.join(ATTACKS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--attacks: attack listed twice in {text!r}")
+    return names
+
+
+def parse_eps(text: str) -> float:
+    """``"8/255"`` or ``"0.0314"`` → float in (0, 1]."""
+    try:
+        value = float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"--eps: expected a number or a fraction such as 8/255, got {text!r}") from None
+    if not math.isfinite(value) or not 0.0 < value <= 1.0:
+        raise ValueError(f"--eps: expected a value in (0, 1] (pixel scale; 8/255 = {8 / 255:.4f}), got {text}")
+    return value
+
+
+def _check_device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"--device: not a torch device: {text!r} (e.g. cpu, cuda, cuda:0)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: {text} requested but CUDA is not available")
+    return device
+
+
+def _check_file(path: str, flag: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{flag}: no such file: {path}")
+    return p
+
+
+def _check_arch(name: str, flag: str) -> None:
+    from ..models import is_known_model, list_models
+
+    if not is_known_model(name):
+        raise ValueError(f"{flag}: unknown architecture {name!r}; expected one of {list_models()}")
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Check every argument (and normalise ``attacks``, ``eps``) without loading models or data."""
+    args.attacks = parse_attacks(args.attacks) if isinstance(args.attacks, str) else tuple(args.attacks)
+    args.eps = parse_eps(args.eps) if isinstance(args.eps, str) else float(args.eps)
+    if args.n_examples is not None and args.n_examples < 1:
+        raise ValueError(f"--n-examples: expected an integer >= 1, got {args.n_examples}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
+    if args.num_classes is not None and args.num_classes < 2:
+        raise ValueError(f"--num-classes: expected an integer >= 2, got {args.num_classes}")
+    if (args.student is None) != (args.student_arch is None):
+        raise ValueError("--student and --student-arch: give both or neither")
+    _check_device(args.device)
+    _check_file(args.teacher, "--teacher")
+    _check_arch(args.teacher_arch, "--teacher-arch")
+    if args.student is not None:
+        _check_file(args.student, "--student")
+        _check_arch(args.student_arch, "--student-arch")
+    if args.data_root is not None and not Path(args.data_root).exists():
+        raise FileNotFoundError(f"--data-root: no such file or directory: {args.data_root}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: exists and is not a directory: {args.out}")
+    from ..data import dataset_info
+
+    try:
+        dataset_info(args.dataset)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"--dataset: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, load the split (stratified subset), the model(s), evaluate, write the report."""
+    validate(args)
+    from ..data import dataset_info, load_split
+    from ..teacher import load_model
+    from .report import summary_table, write_evaluation
+    from .runner import evaluate_models, stratified_subset
+
+    info = dataset_info(args.dataset)
+    num_classes = args.num_classes or info.num_classes
+    class_names = list(info.class_names) if len(info.class_names) == num_classes else None
+    x, y = load_split(args.dataset, args.split, root=args.data_root)
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    if args.n_examples is not None and args.n_examples < len(y):
+        idx = torch.from_numpy(stratified_subset(y, args.n_examples, seed=args.seed))
+        x, y = x[idx].contiguous(), y[idx]
+    models = {"teacher": load_model(args.teacher, args.teacher_arch, num_classes)}
+    if args.student is not None:
+        models["student"] = load_model(args.student, args.student_arch, num_classes)
+    t0 = time.perf_counter()
+    result = evaluate_models(models, x, y, num_classes=num_classes, attacks=args.attacks, eps=args.eps,
+                             batch_size=args.batch_size, seed=args.seed, device=args.device,
+                             progress=not args.no_progress)
+    result.settings.update(dataset=args.dataset, split=args.split, teacher=str(args.teacher),
+                           teacher_arch=args.teacher_arch, student=args.student, student_arch=args.student_arch)
+    written = write_evaluation(result, args.out, class_names,
+                               title=f"Robustness and robust fairness on {args.dataset} ({args.split})")
+    print(summary_table(result))
+    print(f"{len(written)} files written to {args.out} in {time.perf_counter() - t0:.1f} s "
+          f"({result.n_examples} examples)")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ferd evaluate`` (sets ``func``)."""
+    p = subparsers.add_parser(
+        "evaluate", help="robustness and robust fairness under FGSM / PGD-20 / CW∞ / AutoAttack",
+        description="Evaluate a teacher (and a student) under L∞ attacks and write metrics.json, "
+                    "per-class tables, confusion matrices, figures and report.md (FERD §5.1).")
+    p.add_argument("--teacher", required=True, metavar="PATH", help="teacher checkpoint (.pt or .safetensors)")
+    p.add_argument("--teacher-arch", required=True, metavar="NAME", help="teacher architecture, e.g. wrn-34-10")
+    p.add_argument("--student", metavar="PATH", help="student checkpoint")
+    p.add_argument("--student-arch", metavar="NAME", help="student architecture, e.g. resnet18")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="cifar10, cifar100, tiny-imagenet, digits")
+    p.add_argument("--data-root", metavar="PATH", help="dataset folder or .npz (default: $FERD_DATA_ROOT)")
+    p.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    p.add_argument("--attacks", default=",".join(ATTACKS),
+                   help=f"comma-separated subset of {','.join(ATTACKS)} (default: all)")
+    p.add_argument("--n-examples", type=int, metavar="N",
+                   help="seeded class-stratified subset of N examples (default: the whole split)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="attack batch size (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset, random starts and AutoAttack")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--eps", default="8/255", help="L∞ budget on the [0, 1] scale, e.g. 8/255 (default)")
+    p.add_argument("--num-classes", type=int, metavar="C", help="override the dataset's number of classes")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)

@@ -1,0 +1,107 @@
+"""``ferd evaluate``: argument validation before any loading, and a small end-to-end run on digits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ferd.cli import main
+from ferd.evaluation.cli import parse_attacks, parse_eps
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    from ferd.checkpoint import save_state_dict
+    from ferd.models import create_model
+
+    path = tmp_path / "cnn.safetensors"
+    save_state_dict(create_model("cnn-4", num_classes=10).state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fail the test if a model or a dataset gets loaded."""
+    import ferd.data
+    import ferd.teacher
+
+    def boom(*_a, **_k):
+        raise AssertionError("loaded something before validating the arguments")
+
+    monkeypatch.setattr(ferd.data, "load_split", boom)
+    monkeypatch.setattr(ferd.teacher, "load_model", boom)
+
+
+def base_args(teacher, out) -> list[str]:
+    return ["evaluate", "--teacher", str(teacher), "--teacher-arch", "cnn-4", "--dataset", "digits",
+            "--out", str(out), "--no-progress"]
+
+
+def test_parse_helpers():
+    assert parse_attacks("clean, PGD20,aa") == ("clean", "pgd20", "aa")
+    assert parse_eps("8/255") == pytest.approx(8 / 255)
+    assert parse_eps("0.1") == 0.1
+    with pytest.raises(ValueError, match="--attacks.*clean, fgsm, pgd20, cw, aa"):
+        parse_attacks("clean,pgd")
+    with pytest.raises(ValueError, match="--attacks: attack listed twice"):
+        parse_attacks("fgsm,fgsm")
+    for bad in ("abc", "0", "2", "8/0", "nan"):
+        with pytest.raises(ValueError, match="--eps"):
+            parse_eps(bad)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--attacks", "clean,pgd10"], "--attacks: unknown attack(s) ['pgd10']; expected a comma-separated list of "
+                                   "clean, fgsm, pgd20, cw, aa"),
+    (["--n-examples", "0"], "--n-examples"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--eps", "16"], "--eps"),
+    (["--num-classes", "1"], "--num-classes"),
+    (["--student-arch", "cnn-4"], "--student and --student-arch"),
+    (["--device", "cuda:0"], "--device"),
+    (["--student", "missing.pt", "--student-arch", "cnn-4"], "--student: no such file"),
+])
+def test_validation_errors(checkpoint, tmp_path, capsys, no_loading, extra, message):
+    if "--device" in extra:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+    assert main(base_args(checkpoint, tmp_path / "out") + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_validation_order_and_unknown_names(tmp_path, capsys, no_loading, checkpoint):
+    # a bad --attacks is reported even when the teacher file does not exist
+    assert main(base_args(tmp_path / "nope.pt", tmp_path / "o") + ["--attacks", "bogus"]) == 2
+    assert "--attacks" in capsys.readouterr().err
+    assert main(base_args(tmp_path / "nope.pt", tmp_path / "o")) == 2
+    assert "--teacher: no such file" in capsys.readouterr().err
+    args = base_args(checkpoint, tmp_path / "o")
+    args[args.index("cnn-4")] = "cnn-x"
+    assert main(args) == 2
+    assert "--teacher-arch: unknown architecture 'cnn-x'" in capsys.readouterr().err
+    args = base_args(checkpoint, tmp_path / "o")
+    args[args.index("digits")] = "mnist"
+    assert main(args) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
+def test_end_to_end_digits(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(base_args(checkpoint, out) + ["--student", str(checkpoint), "--student-arch", "cnn-4",
+                                            "--attacks", "clean,fgsm", "--n-examples", "30", "--eps", "8/255",
+                                            "--batch-size", "16"])
+    assert rc == 0, capsys.readouterr().err
+    assert "| teacher |" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {f"{m}.{a}.{s}" for m in ("teacher", "student") for a in ("clean", "fgsm")
+                            for s in ("avg", "worst", "worst10", "nsd")}
+    # same weights → same numbers for teacher and student
+    assert metrics["teacher.fgsm.avg"] == metrics["student.fgsm.avg"]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["n_examples"] == 30 and settings["dataset"] == "digits"
+    assert settings["class_counts"] == [3] * 10
+    assert (out / "per_class_fgsm.png").exists() and (out / "report.md").exists()
