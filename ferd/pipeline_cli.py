@@ -57,7 +57,10 @@ def _run_local(args: argparse.Namespace) -> int:
     repo_root()
     from pipeline.local import run_local
 
-    res = run_local(args.params, args.out, overrides=args.set or [], threads=args.threads)
+    try:
+        res = run_local(args.params, args.out, overrides=args.set or [], threads=args.threads)
+    except RuntimeError as exc:  # a task failed: its log is above; one line here
+        raise ValueError(str(exc)) from None
     keys = sorted(k for k in res.metrics if k.endswith((".avg", ".worst", ".nsd")))
     print(json.dumps({"out": str(res.out), "report": str(res.report), "student": str(res.student),
                       "pool": str(res.pool), "seconds": res.seconds,

@@ -7,7 +7,7 @@ unrolled at compile time: R = ``rounds`` (or ``epochs``) of the parameter file.
 
 Pipeline parameters (what ``ferd pipeline submit/schedule -p`` can change per run):
 
-``params_yaml``  the parameters, as YAML text (default: the parameter file compiled in)
+``params_yaml``  the parameters, as YAML text (default: the parameter file compiled in, as JSON)
 ``overrides``    a list of ``KEY=VALUE`` overrides applied on top (``["seed=1"]``)
 ``gpu_device``   the torch device of the GPU stages (``cuda``; ``cpu`` for a local run)
 
@@ -18,6 +18,7 @@ retries) come from ``pipeline/cluster.yaml``.
 """
 
 
+import json
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -91,11 +92,28 @@ def load_cluster(path: str | Path = DEFAULT_CLUSTER) -> ClusterSettings:
 
 
 def params_text(params: str | Path = DEFAULT_PARAMS) -> tuple[str, int]:
-    """The parameter file as normalised YAML text (validated) and the number of rounds R it implies."""
+    """The parameter file as one line of JSON (valid YAML; kfp writes parameter defaults into a
+    comment header, which a multi-line default would break) and the rounds R it implies."""
     path = Path(params)
     cfg = load_config(path)
     data = yaml.safe_load(path.read_text()) or {}
-    return yaml.safe_dump(data, sort_keys=False), num_rounds(cfg)
+    return json.dumps(data, separators=(", ", ": ")), num_rounds(cfg)
+
+
+COMPILED_FROM = "Default parameters: "
+
+
+def params_label(params: "str | Path") -> str:
+    """How the compiled description names the parameter file: relative to the checkout when inside it."""
+    path = Path(params).resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
+
+
+def compiled_params_file(package: "str | Path" = COMPILED) -> Path:
+    """The parameter file a compiled package was compiled from (named in its description)."""
+    doc = next(yaml.safe_load_all(Path(package).read_text()))
+    label = doc["pipelineInfo"]["description"].rsplit(COMPILED_FROM, 1)[1].strip()
+    return ROOT / label
 
 
 def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, name: str) -> dsl.PipelineTask:
@@ -134,7 +152,8 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=cluster.pipeline_root,
                   description=f"FERD (fairness-enhanced data-free adversarial robustness distillation): teacher "
-                              f"fetch, {rounds} rounds of synthesis -> FAE pool -> UTAE distillation, evaluation")
+                              f"fetch, {rounds} rounds of synthesis -> FAE pool -> UTAE distillation, evaluation. "
+                              f"{COMPILED_FROM}{params_label(params)}")
     def ferd_pipeline(params_yaml: str = default_yaml, overrides: list = [],  # noqa: B006 (a pipeline default)
                       gpu_device: str = cluster.gpu.device) -> Outputs:
         teacher = _configure(teacher_fetch(params_yaml=params_yaml, overrides=overrides), "teacher_fetch",

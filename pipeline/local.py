@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def run_local(params: str | Path = DEFAULT_PARAMS, out: str | Path = "runs/pipel
     pipeline = build_pipeline(_effective_params(params, overrides, out), cluster)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root.resolve()),
                raise_on_error=True)
-    task = pipeline(params_yaml=text, overrides=overrides, gpu_device=cfg.device)
+    with warnings.catch_warnings():  # "custom base image in a Python environment", "… no effect locally": known
+        warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local runner).*")
+        task = pipeline(params_yaml=text, overrides=overrides, gpu_device=cfg.device)
     report = Path(task.outputs["report"].path)
     metrics = {k: float(v) for k, v in task.outputs["metrics"].metadata.items()}
     dest = out / "evaluation"

@@ -92,12 +92,16 @@ class Submitted:
 
 
 def _client(host: str, namespace: str | None = None, token: str | None = None):
+    import warnings
+
     import kfp
 
     kwargs: dict[str, Any] = {"host": host, "existing_token": token}
     if namespace:
         kwargs["namespace"] = namespace
-    return kfp.Client(**kwargs)
+    with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": known, said in the README
+        warnings.simplefilter("ignore", FutureWarning)
+        return kfp.Client(**kwargs)
 
 
 def submit(host: str, package: str | Path = COMPILED, *, arguments: dict[str, Any] | None = None,

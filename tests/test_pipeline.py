@@ -1,0 +1,197 @@
+"""The compiled Kubeflow DAG: golden file, protos, GPU and S3 settings, structure, arguments."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from ferd.pipeline_cli import repo_root
+
+ROOT = repo_root()  # also puts the checkout on sys.path for `pipeline` and `components`
+
+from pipeline.dag import (COMPILED, DEFAULT_CLUSTER, STAGE_NAMES, compile_pipeline,  # noqa: E402
+                          compiled_params_file, load_cluster)
+from pipeline.submit import build_arguments, check_cron, compiled_rounds, package_defaults  # noqa: E402
+
+CI = ROOT / "params" / "ci.yaml"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _compile_cli(out: Path, params: Path, image: str | None = None) -> Path:
+    env = {k: v for k, v in ENV.items() if k != "FERD_IMAGE"}
+    if image:
+        env["FERD_IMAGE"] = image
+    subprocess.run([sys.executable, "-m", "ferd.cli", "pipeline", "compile", "--params", str(params),
+                    "--out", str(out)], check=True, cwd=ROOT, env=env, capture_output=True)
+    return out
+
+
+def _normalise(text: str) -> list[dict]:
+    """Both YAML documents, without what legitimately differs between kfp releases."""
+    text = re.sub(r"kfp==\d+\.\d+\.\d+\S*", "kfp==X", text)
+    docs = list(yaml.safe_load_all(text))
+    docs[0].pop("sdkVersion", None)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def ci_package(tmp_path_factory) -> Path:
+    return _compile_cli(tmp_path_factory.mktemp("compiled") / "ferd_ci.yaml", CI)
+
+
+@pytest.fixture(scope="module")
+def docs(ci_package) -> list[dict]:
+    return list(yaml.safe_load_all(ci_package.read_text()))
+
+
+def _stage(task_or_component: str) -> str:
+    """teacher-fetch / synthesis-2 / comp-pool-store-3 → teacher_fetch / synthesis / pool_store."""
+    name = re.sub(r"^(comp|exec)-", "", task_or_component)
+    name = re.sub(r"-\d+$", "", name)
+    return name.replace("-", "_")
+
+
+def _executors(doc: dict) -> dict[str, str]:
+    """task name → executor label."""
+    comps = doc["components"]
+    return {name: comps[t["componentRef"]["name"]]["executorLabel"] for name, t in doc["root"]["dag"]["tasks"].items()}
+
+
+def test_committed_yaml_matches_the_code(tmp_path):
+    """Golden file: `ferd pipeline compile` of the committed parameters gives the committed YAML."""
+    assert COMPILED.is_file(), "pipeline/ferd_pipeline.yaml is missing: run `ferd pipeline compile`"
+    params = compiled_params_file(COMPILED)
+    assert params.is_file(), f"{COMPILED} names {params} as its parameters, which does not exist"
+    fresh = _compile_cli(tmp_path / "fresh.yaml", params)
+    assert _normalise(fresh.read_text()) == _normalise(COMPILED.read_text()), (
+        "pipeline/ferd_pipeline.yaml is out of date: run `ferd pipeline compile` and commit it")
+
+
+def test_committed_yaml_parses_as_pipeline_and_platform_spec():
+    docs = list(yaml.safe_load_all(COMPILED.read_text()))
+    assert len(docs) == 2
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+    platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
+    assert spec.pipeline_info.name == "ferd"
+    assert spec.default_pipeline_root.startswith("s3://")
+    assert "kubernetes" in platform.platforms
+
+
+def test_gpu_settings_on_exactly_the_gpu_stages_and_the_secret_on_every_s3_stage(docs):
+    cluster = load_cluster(DEFAULT_CLUSTER)
+    assert set(cluster.gpu_stages) == {"synthesis", "distillation", "evaluation"}
+    assert set(cluster.s3_stages) == set(STAGE_NAMES)  # every artifact goes through the S3 pipeline_root
+    spec, k8s = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    executors = _executors(spec)
+    assert {_stage(t) for t in executors} == set(STAGE_NAMES)
+    for task, label in executors.items():
+        stage = _stage(task)
+        gpu = stage in cluster.gpu_stages
+        container = spec["deploymentSpec"]["executors"][label]["container"]
+        acc = container.get("resources", {}).get("accelerator")
+        settings = k8s.get(label, {})
+        if gpu:
+            assert acc == {"count": "1", "resourceCount": "1", "resourceType": "nvidia.com/gpu",
+                           "type": "nvidia.com/gpu"}, task
+            assert settings["nodeSelector"] == {"labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}}, task
+            assert settings["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu",
+                                                "operator": "Exists"}], task
+        else:
+            assert acc is None and "nodeSelector" not in settings and "tolerations" not in settings, task
+        secrets = settings.get("secretAsEnv", [])
+        assert stage not in cluster.s3_stages or secrets, task
+        required = [s for s in secrets if not s.get("optional")]
+        assert [s["secretName"] for s in required] == ["ferd-s3-credentials"], task
+        assert {e["envVar"] for e in required[0]["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        optional = [s for s in secrets if s.get("optional")]
+        assert {e["envVar"] for s in optional for e in s["keyToEnv"]} == {"AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"}
+
+
+def test_every_task_retries_and_runs_ferd_stages_in_the_project_image(docs):
+    spec = docs[0]
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        assert task["retryPolicy"]["maxRetryCount"] == 3, name
+        assert task["retryPolicy"]["backoffDuration"] == "60s"
+    for label, ex in spec["deploymentSpec"]["executors"].items():
+        c = ex["container"]
+        assert c["image"] == "ghcr.io/ferd/ferd:0.1.0", label
+        script = " ".join(c["command"])
+        assert "pip install" not in script, f"{label}: install_kfp_package must be False"
+        assert "kfp.dsl.executor_main" in script and "from ferd.stages import" in script, label
+
+
+def test_the_image_comes_from_FERD_IMAGE(tmp_path):
+    out = _compile_cli(tmp_path / "p.yaml", CI, image="registry.example/team/ferd:abc123")
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
+        "registry.example/team/ferd:abc123"}
+
+
+def test_rounds_are_unrolled_into_a_chain(docs):
+    tasks = docs[0]["root"]["dag"]["tasks"]
+    assert compiled_rounds.__doc__
+    names = {"synthesis": ["synthesis", "synthesis-2"], "pool": ["pool-store", "pool-store-2"],
+             "distillation": ["distillation", "distillation-2"]}
+    assert set(tasks) == {"teacher-fetch", "evaluation", *sum(names.values(), [])}
+
+    def producers(task: str) -> dict[str, str]:
+        arts = tasks[task]["inputs"].get("artifacts", {})
+        return {k: v["taskOutputArtifact"]["producerTask"] for k, v in arts.items()}
+
+    assert producers("synthesis") == {"teacher": "teacher-fetch"}
+    assert producers("synthesis-2") == {"teacher": "teacher-fetch", "student": "distillation",
+                                        "previous_generation": "synthesis"}
+    assert producers("pool-store") == {"generation": "synthesis"}
+    assert producers("pool-store-2") == {"generation": "synthesis-2", "previous_pool": "pool-store"}
+    assert producers("distillation") == {"teacher": "teacher-fetch", "generation": "synthesis", "pool": "pool-store"}
+    assert producers("distillation-2") == {"teacher": "teacher-fetch", "generation": "synthesis-2",
+                                           "pool": "pool-store-2", "previous_student": "distillation"}
+    assert producers("evaluation") == {"teacher": "teacher-fetch", "student": "distillation-2"}
+    for t in ("synthesis-2", "pool-store-2", "distillation-2"):
+        assert tasks[t]["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"] == 1
+
+
+def test_pipeline_parameters_default_to_the_parameter_file(ci_package):
+    defaults = package_defaults(ci_package)
+    assert set(defaults) == {"params_yaml", "overrides", "gpu_device"}
+    assert yaml.safe_load(defaults["params_yaml"]) == yaml.safe_load(CI.read_text())
+    assert defaults["gpu_device"] == "cuda" and defaults["overrides"] == []
+    assert compiled_rounds(ci_package) == 2
+
+
+def test_run_arguments_are_checked_before_anything_is_sent(ci_package):
+    args = build_arguments(ci_package, overrides=["seed=3"], extra={"gpu_device": "cuda:1"})
+    assert args == {"overrides": ["seed=3"], "gpu_device": "cuda:1"}
+    with pytest.raises(ValueError, match="unrolls 2"):
+        build_arguments(ci_package, overrides=["rounds=1"])
+    with pytest.raises(ValueError, match="invalid"):
+        build_arguments(ci_package, overrides=["synthesis.lambda_uni=-1"])
+    with pytest.raises(ValueError, match="unknown pipeline parameter"):
+        build_arguments(ci_package, extra={"gpu": "x"})
+
+
+@pytest.mark.parametrize("expr", ["0 0 3 * * *", "0 */30 * * * 1-5", "0 0 9 ? * 2-6", "@daily", "@every 6h"])
+def test_six_field_cron_is_accepted(expr):
+    assert check_cron(expr) == expr
+
+
+def test_five_field_cron_is_refused_with_a_hint():
+    with pytest.raises(ValueError, match="six fields, seconds first; did you mean '0 0 3 \\* \\* \\*'"):
+        check_cron("0 3 * * *")
+    with pytest.raises(ValueError, match="six fields"):
+        check_cron("0 0 3 * * * *")
+
+
+def test_compile_in_process_equals_the_cli(tmp_path, ci_package):
+    if os.environ.get("FERD_IMAGE"):
+        pytest.skip("FERD_IMAGE is set in this environment")
+    out = compile_pipeline(tmp_path / "p.yaml", CI)
+    assert _normalise(out.read_text()) == _normalise(ci_package.read_text())

@@ -1,0 +1,68 @@
+"""``ferd pipeline run-local``: the whole DAG under kfp.local.SubprocessRunner(use_venv=False) gives
+the same student (bit for bit) and the same evaluation as ``ferd run`` in one process.
+
+Runs on the CI preset (``params/ci.yaml``: the embedded digits task shrunk to two tiny rounds):
+seven subprocess tasks, about a minute on two busy CPU cores. ``run-local`` itself defaults
+to ``params/embedded.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ferd.checkpoint import load_state_dict
+from ferd.config import load_config
+from ferd.pipeline_cli import repo_root
+
+ROOT = repo_root()
+CI = ROOT / "params" / "ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    from pipeline.local import run_local
+
+    started = time.time()
+    res = run_local(CI, tmp_path_factory.mktemp("local"), threads=1)
+    print(f"run-local on {CI.name}: {time.time() - started:.1f} s")
+    return res
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    from ferd.run import run
+
+    out = tmp_path_factory.mktemp("single")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(load_config(CI), out, progress=False)
+    finally:
+        torch.set_num_threads(n)
+    return out
+
+
+def test_run_local_completes_and_writes_the_report(local_run):
+    assert local_run.seconds < 600
+    for name in ("metrics.json", "history.json", "class_weights.json", "manifest.json", "eval/report.md"):
+        assert (local_run.report / name).is_file(), name
+    assert json.loads((local_run.out / "metrics.json").read_text()) == local_run.metrics
+    assert json.loads((local_run.report / "manifest.json").read_text())["stage"] == "evaluation"
+    assert sorted(p.name for p in local_run.pool.glob("round=*")) == ["round=0", "round=1"]
+
+
+def test_run_local_matches_the_single_process_run(local_run, single):
+    ref = load_state_dict(single / "student.safetensors")
+    got = load_state_dict(local_run.student / "student.safetensors")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    expected = {k: v for k, v in json.loads((single / "metrics.json").read_text()).items() if k != "run.seconds"}
+    stage_metrics = json.loads((local_run.report / "metrics.json").read_text())
+    assert stage_metrics == expected
+    assert local_run.metrics == pytest.approx(expected, rel=0, abs=0)  # what the Metrics artifact logged
+    assert json.loads((local_run.report / "history.json").read_text()) == \
+        json.loads((single / "history.json").read_text())
