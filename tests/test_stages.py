@@ -193,7 +193,81 @@ def test_teacher_fetch_reuses_a_local_checkpoint(cfg, split, tmp_path):
     local.teacher.source = str(ckpt)
     local.teacher.sha256 = sha
     a = teacher_fetch(local, tmp_path / "t")
-    assert a.card["sha256"] == sha and a.card["source"] == str(ckpt) and a.card["source_sha256"] == sha
+    assert a.card["source"] == str(ckpt) and a.card["source_sha256"] == sha
+    got, ref = load_state_dict(a.checkpoint), load_state_dict(ckpt)
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
     local.teacher.sha256 = "0" * 64
     with pytest.raises(ValueError, match="sha256 mismatch"):
         teacher_fetch(local, tmp_path / "t2")
+
+
+@pytest.fixture()
+def http_file_server(tmp_path):
+    """Serve ``tmp_path/www`` over HTTP on 127.0.0.1 (a stand-in for an https:// checkpoint host)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_teacher_fetch_from_a_url_needs_and_checks_the_sha256(cfg, split, tmp_path, http_file_server):
+    www, url = http_file_server
+    shutil.copy(split / "teacher" / "teacher.safetensors", www / "t.safetensors")
+    sha = json.loads((split / "teacher" / "model_card.json").read_text())["sha256"]
+    c = cfg.model_copy(deep=True)
+    c.teacher.source = f"{url}/t.safetensors"
+    with pytest.raises(ValueError, match="teacher.sha256: required for a URL"):
+        teacher_fetch(c, tmp_path / "a")
+    c.teacher.sha256 = "f" * 64
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        teacher_fetch(c, tmp_path / "b")
+    c.teacher.sha256 = sha
+    a = teacher_fetch(c, tmp_path / "c")
+    assert a.card["source"] == c.teacher.source and a.card["source_sha256"] == sha
+    assert not (tmp_path / "c" / ".download" / "t.safetensors").exists()  # the download is not kept
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["source"] == c.teacher.source
+
+
+def test_teacher_fetch_from_s3(cfg, split, tmp_path, monkeypatch):
+    boto3 = pytest.importorskip("boto3")
+    server_mod = pytest.importorskip("moto.server")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                     "AWS_ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(k, v)
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="models")
+        s3.upload_file(str(split / "teacher" / "teacher.safetensors"), "models", "digits/teacher.safetensors")
+        c = cfg.model_copy(deep=True)
+        c.teacher.source = "s3://models/digits/teacher.safetensors"
+        a = teacher_fetch(c, tmp_path / "t")
+        assert a.card["source"] == c.teacher.source
+        got, ref = load_state_dict(a.checkpoint), load_state_dict(split / "teacher" / "teacher.safetensors")
+        assert all(torch.equal(got[k], ref[k]) for k in ref)
+    finally:
+        server.stop()
+
+
+def test_teacher_fetch_from_robustbench_says_what_it_needs(cfg, tmp_path):
+    c = cfg.model_copy(deep=True)
+    c.teacher.source = "robustbench:Carmon2019Unlabeled"
+    try:
+        import robustbench  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="needs the robustbench package and internet access"):
+            teacher_fetch(c, tmp_path / "t")
+    else:
+        pytest.skip("robustbench is installed; fetching needs the internet")

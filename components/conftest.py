@@ -1,0 +1,77 @@
+"""Shared fixtures of the component tests: the CI parameters and real stage artifacts to import."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from ferd.config import load_config
+from ferd.pipeline_cli import repo_root
+
+ROOT = repo_root()
+CI = ROOT / "params" / "ci.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the component subprocesses inherit it
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def ci_cfg():
+    return load_config(CI)
+
+
+@pytest.fixture(scope="session")
+def ci_params_yaml() -> str:
+    from pipeline.dag import params_text
+
+    return params_text(CI)[0]
+
+
+@pytest.fixture(scope="session")
+def stage_artifacts(tmp_path_factory, ci_cfg) -> Path:
+    """Every stage of the CI parameters run in-process: DIR/teacher, DIR/round-<r>/{synthesis,pool,distillation}."""
+    from ferd.stages import run_stages
+
+    out = tmp_path_factory.mktemp("stages")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_stages(ci_cfg, out, evaluate=False)
+    finally:
+        torch.set_num_threads(n)
+    return out
+
+
+def run_locally(pipeline_func, root: Path, **arguments):
+    """Run a (test) pipeline with kfp.local.SubprocessRunner(use_venv=False); returns its task."""
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local runner).*")
+        return pipeline_func(**arguments)
+
+
+def check_component(component, inputs: dict[str, str], outputs: dict[str, str], optional: set[str] = frozenset()):
+    """The component's interface, image and command: a thin lightweight component over ferd.stages."""
+    from components import DEFAULT_IMAGE
+
+    spec = component.component_spec
+    got_in = {k: v.type for k, v in spec.inputs.items()}
+    assert got_in == inputs
+    assert {k: v.type for k, v in spec.outputs.items()} == outputs
+    assert {k for k, v in spec.inputs.items() if v.optional} == set(optional)
+    c = spec.implementation.container
+    assert c.image == DEFAULT_IMAGE
+    script = " ".join(c.command)
+    assert "pip install" not in script  # install_kfp_package=False: the image has kfp and ferd
+    assert "from ferd.stages import" in script

@@ -1,0 +1,35 @@
+"""The synthesis component: interface, and round 1 run locally from imported round-0 artifacts."""
+
+import torch
+from kfp import dsl
+
+from components.conftest import check_component, run_locally
+from components.synthesis.component import synthesis
+from ferd.pool import read_shard
+
+
+def test_interface():
+    check_component(synthesis, inputs={"params_yaml": "String", "overrides": "List", "round_index": "Integer",
+                                       "device": "String", "teacher": "system.Model@0.0.1",
+                                       "student": "system.Model@0.0.1", "previous_generation": "system.Artifact@0.0.1"},
+                    outputs={"generation": "system.Artifact@0.0.1"}, optional={"student", "previous_generation"})
+
+
+def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts):
+    a = stage_artifacts
+
+    @dsl.pipeline(name="synthesis-test")
+    def p(params_yaml: str, overrides: list):
+        teacher = dsl.importer(artifact_uri=str(a / "teacher"), artifact_class=dsl.Model).output
+        student = dsl.importer(artifact_uri=str(a / "round-0" / "distillation"), artifact_class=dsl.Model).output
+        previous = dsl.importer(artifact_uri=str(a / "round-0" / "synthesis"), artifact_class=dsl.Artifact).output
+        synthesis(params_yaml=params_yaml, overrides=overrides, round_index=1, device="cpu", teacher=teacher,
+                  student=student, previous_generation=previous)
+
+    run_locally(p, tmp_path, params_yaml=ci_params_yaml, overrides=[])
+    (out,) = tmp_path.glob("synthesis-test-*/synthesis/generation")
+    ref = a / "round-1" / "synthesis"
+    got_shard, ref_shard = (read_shard(d / "shard" / "round=1" / "part-0.parquet") for d in (out, ref))
+    assert torch.equal(got_shard.images, ref_shard.images) and torch.equal(got_shard.labels, ref_shard.labels)
+    got, want = (torch.load(d / "reweighting.pt", weights_only=True) for d in (out, ref))
+    assert torch.equal(got["p"], want["p"]) and torch.equal(got["scores"], want["scores"])
