@@ -43,13 +43,17 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     """Per-class evaluation of the models on the dataset's test split (``cfg.evaluation``)."""
     from .data import dataset_info, load_split
     from .evaluation import evaluate_models, flat_metrics, write_evaluation
+    from .evaluation.runner import stratified_subset
 
     x, y = load_split(cfg.dataset, "test", root=cfg.data_root)
     info = dataset_info(cfg.dataset)
     e = cfg.evaluation
+    if e.n_examples is not None and e.n_examples < len(y):
+        idx = torch.from_numpy(stratified_subset(y, e.n_examples, seed=cfg.seed))
+        x, y = x[idx], y[idx]
     result = evaluate_models(models, x, y, num_classes=info.num_classes, attacks=tuple(e.attacks),
-                             eps=cfg.threat.eps, step=cfg.threat.step, n_examples=e.n_examples,
-                             batch_size=e.batch_size, seed=cfg.seed, device=cfg.device, progress=progress)
+                             eps=cfg.threat.eps, step=cfg.threat.step, batch_size=e.batch_size, seed=cfg.seed,
+                             device=cfg.device, progress=progress)
     write_evaluation(result, out_dir, list(info.class_names))
     return flat_metrics(result)
 

@@ -12,6 +12,7 @@ generator-only epochs) the schedule is stepped without training, as in their cod
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -50,8 +51,10 @@ class Distiller:
         """T_s iterations (or, in a warm-up epoch, T_s scheduler steps). Returns mean losses."""
         cfg = self.cfg
         if epoch < cfg.warmup_epochs:
-            for _ in range(cfg.iterations):
-                self.scheduler.step()
+            with warnings.catch_warnings():  # stepping the schedule without training is intended here
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(cfg.iterations):
+                    self.scheduler.step()
             return {"warmup": 1.0}
         images, _, _ = pool.tensors()
         sample_rng = rng.generator(self.seed, "pool-sample", epoch)

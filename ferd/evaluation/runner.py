@@ -130,17 +130,25 @@ def attack_seed(seed: int, model: str, attack: str) -> int:
     return int(seq.generate_state(1, np.uint64)[0] >> 1)
 
 
+def pgd_step_size(eps: float, step: float | None = None) -> float:
+    """The PGD-20 / CW∞ step: ``step`` when given, else 2/255 scaled with ε (ε/4: 2/255 at ε = 8/255)."""
+    return step if step is not None else PGD_STEP_SIZE * eps / (8 / 255)
+
+
 def attack_settings(eps: float, seed: int, n_examples: int, batch_size: int, device: str,
-                    attacks: tuple[str, ...] | list[str], num_classes: int) -> dict[str, Any]:
+                    attacks: tuple[str, ...] | list[str], num_classes: int,
+                    step: float | None = None) -> dict[str, Any]:
     """The settings recorded with a result (and printed in ``report.md``)."""
     from importlib.metadata import version
+
+    step = pgd_step_size(eps, step)
 
     return {
         "norm": "Linf", "eps": eps, "eps_255": eps * 255, "attacks": list(attacks),
         "fgsm": {"steps": 1, "step_size": eps, "random_start": False, "loss": "ce"},
-        "pgd20": {"steps": PGD_STEPS, "step_size": PGD_STEP_SIZE, "random_start": "uniform[-eps,eps], clamped",
+        "pgd20": {"steps": PGD_STEPS, "step_size": step, "random_start": "uniform[-eps,eps], clamped",
                   "loss": "ce"},
-        "cw": {"steps": PGD_STEPS, "step_size": PGD_STEP_SIZE, "random_start": "uniform[-eps,eps], clamped",
+        "cw": {"steps": PGD_STEPS, "step_size": step, "random_start": "uniform[-eps,eps], clamped",
                "loss": "cw_margin", "kappa": atk.CW_CONFIDENCE},
         "aa": {"version": AA_VERSION, "norm": AA_NORM, "seed": seed,
                "target_classes": min(AA_TARGETS, num_classes - 1),
@@ -206,7 +214,7 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]
 
 
 def _batched_attack(model: nn.Module, attack: str, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                    batch_size: int, generator: torch.Generator, device: torch.device,
+                    step: float, batch_size: int, generator: torch.Generator, device: torch.device,
                     progress: bool, desc: str) -> np.ndarray:
     preds = []
     for start in tqdm(range(0, x.shape[0], batch_size), desc=desc, disable=not progress, leave=False):
@@ -215,7 +223,7 @@ def _batched_attack(model: nn.Module, attack: str, x: torch.Tensor, y: torch.Ten
         if attack == "fgsm":
             xb = atk.fgsm(model, xb, yb, eps)
         elif attack in ("pgd20", "cw"):
-            xb = atk.pgd(model, xb, yb, eps, PGD_STEP_SIZE, PGD_STEPS, loss="ce" if attack == "pgd20" else "cw",
+            xb = atk.pgd(model, xb, yb, eps, step, PGD_STEPS, loss="ce" if attack == "pgd20" else "cw",
                          rand_start=True, generator=generator)
         with torch.no_grad():
             preds.append(model(xb).argmax(1).cpu())
@@ -225,7 +233,7 @@ def _batched_attack(model: nn.Module, attack: str, x: torch.Tensor, y: torch.Ten
 def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *, num_classes: int,
                     attacks: tuple[str, ...] | list[str] = ATTACKS, eps: float = 8 / 255,
                     batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu",
-                    progress: bool = True) -> EvaluationResult:
+                    progress: bool = True, step: float | None = None) -> EvaluationResult:
     """Run every attack in ``attacks`` on every model in ``models`` over the examples ``(x, y)``.
 
     ``models`` maps a name (``teacher``, ``student``, …; no ``.`` or ``/``) to a
@@ -241,7 +249,8 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
     Deterministic for a given ``seed`` and ``batch_size``: PGD-20 and CW∞ draw
     their random starts from a ``torch.Generator`` seeded by
     :func:`attack_seed` (seed, model name, attack), AutoAttack gets ``seed``
-    directly; the global torch RNG is left as it was.
+    directly; the global torch RNG is left as it was. ``step`` is the PGD-20 / CW∞
+    step size (default 2/255 at ε = 8/255, scaled as ε/4 for other ε).
     """
     attacks = tuple(attacks)
     device = torch.device(device)
@@ -254,7 +263,7 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
     result = EvaluationResult(y=y_np, num_classes=num_classes, models=list(models), attacks=list(attacks),
                               correct={}, predictions={},
                               settings=attack_settings(eps, seed, int(x.shape[0]), batch_size, str(device),
-                                                       attacks, num_classes))
+                                                       attacks, num_classes, step))
     for name, model in models.items():
         for attack in attacks:
             t0 = time.perf_counter()
@@ -267,8 +276,9 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
                 else:
                     gen = torch.Generator(device=device)
                     gen.manual_seed(attack_seed(seed, name, attack))
-                    pred = _batched_attack(model, attack, x, y, eps=eps, batch_size=batch_size, generator=gen,
-                                           device=device, progress=progress, desc=f"{name}/{attack}")
+                    pred = _batched_attack(model, attack, x, y, eps=eps, step=pgd_step_size(eps, step),
+                                           batch_size=batch_size, generator=gen, device=device,
+                                           progress=progress, desc=f"{name}/{attack}")
             result.predictions[(name, attack)] = pred
             result.correct[(name, attack)] = pred == y_np
             result.seconds[(name, attack)] = time.perf_counter() - t0

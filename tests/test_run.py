@@ -1,0 +1,48 @@
+"""``ferd run`` end to end on a tiny version of the embedded default: outputs, metrics keys, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ferd.cli import main
+
+TINY = ["epochs=2", "teacher.arch=cnn-4", "teacher.train.epochs=1", "teacher.train.pgd_steps=1",
+        "student.arch=cnn-4", "synthesis.iterations=2", "synthesis.batch_size=16", "synthesis.generator.ngf=4",
+        "synthesis.generator.nz=8", "synthesis.bottleneck.iterations=2", "synthesis.reweighting.pgd_steps=2",
+        "distill.iterations=2", "distill.batch_size=16", "distill.utae.steps=1", "evaluation.n_examples=40",
+        "evaluation.attacks=[clean,pgd20]"]
+
+
+def _run(out, *extra):
+    args = ["run", "--params", "params/embedded.yaml", "--out", str(out), "--threads", "1", "--no-progress"]
+    for s in TINY + list(extra):
+        args += ["-S", s]
+    assert main(args) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_ferd_run_outputs_and_determinism(tmp_path):
+    m1 = _run(tmp_path / "a")
+    for key in ("student.clean.avg", "student.pgd20.avg", "student.pgd20.worst", "teacher.pgd20.nsd",
+                "teacher.clean.worst"):
+        assert 0.0 <= m1[key] <= 1.0 or key.endswith("nsd"), key
+    a = tmp_path / "a"
+    for name in ("student.safetensors", "teacher/teacher.safetensors", "teacher/model_card.json",
+                 "class_weights.json", "history.json", "params.json", "state.pt", "pool/round=1/part-0.parquet"):
+        assert (a / name).is_file(), name
+    weights = json.loads((a / "class_weights.json").read_text())
+    assert len(weights) == 2 and all(abs(sum(w["p"]) - 1) < 1e-9 for w in weights)
+    m2 = _run(tmp_path / "b")
+    strip = lambda m: {k: v for k, v in m.items() if k != "run.seconds"}  # noqa: E731
+    assert strip(m1) == strip(m2)
+
+
+def test_bad_parameter_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    rc = main(["run", "--params", "params/embedded.yaml", "--out", str(out), "-S", "distill.utae.gamma=-1"])
+    assert rc == 2
+    assert "distill.utae.gamma" in capsys.readouterr().err
+    assert not out.exists()
