@@ -6,6 +6,7 @@ the checkpoint's sha256 and how it was obtained.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,10 +24,18 @@ CHECKPOINT_NAME = "teacher.safetensors"
 CARD_NAME = "model_card.json"
 
 
+def teacher_params_hash(cfg: FerdConfig) -> str:
+    """sha256 of everything the teacher depends on: the teacher group, the dataset, ε and the seed."""
+    relevant = {"teacher": cfg.teacher.model_dump(mode="json"), "dataset": cfg.dataset, "eps": cfg.threat.eps,
+                "seed": cfg.seed}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
 def _card(cfg: FerdConfig, path: Path, source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     t = cfg.teacher
     return {"arch": t.arch, "num_classes": cfg.num_classes, "mean": t.mean, "std": t.std,
-            "sha256": sha256_file(path), "checkpoint": path.name, "source": source, **(extra or {})}
+            "sha256": sha256_file(path), "checkpoint": path.name, "source": source,
+            "params_sha256": teacher_params_hash(cfg), **(extra or {})}
 
 
 def train_teacher(cfg: FerdConfig, dataset: str, out_dir: Path, progress: bool = True) -> tuple[FerdModel, dict]:
@@ -50,15 +59,18 @@ def train_teacher(cfg: FerdConfig, dataset: str, out_dir: Path, progress: bool =
 
 
 def obtain_teacher(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) -> tuple[FerdModel, dict]:
-    """Load or train the teacher named by ``cfg.teacher.source`` into ``out_dir`` (reused when present)."""
+    """Load or train the teacher named by ``cfg.teacher.source`` into ``out_dir``.
+
+    A teacher already in ``out_dir`` is reused (after its sha256 is verified) only when its
+    card was made from the same teacher parameters, dataset, ε and seed.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     card_path, ckpt = out_dir / CARD_NAME, out_dir / CHECKPOINT_NAME
     source = cfg.teacher.source
     if card_path.is_file() and ckpt.is_file():
         card = json.loads(card_path.read_text())
-        if card.get("source") == (source if not source.startswith("train:") else source) and card.get(
-                "arch") == cfg.teacher.arch:
+        if card.get("params_sha256") == teacher_params_hash(cfg):
             log.info("reusing teacher %s (sha256 %s)", ckpt, card["sha256"])
             return load_model(ckpt, cfg.teacher.arch, cfg.num_classes, cfg.teacher.mean, cfg.teacher.std,
                               sha256=card["sha256"]), card

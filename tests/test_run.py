@@ -46,3 +46,14 @@ def test_bad_parameter_is_refused_before_any_work(tmp_path, capsys):
     assert rc == 2
     assert "distill.utae.gamma" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_teacher_is_reused_only_for_identical_teacher_parameters():
+    from ferd.config import load_config
+    from ferd.teacher_source import teacher_params_hash
+
+    base = load_config("params/embedded.yaml")
+    assert teacher_params_hash(base) == teacher_params_hash(load_config("params/embedded.yaml",
+                                                                        ["synthesis.lambda_uni=2"]))
+    for change in ("teacher.train.epochs=3", "threat.eps=0.1", "seed=1", "teacher.arch=cnn-8"):
+        assert teacher_params_hash(load_config("params/embedded.yaml", [change])) != teacher_params_hash(base)
