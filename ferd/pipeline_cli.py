@@ -78,7 +78,9 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _arguments(args: argparse.Namespace) -> dict:
-    from pipeline.submit import build_arguments
+    from pipeline.submit import COMPILED, build_arguments
+
+    args.package = args.package or COMPILED
 
     return build_arguments(args.package, params_file=args.params, overrides=args.set, extra=_param_pairs(args.param))
 
@@ -87,7 +89,8 @@ def _submit(args: argparse.Namespace) -> int:
     repo_root()
     from pipeline.submit import submit
 
-    res = submit(_host(args), args.package, arguments=_arguments(args), run_name=args.run_name,
+    arguments = _arguments(args)
+    res = submit(_host(args), args.package, arguments=arguments, run_name=args.run_name,
                  experiment=args.experiment, namespace=args.namespace, pipeline_root=args.pipeline_root,
                  enable_caching=args.caching, token=os.environ.get("KF_PIPELINES_TOKEN"))
     print(json.dumps({"run_id": res.id, "experiment_id": res.experiment_id}))
@@ -98,7 +101,8 @@ def _schedule(args: argparse.Namespace) -> int:
     repo_root()
     from pipeline.submit import schedule
 
-    res = schedule(_host(args), args.cron, args.package, arguments=_arguments(args), job_name=args.name,
+    arguments = _arguments(args)
+    res = schedule(_host(args), args.cron, args.package, arguments=arguments, job_name=args.name,
                    experiment=args.experiment, max_concurrency=args.max_concurrency, catchup=args.catchup,
                    enabled=not args.disabled, namespace=args.namespace, pipeline_root=args.pipeline_root,
                    start_time=args.start_time, end_time=args.end_time, enable_caching=args.caching,
@@ -110,8 +114,8 @@ def _schedule(args: argparse.Namespace) -> int:
 def _remote(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="KFP API endpoint, e.g. https://kubeflow.example/pipeline "
                                   "(default $KF_PIPELINES_ENDPOINT; a bearer token may be in $KF_PIPELINES_TOKEN)")
-    p.add_argument("--package", type=Path, default=Path("pipeline/ferd_pipeline.yaml"),
-                   help="compiled pipeline (default pipeline/ferd_pipeline.yaml)")
+    p.add_argument("--package", type=Path, default=None,
+                   help="compiled pipeline (default: the checkout's pipeline/ferd_pipeline.yaml)")
     p.add_argument("--params", type=Path, help="send this parameter file as params_yaml (same number of rounds)")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="a parameter override (repeatable)")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",

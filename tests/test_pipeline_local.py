@@ -9,6 +9,7 @@ to ``params/embedded.yaml``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -66,3 +67,28 @@ def test_run_local_matches_the_single_process_run(local_run, single):
     assert local_run.metrics == pytest.approx(expected, rel=0, abs=0)  # what the Metrics artifact logged
     assert json.loads((local_run.report / "history.json").read_text()) == \
         json.loads((single / "history.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("FERD_RUN_EMBEDDED"),
+                    reason="set FERD_RUN_EMBEDDED=1: the embedded default DAG (12 rounds, 38 tasks) plus `ferd run` "
+                           "take ~14 min on 2 CPU cores (run-local alone ~8 min)")
+def test_run_local_on_the_embedded_default_matches_ferd_run(tmp_path):
+    from ferd.run import run
+    from pipeline.local import run_local
+
+    params = ROOT / "params" / "embedded.yaml"
+    res = run_local(params, tmp_path / "local", threads=1)
+    assert res.seconds < 600
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(load_config(params), tmp_path / "single", progress=False)
+    finally:
+        torch.set_num_threads(n)
+    single = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    single.pop("run.seconds", None)
+    assert json.loads((res.report / "metrics.json").read_text()) == single
+    ref, got = (load_state_dict(p) for p in (tmp_path / "single" / "student.safetensors",
+                                             res.student / "student.safetensors"))
+    assert all(torch.equal(ref[k], got[k]) for k in ref)

@@ -225,3 +225,13 @@ def test_bad_schedules_never_reach_the_api(kfp_api, package, capsys):
                  "--cron", "0 0 3 * * *", "-S", "rounds=1"]) == 2
     assert "recompile" in capsys.readouterr().err
     assert kfp_api.requests == []
+
+
+def test_submit_defaults_to_the_committed_package(kfp_api):
+    from pipeline.dag import COMPILED
+
+    assert main(["pipeline", "submit", "--host", kfp_api.url]) == 0
+    (run,) = kfp_api.posted("/runs")
+    assert run["pipeline_spec"] == _expected_spec(COMPILED)
+    assert run["runtime_config"] == {"parameters": {}}
+    assert kfp_api.errors == []

@@ -14,10 +14,13 @@ def evaluation(params_yaml: str, overrides: list, device: str, teacher: Input[Mo
     ``report`` holds metrics.json, eval/ (tables, figures, report.md), history.json and
     class_weights.json; ``metrics`` the flat metrics for the Kubeflow UI.
     """
+    import math
+
     from ferd.stages import config_from_text
     from ferd.stages import evaluation as evaluate
 
     cfg = config_from_text(params_yaml, list(overrides) + ([f"device={device}"] if device else []))
     artifact = evaluate(cfg, teacher.path, student.path, report.path)
     for key, value in sorted(artifact.metrics.items()):
-        metrics.log_metric(key, float(value))
+        if value is not None and math.isfinite(value):  # NaN (e.g. a class with no example) stays in metrics.json
+            metrics.log_metric(key, float(value))

@@ -92,7 +92,7 @@ def _files(directory: Path) -> dict[str, str]:
     out = {}
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
-        if path.is_file() and rel != MANIFEST and not path.name.startswith("."):
+        if path.is_file() and rel != MANIFEST and not any(part.startswith(".") for part in rel.split("/")):
             out[rel] = sha256_file(path)
     return out
 

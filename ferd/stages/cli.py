@@ -23,9 +23,7 @@ from pathlib import Path
 def _config(args: argparse.Namespace):
     from ..config import load_config
 
-    cfg = load_config(args.params, args.set or ())
-    if args.device:
-        cfg = cfg.model_copy(update={"device": args.device})
+    cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
     if args.threads:
         import torch
 

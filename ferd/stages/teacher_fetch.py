@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from ..checkpoint import atomic_path, sha256_file, verify_sha256
 from ..config import FerdConfig
 from ..models import FerdModel
 from ..teacher import load_model
-from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher
+from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher, teacher_params_hash
 from .artifacts import ArtifactError, read_json, read_manifest, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,11 @@ def teacher_fetch(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, progress:
         for stale in (out / CARD_NAME, out / CHECKPOINT_NAME):
             stale.unlink(missing_ok=True)
         _, card = obtain_teacher(local_cfg, out, progress=progress)
-        card.update({"source": source, "source_sha256": sha256_file(local)})
+        # the card names the real source and the real parameters (not the local copy's)
+        card.update({"source": source, "source_sha256": sha256_file(local), "params_sha256": teacher_params_hash(cfg)})
         write_json(out / CARD_NAME, card)
         if local.is_relative_to(out / DOWNLOAD_DIR):
-            local.unlink(missing_ok=True)
+            shutil.rmtree(out / DOWNLOAD_DIR, ignore_errors=True)
     write_manifest(out, STAGE, cfg, extra={"source": source, "sha256": card["sha256"]})
     return TeacherArtifact(out, out / CHECKPOINT_NAME, out / CARD_NAME, card)
 
