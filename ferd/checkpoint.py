@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import uuid
@@ -82,10 +83,26 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header written with sorted keys.
+
+    safetensors serialises the ``__metadata__`` map in a per-process random order, so
+    identical tensors and metadata would hash differently from one process to the next;
+    sorting makes the bytes (and the sha256 that lineage records) a function of the content.
+    Readers do not depend on key order; data offsets are relative to the end of the header.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as safetensors pads
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
 def save_state_dict(state: Mapping[str, torch.Tensor], path: PathLike,
                     metadata: dict[str, str] | None = None) -> None:
-    """Save tensors as safetensors at ``path``, atomically; ``metadata`` is string → string."""
-    from safetensors.torch import save_file
+    """Save tensors as safetensors at ``path``, atomically and byte-deterministically
+    (see :func:`_canonical_safetensors`); ``metadata`` is string → string."""
+    from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -97,8 +114,7 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: PathLike,
         bad = {k: v for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)}
         if bad:
             raise ValueError(f"metadata: keys and values must be strings, got {bad}")
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    atomic_write_bytes(path, _canonical_safetensors(save(tensors, metadata=metadata)))
 
 
 def read_metadata(path: PathLike) -> dict[str, str]:
