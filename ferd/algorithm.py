@@ -16,16 +16,17 @@ a checkpoint of it taken after any round resumes bit-identically.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import rng
+from .checkpoint import atomic_write_bytes
 from .config import FerdConfig
 from .data import no_data_access
 from .distill.stage import Distiller
@@ -57,6 +58,12 @@ def build_student(cfg: FerdConfig) -> FerdModel:
                             std=cfg.student.std).to(cfg.device)
 
 
+def training_params_hash(cfg: FerdConfig) -> str:
+    """sha256 of the parameters a checkpoint depends on (all but evaluation, device, data root, interval)."""
+    data = cfg.model_dump(mode="json", exclude={"evaluation", "device", "data_root", "checkpoint_every"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 @dataclass
 class RunState:
     """Everything that crosses a round boundary."""
@@ -84,11 +91,14 @@ class RunState:
 
     # ---- checkpointing (weights_only-loadable: tensors, numbers, strings) -------------------
     def checkpoint_dict(self) -> dict:
-        return {"next_round": self.next_round, "student": self.student.state_dict(),
+        return {"next_round": self.next_round, "params_sha256": training_params_hash(self.cfg), "student": self.student.state_dict(),
                 "synthesizer": self.synthesizer.state_dict(), "distiller": self.distiller.state_dict(),
                 "p": self.p, "scores": self.scores, "history": json.dumps(self.history)}
 
     def load_checkpoint_dict(self, state: dict) -> None:
+        if state.get("params_sha256") != training_params_hash(self.cfg):
+            raise ValueError("checkpoint: state.pt was written by a run with other parameters; resume with the "
+                             "same parameters, or use a fresh output directory")
         self.next_round = int(state["next_round"])
         self.student.load_state_dict(state["student"])
         self.synthesizer.load_state_dict(state["synthesizer"])
@@ -97,28 +107,23 @@ class RunState:
         self.history = json.loads(state["history"])
 
     def save(self, directory: str | Path) -> None:
-        """Write ``state.pt`` and the pool atomically under ``directory``."""
+        """Write the pool and ``state.pt`` atomically under ``directory`` (the pool first, so a
+        ``state.pt`` never refers to rounds that are not on disk)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.pool.save(directory / "pool")
+        # a round's shard never changes once appended: write only those not yet on disk (O(R), not O(R²))
+        on_disk = {int(p.parent.name.split("=")[1]) for p in (directory / "pool").glob("round=*/part-0.parquet")}
+        self.pool.save(directory / "pool", rounds=[r for r in self.pool.rounds if r not in on_disk])
         buf = io.BytesIO()
         torch.save(self.checkpoint_dict(), buf)
-        tmp = directory / ".state.pt.tmp"
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(directory / "state.pt")
+        atomic_write_bytes(directory / "state.pt", buf.getvalue())
 
     def load(self, directory: str | Path) -> None:
         directory = Path(directory)
         self.load_checkpoint_dict(torch.load(directory / "state.pt", map_location=self.cfg.device,
                                              weights_only=True))
         self.pool = FaePool.load(directory / "pool")
-        # rounds after next_round may have been written before a kill: drop them
-        for r in [r for r in self.pool.rounds if r >= self.next_round]:
-            self.pool._shards.pop(r)
-        self.pool._cache = None
+        self.pool.drop_rounds_from(self.next_round)  # written before a kill, after the last checkpoint
 
 
 def generation_round(state: RunState, teacher: FerdModel, round_index: int, epochs: range,

@@ -24,6 +24,7 @@ generator (Fast / CMI sample uniformly from every image kept so far).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,11 @@ class FaePool:
         self._shards = dict(sorted(self._shards.items()))
         self._cache = None
 
+    def drop_rounds_from(self, first: int) -> None:
+        """Forget every round ≥ ``first`` (rounds a killed run wrote after its last checkpoint)."""
+        self._shards = {r: s for r, s in self._shards.items() if r < first}
+        self._cache = None
+
     @property
     def rounds(self) -> list[int]:
         return list(self._shards)
@@ -91,9 +97,10 @@ class FaePool:
         return torch.randint(0, len(self), (batch_size,), generator=generator)
 
     # ---- Parquet persistence -------------------------------------------------------------
-    def save(self, root: str | Path) -> list[Path]:
-        """Write every shard under ``root`` (see :func:`write_shard`)."""
-        return [write_shard(s, root) for s in self._shards.values()]
+    def save(self, root: str | Path, rounds: Iterable[int] | None = None) -> list[Path]:
+        """Write the shards of ``rounds`` (default: all) under ``root`` (see :func:`write_shard`)."""
+        wanted = set(self._shards) if rounds is None else set(rounds)
+        return [write_shard(s, root) for r, s in self._shards.items() if r in wanted]
 
     @classmethod
     def load(cls, root: str | Path) -> FaePool:

@@ -83,6 +83,9 @@ def test_same_seed_same_student_and_resume_is_bit_identical(tmp_path, monkeypatc
     for k, v in a.student.state_dict().items():
         assert torch.equal(v, c.student.state_dict()[k]), k
     assert c.history == a.history
+    # a checkpoint from other parameters is refused, not silently resumed
+    with pytest.raises(ValueError, match="other parameters"):
+        run_algorithm1(_teacher(), parse_config({**TINY, "seed": 4}), 32, checkpoint_dir=tmp_path, progress=False)
 
 
 def test_authors_variants_run():
