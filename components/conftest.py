@@ -18,6 +18,7 @@ CI = ROOT / "params" / "ci.yaml"
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the component subprocesses inherit it
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

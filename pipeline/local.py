@@ -34,17 +34,34 @@ class LocalRun:
 
 def run_local(params: str | Path = DEFAULT_PARAMS, out: str | Path = "runs/pipeline", *,
               overrides: list[str] | None = None, threads: int | None = 1) -> LocalRun:
-    """Run the DAG compiled from ``params`` locally; returns where its outputs are."""
-    from kfp import local
+    """Run the DAG compiled from ``params`` locally; returns where its outputs are.
 
+    ``threads`` sets OMP/MKL_NUM_THREADS for the task subprocesses; the caller's environment is
+    restored afterwards (a leftover MKL_NUM_THREADS changes later runs' float rounding).
+    """
     started = time.time()
     overrides = list(overrides or [])
     text, _ = params_text(params)
     cfg = config_from_text(text, overrides)  # fail here, not in the first task
-    if threads:  # every task is a subprocess: they inherit this
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(threads)
-    out = Path(out)
+    saved = {var: os.environ.get(var) for var in _THREAD_VARS}
+    if threads:  # every task is a subprocess: they inherit this (restored on return)
+        os.environ.update({var: str(threads) for var in _THREAD_VARS})
+    try:
+        return _run(params, Path(out), overrides, text, cfg, started)
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _run(params: str | Path, out: Path, overrides: list[str], text: str, cfg, started: float) -> LocalRun:
+    from kfp import local
+
     root = out / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     # the DAG is unrolled for the rounds the *overridden* parameters give

@@ -9,6 +9,7 @@ to ``params/embedded.yaml``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -28,8 +29,11 @@ def local_run(tmp_path_factory):
     from pipeline.local import run_local
 
     started = time.time()
+    before = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     res = run_local(CI, tmp_path_factory.mktemp("local"), threads=1)
     print(f"run-local on {CI.name}: {time.time() - started:.1f} s")
+    # the tasks' thread settings must not leak into this process (they change later runs' rounding)
+    assert {v: os.environ.get(v) for v in before} == before
     return res
 
 
@@ -87,3 +91,4 @@ def test_run_local_on_the_embedded_default_matches_ferd_run(tmp_path):
     ref, got = (load_state_dict(p) for p in (tmp_path / "single" / "student.safetensors",
                                              res.student / "student.safetensors"))
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
