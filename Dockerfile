@@ -22,7 +22,9 @@ LABEL org.opencontainers.image.title="ferd" \
       org.opencontainers.image.source="https://github.com/ferd/ferd" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# FERD_GIT_COMMIT: the commit the image was built from, recorded in every stage manifest (lineage)
 ENV VIRTUAL_ENV=/opt/venv \
+    FERD_GIT_COMMIT=${REVISION} \
     PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 OUT    ?= runs/embedded
 
-.PHONY: run test env clean
+.PHONY: run run-single test env clean
 
 $(BIN)/ferd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,14 @@ $(BIN)/ferd: pyproject.toml
 
 env: $(BIN)/ferd
 
-## make run: FERD end to end on the embedded default (digits, CPU, a few minutes)
+## make run: the main job, `dvc repro` of dvc.yaml on params.yaml (the embedded default: digits, CPU,
+## a few minutes), then the student's metrics. A second `make run` does nothing.
 run: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+## make run-single: the same algorithm in one process (`ferd run`, resumable; no DVC)
+run-single: env
 	$(BIN)/ferd run --params params/embedded.yaml --out $(OUT)
 
 ## make test: the whole test suite (what CI runs)

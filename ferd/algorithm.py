@@ -30,6 +30,7 @@ from .checkpoint import atomic_write_bytes
 from .config import FerdConfig
 from .data import no_data_access
 from .distill.stage import Distiller
+from .numerics import NonFiniteLoss
 from .models import FerdModel, create_model
 from .pool import FaePool, Shard
 from .synthesis.reweighting import reweight
@@ -60,7 +61,7 @@ def build_student(cfg: FerdConfig) -> FerdModel:
 
 def training_params_hash(cfg: FerdConfig) -> str:
     """sha256 of the parameters a checkpoint depends on (all but evaluation, device, data root, interval)."""
-    data = cfg.model_dump(mode="json", exclude={"evaluation", "device", "data_root", "checkpoint_every"})
+    data = cfg.model_dump(mode="json", exclude={"evaluation", "device", "data_root", "checkpoint_every", "storage"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -126,6 +127,9 @@ class RunState:
         self.pool.drop_rounds_from(self.next_round)  # written before a kill, after the last checkpoint
 
 
+COLLAPSE_ITERATIONS = 5  # consecutive generator iterations with one class > 95 % of teacher top-1
+
+
 def generation_round(state: RunState, teacher: FerdModel, round_index: int, epochs: range,
                      progress: bool = False, per_sample: list[dict] | None = None) -> Shard:
     """Lines 6-12 for every epoch of the round: synthesise, select, reweight. Returns the round's shard.
@@ -153,7 +157,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
             with torch.no_grad():
                 t_logits = teacher(out.images)
             parts.append((out, p_gen))
-            if out.collapse_iterations >= 5:
+            if out.collapse_iterations >= COLLAPSE_ITERATIONS:
                 log.warning("epoch %d: possible generator collapse: the teacher predicted one class for >95%% "
                             "of the synthetic batch for %d consecutive iterations", epoch, out.collapse_iterations)
             state.history.append({"epoch": epoch, "round": round_index, "p_generation": p_gen.tolist(),
@@ -187,6 +191,14 @@ def distillation_round(state: RunState, teacher: FerdModel, epochs: range, progr
                     h["distill"] = losses
 
 
+def collapse_warnings(history: list[dict]) -> list[str]:
+    """One line per epoch whose generator collapsed (the teacher predicted one class for > 95 % of
+    the synthetic batch for at least :data:`COLLAPSE_ITERATIONS` consecutive iterations)."""
+    return [f"epoch {h['epoch']}: possible generator collapse: the teacher predicted one class for >95 % of the "
+            f"synthetic batch for {h['collapse_iterations']} consecutive iterations"
+            for h in history if h.get("collapse_iterations", 0) >= COLLAPSE_ITERATIONS]
+
+
 def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, img_size: int, *, checkpoint_dir: str | Path | None = None,
                    progress: bool = True) -> RunState:
     """Algorithm 1 end to end (resuming from ``checkpoint_dir/state.pt`` when present)."""
@@ -200,9 +212,14 @@ def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, img_size: int, *, checkp
 
     bar = tqdm(total=len(schedule), initial=state.next_round, desc="FERD rounds", disable=not progress)
     for r in range(state.next_round, len(schedule)):
-        shard = generation_round(state, teacher, r, schedule[r], progress=progress)
-        state.pool.append(shard)
-        distillation_round(state, teacher, schedule[r], progress=progress)
+        try:
+            shard = generation_round(state, teacher, r, schedule[r], progress=progress)
+            state.pool.append(shard)
+            distillation_round(state, teacher, schedule[r], progress=progress)
+        except NonFiniteLoss as exc:
+            if checkpoint_dir is not None:
+                exc.save(checkpoint_dir)
+            raise
         state.next_round = r + 1
         if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0
                                            or state.next_round == len(schedule)):

@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "ferd.evaluation.cli",     # ferd evaluate
     "ferd.stages.cli",         # ferd stage <name>
     "ferd.pipeline_cli",       # ferd pipeline run-local|compile|submit|schedule
+    "ferd.lineage",            # ferd lineage show|verify
+    "ferd.params_cli",         # ferd params use|show|dvc-yaml
 )
 
 
@@ -43,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"ferd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # a non-finite loss (ferd.numerics): step, loss terms, debug file
+        print(f"ferd {args.command}: numerical error: {exc}", file=sys.stderr)
+        return 3
+    except RuntimeError as exc:
+        from .storage import StorageError
+
+        if not isinstance(exc, StorageError):
+            raise
+        print(f"ferd {args.command}: storage error: {exc}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ Errors name the key and what it expects: ``synthesis.lambda_uni: expected a numb
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +58,8 @@ class TeacherConfig(_Strict):
     source: str = Field("train:digits", description="a checkpoint path, or train:<dataset> to train one")
     arch: str = "wrn-34-10"
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    allow_unverified_url: bool = Field(False, description="fetch an http(s):// source without teacher.sha256 "
+                                       "(refused by default: anyone on the path could swap the weights)")
     mean: list[float] | None = None
     std: list[float] | None = None
     train: TeacherTrainConfig = TeacherTrainConfig()
@@ -166,6 +169,37 @@ class EvalConfig(_Strict):
     batch_size: int = Field(256, ge=1)
 
 
+class RetryConfig(_Strict):
+    """botocore's retry handler (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.html)."""
+
+    mode: Literal["standard", "adaptive"] = Field("standard", description="botocore retry mode: standard "
+                                                  "(exponential backoff with jitter, capped at 20 s) or adaptive "
+                                                  "(standard plus client-side rate limiting)")
+    max_attempts: int = Field(5, ge=1, le=20, description="attempts per request, the first included")
+
+
+class StorageConfig(_Strict):
+    """Where stage artifacts and the pool are kept besides the local working copy (``ferd.storage``)."""
+
+    uri: str | None = Field(None, description="s3://bucket/prefix or a local directory: relative stage paths "
+                            "are placed under it; None = the paths as given")
+    endpoint_url: str | None = Field(None, pattern=r"^https?://", description="S3-compatible endpoint "
+                                     "(MinIO, Ceph, moto); None = AWS or $AWS_ENDPOINT_URL")
+    region: str | None = Field(None, description="S3 region; None = $AWS_DEFAULT_REGION or us-east-1")
+    retries: RetryConfig = RetryConfig()
+    connect_timeout: float = Field(5.0, gt=0, le=300, description="seconds to open a connection")
+    read_timeout: float = Field(60.0, gt=0, le=3600, description="seconds to wait for a response")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        if uri is None or uri == "":
+            return None
+        if "://" in uri and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", uri):
+            raise ValueError(f"expected s3://<bucket>[/prefix] or a local directory, got {uri!r}")
+        return uri.rstrip("/")
+
+
 class FerdConfig(_Strict):
     seed: int = Field(0, ge=0)
     device: str = "cpu"
@@ -182,6 +216,7 @@ class FerdConfig(_Strict):
     synthesis: SynthesisConfig = SynthesisConfig()
     distill: DistillConfig = DistillConfig()
     evaluation: EvalConfig = EvalConfig()
+    storage: StorageConfig = StorageConfig()
 
     @field_validator("dataset")
     @classmethod

@@ -39,8 +39,9 @@ def _write_json(path: Path, data: object) -> None:
 
 
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
-                     progress: bool = True) -> dict[str, float]:
-    """Per-class evaluation of the models on the dataset's test split (``cfg.evaluation``)."""
+                     progress: bool = True, plots_dir: Path | None = None) -> dict[str, float]:
+    """Per-class evaluation of the models on the dataset's test split (``cfg.evaluation``);
+    with ``plots_dir``, also the DVC plot data (:mod:`ferd.evaluation.dvc_plots`)."""
     from .data import dataset_info, load_split
     from .evaluation import evaluate_models, flat_metrics, write_evaluation
     from .evaluation.runner import stratified_subset
@@ -55,6 +56,10 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
                              eps=cfg.threat.eps, step=cfg.threat.step, batch_size=e.batch_size, seed=cfg.seed,
                              device=cfg.device, progress=progress)
     write_evaluation(result, out_dir, list(info.class_names))
+    if plots_dir is not None:
+        from .evaluation.dvc_plots import write_dvc_plots
+
+        write_dvc_plots(result, plots_dir, list(info.class_names))
     return flat_metrics(result)
 
 

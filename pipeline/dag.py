@@ -26,6 +26,7 @@ import yaml
 from kfp import compiler, dsl, kubernetes
 from pydantic import BaseModel, ConfigDict, Field
 
+from components import base_image
 from components.distillation.component import distillation
 from components.evaluation.component import evaluation
 from components.pool_store.component import pool_store
@@ -118,6 +119,7 @@ def compiled_params_file(package: "str | Path" = COMPILED) -> Path:
 
 def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, name: str) -> dsl.PipelineTask:
     task.set_display_name(name)
+    task.set_env_variable("FERD_IMAGE", base_image())  # recorded in every manifest (ferd.provenance)
     r = cluster.retry
     if r.num_retries:
         task.set_retry(num_retries=r.num_retries, backoff_duration=r.backoff_duration,

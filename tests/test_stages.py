@@ -120,10 +120,11 @@ def test_artifacts_are_tensor_only_and_listed_in_manifests(split):
         assert m["stage"] == name and m["round"] == 1 and m["rounds"] == 2
         files = {p.relative_to(d / stage).as_posix() for p in (d / stage).rglob("*")
                  if p.is_file() and p.name != "manifest.json"}
-        assert set(m["files"]) == files
+        assert set(m["outputs"]) == files
     dist = json.loads((d / "distillation" / "manifest.json").read_text())
     assert dist["complete"] and dist["next_round"] == 2
-    assert dist["inputs"]["previous"]["path"].endswith("round-0/distillation")
+    assert dist["inputs"]["previous"]["uri"].endswith("round-0/distillation")
+    assert dist["inputs"]["previous"]["relpath"] == "../../round-0/distillation"
     rng = json.loads((d / "distillation" / "rng.json").read_text())
     assert rng["seed"] == 0 and rng["next_epoch"] == 2
     card = json.loads((split / "teacher" / "model_card.json").read_text())

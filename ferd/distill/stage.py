@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from .. import rng
 from ..config import DistillConfig
+from ..divergence import kl_logits
+from ..numerics import NonFiniteLoss
 from ..pool import FaePool
 from .loss import robust_distillation_loss
 from .utae import generate_utae
@@ -63,7 +65,7 @@ class Distiller:
         gamma = utae.gamma if utae.enabled else 0.0
         total = 0.0
         student = self.student
-        for _ in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
+        for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
             idx = pool.sample_indices(cfg.batch_size, sample_rng)
             x_f = images[idx].to(self.device)
             with torch.no_grad():
@@ -76,7 +78,11 @@ class Distiller:
             s_clean, s_adv = student(x_f), student(x_u)  # two passes, as RSLAD (BatchNorm sees each batch)
             loss = robust_distillation_loss(t_logits, s_clean, s_adv, cfg.lambda1, cfg.lambda2)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"L_stu is not finite at epoch {epoch}: {loss.item()}")
+                raise NonFiniteLoss("distillation", epoch, it, {
+                    "kl_clean": float(cfg.lambda1 * kl_logits(t_logits, s_clean)),
+                    "kl_adv": float(cfg.lambda2 * kl_logits(t_logits, s_adv)), "total": float(loss)},
+                    {"fae": x_f, "utae": x_u, "teacher_logits": t_logits, "student_clean_logits": s_clean,
+                     "student_adv_logits": s_adv})
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -38,21 +38,31 @@ STAGES = ("teacher-fetch", "synthesis", "pool-store", "distillation", "evaluatio
 def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bool = True,
                progress: bool = False) -> dict[str, Path]:
     """Every stage in order, each into its own directory under ``out_dir`` (``teacher/``,
-    ``round-<r>/{synthesis,pool,distillation}/``, ``evaluation/``); what the DAG runs."""
+    ``round-<r>/{synthesis,pool,distillation}/``, ``evaluation/``); what the DAG runs. With
+    ``storage.uri`` each artifact is also published there as soon as it is written."""
+    from .io import StageIO
+
+    io = StageIO(cfg)
+
+    def done(path: Path) -> Path:
+        io.publish(path)
+        return path
+
     out = Path(out_dir)
-    teacher = teacher_fetch(cfg, out / "teacher", progress=progress).dir
+    teacher = done(teacher_fetch(cfg, io.output(out / "teacher"), progress=progress).dir)
     synth = pool = student = None
     for r in range(num_rounds(cfg)):
         d = out / f"round-{r}"
-        new_synth = synthesis(cfg, r, teacher, d / "synthesis", student_dir=student, previous_dir=synth,
-                              progress=progress).dir
-        pool = pool_store(cfg, r, new_synth, d / "pool", previous_dir=pool).dir
-        student = distillation(cfg, r, teacher, new_synth, pool, d / "distillation", previous_dir=student,
-                               progress=progress).dir
+        new_synth = done(synthesis(cfg, r, teacher, io.output(d / "synthesis"), student_dir=student,
+                                   previous_dir=synth, progress=progress).dir)
+        pool = done(pool_store(cfg, r, new_synth, io.output(d / "pool"), previous_dir=pool).dir)
+        student = done(distillation(cfg, r, teacher, new_synth, pool, io.output(d / "distillation"),
+                                    previous_dir=student, progress=progress).dir)
         synth = new_synth
     paths = {"teacher": teacher, "synthesis": synth, "pool": pool, "student": student}
     if evaluate:
-        paths["evaluation"] = evaluation(cfg, teacher, student, out / "evaluation", progress=progress).dir
+        paths["evaluation"] = done(evaluation(cfg, teacher, student, io.output(out / "evaluation"),
+                                              progress=progress).dir)
     return paths
 
 

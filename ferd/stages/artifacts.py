@@ -6,11 +6,18 @@ manifests of the inputs it was made from (so the lineage of any artifact can be 
 back to the teacher). A stage reading an artifact checks its stage name, its round, the
 parameter fingerprint and the sha256 of every file before using it.
 
-The *parameter fingerprint* is the sha256 of the resolved parameters without the keys
-that cannot change a result bit (``device`` — a GPU stage and a CPU stage of one run
-differ there —, ``data_root``, ``checkpoint_every``) and without ``evaluation`` (only the
-evaluation stage reads it). Two artifacts with different fingerprints were made by
-different runs; mixing them is refused.
+The *parameter fingerprint* of a stage is the sha256 of the parameters that stage depends
+on (:data:`STAGE_PARAMS`, the same lists ``dvc.yaml`` declares as each stage's ``params``):
+the teacher depends on the seed, the dataset, ε and the teacher group; synthesis and the pool
+also on the epochs, rounds, student and synthesis groups; distillation also on the distill
+group; evaluation on everything. So changing ``synthesis.lambda_uni`` keeps the teacher
+artifact valid and invalidates every later one. ``device``, ``data_root``,
+``checkpoint_every`` and ``storage`` cannot change a result bit and are in no fingerprint.
+
+Lineage (``ferd lineage``): a manifest also records the stage's resolved parameters, each
+input's URI (path relative to the artifact, or ``s3://`` with ETag and version id) and the
+sha256 of the input's manifest, each output's URI, sha256 and size, the code version, torch /
+CUDA / device, start and end time, and its own checksum (:mod:`ferd.provenance`).
 """
 
 from __future__ import annotations
@@ -29,9 +36,18 @@ import torch
 from .. import __version__
 from ..checkpoint import atomic_path, atomic_write_bytes, sha256_file
 from ..config import FerdConfig, load_config
+from ..provenance import SELF_KEY, code_version, environment, manifest_digest, seal, utc_now
 
 MANIFEST = "manifest.json"
-FINGERPRINT_EXCLUDES = ("device", "data_root", "checkpoint_every", "evaluation")
+_TEACHER_PARAMS = ("seed", "dataset", "threat.eps", "teacher")
+_ROUND_PARAMS = (*_TEACHER_PARAMS[:3], "threat.step", "epochs", "rounds", "teacher", "student", "synthesis")
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "teacher": _TEACHER_PARAMS,
+    "synthesis": _ROUND_PARAMS,
+    "pool": _ROUND_PARAMS,
+    "distillation": (*_ROUND_PARAMS, "distill"),
+    "evaluation": (*_ROUND_PARAMS, "distill", "evaluation"),
+}
 
 
 class ArtifactError(ValueError):
@@ -43,11 +59,23 @@ def num_rounds(cfg: FerdConfig) -> int:
     return cfg.rounds or cfg.epochs
 
 
-def params_fingerprint(cfg: FerdConfig) -> str:
+def stage_params(cfg: FerdConfig, stage: str = "distillation") -> dict[str, Any]:
+    """The resolved parameters ``stage`` depends on, by dotted key (:data:`STAGE_PARAMS`)."""
+    if stage not in STAGE_PARAMS:
+        raise ValueError(f"stage: expected one of {sorted(STAGE_PARAMS)}, got {stage!r}")
     data = cfg.model_dump(mode="json")
-    for key in FINGERPRINT_EXCLUDES:
-        data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    out = {}
+    for key in STAGE_PARAMS[stage]:
+        node: Any = data
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def params_fingerprint(cfg: FerdConfig, stage: str = "distillation") -> str:
+    """sha256 of :func:`stage_params` (canonical JSON)."""
+    return hashlib.sha256(json.dumps(stage_params(cfg, stage), sort_keys=True).encode()).hexdigest()
 
 
 def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
@@ -88,28 +116,44 @@ def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu
     return torch.load(path, map_location=device, weights_only=True)
 
 
-def _files(directory: Path) -> dict[str, str]:
+def _files(directory: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
         if path.is_file() and rel != MANIFEST and not any(part.startswith(".") for part in rel.split("/")):
-            out[rel] = sha256_file(path)
+            out[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return out
+
+
+def manifest_files(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """``{relative path: sha256}`` of the files a manifest lists."""
+    return {rel: o["sha256"] for rel, o in manifest.get("outputs", {}).items()}
+
+
+def _input_record(directory: Path, path: str | os.PathLike[str]) -> dict[str, Any]:
+    m = Path(path) / MANIFEST
+    record: dict[str, Any] = {"uri": str(path), "manifest_sha256": sha256_file(m) if m.is_file() else None}
+    if m.is_file():
+        record["stage"] = json.loads(m.read_text()).get("stage")
+    try:
+        record["relpath"] = os.path.relpath(Path(path).resolve(), directory.resolve())
+    except ValueError:  # another drive (Windows)
+        record["relpath"] = None
+    return record
 
 
 def write_manifest(directory: str | os.PathLike[str], stage: str, cfg: FerdConfig, *, round_index: int | None = None,
                    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
-                   extra: Mapping[str, Any] | None = None) -> dict:
+                   extra: Mapping[str, Any] | None = None, started: str | None = None) -> dict:
     """Hash every file of ``directory`` and write its ``manifest.json`` (last, atomically)."""
     directory = Path(directory)
-    parents = {}
-    for name, path in (inputs or {}).items():
-        if path is not None:
-            m = Path(path) / MANIFEST
-            parents[name] = {"path": str(path), "manifest_sha256": sha256_file(m) if m.is_file() else None}
+    parents = {name: _input_record(directory, path) for name, path in (inputs or {}).items() if path is not None}
     manifest = {"stage": stage, "round": round_index, "rounds": num_rounds(cfg), "epochs": cfg.epochs,
-                "params_fingerprint": params_fingerprint(cfg), "ferd_version": __version__,
-                "files": _files(directory), "inputs": parents, **(extra or {})}
+                "params": stage_params(cfg, stage), "params_fingerprint": params_fingerprint(cfg, stage),
+                "ferd_version": __version__, "code": code_version(), "environment": environment(cfg.device),
+                "started_at": started, "finished_at": utc_now(), "uri": str(directory),
+                "outputs": _files(directory), "inputs": parents, **(extra or {})}
+    manifest = seal(manifest)
     write_json(directory / MANIFEST, manifest)
     return manifest
 
@@ -129,13 +173,16 @@ def read_manifest(directory: str | os.PathLike[str] | None, stage: str, cfg: Fer
         raise ArtifactError(f"{what}: {directory} holds a {manifest.get('stage')!r} artifact, expected {stage!r}")
     if round_index is not None and manifest.get("round") != round_index:
         raise ArtifactError(f"{what}: {directory} is from round {manifest.get('round')}, expected round {round_index}")
-    fp = params_fingerprint(cfg)
+    fp = params_fingerprint(cfg, stage)
     if manifest.get("params_fingerprint") != fp:
         raise ArtifactError(f"{what}: {directory} was made with other parameters (fingerprint "
                             f"{str(manifest.get('params_fingerprint'))[:12]}…, these give {fp[:12]}…); "
                             "every stage of a run must get the same parameters")
     if verify:
-        for rel, digest in manifest.get("files", {}).items():
+        if manifest.get(SELF_KEY) != manifest_digest(manifest):
+            raise ArtifactError(f"{what}: {path}: the manifest's checksum does not match its content (changed "
+                                "or corrupt)")
+        for rel, digest in manifest_files(manifest).items():
             f = directory / rel
             if not f.is_file():
                 raise ArtifactError(f"{what}: {f} is listed in the manifest but missing")

@@ -36,43 +36,61 @@ def _print(data: dict) -> int:
     return 0
 
 
+def _io(cfg):
+    from .io import StageIO
+
+    return StageIO(cfg)
+
+
 def _teacher(args: argparse.Namespace) -> int:
     from .teacher_fetch import describe, teacher_fetch
 
-    return _print(describe(teacher_fetch(_config(args), args.out, progress=not args.no_progress)))
+    cfg = _config(args)
+    io = _io(cfg)
+    a = teacher_fetch(cfg, io.output(args.out), progress=not args.no_progress)
+    return _print({**describe(a), "uri": io.publish(a.dir)})
 
 
 def _synthesis(args: argparse.Namespace) -> int:
     from .rounds import synthesis
 
-    a = synthesis(_config(args), args.round, args.teacher, args.out, student_dir=args.student,
-                  previous_dir=args.previous, progress=not args.no_progress)
-    return _print({"dir": a.dir, "round": a.round, "epochs": [a.epochs.start, a.epochs.stop], "shard": a.shard,
-                   "rows": a.rows, "p": a.p})
+    cfg = _config(args)
+    io = _io(cfg)
+    a = synthesis(cfg, args.round, io.input(args.teacher), io.output(args.out), student_dir=io.input(args.student),
+                  previous_dir=io.input(args.previous), progress=not args.no_progress)
+    return _print({"dir": a.dir, "uri": io.publish(a.dir), "round": a.round, "epochs": [a.epochs.start, a.epochs.stop],
+                   "shard": a.shard, "rows": a.rows, "p": a.p})
 
 
 def _pool(args: argparse.Namespace) -> int:
     from .rounds import pool_store
 
-    a = pool_store(_config(args), args.round, args.synthesis, args.out, previous_dir=args.previous)
-    return _print({"dir": a.dir, "round": a.round, "rounds": a.rounds, "rows": a.rows})
+    cfg = _config(args)
+    io = _io(cfg)
+    a = pool_store(cfg, args.round, io.input(args.synthesis), io.output(args.out), previous_dir=io.input(args.previous))
+    return _print({"dir": a.dir, "uri": io.publish(a.dir), "round": a.round, "rounds": a.rounds, "rows": a.rows})
 
 
 def _distillation(args: argparse.Namespace) -> int:
     from .rounds import distillation
 
-    a = distillation(_config(args), args.round, args.teacher, args.synthesis, args.pool, args.out,
-                     previous_dir=args.previous, progress=not args.no_progress)
-    return _print({"dir": a.dir, "round": a.round, "epochs": [a.epochs.start, a.epochs.stop],
+    cfg = _config(args)
+    io = _io(cfg)
+    a = distillation(cfg, args.round, io.input(args.teacher), io.input(args.synthesis), io.input(args.pool),
+                     io.output(args.out), previous_dir=io.input(args.previous), progress=not args.no_progress)
+    return _print({"dir": a.dir, "uri": io.publish(a.dir), "round": a.round, "epochs": [a.epochs.start, a.epochs.stop],
                    "student": a.student, "complete": a.complete, "losses": a.losses})
 
 
 def _evaluation(args: argparse.Namespace) -> int:
     from .evaluation import evaluation
 
-    a = evaluation(_config(args), args.teacher, args.student, args.out, progress=not args.no_progress)
+    cfg = _config(args)
+    io = _io(cfg)
+    a = evaluation(cfg, io.input(args.teacher), io.input(args.student), io.output(args.out),
+                   progress=not args.no_progress)
     keys = sorted(k for k in a.metrics if k.endswith((".avg", ".worst", ".nsd")))
-    return _print({"dir": a.dir, "metrics": {k: round(a.metrics[k], 4) for k in keys}})
+    return _print({"dir": a.dir, "uri": io.publish(a.dir), "metrics": {k: round(a.metrics[k], 4) for k in keys}})
 
 
 def _all(args: argparse.Namespace) -> int:

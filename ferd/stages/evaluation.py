@@ -7,7 +7,8 @@ clean, FGSM, PGD-20, CW∞, AutoAttack; ``evaluation.n_examples`` a stratified s
 Output directory: ``metrics.json`` (flat ``<model>.<attack>.<statistic>`` keys, accuracies in
 [0, 1]), ``eval/`` (per-class tables, confusion matrices, figures, ``report.md``),
 ``history.json`` and ``class_weights.json`` of the whole run (from the final distillation
-artifact), ``manifest.json``.
+artifact), ``plots/`` (CSV for ``dvc plots``: per-class accuracy per attack, per-example
+predictions for the confusion matrices, class weights per epoch), ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import FerdConfig
+from ..provenance import utc_now
 from ..teacher import load_model
-from .artifacts import ArtifactError, copy_file, read_manifest, write_json, write_manifest
+from ..data import dataset_info
+from ..evaluation.dvc_plots import write_class_weights
+from .artifacts import ArtifactError, copy_file, read_json, read_manifest, write_json, write_manifest
 from .rounds import CLASS_WEIGHTS_FILE, DISTILLATION, HISTORY_FILE, STUDENT_FILE
 from .teacher_fetch import load_teacher
 
 STAGE = "evaluation"
 METRICS_FILE = "metrics.json"
+PLOTS_DIR = "plots"  # DVC plot data (ferd.evaluation.dvc_plots)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ def evaluation(cfg: FerdConfig, teacher_dir: str | os.PathLike[str], student_dir
     """Evaluate the teacher and the student of the *final* distillation artifact."""
     from ..run import quick_evaluation
 
+    started = utc_now()
+
     teacher, _ = load_teacher(cfg, teacher_dir)
     manifest = read_manifest(student_dir, DISTILLATION, cfg, what="student")
     if not manifest.get("complete"):
@@ -49,10 +56,12 @@ def evaluation(cfg: FerdConfig, teacher_dir: str | os.PathLike[str], student_dir
                          cfg.student.std).to(cfg.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = quick_evaluation(cfg, {"teacher": teacher, "student": student}, out / "eval", progress)
+    metrics = quick_evaluation(cfg, {"teacher": teacher, "student": student}, out / "eval", progress,
+                               plots_dir=out / PLOTS_DIR)
     write_json(out / METRICS_FILE, metrics)
     for name in (HISTORY_FILE, CLASS_WEIGHTS_FILE):
         copy_file(student_dir / name, out / name)
-    write_manifest(out, STAGE, cfg, inputs={"teacher": teacher_dir, "student": student_dir},
+    write_class_weights(read_json(out / HISTORY_FILE), out / PLOTS_DIR, dataset_info(cfg.dataset).class_names)
+    write_manifest(out, STAGE, cfg, started=started, inputs={"teacher": teacher_dir, "student": student_dir},
                    extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
     return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / "eval" / "report.md")

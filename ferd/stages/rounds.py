@@ -36,11 +36,13 @@ from pathlib import Path
 
 import torch
 
-from ..algorithm import RunState, distillation_round, generation_round, round_epochs
+from ..algorithm import RunState, collapse_warnings, distillation_round, generation_round, round_epochs
 from ..checkpoint import load_state_dict, save_state_dict
 from ..config import FerdConfig
 from ..data import dataset_info
 from ..pool import FaePool, read_shard
+from ..numerics import NonFiniteLoss
+from ..provenance import utc_now
 from ..pool import write_shard as _write_shard
 from .artifacts import (ArtifactError, copy_file, load_tensors, num_rounds, read_json, read_manifest, save_tensors,
                         write_json, write_manifest)
@@ -118,6 +120,7 @@ def synthesis(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLike[
               out_dir: str | os.PathLike[str], *, student_dir: str | os.PathLike[str] | None = None,
               previous_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> SynthesisArtifact:
     """The generation stage of round ``round_index`` (Algorithm 1 lines 6-12 for each of its epochs)."""
+    started = utc_now()
     epochs = _schedule(cfg, round_index)
     _previous(round_index, "student", student_dir)
     _previous(round_index, "previous synthesis", previous_dir)
@@ -133,7 +136,11 @@ def synthesis(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLike[
         state.p, state.scores = rw["p"], rw["scores"]
         state.history = read_json(student_dir / HISTORY_FILE)
     per_sample: list[dict] = []
-    shard = generation_round(state, teacher, round_index, epochs, progress=progress, per_sample=per_sample)
+    try:
+        shard = generation_round(state, teacher, round_index, epochs, progress=progress, per_sample=per_sample)
+    except NonFiniteLoss as exc:
+        exc.save(out_dir)
+        raise
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,9 +156,10 @@ def synthesis(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLike[
     write_json(out / CLASS_WEIGHTS_FILE, [{**c, "margin_by_class": _margin_by_class(m, cfg.num_classes)}
                                           for c, m in _pair(_class_weights(new), per_sample)])
     write_json(out / HISTORY_FILE, state.history)
-    write_manifest(out, SYNTHESIS, cfg, round_index=round_index,
+    warnings = collapse_warnings(new)
+    write_manifest(out, SYNTHESIS, cfg, round_index=round_index, started=started,
                    inputs={"teacher": teacher_dir, "student": student_dir, "previous": previous_dir},
-                   extra={"epochs": [epochs.start, epochs.stop], "rows": len(shard.labels)})
+                   extra={"epochs": [epochs.start, epochs.stop], "rows": len(shard.labels), "warnings": warnings})
     return SynthesisArtifact(out, round_index, epochs, shard_path(out, round_index), len(shard.labels),
                              state.p.tolist())
 
@@ -175,6 +183,7 @@ def pool_store(cfg: FerdConfig, round_index: int, synthesis_dir: str | os.PathLi
     """Append the round's shard to the pool (Parquet, partitioned by round). Idempotent: the
     round's partition is replaced, never duplicated; partitions of later rounds (left by an
     earlier run in the same directory) are removed, so the result is the pool after round r."""
+    started = utc_now()
     _schedule(cfg, round_index)
     _previous(round_index, "previous pool", previous_dir)
     read_manifest(synthesis_dir, SYNTHESIS, cfg, round_index=round_index, what="synthesis")
@@ -210,7 +219,7 @@ def pool_store(cfg: FerdConfig, round_index: int, synthesis_dir: str | os.PathLi
     rows = {str(k): int(pool.shard(k).labels.shape[0]) for k in pool.rounds}
     write_json(out / POOL_INDEX, {"rounds": pool.rounds, "rows": rows, "total_rows": len(pool),
                                   "layout": "round=<r>/part-0.parquet", "columns": pool_columns(out, round_index)})
-    write_manifest(out, POOL, cfg, round_index=round_index,
+    write_manifest(out, POOL, cfg, round_index=round_index, started=started,
                    inputs={"synthesis": synthesis_dir, "previous": previous_dir},
                    extra={"pool_rounds": pool.rounds, "rows": len(pool)})
     return PoolArtifact(out, round_index, pool.rounds, len(pool))
@@ -230,6 +239,7 @@ def distillation(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLi
                  out_dir: str | os.PathLike[str], *, previous_dir: str | os.PathLike[str] | None = None,
                  progress: bool = False) -> DistillationArtifact:
     """The distillation stage of round ``round_index`` (Algorithm 1 lines 13-17 for each of its epochs)."""
+    started = utc_now()
     epochs = _schedule(cfg, round_index)
     _previous(round_index, "previous distillation", previous_dir)
     teacher, card = load_teacher(cfg, teacher_dir)
@@ -245,7 +255,11 @@ def distillation(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLi
     state.pool = FaePool.load(pool_dir)
     if state.pool.rounds != list(range(round_index + 1)):
         raise ArtifactError(f"pool: {pool_dir} holds rounds {state.pool.rounds}, expected 0..{round_index}")
-    distillation_round(state, teacher, epochs, progress=progress)
+    try:
+        distillation_round(state, teacher, epochs, progress=progress)
+    except NonFiniteLoss as exc:
+        exc.save(out_dir)
+        raise
     state.next_round = round_index + 1
 
     out = Path(out_dir)
@@ -263,7 +277,7 @@ def distillation(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLi
                                                 "seed and its epochs"})
     write_json(out / HISTORY_FILE, state.history)
     write_json(out / CLASS_WEIGHTS_FILE, _class_weights(state.history))
-    write_manifest(out, DISTILLATION, cfg, round_index=round_index,
+    write_manifest(out, DISTILLATION, cfg, round_index=round_index, started=started,
                    inputs={"teacher": teacher_dir, "synthesis": synthesis_dir, "pool": pool_dir,
                            "previous": previous_dir},
                    extra={"epochs": [epochs.start, epochs.stop], "next_round": state.next_round,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_path, sha256_file, verify_sha256
 from ..config import FerdConfig
+from ..provenance import utc_now
 from ..models import FerdModel
 from ..teacher import load_model
 from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher, teacher_params_hash
@@ -98,8 +99,9 @@ def resolve_source(cfg: FerdConfig, out_dir: Path) -> tuple[Path | None, str]:
     downloads = out_dir / DOWNLOAD_DIR
     name = Path(urllib.parse.urlparse(source).path).name or "teacher.ckpt"
     if scheme in ("http", "https"):
-        if cfg.teacher.sha256 is None:
-            raise ValueError(f"teacher.sha256: required for a URL source ({source}); give the checkpoint's sha256")
+        if cfg.teacher.sha256 is None and not cfg.teacher.allow_unverified_url:
+            raise ValueError(f"teacher.sha256: required for a URL source ({source}); give the checkpoint's sha256 "
+                             "(or set teacher.allow_unverified_url: true to accept any bytes)")
         path = _download_url(source, downloads / name)
     elif scheme == "s3":
         path = _download_s3(source, downloads / name)
@@ -116,6 +118,7 @@ def resolve_source(cfg: FerdConfig, out_dir: Path) -> tuple[Path | None, str]:
 
 def teacher_fetch(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, progress: bool = False) -> TeacherArtifact:
     """Fetch (or train) the teacher named by ``cfg.teacher.source`` into ``out_dir``."""
+    started = utc_now()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     local, source = resolve_source(cfg, out)
@@ -134,7 +137,7 @@ def teacher_fetch(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, progress:
         write_json(out / CARD_NAME, card)
         if local.is_relative_to(out / DOWNLOAD_DIR):
             shutil.rmtree(out / DOWNLOAD_DIR, ignore_errors=True)
-    write_manifest(out, STAGE, cfg, extra={"source": source, "sha256": card["sha256"]})
+    write_manifest(out, STAGE, cfg, started=started, extra={"source": source, "sha256": card["sha256"]})
     return TeacherArtifact(out, out / CHECKPOINT_NAME, out / CARD_NAME, card)
 
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .. import rng
 from ..config import SynthesisConfig
 from ..models import FerdModel
+from ..numerics import check_finite_loss
 from .bottleneck import fit_noise_scale, non_robust_mask
 from .generator import ConditionalGenerator, Generator
 from .losses import (BatchNormStatistics, GeneratorLossTerms, adversarial_loss, generator_loss, one_hot_loss,
@@ -103,8 +104,8 @@ class Synthesizer:
         history: list[dict[str, float]] = []
         try:
             with BatchNormStatistics(teacher) as bn_stats:
-                for _ in tqdm(range(cfg.iterations), desc=f"epoch {epoch} generator", leave=False,
-                              disable=not progress):
+                for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} generator", leave=False,
+                               disable=not progress):
                     x = synthesize()
                     z = teacher.features(x, layer)
                     t_logits = teacher.head(z, layer)
@@ -121,8 +122,8 @@ class Synthesizer:
                                                                          layer))
                     terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, labels), uni=l_uni)
                     loss = generator_loss(terms, cfg.lambda_adv, cfg.lambda_bn, cfg.lambda_oh, cfg.lambda_uni)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"L_gen is not finite at epoch {epoch}: {terms.as_floats()}")
+                    check_finite_loss(loss, "synthesis", epoch, it, terms.as_floats(),
+                                      {"images": x, "labels": labels, "teacher_logits": t_logits})
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

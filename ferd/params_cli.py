@@ -1,0 +1,143 @@
+"""``ferd params``: the project's ``params.yaml`` (every hyper-parameter, resolved) and its ``dvc.yaml``.
+
+::
+
+    ferd params use embedded                 # params/embedded.yaml → params.yaml + dvc.yaml
+    ferd params use cifar10-resnet18 -S teacher.source=teachers/wrn-34-10.safetensors
+    ferd params check                        # validate params.yaml; dvc.yaml must match it
+    ferd params dvc-yaml                     # rewrite dvc.yaml from params.yaml
+
+``params.yaml`` lists every key with its resolved value (a preset in ``params/`` sets only
+what differs from the paper's defaults in :mod:`ferd.config`), grouped as the stages read
+them, each with its description as a comment. DVC reads it (``params:`` of each stage); every
+stage validates it again before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .config import FerdConfig, load_config
+
+GROUP_NOTES = {
+    "seed": "run: read by every stage",
+    "threat": "threat model: teacher training, reweighting PGD, UTAEs, evaluation",
+    "teacher": "stage teacher-fetch",
+    "student": "the student of stages synthesis-r* (L_adv) and distillation-r*",
+    "synthesis": "stages synthesis-r* (generator, Eq. 1-9 and reweighting)",
+    "distill": "stages distillation-r* (UTAE, Eq. 10-11)",
+    "evaluation": "stage evaluation",
+    "storage": "where artifacts go besides the local copy (every stage; no result depends on it)",
+}
+HEADER = ("# FERD parameters: every hyper-parameter, resolved. Written by `ferd params use <preset>` from\n"
+          "# params/<preset>.yaml (this file: {source}); edit freely or `dvc exp run -S key=value`.\n"
+          "# Validated by every stage before any work. Rounds changed? run `ferd params dvc-yaml`.\n")
+
+
+def _scalar(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def _emit(model: BaseModel, indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if indent == 0 and name in GROUP_NOTES:
+            lines.append(f"\n# ---- {GROUP_NOTES[name]} ----")
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            _emit(value, indent + 2, lines)
+            continue
+        text = f"{pad}{name}: {_scalar(value if not isinstance(value, BaseModel) else value.model_dump())}"
+        if info.description:
+            text += f"  # {info.description}"
+        lines.append(text)
+
+
+def render_params(cfg: FerdConfig, source: str) -> str:
+    lines: list[str] = []
+    _emit(cfg, 0, lines)
+    text = HEADER.format(source=source) + "\n".join(lines) + "\n"
+    if load_config_text(text) != cfg:  # the file must read back to exactly this configuration
+        raise AssertionError("params.yaml does not round-trip")
+    return text
+
+
+def load_config_text(text: str) -> FerdConfig:
+    from .config import parse_config
+
+    return parse_config(yaml.safe_load(text))
+
+
+def preset_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    candidate = Path("params") / f"{name}.yaml"
+    if not candidate.is_file():
+        known = sorted(q.stem for q in Path("params").glob("*.yaml"))
+        raise FileNotFoundError(f"params use: no preset {name!r}; expected one of {known} (in ./params) "
+                                "or a path to a .yaml file")
+    return candidate
+
+
+def _use(args: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write_bytes
+    from .dvc_pipeline import write_dvc_yaml
+
+    path = preset_path(args.preset)
+    cfg = load_config(path, args.set or ())
+    atomic_write_bytes(Path(args.params), render_params(cfg, path.as_posix()).encode())
+    write_dvc_yaml(cfg, args.dvc_yaml)
+    print(f"wrote {args.params} (from {path}) and {args.dvc_yaml}; run `dvc repro`")
+    return 0
+
+
+def _dvc_yaml(args: argparse.Namespace) -> int:
+    from .dvc_pipeline import render, write_dvc_yaml
+
+    cfg = load_config(args.params)
+    if args.check:
+        current = Path(args.dvc_yaml).read_text() if Path(args.dvc_yaml).is_file() else ""
+        if current != render(cfg):
+            print(f"{args.dvc_yaml} does not match {args.params}: run `ferd params dvc-yaml`")
+            return 1
+        print(f"{args.dvc_yaml} matches {args.params}")
+        return 0
+    print(f"wrote {write_dvc_yaml(cfg, args.dvc_yaml)}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    load_config(args.params)
+    args.check = True
+    return _dvc_yaml(args)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("params", help="select a preset into params.yaml, check it, regenerate dvc.yaml",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ps = p.add_subparsers(dest="params_action", required=True, metavar="ACTION")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--params", default="params.yaml", help="the parameter file (default params.yaml)")
+        q.add_argument("--dvc-yaml", default="dvc.yaml", help="the DVC pipeline file (default dvc.yaml)")
+
+    u = ps.add_parser("use", help="write params.yaml (resolved) and dvc.yaml from a preset in params/")
+    u.add_argument("preset", help="a name in params/ (embedded, cifar10-resnet18, …) or a .yaml path")
+    u.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
+    common(u)
+    u.set_defaults(func=_use)
+    c = ps.add_parser("check", help="validate params.yaml and check dvc.yaml matches it")
+    common(c)
+    c.set_defaults(func=_check)
+    d = ps.add_parser("dvc-yaml", help="write dvc.yaml from params.yaml")
+    d.add_argument("--check", action="store_true", help="only check that dvc.yaml matches")
+    common(d)
+    d.set_defaults(func=_dvc_yaml)

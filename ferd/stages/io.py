@@ -1,0 +1,105 @@
+"""Where a stage's input and output artifacts live: local paths, ``storage.uri``, or ``s3://``.
+
+A stage always works on a local directory; :class:`StageIO` maps what the user named to it:
+
+==========================  ======================================  ====================
+path given                  local working copy                      remote copy
+==========================  ======================================  ====================
+relative, no storage.uri    the path                                —
+relative, local storage     ``<storage.uri>/<path>``                —
+relative, S3 storage        the path                                ``<storage.uri>/<path>``
+``s3://bucket/key``         ``$FERD_CACHE/s3/bucket/key``           the URI
+absolute local path         the path                                —
+==========================  ======================================  ====================
+
+Inputs with a remote copy are fetched when the local copy has no manifest; outputs with a
+remote copy are published after the stage (files, then the manifest). Publishing also
+completes the manifest's lineage: the URI, ETag and version id of every S3 input's manifest,
+and the URI, ETag and version id of every output object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..config import FerdConfig
+from ..provenance import seal
+from ..storage import MANIFEST, S3Settings, StorageError, abort_incomplete_uploads, fetch_dir, head, is_s3, join_uri, s3_client, upload_file
+from .artifacts import write_json
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FERD_CACHE") or Path.home() / ".cache" / "ferd")
+
+
+class StageIO:
+    def __init__(self, cfg: FerdConfig):
+        self.root = cfg.storage.uri
+        self.settings = S3Settings.from_config(cfg.storage)
+        self._client: Any = None
+        self.remote: dict[str, str] = {}  # resolved local path → remote URI
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = s3_client(self.settings)
+        return self._client
+
+    def locate(self, path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+        text = str(path)
+        if is_s3(text):
+            bucket_key = text.removeprefix("s3://")
+            return cache_dir() / "s3" / bucket_key, text
+        p = Path(path)
+        if self.root is None or p.is_absolute():
+            return p, None
+        if is_s3(self.root):
+            return p, join_uri(self.root, p)
+        return Path(self.root) / p, None
+
+    def input(self, path: str | os.PathLike[str] | None) -> Path | None:
+        """The local copy of an input artifact, fetched from its remote copy when missing."""
+        if path is None:
+            return None
+        local, uri = self.locate(path)
+        if uri is not None:
+            self.remote[str(local.resolve())] = uri
+            if not (local / MANIFEST).is_file():
+                fetch_dir(uri, local, self.settings, client=self.client)
+        return local
+
+    def output(self, path: str | os.PathLike[str]) -> Path:
+        local, uri = self.locate(path)
+        if uri is not None:
+            self.remote[str(local.resolve())] = uri
+        return local
+
+    def publish(self, local_dir: str | os.PathLike[str]) -> str:
+        """Publish an output artifact to its remote copy (if any); return its URI."""
+        local_dir = Path(local_dir)
+        uri = self.remote.get(str(local_dir.resolve()))
+        mpath = local_dir / MANIFEST
+        manifest = json.loads(mpath.read_text())
+        for record in manifest.get("inputs", {}).values():
+            src = (local_dir / record["relpath"]).resolve() if record.get("relpath") else None
+            remote = self.remote.get(str(src)) if src is not None else None
+            if remote is not None:
+                try:
+                    tags = head(self.client, join_uri(remote, MANIFEST))
+                except StorageError:  # a local input never published: the manifest names the local copy
+                    continue
+                record.update({"uri": remote, **tags})
+        if uri is None:
+            write_json(mpath, seal(manifest))
+            return str(local_dir)
+        manifest["uri"] = uri
+        abort_incomplete_uploads(self.client, uri)
+        for rel in sorted(manifest.get("outputs", {})):
+            manifest["outputs"][rel].update({"uri": join_uri(uri, rel),
+                                             **upload_file(self.client, local_dir / rel, join_uri(uri, rel))})
+        write_json(mpath, seal(manifest))
+        upload_file(self.client, mpath, join_uri(uri, MANIFEST))  # last: the artifact is complete
+        return uri

@@ -1,0 +1,215 @@
+"""Artifact storage: a local directory or an S3 bucket (``storage`` in the parameters).
+
+Every stage works on a local copy of its artifacts (the path the user or ``dvc.yaml``
+names). With ``storage.uri`` set, a relative stage path ``P`` also lives at
+``<storage.uri>/P``:
+
+* **inputs** missing locally are fetched from there (``manifest.json`` first, then every file
+  it lists, each checked against its sha256 before it is renamed into place);
+* **outputs** are published there after the stage: every file, then ``manifest.json`` last,
+  so an artifact whose manifest is visible is complete.
+
+S3 guarantees (boto3 / s3transfer):
+
+* an object appears under its key only when its upload completed — a single PUT is atomic,
+  and a multipart upload (files over ``MULTIPART_THRESHOLD``) becomes visible only on
+  ``CompleteMultipartUpload``; a failed multipart upload is aborted (its parts are deleted)
+  by s3transfer, and :func:`publish_dir` aborts any upload of the key left behind;
+* each request is retried by botocore's ``standard`` or ``adaptive`` retry mode
+  (``storage.retries``: exponential backoff with jitter, at most ``max_attempts`` tries,
+  connect/read time-outs bounded), after which a :class:`StorageError` names the object and the
+  endpoint.
+
+A local ``storage.uri`` is the same layout on a file system (files copied with an atomic
+rename, manifest last).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .checkpoint import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MULTIPART_THRESHOLD = 8 * 1024 * 1024  # s3transfer's default; parts of the same size
+
+
+class StorageError(RuntimeError):
+    """An object could not be read or written after the configured retries."""
+
+
+def is_s3(uri: str | os.PathLike[str] | None) -> bool:
+    return isinstance(uri, str) and uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` → ``("bucket", "a/b")``."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"expected s3://bucket/key, got {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def join_uri(root: str, rel: str | os.PathLike[str]) -> str:
+    rel = PurePosixPath(Path(rel).as_posix())
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"storage: {rel} must be a relative path inside storage.uri")
+    return f"{root.rstrip('/')}/{rel}" if is_s3(root) else str(Path(root) / rel)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint_url: str | None = None
+    region: str | None = None
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+    @classmethod
+    def from_config(cls, storage: Any) -> S3Settings:
+        return cls(storage.endpoint_url, storage.region, storage.retries.mode, storage.retries.max_attempts,
+                   storage.connect_timeout, storage.read_timeout)
+
+
+def s3_client(settings: S3Settings | None = None):
+    """A boto3 S3 client with bounded, botocore-managed retries and time-outs."""
+    import boto3
+    from botocore.config import Config
+
+    s = settings or S3Settings()
+    config = Config(retries={"mode": s.retry_mode, "max_attempts": s.max_attempts},
+                    connect_timeout=s.connect_timeout, read_timeout=s.read_timeout)
+    return boto3.client("s3", endpoint_url=s.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+                        region_name=s.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", config=config)
+
+
+def _fail(action: str, uri: str, client: Any, exc: Exception) -> StorageError:
+    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "?")
+    return StorageError(f"storage: could not {action} {uri} (endpoint {endpoint}) after the configured retries: "
+                        f"{type(exc).__name__}: {exc}")
+
+
+def _abort_uploads(client: Any, bucket: str, key: str) -> None:
+    """Abort multipart uploads of ``key`` left by a failed transfer (best effort)."""
+    try:
+        for up in client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []):
+            if up["Key"] == key:
+                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"])
+    except Exception:  # noqa: BLE001 — the endpoint is down; s3transfer already aborted what it could
+        log.debug("storage: could not list/abort multipart uploads of s3://%s/%s", bucket, key)
+
+
+def abort_incomplete_uploads(client: Any, uri: str) -> int:
+    """Abort the multipart uploads under ``uri`` left by an earlier failed run (invisible, but billed)."""
+    bucket, prefix = split_s3(uri)
+    n = 0
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+        for up in page.get("Uploads", []):
+            client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+            n += 1
+    if n:
+        log.info("storage: aborted %d incomplete multipart uploads under %s", n, uri)
+    return n
+
+
+def upload_file(client: Any, path: Path, uri: str) -> dict[str, str | None]:
+    """Upload one file to ``uri``; return its ETag and version id. Never leaves a partial object."""
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
+    try:
+        client.upload_file(str(path), bucket, key,
+                           Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, use_threads=False))
+        head = client.head_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError, OSError) as exc:
+        _abort_uploads(client, bucket, key)
+        raise _fail("upload", uri, client, exc) from exc
+    return {"etag": head.get("ETag", "").strip('"') or None, "version_id": head.get("VersionId")}
+
+
+def head(client: Any, uri: str) -> dict[str, str | None]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
+    try:
+        h = client.head_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError) as exc:
+        raise _fail("read", uri, client, exc) from exc
+    return {"etag": h.get("ETag", "").strip('"') or None, "version_id": h.get("VersionId")}
+
+
+def download_file(client: Any, uri: str, dest: Path, sha256: str | None = None) -> Path:
+    """Download ``uri`` to ``dest`` atomically, checking ``sha256`` before the rename."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
+    with atomic_path(dest) as tmp:
+        try:
+            client.download_file(bucket, key, str(tmp))
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise _fail("download", uri, client, exc) from exc
+        if sha256 is not None and sha256_file(tmp) != sha256:
+            raise StorageError(f"storage: {uri}: sha256 does not match its manifest (changed or corrupt)")
+    return dest
+
+
+def _listed_files(manifest: dict) -> list[str]:
+    return sorted(manifest.get("outputs", {}))
+
+
+def publish_dir(local_dir: str | os.PathLike[str], uri: str, settings: S3Settings | None = None,
+                client: Any = None) -> dict[str, dict[str, str | None]]:
+    """Copy an artifact directory to ``uri`` (S3 or a local directory): the files its manifest
+    lists, then the manifest. Returns ``{relative path: {"etag", "version_id"}}`` (S3) or ``{}``."""
+    local_dir = Path(local_dir)
+    manifest = json.loads((local_dir / MANIFEST).read_text())
+    files = _listed_files(manifest)
+    if not is_s3(uri):
+        from .stages.artifacts import copy_file
+
+        dest = Path(uri)
+        if dest.resolve() != local_dir.resolve():
+            for rel in [*files, MANIFEST]:
+                copy_file(local_dir / rel, dest / rel)
+        return {}
+    client = client or s3_client(settings)
+    tags = {}
+    for rel in files:
+        tags[rel] = upload_file(client, local_dir / rel, join_uri(uri, rel))
+    tags[MANIFEST] = upload_file(client, local_dir / MANIFEST, join_uri(uri, MANIFEST))
+    log.info("storage: published %d files to %s", len(files) + 1, uri)
+    return tags
+
+
+def fetch_dir(uri: str, local_dir: str | os.PathLike[str], settings: S3Settings | None = None,
+              client: Any = None) -> Path:
+    """Copy an artifact directory from ``uri`` into ``local_dir``: the manifest, then every file
+    it lists (each checked against its sha256). The local manifest is renamed into place last."""
+    local_dir = Path(local_dir)
+    if not is_s3(uri):
+        src = Path(uri)
+        if not (src / MANIFEST).is_file():
+            raise FileNotFoundError(f"storage: {src} is not an artifact (no {MANIFEST})")
+        publish_dir(src, str(local_dir))
+        return local_dir
+    client = client or s3_client(settings)
+    staging = local_dir / f".{MANIFEST}.fetch"
+    download_file(client, join_uri(uri, MANIFEST), staging)
+    manifest = json.loads(staging.read_text())
+    for rel, digest in sorted((r, o["sha256"]) for r, o in manifest.get("outputs", {}).items()):
+        target = local_dir / rel
+        if not (target.is_file() and sha256_file(target) == digest):
+            download_file(client, join_uri(uri, rel), target, sha256=digest)
+    os.replace(staging, local_dir / MANIFEST)
+    log.info("storage: fetched %s into %s", uri, local_dir)
+    return local_dir

@@ -1,0 +1,39 @@
+"""Shared fixtures: a moto S3 server (started by the tests themselves) and one torch thread."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s3server import ENV, MotoServer
+
+
+@pytest.fixture
+def s3(tmp_path_factory, monkeypatch):
+    """A fresh moto S3 server on 127.0.0.1 with bucket ``ferd``; AWS_* dummies in the environment."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    server.start()
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+    server.client().create_bucket(Bucket="ferd")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def single_thread():
+    """torch on one thread for the test (reproducible rounding, no oversubscription on 2 cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's table (tests/test_faults.py): fault, injected, survived, artifacts lost."""
+    from faultlog import ROWS, table
+
+    if ROWS:
+        terminalreporter.write_sep("=", "fault suite")
+        terminalreporter.write_line(table())

@@ -1,0 +1,115 @@
+"""``dvc repro`` as the main job: the DAG, params, metrics, a no-op rerun, selective reruns, an S3 remote.
+
+Runs DVC (a subprocess, as users do) in a fresh git repository with the CI preset (2 rounds,
+seconds per stage). The embedded default itself (`make run`) is timed in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ferd.config import load_config
+from ferd.dvc_pipeline import render
+from ferd.params_cli import render_params
+from ferd.stages.artifacts import STAGE_PARAMS
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], ok: bool = True) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    if ok:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-4000:]}"
+    return out
+
+
+@pytest.fixture
+def project(tmp_path) -> tuple[Path, dict[str, str]]:
+    repo = tmp_path / "project"
+    (repo / "params").mkdir(parents=True)
+    shutil.copy(ROOT / "params" / "ci.yaml", repo / "params" / "ci.yaml")
+    for name in (".dvcignore",):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+    _run(["git", "init", "-q"], repo, env)
+    _run([str(BIN / "ferd"), "params", "use", "ci"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "ci preset"], repo, env)
+    return repo, env
+
+
+def _ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def test_repro_metrics_noop_and_selective_rerun(project):
+    repo, env = project
+    dvc = str(BIN / "dvc")
+    first = _ran(_run([dvc, "repro"], repo, env))
+    assert first[0] == "teacher-fetch" and first[-1] == "evaluation" and len(first) == 2 + 3 * 2
+    metrics = _run([dvc, "metrics", "show"], repo, env)
+    for attack in ("clean", "pgd20"):
+        for stat in ("avg", "worst", "nsd"):
+            assert f"student.{attack}.{stat}" in metrics
+    assert _ran(_run([dvc, "repro"], repo, env)) == []  # a no-op
+    assert "up to date" in _run([dvc, "status"], repo, env)
+    plots = _run([dvc, "plots", "show", "--json"], repo, env)
+    assert "per_class_pgd20.csv" in plots and "class-weights" in plots and "predictions_student_pgd20.csv" in plots
+    dag = _run([dvc, "dag", "--dot"], repo, env)
+    assert '"teacher-fetch" -> "synthesis-r0"' in dag and '"distillation-r0" -> "synthesis-r1"' in dag
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "first run"], repo, env)
+    # a synthesis parameter: synthesis and everything after it, never the teacher
+    rerun = _ran(_run([dvc, "exp", "run", "-S", "synthesis.lambda_uni=2.0"], repo, env))
+    assert "teacher-fetch" not in rerun
+    assert set(rerun) == set(first) - {"teacher-fetch"}
+    # an evaluation parameter: only the evaluation
+    assert _ran(_run([dvc, "exp", "run", "-S", "evaluation.n_examples=40"], repo, env)) == ["evaluation"]
+
+
+def test_push_pull_through_an_s3_remote_then_verify(project, s3):
+    repo, env = project
+    env = {**env, "AWS_ENDPOINT_URL": s3.endpoint, **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")}}
+    dvc, ferd = str(BIN / "dvc"), str(BIN / "ferd")
+    _run([dvc, "repro"], repo, env)
+    _run([dvc, "remote", "add", "-d", "store", "s3://ferd/dvcstore"], repo, env)
+    _run([dvc, "remote", "modify", "store", "endpointurl", s3.endpoint], repo, env)
+    _run([dvc, "push"], repo, env)
+    assert s3.keys("ferd", "dvcstore/")
+    shutil.rmtree(repo / "out")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    _run([dvc, "pull"], repo, env)
+    out = _run([ferd, "lineage", "verify", "out"], repo, env)
+    assert "OK: 8 artifacts" in out
+    assert _ran(_run([dvc, "repro"], repo, env)) == []
+
+
+def test_committed_dvc_yaml_matches_params_yaml_and_params_yaml_is_the_embedded_default():
+    cfg = load_config(ROOT / "params.yaml")
+    assert cfg == load_config(ROOT / "params" / "embedded.yaml")
+    assert (ROOT / "params.yaml").read_text() == render_params(cfg, "params/embedded.yaml")
+    assert (ROOT / "dvc.yaml").read_text() == render(cfg)
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    for name, stage in doc["stages"].items():
+        kind = {"teacher-fetch": "teacher", "pool-store": "pool"}.get(name.rsplit("-r", 1)[0], name.rsplit("-r", 1)[0])
+        assert stage["params"] == list(STAGE_PARAMS[kind]), name
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "params").glob("*.yaml")))
+def test_every_preset_is_valid(preset):
+    cfg = load_config(ROOT / "params" / f"{preset}.yaml")
+    assert render_params(cfg, preset)  # round-trips (checked inside)
