@@ -30,6 +30,7 @@ from .checkpoint import atomic_write_bytes
 from .config import FerdConfig
 from .data import no_data_access
 from .distill.stage import Distiller
+from .distill.utae import cache_utaes
 from .numerics import NonFiniteLoss
 from .models import FerdModel, create_model
 from .pool import FaePool, Shard
@@ -173,6 +174,13 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                   class_weight=torch.cat([pg[o.labels.cpu()] for o, pg in parts]),
                   epochs=torch.cat([torch.full((o.labels.shape[0],), e, dtype=torch.int32)
                                     for (o, _), e in zip(parts, epochs)]))
+    utae = cfg.distill.utae
+    if utae.cache == "pool":  # UTAEs against the teacher, once per FAE (ferd.distill.utae.cache_utaes)
+        shard.utaes = cache_utaes(teacher, shard.images, shard.teacher_logits, eps=cfg.threat.eps,
+                                  alpha=cfg.threat.step, steps=utae.steps, gamma=utae.gamma if utae.enabled else 0.0,
+                                  random_start=utae.random_start, starts=utae.cache_starts,
+                                  generator=rng.generator(cfg.seed, "utae-cache", round_index),
+                                  batch_size=cfg.distill.batch_size, device=cfg.device)
     return shard
 
 

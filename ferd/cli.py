@@ -20,7 +20,8 @@ COMMAND_MODULES = (
     "ferd.stages.cli",         # ferd stage <name>
     "ferd.pipeline_cli",       # ferd pipeline run-local|compile|submit|schedule
     "ferd.lineage",            # ferd lineage show|verify
-    "ferd.params_cli",         # ferd params use|show|dvc-yaml
+    "ferd.params_cli",         # ferd params use|check|dvc-yaml
+    "ferd.bench",              # ferd bench --preset P
 )
 
 

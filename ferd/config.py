@@ -144,6 +144,18 @@ class UTAEConfig(_Strict):
     gamma: float = Field(0.5, ge=0, description="γ of Eq. 10 (paper 0.5)")
     random_start: Literal["uniform", "gaussian"] = Field(
         "uniform", description="uniform: U[-ε, ε] (PGD); gaussian: 0.001·N(0, 1) (authors' code, RSLAD)")
+    cache: Literal["recompute", "pool"] = Field(
+        "recompute", description="pool: compute each FAE's UTAEs once, when it enters the pool, and store them "
+        "with it (valid only when UTAEs attack the teacher); recompute: a fresh UTAE every student iteration")
+    cache_starts: int = Field(1, ge=1, le=16, description="K cached UTAEs per FAE (K random starts); a student "
+                              "iteration picks one of the K at random")
+
+    @model_validator(mode="after")
+    def _cache(self) -> UTAEConfig:
+        if self.cache == "pool" and self.target != "teacher":
+            raise ValueError("distill.utae.cache: 'pool' needs distill.utae.target: teacher (a UTAE that attacks "
+                             "the student changes as the student learns; there is nothing to cache)")
+        return self
 
 
 class DistillConfig(_Strict):

@@ -14,6 +14,9 @@ epoch              int32, the generation epoch that made it (= round when rounds
 index              int32, the row's position in its round
 teacher_logits     list<float32>, f^T(x_F), computed once when the FAE enters the pool
 class_weight       float64, p_y at generation time
+utae               (only with ``distill.utae.cache: pool``) float32 K×C×H×W: the K
+                   cached UTAEs of the FAE (Eq. 10 against the teacher), K in the
+                   schema metadata
 =================  ==========================================================
 
 Appending a round that is already present replaces it, so re-running a round never
@@ -46,10 +49,12 @@ class Shard:
     teacher_logits: torch.Tensor  # N×K float32
     class_weight: torch.Tensor    # N float64
     epochs: torch.Tensor          # N int32: the generation epoch of each row
+    utaes: torch.Tensor | None = None  # N×K×C×H×W float32: cached UTAEs (distill.utae.cache: pool)
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
-        for name in ("labels", "teacher_logits", "class_weight", "epochs"):
+        for name in ("labels", "teacher_logits", "class_weight", "epochs", *(("utaes",) if self.utaes is not None
+                                                                              else ())):
             if getattr(self, name).shape[0] != n:
                 raise ValueError(f"shard.{name}: expected {n} rows, got {getattr(self, name).shape[0]}")
 
@@ -60,17 +65,18 @@ class FaePool:
     def __init__(self) -> None:
         self._shards: dict[int, Shard] = {}
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._utae_cache: torch.Tensor | None = None
 
     def append(self, shard: Shard) -> None:
         """Add (or replace) the shard of ``shard.round``."""
         self._shards[shard.round] = shard
         self._shards = dict(sorted(self._shards.items()))
-        self._cache = None
+        self._cache = self._utae_cache = None
 
     def drop_rounds_from(self, first: int) -> None:
         """Forget every round ≥ ``first`` (rounds a killed run wrote after its last checkpoint)."""
         self._shards = {r: s for r, s in self._shards.items() if r < first}
-        self._cache = None
+        self._cache = self._utae_cache = None
 
     @property
     def rounds(self) -> list[int]:
@@ -91,6 +97,16 @@ class FaePool:
             self._cache = (torch.cat([s.images for s in shards]), torch.cat([s.labels for s in shards]),
                            torch.cat([s.teacher_logits for s in shards]))
         return self._cache
+
+    def utaes(self) -> torch.Tensor:
+        """The cached UTAEs of the whole pool (N×K×C×H×W), in round order."""
+        missing = [r for r, s in self._shards.items() if s.utaes is None]
+        if missing:
+            raise ValueError(f"the pool has no cached UTAEs for rounds {missing}: it was made with "
+                             "distill.utae.cache: recompute")
+        if self._utae_cache is None:
+            self._utae_cache = torch.cat([s.utaes for s in self._shards.values()])
+        return self._utae_cache
 
     def sample_indices(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """``batch_size`` indices drawn uniformly with replacement."""
@@ -118,7 +134,7 @@ def shard_table(shard: Shard) -> pa.Table:
     width = int(np.prod(shape)) * 4
     image_col = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(images.tobytes())])
     logits = shard.teacher_logits.detach().cpu().numpy().astype("<f4")
-    table = pa.table({
+    columns = {
         "image": image_col,
         "label": pa.array(shard.labels.cpu().numpy().astype(np.int64)),
         "round": pa.array(np.full(n, shard.round, dtype=np.int32)),
@@ -126,9 +142,15 @@ def shard_table(shard: Shard) -> pa.Table:
         "index": pa.array(np.arange(n, dtype=np.int32)),
         "teacher_logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1]),
         "class_weight": pa.array(shard.class_weight.cpu().numpy().astype(np.float64)),
-    })
+    }
     meta = {"ferd.image_shape": json.dumps(shape), "ferd.image_dtype": "float32",
             "ferd.schema_version": SCHEMA_VERSION}
+    if shard.utaes is not None:
+        utaes = np.ascontiguousarray(shard.utaes.detach().cpu().numpy().astype("<f4"))
+        columns["utae"] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width * utaes.shape[1]), n,
+                                                               [None, pa.py_buffer(utaes.tobytes())])
+        meta["ferd.utae_starts"] = str(utaes.shape[1])
+    table = pa.table(columns)
     return table.replace_schema_metadata(meta)
 
 
@@ -154,8 +176,14 @@ def read_shard(path: str | Path) -> Shard:
     images = np.frombuffer(raw, dtype="<f4", count=n * int(np.prod(shape))).reshape(n, *shape)
     logits = np.stack(table.column("teacher_logits").to_numpy(zero_copy_only=False)) if n else np.zeros((0, 0))
     rounds = table.column("round").to_numpy()
+    utaes = None
+    if b"ferd.utae_starts" in meta:
+        k = int(meta[b"ferd.utae_starts"])
+        raw_u = table.column("utae").combine_chunks().buffers()[1]
+        utaes = torch.from_numpy(np.frombuffer(raw_u, dtype="<f4", count=n * k * int(np.prod(shape)))
+                                 .reshape(n, k, *shape).copy())
     return Shard(round=int(rounds[0]) if n else -1, images=torch.from_numpy(images.copy()),
                  labels=torch.from_numpy(table.column("label").to_numpy().copy()),
                  teacher_logits=torch.from_numpy(logits.astype(np.float32)),
                  class_weight=torch.from_numpy(table.column("class_weight").to_numpy().copy()),
-                 epochs=torch.from_numpy(table.column("epoch").to_numpy().copy()))
+                 epochs=torch.from_numpy(table.column("epoch").to_numpy().copy()), utaes=utaes)

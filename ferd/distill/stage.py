@@ -1,7 +1,9 @@
 """The robust distillation stage of Algorithm 1 (lines 13-17) for one epoch.
 
 Each of the T_s iterations samples a batch x_F uniformly from the pool D, builds UTAEs
-x_U (Eq. 10) and takes one SGD step on L_stu (Eq. 11) in train mode.
+x_U (Eq. 10) and takes one SGD step on L_stu (Eq. 11) in train mode. With
+``distill.utae.cache: pool`` the batch's x_U (one of the K cached per FAE, drawn at random) and
+f^T(x_F) come from the pool (:func:`ferd.distill.utae.cache_utaes`): no teacher pass at all.
 
 LR schedule (the paper gives only the initial 0.1): cosine annealing to 0 over all
 T·T_s student iterations, stepped once per iteration (the authors' code anneals with
@@ -58,22 +60,27 @@ class Distiller:
                 for _ in range(cfg.iterations):
                     self.scheduler.step()
             return {"warmup": 1.0}
-        images, _, _ = pool.tensors()
+        images, _, pool_logits = pool.tensors()
         sample_rng = rng.generator(self.seed, "pool-sample", epoch)
         attack_rng = rng.generator(self.seed, "utae", epoch)
         utae = cfg.utae
         gamma = utae.gamma if utae.enabled else 0.0
+        cached = pool.utaes() if utae.cache == "pool" else None
         total = 0.0
         student = self.student
         for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
             idx = pool.sample_indices(cfg.batch_size, sample_rng)
             x_f = images[idx].to(self.device)
-            with torch.no_grad():
-                t_logits = teacher(x_f)
-            target = teacher if utae.target == "teacher" else student
-            student.eval()
-            x_u = generate_utae(target, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
-                                gamma=gamma, random_start=utae.random_start, generator=attack_rng)
+            if cached is not None:  # (x_F, x_U, f^T(x_F)) from the pool: only the two student passes remain
+                k = torch.randint(0, cached.shape[1], (idx.shape[0],), generator=attack_rng)
+                x_u, t_logits = cached[idx, k].to(self.device), pool_logits[idx].to(self.device)
+            else:
+                with torch.no_grad():
+                    t_logits = teacher(x_f)
+                target = teacher if utae.target == "teacher" else student
+                student.eval()
+                x_u = generate_utae(target, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
+                                    gamma=gamma, random_start=utae.random_start, generator=attack_rng)
             student.train()
             s_clean, s_adv = student(x_f), student(x_u)  # two passes, as RSLAD (BatchNorm sees each batch)
             loss = robust_distillation_loss(t_logits, s_clean, s_adv, cfg.lambda1, cfg.lambda2)

@@ -1,0 +1,213 @@
+"""``ferd bench``: a cost model that measures itself.
+
+For a preset it times, with the preset's shapes and models (a teacher of ``teacher.arch`` with
+random weights: speed does not depend on them):
+
+* a **generator iteration** (:meth:`Synthesizer.run_epoch` over ``--iterations`` iterations,
+  per iteration) and its **bare passes** — the same calls timed alone: generator forward and
+  backward, teacher forward (features, head) with the backward to the input, student forward
+  with the backward to the input, and, when L_uni is on, the bottleneck fit plus the masked
+  head pass;
+* a **student iteration** (:meth:`Distiller.run_epoch` over ``--iterations`` iterations, per
+  iteration; cached or not as ``distill.utae.cache`` says) and its bare passes: the UTAE steps
+  (``steps`` × forward and input-backward of the attacked model) and the teacher forward when
+  not cached, then the two student forwards and one backward.
+
+It prints the ratio iteration / bare passes (the overhead of everything else: sampling,
+optimiser steps, bookkeeping), the achieved FLOP/s of the bare passes and, on a GPU, the
+fraction of the device's bf16 peak (``--peak-tflops``, e.g. 989 for an H100 SXM dense bf16).
+
+FLOP counting (stated, not measured): MACs of one forward pass from
+:func:`ferd.models.count_macs` (conv and linear layers only), 2 FLOPs per MAC; a backward pass
+to the input only costs one forward (the data-gradient GEMMs), a backward to the input and the
+weights two forwards. The bottleneck fit is not counted (it runs the head only). Medians over
+``--repeats`` repeats after ``--warmup`` untimed ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import FerdConfig, load_config
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int, device: str) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _setup(cfg: FerdConfig):
+    from . import rng
+    from .algorithm import RunState
+    from .data import dataset_info
+    from .models import create_model
+    from .pool import Shard
+
+    info = dataset_info(cfg.dataset)
+    with rng.seeded(cfg.seed, "bench-teacher"):
+        teacher = create_model(cfg.teacher.arch, num_classes=info.num_classes, mean=cfg.teacher.mean,
+                               std=cfg.teacher.std).to(cfg.device).eval().requires_grad_(False)
+    state = RunState.initial(cfg, info.image_size)
+    n = max(cfg.distill.batch_size, cfg.synthesis.batch_size)
+    g = rng.generator(cfg.seed, "bench-pool")
+    images = torch.rand((n, 3, info.image_size, info.image_size), generator=g)
+    with torch.no_grad():
+        logits = teacher(images.to(cfg.device)).float().cpu()
+    shard = Shard(round=0, images=images, labels=torch.randint(0, info.num_classes, (n,), generator=g),
+                  teacher_logits=logits, class_weight=torch.full((n,), 1.0 / info.num_classes, dtype=torch.float64),
+                  epochs=torch.zeros(n, dtype=torch.int32))
+    u = cfg.distill.utae
+    if u.cache == "pool":
+        from .distill.utae import cache_utaes
+
+        shard.utaes = cache_utaes(teacher, images, logits, eps=cfg.threat.eps, alpha=cfg.threat.step, steps=u.steps,
+                                  gamma=u.gamma, random_start=u.random_start, starts=u.cache_starts,
+                                  generator=rng.generator(cfg.seed, "bench-utae"), batch_size=cfg.distill.batch_size,
+                                  device=cfg.device)
+    state.pool.append(shard)
+    return teacher, state, info
+
+
+def _macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
+    from .models import count_macs
+
+    return count_macs(model, shape)
+
+
+def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
+    from .synthesis.bottleneck import fit_noise_scale, non_robust_mask
+
+    dev = cfg.device
+    teacher, state, info = _setup(cfg)
+    s_cfg, d_cfg = cfg.synthesis, cfg.distill
+    size = (3, info.image_size, info.image_size)
+    state.synthesizer.cfg = s_cfg.model_copy(update={"iterations": iterations})
+    state.distiller.cfg = d_cfg.model_copy(update={"iterations": iterations})
+    p = torch.full((info.num_classes,), 1.0 / info.num_classes, dtype=torch.float64)
+
+    gen_epoch = median_seconds(lambda: state.synthesizer.run_epoch(teacher, state.student, p, 0), repeats, warmup,
+                               dev) / iterations
+    stu_epoch = median_seconds(lambda: state.distiller.run_epoch(teacher, state.pool, 0), repeats, warmup,
+                               dev) / iterations
+
+    # ---- bare passes, same shapes ----
+    bg, bs = s_cfg.batch_size, d_cfg.batch_size
+    gen = state.synthesizer.generator
+    student = state.student
+    layer = teacher.check_layer(s_cfg.layer)
+    z = torch.randn(bg, s_cfg.generator.nz, device=dev)
+    y = torch.randint(0, info.num_classes, (bg,), device=dev)
+    use_uni = s_cfg.fae and s_cfg.lambda_uni > 0
+
+    def gen_bare() -> None:
+        student.eval().requires_grad_(False)
+        x = gen(z, y) if gen is not None else torch.rand(bg, *size, device=dev, requires_grad=True)
+        f = teacher.features(x, layer)
+        loss = teacher.head(f, layer).sum() + student(x).sum()
+        if use_uni:
+            bo = s_cfg.bottleneck
+            sigma2, v = fit_noise_scale(teacher, f.detach(), y, layer, bo.mode, bo.iterations, bo.lr, bo.beta,
+                                        torch.Generator().manual_seed(0))
+            loss = loss + teacher.head(non_robust_mask(sigma2, v, bo.mode) * f, layer).sum()
+        loss.backward()
+        student.requires_grad_(True)
+
+    u = d_cfg.utae
+    cached = u.cache == "pool"
+    target = teacher if u.target == "teacher" else student
+    xs = torch.rand(bs, *size, device=dev)
+
+    def stu_bare() -> None:
+        if not cached:
+            student.eval()
+            for _ in range(u.steps):
+                x = xs.clone().requires_grad_(True)
+                torch.autograd.grad(target(x).sum(), x)
+            with torch.no_grad():
+                teacher(xs)
+        student.train()
+        (student(xs).sum() + student(xs).sum()).backward()
+
+    gen_bare_s = median_seconds(gen_bare, repeats, warmup, dev)
+    stu_bare_s = median_seconds(stu_bare, repeats, warmup, dev)
+
+    mt, ms = _macs(teacher, (1, *size)), _macs(student, (1, *size))
+    # generator: teacher and student forward + input-backward (the generator itself is not counted)
+    gen_flops = 2 * bg * (2 * mt + 2 * ms)
+    # student: UTAE steps × (forward + input-backward) + teacher forward, unless cached; two student
+    # forwards and their backward to inputs and weights (2 + 4 forward-equivalents)
+    stu_flops = 2 * bs * ((0 if cached else u.steps * 2 * mt + mt) + 6 * ms)
+    out = {"device": dev, "threads": torch.get_num_threads(), "iterations": iterations, "repeats": repeats,
+           "teacher": cfg.teacher.arch, "student": cfg.student.arch, "teacher_macs": mt, "student_macs": ms,
+           "batch": {"generator": bg, "student": bs}, "utae_cache": u.cache,
+           "generator_iteration_s": gen_epoch, "generator_bare_s": gen_bare_s,
+           "generator_ratio": gen_epoch / gen_bare_s,
+           "student_iteration_s": stu_epoch, "student_bare_s": stu_bare_s, "student_ratio": stu_epoch / stu_bare_s,
+           "generator_tflops": gen_flops / gen_bare_s / 1e12, "student_tflops": stu_flops / stu_bare_s / 1e12,
+           "epoch_s": s_cfg.iterations * gen_epoch + d_cfg.iterations * stu_epoch}
+    out["paper_220_epochs_h"] = 220 * (200 * gen_epoch + 400 * stu_epoch) / 3600
+    return out
+
+
+def _print(r: dict[str, Any], peak: float | None) -> None:
+    print(f"device {r['device']} ({r['threads']} threads), teacher {r['teacher']} ({r['teacher_macs'] / 1e6:.1f} M MACs),"
+          f" student {r['student']} ({r['student_macs'] / 1e6:.1f} M MACs), utae_cache {r['utae_cache']}")
+    for kind in ("generator", "student"):
+        line = (f"{kind:9s} iteration {r[f'{kind}_iteration_s'] * 1e3:9.2f} ms | bare passes "
+                f"{r[f'{kind}_bare_s'] * 1e3:9.2f} ms | ratio {r[f'{kind}_ratio']:.3f} | "
+                f"{r[f'{kind}_tflops'] * 1e3:.1f} GFLOP/s")
+        if peak:
+            line += f" | {100 * r[f'{kind}_tflops'] / peak:.1f} % of {peak} TFLOP/s bf16 peak"
+        print(line)
+    print(f"epoch at this preset {r['epoch_s']:.2f} s; the paper's 220 epochs (200 + 400 iterations) at these "
+          f"shapes: {r['paper_220_epochs_h']:.2f} h")
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .params_cli import preset_path
+
+    cfg = load_config(preset_path(args.preset), [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = bench(cfg, args.iterations, args.repeats, args.warmup)
+    r["preset"] = args.preset
+    _print(r, args.peak_tflops)
+    if args.out:
+        Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time generator and student iterations against their bare passes",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", required=True, help="a name in params/ or a .yaml path")
+    p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter")
+    p.add_argument("--device", default=None)
+    p.add_argument("--iterations", type=int, default=5, help="iterations per timed call (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed repeats first (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the %% column")
+    p.add_argument("--out", help="also write the numbers as JSON")
+    p.set_defaults(func=_main)
