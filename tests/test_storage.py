@@ -118,3 +118,13 @@ def test_uri_helpers():
         join_uri("s3://b/p", "../x")
     with pytest.raises(ValueError, match="s3://bucket/key"):
         split_s3("http://b/k")
+
+
+def test_local_storage_uri_places_relative_paths_under_it(tmp_path, monkeypatch, single_thread, capsys):
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    assert main(["stage", "teacher-fetch", "--params", str(CI), "-S", f"storage.uri={store}", "--no-progress",
+                 "--out", "teacher"]) == 0
+    assert (store / "teacher" / "manifest.json").is_file() and not (tmp_path / "teacher").exists()
+    assert json.loads(capsys.readouterr().out)["uri"] == str(store / "teacher")
+    assert verify_run(store).ok
