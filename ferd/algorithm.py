@@ -89,7 +89,11 @@ class RunState:
                    distiller=Distiller(student, cfg.distill, cfg.epochs, cfg.threat.eps, cfg.threat.step, cfg.seed,
                                        cfg.device),
                    pool=FaePool(), p=torch.full((c,), 1.0 / c, dtype=torch.float64),  # line 2: uniform p
-                   scores=torch.zeros(c, dtype=torch.float64))
+                   scores=torch.zeros(c, dtype=torch.float64))._with_compute()
+
+    def _with_compute(self) -> RunState:
+        self.synthesizer.amp = self.distiller.amp = self.cfg.compute.amp
+        return self
 
     # ---- checkpointing (weights_only-loadable: tensors, numbers, strings) -------------------
     def checkpoint_dict(self) -> dict:

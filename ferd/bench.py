@@ -149,8 +149,16 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
         student.train()
         (student(xs).sum() + student(xs).sum()).backward()
 
-    gen_bare_s = median_seconds(gen_bare, repeats, warmup, dev)
-    stu_bare_s = median_seconds(stu_bare, repeats, warmup, dev)
+    from .numerics import autocast
+
+    def amp(fn: Callable[[], None]) -> Callable[[], None]:  # the bare passes under the same autocast
+        def run() -> None:
+            with autocast(cfg.compute.amp, dev):
+                fn()
+        return run
+
+    gen_bare_s = median_seconds(amp(gen_bare), repeats, warmup, dev)
+    stu_bare_s = median_seconds(amp(stu_bare), repeats, warmup, dev)
 
     mt, ms = _macs(teacher, (1, *size)), _macs(student, (1, *size))
     # generator: teacher and student forward + input-backward (the generator itself is not counted)
@@ -160,7 +168,7 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
     stu_flops = 2 * bs * ((0 if cached else u.steps * 2 * mt + mt) + 6 * ms)
     out = {"device": dev, "threads": torch.get_num_threads(), "iterations": iterations, "repeats": repeats,
            "teacher": cfg.teacher.arch, "student": cfg.student.arch, "teacher_macs": mt, "student_macs": ms,
-           "batch": {"generator": bg, "student": bs}, "utae_cache": u.cache,
+           "batch": {"generator": bg, "student": bs}, "utae_cache": u.cache, "amp": cfg.compute.amp,
            "generator_iteration_s": gen_epoch, "generator_bare_s": gen_bare_s,
            "generator_ratio": gen_epoch / gen_bare_s,
            "student_iteration_s": stu_epoch, "student_bare_s": stu_bare_s, "student_ratio": stu_epoch / stu_bare_s,
@@ -172,7 +180,7 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
 
 def _print(r: dict[str, Any], peak: float | None) -> None:
     print(f"device {r['device']} ({r['threads']} threads), teacher {r['teacher']} ({r['teacher_macs'] / 1e6:.1f} M MACs),"
-          f" student {r['student']} ({r['student_macs'] / 1e6:.1f} M MACs), utae_cache {r['utae_cache']}")
+          f" student {r['student']} ({r['student_macs'] / 1e6:.1f} M MACs), utae_cache {r['utae_cache']}, amp {r['amp']}")
     for kind in ("generator", "student"):
         line = (f"{kind:9s} iteration {r[f'{kind}_iteration_s'] * 1e3:9.2f} ms | bare passes "
                 f"{r[f'{kind}_bare_s'] * 1e3:9.2f} ms | ratio {r[f'{kind}_ratio']:.3f} | "

@@ -212,6 +212,14 @@ class StorageConfig(_Strict):
         return uri.rstrip("/")
 
 
+class ComputeConfig(_Strict):
+    """How synthesis and distillation compute (evaluation always runs fp32, contiguous)."""
+
+    amp: Literal["fp32", "bf16"] = Field("fp32", description="bf16: torch.autocast(bfloat16) around the "
+                                         "generator and student iterations (losses reduce in fp32); changes "
+                                         "float results")
+
+
 class FerdConfig(_Strict):
     seed: int = Field(0, ge=0)
     device: str = "cpu"
@@ -228,6 +236,7 @@ class FerdConfig(_Strict):
     synthesis: SynthesisConfig = SynthesisConfig()
     distill: DistillConfig = DistillConfig()
     evaluation: EvalConfig = EvalConfig()
+    compute: ComputeConfig = ComputeConfig()
     storage: StorageConfig = StorageConfig()
 
     @field_validator("dataset")

@@ -22,6 +22,12 @@ from .checkpoint import atomic_write_bytes
 DEBUG_DIR = ".debug"
 
 
+def autocast(amp: str, device: str | torch.device):
+    """``torch.autocast`` to bfloat16 when ``amp == "bf16"`` (``compute.amp``), else a no-op context."""
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+
 class NonFiniteLoss(FloatingPointError):
     def __init__(self, stage: str, epoch: int, iteration: int, terms: dict[str, float],
                  batch: dict[str, torch.Tensor]):

@@ -32,6 +32,7 @@ GROUP_NOTES = {
     "synthesis": "stages synthesis-r* (generator, Eq. 1-9 and reweighting)",
     "distill": "stages distillation-r* (UTAE, Eq. 10-11)",
     "evaluation": "stage evaluation",
+    "compute": "numerics of stages synthesis-r* and distillation-r* (evaluation always fp32)",
     "storage": "where artifacts go besides the local copy (every stage; no result depends on it)",
 }
 HEADER = ("# FERD parameters: every hyper-parameter, resolved. Written by `ferd params use <preset>` from\n"

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .. import rng
 from ..config import DistillConfig
 from ..divergence import kl_logits
-from ..numerics import NonFiniteLoss
+from ..numerics import NonFiniteLoss, autocast
 from ..pool import FaePool
 from .loss import robust_distillation_loss
 from .utae import generate_utae
@@ -35,6 +35,7 @@ class Distiller:
     def __init__(self, student: nn.Module, cfg: DistillConfig, epochs: int, eps: float, step: float, seed: int,
                  device: str | torch.device = "cpu") -> None:
         self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
+        self.amp = "fp32"  # compute.amp, set by RunState.initial
         self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         total = epochs * cfg.iterations
@@ -67,32 +68,41 @@ class Distiller:
         gamma = utae.gamma if utae.enabled else 0.0
         cached = pool.utaes() if utae.cache == "pool" else None
         total = 0.0
-        student = self.student
         for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
-            idx = pool.sample_indices(cfg.batch_size, sample_rng)
-            x_f = images[idx].to(self.device)
-            if cached is not None:  # (x_F, x_U, f^T(x_F)) from the pool: only the two student passes remain
-                k = torch.randint(0, cached.shape[1], (idx.shape[0],), generator=attack_rng)
-                x_u, t_logits = cached[idx, k].to(self.device), pool_logits[idx].to(self.device)
-            else:
-                with torch.no_grad():
-                    t_logits = teacher(x_f)
-                target = teacher if utae.target == "teacher" else student
-                student.eval()
-                x_u = generate_utae(target, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
-                                    gamma=gamma, random_start=utae.random_start, generator=attack_rng)
-            student.train()
-            s_clean, s_adv = student(x_f), student(x_u)  # two passes, as RSLAD (BatchNorm sees each batch)
-            loss = robust_distillation_loss(t_logits, s_clean, s_adv, cfg.lambda1, cfg.lambda2)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss("distillation", epoch, it, {
-                    "kl_clean": float(cfg.lambda1 * kl_logits(t_logits, s_clean)),
-                    "kl_adv": float(cfg.lambda2 * kl_logits(t_logits, s_adv)), "total": float(loss)},
-                    {"fae": x_f, "utae": x_u, "teacher_logits": t_logits, "student_clean_logits": s_clean,
-                     "student_adv_logits": s_adv})
+            with autocast(self.amp, self.device):
+                loss = self._iteration(teacher, pool, images, pool_logits, cached, sample_rng, attack_rng, gamma,
+                                       epoch, it)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
             total += loss.item()
         return {"loss": total / cfg.iterations}
+
+    def _iteration(self, teacher: nn.Module, pool: FaePool, images: torch.Tensor, pool_logits: torch.Tensor,
+                   cached: torch.Tensor | None, sample_rng: torch.Generator, attack_rng: torch.Generator,
+                   gamma: float, epoch: int, it: int) -> torch.Tensor:
+        """One student iteration's forward part: sample x_F, build x_U, return L_stu (Eq. 11)."""
+        cfg, utae, student = self.cfg, self.cfg.utae, self.student
+        idx = pool.sample_indices(cfg.batch_size, sample_rng)
+        x_f = images[idx].to(self.device)
+        if cached is not None:  # (x_F, x_U, f^T(x_F)) from the pool: only the two student passes remain
+            k = torch.randint(0, cached.shape[1], (idx.shape[0],), generator=attack_rng)
+            x_u, t_logits = cached[idx, k].to(self.device), pool_logits[idx].to(self.device)
+        else:
+            with torch.no_grad():
+                t_logits = teacher(x_f)
+            target = teacher if utae.target == "teacher" else student
+            student.eval()
+            x_u = generate_utae(target, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
+                                gamma=gamma, random_start=utae.random_start, generator=attack_rng)
+        student.train()
+        s_clean, s_adv = student(x_f), student(x_u)  # two passes, as RSLAD (BatchNorm sees each batch)
+        loss = robust_distillation_loss(t_logits, s_clean, s_adv, cfg.lambda1, cfg.lambda2)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss("distillation", epoch, it, {
+                "kl_clean": float(cfg.lambda1 * kl_logits(t_logits, s_clean)),
+                "kl_adv": float(cfg.lambda2 * kl_logits(t_logits, s_adv)), "total": float(loss)},
+                {"fae": x_f, "utae": x_u, "teacher_logits": t_logits, "student_clean_logits": s_clean,
+                 "student_adv_logits": s_adv})
+        return loss

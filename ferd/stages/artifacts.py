@@ -40,8 +40,8 @@ from ..provenance import SELF_KEY, code_version, environment, manifest_digest, s
 
 MANIFEST = "manifest.json"
 _TEACHER_PARAMS = ("seed", "dataset", "threat.eps", "teacher")
-_ROUND_PARAMS = (*_TEACHER_PARAMS[:3], "threat.step", "epochs", "rounds", "teacher", "student", "synthesis",
-                 "distill.utae")  # distill.utae: synthesis computes the cached UTAEs (distill.utae.cache: pool)
+_ROUND_PARAMS = (*_TEACHER_PARAMS[:3], "threat.step", "epochs", "rounds", "teacher", "student", "compute",
+                 "synthesis", "distill.utae")  # distill.utae: synthesis computes the cached UTAEs (distill.utae.cache: pool)
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "teacher": _TEACHER_PARAMS,
     "synthesis": _ROUND_PARAMS,

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .. import rng
 from ..config import SynthesisConfig
 from ..models import FerdModel
-from ..numerics import check_finite_loss
+from ..numerics import autocast, check_finite_loss
 from .bottleneck import fit_noise_scale, non_robust_mask
 from .generator import ConditionalGenerator, Generator
 from .losses import (BatchNormStatistics, GeneratorLossTerms, adversarial_loss, generator_loss, one_hot_loss,
@@ -51,6 +51,7 @@ class Synthesizer:
     def __init__(self, cfg: SynthesisConfig, num_classes: int, img_size: int, seed: int,
                  device: str | torch.device = "cpu") -> None:
         self.cfg, self.num_classes, self.img_size, self.seed, self.device = cfg, num_classes, img_size, seed, device
+        self.amp = "fp32"  # compute.amp, set by RunState.initial
         g = cfg.generator
         self.generator: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -103,7 +104,7 @@ class Synthesizer:
         run, collapse_iters, share = 0, 0, 0.0
         history: list[dict[str, float]] = []
         try:
-            with BatchNormStatistics(teacher) as bn_stats:
+            with BatchNormStatistics(teacher) as bn_stats, autocast(self.amp, self.device):
                 for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} generator", leave=False,
                                disable=not progress):
                     x = synthesize()
@@ -133,7 +134,7 @@ class Synthesizer:
                     run = run + 1 if share > 0.95 else 0
                     collapse_iters = max(collapse_iters, run)
                     if loss.item() < best_loss:
-                        best_loss, best_x, best_terms = loss.item(), x.detach().clone(), last_terms
+                        best_loss, best_x, best_terms = loss.item(), x.detach().float().clone(), last_terms
         finally:
             student.train(was_training)
             for q, g in zip(student.parameters(), grads):
