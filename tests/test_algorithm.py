@@ -17,12 +17,7 @@ TINY = dict(dataset="digits", epochs=2, seed=3, threat=dict(eps=0.1, step=0.025)
             distill=dict(iterations=3, batch_size=16, utae=dict(steps=2)))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one torch thread per test
 
 
 def _teacher():

@@ -22,12 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "params" / "ci.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one torch thread per test
 
 
 @pytest.fixture(scope="module")
