@@ -31,7 +31,7 @@ from .config import FerdConfig
 from .data import no_data_access
 from .distill.stage import Distiller
 from .distill.utae import cache_utaes
-from .numerics import NonFiniteLoss
+from .numerics import saving_debug_batch
 from .models import FerdModel, create_model
 from .pool import FaePool, Shard
 from .synthesis.reweighting import reweight
@@ -178,14 +178,20 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                   class_weight=torch.cat([pg[o.labels.cpu()] for o, pg in parts]),
                   epochs=torch.cat([torch.full((o.labels.shape[0],), e, dtype=torch.int32)
                                     for (o, _), e in zip(parts, epochs)]))
-    utae = cfg.distill.utae
-    if utae.cache == "pool":  # UTAEs against the teacher, once per FAE (ferd.distill.utae.cache_utaes)
-        shard.utaes = cache_utaes(teacher, shard.images, shard.teacher_logits, eps=cfg.threat.eps,
-                                  alpha=cfg.threat.step, steps=utae.steps, gamma=utae.gamma if utae.enabled else 0.0,
-                                  random_start=utae.random_start, starts=utae.cache_starts,
-                                  generator=rng.generator(cfg.seed, "utae-cache", round_index),
-                                  batch_size=cfg.distill.batch_size, device=cfg.device)
+    if cfg.distill.utae.cache == "pool":
+        shard.utaes = shard_utaes(cfg, teacher, shard.images, shard.teacher_logits, round_index)
     return shard
+
+
+def shard_utaes(cfg: FerdConfig, teacher: FerdModel, images: torch.Tensor, teacher_logits: torch.Tensor,
+                round_index: int) -> torch.Tensor:
+    """The K cached UTAEs of a round's FAEs against the teacher (``distill.utae.cache: pool``;
+    :func:`ferd.distill.utae.cache_utaes`), random starts from the round's ``utae-cache`` stream."""
+    utae = cfg.distill.utae
+    return cache_utaes(teacher, images, teacher_logits, eps=cfg.threat.eps, alpha=cfg.threat.step, steps=utae.steps,
+                       gamma=utae.gamma if utae.enabled else 0.0, random_start=utae.random_start,
+                       starts=utae.cache_starts, generator=rng.generator(cfg.seed, "utae-cache", round_index),
+                       batch_size=cfg.distill.batch_size, device=cfg.device)
 
 
 def _teacher_logits(teacher: FerdModel, x: torch.Tensor) -> torch.Tensor:
@@ -224,14 +230,10 @@ def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, img_size: int, *, checkp
 
     bar = tqdm(total=len(schedule), initial=state.next_round, desc="FERD rounds", disable=not progress)
     for r in range(state.next_round, len(schedule)):
-        try:
+        with saving_debug_batch(checkpoint_dir):
             shard = generation_round(state, teacher, r, schedule[r], progress=progress)
             state.pool.append(shard)
             distillation_round(state, teacher, schedule[r], progress=progress)
-        except NonFiniteLoss as exc:
-            if checkpoint_dir is not None:
-                exc.save(checkpoint_dir)
-            raise
         state.next_round = r + 1
         if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0
                                            or state.next_round == len(schedule)):

@@ -77,22 +77,12 @@ def _setup(cfg: FerdConfig):
     shard = Shard(round=0, images=images, labels=torch.randint(0, info.num_classes, (n,), generator=g),
                   teacher_logits=logits, class_weight=torch.full((n,), 1.0 / info.num_classes, dtype=torch.float64),
                   epochs=torch.zeros(n, dtype=torch.int32))
-    u = cfg.distill.utae
-    if u.cache == "pool":
-        from .distill.utae import cache_utaes
+    if cfg.distill.utae.cache == "pool":
+        from .algorithm import shard_utaes
 
-        shard.utaes = cache_utaes(teacher, images, logits, eps=cfg.threat.eps, alpha=cfg.threat.step, steps=u.steps,
-                                  gamma=u.gamma, random_start=u.random_start, starts=u.cache_starts,
-                                  generator=rng.generator(cfg.seed, "bench-utae"), batch_size=cfg.distill.batch_size,
-                                  device=cfg.device)
+        shard.utaes = shard_utaes(cfg, teacher, images, logits, 0)
     state.pool.append(shard)
     return teacher, state, info
-
-
-def _macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
-    from .models import count_macs
-
-    return count_macs(model, shape)
 
 
 def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
@@ -160,7 +150,9 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
     gen_bare_s = median_seconds(amp(gen_bare), repeats, warmup, dev)
     stu_bare_s = median_seconds(amp(stu_bare), repeats, warmup, dev)
 
-    mt, ms = _macs(teacher, (1, *size)), _macs(student, (1, *size))
+    from .models import count_macs
+
+    mt, ms = count_macs(teacher, (1, *size)), count_macs(student, (1, *size))
     # generator: teacher and student forward + input-backward (the generator itself is not counted)
     gen_flops = 2 * bg * (2 * mt + 2 * ms)
     # student: UTAE steps × (forward + input-backward) + teacher forward, unless cached; two student

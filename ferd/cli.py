@@ -13,6 +13,7 @@ import logging
 import sys
 
 from . import __version__
+from .storage import StorageError
 
 COMMAND_MODULES = (
     "ferd.run_cli",            # ferd run
@@ -49,11 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as exc:  # a non-finite loss (ferd.numerics): step, loss terms, debug file
         print(f"ferd {args.command}: numerical error: {exc}", file=sys.stderr)
         return 3
-    except RuntimeError as exc:
-        from .storage import StorageError
-
-        if not isinstance(exc, StorageError):
-            raise
+    except StorageError as exc:  # the store stayed unreachable through the bounded retries
         print(f"ferd {args.command}: storage error: {exc}", file=sys.stderr)
         return 4
 

@@ -10,9 +10,11 @@ artifact's final names and no manifest is written, so no later stage can use the
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -54,6 +56,18 @@ class NonFiniteLoss(FloatingPointError):
         self.debug_path = path
         self.args = (self._message(),)
         return path
+
+
+@contextlib.contextmanager
+def saving_debug_batch(out_dir: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Re-raise a :class:`NonFiniteLoss` from the block after saving its batch under ``out_dir``
+    (nothing is saved when ``out_dir`` is None)."""
+    try:
+        yield
+    except NonFiniteLoss as exc:
+        if out_dir is not None:
+            exc.save(out_dir)
+        raise
 
 
 def check_finite_loss(loss: torch.Tensor, stage: str, epoch: int, iteration: int, terms: dict[str, float],

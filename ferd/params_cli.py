@@ -55,7 +55,7 @@ def _emit(model: BaseModel, indent: int, lines: list[str]) -> None:
             lines.append(f"{pad}{name}:")
             _emit(value, indent + 2, lines)
             continue
-        text = f"{pad}{name}: {_scalar(value if not isinstance(value, BaseModel) else value.model_dump())}"
+        text = f"{pad}{name}: {_scalar(value)}"
         if info.description:
             text += f"  # {info.description}"
         lines.append(text)

@@ -41,7 +41,7 @@ from ..checkpoint import load_state_dict, save_state_dict
 from ..config import FerdConfig
 from ..data import dataset_info
 from ..pool import FaePool, read_shard
-from ..numerics import NonFiniteLoss
+from ..numerics import saving_debug_batch
 from ..provenance import utc_now
 from ..pool import write_shard as _write_shard
 from .artifacts import (ArtifactError, copy_file, load_tensors, num_rounds, read_json, read_manifest, save_tensors,
@@ -136,11 +136,8 @@ def synthesis(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLike[
         state.p, state.scores = rw["p"], rw["scores"]
         state.history = read_json(student_dir / HISTORY_FILE)
     per_sample: list[dict] = []
-    try:
+    with saving_debug_batch(out_dir):
         shard = generation_round(state, teacher, round_index, epochs, progress=progress, per_sample=per_sample)
-    except NonFiniteLoss as exc:
-        exc.save(out_dir)
-        raise
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,11 +252,8 @@ def distillation(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLi
     state.pool = FaePool.load(pool_dir)
     if state.pool.rounds != list(range(round_index + 1)):
         raise ArtifactError(f"pool: {pool_dir} holds rounds {state.pool.rounds}, expected 0..{round_index}")
-    try:
+    with saving_debug_batch(out_dir):
         distillation_round(state, teacher, epochs, progress=progress)
-    except NonFiniteLoss as exc:
-        exc.save(out_dir)
-        raise
     state.next_round = round_index + 1
 
     out = Path(out_dir)
