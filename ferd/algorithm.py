@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 
 from . import rng
+from .baselines import distill_config
+from .baselines.synthesis import BaselineSynthesizer
 from .checkpoint import atomic_write_bytes
 from .config import FerdConfig
 from .data import no_data_access
@@ -72,7 +74,7 @@ class RunState:
 
     cfg: FerdConfig
     student: FerdModel
-    synthesizer: Synthesizer
+    synthesizer: Synthesizer | BaselineSynthesizer
     distiller: Distiller
     pool: FaePool
     p: torch.Tensor
@@ -84,10 +86,14 @@ class RunState:
     def initial(cls, cfg: FerdConfig, img_size: int) -> RunState:
         student = build_student(cfg)
         c = cfg.num_classes
-        return cls(cfg=cfg, student=student,
-                   synthesizer=Synthesizer(cfg.synthesis, c, img_size, cfg.seed, cfg.device),
-                   distiller=Distiller(student, cfg.distill, cfg.epochs, cfg.threat.eps, cfg.threat.step, cfg.seed,
-                                       cfg.device),
+        if cfg.method == "ferd":
+            synthesizer = Synthesizer(cfg.synthesis, c, img_size, cfg.seed, cfg.device)
+        else:
+            synthesizer = BaselineSynthesizer(cfg.method, cfg.synthesis, cfg.baseline, c, img_size, cfg.seed,
+                                              cfg.device)
+        return cls(cfg=cfg, student=student, synthesizer=synthesizer,
+                   distiller=Distiller(student, distill_config(cfg), cfg.epochs, cfg.threat.eps, cfg.threat.step,
+                                       cfg.seed, cfg.device, hee=cfg.baseline.dfhl if cfg.method == "dfhl" else None),
                    pool=FaePool(), p=torch.full((c,), 1.0 / c, dtype=torch.float64),  # line 2: uniform p
                    scores=torch.zeros(c, dtype=torch.float64))._with_compute()
 
@@ -145,12 +151,13 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
     """
     cfg = state.cfg
     rw = cfg.synthesis.reweighting
+    reweighting = rw.enabled and cfg.method == "ferd"  # the baselines sample labels uniformly (§3)
     parts = []
     with no_data_access("synthesis is data-free"):
         for epoch in epochs:
             out = state.synthesizer.run_epoch(teacher, state.student, state.p, epoch, progress=progress)
             p_gen = state.p
-            if rw.enabled:
+            if reweighting:
                 res = reweight(teacher, out.images, out.labels, cfg.num_classes, strategy=rw.strategy,
                                eps=cfg.threat.eps, step=cfg.threat.step, steps=rw.pgd_steps,
                                generator=rng.generator(cfg.seed, "reweight", epoch), previous_scores=state.scores,
@@ -167,7 +174,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                             "of the synthetic batch for %d consecutive iterations", epoch, out.collapse_iterations)
             state.history.append({"epoch": epoch, "round": round_index, "p_generation": p_gen.tolist(),
                                   "p": state.p.tolist(), "scores": state.scores.tolist(),
-                                  "strategy": rw.strategy if rw.enabled else "uniform",
+                                  "strategy": rw.strategy if reweighting else "uniform",
                                   "best_loss": out.best_loss, "best_terms": out.best_terms,
                                   "collapse_iterations": out.collapse_iterations,
                                   "teacher_accuracy": float((t_logits.argmax(1) == out.labels).float().mean())})

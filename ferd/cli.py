@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "ferd.lineage",            # ferd lineage show|verify
     "ferd.params_cli",         # ferd params use|check|dvc-yaml
     "ferd.bench",              # ferd bench --preset P
+    "ferd.compare.cli",        # ferd compare --preset P
 )
 
 

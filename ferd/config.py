@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .baselines.config import BaselineConfig, Method
+
 
 class ConfigError(ValueError):
     """A parameter was refused; the message names every offending key."""
@@ -221,6 +223,8 @@ class ComputeConfig(_Strict):
 
 
 class FerdConfig(_Strict):
+    method: Method = Field("ferd", description="ferd (this paper), or a baseline of §5.1 made robust as A.8 "
+                           "says: deepinv, cmi, fast, zskt, dfhl (parameters in the baseline group)")
     seed: int = Field(0, ge=0)
     device: str = "cpu"
     dataset: str = Field("cifar10", description="the task: sets num_classes; read only to train the "
@@ -238,6 +242,7 @@ class FerdConfig(_Strict):
     evaluation: EvalConfig = EvalConfig()
     compute: ComputeConfig = ComputeConfig()
     storage: StorageConfig = StorageConfig()
+    baseline: BaselineConfig = BaselineConfig()
 
     @field_validator("dataset")
     @classmethod
@@ -259,6 +264,9 @@ class FerdConfig(_Strict):
     def _cross(self) -> FerdConfig:
         if self.rounds is not None and self.rounds > self.epochs:
             raise ValueError(f"rounds: expected at most epochs ({self.epochs}), got {self.rounds}")
+        if self.method != "ferd" and self.distill.utae.cache == "pool":
+            raise ValueError(f"distill.utae.cache: 'pool' is FERD's (UTAEs against the teacher); method "
+                             f"{self.method!r} attacks the student, so use distill.utae.cache: recompute")
         if self.distill.warmup_epochs >= self.epochs:
             raise ValueError(f"distill.warmup_epochs ({self.distill.warmup_epochs}) must be < epochs ({self.epochs})")
         return self

@@ -63,8 +63,10 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     return flat_metrics(result)
 
 
-def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) -> dict[str, float]:
-    """Run FERD end to end into ``out_dir``; returns the flat metrics."""
+def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_teacher: bool = True
+        ) -> dict[str, float]:
+    """Run FERD end to end into ``out_dir``; returns the flat metrics (the teacher's too unless
+    ``evaluate_teacher`` is false, e.g. in a comparison that evaluates its shared teacher once)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -82,7 +84,8 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) -> dict[str
     _write_json(out / "class_weights.json", [{"epoch": h["epoch"], "p": h["p"], "scores": h["scores"],
                                                "strategy": h["strategy"]} for h in state.history])
     _write_json(out / "history.json", state.history)
-    metrics = quick_evaluation(cfg, {"teacher": teacher, "student": student}, out / "eval", progress)
+    models = {"teacher": teacher, "student": student} if evaluate_teacher else {"student": student}
+    metrics = quick_evaluation(cfg, models, out / "eval", progress)
     metrics["run.seconds"] = round(time.time() - started, 1)
     _write_json(out / "metrics.json", metrics)
     return metrics

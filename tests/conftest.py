@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -28,6 +30,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``@pytest.mark.acceptance`` runs (full-size, minutes each) unless ``FERD_ACCEPTANCE=1``."""
+    if os.environ.get("FERD_ACCEPTANCE") == "1":
+        return
+    skip = pytest.mark.skip(reason="full-size acceptance run: set FERD_ACCEPTANCE=1 to run it")
+    for item in items:
+        if "acceptance" in item.keywords:
+            item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter):

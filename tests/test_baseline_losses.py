@@ -63,6 +63,7 @@ def test_contrastive_loss_by_hand():
     l0 = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + math.exp((1 / math.sqrt(2)) / tau)))
     l1 = -math.log(math.exp((1 / math.sqrt(2)) / tau) / (math.exp(0.0) + math.exp((1 / math.sqrt(2)) / tau)))
     assert contrastive_loss(a, k, tau).item() == pytest.approx((l0 + l1) / 2)
+    assert contrastive_loss(a, k, tau, reduction="none").tolist() == pytest.approx([l0, l1])  # CMI's per-row split
 
 
 def test_momentum_bn_loss_by_hand():

@@ -71,12 +71,14 @@ def masked_adversarial_kl(t_logits: torch.Tensor, s_logits: torch.Tensor) -> tor
     return -(mask * kl).mean()
 
 
-def contrastive_loss(anchors: torch.Tensor, keys: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+def contrastive_loss(anchors: torch.Tensor, keys: torch.Tensor, temperature: float = 0.2,
+                     reduction: str = "mean") -> torch.Tensor:
     """CMI's L_cr: rows are L2-normalised projections; logits = anchors·keysᵀ / τ and the positive
-    of anchor i is key i (cross-entropy against the diagonal, averaged over the rows)."""
+    of anchor i is key i (cross-entropy against the diagonal, averaged over the rows, or one value
+    per row with ``reduction='none'``)."""
     a, k = F.normalize(anchors, dim=1), F.normalize(keys, dim=1)
     logits = a @ k.t() / temperature
-    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device), reduction=reduction)
 
 
 # ---- Fast -----------------------------------------------------------------------------------------

@@ -9,6 +9,11 @@ LR schedule (the paper gives only the initial 0.1): cosine annealing to 0 over a
 T·T_s student iterations, stepped once per iteration (the authors' code anneals with
 cosine over all epochs). During the optional warm-up epochs (authors' code: 20
 generator-only epochs) the schedule is stepped without training, as in their code.
+
+``hee`` (``method: dfhl``): DFHL's own robust distillation replaces Eq. 10-11: each pool batch
+becomes high-entropy examples of the student (:func:`ferd.baselines.losses.high_entropy_examples`,
+student in eval mode), the teacher labels them with its top-1 only (a hard-label query), and the
+student takes a step on CE(f^S(x_hee), y) (LetheSec/DFHL-RS-Attack ``train.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import rng
+from ..baselines.config import DfhlConfig
+from ..baselines.losses import high_entropy_examples
 from ..config import DistillConfig
 from ..divergence import kl_logits
 from ..numerics import NonFiniteLoss, autocast
@@ -33,8 +40,9 @@ class Distiller:
     """Owns the student's optimiser and LR schedule across epochs."""
 
     def __init__(self, student: nn.Module, cfg: DistillConfig, epochs: int, eps: float, step: float, seed: int,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", hee: DfhlConfig | None = None) -> None:
         self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
+        self.hee = hee
         self.amp = "fp32"  # compute.amp, set by RunState.initial
         self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
@@ -86,6 +94,8 @@ class Distiller:
         cfg, utae, student = self.cfg, self.cfg.utae, self.student
         idx = pool.sample_indices(cfg.batch_size, sample_rng)
         x_f = images[idx].to(self.device)
+        if self.hee is not None:
+            return self._hee_iteration(teacher, x_f, attack_rng, epoch, it)
         if cached is not None:  # (x_F, x_U, f^T(x_F)) from the pool: only the two student passes remain
             k = torch.randint(0, cached.shape[1], (idx.shape[0],), generator=attack_rng)
             x_u, t_logits = cached[idx, k].to(self.device), pool_logits[idx].to(self.device)
@@ -105,4 +115,19 @@ class Distiller:
                 "kl_adv": float(cfg.lambda2 * kl_logits(t_logits, s_adv)), "total": float(loss)},
                 {"fae": x_f, "utae": x_u, "teacher_logits": t_logits, "student_clean_logits": s_clean,
                  "student_adv_logits": s_adv})
+        return loss
+
+    def _hee_iteration(self, teacher: nn.Module, x: torch.Tensor, attack_rng: torch.Generator, epoch: int,
+                       it: int) -> torch.Tensor:
+        """DFHL: CE(f^S(x_hee), argmax f^T(x_hee)) on the student's high-entropy examples of the batch."""
+        student = self.student
+        student.eval()
+        x_h = high_entropy_examples(student, x, steps=self.hee.hee_steps, step=self.hee.hee_step,
+                                    generator=attack_rng)
+        with torch.no_grad():
+            y = teacher(x_h).argmax(1)
+        student.train()
+        loss = nn.functional.cross_entropy(student(x_h), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss("distillation", epoch, it, {"ce_hee": float(loss)}, {"hee": x_h, "labels": y})
         return loss

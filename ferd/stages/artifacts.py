@@ -9,7 +9,7 @@ parameter fingerprint and the sha256 of every file before using it.
 The *parameter fingerprint* of a stage is the sha256 of the parameters that stage depends
 on (:data:`STAGE_PARAMS`, the same lists ``dvc.yaml`` declares as each stage's ``params``):
 the teacher depends on the seed, the dataset, ε and the teacher group; synthesis and the pool
-also on the epochs, rounds, student and synthesis groups; distillation also on the distill
+also on the epochs, rounds, student, method, baseline and synthesis groups; distillation also on the distill
 group; evaluation on everything. So changing ``synthesis.lambda_uni`` keeps the teacher
 artifact valid and invalidates every later one. ``device``, ``data_root``,
 ``checkpoint_every`` and ``storage`` cannot change a result bit and are in no fingerprint.
@@ -41,7 +41,7 @@ from ..provenance import SELF_KEY, code_version, environment, manifest_digest, s
 MANIFEST = "manifest.json"
 _TEACHER_PARAMS = ("seed", "dataset", "threat.eps", "teacher")
 _ROUND_PARAMS = (*_TEACHER_PARAMS[:3], "threat.step", "epochs", "rounds", "teacher", "student", "compute",
-                 "synthesis", "distill.utae")  # distill.utae: synthesis computes the cached UTAEs (distill.utae.cache: pool)
+                 "method", "baseline", "synthesis", "distill.utae")  # distill.utae: synthesis computes the cached UTAEs (distill.utae.cache: pool)
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "teacher": _TEACHER_PARAMS,
     "synthesis": _ROUND_PARAMS,

@@ -12,7 +12,9 @@ generator trains (gradients flow through it to x only), then restored.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +45,29 @@ class EpochSynthesis:
     teacher_top1_share: float = 0.0
     collapse_iterations: int = 0  # longest run of iterations with one class > 95 % of teacher top-1
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def frozen_student(student: nn.Module) -> Iterator[None]:
+    """The student in eval mode with its parameters' gradients off (gradients still reach the input),
+    restored afterwards: how every generator sees the student."""
+    was_training = student.training
+    grads = [q.requires_grad for q in student.parameters()]
+    student.eval()
+    student.requires_grad_(False)
+    try:
+        yield
+    finally:
+        student.train(was_training)
+        for q, g in zip(student.parameters(), grads):
+            q.requires_grad_(g)
+
+
+def collapse_run(t_logits: torch.Tensor, num_classes: int, run: int) -> tuple[float, int]:
+    """The share of the batch in the teacher's most predicted class, and the updated count of
+    consecutive iterations where that share exceeded 95 % (generator-collapse detection)."""
+    share = float(torch.bincount(t_logits.argmax(1), minlength=num_classes).max()) / t_logits.shape[0]
+    return share, run + 1 if share > 0.95 else 0
 
 
 class Synthesizer:
@@ -95,50 +120,40 @@ class Synthesizer:
         ib_rng = rng.generator(self.seed, "bottleneck", epoch)
         layer = teacher.check_layer(cfg.layer)
         use_uni = cfg.fae and cfg.lambda_uni > 0
-        was_training = student.training
-        student.eval()
-        grads = [q.requires_grad for q in student.parameters()]
-        student.requires_grad_(False)
         gen.train()
         best_loss, best_x, best_terms, last_terms = float("inf"), None, {}, {}
         run, collapse_iters, share = 0, 0, 0.0
         history: list[dict[str, float]] = []
-        try:
-            with BatchNormStatistics(teacher) as bn_stats, autocast(self.amp, self.device):
-                for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} generator", leave=False,
-                               disable=not progress):
-                    x = synthesize()
-                    z = teacher.features(x, layer)
-                    t_logits = teacher.head(z, layer)
-                    l_bn = bn_stats.pop()
-                    zero = x.new_zeros(())
-                    l_adv = adversarial_loss(t_logits, student(x)) if cfg.lambda_adv > 0 else zero
-                    l_uni = zero
-                    if use_uni:
-                        with bn_stats.paused():
-                            bo = cfg.bottleneck
-                            sigma2, v = fit_noise_scale(teacher, z, labels, layer, bo.mode, bo.iterations, bo.lr,
-                                                        bo.beta, ib_rng)
-                            l_uni = uniform_prediction_loss(teacher.head(non_robust_mask(sigma2, v, bo.mode) * z,
-                                                                         layer))
-                    terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, labels), uni=l_uni)
-                    loss = generator_loss(terms, cfg.lambda_adv, cfg.lambda_bn, cfg.lambda_oh, cfg.lambda_uni)
-                    check_finite_loss(loss, "synthesis", epoch, it, terms.as_floats(),
-                                      {"images": x, "labels": labels, "teacher_logits": t_logits})
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    last_terms = {**terms.as_floats(), "gen": loss.item()}
-                    history.append(last_terms)
-                    share = float(torch.bincount(t_logits.argmax(1), minlength=self.num_classes).max()) / len(labels)
-                    run = run + 1 if share > 0.95 else 0
-                    collapse_iters = max(collapse_iters, run)
-                    if loss.item() < best_loss:
-                        best_loss, best_x, best_terms = loss.item(), x.detach().float().clone(), last_terms
-        finally:
-            student.train(was_training)
-            for q, g in zip(student.parameters(), grads):
-                q.requires_grad_(g)
+        with frozen_student(student), BatchNormStatistics(teacher) as bn_stats, autocast(self.amp, self.device):
+            for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} generator", leave=False,
+                           disable=not progress):
+                x = synthesize()
+                z = teacher.features(x, layer)
+                t_logits = teacher.head(z, layer)
+                l_bn = bn_stats.pop()
+                zero = x.new_zeros(())
+                l_adv = adversarial_loss(t_logits, student(x)) if cfg.lambda_adv > 0 else zero
+                l_uni = zero
+                if use_uni:
+                    with bn_stats.paused():
+                        bo = cfg.bottleneck
+                        sigma2, v = fit_noise_scale(teacher, z, labels, layer, bo.mode, bo.iterations, bo.lr,
+                                                    bo.beta, ib_rng)
+                        l_uni = uniform_prediction_loss(teacher.head(non_robust_mask(sigma2, v, bo.mode) * z,
+                                                                     layer))
+                terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, labels), uni=l_uni)
+                loss = generator_loss(terms, cfg.lambda_adv, cfg.lambda_bn, cfg.lambda_oh, cfg.lambda_uni)
+                check_finite_loss(loss, "synthesis", epoch, it, terms.as_floats(),
+                                  {"images": x, "labels": labels, "teacher_logits": t_logits})
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                last_terms = {**terms.as_floats(), "gen": loss.item()}
+                history.append(last_terms)
+                share, run = collapse_run(t_logits, self.num_classes, run)
+                collapse_iters = max(collapse_iters, run)
+                if loss.item() < best_loss:
+                    best_loss, best_x, best_terms = loss.item(), x.detach().float().clone(), last_terms
         return EpochSynthesis(images=best_x, labels=labels, best_loss=best_loss, best_terms=best_terms,
                               last_terms=last_terms, teacher_top1_share=share, collapse_iterations=collapse_iters,
                               history=history)

@@ -1,0 +1,104 @@
+"""Parameters of the paper's baselines (``method:`` ≠ ``ferd``) and of their robust conversion (A.8).
+
+Defaults are each reference's CIFAR-10 setting (``../shared/notes/baselines.md``), rescaled where
+the reference works in normalised pixel space and FERD in [0, 1] (said per field). The synthesis
+budget (``synthesis.iterations``, ``synthesis.batch_size``, ``epochs``) and the student budget
+(``distill.iterations``, ``distill.batch_size``, optimiser, schedule) are shared with FERD, so a
+comparison gives every method the same number of generator and student iterations.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+METHODS = ("ferd", "deepinv", "cmi", "fast", "zskt", "dfhl")
+Method = Literal["ferd", "deepinv", "cmi", "fast", "zskt", "dfhl"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RobustConversionConfig(_Strict):
+    """A.8: PGD on the synthetic samples (step 2/255 = ``threat.step``, 10 iterations) and the RSLAD loss.
+
+    The attack is RSLAD's inner maximisation (it attacks the student, in eval mode, from
+    x + 0.001·N(0, 1), on KL(f^T(x) ‖ f^S(x'))); the loss is RSLAD's
+    ``lambda_adv``·KL(f^T(x) ‖ f^S(x')) + ``lambda_clean``·KL(f^T(x) ‖ f^S(x)) (RSLAD: 5/6 and 1/6, the
+    reverse of FERD's Eq. 11). Used by deepinv, cmi, fast and zskt; DFHL is robust by itself (HEEs).
+    """
+
+    attack_steps: int = Field(10, ge=1, description="PGD iterations on the synthetic samples (A.8: 10)")
+    random_start: Literal["gaussian", "uniform"] = Field("gaussian", description="RSLAD: x + 0.001·N(0, 1)")
+    lambda_adv: float = Field(5 / 6, ge=0, description="RSLAD weight of KL(f^T(x) ‖ f^S(x_adv))")
+    lambda_clean: float = Field(1 / 6, ge=0, description="RSLAD weight of KL(f^T(x) ‖ f^S(x))")
+
+
+class DeepInvConfig(_Strict):
+    """DeepInversion (Yin et al. 2020) as zju-vipa ``datafree/synthesis/deepinversion.py`` runs it."""
+
+    lambda_bn: float = Field(10.0, ge=0, description="datafree CIFAR-10: 10")
+    lambda_oh: float = Field(1.0, ge=0)
+    lambda_adv: float = Field(1.0, ge=0, description="weight of −JS (Adaptive DeepInversion)")
+    lambda_tv: float = Field(0.0, ge=0, description="TV₁ (Fast-Datafree 0, CMI 1e-3)")
+    lambda_l2: float = Field(0.0, ge=0)
+    lr: float = Field(0.025, gt=0, description="Adam on the pixels; datafree's 0.1 is in normalised space "
+                      "(std ≈ 0.25), i.e. ≈ 0.025 in [0, 1] pixels")
+    jitter: int = Field(4, ge=0, description="random roll of ± jitter pixels per step (datafree: 4), plus a flip")
+
+
+class CmiConfig(_Strict):
+    """Contrastive model inversion (Fang et al. 2021), zju-vipa/CMI ``contrastive.py``."""
+
+    lambda_bn: float = Field(1.0, ge=0)
+    lambda_oh: float = Field(1.0, ge=0)
+    lambda_adv: float = Field(0.5, ge=0, description="masked −KL(T‖S)")
+    lambda_cr: float = Field(0.8, ge=0, description="contrastive term")
+    temperature: float = Field(0.2, gt=0, description="τ of L_cr (CMI CIFAR-10: 0.2)")
+    head_dim: int = Field(256, ge=1, description="output of the projection head h")
+    bank_size: int = Field(40960, ge=1, description="FIFO memory bank rows (CMI: 40960)")
+    bank_sample: int = Field(4096, ge=0, description="bank rows drawn per step (CMI: 4096)")
+    lr: float = Field(1e-3, gt=0, description="Adam for the re-initialised G, z and h (CMI: 1e-3)")
+
+
+class FastConfig(_Strict):
+    """Fast DFKD (Fang et al. 2022), Fast-Datafree ``fast_meta.py`` (FOMAML meta-generator)."""
+
+    lambda_bn: float = Field(10.0, ge=0)
+    lambda_oh: float = Field(0.4, ge=0)
+    lambda_adv: float = Field(1.1, ge=0, description="masked −KL(T‖S), off during ``adv_warmup`` epochs")
+    bn_momentum: float = Field(0.9, ge=0, lt=1, description="bn_mmt of L_BN^mmt")
+    lr_z: float = Field(0.015, gt=0)
+    adv_warmup: int = Field(0, ge=0, description="epochs with the adversarial term off (Fast: = warm-up, 20)")
+    reset_l0_epoch: int | None = Field(None, ge=0, description="epoch at which the meta-G's first Linear/BN are "
+                                       "re-initialised (Fast: 120 + warm-up); None = never")
+
+
+class ZsktConfig(_Strict):
+    """Zero-shot knowledge transfer (Micaelli & Storkey 2019), polo5 ``solver.py``."""
+
+    lr: float = Field(1e-3, gt=0, description="Adam for the persistent generator (ZSKT: 1e-3)")
+    grad_clip: float = Field(5.0, gt=0, description="gradient-norm clip on G (ZSKT: 5)")
+
+
+class DfhlConfig(_Strict):
+    """Data-free hard-label robustness stealing (Yuan et al. 2024), LetheSec/DFHL-RS-Attack."""
+
+    confidence: float = Field(0.8, gt=0, lt=1, description="label smoothing of ỹ (DFHL: 0.8)")
+    balance: float = Field(3.0, ge=0, description="weight of Σ p̄ log₁₀ p̄ (DFHL: 3)")
+    lr_z: float = Field(0.01, gt=0)
+    hee_steps: int = Field(10, ge=1, description="HEE ascent steps (DFHL: 10)")
+    hee_step: float = Field(0.03, gt=0, description="HEE step size (DFHL: 0.03, no ε-ball)")
+
+
+class BaselineConfig(_Strict):
+    """Used only when ``method`` is not ``ferd``."""
+
+    robust: RobustConversionConfig = RobustConversionConfig()
+    deepinv: DeepInvConfig = DeepInvConfig()
+    cmi: CmiConfig = CmiConfig()
+    fast: FastConfig = FastConfig()
+    zskt: ZsktConfig = ZsktConfig()
+    dfhl: DfhlConfig = DfhlConfig()

@@ -1,0 +1,77 @@
+"""``ferd compare --preset P --out DIR``: methods × students × seeds, then the Table-1-style report.
+
+``--method/--student/--seed`` run one arm only (what a DVC ``matrix`` stage or a Kubeflow
+``ParallelFor`` iteration does); ``--report-only`` writes the report from finished runs;
+``--jobs N`` runs N arms at a time in separate processes with one torch thread each
+(results do not depend on it: every arm is seeded on its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple[str, str]) -> str:
+    import torch
+
+    from .config import Arm, load_compare
+    from .runner import run_arm
+
+    torch.set_num_threads(1)
+    run_arm(load_compare(preset), Arm(*arm), Path(out), teacher)
+    return arm[0]
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .config import Arm, arms, load_compare
+    from .report import write_report
+    from .runner import prepare_teacher, run_comparison
+
+    cc = load_compare(args.preset)  # validates every run's parameters before any work
+    out = Path(args.out)
+    one = (args.method, args.student, args.seed)
+    if any(v is not None for v in one):
+        if any(v is None for v in one):
+            raise ValueError("--method, --student and --seed: give all three to run one arm, or none")
+        arm = Arm(*one)
+        if arm not in arms(cc):
+            raise ValueError(f"--method/--student/--seed: {arm} is not an arm of {args.preset}; expected a method "
+                             f"of {sorted(cc.methods)}, a student of {cc.students} and a seed of {cc.seeds}")
+        run_comparison(cc, out, progress=not args.no_progress, only=arm, threads=args.threads)
+        return 0
+    if args.report_only:
+        write_report(cc, out)
+    elif args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        out.mkdir(parents=True, exist_ok=True)
+        teacher = prepare_teacher(cc, out)
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            for f in [pool.submit(_arm_worker, str(args.preset), str(out), (a.method, a.student, a.seed), teacher)
+                      for a in arms(cc)]:
+                f.result()
+        write_report(cc, out)
+    else:
+        run_comparison(cc, out, progress=not args.no_progress, threads=args.threads)
+    flat = json.loads((out / "comparison.json").read_text())["metrics"]
+    print((out / "comparison.md").read_text())
+    print(f"wrote {out}/comparison.md, comparison.csv, comparison.json and per_class_*.png ({len(flat)} metrics)")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="FERD against baselines and ablations: methods × students × seeds",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", required=True, help="compare-smoke | compare-cpu | compare-gpu, or a YAML path")
+    p.add_argument("--out", required=True, help="output directory (resumable)")
+    p.add_argument("--method", help="run only this method's arm (with --student and --seed)")
+    p.add_argument("--student", help="the arm's student architecture")
+    p.add_argument("--seed", type=int, help="the arm's seed")
+    p.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
+    p.add_argument("--jobs", type=int, default=1, help="arms run at a time (processes, 1 torch thread each)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads with --jobs 1 (0: default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_compare)

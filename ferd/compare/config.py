@@ -1,0 +1,128 @@
+"""A comparison preset (``params/compare-*.yaml``): methods × students × seeds at one stated budget.
+
+Budget: **equal iterations**. Every run starts from the same base parameters (``base`` + ``set``),
+so every method gets the same epochs, generator iterations per epoch and synthetic batch
+(``synthesis.iterations``, ``synthesis.batch_size``: the same number of kept synthetic samples),
+and the same student iterations, batch, optimiser and schedule (``distill.*``: the same number of
+student updates, each on two student passes plus a 10-step attack). What a generator iteration
+costs differs by method (FERD adds the bottleneck fit, CMI a second teacher view), so the
+comparison also reports each method's wall time; it does not equalise it.
+
+A method's entry is a list of ``KEY=VALUE`` overrides on top of the base, e.g.
+``deepinv: [method=deepinv]`` or ``ferd-no-reweighting: [synthesis.reweighting.enabled=false]``.
+The teacher is trained (or loaded) once, with ``teacher_seed``, and shared by every run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..config import ConfigError, FerdConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS_DIR = ROOT / "params"
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class CompareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(description="the params preset every run starts from (params/<base>.yaml or a path)")
+    set: list[str] = Field([], description="KEY=VALUE overrides applied to every run (the shared budget)")
+    budget: Literal["iterations"] = Field("iterations", description="what is equal across methods (see module doc)")
+    methods: dict[str, list[str]] = Field(description="name → overrides; the reference method must be present")
+    reference: str = Field("ferd", description="the method every other is compared with")
+    students: list[str] = Field(min_length=1, description="student architectures (student.arch)")
+    seeds: list[int] = Field(min_length=1, description="run seeds (student init, generator, sampling, attacks)")
+    teacher_seed: int = Field(0, ge=0, description="seed of the shared teacher (when the base trains one)")
+
+    @field_validator("methods")
+    @classmethod
+    def _names(cls, methods: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name in methods:
+            if not NAME.match(name):
+                raise ValueError(f"method name {name!r}: expected lower-case letters, digits, '.', '_' or '-'")
+        return methods
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"expected distinct seeds >= 0, got {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _reference(self) -> CompareConfig:
+        if self.reference not in self.methods:
+            raise ValueError(f"reference: {self.reference!r} is not one of methods {sorted(self.methods)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One run of a comparison."""
+
+    method: str
+    student: str
+    seed: int
+
+    @property
+    def relpath(self) -> str:
+        return f"runs/{self.method}/{self.student}/seed={self.seed}"
+
+
+def preset_path(preset: str | Path) -> Path:
+    """``compare-smoke`` → ``params/compare-smoke.yaml``; a path is taken as is."""
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
+        return path
+    return PARAMS_DIR / f"{preset}.yaml"
+
+
+def load_compare(preset: str | Path) -> CompareConfig:
+    """Read and validate a comparison preset, and every run's parameters, before any work."""
+    path = preset_path(preset)
+    if not path.is_file():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("compare-*.yaml"))
+        raise FileNotFoundError(f"--preset: {path} not found; expected one of {known} or a YAML path")
+    try:
+        cc = CompareConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        raise ConfigError(f"{path}: invalid comparison preset:\n  " + "\n  ".join(lines)) from None
+    for arm in arms(cc):
+        run_config(cc, arm)  # refuses a bad override now, not an hour in
+    return cc
+
+
+def base_path(cc: CompareConfig) -> Path:
+    return preset_path(cc.base)
+
+
+def arms(cc: CompareConfig) -> list[Arm]:
+    """Every run, reference method first, then methods in preset order; students, then seeds."""
+    names = [cc.reference] + [m for m in cc.methods if m != cc.reference]
+    return [Arm(m, s, seed) for m in names for s in cc.students for seed in cc.seeds]
+
+
+def teacher_config(cc: CompareConfig) -> FerdConfig:
+    """The parameters the shared teacher is trained or loaded with."""
+    return load_config(base_path(cc), [*cc.set, f"seed={cc.teacher_seed}"])
+
+
+def run_config(cc: CompareConfig, arm: Arm, teacher: tuple[str, str] | None = None) -> FerdConfig:
+    """One run's parameters: base, then ``set``, then the method's overrides, then student and seed
+    (and, once the shared teacher exists, its checkpoint path and sha256)."""
+    extra = [f"teacher.source={json.dumps(teacher[0])}", f"teacher.sha256={json.dumps(teacher[1])}"] if teacher else []
+    try:
+        return load_config(base_path(cc), [*cc.set, *cc.methods[arm.method], f"student.arch={arm.student}",
+                                           f"seed={arm.seed}", *extra])
+    except ConfigError as exc:
+        raise ConfigError(f"method {arm.method!r} (student {arm.student}, seed {arm.seed}): {exc}") from None

@@ -1,0 +1,175 @@
+"""The comparison's outputs, in the layout of the paper's Table 1.
+
+* ``comparison.csv`` — one row per (method, student): for each attack, Avg / Worst / NSD as mean
+  and std over seeds (accuracies in %, NSD as a ratio), the number of seeds and the mean wall time.
+* ``comparison.json`` — flat ``<method>.<student>.<attack>.<avg|worst|nsd>.<mean|std>`` keys and
+  ``…delta_pgd20_worst.{mean,low,high}`` (for ``dvc metrics show``), plus every run's own values.
+* ``comparison.md`` — the table (mean ± std), the shared teacher's row, and for every method the
+  difference to the reference in worst-class PGD-20 with its 95 % interval over seeds.
+* ``per_class_<attack>.png`` — per-class accuracy of every method (mean over seeds) and the teacher.
+
+The interval: for each seed s both methods ran, d_s = worst_method(s) − worst_reference(s)
+(paired: same seed, same student init stream); mean(d) ± t_{0.975, n−1}·sd(d)/√n (Student's t, as
+the seeds are few). A method is "worse than the reference beyond noise" when the whole interval is
+below 0, "better" when it is above 0, otherwise "within noise"; with one seed there is no interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import atomic_write_bytes
+from .config import CompareConfig, arms
+
+ATTACK_ORDER = ("clean", "fgsm", "pgd20", "cw", "aa")
+STATS = ("avg", "worst", "nsd")
+
+
+def paired_interval(values: list[float], reference: list[float], level: float = 0.95
+                    ) -> tuple[float, float, float]:
+    """mean(d) and its two-sided t interval for paired differences d = values − reference."""
+    from scipy import stats
+
+    d = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    mean = float(d.mean())
+    if d.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float, high: float) -> str:
+    if math.isnan(low):
+        return "one seed: no interval"
+    if high < 0:
+        return "worse than the reference beyond noise"
+    if low > 0:
+        return "better than the reference beyond noise"
+    return "within noise"
+
+
+def _collect(cc: CompareConfig, out: Path) -> tuple[dict, dict, list[str]]:
+    runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
+    per_class: dict[tuple[str, str], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    attacks: list[str] = []
+    for arm in arms(cc):
+        path = out / arm.relpath / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"comparison: run {arm.relpath} has not finished ({path} is missing); "
+                                    f"run `ferd compare` again to finish it")
+        metrics = json.loads(path.read_text())
+        runs[arm.method, arm.student][arm.seed] = metrics
+        attacks = [a for a in ATTACK_ORDER if f"student.{a}.avg" in metrics]
+        rows = list(csv.DictReader((out / arm.relpath / "eval" / "per_class.csv").open()))
+        for a in attacks:
+            accs = [float(r["accuracy"]) for r in rows if r["model"] == "student" and r["attack"] == a]
+            per_class[arm.method, arm.student][a].append(np.array(accs))
+    return runs, per_class, attacks
+
+
+def _fmt(mean: float, std: float, stat: str) -> str:
+    if stat == "nsd":
+        return f"{mean:.3f} ± {std:.3f}"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
+    """Write comparison.{csv,json,md} and the per-class plots from the finished runs under ``out``."""
+    runs, per_class, attacks = _collect(cc, out)
+    teacher = json.loads((out / "teacher" / "eval" / "metrics.json").read_text())
+    flat: dict[str, float] = {}
+    table: list[dict[str, object]] = []
+    for (method, student), by_seed in runs.items():
+        row: dict[str, object] = {"method": method, "student": student, "seeds": len(by_seed),
+                                  "seconds": round(float(np.mean([m["run.seconds"] for m in by_seed.values()])), 1)}
+        for a in attacks:
+            for s in STATS:
+                vals = np.array([m[f"student.{a}.{s}"] for m in by_seed.values()], dtype=float)
+                mean, std = float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+                row[f"{a}_{s}_mean"], row[f"{a}_{s}_std"] = mean, std
+                flat[f"{method}.{student}.{a}.{s}.mean"], flat[f"{method}.{student}.{a}.{s}.std"] = mean, std
+        table.append(row)
+    deltas = []
+    for method in cc.methods:
+        if method == cc.reference:
+            continue
+        for student in cc.students:
+            ref, other = runs[cc.reference, student], runs[method, student]
+            seeds = sorted(set(ref) & set(other))
+            mean, low, high = paired_interval([other[s]["student.pgd20.worst"] for s in seeds],
+                                              [ref[s]["student.pgd20.worst"] for s in seeds])
+            deltas.append((method, student, len(seeds), mean, low, high))
+            key = f"{method}.{student}.delta_pgd20_worst"
+            flat[f"{key}.mean"], flat[f"{key}.low"], flat[f"{key}.high"] = mean, low, high
+    _write_csv(out / "comparison.csv", table)
+    atomic_write_bytes(out / "comparison.json", (json.dumps(
+        {"metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}},
+        indent=2, sort_keys=True, allow_nan=True) + "\n").encode())
+    _write_markdown(cc, out, table, deltas, teacher, attacks)
+    _plot(cc, out, per_class, teacher, attacks)
+    return flat
+
+
+def _write_csv(path: Path, table: list[dict[str, object]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _write_markdown(cc, out, table, deltas, teacher, attacks) -> None:
+    head = "| method | student | seeds | s/run | " + " | ".join(
+        f"{a} {s.capitalize() if s != 'nsd' else 'NSD'}" for a in attacks for s in STATS) + " |"
+    lines = [f"# Comparison: {', '.join(cc.methods)}", "",
+             f"Base parameters: `{cc.base}` with {cc.set or 'no'} overrides; budget: equal {cc.budget} (the same "
+             f"epochs, generator iterations, synthetic batch, student iterations and batch for every method; "
+             f"wall time differs and is shown). Seeds {cc.seeds}; accuracies in % (mean ± std over seeds), "
+             f"NSD = std/mean of the class-wise accuracies.", "", head,
+             "|" + "---|" * (4 + 3 * len(attacks))]
+    t_cells = [f"{100 * teacher[f'teacher.{a}.{s}']:.1f}" if s != "nsd" else f"{teacher[f'teacher.{a}.{s}']:.3f}"
+               for a in attacks for s in STATS]
+    lines.append("| teacher | — | — | — | " + " | ".join(t_cells) + " |")
+    for row in table:
+        cells = [_fmt(row[f"{a}_{s}_mean"], row[f"{a}_{s}_std"], s) for a in attacks for s in STATS]
+        lines.append(f"| {row['method']} | {row['student']} | {row['seeds']} | {row['seconds']} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", f"## Worst-class PGD-20: each method minus `{cc.reference}` (paired by seed, 95 % t interval)",
+              "", "| method | student | seeds | Δ worst PGD-20 (points) | 95 % interval | verdict |",
+              "|---|---|---|---|---|---|"]
+    for method, student, n, mean, low, high in deltas:
+        interval = "—" if math.isnan(low) else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+        lines.append(f"| {method} | {student} | {n} | {100 * mean:+.1f} | {interval} | {verdict(low, high)} |")
+    lines += ["", *[f"![per-class {a}](per_class_{a}.png)" for a in attacks], ""]
+    atomic_write_bytes(out / "comparison.md", "\n".join(lines).encode())
+
+
+def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader((out / "teacher" / "eval" / "per_class.csv").open()))
+    for a in attacks:
+        fig, ax = plt.subplots(figsize=(9, 4))
+        t = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == a]
+        ax.plot(range(len(t)), np.array(t) * 100, "k--", label="teacher")
+        for (method, student), by_attack in per_class.items():
+            acc = np.mean(by_attack[a], axis=0) * 100
+            ax.plot(range(len(acc)), acc, marker="o", ms=3, label=f"{method} ({student})")
+        ax.set(xlabel="class", ylabel=f"{a} accuracy (%)", ylim=(0, 100),
+               title=f"per-class {a} accuracy, mean over seeds {cc.seeds}")
+        ax.legend(fontsize=7, ncol=2)
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        atomic_write_bytes(out / f"per_class_{a}.png", buf.getvalue())

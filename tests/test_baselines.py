@@ -1,0 +1,164 @@
+"""The baselines as ``method:`` choices: views, synthesis, A.8 conversion, DFHL's distillation, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ferd.algorithm import RunState, run_algorithm1
+from ferd.baselines import distill_config
+from ferd.baselines.synthesis import BaselineSynthesizer, channel_means
+from ferd.baselines.views import crop_flip, resized_crop_flip, roll_flip
+from ferd.config import ConfigError, load_config, parse_config
+from ferd.models import create_model
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+BASELINES = ("deepinv", "cmi", "fast", "zskt", "dfhl")
+TINY = dict(dataset="digits", epochs=2, seed=3, threat=dict(eps=0.1, step=0.025),
+            teacher=dict(arch="cnn-4"), student=dict(arch="cnn-4"),
+            synthesis=dict(iterations=2, batch_size=8, generator=dict(ngf=4, nz=8)),
+            distill=dict(iterations=2, batch_size=8), baseline=dict(robust=dict(attack_steps=2),
+                                                                 dfhl=dict(hee_steps=2)))
+
+
+def _teacher():
+    torch.manual_seed(0)
+    return create_model("cnn-4", num_classes=10).eval().requires_grad_(False)
+
+
+def _student():
+    torch.manual_seed(1)
+    return create_model("cnn-4", num_classes=10)
+
+
+# ---- views -------------------------------------------------------------------------------------
+def _image(n=3, size=8):
+    return torch.arange(n * 3 * size * size, dtype=torch.float32).reshape(n, 3, size, size) / (n * 3 * size * size)
+
+
+def test_crop_flip_is_an_exact_whole_pixel_shift_with_zero_padding():
+    x = _image()
+    got = crop_flip(x, 2, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the same draws, in the same order
+    dx, dy = (torch.randint(-2, 3, (3,), generator=g) for _ in range(2))
+    flip = torch.rand(3, generator=g) < 0.5
+    for i in range(3):
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))  # crop, then flip the crop
+        want = padded[:, 2 + dy[i]:2 + dy[i] + 8, 2 + dx[i]:2 + dx[i] + 8]
+        want = want.flip(2) if flip[i] else want
+        assert torch.allclose(got[i], want, atol=1e-6), i
+
+
+def test_resized_crop_at_full_scale_is_identity_or_flip_and_keeps_gradients():
+    x = _image().requires_grad_(True)
+    got = resized_crop_flip(x, torch.Generator().manual_seed(1), scale=(1.0, 1.0))
+    for i in range(3):
+        assert torch.allclose(got[i], x[i], atol=1e-6) or torch.allclose(got[i], x[i].flip(2), atol=1e-6)
+    got.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_roll_flip_rolls_the_whole_batch():
+    x = _image()
+    got = roll_flip(x, 3, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    dx, dy = torch.randint(-3, 4, (2,), generator=g).tolist()
+    want = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    want = want.flip(3) if torch.rand((), generator=g) < 0.5 else want
+    assert torch.equal(got, want)
+
+
+def test_channel_means_by_hand():
+    a = torch.tensor([[[[1.0, 3.0]], [[2.0, 2.0]]]])  # 1 sample, 2 channels, 1×2
+    b = torch.tensor([[[[5.0, 7.0, 9.0]]]])            # 1 sample, 1 channel, 1×3
+    assert channel_means([a, b]).tolist() == [[2.0, 2.0, 7.0]]
+
+
+# ---- synthesis -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", BASELINES)
+def test_each_baseline_synthesises_images_in_the_box_deterministically(method):
+    cfg = parse_config({**TINY, "method": method})
+    outs = []
+    for _ in range(2):
+        syn = BaselineSynthesizer(method, cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+        outs.append(syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=0))
+    a, b = outs
+    assert a.images.shape == (8, 3, 32, 32) and 0 <= a.images.min() and a.images.max() <= 1
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert a.best_loss == min(h["gen"] for h in a.history)
+    if method in ("zskt", "dfhl"):  # the teacher labels the kept batch (top-1)
+        assert torch.equal(a.labels, _teacher()(a.images).argmax(1))
+
+
+def test_fast_meta_generator_learns_from_the_clone_and_cmi_fills_its_bank():
+    cfg = parse_config({**TINY, "method": "fast"})
+    syn = BaselineSynthesizer("fast", cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    before = [q.clone() for q in syn.generator.parameters()]
+    syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=0)
+    assert any(not torch.equal(q, b) for q, b in zip(syn.generator.parameters(), before))
+    assert len(syn.ema) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in _teacher().modules())
+    cfg = parse_config({**TINY, "method": "cmi"})
+    syn = BaselineSynthesizer("cmi", cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    for epoch in range(2):
+        syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=epoch)
+    width = sum(m.num_features for m in _teacher().modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert syn.bank.shape == (16, 2 * width)  # two kept batches of 8 rows: [f_local, f_global]
+
+
+# ---- distillation: A.8 conversion and DFHL -------------------------------------------------------
+def test_a8_conversion_of_the_four_dfkd_baselines():
+    for method in ("deepinv", "cmi", "fast", "zskt"):
+        d = distill_config(parse_config({**TINY, "method": method}))
+        assert (d.utae.target, d.utae.gamma, d.utae.random_start, d.utae.steps) == ("student", 0.0, "gaussian", 2)
+        assert (d.lambda1, d.lambda2) == pytest.approx((1 / 6, 5 / 6))  # RSLAD: 5/6 on the adversarial term
+    ferd = parse_config(TINY)
+    assert distill_config(ferd) == ferd.distill
+    assert distill_config(parse_config({**TINY, "method": "dfhl"})) == ferd.distill
+
+
+def test_a_baseline_with_the_utae_cache_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"distill\.utae\.cache"):
+        load_config(None, ["method=cmi", "distill.utae.target=teacher", "distill.utae.cache=pool"])
+    with pytest.raises(ConfigError, match="method"):
+        load_config(None, ["method=dfkd"])
+
+
+def test_dfhl_distils_on_teacher_hard_labels_of_high_entropy_examples(monkeypatch):
+    import ferd.distill.stage as stage
+
+    seen = {}
+    real = stage.high_entropy_examples
+
+    def spy(student, x, **kw):
+        seen["x"] = real(student, x, **kw)
+        return seen["x"]
+
+    monkeypatch.setattr(stage, "high_entropy_examples", spy)
+    cfg = parse_config({**TINY, "method": "dfhl", "epochs": 1})
+    state = run_algorithm1(_teacher(), cfg, 32, progress=False)
+    assert "x" in seen and state.history[0]["distill"]["loss"] > 0
+    assert state.history[0]["strategy"] == "uniform"  # baselines do not reweight
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_each_baseline_resumes_bit_identically(method, tmp_path, monkeypatch):
+    cfg = parse_config({**TINY, "method": method})
+    a = run_algorithm1(_teacher(), cfg, 32, progress=False)
+    import ferd.algorithm as alg
+
+    real = alg.generation_round
+
+    def dying(state, teacher, r, epochs, progress=False):
+        if r == 1:
+            raise RuntimeError("killed")
+        return real(state, teacher, r, epochs, progress)
+
+    monkeypatch.setattr(alg, "generation_round", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_algorithm1(_teacher(), cfg, 32, checkpoint_dir=tmp_path, progress=False)
+    monkeypatch.setattr(alg, "generation_round", real)
+    b = run_algorithm1(_teacher(), cfg, 32, checkpoint_dir=tmp_path, progress=False)
+    for k, v in a.student.state_dict().items():
+        assert torch.equal(v, b.student.state_dict()[k]), (method, k)
+    assert isinstance(RunState.initial(cfg, 32).synthesizer, BaselineSynthesizer)

@@ -1,0 +1,95 @@
+"""``ferd compare``: preset validation, the paired interval by hand, and compare-smoke end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import yaml
+
+from ferd.cli import main
+from ferd.compare.config import Arm, arms, load_compare
+from ferd.compare.report import paired_interval, verdict
+from ferd.config import ConfigError
+
+
+def test_paired_interval_by_hand():
+    # d = (2, 3, 4): mean 3, sd 1, t_{0.975, 2} = 4.302653 → half-width 4.302653/√3 = 2.484138
+    mean, low, high = paired_interval([3.0, 5.0, 7.0], [1.0, 2.0, 3.0])
+    assert (mean, low, high) == pytest.approx((3.0, 3 - 2.484138, 3 + 2.484138), abs=1e-6)
+    assert verdict(low, high) == "better than the reference beyond noise"
+    assert verdict(-2.0, -0.5) == "worse than the reference beyond noise"
+    assert verdict(-1.0, 1.0) == "within noise"
+    mean, low, high = paired_interval([0.4], [0.5])
+    assert mean == pytest.approx(-0.1) and math.isnan(low) and verdict(low, high) == "one seed: no interval"
+
+
+def _preset(tmp_path, **changes):
+    data = {"base": "ci", "students": ["cnn-8"], "seeds": [0], "methods": {"ferd": [], "cmi": ["method=cmi"]}}
+    data.update(changes)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_bad_presets_are_refused_before_any_run(tmp_path):
+    with pytest.raises(ConfigError, match="reference"):
+        load_compare(_preset(tmp_path, reference="deepinv"))
+    with pytest.raises(ConfigError, match=r"(?s)method 'cmi'.*synthesis\.lamda_uni: unknown key"):
+        load_compare(_preset(tmp_path, methods={"ferd": [], "cmi": ["method=cmi", "synthesis.lamda_uni=1"]}))
+    with pytest.raises(ConfigError, match="seeds"):
+        load_compare(_preset(tmp_path, seeds=[1, 1]))
+    with pytest.raises(FileNotFoundError, match="compare-smoke"):
+        load_compare("compare-nonexistent")
+    cc = load_compare(_preset(tmp_path, seeds=[0, 1]))
+    assert arms(cc)[0] == Arm("ferd", "cnn-8", 0) and len(arms(cc)) == 4
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The CI run of the real compare-smoke preset (every method and Table-3 ablation, 2 seeds)."""
+    out = tmp_path_factory.mktemp("compare")
+    assert main(["compare", "--preset", "compare-smoke", "--out", str(out), "--threads", "1", "--no-progress"]) == 0
+    return out
+
+
+def test_compare_smoke_writes_the_table_csv_and_plots(smoke):
+    cc = load_compare("compare-smoke")
+    rows = list(csv.DictReader((smoke / "comparison.csv").open()))
+    assert [r["method"] for r in rows] == list(cc.methods)
+    assert all(int(r["seeds"]) == 2 for r in rows)
+    for attack in ("clean", "pgd20"):
+        assert {f"{attack}_{s}_{m}" for s in ("avg", "worst", "nsd") for m in ("mean", "std")} <= set(rows[0])
+        assert (smoke / f"per_class_{attack}.png").stat().st_size > 1000
+    md = (smoke / "comparison.md").read_text()
+    assert "| teacher |" in md and "Worst-class PGD-20" in md
+    assert all(f"| {m} | cnn-8 | 2 |" in md for m in cc.methods if m != "ferd")
+    flat = json.loads((smoke / "comparison.json").read_text())["metrics"]
+    ferd = json.loads((smoke / "runs/ferd/cnn-8/seed=1/metrics.json").read_text())
+    assert flat["ferd.cnn-8.pgd20.worst.mean"] == pytest.approx(
+        (ferd["student.pgd20.worst"] + json.loads((smoke / "runs/ferd/cnn-8/seed=0/metrics.json").read_text())
+         ["student.pgd20.worst"]) / 2)
+    for m in ("deepinv", "cmi", "fast", "zskt", "dfhl"):
+        assert json.loads((smoke / f"runs/{m}/cnn-8/seed=0/params.json").read_text())["method"] == m
+
+
+def test_a_finished_comparison_is_not_run_again_and_one_arm_can_be_run_alone(smoke, tmp_path):
+    before = (smoke / "runs/cmi/cnn-8/seed=0/metrics.json").stat().st_mtime_ns
+    assert main(["compare", "--preset", "compare-smoke", "--out", str(smoke), "--method", "cmi",
+                 "--student", "cnn-8", "--seed", "0", "--no-progress"]) == 0
+    assert (smoke / "runs/cmi/cnn-8/seed=0/metrics.json").stat().st_mtime_ns == before
+    assert main(["compare", "--preset", "compare-smoke", "--out", str(smoke), "--method", "cmi",
+                 "--student", "cnn-8", "--seed", "7"]) == 2  # not an arm of the preset
+
+
+def test_parallel_jobs_give_the_same_runs(tmp_path, smoke):
+    preset = _preset(tmp_path, seeds=[0, 1])
+    assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "j"), "--jobs", "2",
+                 "--no-progress"]) == 0
+    for arm in ("ferd/cnn-8/seed=1", "cmi/cnn-8/seed=0"):
+        got = json.loads((tmp_path / "j/runs" / arm / "metrics.json").read_text())
+        want = json.loads((smoke / "runs" / arm / "metrics.json").read_text())
+        got.pop("run.seconds"), want.pop("run.seconds")
+        assert got == want, arm
