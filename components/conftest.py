@@ -62,8 +62,9 @@ def run_locally(pipeline_func, root: Path, **arguments):
         return pipeline_func(**arguments)
 
 
-def check_component(component, inputs: dict[str, str], outputs: dict[str, str], optional: set[str] = frozenset()):
-    """The component's interface, image and command: a thin lightweight component over ferd.stages."""
+def check_component(component, inputs: dict[str, str], outputs: dict[str, str], optional: set[str] = frozenset(),
+                    library: str = "ferd.stages"):
+    """The component's interface, image and command: a thin lightweight component over ``library``."""
     from components import DEFAULT_IMAGE
 
     spec = component.component_spec
@@ -75,4 +76,4 @@ def check_component(component, inputs: dict[str, str], outputs: dict[str, str], 
     assert c.image == DEFAULT_IMAGE
     script = " ".join(c.command)
     assert "pip install" not in script  # install_kfp_package=False: the image has kfp and ferd
-    assert "from ferd.stages import" in script
+    assert f"from {library} import" in script

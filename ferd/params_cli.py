@@ -81,8 +81,10 @@ def preset_path(name: str) -> Path:
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
     candidate = Path("params") / f"{name}.yaml"
+    if name.startswith("compare-"):
+        raise ValueError(f"params use: {name!r} is a comparison preset; run it with `ferd compare --preset {name}`")
     if not candidate.is_file():
-        known = sorted(q.stem for q in Path("params").glob("*.yaml"))
+        known = sorted(q.stem for q in Path("params").glob("*.yaml") if not q.stem.startswith("compare-"))
         raise FileNotFoundError(f"params use: no preset {name!r}; expected one of {known} (in ./params) "
                                 "or a path to a .yaml file")
     return candidate

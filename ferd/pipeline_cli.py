@@ -9,6 +9,7 @@ editable install, or in the working directory). The image itself only runs ``fer
     ferd pipeline run-local [--params params/embedded.yaml] [-S KEY=VALUE] [--out runs/pipeline]
     ferd pipeline compile   [--params params/embedded.yaml] [--cluster pipeline/cluster.yaml]
                             [--out pipeline/ferd_pipeline.yaml]            # image: $FERD_IMAGE
+    ferd pipeline compile-compare [--preset compare-smoke]   (→ pipeline/compare_pipeline.yaml)
     ferd pipeline submit    --host URL [--package FILE] [--params FILE] [-S KEY=VALUE] [-p NAME=VALUE]
                             [--experiment ferd] [--run-name NAME] [--namespace NS]
     ferd pipeline schedule  --host URL --cron '0 0 3 * * *' [--max-concurrency 1] [--catchup] …
@@ -74,6 +75,14 @@ def _compile(args: argparse.Namespace) -> int:
 
     path = compile_pipeline(args.out, args.params, args.cluster)
     print(f"compiled {path}")
+    return 0
+
+
+def _compile_compare(args: argparse.Namespace) -> int:
+    repo_root()
+    from pipeline.compare_dag import compile_compare
+
+    print(f"compiled {compile_compare(args.out, args.preset, args.cluster)}")
     return 0
 
 
@@ -146,6 +155,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="pipeline root, GPU node selection, S3 secret, retries")
     p.add_argument("--out", type=Path, default=Path("pipeline/ferd_pipeline.yaml"), help="output YAML")
     p.set_defaults(func=_compile)
+
+    p = ps.add_parser("compile-compare", help="compile a comparison preset: teacher → ParallelFor over arms → report")
+    p.add_argument("--preset", default="compare-smoke", help="params/compare-*.yaml name or path")
+    p.add_argument("--cluster", type=Path, default=Path("pipeline/cluster.yaml"), help="cluster settings")
+    p.add_argument("--out", type=Path, default=Path("pipeline/compare_pipeline.yaml"), help="output YAML")
+    p.set_defaults(func=_compile_compare)
 
     p = ps.add_parser("submit", help="start one run on a Kubeflow Pipelines cluster (kfp.Client)")
     _remote(p)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import yaml
+from pathlib import Path
 
 from ferd.cli import main
 from ferd.compare.config import Arm, arms, load_compare
@@ -93,3 +94,46 @@ def test_parallel_jobs_give_the_same_runs(tmp_path, smoke):
         want = json.loads((smoke / "runs" / arm / "metrics.json").read_text())
         got.pop("run.seconds"), want.pop("run.seconds")
         assert got == want, arm
+
+
+def test_every_comparison_preset_is_valid_and_compare_dvc_yaml_is_current(tmp_path):
+    from ferd.compare.dvc import HEADER, compare_stages
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "params").glob("compare-*.yaml")):
+        load_compare(path)
+    committed = (root / "compare" / "dvc.yaml").read_text()
+    want = HEADER.format(preset="compare-cpu", folder="compare") + yaml.safe_dump(
+        compare_stages(load_compare("compare-cpu"), "compare-cpu", root / "compare"), sort_keys=False, width=120)
+    assert committed == want, "compare/dvc.yaml is stale: ferd compare --preset compare-cpu --write-dvc-yaml compare"
+
+
+@pytest.mark.slow
+def test_dvc_matrix_runs_a_comparison_and_a_second_repro_does_nothing(tmp_path):
+    """The comparison as DVC stages (teacher → matrix → report) in a fresh git + DVC repository."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def sh(*cmd, cwd):
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh("git", "init", "-q", cwd=repo)
+    sh(str(bin_dir / "dvc"), "init", "-q", cwd=repo)
+    root = Path(__file__).resolve().parents[1]
+    preset = _preset(repo, base=str(root / "params" / "ci.yaml"), seeds=[0, 1])
+    assert main(["compare", "--preset", str(preset), "--write-dvc-yaml", str(repo / "cmp")]) == 0
+    out = sh(str(bin_dir / "dvc"), "repro", cwd=repo / "cmp")
+    assert out.count("Running stage 'run@") == 4 and "Running stage 'report'" in out
+    assert "| cmi | cnn-8 | 2 |" in (repo / "cmp" / "out" / "comparison.md").read_text()
+    assert "Running stage" not in sh(str(bin_dir / "dvc"), "repro", cwd=repo / "cmp")
+    assert "ferd.cnn-8.clean.avg.mean" in sh(str(bin_dir / "dvc"), "metrics", "show", cwd=repo / "cmp")

@@ -1,7 +1,9 @@
 """``ferd compare --preset P --out DIR``: methods × students × seeds, then the Table-1-style report.
 
 ``--method/--student/--seed`` run one arm only (what a DVC ``matrix`` stage or a Kubeflow
-``ParallelFor`` iteration does); ``--report-only`` writes the report from finished runs;
+``ParallelFor`` iteration does); ``--teacher-only`` prepares the shared teacher;
+``--report-only`` writes the report from finished runs; ``--write-dvc-yaml DIR`` writes the
+comparison as DVC stages (:mod:`ferd.compare.dvc`);
 ``--jobs N`` runs N arms at a time in separate processes with one torch thread each
 (results do not depend on it: every arm is seeded on its own).
 """
@@ -30,7 +32,17 @@ def _compare(args: argparse.Namespace) -> int:
     from .runner import prepare_teacher, run_comparison
 
     cc = load_compare(args.preset)  # validates every run's parameters before any work
+    if args.write_dvc_yaml:
+        from .dvc import write_dvc_yaml
+
+        print(f"wrote {write_dvc_yaml(cc, args.preset, args.write_dvc_yaml)}")
+        return 0
+    if not args.out:
+        raise ValueError("--out: required (the comparison's output directory)")
     out = Path(args.out)
+    if args.teacher_only:
+        prepare_teacher(cc, out, progress=not args.no_progress)
+        return 0
     one = (args.method, args.student, args.seed)
     if any(v is not None for v in one):
         if any(v is None for v in one):
@@ -66,10 +78,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FERD against baselines and ablations: methods × students × seeds",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", required=True, help="compare-smoke | compare-cpu | compare-gpu, or a YAML path")
-    p.add_argument("--out", required=True, help="output directory (resumable)")
+    p.add_argument("--out", help="output directory (resumable)")
     p.add_argument("--method", help="run only this method's arm (with --student and --seed)")
     p.add_argument("--student", help="the arm's student architecture")
     p.add_argument("--seed", type=int, help="the arm's seed")
+    p.add_argument("--teacher-only", action="store_true", help="only train/load and evaluate the shared teacher")
+    p.add_argument("--write-dvc-yaml", metavar="DIR", help="write the comparison as DVC stages to DIR/dvc.yaml")
     p.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
     p.add_argument("--jobs", type=int, default=1, help="arms run at a time (processes, 1 torch thread each)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads with --jobs 1 (0: default)")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import ConfigError, FerdConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMS_DIR = ROOT / "params"
+PARAMS_DIR = ROOT / "params" if (ROOT / "params").is_dir() else Path.cwd() / "params"  # a checkout, or the image
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import atomic_write_bytes
+from ..config import FerdConfig
 from ..run import quick_evaluation, run
 from ..teacher_source import obtain_teacher
 from .config import Arm, CompareConfig, arms, run_config, teacher_config
@@ -31,13 +33,16 @@ log = logging.getLogger(__name__)
 def prepare_teacher(cc: CompareConfig, out: Path, progress: bool = False) -> tuple[str, str]:
     """Train or load the shared teacher into ``out/teacher`` and evaluate it once (``teacher/eval``).
     Returns (checkpoint path, sha256)."""
-    cfg = teacher_config(cc)
-    teacher, card = obtain_teacher(cfg, out / "teacher", progress=progress)
-    ckpt = (out / "teacher" / card["checkpoint"]).resolve()
-    metrics_path = out / "teacher" / "eval" / "metrics.json"
+    return prepare_teacher_dir(teacher_config(cc), out / "teacher", progress)
+
+
+def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = False) -> tuple[str, str]:
+    """:func:`prepare_teacher` for one folder (what the Kubeflow teacher task writes)."""
+    teacher, card = obtain_teacher(cfg, teacher_dir, progress=progress)
+    ckpt = (teacher_dir / card["checkpoint"]).resolve()
+    metrics_path = teacher_dir / "eval" / "metrics.json"
     if not metrics_path.is_file():
-        metrics = quick_evaluation(cfg, {"teacher": teacher.to(cfg.device).eval()}, out / "teacher" / "eval",
-                                   progress)
+        metrics = quick_evaluation(cfg, {"teacher": teacher.to(cfg.device).eval()}, teacher_dir / "eval", progress)
         atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
     return str(ckpt), card["sha256"]
 
@@ -45,8 +50,11 @@ def prepare_teacher(cc: CompareConfig, out: Path, progress: bool = False) -> tup
 def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], progress: bool = False
             ) -> dict[str, float]:
     """One run of the comparison (skipped when already finished with the same parameters)."""
-    cfg = run_config(cc, arm, teacher)
-    run_dir = out / arm.relpath
+    return run_arm_dir(run_config(cc, arm, teacher), arm, out / arm.relpath, progress)
+
+
+def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False) -> dict[str, float]:
+    """:func:`run_arm` for one folder; also writes ``arm.json`` (method, student, seed)."""
     metrics_path, params_path = run_dir / "metrics.json", run_dir / "params.json"
     if metrics_path.is_file() and params_path.is_file() and \
             json.loads(params_path.read_text()) == cfg.model_dump(mode="json"):
@@ -54,9 +62,22 @@ def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], pr
         return json.loads(metrics_path.read_text())
     started = time.time()
     metrics = run(cfg, run_dir, progress=progress, evaluate_teacher=False)
+    atomic_write_bytes(run_dir / "arm.json", json.dumps(asdict(arm)).encode())
     log.info("%s: %.0f s, student pgd20 worst %.3f", arm.relpath, time.time() - started,
              metrics.get("student.pgd20.worst", float("nan")))
     return metrics
+
+
+def assemble(out: Path, teacher_dir: Path, run_dirs: list[Path]) -> Path:
+    """Lay out separately produced artifacts (Kubeflow's collected runs) as ``ferd compare --out``
+    does, with symbolic links, so :func:`ferd.compare.report.write_report` can read them."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "teacher").symlink_to(teacher_dir.resolve(), target_is_directory=True)
+    for d in run_dirs:
+        arm = Arm(**json.loads((d / "arm.json").read_text()))
+        (out / arm.relpath).parent.mkdir(parents=True, exist_ok=True)
+        (out / arm.relpath).symlink_to(d.resolve(), target_is_directory=True)
+    return out
 
 
 def run_comparison(cc: CompareConfig, out: str | Path, progress: bool = False, only: Arm | None = None,
