@@ -29,6 +29,7 @@ from . import rng
 from .baselines import distill_config
 from .baselines.synthesis import BaselineSynthesizer
 from .checkpoint import atomic_write_bytes
+from .compute import attack_model, compile_in_place, compile_settings, set_memory_format
 from .config import FerdConfig
 from .data import no_data_access
 from .distill.stage import Distiller
@@ -98,7 +99,14 @@ class RunState:
                    scores=torch.zeros(c, dtype=torch.float64))._with_compute()
 
     def _with_compute(self) -> RunState:
-        self.synthesizer.amp = self.distiller.amp = self.cfg.compute.amp
+        c = self.cfg.compute
+        self.synthesizer.amp = self.distiller.amp = c.amp
+        self.distiller.compute = c
+        compile_in_place(self.student, compile_settings(c))
+        if c.channels_last:
+            set_memory_format(self.student, True)
+            if self.synthesizer.generator is not None:
+                set_memory_format(self.synthesizer.generator, True)
         return self
 
     # ---- checkpointing (weights_only-loadable: tensors, numbers, strings) -------------------
@@ -158,7 +166,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
             out = state.synthesizer.run_epoch(teacher, state.student, state.p, epoch, progress=progress)
             p_gen = state.p
             if reweighting:
-                res = reweight(teacher, out.images, out.labels, cfg.num_classes, strategy=rw.strategy,
+                res = reweight(attack_model(teacher, cfg.compute), out.images, out.labels, cfg.num_classes, strategy=rw.strategy,
                                eps=cfg.threat.eps, step=cfg.threat.step, steps=rw.pgd_steps,
                                generator=rng.generator(cfg.seed, "reweight", epoch), previous_scores=state.scores,
                                temperature=rw.temperature, min_weight=rw.min_weight, max_weight=rw.max_weight,
@@ -195,7 +203,7 @@ def shard_utaes(cfg: FerdConfig, teacher: FerdModel, images: torch.Tensor, teach
     """The K cached UTAEs of a round's FAEs against the teacher (``distill.utae.cache: pool``;
     :func:`ferd.distill.utae.cache_utaes`), random starts from the round's ``utae-cache`` stream."""
     utae = cfg.distill.utae
-    return cache_utaes(teacher, images, teacher_logits, eps=cfg.threat.eps, alpha=cfg.threat.step, steps=utae.steps,
+    return cache_utaes(attack_model(teacher, cfg.compute), images, teacher_logits, eps=cfg.threat.eps, alpha=cfg.threat.step, steps=utae.steps,
                        gamma=utae.gamma if utae.enabled else 0.0, random_start=utae.random_start,
                        starts=utae.cache_starts, generator=rng.generator(cfg.seed, "utae-cache", round_index),
                        batch_size=cfg.distill.batch_size, device=cfg.device)
@@ -227,7 +235,7 @@ def collapse_warnings(history: list[dict]) -> list[str]:
 def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, img_size: int, *, checkpoint_dir: str | Path | None = None,
                    progress: bool = True) -> RunState:
     """Algorithm 1 end to end (resuming from ``checkpoint_dir/state.pt`` when present)."""
-    teacher.eval().requires_grad_(False)
+    set_memory_format(teacher.eval().requires_grad_(False), cfg.compute.channels_last)
     state = RunState.initial(cfg, img_size)
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.pt").is_file():
         state.load(checkpoint_dir)

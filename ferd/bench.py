@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from .compute import attack_model
 from .config import FerdConfig, load_config
 
 
@@ -60,6 +61,7 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int, device: str
 def _setup(cfg: FerdConfig):
     from . import rng
     from .algorithm import RunState
+    from .compute import set_memory_format
     from .data import dataset_info
     from .models import create_model
     from .pool import Shard
@@ -68,6 +70,7 @@ def _setup(cfg: FerdConfig):
     with rng.seeded(cfg.seed, "bench-teacher"):
         teacher = create_model(cfg.teacher.arch, num_classes=info.num_classes, mean=cfg.teacher.mean,
                                std=cfg.teacher.std).to(cfg.device).eval().requires_grad_(False)
+    set_memory_format(teacher, cfg.compute.channels_last)
     state = RunState.initial(cfg, info.image_size)
     n = max(cfg.distill.batch_size, cfg.synthesis.batch_size)
     g = rng.generator(cfg.seed, "bench-pool")
@@ -125,7 +128,7 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
 
     u = d_cfg.utae
     cached = u.cache == "pool"
-    target = teacher if u.target == "teacher" else student
+    target = attack_model(teacher, cfg.compute) if u.target == "teacher" else student  # as the iteration does
     xs = torch.rand(bs, *size, device=dev)
 
     def stu_bare() -> None:

@@ -220,6 +220,18 @@ class ComputeConfig(_Strict):
     amp: Literal["fp32", "bf16"] = Field("fp32", description="bf16: torch.autocast(bfloat16) around the "
                                          "generator and student iterations (losses reduce in fp32); changes "
                                          "float results")
+    fold_bn: bool = Field(False, description="fold the frozen teacher's BatchNorm into its convolutions for the "
+                          "attack passes (UTAEs, reweighting PGD); equal outputs within float rounding")
+    channels_last: bool = Field(False, description="NHWC weights for teacher, student and generator (GPU); "
+                                "evaluation converts back")
+    compile: bool = Field(False, description="torch.compile the student (in place) and the teacher's attack passes")
+    compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager for a quick "
+                                 "check without code generation)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode (reduce-overhead: CUDA graphs)")
+    pool_on_device: Literal["auto", "always", "never"] = Field(
+        "auto", description="keep the pool tensors on the device during a distillation epoch (auto: on CUDA "
+        "when they fit in half the free memory)")
 
 
 class FerdConfig(_Strict):

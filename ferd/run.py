@@ -28,6 +28,7 @@ import torch
 
 from .algorithm import run_algorithm1
 from .checkpoint import atomic_write_bytes, save_state_dict
+from .compute import set_memory_format
 from .config import FerdConfig
 from .teacher_source import obtain_teacher
 
@@ -77,7 +78,8 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
     teacher, card = obtain_teacher(cfg, out / "teacher", progress=progress)
     teacher.to(cfg.device)
     state = run_algorithm1(teacher, cfg, img_size, checkpoint_dir=out, progress=progress)
-    student = state.student.eval()
+    student = set_memory_format(state.student.eval(), False)  # evaluation runs contiguous (ferd.compute)
+    set_memory_format(teacher, False)
     save_state_dict(student.state_dict(), out / "student.safetensors",
                     metadata={"arch": cfg.student.arch, "num_classes": str(cfg.num_classes),
                               "teacher_sha256": card["sha256"]})

@@ -71,6 +71,9 @@ class FastConfig(_Strict):
     lambda_adv: float = Field(1.1, ge=0, description="masked −KL(T‖S), off during ``adv_warmup`` epochs")
     bn_momentum: float = Field(0.9, ge=0, lt=1, description="bn_mmt of L_BN^mmt")
     lr_z: float = Field(0.015, gt=0)
+    meta_lr: float | None = Field(None, gt=0, description="Adam lr of the meta-generator; None = Fast's rule "
+                                  "synthesis.generator.lr × synthesis.iterations (Fast runs 2-10 inner steps; "
+                                  "at the paper's 200 this is 0.4: set it lower)")
     adv_warmup: int = Field(0, ge=0, description="epochs with the adversarial term off (Fast: = warm-up, 20)")
     reset_l0_epoch: int | None = Field(None, ge=0, description="epoch at which the meta-G's first Linear/BN are "
                                        "re-initialised (Fast: 120 + warm-up); None = never")

@@ -120,7 +120,8 @@ class BaselineSynthesizer:
             with rng.seeded(seed, "generator"):
                 self.generator = Generator(nz=g.nz, ngf=g.ngf, img_size=img_size).to(device)
         if method == "fast":  # FOMAML: the summed clone gradients, at lr_g · inner steps
-            self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=g.lr * cfg.iterations,
+            self.optimizer = torch.optim.Adam(self.generator.parameters(),
+                                              lr=baseline.fast.meta_lr or g.lr * cfg.iterations,
                                               betas=(g.beta1, g.beta2))
         elif method == "zskt":
             self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=baseline.zskt.lr)

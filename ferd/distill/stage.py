@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from .. import rng
 from ..baselines.config import DfhlConfig
 from ..baselines.losses import high_entropy_examples
-from ..config import DistillConfig
+from ..compute import attack_model, keep_pool_on_device
+from ..config import ComputeConfig, DistillConfig
 from ..divergence import kl_logits
 from ..numerics import NonFiniteLoss, autocast
 from ..pool import FaePool
@@ -43,6 +44,7 @@ class Distiller:
                  device: str | torch.device = "cpu", hee: DfhlConfig | None = None) -> None:
         self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
         self.hee = hee
+        self.compute = ComputeConfig()  # compute.*, set by RunState.initial
         self.amp = "fp32"  # compute.amp, set by RunState.initial
         self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
@@ -70,16 +72,22 @@ class Distiller:
                     self.scheduler.step()
             return {"warmup": 1.0}
         images, _, pool_logits = pool.tensors()
+        cached = pool.utaes() if cfg.utae.cache == "pool" else None
+        nbytes = sum(t.numel() * t.element_size() for t in (images, pool_logits, *([cached] if cached is not None
+                                                                                      else [])))
+        if keep_pool_on_device(self.compute.pool_on_device, self.device, nbytes):  # one copy per epoch, not per batch
+            images, pool_logits = images.to(self.device), pool_logits.to(self.device)
+            cached = cached.to(self.device) if cached is not None else None
+        attacker = attack_model(teacher, self.compute) if cfg.utae.target == "teacher" else self.student
         sample_rng = rng.generator(self.seed, "pool-sample", epoch)
         attack_rng = rng.generator(self.seed, "utae", epoch)
         utae = cfg.utae
         gamma = utae.gamma if utae.enabled else 0.0
-        cached = pool.utaes() if utae.cache == "pool" else None
         total = 0.0
         for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
             with autocast(self.amp, self.device):
-                loss = self._iteration(teacher, pool, images, pool_logits, cached, sample_rng, attack_rng, gamma,
-                                       epoch, it)
+                loss = self._iteration(teacher, attacker, pool, images, pool_logits, cached, sample_rng, attack_rng,
+                                       gamma, epoch, it)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -87,8 +95,8 @@ class Distiller:
             total += loss.item()
         return {"loss": total / cfg.iterations}
 
-    def _iteration(self, teacher: nn.Module, pool: FaePool, images: torch.Tensor, pool_logits: torch.Tensor,
-                   cached: torch.Tensor | None, sample_rng: torch.Generator, attack_rng: torch.Generator,
+    def _iteration(self, teacher: nn.Module, attacker: nn.Module, pool: FaePool, images: torch.Tensor,
+                   pool_logits: torch.Tensor, cached: torch.Tensor | None, sample_rng: torch.Generator, attack_rng: torch.Generator,
                    gamma: float, epoch: int, it: int) -> torch.Tensor:
         """One student iteration's forward part: sample x_F, build x_U, return L_stu (Eq. 11)."""
         cfg, utae, student = self.cfg, self.cfg.utae, self.student
@@ -102,7 +110,7 @@ class Distiller:
         else:
             with torch.no_grad():
                 t_logits = teacher(x_f)
-            target = teacher if utae.target == "teacher" else student
+            target = attacker  # the teacher (BN-folded with compute.fold_bn) or the student
             student.eval()
             x_u = generate_utae(target, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
                                 gamma=gamma, random_start=utae.random_start, generator=attack_rng)

@@ -46,6 +46,7 @@ from ..provenance import utc_now
 from ..pool import write_shard as _write_shard
 from .artifacts import (ArtifactError, copy_file, load_tensors, num_rounds, read_json, read_manifest, save_tensors,
                         write_json, write_manifest)
+from ..compute import set_memory_format
 from .teacher_fetch import load_teacher
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def synthesis(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLike[
     _previous(round_index, "student", student_dir)
     _previous(round_index, "previous synthesis", previous_dir)
     teacher, _ = load_teacher(cfg, teacher_dir)
+    set_memory_format(teacher, cfg.compute.channels_last)
     state = _initial_state(cfg)
     if round_index > 0:
         student_dir, previous_dir = Path(student_dir), Path(previous_dir)
@@ -240,6 +242,7 @@ def distillation(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLi
     epochs = _schedule(cfg, round_index)
     _previous(round_index, "previous distillation", previous_dir)
     teacher, card = load_teacher(cfg, teacher_dir)
+    set_memory_format(teacher, cfg.compute.channels_last)
     read_manifest(synthesis_dir, SYNTHESIS, cfg, round_index=round_index, what="synthesis")
     read_manifest(pool_dir, POOL, cfg, round_index=round_index, what="pool")
     state = _initial_state(cfg)
