@@ -180,6 +180,8 @@ class DistillConfig(_Strict):
 class EvalConfig(_Strict):
     attacks: list[Literal["clean", "fgsm", "pgd20", "cw", "aa"]] = ["clean", "pgd20"]
     n_examples: int | None = Field(None, ge=1, description="a stratified subset of the test split; None = all")
+    aa_examples: int | None = Field(None, ge=1, description="AutoAttack on a smaller stratified subset (its own "
+                                    "eval-aa/ folder; the other attacks keep n_examples); None = the same examples")
     batch_size: int = Field(256, ge=1)
 
 

@@ -42,7 +42,22 @@ def _write_json(path: Path, data: object) -> None:
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
                      progress: bool = True, plots_dir: Path | None = None) -> dict[str, float]:
     """Per-class evaluation of the models on the dataset's test split (``cfg.evaluation``);
-    with ``plots_dir``, also the DVC plot data (:mod:`ferd.evaluation.dvc_plots`)."""
+    with ``plots_dir``, also the DVC plot data (:mod:`ferd.evaluation.dvc_plots`). With
+    ``evaluation.aa_examples`` smaller than the examples evaluated, AutoAttack runs on its own
+    stratified subset (same seed) into ``<out_dir>-aa`` and its metrics join the others."""
+    e = cfg.evaluation
+    attacks = list(e.attacks)
+    separate_aa = "aa" in attacks and e.aa_examples is not None and e.aa_examples < (e.n_examples or 10**9)
+    metrics = _evaluate(cfg, models, out_dir, [a for a in attacks if not (separate_aa and a == "aa")],
+                        e.n_examples, progress, plots_dir)
+    if separate_aa:
+        aa_dir = out_dir.with_name(out_dir.name + "-aa")
+        metrics.update(_evaluate(cfg, models, aa_dir, ["aa"], e.aa_examples, progress, None))
+    return metrics
+
+
+def _evaluate(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path, attacks: list[str],
+              n_examples: int | None, progress: bool, plots_dir: Path | None) -> dict[str, float]:
     from .data import dataset_info, load_split
     from .evaluation import evaluate_models, flat_metrics, write_evaluation
     from .evaluation.runner import stratified_subset
@@ -50,10 +65,10 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     x, y = load_split(cfg.dataset, "test", root=cfg.data_root)
     info = dataset_info(cfg.dataset)
     e = cfg.evaluation
-    if e.n_examples is not None and e.n_examples < len(y):
-        idx = torch.from_numpy(stratified_subset(y, e.n_examples, seed=cfg.seed))
+    if n_examples is not None and n_examples < len(y):
+        idx = torch.from_numpy(stratified_subset(y, n_examples, seed=cfg.seed))
         x, y = x[idx], y[idx]
-    result = evaluate_models(models, x, y, num_classes=info.num_classes, attacks=tuple(e.attacks),
+    result = evaluate_models(models, x, y, num_classes=info.num_classes, attacks=tuple(attacks),
                              eps=cfg.threat.eps, step=cfg.threat.step, batch_size=e.batch_size, seed=cfg.seed,
                              device=cfg.device, progress=progress)
     write_evaluation(result, out_dir, list(info.class_names))

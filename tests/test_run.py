@@ -57,3 +57,15 @@ def test_teacher_is_reused_only_for_identical_teacher_parameters():
                                                                         ["synthesis.lambda_uni=2"]))
     for change in ("teacher.train.epochs=3", "threat.eps=0.1", "seed=1", "teacher.arch=cnn-8"):
         assert teacher_params_hash(load_config("params/embedded.yaml", [change])) != teacher_params_hash(base)
+
+
+def test_autoattack_on_its_own_smaller_subset(tmp_path):
+    """evaluation.aa_examples: the other attacks on n_examples, AutoAttack on its own stratified subset."""
+    import csv
+
+    m = _run(tmp_path / "aa", "evaluation.attacks=[clean,aa]", "evaluation.aa_examples=20")
+    assert {"student.clean.avg", "student.aa.avg", "teacher.aa.worst"} <= set(m)
+    counts = lambda d: sum(int(r["n"]) for r in csv.DictReader((tmp_path / "aa" / d / "per_class.csv").open())  # noqa: E731
+                           if r["model"] == "student")
+    assert counts("eval") == 40 and counts("eval-aa") == 20
+    assert m["student.aa.avg"] <= 1.0 and (tmp_path / "aa" / "eval-aa" / "report.md").is_file()

@@ -67,11 +67,20 @@ def _collect(cc: CompareConfig, out: Path) -> tuple[dict, dict, list[str]]:
         metrics = json.loads(path.read_text())
         runs[arm.method, arm.student][arm.seed] = metrics
         attacks = [a for a in ATTACK_ORDER if f"student.{a}.avg" in metrics]
-        rows = list(csv.DictReader((out / arm.relpath / "eval" / "per_class.csv").open()))
+        rows = _per_class_rows(out / arm.relpath / "eval")
         for a in attacks:
             accs = [float(r["accuracy"]) for r in rows if r["model"] == "student" and r["attack"] == a]
             per_class[arm.method, arm.student][a].append(np.array(accs))
     return runs, per_class, attacks
+
+
+def _per_class_rows(eval_dir: Path) -> list[dict[str, str]]:
+    """per_class.csv of an evaluation, plus ``eval-aa/`` when AutoAttack ran on its own subset."""
+    rows = []
+    for d in (eval_dir, eval_dir.with_name(eval_dir.name + "-aa")):
+        if (d / "per_class.csv").is_file():
+            rows += list(csv.DictReader((d / "per_class.csv").open()))
+    return rows
 
 
 def _fmt(mean: float, std: float, stat: str) -> str:
@@ -157,7 +166,7 @@ def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader((out / "teacher" / "eval" / "per_class.csv").open()))
+    rows = _per_class_rows(out / "teacher" / "eval")
     for a in attacks:
         fig, ax = plt.subplots(figsize=(9, 4))
         t = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == a]
