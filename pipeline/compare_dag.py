@@ -45,7 +45,7 @@ def build_compare_pipeline(preset: "str | Path" = "compare-smoke", cluster: "Clu
                               f"({', '.join(cc.methods)} × {cc.students} × seeds {cc.seeds}), equal "
                               f"{cc.budget}. Preset: {Path(str(preset)).stem}")
     def compare_pipeline(gpu_device: str = cluster.gpu.device):
-        teacher = _configure(compare_teacher(params_json=teacher_json), "teacher_fetch", cluster,
+        teacher = _configure(compare_teacher(params_json=teacher_json, evaluate=cc.evaluate_teacher), "teacher_fetch", cluster,
                              "shared teacher").outputs["teacher"]
         with dsl.ParallelFor(items=items, parallelism=0) as arm:
             run = _configure(compare_run(arm=arm, device=gpu_device, teacher=teacher), "distillation", cluster,

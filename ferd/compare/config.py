@@ -42,6 +42,8 @@ class CompareConfig(BaseModel):
     students: list[str] = Field(min_length=1, description="student architectures (student.arch)")
     seeds: list[int] = Field(min_length=1, description="run seeds (student init, generator, sampling, attacks)")
     teacher_seed: int = Field(0, ge=0, description="seed of the shared teacher (when the base trains one)")
+    evaluate_teacher: bool = Field(True, description="evaluate the shared teacher once (false: its figures are "
+                                   "known, e.g. ../shared/models/README.md, and the attacks would cost hours)")
 
     @field_validator("methods")
     @classmethod

@@ -92,7 +92,8 @@ def _fmt(mean: float, std: float, stat: str) -> str:
 def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
     """Write comparison.{csv,json,md} and the per-class plots from the finished runs under ``out``."""
     runs, per_class, attacks = _collect(cc, out)
-    teacher = json.loads((out / "teacher" / "eval" / "metrics.json").read_text())
+    t_path = out / "teacher" / "eval" / "metrics.json"
+    teacher = json.loads(t_path.read_text()) if t_path.is_file() else {}  # {}: evaluate_teacher: false
     flat: dict[str, float] = {}
     table: list[dict[str, object]] = []
     for (method, student), by_seed in runs.items():
@@ -143,9 +144,12 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks) -> None:
              f"wall time differs and is shown). Seeds {cc.seeds}; accuracies in % (mean ± std over seeds), "
              f"NSD = std/mean of the class-wise accuracies.", "", head,
              "|" + "---|" * (4 + 3 * len(attacks))]
-    t_cells = [f"{100 * teacher[f'teacher.{a}.{s}']:.1f}" if s != "nsd" else f"{teacher[f'teacher.{a}.{s}']:.3f}"
-               for a in attacks for s in STATS]
-    lines.append("| teacher | — | — | — | " + " | ".join(t_cells) + " |")
+    if teacher:
+        t_cells = [f"{100 * teacher[f'teacher.{a}.{s}']:.1f}" if s != "nsd" else f"{teacher[f'teacher.{a}.{s}']:.3f}"
+                   for a in attacks for s in STATS]
+        lines.append("| teacher | — | — | — | " + " | ".join(t_cells) + " |")
+    else:
+        lines.insert(-2, "The teacher was not evaluated here (`evaluate_teacher: false`).\n")
     for row in table:
         cells = [_fmt(row[f"{a}_{s}_mean"], row[f"{a}_{s}_std"], s) for a in attacks for s in STATS]
         lines.append(f"| {row['method']} | {row['student']} | {row['seeds']} | {row['seconds']} | "
@@ -170,7 +174,8 @@ def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
     for a in attacks:
         fig, ax = plt.subplots(figsize=(9, 4))
         t = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == a]
-        ax.plot(range(len(t)), np.array(t) * 100, "k--", label="teacher")
+        if t:
+            ax.plot(range(len(t)), np.array(t) * 100, "k--", label="teacher")
         for (method, student), by_attack in per_class.items():
             acc = np.mean(by_attack[a], axis=0) * 100
             ax.plot(range(len(acc)), acc, marker="o", ms=3, label=f"{method} ({student})")

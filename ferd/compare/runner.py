@@ -33,15 +33,16 @@ log = logging.getLogger(__name__)
 def prepare_teacher(cc: CompareConfig, out: Path, progress: bool = False) -> tuple[str, str]:
     """Train or load the shared teacher into ``out/teacher`` and evaluate it once (``teacher/eval``).
     Returns (checkpoint path, sha256)."""
-    return prepare_teacher_dir(teacher_config(cc), out / "teacher", progress)
+    return prepare_teacher_dir(teacher_config(cc), out / "teacher", progress, cc.evaluate_teacher)
 
 
-def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = False) -> tuple[str, str]:
+def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = False, evaluate: bool = True
+                        ) -> tuple[str, str]:
     """:func:`prepare_teacher` for one folder (what the Kubeflow teacher task writes)."""
     teacher, card = obtain_teacher(cfg, teacher_dir, progress=progress)
     ckpt = (teacher_dir / card["checkpoint"]).resolve()
     metrics_path = teacher_dir / "eval" / "metrics.json"
-    if not metrics_path.is_file():
+    if evaluate and not metrics_path.is_file():
         metrics = quick_evaluation(cfg, {"teacher": teacher.to(cfg.device).eval()}, teacher_dir / "eval", progress)
         atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
     return str(ckpt), card["sha256"]
