@@ -162,3 +162,19 @@ def test_each_baseline_resumes_bit_identically(method, tmp_path, monkeypatch):
     for k, v in a.student.state_dict().items():
         assert torch.equal(v, b.student.state_dict()[k]), (method, k)
     assert isinstance(RunState.initial(cfg, 32).synthesizer, BaselineSynthesizer)
+
+
+def test_fast_fomaml_meta_step_by_hand():
+    """Fast's meta update: the summed clone gradients feed Adam at lr = lr_g × inner steps; Adam's first
+    step is −lr·g/(|g| + ε) ≈ −lr·sign(g). The BN EMA starts from the last step's statistics."""
+    cfg = parse_config({**TINY, "method": "fast"})  # lr_g 2e-3 (default), 2 inner steps → meta lr 4e-3
+    syn = BaselineSynthesizer("fast", cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    before = [q.detach().clone() for q in syn.generator.parameters()]
+    grads = [torch.full_like(q, 0.5) * (-1) ** i for i, q in enumerate(before)]
+    stats = [(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]))]
+    syn._meta_step(grads, stats)
+    for i, (q, b) in enumerate(zip(syn.generator.parameters(), before)):
+        assert torch.allclose(q.detach(), b - 4e-3 * (-1) ** i, atol=1e-7), i
+    assert torch.equal(syn.ema[0][0], stats[0][0])
+    syn._meta_step(grads, [(torch.tensor([3.0, 2.0]), torch.tensor([1.0, 4.0]))])
+    assert torch.allclose(syn.ema[0][0], 0.9 * torch.tensor([1.0, 2.0]) + 0.1 * torch.tensor([3.0, 2.0]))
