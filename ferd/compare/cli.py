@@ -21,6 +21,9 @@ def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple
     from .config import Arm, load_compare
     from .runner import run_arm
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     run_arm(load_compare(preset), Arm(*arm), Path(out), teacher)
     return arm[0]
