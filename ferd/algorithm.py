@@ -100,8 +100,7 @@ class RunState:
 
     def _with_compute(self) -> RunState:
         c = self.cfg.compute
-        self.synthesizer.amp = self.distiller.amp = c.amp
-        self.distiller.compute = c
+        self.synthesizer.amp, self.distiller.compute = c.amp, c
         compile_in_place(self.student, compile_settings(c))
         if c.channels_last:
             set_memory_format(self.student, True)
@@ -166,8 +165,8 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
             out = state.synthesizer.run_epoch(teacher, state.student, state.p, epoch, progress=progress)
             p_gen = state.p
             if reweighting:
-                res = reweight(attack_model(teacher, cfg.compute), out.images, out.labels, cfg.num_classes, strategy=rw.strategy,
-                               eps=cfg.threat.eps, step=cfg.threat.step, steps=rw.pgd_steps,
+                res = reweight(attack_model(teacher, cfg.compute), out.images, out.labels, cfg.num_classes,
+                               strategy=rw.strategy, eps=cfg.threat.eps, step=cfg.threat.step, steps=rw.pgd_steps,
                                generator=rng.generator(cfg.seed, "reweight", epoch), previous_scores=state.scores,
                                temperature=rw.temperature, min_weight=rw.min_weight, max_weight=rw.max_weight,
                                beta=rw.beta, lam=rw.lam)
@@ -203,8 +202,9 @@ def shard_utaes(cfg: FerdConfig, teacher: FerdModel, images: torch.Tensor, teach
     """The K cached UTAEs of a round's FAEs against the teacher (``distill.utae.cache: pool``;
     :func:`ferd.distill.utae.cache_utaes`), random starts from the round's ``utae-cache`` stream."""
     utae = cfg.distill.utae
-    return cache_utaes(attack_model(teacher, cfg.compute), images, teacher_logits, eps=cfg.threat.eps, alpha=cfg.threat.step, steps=utae.steps,
-                       gamma=utae.gamma if utae.enabled else 0.0, random_start=utae.random_start,
+    return cache_utaes(attack_model(teacher, cfg.compute), images, teacher_logits, eps=cfg.threat.eps,
+                       alpha=cfg.threat.step, steps=utae.steps, gamma=utae.gamma if utae.enabled else 0.0,
+                       random_start=utae.random_start,
                        starts=utae.cache_starts, generator=rng.generator(cfg.seed, "utae-cache", round_index),
                        batch_size=cfg.distill.batch_size, device=cfg.device)
 

@@ -83,6 +83,12 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def atomic_write_json(path: PathLike, data: object) -> Path:
+    """Write ``data`` as indented, key-sorted JSON (one trailing newline) to ``path``, atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    return Path(path)
+
+
 def _canonical_safetensors(data: bytes) -> bytes:
     """The same safetensors file with its JSON header written with sorted keys.
 

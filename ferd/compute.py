@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import weakref
-
 from typing import TYPE_CHECKING
 
 import torch
@@ -79,11 +78,13 @@ def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def keep_pool_on_device(mode: str, device: str | torch.device, nbytes: int) -> bool:
-    """Whether the pool tensors go to the device once per epoch (``compute.pool_on_device``)."""
-    if mode == "auto":
-        if not str(device).startswith("cuda") or not torch.cuda.is_available():
-            return False
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return nbytes < free // 2
-    return mode == "always"
+def keep_pool_on_device(mode: str, device: str | torch.device, *tensors: torch.Tensor | None) -> bool:
+    """Whether the pool ``tensors`` (None entries ignored) go to the device once per epoch, not per
+    batch (``compute.pool_on_device``)."""
+    if mode != "auto":
+        return mode == "always"
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return False
+    nbytes = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return nbytes < free // 2

@@ -19,7 +19,6 @@ Re-running the same command resumes from ``state.pt`` (a finished run re-evaluat
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -27,16 +26,12 @@ from pathlib import Path
 import torch
 
 from .algorithm import run_algorithm1
-from .checkpoint import atomic_write_bytes, save_state_dict
+from .checkpoint import atomic_write_json, save_state_dict
 from .compute import set_memory_format
 from .config import FerdConfig
 from .teacher_source import obtain_teacher
 
 log = logging.getLogger(__name__)
-
-
-def _write_json(path: Path, data: object) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
@@ -47,7 +42,8 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     stratified subset (same seed) into ``<out_dir>-aa`` and its metrics join the others."""
     e = cfg.evaluation
     attacks = list(e.attacks)
-    separate_aa = "aa" in attacks and e.aa_examples is not None and e.aa_examples < (e.n_examples or 10**9)
+    separate_aa = "aa" in attacks and e.aa_examples is not None and (e.n_examples is None
+                                                                     or e.aa_examples < e.n_examples)
     metrics = _evaluate(cfg, models, out_dir, [a for a in attacks if not (separate_aa and a == "aa")],
                         e.n_examples, progress, plots_dir)
     if separate_aa:
@@ -86,7 +82,7 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    _write_json(out / "params.json", cfg.model_dump(mode="json"))
+    atomic_write_json(out / "params.json", cfg.model_dump(mode="json"))
     from .data import dataset_info
 
     img_size = dataset_info(cfg.dataset).image_size
@@ -98,11 +94,11 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
     save_state_dict(student.state_dict(), out / "student.safetensors",
                     metadata={"arch": cfg.student.arch, "num_classes": str(cfg.num_classes),
                               "teacher_sha256": card["sha256"]})
-    _write_json(out / "class_weights.json", [{"epoch": h["epoch"], "p": h["p"], "scores": h["scores"],
+    atomic_write_json(out / "class_weights.json", [{"epoch": h["epoch"], "p": h["p"], "scores": h["scores"],
                                                "strategy": h["strategy"]} for h in state.history])
-    _write_json(out / "history.json", state.history)
+    atomic_write_json(out / "history.json", state.history)
     models = {"teacher": teacher, "student": student} if evaluate_teacher else {"student": student}
     metrics = quick_evaluation(cfg, models, out / "eval", progress)
     metrics["run.seconds"] = round(time.time() - started, 1)
-    _write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "metrics.json", metrics)
     return metrics

@@ -9,6 +9,7 @@ import ferd.data.datasets as datasets
 from ferd.algorithm import round_epochs, run_algorithm1
 from ferd.config import parse_config
 from ferd.models import create_model
+from resume import killed_then_resumed
 
 TINY = dict(dataset="digits", epochs=2, seed=3, threat=dict(eps=0.1, step=0.025),
             teacher=dict(arch="cnn-4"), student=dict(arch="cnn-4"),
@@ -60,21 +61,7 @@ def test_same_seed_same_student_and_resume_is_bit_identical(tmp_path, monkeypatc
     assert a.history == b.history
 
     # die at the start of round 1 (after round 0's checkpoint), then rerun: resumes, same student
-    import ferd.algorithm as alg
-
-    real = alg.generation_round
-
-    def dying(state, teacher, r, epochs, progress=False):
-        if r == 1:
-            raise RuntimeError("killed")
-        return real(state, teacher, r, epochs, progress)
-
-    monkeypatch.setattr(alg, "generation_round", dying)
-    with pytest.raises(RuntimeError, match="killed"):
-        run_algorithm1(_teacher(), cfg, 32, checkpoint_dir=tmp_path, progress=False)
-    assert torch.load(tmp_path / "state.pt", weights_only=True)["next_round"] == 1
-    monkeypatch.setattr(alg, "generation_round", real)
-    c = run_algorithm1(_teacher(), cfg, 32, checkpoint_dir=tmp_path, progress=False)
+    c = killed_then_resumed(_teacher, cfg, tmp_path, monkeypatch)
     for k, v in a.student.state_dict().items():
         assert torch.equal(v, c.student.state_dict()[k]), k
     assert c.history == a.history

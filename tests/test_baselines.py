@@ -11,6 +11,7 @@ from ferd.baselines.synthesis import BaselineSynthesizer, channel_means
 from ferd.baselines.views import crop_flip, resized_crop_flip, roll_flip
 from ferd.config import ConfigError, load_config, parse_config
 from ferd.models import create_model
+from resume import killed_then_resumed
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -145,20 +146,7 @@ def test_dfhl_distils_on_teacher_hard_labels_of_high_entropy_examples(monkeypatc
 def test_each_baseline_resumes_bit_identically(method, tmp_path, monkeypatch):
     cfg = parse_config({**TINY, "method": method})
     a = run_algorithm1(_teacher(), cfg, 32, progress=False)
-    import ferd.algorithm as alg
-
-    real = alg.generation_round
-
-    def dying(state, teacher, r, epochs, progress=False):
-        if r == 1:
-            raise RuntimeError("killed")
-        return real(state, teacher, r, epochs, progress)
-
-    monkeypatch.setattr(alg, "generation_round", dying)
-    with pytest.raises(RuntimeError, match="killed"):
-        run_algorithm1(_teacher(), cfg, 32, checkpoint_dir=tmp_path, progress=False)
-    monkeypatch.setattr(alg, "generation_round", real)
-    b = run_algorithm1(_teacher(), cfg, 32, checkpoint_dir=tmp_path, progress=False)
+    b = killed_then_resumed(_teacher, cfg, tmp_path, monkeypatch)
     for k, v in a.student.state_dict().items():
         assert torch.equal(v, b.student.state_dict()[k]), (method, k)
     assert isinstance(RunState.initial(cfg, 32).synthesizer, BaselineSynthesizer)

@@ -79,7 +79,8 @@ def test_fold_bn_channels_last_and_device_pool_runs(tmp_path, monkeypatch, singl
     assert all(v.is_contiguous() for v in fast.values())  # saved contiguous
     for k in plain:  # folding and NHWC change float rounding only
         assert torch.allclose(plain[k], fast[k], rtol=1e-2, atol=1e-3), k
-    assert not keep_pool_on_device("auto", "cpu", 1) and keep_pool_on_device("always", "cpu", 1)
+    t = torch.zeros(4)
+    assert not keep_pool_on_device("auto", "cpu", t, None) and keep_pool_on_device("always", "cpu", t, None)
 
 
 def test_compile_wires_student_and_attack_teacher(tmp_path, monkeypatch, single_thread):

@@ -5,5 +5,6 @@ from components.conftest import check_component
 
 
 def test_interface():
-    check_component(compare_teacher, inputs={"params_json": "String", "evaluate": "Boolean"}, outputs={"teacher": "system.Model@0.0.1"},
+    check_component(compare_teacher, inputs={"params_json": "String", "evaluate": "Boolean"},
+                    outputs={"teacher": "system.Model@0.0.1"},
                     library="ferd.compare.runner")

@@ -42,7 +42,7 @@ from ..config import SynthesisConfig
 from ..models import FerdModel
 from ..numerics import autocast, check_finite_loss
 from ..synthesis.generator import Generator
-from ..synthesis.losses import BatchNormStatistics
+from ..synthesis.losses import BatchNormStatistics, bn_batch_statistics
 from ..synthesis.stage import EpochSynthesis, collapse_run, frozen_student
 from .config import BaselineConfig
 from .losses import (contrastive_loss, deepinversion_loss, dfhl_generator_loss, masked_adversarial_kl,
@@ -87,10 +87,6 @@ def _f(t: torch.Tensor | float) -> float:
 def channel_means(bn_inputs: list[torch.Tensor]) -> torch.Tensor:
     """CMI's feature: each sample's channel means at every BN input, concatenated (N × Σ channels)."""
     return torch.cat([a.mean(dim=(2, 3)) for a in bn_inputs], dim=1)
-
-
-def _batch_stats(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return a.mean(dim=(0, 2, 3)), a.transpose(0, 1).reshape(a.shape[1], -1).var(dim=1, unbiased=False)
 
 
 def _cmi_init(gen: nn.Module) -> None:
@@ -300,7 +296,7 @@ class BaselineSynthesizer:
         xa = crop_flip(x, 4, aug)
         with bn_stats.paused():
             t, acts = bn_in.run(teacher, xa)
-        stats = [_batch_stats(a) for a in acts]
+        stats = [bn_batch_statistics(a) for a in acts]
         ema = self.ema or [(None, None)] * len(stats)
         l_bn = sum(momentum_bn_loss(mu, var, layer.running_mean, layer.running_var, em, ev, f.bn_momentum)
                    for (mu, var), (em, ev), layer in zip(stats, ema, bn_in.layers))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes
+from ..checkpoint import atomic_write_bytes, atomic_write_json
 from .config import CompareConfig, arms
 
 ATTACK_ORDER = ("clean", "fgsm", "pgd20", "cw", "aa")
@@ -119,9 +119,8 @@ def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
             key = f"{method}.{student}.delta_pgd20_worst"
             flat[f"{key}.mean"], flat[f"{key}.low"], flat[f"{key}.high"] = mean, low, high
     _write_csv(out / "comparison.csv", table)
-    atomic_write_bytes(out / "comparison.json", (json.dumps(
-        {"metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}},
-        indent=2, sort_keys=True, allow_nan=True) + "\n").encode())
+    atomic_write_json(out / "comparison.json", {
+        "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}})
     _write_markdown(cc, out, table, deltas, teacher, attacks)
     _plot(cc, out, per_class, teacher, attacks)
     return flat

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write_bytes
+from ..checkpoint import atomic_write_json
 from ..config import FerdConfig
 from ..run import quick_evaluation, run
 from ..teacher_source import obtain_teacher
@@ -44,7 +44,7 @@ def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = Fal
     metrics_path = teacher_dir / "eval" / "metrics.json"
     if evaluate and not metrics_path.is_file():
         metrics = quick_evaluation(cfg, {"teacher": teacher.to(cfg.device).eval()}, teacher_dir / "eval", progress)
-        atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_json(metrics_path, metrics)
     return str(ckpt), card["sha256"]
 
 
@@ -63,7 +63,7 @@ def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False
         return json.loads(metrics_path.read_text())
     started = time.time()
     metrics = run(cfg, run_dir, progress=progress, evaluate_teacher=False)
-    atomic_write_bytes(run_dir / "arm.json", json.dumps(asdict(arm)).encode())
+    atomic_write_json(run_dir / "arm.json", asdict(arm))
     log.info("%s: %.0f s, student pgd20 worst %.3f", arm.relpath, time.time() - started,
              metrics.get("student.pgd20.worst", float("nan")))
     return metrics

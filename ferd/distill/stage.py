@@ -45,7 +45,6 @@ class Distiller:
         self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
         self.hee = hee
         self.compute = ComputeConfig()  # compute.*, set by RunState.initial
-        self.amp = "fp32"  # compute.amp, set by RunState.initial
         self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         total = epochs * cfg.iterations
@@ -73,9 +72,7 @@ class Distiller:
             return {"warmup": 1.0}
         images, _, pool_logits = pool.tensors()
         cached = pool.utaes() if cfg.utae.cache == "pool" else None
-        nbytes = sum(t.numel() * t.element_size() for t in (images, pool_logits, *([cached] if cached is not None
-                                                                                      else [])))
-        if keep_pool_on_device(self.compute.pool_on_device, self.device, nbytes):  # one copy per epoch, not per batch
+        if keep_pool_on_device(self.compute.pool_on_device, self.device, images, pool_logits, cached):
             images, pool_logits = images.to(self.device), pool_logits.to(self.device)
             cached = cached.to(self.device) if cached is not None else None
         attacker = attack_model(teacher, self.compute) if cfg.utae.target == "teacher" else self.student
@@ -85,7 +82,7 @@ class Distiller:
         gamma = utae.gamma if utae.enabled else 0.0
         total = 0.0
         for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
-            with autocast(self.amp, self.device):
+            with autocast(self.compute.amp, self.device):
                 loss = self._iteration(teacher, attacker, pool, images, pool_logits, cached, sample_rng, attack_rng,
                                        gamma, epoch, it)
             self.optimizer.zero_grad(set_to_none=True)
@@ -96,8 +93,8 @@ class Distiller:
         return {"loss": total / cfg.iterations}
 
     def _iteration(self, teacher: nn.Module, attacker: nn.Module, pool: FaePool, images: torch.Tensor,
-                   pool_logits: torch.Tensor, cached: torch.Tensor | None, sample_rng: torch.Generator, attack_rng: torch.Generator,
-                   gamma: float, epoch: int, it: int) -> torch.Tensor:
+                   pool_logits: torch.Tensor, cached: torch.Tensor | None, sample_rng: torch.Generator,
+                   attack_rng: torch.Generator, gamma: float, epoch: int, it: int) -> torch.Tensor:
         """One student iteration's forward part: sample x_F, build x_U, return L_stu (Eq. 11)."""
         cfg, utae, student = self.cfg, self.cfg.utae, self.student
         idx = pool.sample_indices(cfg.batch_size, sample_rng)
@@ -110,9 +107,8 @@ class Distiller:
         else:
             with torch.no_grad():
                 t_logits = teacher(x_f)
-            target = attacker  # the teacher (BN-folded with compute.fold_bn) or the student
-            student.eval()
-            x_u = generate_utae(target, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
+            student.eval()  # attacker: the teacher (BN-folded with compute.fold_bn) or the student
+            x_u = generate_utae(attacker, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
                                 gamma=gamma, random_start=utae.random_start, generator=attack_rng)
         student.train()
         s_clean, s_adv = student(x_f), student(x_u)  # two passes, as RSLAD (BatchNorm sees each batch)

@@ -35,13 +35,15 @@ import torch
 
 from .. import __version__
 from ..checkpoint import atomic_path, atomic_write_bytes, sha256_file
+from ..checkpoint import atomic_write_json as write_json
 from ..config import FerdConfig, load_config
 from ..provenance import SELF_KEY, code_version, environment, manifest_digest, seal, utc_now
 
 MANIFEST = "manifest.json"
 _TEACHER_PARAMS = ("seed", "dataset", "threat.eps", "teacher")
 _ROUND_PARAMS = (*_TEACHER_PARAMS[:3], "threat.step", "epochs", "rounds", "teacher", "student", "compute",
-                 "method", "baseline", "synthesis", "distill.utae")  # distill.utae: synthesis computes the cached UTAEs (distill.utae.cache: pool)
+                 "method", "baseline", "synthesis",
+                 "distill.utae")  # distill.utae: synthesis computes the cached UTAEs (distill.utae.cache: pool)
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "teacher": _TEACHER_PARAMS,
     "synthesis": _ROUND_PARAMS,
@@ -85,12 +87,6 @@ def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = 
         path = Path(tmp) / "params.yaml"
         path.write_text(params_yaml)
         return load_config(path, list(overrides))
-
-
-def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    path = Path(path)
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-    return path
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -35,6 +35,12 @@ def bn_statistics_loss(mean: torch.Tensor, var: torch.Tensor, running_mean: torc
     return torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var)
 
 
+def bn_batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of a BatchNorm layer's input over N, H, W (as BatchNorm
+    computes them): the batch side of L_bn (Eq. 8) and of Fast's momentum L_BN."""
+    return x.mean(dim=(0, 2, 3)), x.transpose(0, 1).reshape(x.shape[1], -1).var(dim=1, unbiased=False)
+
+
 def uniform_prediction_loss(nonrobust_logits: torch.Tensor) -> torch.Tensor:
     """L_uni of Eq. 7: KL(U ‖ f_{l+}^T(Z_nr)), batch mean."""
     return kl_uniform(nonrobust_logits)
@@ -79,9 +85,7 @@ class BatchNormStatistics:
     def _hook(self, module: nn.BatchNorm2d, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
         if not self._active:
             return
-        x = inputs[0]
-        mean = x.mean(dim=(0, 2, 3))
-        var = x.permute(1, 0, 2, 3).reshape(x.shape[1], -1).var(dim=1, unbiased=False)
+        mean, var = bn_batch_statistics(inputs[0])
         self._terms.append(bn_statistics_loss(mean, var, module.running_mean, module.running_var))
 
     def __enter__(self) -> BatchNormStatistics:
