@@ -5,7 +5,8 @@ random weights: speed does not depend on them):
 
 * a **generator iteration** (:meth:`Synthesizer.run_epoch` over ``--iterations`` iterations,
   per iteration) and its **bare passes** — the same calls timed alone: generator forward and
-  backward, teacher forward (features, head) with the backward to the input, student forward
+  backward, teacher forward (features, head, and the BatchNorm-statistics hooks that compute L_bn
+  inside that forward, Eq. 8) with the backward to the input, student forward
   with the backward to the input, and, when L_uni is on, the bottleneck fit plus the masked
   head pass;
 * a **student iteration** (:meth:`Distiller.run_epoch` over ``--iterations`` iterations, per
@@ -90,6 +91,7 @@ def _setup(cfg: FerdConfig):
 
 def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
     from .synthesis.bottleneck import fit_noise_scale, non_robust_mask
+    from .synthesis.losses import BatchNormStatistics
 
     dev = cfg.device
     teacher, state, info = _setup(cfg)
@@ -116,13 +118,15 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
     def gen_bare() -> None:
         student.eval().requires_grad_(False)
         x = gen(z, y) if gen is not None else torch.rand(bg, *size, device=dev, requires_grad=True)
-        f = teacher.features(x, layer)
-        loss = teacher.head(f, layer).sum() + student(x).sum()
-        if use_uni:
-            bo = s_cfg.bottleneck
-            sigma2, v = fit_noise_scale(teacher, f.detach(), y, layer, bo.mode, bo.iterations, bo.lr, bo.beta,
-                                        torch.Generator().manual_seed(0))
-            loss = loss + teacher.head(non_robust_mask(sigma2, v, bo.mode) * f, layer).sum()
+        with BatchNormStatistics(teacher) as bn_stats:  # L_bn (Eq. 8) is computed inside the teacher's forward
+            f = teacher.features(x, layer)
+            loss = teacher.head(f, layer).sum() + student(x).sum() + bn_stats.pop()
+            if use_uni:
+                bo = s_cfg.bottleneck
+                with bn_stats.paused():
+                    sigma2, v = fit_noise_scale(teacher, f.detach(), y, layer, bo.mode, bo.iterations, bo.lr,
+                                                bo.beta, torch.Generator().manual_seed(0))
+                    loss = loss + teacher.head(non_robust_mask(sigma2, v, bo.mode) * f, layer).sum()
         loss.backward()
         student.requires_grad_(True)
 

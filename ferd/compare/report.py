@@ -11,7 +11,12 @@
 The interval: for each seed s both methods ran, d_s = worst_method(s) − worst_reference(s)
 (paired: same seed, same student init stream); mean(d) ± t_{0.975, n−1}·sd(d)/√n (Student's t, as
 the seeds are few). A method is "worse than the reference beyond noise" when the whole interval is
-below 0, "better" when it is above 0, otherwise "within noise"; with one seed there is no interval.
+below 0, "better" when it is above 0, otherwise "within noise"; with one seed there is no interval;
+when every paired difference is exactly 0 (e.g. both at 0 % in every seed) it says so.
+
+NSD is undefined (0 / 0) for a run whose every class accuracy is 0: its mean and std over seeds
+use the seeds where it is defined (the table says how many), and it is ``null`` in the JSON and
+empty in the CSV when no seed defines it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ def paired_interval(values: list[float], reference: list[float], level: float = 
 def verdict(low: float, high: float) -> str:
     if math.isnan(low):
         return "one seed: no interval"
+    if low == high == 0:
+        return "equal in every seed (no difference)"
     if high < 0:
         return "worse than the reference beyond noise"
     if low > 0:
@@ -83,9 +90,11 @@ def _per_class_rows(eval_dir: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _fmt(mean: float, std: float, stat: str) -> str:
+def _fmt(mean: float, std: float, stat: str, seeds: int, of: int) -> str:
     if stat == "nsd":
-        return f"{mean:.3f} ± {std:.3f}"
+        if seeds == 0:
+            return "n/a (all classes 0)"
+        return f"{mean:.3f} ± {std:.3f}" + (f" ({seeds} of {of} seeds)" if seeds < of else "")
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
@@ -102,8 +111,12 @@ def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
         for a in attacks:
             for s in STATS:
                 vals = np.array([m[f"student.{a}.{s}"] for m in by_seed.values()], dtype=float)
-                mean, std = float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+                vals = vals[~np.isnan(vals)]  # NSD: 0 / 0 when every class is at 0 %
+                mean = float(vals.mean()) if vals.size else math.nan
+                std = float(vals.std(ddof=1)) if vals.size > 1 else (0.0 if vals.size else math.nan)
                 row[f"{a}_{s}_mean"], row[f"{a}_{s}_std"] = mean, std
+                if s == "nsd":
+                    row[f"{a}_nsd_seeds"] = int(vals.size)  # the seeds where NSD is defined
                 flat[f"{method}.{student}.{a}.{s}.mean"], flat[f"{method}.{student}.{a}.{s}.std"] = mean, std
         table.append(row)
     deltas = []
@@ -119,18 +132,28 @@ def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
             key = f"{method}.{student}.delta_pgd20_worst"
             flat[f"{key}.mean"], flat[f"{key}.low"], flat[f"{key}.high"] = mean, low, high
     _write_csv(out / "comparison.csv", table)
-    atomic_write_json(out / "comparison.json", {
-        "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}})
+    atomic_write_json(out / "comparison.json", _json_safe({
+        "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}}))
     _write_markdown(cc, out, table, deltas, teacher, attacks)
     _plot(cc, out, per_class, teacher, attacks)
     return flat
+
+
+def _json_safe(value: object) -> object:
+    """NaN (an undefined NSD, a one-seed interval) as JSON ``null``: strict JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
 
 
 def _write_csv(path: Path, table: list[dict[str, object]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(table[0]))
     writer.writeheader()
-    writer.writerows(table)
+    writer.writerows([{k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+                      for row in table])
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
@@ -150,7 +173,8 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks) -> None:
     else:
         lines.insert(-2, "The teacher was not evaluated here (`evaluate_teacher: false`).\n")
     for row in table:
-        cells = [_fmt(row[f"{a}_{s}_mean"], row[f"{a}_{s}_std"], s) for a in attacks for s in STATS]
+        cells = [_fmt(row[f"{a}_{s}_mean"], row[f"{a}_{s}_std"], s, row.get(f"{a}_{s}_seeds", 0), row["seeds"])
+                 for a in attacks for s in STATS]
         lines.append(f"| {row['method']} | {row['student']} | {row['seeds']} | {row['seconds']} | "
                      + " | ".join(cells) + " |")
     lines += ["", f"## Worst-class PGD-20: each method minus `{cc.reference}` (paired by seed, 95 % t interval)",
