@@ -30,13 +30,14 @@ def test_paired_interval_by_hand():
 
 
 def test_undefined_nsd_is_reported_not_averaged_into_nan():
-    from ferd.compare.report import _fmt, _json_safe
+    from ferd.compare.report import _fmt
+    from ferd.evaluation.report import json_safe
 
     assert _fmt(math.nan, math.nan, "nsd", 0, 3) == "n/a (all classes 0)"
     assert _fmt(2.5, 0.5, "nsd", 2, 3) == "2.500 ± 0.500 (2 of 3 seeds)"
     assert _fmt(2.5, 0.5, "nsd", 3, 3) == "2.500 ± 0.500"
     assert _fmt(0.25, 0.05, "avg", 0, 3) == "25.0 ± 5.0"
-    assert _json_safe({"a": math.nan, "b": {"c": 1.0, "d": math.nan}}) == {"a": None, "b": {"c": 1.0, "d": None}}
+    assert json_safe({"a": math.nan, "b": {"c": 1.0, "d": math.nan}}) == {"a": None, "b": {"c": 1.0, "d": None}}
 
 
 def _preset(tmp_path, **changes):

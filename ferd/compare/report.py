@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json
+from ..evaluation.report import json_safe
 from .config import CompareConfig, arms
 
 ATTACK_ORDER = ("clean", "fgsm", "pgd20", "cw", "aa")
@@ -132,20 +133,11 @@ def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
             key = f"{method}.{student}.delta_pgd20_worst"
             flat[f"{key}.mean"], flat[f"{key}.low"], flat[f"{key}.high"] = mean, low, high
     _write_csv(out / "comparison.csv", table)
-    atomic_write_json(out / "comparison.json", _json_safe({
+    atomic_write_json(out / "comparison.json", json_safe({
         "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}}))
     _write_markdown(cc, out, table, deltas, teacher, attacks)
     _plot(cc, out, per_class, teacher, attacks)
     return flat
-
-
-def _json_safe(value: object) -> object:
-    """NaN (an undefined NSD, a one-seed interval) as JSON ``null``: strict JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
 
 
 def _write_csv(path: Path, table: list[dict[str, object]]) -> None:

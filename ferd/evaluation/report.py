@@ -45,12 +45,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN / inf → None (strict JSON), numpy scalars → Python, recursively."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -59,7 +59,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(_json_safe(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(json_safe(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
