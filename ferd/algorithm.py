@@ -31,12 +31,13 @@ from .baselines.synthesis import BaselineSynthesizer
 from .checkpoint import atomic_write_bytes
 from .compute import attack_model, compile_in_place, compile_settings, set_memory_format
 from .config import FerdConfig
-from .data import no_data_access
+from .data import dataset_info, no_data_access
 from .distill.stage import Distiller
 from .distill.utae import cache_utaes
 from .numerics import saving_debug_batch
 from .models import FerdModel, create_model
 from .pool import FaePool, Shard
+from .synthesis.diversity import batch_diversity
 from .synthesis.reweighting import reweight
 from .synthesis.stage import Synthesizer
 
@@ -69,6 +70,11 @@ def training_params_hash(cfg: FerdConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def uses_hee(cfg: FerdConfig) -> bool:
+    """DFHL distils with its own high-entropy examples, unless the comparison gives it FERD's student side."""
+    return cfg.method == "dfhl" and cfg.baseline.robust.student_side == "a8"
+
+
 @dataclass
 class RunState:
     """Everything that crosses a round boundary."""
@@ -94,7 +100,8 @@ class RunState:
                                               cfg.device)
         return cls(cfg=cfg, student=student, synthesizer=synthesizer,
                    distiller=Distiller(student, distill_config(cfg), cfg.epochs, cfg.threat.eps, cfg.threat.step,
-                                       cfg.seed, cfg.device, hee=cfg.baseline.dfhl if cfg.method == "dfhl" else None),
+                                       cfg.seed, cfg.device, hee=cfg.baseline.dfhl if uses_hee(cfg) else None,
+                                       flip=dataset_info(cfg.dataset).flip_invariant),
                    pool=FaePool(), p=torch.full((c,), 1.0 / c, dtype=torch.float64),  # line 2: uniform p
                    scores=torch.zeros(c, dtype=torch.float64))._with_compute()
 
@@ -169,13 +176,14 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                                strategy=rw.strategy, eps=cfg.threat.eps, step=cfg.threat.step, steps=rw.pgd_steps,
                                generator=rng.generator(cfg.seed, "reweight", epoch), previous_scores=state.scores,
                                temperature=rw.temperature, min_weight=rw.min_weight, max_weight=rw.max_weight,
-                               beta=rw.beta, lam=rw.lam)
+                               beta=rw.beta, lam=rw.lam, samples=rw.samples)
                 state.p, state.scores = res.p, res.scores
                 if per_sample is not None:
                     per_sample.append({"epoch": epoch, "labels": out.labels.cpu(), "values": res.per_sample})
             with torch.no_grad():
                 t_logits = teacher(out.images)
             parts.append((out, p_gen))
+            diversity = batch_diversity(out.images, out.labels, t_logits)
             if out.collapse_iterations >= COLLAPSE_ITERATIONS:
                 log.warning("epoch %d: possible generator collapse: the teacher predicted one class for >95%% "
                             "of the synthetic batch for %d consecutive iterations", epoch, out.collapse_iterations)
@@ -184,7 +192,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                                   "strategy": rw.strategy if reweighting else "uniform",
                                   "best_loss": out.best_loss, "best_terms": out.best_terms,
                                   "collapse_iterations": out.collapse_iterations,
-                                  "teacher_accuracy": float((t_logits.argmax(1) == out.labels).float().mean())})
+                                  "nonrobust_fraction": out.nonrobust_fraction, **diversity})
     shard = Shard(round=round_index,
                   images=torch.cat([o.images for o, _ in parts]).cpu(),
                   labels=torch.cat([o.labels for o, _ in parts]).cpu(),

@@ -90,7 +90,7 @@ def _setup(cfg: FerdConfig):
 
 
 def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
-    from .synthesis.bottleneck import fit_noise_scale, non_robust_mask
+    from .synthesis.bottleneck import non_robust_features
     from .synthesis.losses import BatchNormStatistics
 
     dev = cfg.device
@@ -124,9 +124,8 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
             if use_uni:
                 bo = s_cfg.bottleneck
                 with bn_stats.paused():
-                    sigma2, v = fit_noise_scale(teacher, f.detach(), y, layer, bo.mode, bo.iterations, bo.lr,
-                                                bo.beta, torch.Generator().manual_seed(0))
-                    loss = loss + teacher.head(non_robust_mask(sigma2, v, bo.mode) * f, layer).sum()
+                    f_nr, _ = non_robust_features(teacher, f, y, layer, bo, torch.Generator().manual_seed(0))
+                    loss = loss + teacher.head(f_nr, layer).sum()
         loss.backward()
         student.requires_grad_(True)
 

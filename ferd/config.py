@@ -78,9 +78,11 @@ class StudentConfig(_Strict):
 
 
 class GeneratorConfig(_Strict):
-    kind: Literal["conditional", "reinit"] = Field(
-        "conditional", description="paper: a persistent conditional g(z, y) (Algorithm 1); "
-        "reinit: the authors' code, an unconditional generator re-initialised every epoch with a learnable z")
+    kind: Literal["reinit", "conditional", "conditional-reinit"] = Field(
+        "reinit", description="reinit: the authors' code, an unconditional generator re-initialised every epoch "
+        "with a learnable z (default: diverse pools); conditional: a persistent g(z, y) (Algorithm 1 as printed; "
+        "collapses to ~one image per label); conditional-reinit: g(z, y) re-initialised every epoch with a "
+        "learnable z")
     nz: int = Field(256, ge=1, description="latent size (Fast/CMI: 256)")
     ngf: int = Field(64, ge=1, description="generator width (Fast/CMI: 64)")
     lr: float = Field(2e-3, gt=0, description="Adam learning rate η_g (paper 2e-3)")
@@ -92,11 +94,17 @@ class GeneratorConfig(_Strict):
 class BottleneckConfig(_Strict):
     """The information bottleneck of Eq. 4-6 that finds the non-robust channels."""
 
-    mode: Literal["paper", "authors"] = Field(
-        "paper", description="paper: one noise scale per channel; authors: per sample and channel")
+    mode: Literal["authors", "paper"] = Field(
+        "authors", description="authors: a noise scale per sample and channel, ½·mean regulariser (default: with "
+        "the own threshold it marks a subset of channels); paper: one per channel, Σ_c regulariser (its Σ over "
+        "channels outweighs the cross-entropy, so σ² stays at v and the own threshold marks none)")
     iterations: int = Field(50, ge=1, description="Adam steps on λ_r (authors' code: 50)")
     lr: float = Field(0.1, gt=0, description="Adam lr for λ_r (authors' code: 0.1)")
     beta: float = Field(0.3, ge=0, description="β of Eq. 5 (authors' code: 0.3; the paper gives none)")
+    threshold: Literal["global", "own"] = Field(
+        "own", description="own: non-robust = σ_k² < ratio·v_k, σ² started at v (informative); global: Eq. 6 "
+        "as printed, σ_k² < max v (marks ~every channel)")
+    ratio: float = Field(0.5, gt=0, le=1, description="τ of the own threshold")
 
 
 class ReweightConfig(_Strict):
@@ -108,6 +116,9 @@ class ReweightConfig(_Strict):
         "power/linear/sigmoid/tanh: A.6 Eq. 25-28 on the least PGD steps κ_c")
     temperature: float = Field(1.0, gt=0, description="softmax(D_c / T); the paper has T = 1")
     pgd_steps: int = Field(20, ge=1, description="PGD-20 (Eq. 1) and K of Eq. 24")
+    samples: Literal["all", "correct"] = Field(
+        "all", description="all: every kept sample (paper); correct: only those the teacher classifies correctly "
+        "when clean (a wrong sample's margin measures the generator, not robustness)")
     min_weight: float = Field(0.05, gt=0, description="minmax strategy: lower end (authors: 0.05)")
     max_weight: float = Field(0.2, gt=0, description="minmax strategy: upper end (authors: 0.2)")
     beta: float = Field(2.0, gt=0, description="β of the power strategy (Eq. 25; A.6: 2)")
@@ -129,6 +140,9 @@ class SynthesisConfig(_Strict):
     lambda_bn: float = Field(5.0, ge=0)
     lambda_oh: float = Field(1.0, ge=0)
     lambda_uni: float = Field(5.0, ge=0)
+    lambda_div: float = Field(0.0, ge=0, description="mode seeking within labels (not in the paper; "
+                              "ferd.synthesis.losses.diversity_loss): keeps a conditional generator from "
+                              "ignoring z")
     fae: bool = Field(True, description="off = the 'w/o FAEs' ablation: no L_uni")
     layer: str | None = Field(None, description="layer l of Eq. 4-7 (None: the last conv block, §5.1)")
     generator: GeneratorConfig = GeneratorConfig()
@@ -141,7 +155,8 @@ class UTAEConfig(_Strict):
 
     enabled: bool = Field(True, description="off = the 'w/o UTAEs' ablation: γ = 0, plain PGD on the KL")
     target: Literal["teacher", "student"] = Field(
-        "teacher", description="teacher: Eq. 10 as printed; student: the authors' code (RSLAD's inner max)")
+        "student", description="student: the authors' code (RSLAD's inner max; default: Eq. 10 as printed gives no "
+        "robust student, README); teacher: Eq. 10 as printed")
     steps: int = Field(10, ge=1, description="attack steps (authors' code / A.8: 10)")
     gamma: float = Field(0.5, ge=0, description="γ of Eq. 10 (paper 0.5)")
     random_start: Literal["uniform", "gaussian"] = Field(
@@ -172,6 +187,9 @@ class DistillConfig(_Strict):
         "cosine", description="cosine annealing to 0 over all student iterations (authors' code: cosine)")
     warmup_epochs: int = Field(0, ge=0, description="generator-only epochs before the student trains "
                                "(authors' code and Fast: 20; the paper: none)")
+    augment: bool = Field(True, description="random crop (pad 4) and, where the dataset is flip-invariant, "
+                          "flip of every pool batch before teacher and student (Fast, RSLAD, authors' code; "
+                          "the paper is silent)")
     lambda1: float = Field(5 / 6, ge=0, description="λ1 of Eq. 11")
     lambda2: float = Field(1 / 6, ge=0, description="λ2 of Eq. 11")
     utae: UTAEConfig = UTAEConfig()

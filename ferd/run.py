@@ -35,9 +35,12 @@ log = logging.getLogger(__name__)
 
 
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
-                     progress: bool = True, plots_dir: Path | None = None) -> dict[str, float]:
+                     progress: bool = True, plots_dir: Path | None = None, history: list[dict] | None = None
+                     ) -> dict[str, float]:
     """Per-class evaluation of the models on the dataset's test split (``cfg.evaluation``);
-    with ``plots_dir``, also the DVC plot data (:mod:`ferd.evaluation.dvc_plots`). With
+    with ``plots_dir``, also the DVC plot data (:mod:`ferd.evaluation.dvc_plots`); with the run's
+    ``history``, its synthesis figures (diversity, teacher confidence, FAE mask) in the report and as
+    ``synthesis.*`` metrics (:mod:`ferd.synthesis.diversity`). With
     ``evaluation.aa_examples`` smaller than the examples evaluated, AutoAttack runs on its own
     stratified subset (same seed) into ``<out_dir>-aa`` and its metrics join the others."""
     e = cfg.evaluation
@@ -45,15 +48,20 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     separate_aa = "aa" in attacks and e.aa_examples is not None and (e.n_examples is None
                                                                      or e.aa_examples < e.n_examples)
     metrics = _evaluate(cfg, models, out_dir, [a for a in attacks if not (separate_aa and a == "aa")],
-                        e.n_examples, progress, plots_dir)
+                        e.n_examples, progress, plots_dir, history)
     if separate_aa:
         aa_dir = out_dir.with_name(out_dir.name + "-aa")
         metrics.update(_evaluate(cfg, models, aa_dir, ["aa"], e.aa_examples, progress, None))
+    if history is not None:
+        from .synthesis.diversity import synthesis_metrics
+
+        metrics.update(synthesis_metrics(history))
     return metrics
 
 
 def _evaluate(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path, attacks: list[str],
-              n_examples: int | None, progress: bool, plots_dir: Path | None) -> dict[str, float]:
+              n_examples: int | None, progress: bool, plots_dir: Path | None,
+              history: list[dict] | None = None) -> dict[str, float]:
     from .data import dataset_info, load_split
     from .evaluation import evaluate_models, flat_metrics, write_evaluation
     from .evaluation.runner import stratified_subset
@@ -67,7 +75,7 @@ def _evaluate(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path
     result = evaluate_models(models, x, y, num_classes=info.num_classes, attacks=tuple(attacks),
                              eps=cfg.threat.eps, step=cfg.threat.step, batch_size=e.batch_size, seed=cfg.seed,
                              device=cfg.device, progress=progress)
-    write_evaluation(result, out_dir, list(info.class_names))
+    write_evaluation(result, out_dir, list(info.class_names), history=history)
     if plots_dir is not None:
         from .evaluation.dvc_plots import write_dvc_plots
 
@@ -98,7 +106,7 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
                                                "strategy": h["strategy"]} for h in state.history])
     atomic_write_json(out / "history.json", state.history)
     models = {"teacher": teacher, "student": student} if evaluate_teacher else {"student": student}
-    metrics = quick_evaluation(cfg, models, out / "eval", progress)
+    metrics = quick_evaluation(cfg, models, out / "eval", progress, history=state.history)
     metrics["run.seconds"] = round(time.time() - started, 1)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

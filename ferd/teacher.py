@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attacks import pgd
+from .augment import random_crop
 from .checkpoint import load_state_dict
 from .models import FerdModel, create_model
 
@@ -84,18 +85,6 @@ def load_model(path: str | os.PathLike[str], arch: str, num_classes: int,
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` and crop back at a random offset per image (seeded, batched)."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
-    oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    return padded[torch.arange(n, device=x.device)[:, None, None, None],
-                  torch.arange(c, device=x.device)[None, :, None, None], rows, cols].contiguous()
 
 
 def train_robust_teacher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,

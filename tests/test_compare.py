@@ -78,7 +78,12 @@ def test_compare_smoke_writes_the_table_csv_and_plots(smoke):
         assert {f"{attack}_{s}_{m}" for s in ("avg", "worst", "nsd") for m in ("mean", "std")} <= set(rows[0])
         assert (smoke / f"per_class_{attack}.png").stat().st_size > 1000
     md = (smoke / "comparison.md").read_text()
-    assert "| teacher |" in md and "Worst-class PGD-20" in md
+    assert "| teacher |" in md and "Each method minus `ferd`" in md and "Retention (student PGD-20" in md
+    # equal terms: Fast on FERD's student side differs from FERD only in its synthesis
+    assert ("| fast-ferd-student | baseline.fast: its own synthesis (baseline.fast.*); method: fast; "
+            "synthesis.reweighting.enabled: False |") in md
+    assert "| ferd-a8-student | distill.lambda1: 0.1667; distill.lambda2: 0.8333; distill.utae.enabled: False" in md
+    assert flat_keys_present(json.loads((smoke / "comparison.json").read_text())["metrics"])
     assert all(f"| {m} | cnn-8 | 2 |" in md for m in cc.methods if m != "ferd")
     flat = json.loads((smoke / "comparison.json").read_text())["metrics"]
     ferd = json.loads((smoke / "runs/ferd/cnn-8/seed=1/metrics.json").read_text())
@@ -87,6 +92,12 @@ def test_compare_smoke_writes_the_table_csv_and_plots(smoke):
          ["student.pgd20.worst"]) / 2)
     for m in ("deepinv", "cmi", "fast", "zskt", "dfhl"):
         assert json.loads((smoke / f"runs/{m}/cnn-8/seed=0/params.json").read_text())["method"] == m
+
+
+def flat_keys_present(flat: dict) -> bool:
+    """Paired differences for worst and average PGD-20 and clean accuracy, each with its interval."""
+    return all(f"fast.cnn-8.delta_{k}.{e}" in flat for k in ("pgd20_worst", "pgd20_avg", "clean_avg")
+               for e in ("mean", "low", "high"))
 
 
 def test_a_finished_comparison_is_not_run_again_and_one_arm_can_be_run_alone(smoke, tmp_path):

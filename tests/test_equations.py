@@ -199,3 +199,13 @@ def test_eq11_student_loss():
     kl1 = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
     kl2 = 0.25 * math.log(1 / 3) + 0.75 * math.log(3)
     assert float(robust_distillation_loss(t, s_clean, s_adv)) == pytest.approx(5 / 6 * kl1 + 1 / 6 * kl2, rel=1e-6)
+
+
+def test_diversity_loss_mode_seeking_within_labels_by_hand():
+    from ferd.synthesis.losses import diversity_loss
+
+    # same-label pairs after a stable sort: (0, 1): |0−1| / |0−2| = 1/2; (2, 3): |3−0| / |0−1| = 3 → −(1/2 + 3)/2
+    x = torch.tensor([0.0, 1.0, 3.0, 0.0]).view(4, 1, 1, 1)
+    z = torch.tensor([[0.0], [2.0], [0.0], [1.0]])
+    assert float(diversity_loss(x, z, torch.tensor([0, 0, 1, 1]))) == pytest.approx(-1.75)
+    assert float(diversity_loss(x, z, torch.tensor([0, 1, 2, 3]))) == 0.0  # no pair shares a label

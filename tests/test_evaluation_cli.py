@@ -98,7 +98,8 @@ def test_end_to_end_digits(checkpoint, tmp_path, capsys):
     assert "| teacher |" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {f"{m}.{a}.{s}" for m in ("teacher", "student") for a in ("clean", "fgsm")
-                            for s in ("avg", "worst", "worst10", "nsd")}
+                            for s in ("avg", "worst", "worst10", "nsd")} | {"student.clean.retention",
+                                                                              "student.fgsm.retention"}
     # same weights → same numbers for teacher and student
     assert metrics["teacher.fgsm.avg"] == metrics["student.fgsm.avg"]
     settings = json.loads((out / "settings.json").read_text())

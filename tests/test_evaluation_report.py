@@ -57,6 +57,8 @@ def test_files_written(written, result):
     out, files = written
     expected = {"metrics.json", "per_class.csv", "per_class.json", "attack_targets.csv", "settings.json",
                 "predictions.npz", "report.md", "per_class.png"}
+    if "teacher" in result.models and len(result.models) > 1:
+        expected.add("retention.png")
     expected |= {f"per_class_{a}.png" for a in result.attacks}
     expected |= {f"confusion_{m}_{a}.{ext}" for m in result.models for a in result.attacks for ext in ("csv", "png")}
     assert set(files) == expected

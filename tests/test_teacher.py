@@ -15,7 +15,8 @@ from ferd.checkpoint import (atomic_path, atomic_write_bytes, load_state_dict, r
                              save_state_dict, sha256_file)
 from ferd.data import load_split
 from ferd.models import create_model
-from ferd.teacher import load_model, random_crop, train_robust_teacher
+from ferd.augment import random_crop
+from ferd.teacher import load_model, train_robust_teacher
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -30,9 +30,10 @@ def distill_config(cfg: FerdConfig) -> DistillConfig:
     attack (the student is attacked from x + 0.001·N(0, 1) on KL(f^T(x) ‖ f^S(x')), γ = 0,
     ``baseline.robust.attack_steps`` steps of ``threat.step``) and λ1, λ2 by RSLAD's weights
     (clean 1/6, adversarial 5/6). Optimiser, schedule, iterations and batch stay FERD's, so every
-    method gets the same student budget.
+    method gets the same student budget. ``baseline.robust.student_side: ferd`` skips the conversion: the
+    baseline's pool is distilled exactly as FERD's (the comparison's equal-terms arm).
     """
-    if cfg.method in ("ferd", "dfhl"):
+    if cfg.method in ("ferd", "dfhl") or cfg.baseline.robust.student_side == "ferd":
         return cfg.distill
     r = cfg.baseline.robust
     utae = cfg.distill.utae.model_copy(update={"enabled": False, "target": "student", "steps": r.attack_steps,

@@ -34,6 +34,9 @@ class RobustConversionConfig(_Strict):
     random_start: Literal["gaussian", "uniform"] = Field("gaussian", description="RSLAD: x + 0.001·N(0, 1)")
     lambda_adv: float = Field(5 / 6, ge=0, description="RSLAD weight of KL(f^T(x) ‖ f^S(x_adv))")
     lambda_clean: float = Field(1 / 6, ge=0, description="RSLAD weight of KL(f^T(x) ‖ f^S(x))")
+    student_side: Literal["a8", "ferd"] = Field(
+        "a8", description="a8: the conversion above; ferd: the baseline's pool distilled exactly as FERD's "
+        "(distill.*: Eq. 10-11, UTAEs, λ1/λ2) — the comparison arm that separates synthesis from distillation")
 
 
 class DeepInvConfig(_Strict):
@@ -70,9 +73,10 @@ class FastConfig(_Strict):
     lambda_oh: float = Field(0.4, ge=0)
     lambda_adv: float = Field(1.1, ge=0, description="masked −KL(T‖S), off during ``adv_warmup`` epochs")
     bn_momentum: float = Field(0.9, ge=0, lt=1, description="bn_mmt of L_BN^mmt")
+    lr: float = Field(2e-3, gt=0, description="Adam lr of the per-epoch clone (Fast: 2e-3 at 10 inner steps)")
     lr_z: float = Field(0.015, gt=0)
     meta_lr: float | None = Field(None, gt=0, description="Adam lr of the meta-generator; None = Fast's rule "
-                                  "synthesis.generator.lr × synthesis.iterations (Fast runs 2-10 inner steps; "
+                                  "baseline.fast.lr × synthesis.iterations (Fast runs 2-10 inner steps; "
                                   "at the paper's 200 this is 0.4: set it lower)")
     adv_warmup: int = Field(0, ge=0, description="epochs with the adversarial term off (Fast: = warm-up, 20)")
     reset_l0_epoch: int | None = Field(None, ge=0, description="epoch at which the meta-G's first Linear/BN are "
@@ -91,6 +95,7 @@ class DfhlConfig(_Strict):
 
     confidence: float = Field(0.8, gt=0, lt=1, description="label smoothing of ỹ (DFHL: 0.8)")
     balance: float = Field(3.0, ge=0, description="weight of Σ p̄ log₁₀ p̄ (DFHL: 3)")
+    lr: float = Field(2e-3, gt=0, description="Adam lr of the generator each epoch (DFHL: 2e-3)")
     lr_z: float = Field(0.01, gt=0)
     hee_steps: int = Field(10, ge=1, description="HEE ascent steps (DFHL: 10)")
     hee_step: float = Field(0.03, gt=0, description="HEE step size (DFHL: 0.03, no ε-ball)")

@@ -117,7 +117,7 @@ class BaselineSynthesizer:
                 self.generator = Generator(nz=g.nz, ngf=g.ngf, img_size=img_size).to(device)
         if method == "fast":  # FOMAML: the summed clone gradients, at lr_g · inner steps
             self.optimizer = torch.optim.Adam(self.generator.parameters(),
-                                              lr=baseline.fast.meta_lr or g.lr * cfg.iterations,
+                                              lr=baseline.fast.meta_lr or baseline.fast.lr * cfg.iterations,
                                               betas=(g.beta1, g.beta2))
         elif method == "zskt":
             self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=baseline.zskt.lr)
@@ -196,11 +196,11 @@ class BaselineSynthesizer:
                 gen = clone = copy.deepcopy(self.generator)
                 grad_sum = [torch.zeros_like(q) for q in clone.parameters()]
                 opt = torch.optim.Adam([{"params": clone.parameters()}, {"params": [z], "lr": self.b.fast.lr_z}],
-                                       lr=g.lr, betas=(g.beta1, g.beta2))
+                                       lr=self.b.fast.lr, betas=(g.beta1, g.beta2))
             else:  # dfhl: fresh z and a fresh Adam every epoch
                 gen = self.generator
                 opt = torch.optim.Adam([{"params": gen.parameters()}, {"params": [z], "lr": self.b.dfhl.lr_z}],
-                                       lr=g.lr, betas=(g.beta1, g.beta2))
+                                       lr=self.b.dfhl.lr, betas=(g.beta1, g.beta2))
             gen.train()
             synthesize = lambda: gen(z)  # noqa: E731
         if self.generator is not None:

@@ -4,8 +4,10 @@
   and std over seeds (accuracies in %, NSD as a ratio), the number of seeds and the mean wall time.
 * ``comparison.json`` — flat ``<method>.<student>.<attack>.<avg|worst|nsd>.<mean|std>`` keys and
   ``…delta_pgd20_worst.{mean,low,high}`` (for ``dvc metrics show``), plus every run's own values.
-* ``comparison.md`` — the table (mean ± std), the shared teacher's row, and for every method the
-  difference to the reference in worst-class PGD-20 with its 95 % interval over seeds.
+* ``comparison.md`` — the table (mean ± std), the shared teacher's row, the retention (student ÷
+  teacher PGD-20), for every method the paired difference to the reference in worst-class PGD-20,
+  average PGD-20 and clean accuracy with 95 % intervals over seeds, and every setting in which each
+  arm differs from the reference (:func:`arm_differences`).
 * ``per_class_<attack>.png`` — per-class accuracy of every method (mean over seeds) and the teacher.
 
 The interval: for each seed s both methods ran, d_s = worst_method(s) − worst_reference(s)
@@ -32,9 +34,13 @@ import numpy as np
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..evaluation.report import json_safe
-from .config import CompareConfig, arms
+from ..algorithm import uses_hee
+from ..baselines import distill_config
+from ..config import FerdConfig
+from .config import Arm, CompareConfig, arms, run_config
 
 ATTACK_ORDER = ("clean", "fgsm", "pgd20", "cw", "aa")
+DELTAS = ("pgd20.worst", "pgd20.avg", "clean.avg")  # paired differences to the reference, in this order
 STATS = ("avg", "worst", "nsd")
 
 
@@ -127,11 +133,14 @@ def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
         for student in cc.students:
             ref, other = runs[cc.reference, student], runs[method, student]
             seeds = sorted(set(ref) & set(other))
-            mean, low, high = paired_interval([other[s]["student.pgd20.worst"] for s in seeds],
-                                              [ref[s]["student.pgd20.worst"] for s in seeds])
-            deltas.append((method, student, len(seeds), mean, low, high))
-            key = f"{method}.{student}.delta_pgd20_worst"
-            flat[f"{key}.mean"], flat[f"{key}.low"], flat[f"{key}.high"] = mean, low, high
+            row = [method, student, len(seeds)]
+            for key in DELTAS:
+                mean, low, high = paired_interval([other[s][f"student.{key}"] for s in seeds],
+                                                  [ref[s][f"student.{key}"] for s in seeds])
+                row.append((mean, low, high))
+                name = f"{method}.{student}.delta_{key.replace('.', '_')}"
+                flat[f"{name}.mean"], flat[f"{name}.low"], flat[f"{name}.high"] = mean, low, high
+            deltas.append(tuple(row))
     _write_csv(out / "comparison.csv", table)
     atomic_write_json(out / "comparison.json", json_safe({
         "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}}))
@@ -169,14 +178,75 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks) -> None:
                  for a in attacks for s in STATS]
         lines.append(f"| {row['method']} | {row['student']} | {row['seeds']} | {row['seconds']} | "
                      + " | ".join(cells) + " |")
-    lines += ["", f"## Worst-class PGD-20: each method minus `{cc.reference}` (paired by seed, 95 % t interval)",
-              "", "| method | student | seeds | Δ worst PGD-20 (points) | 95 % interval | verdict |",
-              "|---|---|---|---|---|---|"]
-    for method, student, n, mean, low, high in deltas:
-        interval = "—" if math.isnan(low) else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
-        lines.append(f"| {method} | {student} | {n} | {100 * mean:+.1f} | {interval} | {verdict(low, high)} |")
+    if teacher and "pgd20" in attacks:
+        lines += ["", f"Retention (student PGD-20 avg ÷ teacher's {100 * teacher['teacher.pgd20.avg']:.1f} %): "
+                  + ", ".join(f"{r['method']} {r['pgd20_avg_mean'] / teacher['teacher.pgd20.avg']:.2f}"
+                              for r in table) + "."]
+    lines += ["", f"## Each method minus `{cc.reference}` (paired by seed, 95 % t interval, points)", "",
+              "| method | student | seeds | Δ worst PGD-20 [95 %] | verdict | Δ avg PGD-20 [95 %] | Δ avg clean [95 %] |",
+              "|---|---|---|---|---|---|---|"]
+    for method, student, n, worst, avg, clean in deltas:
+        lines.append(f"| {method} | {student} | {n} | {_delta(*worst)} | {verdict(*worst[1:])} | {_delta(*avg)} "
+                     f"| {_delta(*clean)} |")
+    lines += ["", f"## How each arm differs from `{cc.reference}`", "",
+              "Every setting the arm runs with that differs from the reference's (the distillation as the method "
+              "actually runs it, i.e. after the A.8 conversion; seed and student aside).", "",
+              "| method | differs in |", "|---|---|"]
+    for method, diff in arm_differences(cc).items():
+        lines.append(f"| {method} | {'; '.join(diff) if diff else '— (the reference)'} |")
     lines += ["", *[f"![per-class {a}](per_class_{a}.png)" for a in attacks], ""]
     atomic_write_bytes(out / "comparison.md", "\n".join(lines).encode())
+
+
+def _delta(mean: float, low: float, high: float) -> str:
+    return f"{100 * mean:+.1f}" + ("" if math.isnan(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]")
+
+
+def effective_settings(cfg: FerdConfig) -> dict[str, object]:
+    """The settings a run actually uses, flattened: method, budget, threat, synthesis (reweighting only for
+    FERD: the baselines draw labels uniformly), the distillation after the A.8 conversion, and the method's
+    own baseline group."""
+    data = cfg.model_dump(mode="json", include={"method", "epochs", "rounds", "threat", "synthesis"})
+    data["synthesis"]["reweighting"]["enabled"] = cfg.method == "ferd" and cfg.synthesis.reweighting.enabled
+    data["distill"] = distill_config(cfg).model_dump(mode="json")
+    if uses_hee(cfg):
+        data["distill"]["loss"] = "DFHL's own: CE on the teacher's top-1 of the student's high-entropy examples"
+    if cfg.method != "ferd":
+        data[f"baseline.{cfg.method}"] = "its own synthesis (baseline." + cfg.method + ".*)"
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = node
+    walk("", data)
+    return flat
+
+
+def arm_differences(cc: CompareConfig) -> dict[str, list[str]]:
+    """Per method, ``key: value`` for every effective setting that differs from the reference's (first
+    student and seed of the preset)."""
+    student, seed = cc.students[0], cc.seeds[0]
+    ref = effective_settings(run_config(cc, Arm(cc.reference, student, seed)))
+    out = {}
+    for method in [cc.reference] + [m for m in cc.methods if m != cc.reference]:
+        cfg = run_config(cc, Arm(method, student, seed))
+        mine = effective_settings(cfg)
+        unused = cfg.method != "ferd"  # FERD's generator settings mean nothing to a baseline's synthesis
+        out[method] = [f"{k}: {_short(mine.get(k))}" for k in sorted(set(ref) | set(mine))
+                       if mine.get(k) != ref.get(k) and not (unused and k.startswith("synthesis.")
+                                                              and k != "synthesis.reweighting.enabled"
+                                                              and k not in SHARED_SYNTHESIS)]
+    return out
+
+
+SHARED_SYNTHESIS = ("synthesis.iterations", "synthesis.batch_size")  # the budget every method shares
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:

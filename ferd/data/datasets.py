@@ -60,10 +60,11 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     image_size: int
     splits: tuple[str, ...] = ("train", "test")
+    flip_invariant: bool = True  # a horizontal flip keeps the label (natural images; not digits)
 
 
 _INFO: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(10, tuple(str(i) for i in range(10)), 32),
+    "digits": DatasetInfo(10, tuple(str(i) for i in range(10)), 32, flip_invariant=False),
     "cifar10": DatasetInfo(10, CIFAR10_CLASSES, 32),
     "cifar100": DatasetInfo(100, CIFAR100_CLASSES, 32),
     # wnids are only known from the data; names are the class indices (sorted-wnid order).

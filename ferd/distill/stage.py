@@ -5,6 +5,15 @@ x_U (Eq. 10) and takes one SGD step on L_stu (Eq. 11) in train mode. With
 ``distill.utae.cache: pool`` the batch's x_U (one of the K cached per FAE, drawn at random) and
 f^T(x_F) come from the pool (:func:`ferd.distill.utae.cache_utaes`): no teacher pass at all.
 
+``distill.augment`` (default on, every method): the sampled batch is random-cropped (pad 4) and,
+where the dataset is flip-invariant, flipped (:func:`ferd.augment.crop_flip`) before anything
+sees it, as Fast, RSLAD and the authors' code do; the paper is silent. The teacher's logits are
+then taken on the augmented view (one teacher pass). With the UTAE cache the cached x_U is moved
+by the same crop and flip as its FAE — a whole-pixel move, so it stays in the ε-ball of the
+augmented FAE — and the pool's f^T(x_F) (which belongs to the un-augmented view) is not used:
+the cache then saves the attack passes but not the one clean teacher pass. Measured on the
+embedded default (README, "Augmented distillation").
+
 LR schedule (the paper gives only the initial 0.1): cosine annealing to 0 over all
 T·T_s student iterations, stepped once per iteration (the authors' code anneals with
 cosine over all epochs). During the optional warm-up epochs (authors' code: 20
@@ -27,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .. import rng
 from ..baselines.config import DfhlConfig
+from ..augment import crop_flip
 from ..baselines.losses import high_entropy_examples
 from ..compute import attack_model, keep_pool_on_device
 from ..config import ComputeConfig, DistillConfig
@@ -41,9 +51,9 @@ class Distiller:
     """Owns the student's optimiser and LR schedule across epochs."""
 
     def __init__(self, student: nn.Module, cfg: DistillConfig, epochs: int, eps: float, step: float, seed: int,
-                 device: str | torch.device = "cpu", hee: DfhlConfig | None = None) -> None:
+                 device: str | torch.device = "cpu", hee: DfhlConfig | None = None, flip: bool = False) -> None:
         self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
-        self.hee = hee
+        self.hee, self.flip = hee, flip  # flip: the dataset is flip-invariant (with cfg.augment)
         self.compute = ComputeConfig()  # compute.*, set by RunState.initial
         self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
@@ -78,13 +88,14 @@ class Distiller:
         attacker = attack_model(teacher, self.compute) if cfg.utae.target == "teacher" else self.student
         sample_rng = rng.generator(self.seed, "pool-sample", epoch)
         attack_rng = rng.generator(self.seed, "utae", epoch)
+        augment_rng = rng.generator(self.seed, "augment", epoch) if cfg.augment else None
         utae = cfg.utae
         gamma = utae.gamma if utae.enabled else 0.0
         total = 0.0
         for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
             with autocast(self.compute.amp, self.device):
                 loss = self._iteration(teacher, attacker, pool, images, pool_logits, cached, sample_rng, attack_rng,
-                                       gamma, epoch, it)
+                                       augment_rng, gamma, epoch, it)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -94,17 +105,24 @@ class Distiller:
 
     def _iteration(self, teacher: nn.Module, attacker: nn.Module, pool: FaePool, images: torch.Tensor,
                    pool_logits: torch.Tensor, cached: torch.Tensor | None, sample_rng: torch.Generator,
-                   attack_rng: torch.Generator, gamma: float, epoch: int, it: int) -> torch.Tensor:
-        """One student iteration's forward part: sample x_F, build x_U, return L_stu (Eq. 11)."""
+                   attack_rng: torch.Generator, augment_rng: torch.Generator | None, gamma: float, epoch: int,
+                   it: int) -> torch.Tensor:
+        """One student iteration's forward part: sample x_F (augmented), build x_U, return L_stu (Eq. 11)."""
         cfg, utae, student = self.cfg, self.cfg.utae, self.student
         idx = pool.sample_indices(cfg.batch_size, sample_rng)
         x_f = images[idx].to(self.device)
-        if self.hee is not None:
-            return self._hee_iteration(teacher, x_f, attack_rng, epoch, it)
         if cached is not None:  # (x_F, x_U, f^T(x_F)) from the pool: only the two student passes remain
             k = torch.randint(0, cached.shape[1], (idx.shape[0],), generator=attack_rng)
             x_u, t_logits = cached[idx, k].to(self.device), pool_logits[idx].to(self.device)
+            if augment_rng is not None:
+                x_f, x_u = crop_flip(x_f, x_u, padding=4, flip=self.flip, generator=augment_rng)
+                with torch.no_grad():
+                    t_logits = teacher(x_f)
         else:
+            if augment_rng is not None:
+                (x_f,) = crop_flip(x_f, padding=4, flip=self.flip, generator=augment_rng)
+            if self.hee is not None:
+                return self._hee_iteration(teacher, x_f, attack_rng, epoch, it)
             with torch.no_grad():
                 t_logits = teacher(x_f)
             student.eval()  # attacker: the teacher (BN-folded with compute.fold_bn) or the student

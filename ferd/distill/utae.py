@@ -5,12 +5,14 @@ with S the L∞ ball of radius ε, the projection also clamping to [0, 1].
 
 ``target`` (``distill.utae.target``):
 
-* ``teacher`` (default, Eq. 10 as printed): f = f^T in both terms; the clean reference is
-  f^T(x_F). A UTAE then depends only on the teacher and the FAE.
-* ``student`` (the authors' code, RSLAD's inner maximisation): the attacked model is the
-  student (put in eval mode while attacking, as RSLAD does), the reference is the
+* ``student`` (default; the authors' code, RSLAD's inner maximisation): the attacked model is
+  the student (put in eval mode while attacking, as RSLAD does), the reference is the
   teacher's clean prediction: KL(f^T(x) ‖ f^S(x_U)) − γ · KL(U ‖ f^S(x_U)). The authors'
   code has γ's term commented out; set γ = 0 to reproduce it exactly.
+* ``teacher`` (Eq. 10 as printed; preset ``paper-as-printed``): f = f^T in both terms; the
+  clean reference is f^T(x_F). A UTAE then depends only on the teacher and the FAE — and the
+  student never trains against its own attack directions: measured, it reaches 0.0 % PGD-20
+  on tier 1 (36 % clean) where pure clean distillation reaches 3.3 %, so it is not the default.
 
 ``random_start``: ``uniform`` U[-ε, ε] (PGD, default; the paper does not say) or
 ``gaussian`` 0.001·N(0, 1) (RSLAD and the authors' code). The objective is summed over

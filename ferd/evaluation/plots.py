@@ -25,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..checkpoint import atomic_path
-from .runner import ATTACK_LABELS, EvaluationResult, class_name_list
+from ..synthesis.diversity import FIGURES
+from .runner import ATTACK_LABELS, REFERENCE, EvaluationResult, class_name_list, retention
 
 BAR_LIMIT = 20
 """Up to this many classes the per-class plot uses grouped bars with class names; lines beyond."""
@@ -140,4 +141,50 @@ def plot_confusion(cm: np.ndarray, path: str | os.PathLike[str], title: str,
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_retention(result: EvaluationResult, path: str | os.PathLike[str],
+                   class_names: list[str] | tuple[str, ...] | None = None) -> Path:
+    """Per class, each model's accuracy ÷ the teacher's, one line per (model, attack): where distillation
+    lost robustness. A horizontal line at 1 marks the teacher."""
+    names = class_name_list(result.num_classes, class_names)
+    pos = np.arange(result.num_classes)
+    fig = Figure(figsize=(max(6.0, 0.55 * min(result.num_classes, BAR_LIMIT) + 2.5), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    k = 0
+    for model in result.models:
+        if model == REFERENCE:
+            continue
+        for attack in result.attacks:
+            avg, ratio = retention(result, model, attack)
+            ax.plot(pos, ratio, marker="o", markersize=3, linewidth=1.2, color=COLORS[k % len(COLORS)],
+                    label=f"{model}, {ATTACK_LABELS.get(attack, attack)} (avg {avg:.2f})")
+            k += 1
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    if result.num_classes <= BAR_LIMIT:
+        ax.set_xticks(pos, names, rotation=45 if max(len(n) for n in names) > 3 else 0,
+                      ha="right" if max(len(n) for n in names) > 3 else "center")
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("model ÷ teacher accuracy")
+    ax.set_title(f"Retention per class ({_subtitle(result)})", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return save_figure(fig, path)
+
+
+def plot_synthesis(rows: list[dict], path: str | os.PathLike[str]) -> Path:
+    """The synthesis figures (:data:`ferd.synthesis.diversity.FIGURES`) against the generation epoch."""
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    epochs = [r["epoch"] for r in rows]
+    for k, key in enumerate(FIGURES):
+        values = [np.nan if r.get(key) is None else r[key] for r in rows]
+        if not np.all(np.isnan(values)):
+            ax.plot(epochs, values, marker="o", markersize=3, color=COLORS[k], label=key.replace("_", " "))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("generation epoch")
+    ax.set_title("Synthesis: diversity within labels, teacher confidence and accuracy, FAE mask", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return save_figure(fig, path)

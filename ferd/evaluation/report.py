@@ -35,8 +35,10 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import atomic_write_bytes
+from ..synthesis.diversity import FIGURES, synthesis_rows
 from . import metrics, plots
-from .runner import ATTACK_LABELS, EvaluationResult, class_name_list, flat_metrics, per_class_table
+from .runner import (ATTACK_LABELS, REFERENCE, EvaluationResult, class_name_list, flat_metrics, per_class_table,
+                     retention)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -148,17 +150,46 @@ def _targets_md(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+def _retention_md(result: EvaluationResult, names: list[str]) -> str:
+    """Per model (not the teacher) and attack: avg retention and the per-class ratios, student ÷ teacher."""
+    per_class = result.num_classes <= plots.BAR_LIMIT
+    lines = ["| model | attack | Avg | Worst class | " + (" | ".join(names) + " |" if per_class else ""),
+             "|---|---|---:|---:|" + ("---:|" * len(names) if per_class else "")]
+    for model in result.models:
+        if model == REFERENCE:
+            continue
+        for attack in result.attacks:
+            avg, ratio = retention(result, model, attack)
+            worst = "–" if np.all(np.isnan(ratio)) else f"{np.nanmin(ratio):.2f} ({names[int(np.nanargmin(ratio))]})"
+            cells = [f"{avg:.2f}" if not math.isnan(avg) else "–", worst]
+            if per_class:
+                cells += ["–" if math.isnan(r) else f"{r:.2f}" for r in ratio]
+            lines.append(f"| {model} | {ATTACK_LABELS.get(attack, attack)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _synthesis_md(rows: list[dict]) -> str:
+    lines = ["| epoch | round | " + " | ".join(k.replace("_", " ") for k in FIGURES) + " |",
+             "|---:|---:|" + "---:|" * len(FIGURES)]
+    for r in rows:
+        lines.append(f"| {r['epoch']} | {r['round']} | "
+                     + " | ".join("–" if r[k] is None else f"{r[k]:.3f}" for k in FIGURES) + " |")
+    return "\n".join(lines)
+
+
 def _confusion_csv(cm: np.ndarray, names: list[str]) -> str:
     return _csv(["true\\predicted"] + names, [[names[i]] + [int(v) for v in cm[i]] for i in range(len(names))])
 
 
 def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
                      class_names: list[str] | tuple[str, ...] | None = None,
-                     title: str = "Robustness and robust fairness") -> dict[str, Path]:
+                     title: str = "Robustness and robust fairness", history: list[dict] | None = None
+                     ) -> dict[str, Path]:
     """Write metrics, tables, figures and ``report.md`` for ``result`` into ``out_dir`` (see module doc).
 
     Returns ``{file name: path}`` of everything written. ``class_names`` (length C)
-    label tables and figures; class indices when None.
+    label tables and figures; class indices when None. ``history`` (a run's ``history.json``) adds
+    the synthesis figures per generation epoch (:func:`ferd.synthesis.diversity.synthesis_rows`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,6 +252,22 @@ def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
              "## Attack settings", "", _settings_md(result), ""]
     if result.num_classes <= plots.BAR_LIMIT:
         parts += ["## Per-class accuracy (%)", "", _per_class_md(result, names), ""]
+    if REFERENCE in result.models and len(result.models) > 1:
+        parts += ["## Retention (model ÷ teacher)", "",
+                  "The share of the teacher's accuracy each model kept, on average and per class: where "
+                  "distillation lost robustness (1 = as accurate as the teacher; – where the teacher scores 0).",
+                  "", _retention_md(result, names), ""]
+        written["retention.png"] = plots.plot_retention(result, out / "retention.png", names)
+        figures.insert(1, ("Retention per class (model ÷ teacher)", "retention.png"))
+    rows = synthesis_rows(history) if history else []
+    if rows:
+        parts += ["## Synthesis: diversity, teacher confidence, FAE mask", "",
+                  "Per generation epoch, on the kept batch: the share of its pixel variance within labels (0: one "
+                  "image per label, a collapsed generator), the teacher's mean confidence in the label and its "
+                  "accuracy, and the share of channels Eq. 4-6 mark non-robust on it (– with `synthesis.fae` off).", "",
+                  _synthesis_md(rows), ""]
+        written["synthesis.png"] = plots.plot_synthesis(rows, out / "synthesis.png")
+        figures.append(("Synthesis per epoch", "synthesis.png"))
     targets = _targets_md(result)
     if targets:
         parts += ["## Attack targets", "",

@@ -300,7 +300,24 @@ def flat_metrics(result: EvaluationResult) -> dict[str, float]:
             stats = result.stats(model, attack)
             for stat in STATS:
                 out[f"{model}.{attack}.{stat}"] = float(stats[stat])  # type: ignore[literal-required]
+            if model != REFERENCE and REFERENCE in result.models:
+                out[f"{model}.{attack}.retention"] = retention(result, model, attack)[0]
     return out
+
+
+REFERENCE = "teacher"  # the model a distilled model's retention is measured against
+
+
+def retention(result: EvaluationResult, model: str, attack: str) -> tuple[float, np.ndarray]:
+    """How much of the teacher's accuracy ``model`` kept under ``attack``: (avg_model / avg_teacher, the
+    same ratio per class). A class the teacher never gets right has ratio NaN; avg NaN when the
+    teacher's average is 0."""
+    t_avg = float(result.correct[(REFERENCE, attack)].mean())
+    avg = float(result.correct[(model, attack)].mean()) / t_avg if t_avg > 0 else math.nan
+    t_cls = result.class_accuracy(REFERENCE, attack)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_class = np.where(t_cls > 0, result.class_accuracy(model, attack) / t_cls, np.nan)
+    return avg, per_class
 
 
 def class_name_list(num_classes: int, class_names: list[str] | tuple[str, ...] | None) -> list[str]:

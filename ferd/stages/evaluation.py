@@ -57,7 +57,7 @@ def evaluation(cfg: FerdConfig, teacher_dir: str | os.PathLike[str], student_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = quick_evaluation(cfg, {"teacher": teacher, "student": student}, out / "eval", progress,
-                               plots_dir=out / PLOTS_DIR)
+                               plots_dir=out / PLOTS_DIR, history=read_json(student_dir / HISTORY_FILE))
     write_json(out / METRICS_FILE, metrics)
     for name in (HISTORY_FILE, CLASS_WEIGHTS_FILE):
         copy_file(student_dir / name, out / name)

@@ -13,7 +13,9 @@ synthesis r       in: teacher; for r > 0 the distillation artifact of r-1 (stude
                   out: ``shard/round=<r>/part-0.parquet`` (the round's FAEs),
                   ``generator.pt`` (generator + Adam state), ``reweighting.pt`` (p, scores,
                   p at generation, per-sample margins and labels of every epoch; float64,
-                  exact), ``class_weights.json`` (the same, readable), ``history.json``.
+                  exact), ``class_weights.json`` (the same, readable), ``history.json``;
+                  the manifest lists the round's synthesis figures (diversity within labels,
+                  teacher confidence and accuracy, FAE mask fraction) per epoch.
 pool r            in: the synthesis artifact of r; for r > 0 the pool artifact of r-1.
                   out: the pool, ``round=<k>/part-0.parquet`` for k = 0..r, ``pool.json``.
 distillation r    in: teacher, synthesis artifact of r (history), pool artifact of r; for
@@ -43,6 +45,7 @@ from ..data import dataset_info
 from ..pool import FaePool, read_shard
 from ..numerics import saving_debug_batch
 from ..provenance import utc_now
+from ..synthesis.diversity import synthesis_rows
 from ..pool import write_shard as _write_shard
 from .artifacts import (ArtifactError, copy_file, load_tensors, num_rounds, read_json, read_manifest, save_tensors,
                         write_json, write_manifest)
@@ -55,7 +58,7 @@ SYNTHESIS, POOL, DISTILLATION = "synthesis", "pool", "distillation"
 STUDENT_FILE, TRAINER_FILE, GENERATOR_FILE, REWEIGHT_FILE = ("student.safetensors", "trainer.pt", "generator.pt",
                                                              "reweighting.pt")
 HISTORY_FILE, CLASS_WEIGHTS_FILE, POOL_INDEX = "history.json", "class_weights.json", "pool.json"
-RNG_STREAMS = ("labels", "latent", "bottleneck", "generator", "reweight", "pool-sample", "utae")
+RNG_STREAMS = ("labels", "latent", "bottleneck", "generator", "reweight", "pool-sample", "utae", "augment")
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,8 @@ def synthesis(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLike[
     warnings = collapse_warnings(new)
     write_manifest(out, SYNTHESIS, cfg, round_index=round_index, started=started,
                    inputs={"teacher": teacher_dir, "student": student_dir, "previous": previous_dir},
-                   extra={"epochs": [epochs.start, epochs.stop], "rows": len(shard.labels), "warnings": warnings})
+                   extra={"epochs": [epochs.start, epochs.stop], "rows": len(shard.labels), "warnings": warnings,
+                          "synthesis": synthesis_rows(new)})
     return SynthesisArtifact(out, round_index, epochs, shard_path(out, round_index), len(shard.labels),
                              state.p.tolist())
 

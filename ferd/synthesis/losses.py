@@ -46,23 +46,40 @@ def uniform_prediction_loss(nonrobust_logits: torch.Tensor) -> torch.Tensor:
     return kl_uniform(nonrobust_logits)
 
 
+def diversity_loss(images: torch.Tensor, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mode seeking within labels (MSGAN, Mao et al. 2019), not in the paper: −mean over pairs of
+    samples with the same label of d(x_i, x_j) / d(z_i, z_j), d the mean absolute difference, z
+    detached. Pairs: neighbours after a stable sort by label. A conditional generator that ignores z
+    (one image per label) has d(x) = 0 on every pair; this term rewards images that move with z."""
+    order = torch.argsort(labels, stable=True)
+    y, x, z = labels[order], images[order].flatten(1), latents[order].detach().flatten(1)
+    same = y[1:] == y[:-1]
+    if not bool(same.any()):
+        return images.new_zeros(())
+    dx = (x[1:] - x[:-1]).abs().mean(1)[same]
+    dz = (z[1:] - z[:-1]).abs().mean(1)[same]
+    return -(dx / dz.clamp_min(1e-8)).mean()
+
+
 @dataclass
 class GeneratorLossTerms:
-    """The four terms of Eq. 9, unweighted."""
+    """The four terms of Eq. 9, unweighted, and the optional diversity term (:func:`diversity_loss`)."""
 
     adv: torch.Tensor
     bn: torch.Tensor
     oh: torch.Tensor
     uni: torch.Tensor
+    div: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
-        return {k: float(v.detach()) for k, v in vars(self).items()}
+        return {k: float(v.detach()) for k, v in vars(self).items() if v is not None}
 
 
 def generator_loss(terms: GeneratorLossTerms, lambda_adv: float, lambda_bn: float, lambda_oh: float,
-                   lambda_uni: float) -> torch.Tensor:
-    """L_gen of Eq. 9: λ_adv·L_adv + λ_bn·L_bn + λ_oh·L_oh + λ_uni·L_uni."""
-    return lambda_adv * terms.adv + lambda_bn * terms.bn + lambda_oh * terms.oh + lambda_uni * terms.uni
+                   lambda_uni: float, lambda_div: float = 0.0) -> torch.Tensor:
+    """L_gen of Eq. 9: λ_adv·L_adv + λ_bn·L_bn + λ_oh·L_oh + λ_uni·L_uni (+ λ_div·L_div when given)."""
+    loss = lambda_adv * terms.adv + lambda_bn * terms.bn + lambda_oh * terms.oh + lambda_uni * terms.uni
+    return loss if terms.div is None else loss + lambda_div * terms.div
 
 
 class BatchNormStatistics:

@@ -111,20 +111,33 @@ LPS_STRATEGIES = ("power", "linear", "sigmoid", "tanh")
 def reweight(teacher: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, strategy: str,
              eps: float, step: float, steps: int, generator: torch.Generator | None,
              previous_scores: torch.Tensor | None = None, temperature: float = 1.0, min_weight: float = 0.05,
-             max_weight: float = 0.2, beta: float = 2.0, lam: float = 0.0) -> ReweightResult:
-    """``reweight(L_class)`` of Algorithm 1 line 12 on a synthetic batch (x, y) against the teacher."""
+             max_weight: float = 0.2, beta: float = 2.0, lam: float = 0.0, samples: str = "all") -> ReweightResult:
+    """``reweight(L_class)`` of Algorithm 1 line 12 on a synthetic batch (x, y) against the teacher.
+
+    ``samples="correct"`` scores each class only on the samples the teacher classifies correctly when
+    clean: a sample the teacher already gets wrong has a negative margin whatever its robustness, so
+    with a generator that fails on some labels the scores would track that failure instead
+    (classes with no such sample keep their previous score, as absent classes do).
+    """
+    if samples not in ("all", "correct"):
+        raise ValueError(f"reweighting.samples: expected 'all' or 'correct', got {samples!r}")
+    if samples == "correct":
+        with torch.no_grad():
+            keep = teacher(x).argmax(1) == y
+    else:
+        keep = torch.ones_like(y, dtype=torch.bool)
     if strategy in MARGIN_STRATEGIES:
         x_adv = pgd(teacher, x, y, eps=eps, alpha=step, steps=steps, loss="ce", generator=generator)
         with torch.no_grad():
             margins = adversarial_margin(teacher(x_adv), y)
-        scores = class_vulnerability(margins, y, num_classes, previous_scores)
+        scores = class_vulnerability(margins[keep], y[keep], num_classes, previous_scores)
         p = softmax_weights(scores, temperature) if strategy == "softmax" else minmax_weights(
             scores, min_weight, max_weight)
         return ReweightResult(p.cpu(), scores.cpu(), margins.detach().cpu(), strategy)
     if strategy in LPS_STRATEGIES:
         lps = pgd_least_steps(teacher, x, y, eps=eps, alpha=step, steps=steps)
         prev = previous_scores if previous_scores is not None else torch.full((num_classes,), float(steps))
-        kappa = average_least_steps(lps, y, num_classes, prev)
+        kappa = average_least_steps(lps[keep], y[keep], num_classes, prev)
         p = {"power": lambda: power_weights(kappa, beta), "linear": lambda: linear_weights(kappa, steps),
              "sigmoid": lambda: sigmoid_weights(kappa, steps, lam),
              "tanh": lambda: tanh_weights(kappa, steps, lam)}[strategy]()

@@ -25,10 +25,10 @@ from .. import rng
 from ..config import SynthesisConfig
 from ..models import FerdModel
 from ..numerics import autocast, check_finite_loss
-from .bottleneck import fit_noise_scale, non_robust_mask
-from .generator import ConditionalGenerator, Generator
-from .losses import (BatchNormStatistics, GeneratorLossTerms, adversarial_loss, generator_loss, one_hot_loss,
-                     uniform_prediction_loss)
+from .bottleneck import non_robust_features
+from .generator import ConditionalGenerator, Generator, authors_init
+from .losses import (BatchNormStatistics, GeneratorLossTerms, adversarial_loss, diversity_loss, generator_loss,
+                     one_hot_loss, uniform_prediction_loss)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class EpochSynthesis:
     last_terms: dict[str, float]
     teacher_top1_share: float = 0.0
     collapse_iterations: int = 0  # longest run of iterations with one class > 95 % of teacher top-1
+    nonrobust_fraction: float | None = None  # share of channels Eq. 6 marks on the kept batch (synthesis.fae)
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -95,20 +96,28 @@ class Synthesizer:
             self.generator.load_state_dict(state["generator"])
             self.optimizer.load_state_dict(state["optimizer"])
 
-    def _epoch_setup(self, epoch: int, labels: torch.Tensor) -> tuple[nn.Module, torch.optim.Optimizer, callable]:
+    def _epoch_setup(self, epoch: int, labels: torch.Tensor
+                     ) -> tuple[nn.Module, torch.optim.Optimizer, callable, torch.Tensor]:
+        """The epoch's generator, its optimiser, a closure making the batch, and the latents z."""
         g = self.cfg.generator
         latent = rng.generator(self.seed, "latent", epoch)
         z = torch.randn((labels.shape[0], g.nz), generator=latent).to(self.device)
         if g.kind == "conditional":
             gen, opt = self.generator, self.optimizer
-            return gen, opt, lambda: gen(z, labels)
-        # authors' code: a fresh unconditional generator every epoch, optimised together with z
+            return gen, opt, lambda: gen(z, labels), z
+        # re-initialised every epoch (authors' init) and optimised together with a learnable z
         with rng.seeded(self.seed, "generator", epoch):
-            gen = Generator(nz=g.nz, ngf=g.ngf, img_size=self.img_size).to(self.device)
+            if g.kind == "reinit":  # the authors' code: unconditional; labels enter only through L_oh
+                gen = authors_init(Generator(nz=g.nz, ngf=g.ngf, img_size=self.img_size)).to(self.device)
+            else:  # conditional-reinit: g(z, y), labels also through the embedding
+                gen = authors_init(ConditionalGenerator(self.num_classes, nz=g.nz, ngf=g.ngf,
+                                                        img_size=self.img_size)).to(self.device)
         z = z.requires_grad_(True)
         opt = torch.optim.Adam([{"params": gen.parameters()}, {"params": [z], "lr": g.lr_z}],
                                lr=g.lr, betas=(g.beta1, g.beta2))
-        return gen, opt, lambda: gen(z)
+        if g.kind == "reinit":
+            return gen, opt, lambda: gen(z), z
+        return gen, opt, lambda: gen(z, labels), z
 
     def run_epoch(self, teacher: FerdModel, student: nn.Module, p: torch.Tensor, epoch: int,
                   progress: bool = False) -> EpochSynthesis:
@@ -116,7 +125,7 @@ class Synthesizer:
         cfg = self.cfg
         labels = torch.multinomial(p.double().cpu(), cfg.batch_size, replacement=True,
                                    generator=rng.generator(self.seed, "labels", epoch)).to(self.device)
-        gen, opt, synthesize = self._epoch_setup(epoch, labels)
+        gen, opt, synthesize, latents = self._epoch_setup(epoch, labels)
         ib_rng = rng.generator(self.seed, "bottleneck", epoch)
         layer = teacher.check_layer(cfg.layer)
         use_uni = cfg.fae and cfg.lambda_uni > 0
@@ -136,13 +145,12 @@ class Synthesizer:
                 l_uni = zero
                 if use_uni:
                     with bn_stats.paused():
-                        bo = cfg.bottleneck
-                        sigma2, v = fit_noise_scale(teacher, z, labels, layer, bo.mode, bo.iterations, bo.lr,
-                                                    bo.beta, ib_rng)
-                        l_uni = uniform_prediction_loss(teacher.head(non_robust_mask(sigma2, v, bo.mode) * z,
-                                                                     layer))
-                terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, labels), uni=l_uni)
-                loss = generator_loss(terms, cfg.lambda_adv, cfg.lambda_bn, cfg.lambda_oh, cfg.lambda_uni)
+                        z_nr, _ = non_robust_features(teacher, z, labels, layer, cfg.bottleneck, ib_rng)
+                        l_uni = uniform_prediction_loss(teacher.head(z_nr, layer))
+                terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, labels), uni=l_uni,
+                                           div=diversity_loss(x, latents, labels) if cfg.lambda_div > 0 else None)
+                loss = generator_loss(terms, cfg.lambda_adv, cfg.lambda_bn, cfg.lambda_oh, cfg.lambda_uni,
+                                      cfg.lambda_div)
                 check_finite_loss(loss, "synthesis", epoch, it, terms.as_floats(),
                                   {"images": x, "labels": labels, "teacher_logits": t_logits})
                 opt.zero_grad(set_to_none=True)
@@ -154,6 +162,11 @@ class Synthesizer:
                 collapse_iters = max(collapse_iters, run)
                 if loss.item() < best_loss:
                     best_loss, best_x, best_terms = loss.item(), x.detach().float().clone(), last_terms
+        nonrobust = None
+        if cfg.fae:  # the mask of Eq. 4-6 on the kept batch, recorded even when λ_uni = 0 (a diagnostic)
+            with torch.no_grad():
+                z_kept = teacher.features(best_x, layer)
+            _, nonrobust = non_robust_features(teacher, z_kept, labels, layer, cfg.bottleneck, ib_rng)
         return EpochSynthesis(images=best_x, labels=labels, best_loss=best_loss, best_terms=best_terms,
                               last_terms=last_terms, teacher_top1_share=share, collapse_iterations=collapse_iters,
-                              history=history)
+                              history=history, nonrobust_fraction=nonrobust)
