@@ -108,16 +108,18 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
 
     # ---- bare passes, same shapes ----
     bg, bs = s_cfg.batch_size, d_cfg.batch_size
-    gen = state.synthesizer.generator
     student = state.student
     layer = teacher.check_layer(s_cfg.layer)
-    z = torch.randn(bg, s_cfg.generator.nz, device=dev)
     y = torch.randint(0, info.num_classes, (bg,), device=dev)
+    if cfg.method == "ferd":  # the epoch's generator (persistent or re-initialised) and its z
+        _, _, synthesize, _ = state.synthesizer.epoch_setup(0, y)
+    else:  # the baselines' own generators are not part of the bare pass: pixels stand in
+        synthesize = lambda: torch.rand(bg, *size, device=dev, requires_grad=True)  # noqa: E731
     use_uni = s_cfg.fae and s_cfg.lambda_uni > 0
 
     def gen_bare() -> None:
         student.eval().requires_grad_(False)
-        x = gen(z, y) if gen is not None else torch.rand(bg, *size, device=dev, requires_grad=True)
+        x = synthesize()
         with BatchNormStatistics(teacher) as bn_stats:  # L_bn (Eq. 8) is computed inside the teacher's forward
             f = teacher.features(x, layer)
             loss = teacher.head(f, layer).sum() + student(x).sum() + bn_stats.pop()

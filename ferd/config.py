@@ -88,7 +88,7 @@ class GeneratorConfig(_Strict):
     lr: float = Field(2e-3, gt=0, description="Adam learning rate η_g (paper 2e-3)")
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
-    lr_z: float = Field(0.015, gt=0, description="learning rate of z for kind=reinit (authors' code)")
+    lr_z: float = Field(0.015, gt=0, description="learning rate of z for the re-initialised kinds (authors' code)")
 
 
 class BottleneckConfig(_Strict):

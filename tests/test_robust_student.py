@@ -214,3 +214,18 @@ def test_default_generator_pool_is_diverse_within_labels(single_thread):
     generator of Algorithm 1 as printed falls below it, which shows the check can fail)."""
     assert _ci_pool_share(None) >= 0.5
     assert _ci_pool_share("conditional") < 0.5
+
+
+def test_synthesis_metrics_average_the_recorded_epochs():
+    from ferd.synthesis.diversity import synthesis_metrics, synthesis_rows
+
+    history = [{"epoch": 0, "round": 0, "within_label_share": 0.8, "teacher_confidence": 0.4, "teacher_accuracy": 0.5,
+                "nonrobust_fraction": None},
+               {"epoch": 1, "round": 0, "within_label_share": 0.6, "teacher_confidence": 0.6, "teacher_accuracy": 1.0,
+                "nonrobust_fraction": 0.25},
+               {"epoch": 2, "round": 1}]  # a history entry without the figures (an older run) is skipped
+    assert [r["epoch"] for r in synthesis_rows(history)] == [0, 1]
+    m = synthesis_metrics(history)
+    assert m["synthesis.within_label_share.mean"] == pytest.approx(0.7)
+    assert m["synthesis.teacher_accuracy.last"] == 1.0
+    assert m["synthesis.nonrobust_fraction.mean"] == 0.25  # epochs without a mask do not count

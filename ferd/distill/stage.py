@@ -11,8 +11,8 @@ sees it, as Fast, RSLAD and the authors' code do; the paper is silent. The teach
 then taken on the augmented view (one teacher pass). With the UTAE cache the cached x_U is moved
 by the same crop and flip as its FAE — a whole-pixel move, so it stays in the ε-ball of the
 augmented FAE — and the pool's f^T(x_F) (which belongs to the un-augmented view) is not used:
-the cache then saves the attack passes but not the one clean teacher pass. Measured on the
-embedded default (README, "Augmented distillation").
+the cache then saves the attack passes but not the one clean teacher pass. Measured against
+``distill.augment: false`` in tier 1 (``ferd-no-augment``, README).
 
 LR schedule (the paper gives only the initial 0.1): cosine annealing to 0 over all
 T·T_s student iterations, stepped once per iteration (the authors' code anneals with

@@ -96,7 +96,7 @@ class Synthesizer:
             self.generator.load_state_dict(state["generator"])
             self.optimizer.load_state_dict(state["optimizer"])
 
-    def _epoch_setup(self, epoch: int, labels: torch.Tensor
+    def epoch_setup(self, epoch: int, labels: torch.Tensor
                      ) -> tuple[nn.Module, torch.optim.Optimizer, callable, torch.Tensor]:
         """The epoch's generator, its optimiser, a closure making the batch, and the latents z."""
         g = self.cfg.generator
@@ -125,7 +125,7 @@ class Synthesizer:
         cfg = self.cfg
         labels = torch.multinomial(p.double().cpu(), cfg.batch_size, replacement=True,
                                    generator=rng.generator(self.seed, "labels", epoch)).to(self.device)
-        gen, opt, synthesize, latents = self._epoch_setup(epoch, labels)
+        gen, opt, synthesize, latents = self.epoch_setup(epoch, labels)
         ib_rng = rng.generator(self.seed, "bottleneck", epoch)
         layer = teacher.check_layer(cfg.layer)
         use_uni = cfg.fae and cfg.lambda_uni > 0
