@@ -82,7 +82,8 @@ def test_two_round_stage_split_is_bit_identical_to_ferd_run(cfg, single, split):
     for a, b in zip(trainer["distiller"]["optimizer"]["state"].values(), state["distiller"]["optimizer"]["state"].values()):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     gen = torch.load(split / "round-1" / "synthesis" / "generator.pt", weights_only=True)
-    for k, v in state["synthesizer"]["generator"].items():
+    assert set(gen) == set(state["synthesizer"])  # empty for a generator re-initialised every epoch
+    for k, v in state["synthesizer"].get("generator", {}).items():
         assert torch.equal(v, gen["generator"][k]), k
     rw = torch.load(split / "round-1" / "synthesis" / "reweighting.pt", weights_only=True)
     assert torch.equal(rw["p"], state["p"]) and torch.equal(rw["scores"], state["scores"])
