@@ -15,6 +15,8 @@ from ferd.compare.config import Arm, arms, load_compare
 from ferd.compare.report import paired_interval, verdict
 from ferd.config import ConfigError
 
+import golden
+
 
 def test_paired_interval_by_hand():
     # d = (2, 3, 4): mean 3, sd 1, t_{0.975, 2} = 4.302653 → half-width 4.302653/√3 = 2.484138
@@ -98,6 +100,11 @@ def flat_keys_present(flat: dict) -> bool:
     """Paired differences for worst and average PGD-20 and clean accuracy, each with its interval."""
     return all(f"fast.cnn-8.delta_{k}.{e}" in flat for k in ("pgd20_worst", "pgd20_avg", "clean_avg")
                for e in ("mean", "low", "high"))
+
+
+def test_compare_smoke_gives_the_golden_bytes(smoke):
+    """Every arm's student, pool shards and metrics are byte-identical to tests/golden.json (issue 17)."""
+    assert golden.smoke_fingerprint(smoke) == golden.load()["compare-smoke"]
 
 
 def test_a_finished_comparison_is_not_run_again_and_one_arm_can_be_run_alone(smoke, tmp_path):

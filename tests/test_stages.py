@@ -18,6 +18,8 @@ from ferd.stages import (ArtifactError, distillation, evaluation, pool_store, ru
                          teacher_fetch)
 from ferd.stages.rounds import shard_path
 
+import golden
+
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "params" / "ci.yaml"
 
@@ -32,17 +34,9 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def single(cfg, tmp_path_factory):
-    """``ferd run`` in one process (its evaluation stubbed: only the student matters here)."""
-    import ferd.run as run_mod
-
+    """``ferd run --params params/ci.yaml`` in one process, evaluation included."""
     out = tmp_path_factory.mktemp("single")
-    orig = run_mod.quick_evaluation
-    run_mod.quick_evaluation = lambda *a, **k: {}
-    try:
-        torch.set_num_threads(1)
-        run_mod.run(cfg, out, progress=False)
-    finally:
-        run_mod.quick_evaluation = orig
+    assert main(["run", "--params", str(CI), "--out", str(out), "--threads", "1", "--no-progress"]) == 0
     return out
 
 
@@ -65,6 +59,8 @@ def split(cfg, tmp_path_factory):
         assert main(["stage", "distillation", *common, "--round", str(r), "--teacher", str(out / "teacher"),
                      "--synthesis", str(d / "synthesis"), "--pool", str(d / "pool"), *extra,
                      "--out", str(d / "distillation")]) == 0
+    assert main(["stage", "evaluation", *common, "--teacher", str(out / "teacher"),
+                 "--student", str(out / "round-1" / "distillation"), "--out", str(out / "evaluation")]) == 0
     return out
 
 
@@ -95,6 +91,14 @@ def test_two_round_stage_split_is_bit_identical_to_ferd_run(cfg, single, split):
     assert ref_pool.rounds == got_pool.rounds == [0, 1]
     for a, b in zip(ref_pool.tensors(), got_pool.tensors()):
         assert torch.equal(a, b)
+
+
+def test_ferd_run_and_the_stage_split_give_the_golden_bytes(single, split):
+    """Issue 17's guard: the results of the CI preset are byte-identical to those recorded before the
+    consolidation (tests/golden.py says how to regenerate them, deliberately)."""
+    expected = golden.load()
+    assert golden.run_fingerprint(single) == expected["run"]
+    assert golden.stages_fingerprint(split) == expected["stages"]
 
 
 def test_run_stages_in_one_process_matches_too(cfg, single, tmp_path):
