@@ -16,7 +16,6 @@ a checkpoint of it taken after any round resumes bit-identically.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -31,6 +30,7 @@ from .baselines.synthesis import BaselineSynthesizer
 from .checkpoint import atomic_write_bytes
 from .compute import attack_model, compile_in_place, compile_settings, set_memory_format
 from .config import FerdConfig
+from .fingerprint import params_fingerprint
 from .data import dataset_info, no_data_access
 from .distill.stage import Distiller
 from .distill.utae import cache_utaes
@@ -62,12 +62,6 @@ def build_student(cfg: FerdConfig) -> FerdModel:
     with rng.seeded(cfg.seed, "student-init"):
         return create_model(cfg.student.arch, num_classes=cfg.num_classes, mean=cfg.student.mean,
                             std=cfg.student.std).to(cfg.device)
-
-
-def training_params_hash(cfg: FerdConfig) -> str:
-    """sha256 of the parameters a checkpoint depends on (all but evaluation, device, data root, interval)."""
-    data = cfg.model_dump(mode="json", exclude={"evaluation", "device", "data_root", "checkpoint_every", "storage"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def uses_hee(cfg: FerdConfig) -> bool:
@@ -117,12 +111,12 @@ class RunState:
 
     # ---- checkpointing (weights_only-loadable: tensors, numbers, strings) -------------------
     def checkpoint_dict(self) -> dict:
-        return {"next_round": self.next_round, "params_sha256": training_params_hash(self.cfg), "student": self.student.state_dict(),
+        return {"next_round": self.next_round, "params_sha256": params_fingerprint(self.cfg, "distillation"), "student": self.student.state_dict(),
                 "synthesizer": self.synthesizer.state_dict(), "distiller": self.distiller.state_dict(),
                 "p": self.p, "scores": self.scores, "history": json.dumps(self.history)}
 
     def load_checkpoint_dict(self, state: dict) -> None:
-        if state.get("params_sha256") != training_params_hash(self.cfg):
+        if state.get("params_sha256") != params_fingerprint(self.cfg, "distillation"):
             raise ValueError("checkpoint: state.pt was written by a run with other parameters; resume with the "
                              "same parameters, or use a fresh output directory")
         self.next_round = int(state["next_round"])

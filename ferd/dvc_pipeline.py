@@ -10,7 +10,7 @@ round 0, so the file is generated rather than templated; ``ferd params use`` and
 committed file matches ``params.yaml``.)
 
 Each stage declares as ``params`` exactly the keys its artifact's fingerprint covers
-(:data:`ferd.stages.artifacts.STAGE_PARAMS`): changing ``synthesis.lambda_uni`` reruns every
+(:data:`ferd.fingerprint.SCOPES`): changing ``synthesis.lambda_uni`` reruns every
 synthesis, pool, distillation and the evaluation, never the teacher. Metrics and plots are
 the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`).
 """
@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from .config import FerdConfig
-from .stages.artifacts import STAGE_PARAMS, num_rounds
+from .fingerprint import SCOPES
+from .stages.artifacts import num_rounds
 
 OUT = "out"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
@@ -48,7 +49,7 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
     teacher = d["teacher-fetch"]
     stages: dict[str, Any] = {"teacher-fetch": {
         "cmd": _cmd("teacher-fetch", f"--out {teacher}"),
-        "params": list(STAGE_PARAMS["teacher"]), "outs": [teacher]}}
+        "params": list(SCOPES["teacher"]), "outs": [teacher]}}
     for r in range(rounds):
         syn, pool, dist = d[f"synthesis-r{r}"], d[f"pool-store-r{r}"], d[f"distillation-r{r}"]
         prev = {} if r == 0 else {k: d[f"{k}-r{r - 1}"] for k in ("synthesis", "pool-store", "distillation")}
@@ -57,22 +58,22 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
         stages[f"synthesis-r{r}"] = {
             "cmd": _cmd("synthesis", *syn_args, f"--out {syn}"),
             "deps": [teacher] + ([] if r == 0 else [prev["distillation"], prev["synthesis"]]),
-            "params": list(STAGE_PARAMS["synthesis"]), "outs": [syn]}
+            "params": list(SCOPES["synthesis"]), "outs": [syn]}
         stages[f"pool-store-r{r}"] = {
             "cmd": _cmd("pool-store", f"--round {r}", f"--synthesis {syn}",
                         *([] if r == 0 else [f"--previous {prev['pool-store']}"]), f"--out {pool}"),
             "deps": [syn] + ([] if r == 0 else [prev["pool-store"]]),
-            "params": list(STAGE_PARAMS["pool"]), "outs": [pool]}
+            "params": list(SCOPES["pool"]), "outs": [pool]}
         stages[f"distillation-r{r}"] = {
             "cmd": _cmd("distillation", f"--round {r}", f"--teacher {teacher}", f"--synthesis {syn}",
                         f"--pool {pool}", *([] if r == 0 else [f"--previous {prev['distillation']}"]),
                         f"--out {dist}"),
             "deps": [teacher, syn, pool] + ([] if r == 0 else [prev["distillation"]]),
-            "params": list(STAGE_PARAMS["distillation"]), "outs": [dist]}
+            "params": list(SCOPES["distillation"]), "outs": [dist]}
     last = d[f"distillation-r{rounds - 1}"]
     stages["evaluation"] = {
         "cmd": _cmd("evaluation", f"--teacher {teacher}", f"--student {last}", f"--out {d['evaluation']}"),
-        "deps": [teacher, last], "params": list(STAGE_PARAMS["evaluation"]), "outs": [d["evaluation"]]}
+        "deps": [teacher, last], "params": list(SCOPES["evaluation"]), "outs": [d["evaluation"]]}
     return stages
 
 

@@ -6,7 +6,6 @@ the checkpoint's sha256 and how it was obtained.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from . import rng
 from .checkpoint import atomic_write_bytes, save_state_dict, sha256_file
 from .config import FerdConfig
+from .fingerprint import params_fingerprint
 from .models import FerdModel, create_model
 from .teacher import load_model, train_robust_teacher
 
@@ -24,18 +24,11 @@ CHECKPOINT_NAME = "teacher.safetensors"
 CARD_NAME = "model_card.json"
 
 
-def teacher_params_hash(cfg: FerdConfig) -> str:
-    """sha256 of everything the teacher depends on: the teacher group, the dataset, ε and the seed."""
-    relevant = {"teacher": cfg.teacher.model_dump(mode="json"), "dataset": cfg.dataset, "eps": cfg.threat.eps,
-                "seed": cfg.seed}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
-
-
 def _card(cfg: FerdConfig, path: Path, source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     t = cfg.teacher
     return {"arch": t.arch, "num_classes": cfg.num_classes, "mean": t.mean, "std": t.std,
             "sha256": sha256_file(path), "checkpoint": path.name, "source": source,
-            "params_sha256": teacher_params_hash(cfg), **(extra or {})}
+            "params_sha256": params_fingerprint(cfg, "teacher"), **(extra or {})}
 
 
 def train_teacher(cfg: FerdConfig, dataset: str, out_dir: Path, progress: bool = True) -> tuple[FerdModel, dict]:
@@ -70,7 +63,7 @@ def obtain_teacher(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) 
     source = cfg.teacher.source
     if card_path.is_file() and ckpt.is_file():
         card = json.loads(card_path.read_text())
-        if card.get("params_sha256") == teacher_params_hash(cfg):
+        if card.get("params_sha256") == params_fingerprint(cfg, "teacher"):
             log.info("reusing teacher %s (sha256 %s)", ckpt, card["sha256"])
             return load_model(ckpt, cfg.teacher.arch, cfg.num_classes, cfg.teacher.mean, cfg.teacher.std,
                               sha256=card["sha256"]), card

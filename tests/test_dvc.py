@@ -19,7 +19,7 @@ import yaml
 from ferd.config import load_config
 from ferd.dvc_pipeline import render
 from ferd.params_cli import render_params
-from ferd.stages.artifacts import STAGE_PARAMS
+from ferd.fingerprint import SCOPES
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -106,7 +106,7 @@ def test_committed_dvc_yaml_matches_params_yaml_and_params_yaml_is_the_embedded_
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in doc["stages"].items():
         kind = {"teacher-fetch": "teacher", "pool-store": "pool"}.get(name.rsplit("-r", 1)[0], name.rsplit("-r", 1)[0])
-        assert stage["params"] == list(STAGE_PARAMS[kind]), name
+        assert stage["params"] == list(SCOPES[kind]), name
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "params").glob("*.yaml")

@@ -50,13 +50,14 @@ def test_bad_parameter_is_refused_before_any_work(tmp_path, capsys):
 
 def test_teacher_is_reused_only_for_identical_teacher_parameters():
     from ferd.config import load_config
-    from ferd.teacher_source import teacher_params_hash
+    from ferd.fingerprint import params_fingerprint
 
-    base = load_config("params/embedded.yaml")
-    assert teacher_params_hash(base) == teacher_params_hash(load_config("params/embedded.yaml",
-                                                                        ["synthesis.lambda_uni=2"]))
+    def fp(*changes):
+        return params_fingerprint(load_config("params/embedded.yaml", list(changes)), "teacher")
+
+    assert fp() == fp("synthesis.lambda_uni=2")
     for change in ("teacher.train.epochs=3", "threat.eps=0.1", "seed=1", "teacher.arch=cnn-8"):
-        assert teacher_params_hash(load_config("params/embedded.yaml", [change])) != teacher_params_hash(base)
+        assert fp(change) != fp()
 
 
 def test_autoattack_on_its_own_smaller_subset(tmp_path):

@@ -234,9 +234,9 @@ def test_teacher_fetch_from_a_url_needs_and_checks_the_sha256(cfg, split, tmp_pa
     c.teacher.sha256 = sha
     a = teacher_fetch(c, tmp_path / "c")
     assert a.card["source"] == c.teacher.source and a.card["source_sha256"] == sha
-    from ferd.teacher_source import teacher_params_hash
+    from ferd.fingerprint import params_fingerprint
 
-    assert a.card["params_sha256"] == teacher_params_hash(c)
+    assert a.card["params_sha256"] == params_fingerprint(c, "teacher")
     assert not (tmp_path / "c" / ".download" / "t.safetensors").exists()  # the download is not kept
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["source"] == c.teacher.source
 

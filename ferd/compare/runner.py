@@ -6,7 +6,7 @@ Layout of ``--out DIR``::
     runs/<method>/<student>/seed=<s>/   one ``ferd run`` each (resumable; skipped once finished)
     comparison.md, comparison.csv, comparison.json, per_class_<attack>.png   (:mod:`.report`)
 
-A finished run (``metrics.json`` present and ``params.json`` equal to the run's parameters) is not
+A finished run (``metrics.json`` present and ``params.json`` with the same :func:`~ferd.fingerprint.params_fingerprint`) is not
 run again, so an interrupted comparison resumes where it stopped, and the DVC matrix stage and the
 Kubeflow ``ParallelFor`` can each run one arm (``--method/--student/--seed``) and share the report.
 """
@@ -23,6 +23,7 @@ import torch
 
 from ..checkpoint import atomic_write_json
 from ..config import FerdConfig
+from ..fingerprint import params_fingerprint
 from ..run import quick_evaluation, run
 from ..teacher_source import obtain_teacher
 from .config import Arm, CompareConfig, arms, run_config, teacher_config
@@ -57,8 +58,7 @@ def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], pr
 def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False) -> dict[str, float]:
     """:func:`run_arm` for one folder; also writes ``arm.json`` (method, student, seed)."""
     metrics_path, params_path = run_dir / "metrics.json", run_dir / "params.json"
-    if metrics_path.is_file() and params_path.is_file() and \
-            json.loads(params_path.read_text()) == cfg.model_dump(mode="json"):
+    if metrics_path.is_file() and params_path.is_file() and _same_run(params_path, cfg):
         log.info("%s: finished earlier, not run again", arm.relpath)
         return json.loads(metrics_path.read_text())
     started = time.time()
@@ -67,6 +67,15 @@ def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False
     log.info("%s: %.0f s, student pgd20 worst %.3f", arm.relpath, time.time() - started,
              metrics.get("student.pgd20.worst", float("nan")))
     return metrics
+
+
+def _same_run(params_path: Path, cfg: FerdConfig) -> bool:
+    """A finished run's ``params.json`` gives every result the same parameters as ``cfg``."""
+    try:
+        return params_fingerprint(json.loads(params_path.read_text()), "evaluation") == \
+            params_fingerprint(cfg, "evaluation")
+    except (KeyError, TypeError, ValueError):  # written by another version of the config
+        return False
 
 
 def assemble(out: Path, teacher_dir: Path, run_dirs: list[Path]) -> Path:

@@ -7,7 +7,7 @@ back to the teacher). A stage reading an artifact checks its stage name, its rou
 parameter fingerprint and the sha256 of every file before using it.
 
 The *parameter fingerprint* of a stage is the sha256 of the parameters that stage depends
-on (:data:`STAGE_PARAMS`, the same lists ``dvc.yaml`` declares as each stage's ``params``):
+on (:data:`ferd.fingerprint.SCOPES`, the same lists ``dvc.yaml`` declares as each stage's ``params``):
 the teacher depends on the seed, the dataset, ε and the teacher group; synthesis and the pool
 also on the epochs, rounds, student, method, baseline and synthesis groups; distillation also on the distill
 group; evaluation on everything. So changing ``synthesis.lambda_uni`` keeps the teacher
@@ -22,7 +22,6 @@ CUDA / device, start and end time, and its own checksum (:mod:`ferd.provenance`)
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -37,22 +36,10 @@ from .. import __version__
 from ..checkpoint import atomic_path, atomic_write_bytes, sha256_file
 from ..checkpoint import atomic_write_json as write_json
 from ..config import FerdConfig, load_config
+from ..fingerprint import params_fingerprint, scoped_params
 from ..provenance import SELF_KEY, code_version, environment, manifest_digest, seal, utc_now
 
 MANIFEST = "manifest.json"
-_TEACHER_PARAMS = ("seed", "dataset", "threat.eps", "teacher")
-_ROUND_PARAMS = (*_TEACHER_PARAMS[:3], "threat.step", "epochs", "rounds", "teacher", "student", "compute",
-                 "method", "baseline", "synthesis",
-                 "distill.utae")  # distill.utae: synthesis computes the cached UTAEs (distill.utae.cache: pool)
-STAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "teacher": _TEACHER_PARAMS,
-    "synthesis": _ROUND_PARAMS,
-    "pool": _ROUND_PARAMS,
-    "distillation": (*_ROUND_PARAMS[:-1], "distill"),
-    "evaluation": (*_ROUND_PARAMS[:-1], "distill", "evaluation"),
-}
-
-
 class ArtifactError(ValueError):
     """An input artifact is missing, of the wrong stage or round, from another run, or corrupt."""
 
@@ -60,25 +47,6 @@ class ArtifactError(ValueError):
 def num_rounds(cfg: FerdConfig) -> int:
     """R: the rounds the epochs are grouped in (``rounds``, or ``epochs`` when unset)."""
     return cfg.rounds or cfg.epochs
-
-
-def stage_params(cfg: FerdConfig, stage: str = "distillation") -> dict[str, Any]:
-    """The resolved parameters ``stage`` depends on, by dotted key (:data:`STAGE_PARAMS`)."""
-    if stage not in STAGE_PARAMS:
-        raise ValueError(f"stage: expected one of {sorted(STAGE_PARAMS)}, got {stage!r}")
-    data = cfg.model_dump(mode="json")
-    out = {}
-    for key in STAGE_PARAMS[stage]:
-        node: Any = data
-        for part in key.split("."):
-            node = node[part]
-        out[key] = node
-    return out
-
-
-def params_fingerprint(cfg: FerdConfig, stage: str = "distillation") -> str:
-    """sha256 of :func:`stage_params` (canonical JSON)."""
-    return hashlib.sha256(json.dumps(stage_params(cfg, stage), sort_keys=True).encode()).hexdigest()
 
 
 def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
@@ -146,7 +114,7 @@ def write_manifest(directory: str | os.PathLike[str], stage: str, cfg: FerdConfi
     directory = Path(directory)
     parents = {name: _input_record(directory, path) for name, path in (inputs or {}).items() if path is not None}
     manifest = {"stage": stage, "round": round_index, "rounds": num_rounds(cfg), "epochs": cfg.epochs,
-                "params": stage_params(cfg, stage), "params_fingerprint": params_fingerprint(cfg, stage),
+                "params": scoped_params(cfg, stage), "params_fingerprint": params_fingerprint(cfg, stage),
                 "ferd_version": __version__, "code": code_version(), "environment": environment(cfg.device),
                 "started_at": started, "finished_at": utc_now(), "uri": str(directory),
                 "outputs": _files(directory), "inputs": parents, **(extra or {})}

@@ -34,7 +34,8 @@ from ..config import FerdConfig
 from ..provenance import utc_now
 from ..models import FerdModel
 from ..teacher import load_model
-from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher, teacher_params_hash
+from ..fingerprint import params_fingerprint
+from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher
 from .artifacts import ArtifactError, read_json, read_manifest, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def teacher_fetch(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, progress:
             stale.unlink(missing_ok=True)
         _, card = obtain_teacher(local_cfg, out, progress=progress)
         # the card names the real source and the real parameters (not the local copy's)
-        card.update({"source": source, "source_sha256": sha256_file(local), "params_sha256": teacher_params_hash(cfg)})
+        card.update({"source": source, "source_sha256": sha256_file(local), "params_sha256": params_fingerprint(cfg, "teacher")})
         write_json(out / CARD_NAME, card)
         if local.is_relative_to(out / DOWNLOAD_DIR):
             shutil.rmtree(out / DOWNLOAD_DIR, ignore_errors=True)

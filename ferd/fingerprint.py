@@ -1,0 +1,55 @@
+"""The one parameter fingerprint: which parameters a result depends on, and their sha256.
+
+A *scope* names a result and lists the parameter keys it depends on (dotted keys of the resolved
+:class:`~ferd.config.FerdConfig`): the teacher depends on the seed, the dataset, ε and the teacher
+group; a round's synthesis and pool also on the schedule, the student, the method, the baselines, the
+synthesis group and the UTAE group (synthesis caches UTAEs with ``distill.utae.cache: pool``); the
+distillation on the whole distill group; the evaluation on everything. ``device``, ``data_root``,
+``checkpoint_every`` and ``storage`` are in no scope: they say where and how often, not what.
+
+Every check that a result on disk was made from these parameters uses :func:`params_fingerprint`:
+teacher model cards (``teacher``), stage manifests (the stage's scope), ``ferd run``'s ``state.pt``
+(``distillation``: everything up to the student) and the finished arms of ``ferd compare``
+(``evaluation``). ``dvc.yaml`` declares the same lists as each stage's ``params``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .config import FerdConfig
+
+NOT_IN_ANY_SCOPE = ("device", "data_root", "checkpoint_every", "storage")
+_TEACHER = ("seed", "dataset", "threat.eps", "teacher")
+_ROUND = (*_TEACHER[:3], "threat.step", "epochs", "rounds", "teacher", "student", "compute", "method", "baseline",
+          "synthesis", "distill.utae")
+SCOPES: dict[str, tuple[str, ...]] = {
+    "teacher": _TEACHER,
+    "synthesis": _ROUND,
+    "pool": _ROUND,
+    "distillation": (*_ROUND[:-1], "distill"),
+    "evaluation": (*_ROUND[:-1], "distill", "evaluation"),
+}
+
+
+def scoped_params(cfg: FerdConfig | Mapping[str, Any], scope: str) -> dict[str, Any]:
+    """The resolved parameters ``scope`` depends on, by dotted key; ``cfg`` may also be a dumped
+    config (``params.json``)."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope: expected one of {sorted(SCOPES)}, got {scope!r}")
+    data = cfg.model_dump(mode="json") if isinstance(cfg, FerdConfig) else cfg
+    out = {}
+    for key in SCOPES[scope]:
+        node: Any = data
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def params_fingerprint(cfg: FerdConfig | Mapping[str, Any], scope: str) -> str:
+    """sha256 of :func:`scoped_params` in canonical JSON."""
+    return hashlib.sha256(json.dumps(scoped_params(cfg, scope), sort_keys=True).encode()).hexdigest()
