@@ -196,11 +196,22 @@ class DistillConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    attacks: list[Literal["clean", "fgsm", "pgd20", "cw", "aa"]] = ["clean", "pgd20"]
+    attacks: list[str] = Field(["clean", "pgd20"], description="registered attacks (ferd.attacks.ATTACKS): clean, "
+                               "fgsm, pgd20, cw, aa")
     n_examples: int | None = Field(None, ge=1, description="a stratified subset of the test split; None = all")
     aa_examples: int | None = Field(None, ge=1, description="AutoAttack on a smaller stratified subset (its own "
                                     "eval-aa/ folder; the other attacks keep n_examples); None = the same examples")
     batch_size: int = Field(256, ge=1)
+
+    @field_validator("attacks")
+    @classmethod
+    def _attacks(cls, names: list[str]) -> list[str]:
+        from .attacks import ATTACKS
+
+        unknown = [n for n in names if n not in ATTACKS]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(f"expected distinct names among {list(ATTACKS)}, got {names}")
+        return names
 
 
 class RetryConfig(_Strict):

@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from ferd.attacks import fgsm
-from ferd.evaluation.autoattack import ContiguousInputGrad
+from ferd.attacks.autoattack import ContiguousInputGrad
 from ferd.evaluation.runner import (ATTACKS, attack_seed, evaluate_models, flat_metrics, per_class_table,
                                     stratified_subset)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..attacks import ATTACKS
 from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..evaluation.report import json_safe
 from ..algorithm import uses_hee
@@ -39,7 +40,6 @@ from ..baselines import distill_config
 from ..config import FerdConfig
 from .config import Arm, CompareConfig, arms, run_config
 
-ATTACK_ORDER = ("clean", "fgsm", "pgd20", "cw", "aa")
 DELTAS = ("pgd20.worst", "pgd20.avg", "clean.avg")  # paired differences to the reference, in this order
 STATS = ("avg", "worst", "nsd")
 
@@ -80,7 +80,7 @@ def _collect(cc: CompareConfig, out: Path) -> tuple[dict, dict, list[str]]:
                                     f"run `ferd compare` again to finish it")
         metrics = json.loads(path.read_text())
         runs[arm.method, arm.student][arm.seed] = metrics
-        attacks = [a for a in ATTACK_ORDER if f"student.{a}.avg" in metrics]
+        attacks = [a for a in ATTACKS if f"student.{a}.avg" in metrics]
         rows = _per_class_rows(out / arm.relpath / "eval")
         for a in attacks:
             accs = [float(r["accuracy"]) for r in rows if r["model"] == "student" and r["attack"] == a]

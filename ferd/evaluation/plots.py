@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 
 from ..checkpoint import atomic_path
 from ..synthesis.diversity import FIGURES
-from .runner import ATTACK_LABELS, REFERENCE, EvaluationResult, class_name_list, retention
+from ..attacks import attack_label
+from .runner import REFERENCE, EvaluationResult, class_name_list, retention
 
 BAR_LIMIT = 20
 """Up to this many classes the per-class plot uses grouped bars with class names; lines beyond."""
@@ -68,7 +69,7 @@ def _per_class_axes(ax: Axes, result: EvaluationResult, attack: str, names: list
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")
     avgs = ", ".join(f"{m} {100 * float(result.correct[(m, attack)].mean()):.1f}" for m in result.models)
-    ax.set_title(f"{ATTACK_LABELS.get(attack, attack)} (avg %: {avgs})", fontsize=10)
+    ax.set_title(f"{attack_label(attack)} (avg %: {avgs})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     if legend:
@@ -89,7 +90,7 @@ def plot_per_class(result: EvaluationResult, attack: str, path: str | os.PathLik
     fig = Figure(figsize=(max(6.0, 0.55 * min(result.num_classes, BAR_LIMIT) + 2), 3.8))
     ax = fig.add_subplot()
     _per_class_axes(ax, result, attack, names, legend=True)
-    ax.set_title(f"Per-class accuracy, {ATTACK_LABELS.get(attack, attack)} ({_subtitle(result)})")
+    ax.set_title(f"Per-class accuracy, {attack_label(attack)} ({_subtitle(result)})")
     return save_figure(fig, path)
 
 
@@ -159,7 +160,7 @@ def plot_retention(result: EvaluationResult, path: str | os.PathLike[str],
         for attack in result.attacks:
             avg, ratio = retention(result, model, attack)
             ax.plot(pos, ratio, marker="o", markersize=3, linewidth=1.2, color=COLORS[k % len(COLORS)],
-                    label=f"{model}, {ATTACK_LABELS.get(attack, attack)} (avg {avg:.2f})")
+                    label=f"{model}, {attack_label(attack)} (avg {avg:.2f})")
             k += 1
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     if result.num_classes <= BAR_LIMIT:

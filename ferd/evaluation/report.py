@@ -37,7 +37,8 @@ import numpy as np
 from ..checkpoint import atomic_write_bytes
 from ..synthesis.diversity import FIGURES, synthesis_rows
 from . import metrics, plots
-from .runner import (ATTACK_LABELS, REFERENCE, EvaluationResult, class_name_list, flat_metrics, per_class_table,
+from ..attacks import ATTACKS, attack_label
+from .runner import (REFERENCE, EvaluationResult, class_name_list, flat_metrics, per_class_table,
                      retention)
 
 
@@ -84,7 +85,7 @@ def summary_table(result: EvaluationResult) -> str:
     """Markdown table in the layout of FERD Tab. 1: per model a row, per attack Avg / Worst / NSD (%)."""
     with_k = metrics.worst_k_count(result.num_classes) > 1
     sub = ["Avg", "Worst", "Worst-10%", "NSD"] if with_k else ["Avg", "Worst", "NSD"]
-    head = "| Model | " + " | ".join(f"{ATTACK_LABELS.get(a, a)} {s}" for a in result.attacks for s in sub) + " |"
+    head = "| Model | " + " | ".join(f"{attack_label(a)} {s}" for a in result.attacks for s in sub) + " |"
     sep = "|---|" + "---:|" * (len(sub) * len(result.attacks))
     lines = [head, sep]
     for model in result.models:
@@ -102,7 +103,7 @@ def _per_class_md(result: EvaluationResult, names: list[str]) -> str:
     for model in result.models:
         for attack in result.attacks:
             acc = result.class_accuracy(model, attack)
-            lines.append(f"| {model} | {ATTACK_LABELS.get(attack, attack)} | "
+            lines.append(f"| {model} | {attack_label(attack)} | "
                          + " | ".join(_pct(a) for a in acc) + " |")
     return "\n".join(lines)
 
@@ -118,20 +119,9 @@ def _settings_md(result: EvaluationResult) -> str:
         f"device `{s['device']}`; {s['dtype']}; torch {s['torch']}.",
         f"- Threat model: L∞, ε = {eps:.6g} ({eps * 255:g}/255), inputs in [0, 1], models in eval() mode.",
     ]
-    if "fgsm" in result.attacks:
-        lines.append(f"- FGSM: one step of size ε = {eps * 255:g}/255 on the cross-entropy, no random start.")
-    if "pgd20" in result.attacks:
-        p = s["pgd20"]
-        lines.append(f"- PGD-20: {p['steps']} steps of {p['step_size'] * 255:g}/255 on the cross-entropy, "
-                     "uniform random start in [−ε, ε] clamped to [0, 1].")
-    if "cw" in result.attacks:
-        p = s["cw"]
-        lines.append(f"- CW∞: {p['steps']} PGD steps of {p['step_size'] * 255:g}/255 on the CW margin loss "
-                     f"(κ = {p['kappa']:g}), same random start.")
-    if "aa" in result.attacks:
-        p = s["aa"]
-        lines.append(f"- AutoAttack: version `{p['version']}`, norm {p['norm']}, seed {p['seed']}, "
-                     f"{p['target_classes']} target classes for APGD-T / FAB-T, {p['package']}.")
+    for attack in result.attacks:
+        if attack in s and attack in ATTACKS and (line := ATTACKS[attack].describe(s[attack], eps)):
+            lines.append(line)
     lines.append("- Worst = lowest class accuracy; Worst-10% = mean of the ⌈0.1·C⌉ lowest "
                  f"(here {metrics.worst_k_count(result.num_classes)}); NSD = population std (ddof = 0) ÷ mean "
                  "of the class accuracies.")
@@ -142,7 +132,7 @@ def _targets_md(result: EvaluationResult) -> str:
     attacks = [a for a in result.attacks if a != "clean"]
     if not attacks:
         return ""
-    lines = ["| model | " + " | ".join(ATTACK_LABELS.get(a, a) for a in attacks) + " |",
+    lines = ["| model | " + " | ".join(attack_label(a) for a in attacks) + " |",
              "|---|" + "---:|" * len(attacks)]
     for model in result.models:
         lines.append(f"| {model} | " + " | ".join(
@@ -164,7 +154,7 @@ def _retention_md(result: EvaluationResult, names: list[str]) -> str:
             cells = [f"{avg:.2f}" if not math.isnan(avg) else "–", worst]
             if per_class:
                 cells += ["–" if math.isnan(r) else f"{r:.2f}" for r in ratio]
-            lines.append(f"| {model} | {ATTACK_LABELS.get(attack, attack)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {model} | {attack_label(attack)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -242,8 +232,8 @@ def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
             acc = 100 * float(result.correct[(model, attack)].mean())
             written[fname] = plots.plot_confusion(
                 result.confusion(model, attack), out / fname,
-                f"{model}, {ATTACK_LABELS.get(attack, attack)}: accuracy {acc:.1f}%", names)
-            figures.append((f"Confusion matrix, {model}, {ATTACK_LABELS.get(attack, attack)}", fname))
+                f"{model}, {attack_label(attack)}: accuracy {acc:.1f}%", names)
+            figures.append((f"Confusion matrix, {model}, {attack_label(attack)}", fname))
 
     parts = [f"# {title}", "",
              f"{result.n_examples} examples, {result.num_classes} classes; models: {', '.join(result.models)}. "

@@ -1,19 +1,9 @@
 """Evaluate teacher and student under the attacks of FERD §5.1, keeping per-sample results.
 
-Attacks (L∞, inputs in [0, 1], ε = 8/255 by default), with the settings of the
+The attacks (L∞, inputs in [0, 1], ε = 8/255 by default) are the registered ones of
+:mod:`ferd.attacks` (clean, FGSM, PGD-20, CW∞, AutoAttack), with the settings of the
 robust-fairness evaluation code FERD follows (Fair-ARD, Yue et al., 2023; ABSLD,
-Zhao et al., 2024; see ``../shared/notes/evaluation.md``):
-
-- ``clean``: no attack.
-- ``fgsm``: FGSM (Goodfellow et al., 2014), one signed-gradient step of size ε on
-  the cross-entropy, clamped to [0, 1] (Fair-ARD adds a 0.001·N(0, 1) jitter
-  before the step; we do not).
-- ``pgd20``: PGD-20 (Madry et al., 2017), 20 steps of 2/255 on the cross-entropy
-  from a uniform random start in [−ε, ε] (clamped to [0, 1]).
-- ``cw``: CW∞ (Carlini & Wagner, 2017, in the L∞ PGD form of TRADES / Fair-ARD):
-  the same PGD-20 on the margin loss −relu(z_y − max_{j≠y} z_j + κ), κ = 50.
-- ``aa``: AutoAttack standard (Croce & Hein, 2020) through ``pyautoattack``
-  (:mod:`ferd.evaluation.autoattack`).
+Zhao et al., 2024; see ``../shared/notes/evaluation.md``).
 
 Every model is evaluated on the same examples; per (model, attack) the result
 keeps per-sample ``correct`` flags and predictions, from which
@@ -36,17 +26,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import attacks as atk
+from ..attacks import ATTACKS as _REGISTRY
+from ..attacks import Attack, ThreatContext, build_attack
 from . import metrics
-from .autoattack import AA_NORM, AA_TARGETS, AA_VERSION, run_autoattack
 
 logger = logging.getLogger(__name__)
 
-ATTACKS: tuple[str, ...] = ("clean", "fgsm", "pgd20", "cw", "aa")
-"""Attack names, in order of (expected) strength."""
-ATTACK_LABELS: dict[str, str] = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞",
-                                 "aa": "AA"}
-PGD_STEPS = 20
+ATTACKS = _REGISTRY
+"""The registered attacks by name, in order of (expected) strength (:data:`ferd.attacks.ATTACKS`)."""
 PGD_STEP_SIZE = 2 / 255
 STATS: tuple[str, ...] = ("avg", "worst", "worst10", "nsd")
 
@@ -135,27 +122,23 @@ def pgd_step_size(eps: float, step: float | None = None) -> float:
     return step if step is not None else PGD_STEP_SIZE * eps / (8 / 255)
 
 
+def _attack_context(eps: float, seed: int, batch_size: int, device: str | torch.device, num_classes: int,
+                    step: float | None) -> ThreatContext:
+    return ThreatContext(eps=eps, step=pgd_step_size(eps, step), seed=seed, num_classes=num_classes,
+                         batch_size=batch_size, device=str(device))
+
+
 def attack_settings(eps: float, seed: int, n_examples: int, batch_size: int, device: str,
                     attacks: tuple[str, ...] | list[str], num_classes: int,
                     step: float | None = None) -> dict[str, Any]:
-    """The settings recorded with a result (and printed in ``report.md``)."""
-    from importlib.metadata import version
-
-    step = pgd_step_size(eps, step)
-
-    return {
-        "norm": "Linf", "eps": eps, "eps_255": eps * 255, "attacks": list(attacks),
-        "fgsm": {"steps": 1, "step_size": eps, "random_start": False, "loss": "ce"},
-        "pgd20": {"steps": PGD_STEPS, "step_size": step, "random_start": "uniform[-eps,eps], clamped",
-                  "loss": "ce"},
-        "cw": {"steps": PGD_STEPS, "step_size": step, "random_start": "uniform[-eps,eps], clamped",
-               "loss": "cw_margin", "kappa": atk.CW_CONFIDENCE},
-        "aa": {"version": AA_VERSION, "norm": AA_NORM, "seed": seed,
-               "target_classes": min(AA_TARGETS, num_classes - 1),
-               "package": f"pyautoattack {version('pyautoattack')}"},
-        "n_examples": n_examples, "num_classes": num_classes, "seed": seed, "batch_size": batch_size,
-        "device": device, "dtype": "float32", "torch": torch.__version__,
-    }
+    """The settings recorded with a result (and printed in ``report.md``): each attack's own
+    (:meth:`ferd.attacks.Attack.settings`) and the evaluation's."""
+    ctx = _attack_context(eps, seed, batch_size, device, num_classes, step)
+    per_attack = {name: build_attack(name, ctx).settings() for name in attacks}
+    return {"norm": "Linf", "eps": eps, "eps_255": eps * 255, "attacks": list(attacks),
+            **{name: s for name, s in per_attack.items() if s is not None},
+            "n_examples": n_examples, "num_classes": num_classes, "seed": seed, "batch_size": batch_size,
+            "device": device, "dtype": "float32", "torch": torch.__version__}
 
 
 def _check_inputs(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, num_classes: int,
@@ -213,25 +196,24 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]
     return contextlib.nullcontext()
 
 
-def _batched_attack(model: nn.Module, attack: str, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                    step: float, batch_size: int, generator: torch.Generator, device: torch.device,
-                    progress: bool, desc: str) -> np.ndarray:
+def _predict_attacked(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+                      generator: torch.Generator, device: torch.device, progress: bool, desc: str) -> np.ndarray:
+    """The model's predictions on the attack's examples, batch by batch (a whole-set attack first
+    perturbs every example at once)."""
+    if not attack.batched:
+        x = attack.perturb(model, x, y)
     preds = []
     for start in tqdm(range(0, x.shape[0], batch_size), desc=desc, disable=not progress, leave=False):
         xb = x[start:start + batch_size].to(device)
-        yb = y[start:start + batch_size].to(device)
-        if attack == "fgsm":
-            xb = atk.fgsm(model, xb, yb, eps)
-        elif attack in ("pgd20", "cw"):
-            xb = atk.pgd(model, xb, yb, eps, step, PGD_STEPS, loss="ce" if attack == "pgd20" else "cw",
-                         rand_start=True, generator=generator)
+        if attack.batched:
+            xb = attack.perturb(model, xb, y[start:start + batch_size].to(device), generator)
         with torch.no_grad():
             preds.append(model(xb).argmax(1).cpu())
     return torch.cat(preds).numpy().astype(np.int64)
 
 
 def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *, num_classes: int,
-                    attacks: tuple[str, ...] | list[str] = ATTACKS, eps: float = 8 / 255,
+                    attacks: tuple[str, ...] | list[str] = tuple(ATTACKS), eps: float = 8 / 255,
                     batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu",
                     progress: bool = True, step: float | None = None) -> EvaluationResult:
     """Run every attack in ``attacks`` on every model in ``models`` over the examples ``(x, y)``.
@@ -264,21 +246,15 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
                               correct={}, predictions={},
                               settings=attack_settings(eps, seed, int(x.shape[0]), batch_size, str(device),
                                                        attacks, num_classes, step))
+    ctx = _attack_context(eps, seed, batch_size, device, num_classes, step)
     for name, model in models.items():
         for attack in attacks:
             t0 = time.perf_counter()
+            gen = torch.Generator(device=device)
+            gen.manual_seed(attack_seed(seed, name, attack))
             with _no_autocast(device):
-                if attack == "aa":
-                    logger.info("%s: AutoAttack %s on %d examples", name, AA_VERSION, x.shape[0])
-                    out = run_autoattack(model, x.contiguous(), y, eps=eps, batch_size=batch_size, seed=seed,
-                                         device=device)
-                    pred = out.y_adv.cpu().numpy().astype(np.int64)
-                else:
-                    gen = torch.Generator(device=device)
-                    gen.manual_seed(attack_seed(seed, name, attack))
-                    pred = _batched_attack(model, attack, x, y, eps=eps, step=pgd_step_size(eps, step),
-                                           batch_size=batch_size, generator=gen, device=device,
-                                           progress=progress, desc=f"{name}/{attack}")
+                pred = _predict_attacked(model, build_attack(attack, ctx), x, y, batch_size=batch_size,
+                                         generator=gen, device=device, progress=progress, desc=f"{name}/{attack}")
             result.predictions[(name, attack)] = pred
             result.correct[(name, attack)] = pred == y_np
             result.seconds[(name, attack)] = time.perf_counter() - t0

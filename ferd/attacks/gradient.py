@@ -1,4 +1,4 @@
-"""White-box L∞ attacks on models that take inputs in [0, 1].
+"""White-box L∞ attacks on models that take inputs in [0, 1]: the functions behind every attack.
 
 Shared by the evaluation (FGSM, PGD-20, CW∞), the reweighting of Eq. 1-2 and
 Eq. 24 (PGD-20 on synthetic samples against the teacher) and the baselines of

@@ -27,9 +27,12 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from .base import Attack, register
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +130,30 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
             sys.settrace(trace)
     y_adv = y_adv.to(y.device).long()
     return AutoAttackOutput(correct=y_adv == y, y_adv=y_adv, x_adv=x_adv.detach())
+
+
+@register
+class AutoAttackStandard(Attack):
+    """AutoAttack standard (Croce & Hein, 2020) through ``pyautoattack`` (:func:`run_autoattack`), on the
+    whole set at once (it batches itself, with ``batch_size``) and seeded with the evaluation seed."""
+
+    name, label, batched = "aa", "AA", False
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        logger.info("AutoAttack %s on %d examples", AA_VERSION, x.shape[0])
+        c = self.ctx
+        return run_autoattack(model, x.contiguous(), y, eps=c.eps, batch_size=c.batch_size, seed=c.seed,
+                              device=c.device).x_adv
+
+    def settings(self) -> dict[str, Any]:
+        from importlib.metadata import version
+
+        return {"version": AA_VERSION, "norm": AA_NORM, "seed": self.ctx.seed,
+                "target_classes": min(AA_TARGETS, self.ctx.num_classes - 1),
+                "package": f"pyautoattack {version('pyautoattack')}"}
+
+    @staticmethod
+    def describe(settings: dict[str, Any], eps: float) -> str:
+        return (f"- AutoAttack: version `{settings['version']}`, norm {settings['norm']}, seed {settings['seed']}, "
+                f"{settings['target_classes']} target classes for APGD-T / FAB-T, {settings['package']}.")
