@@ -1,18 +1,33 @@
-"""Where a teacher comes from: a local checkpoint, or ``train:<dataset>`` (PGD adversarial training).
+"""Where a teacher comes from. ``teacher.source`` may be
 
-Returns the model (eval mode, frozen) and a *model card*: arch, num_classes, normalisation,
-the checkpoint's sha256 and how it was obtained.
+* ``train:<dataset>`` — PGD adversarial training on the dataset (the embedded default:
+  ``train:digits``, minutes on a CPU);
+* a local path — a state_dict (safetensors, or ``torch.load(weights_only=True)``);
+* ``https://…`` (or ``http://``) — downloaded, then checked against ``teacher.sha256``,
+  which is **required** for URLs;
+* ``s3://bucket/key`` — downloaded with boto3 (credentials and ``AWS_ENDPOINT_URL`` from the
+  environment; in Kubeflow from the ``use_secret_as_env`` secret), checked against
+  ``teacher.sha256`` when given;
+* ``robustbench:<model name>`` — a RobustBench model (``dataset``, L∞); needs the
+  ``robustbench`` package and internet access, neither of which the image or CI has.
+
+:func:`obtain_teacher` returns the model (eval mode, frozen) and a *model card*: arch, num_classes,
+normalisation, the checkpoint's sha256, the source and the source file's sha256.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from . import rng
-from .checkpoint import atomic_write_bytes, save_state_dict, sha256_file
+from .checkpoint import atomic_path, atomic_write_bytes, save_state_dict, sha256_file, verify_sha256
 from .config import FerdConfig
 from .fingerprint import params_fingerprint
 from .models import FerdModel, create_model
@@ -22,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "teacher.safetensors"
 CARD_NAME = "model_card.json"
+DOWNLOAD_DIR = ".download"  # hidden: not part of the teacher artifact's manifest
 
 
 def _card(cfg: FerdConfig, path: Path, source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -52,10 +68,12 @@ def train_teacher(cfg: FerdConfig, dataset: str, out_dir: Path, progress: bool =
 
 
 def obtain_teacher(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) -> tuple[FerdModel, dict]:
-    """Load or train the teacher named by ``cfg.teacher.source`` into ``out_dir``.
+    """Load, download or train the teacher named by ``cfg.teacher.source`` into ``out_dir``: every kind of
+    source, behind every entry point (``ferd run``, ``ferd compare``, the teacher-fetch stage).
 
-    A teacher already in ``out_dir`` is reused (after its sha256 is verified) only when its
-    card was made from the same teacher parameters, dataset, ε and seed.
+    A teacher already in ``out_dir`` is reused (after its sha256 is verified) only when its card was made
+    from the same teacher parameters (``teacher`` fingerprint: the source, the teacher group, the dataset,
+    ε and the seed); a download is verified against ``teacher.sha256`` and not kept.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,19 +85,83 @@ def obtain_teacher(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) 
             log.info("reusing teacher %s (sha256 %s)", ckpt, card["sha256"])
             return load_model(ckpt, cfg.teacher.arch, cfg.num_classes, cfg.teacher.mean, cfg.teacher.std,
                               sha256=card["sha256"]), card
-    if source.startswith("train:"):
+    local = resolve_source(cfg, out_dir)
+    if local is None:
         dataset = source.split(":", 1)[1]
         if dataset != cfg.dataset:
             raise ValueError(f"teacher.source: train:{dataset} does not match dataset {cfg.dataset!r}")
         model, card = train_teacher(cfg, dataset, out_dir, progress)
     else:
-        src = Path(source)
-        if not src.is_file():
-            raise FileNotFoundError(f"teacher.source: checkpoint not found: {src}")
-        model = load_model(src, cfg.teacher.arch, cfg.num_classes, cfg.teacher.mean, cfg.teacher.std,
-                           sha256=cfg.teacher.sha256)
+        model = load_model(local, cfg.teacher.arch, cfg.num_classes, cfg.teacher.mean, cfg.teacher.std)
         save_state_dict(model.state_dict(), ckpt, metadata={"arch": cfg.teacher.arch,
                                                             "num_classes": str(cfg.num_classes)})
-        card = _card(cfg, ckpt, source, {"source_sha256": sha256_file(src)})
+        card = _card(cfg, ckpt, source, {"source_sha256": sha256_file(local)})
+        shutil.rmtree(out_dir / DOWNLOAD_DIR, ignore_errors=True)
     atomic_write_bytes(card_path, json.dumps(card, indent=2).encode())
     return model, card
+
+
+def _download_url(url: str, dest: Path, timeout: float = 120.0) -> Path:
+    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_path(dest) as tmp:  # noqa: S310 (checked scheme)
+        with open(tmp, "wb") as f:
+            while chunk := resp.read(1 << 20):
+                f.write(chunk)
+    return dest
+
+
+def _download_s3(uri: str, dest: Path) -> Path:
+    import boto3
+
+    parsed = urllib.parse.urlparse(uri)
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if not bucket or not key:
+        raise ValueError(f"teacher.source: expected s3://bucket/key, got {uri!r}")
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    with atomic_path(dest) as tmp:
+        client.download_file(bucket, key, str(tmp))
+    return dest
+
+
+def _robustbench(name: str, cfg: FerdConfig, dest_dir: Path) -> Path:
+    try:
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+        from robustbench.utils import load_model as rb_load
+    except ImportError as exc:
+        raise ValueError(f"teacher.source: robustbench:{name} needs the robustbench package and internet "
+                         "access (pip install robustbench); neither is in the image or CI. Download the "
+                         "checkpoint once and give its path, s3:// or https:// URI instead.") from exc
+    ds = {"cifar10": BenchmarkDataset.cifar_10, "cifar100": BenchmarkDataset.cifar_100}.get(cfg.dataset)
+    if ds is None:
+        raise ValueError(f"teacher.source: RobustBench has no {cfg.dataset!r} models")
+    rb_load(name, model_dir=str(dest_dir), dataset=ds, threat_model=ThreatModel.Linf)
+    path = dest_dir / ds.value / ThreatModel.Linf.value / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher.source: RobustBench did not leave a checkpoint at {path}")
+    return path
+
+
+def resolve_source(cfg: FerdConfig, out_dir: Path) -> Path | None:
+    """A local, verified file for ``teacher.source`` (downloaded into ``out_dir/.download`` if needed), or None
+    for ``train:``."""
+    source = cfg.teacher.source
+    if source.startswith("train:"):
+        return None
+    scheme = urllib.parse.urlparse(source).scheme
+    downloads = out_dir / DOWNLOAD_DIR
+    name = Path(urllib.parse.urlparse(source).path).name or "teacher.ckpt"
+    if scheme in ("http", "https"):
+        if cfg.teacher.sha256 is None and not cfg.teacher.allow_unverified_url:
+            raise ValueError(f"teacher.sha256: required for a URL source ({source}); give the checkpoint's sha256 "
+                             "(or set teacher.allow_unverified_url: true to accept any bytes)")
+        path = _download_url(source, downloads / name)
+    elif scheme == "s3":
+        path = _download_s3(source, downloads / name)
+    elif source.startswith("robustbench:"):
+        path = _robustbench(source.split(":", 1)[1], cfg, downloads)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"teacher.source: checkpoint not found: {path}")
+    if cfg.teacher.sha256 is not None:
+        verify_sha256(path, cfg.teacher.sha256)
+    return path

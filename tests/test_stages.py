@@ -239,6 +239,11 @@ def test_teacher_fetch_from_a_url_needs_and_checks_the_sha256(cfg, split, tmp_pa
     assert a.card["params_sha256"] == params_fingerprint(c, "teacher")
     assert not (tmp_path / "c" / ".download" / "t.safetensors").exists()  # the download is not kept
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["source"] == c.teacher.source
+    # the same source behind `ferd run` and `ferd compare` (one teacher source for every entry point)
+    from ferd.teacher_source import obtain_teacher
+
+    _, card = obtain_teacher(c, tmp_path / "run" / "teacher", progress=False)
+    assert card["sha256"] == a.card["sha256"] and card["source"] == c.teacher.source
 
 
 def test_teacher_fetch_from_s3(cfg, split, tmp_path, monkeypatch):
