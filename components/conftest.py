@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ferd.config import load_config
-from ferd.pipeline_cli import repo_root
+from ferd.cli.pipeline import repo_root
 
 ROOT = repo_root()
 CI = ROOT / "params" / "ci.yaml"

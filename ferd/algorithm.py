@@ -44,19 +44,6 @@ from .synthesis.stage import Synthesizer
 log = logging.getLogger(__name__)
 
 
-def round_epochs(epochs: int, rounds: int) -> list[range]:
-    """Split epochs 0..T-1 into ``rounds`` contiguous ranges, as evenly as possible (earlier rounds longer)."""
-    if not 1 <= rounds <= epochs:
-        raise ValueError(f"rounds: expected an integer in [1, epochs={epochs}], got {rounds}")
-    base, extra = divmod(epochs, rounds)
-    out, start = [], 0
-    for r in range(rounds):
-        n = base + (1 if r < extra else 0)
-        out.append(range(start, start + n))
-        start += n
-    return out
-
-
 def build_student(cfg: FerdConfig) -> FerdModel:
     """The student f^S with a seeded initialisation (θ_s, Algorithm 1 line 1)."""
     with rng.seeded(cfg.seed, "student-init"):
@@ -242,7 +229,7 @@ def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, img_size: int, *, checkp
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.pt").is_file():
         state.load(checkpoint_dir)
         log.info("resuming from %s at round %d", checkpoint_dir, state.next_round)
-    schedule = round_epochs(cfg.epochs, cfg.rounds or cfg.epochs)
+    schedule = cfg.round_schedule
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(schedule), initial=state.next_round, desc="FERD rounds", disable=not progress)

@@ -218,3 +218,14 @@ def load_state_dict(path: PathLike, sha256: str | None = None) -> dict[str, torc
     state = _unwrap(obj, p)
     check_finite(state, str(p))
     return state
+
+
+def copy_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Copy bytes atomically (temporary name in the destination directory, then rename)."""
+    dst = Path(dst)
+    with atomic_path(dst) as tmp, open(src, "rb") as fin, open(tmp, "wb") as fout:
+        while chunk := fin.read(1 << 20):
+            fout.write(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return dst

@@ -315,10 +315,33 @@ class FerdConfig(_Strict):
         return self
 
     @property
+    def num_rounds(self) -> int:
+        """R: the rounds the epochs are grouped in (``rounds``, or ``epochs`` when unset: Algorithm 1)."""
+        return self.rounds or self.epochs
+
+    @property
+    def round_schedule(self) -> list[range]:
+        """The epochs of each round (:func:`round_epochs`)."""
+        return round_epochs(self.epochs, self.num_rounds)
+
+    @property
     def num_classes(self) -> int:
         from .data import dataset_info
 
         return dataset_info(self.dataset).num_classes
+
+
+def round_epochs(epochs: int, rounds: int) -> list[range]:
+    """Split epochs 0..T-1 into ``rounds`` contiguous ranges, as evenly as possible (earlier rounds longer)."""
+    if not 1 <= rounds <= epochs:
+        raise ValueError(f"rounds: expected an integer in [1, epochs={epochs}], got {rounds}")
+    base, extra = divmod(epochs, rounds)
+    out, start = [], 0
+    for r in range(rounds):
+        n = base + (1 if r < extra else 0)
+        out.append(range(start, start + n))
+        start += n
+    return out
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -24,7 +24,6 @@ import yaml
 
 from .config import FerdConfig
 from .fingerprint import SCOPES
-from .stages.artifacts import num_rounds
 
 OUT = "out"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
@@ -44,7 +43,7 @@ def stage_dirs(rounds: int, out: str = OUT) -> dict[str, str]:
 
 
 def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
-    rounds = num_rounds(cfg)
+    rounds = cfg.num_rounds
     d = stage_dirs(rounds, out)
     teacher = d["teacher-fetch"]
     stages: dict[str, Any] = {"teacher-fetch": {

@@ -22,9 +22,7 @@ per problem, naming the file, and exits 1 if there is any.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +152,7 @@ def chain(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _describe(node: dict[str, Any]) -> str:
+def describe_node(node: dict[str, Any]) -> str:
     pad = "  " * node["depth"] + ("└─ " if node["depth"] else "")
     head = f"{pad}{node['name']}: {node['dir']}"
     if node.get("missing"):
@@ -174,35 +172,3 @@ def _describe(node: dict[str, Any]) -> str:
     if "student.safetensors" in _outputs(m):
         bits.append(f"student sha256 {_outputs(m)['student.safetensors']['sha256'][:16]}…")
     return head + "\n" + " " * len(pad) + "   " + " | ".join(bits)
-
-
-def _show(args: argparse.Namespace) -> int:
-    nodes = chain(args.artifact)
-    if args.json:
-        print(json.dumps(nodes, indent=1, default=str))
-    else:
-        print("\n".join(_describe(n) for n in nodes))
-    return 1 if any(n.get("missing") for n in nodes) else 0
-
-
-def _verify(args: argparse.Namespace) -> int:
-    report = verify_run(args.run)
-    for line in report.problems:
-        print(f"FAIL {line}", file=sys.stderr)
-    status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
-    print(f"lineage verify {args.run}: {status}: {report.checked_artifacts} artifacts, "
-          f"{report.checked_files} files re-hashed")
-    return 0 if report.ok else 1
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lineage", help="show or verify where an artifact came from", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    ls = p.add_subparsers(dest="lineage", required=True, metavar="ACTION")
-    s = ls.add_parser("show", help="the chain from an artifact (or a file in one) back to the teacher")
-    s.add_argument("artifact", type=Path)
-    s.add_argument("--json", action="store_true", help="the chain as JSON, manifests included")
-    s.set_defaults(func=_show)
-    v = ls.add_parser("verify", help="re-hash every artifact under a run directory")
-    v.add_argument("run", type=Path)
-    v.set_defaults(func=_verify)

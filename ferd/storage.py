@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .checkpoint import atomic_path, sha256_file
+from .checkpoint import atomic_path, copy_file, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,6 @@ def publish_dir(local_dir: str | os.PathLike[str], uri: str, settings: S3Setting
     manifest = json.loads((local_dir / MANIFEST).read_text())
     files = _listed_files(manifest)
     if not is_s3(uri):
-        from .stages.artifacts import copy_file
-
         dest = Path(uri)
         if dest.resolve() != local_dir.resolve():
             for rel in [*files, MANIFEST]:

@@ -33,7 +33,6 @@ from components.pool_store.component import pool_store
 from components.synthesis.component import synthesis
 from components.teacher_fetch.component import teacher_fetch
 from ferd.config import load_config
-from ferd.stages import num_rounds
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = ROOT / "params" / "embedded.yaml"
@@ -98,7 +97,7 @@ def params_text(params: str | Path = DEFAULT_PARAMS) -> tuple[str, int]:
     path = Path(params)
     cfg = load_config(path)
     data = yaml.safe_load(path.read_text()) or {}
-    return json.dumps(data, separators=(", ", ": ")), num_rounds(cfg)
+    return json.dumps(data, separators=(", ", ": ")), cfg.num_rounds
 
 
 COMPILED_FROM = "Default parameters: "

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ferd.config import ConfigError
-from ferd.stages import config_from_text, num_rounds
+from ferd.stages import config_from_text
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILED = ROOT / "pipeline" / "ferd_pipeline.yaml"
@@ -78,8 +78,8 @@ def build_arguments(package: str | Path = COMPILED, *, params_file: str | Path |
         cfg = config_from_text(text, args.get("overrides", defaults.get("overrides") or []))
     except ConfigError as exc:
         raise ValueError(f"the run's parameters are invalid: {exc}") from None
-    if num_rounds(cfg) != compiled_rounds(package):
-        raise ValueError(f"these parameters give {num_rounds(cfg)} rounds but {package} unrolls "
+    if cfg.num_rounds != compiled_rounds(package):
+        raise ValueError(f"these parameters give {cfg.num_rounds} rounds but {package} unrolls "
                          f"{compiled_rounds(package)}: recompile (ferd pipeline compile --params …)")
     return args
 

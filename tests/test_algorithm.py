@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import ferd.data.datasets as datasets
-from ferd.algorithm import round_epochs, run_algorithm1
+from ferd.algorithm import run_algorithm1
+from ferd.config import round_epochs
 from ferd.config import parse_config
 from ferd.models import create_model
 from resume import killed_then_resumed

@@ -18,7 +18,7 @@ import yaml
 
 from ferd.config import load_config
 from ferd.dvc_pipeline import render
-from ferd.params_cli import render_params
+from ferd.presets import render_params
 from ferd.fingerprint import SCOPES
 
 ROOT = Path(__file__).resolve().parents[1]

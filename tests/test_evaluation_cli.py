@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ferd.cli import main
-from ferd.evaluation.cli import parse_attacks, parse_eps
+from ferd.cli.evaluate import parse_attacks, parse_eps
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from ferd.pipeline_cli import repo_root
+from ferd.cli.pipeline import repo_root
 
-ROOT = repo_root()  # also puts the checkout on sys.path for `pipeline` and `components`
+ROOT = repo_root()
 
 from pipeline.dag import (COMPILED, DEFAULT_CLUSTER, STAGE_NAMES, compile_pipeline,  # noqa: E402
                           compiled_params_file, load_cluster)

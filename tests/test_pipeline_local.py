@@ -19,7 +19,7 @@ import torch
 
 from ferd.checkpoint import load_state_dict
 from ferd.config import load_config
-from ferd.pipeline_cli import repo_root
+from ferd.cli.pipeline import repo_root
 
 ROOT = repo_root()
 CI = ROOT / "params" / "ci.yaml"

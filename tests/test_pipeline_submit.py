@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from ferd.cli import main
-from ferd.pipeline_cli import repo_root
+from ferd.cli.pipeline import repo_root
 
 ROOT = repo_root()
 CI = ROOT / "params" / "ci.yaml"

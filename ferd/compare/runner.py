@@ -24,7 +24,8 @@ import torch
 from ..checkpoint import atomic_write_json
 from ..config import FerdConfig
 from ..fingerprint import params_fingerprint
-from ..run import quick_evaluation, run
+from ..evaluation.quick import quick_evaluation
+from ..run import run
 from ..teacher_source import obtain_teacher
 from .config import Arm, CompareConfig, arms, run_config, teacher_config
 

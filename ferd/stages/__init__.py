@@ -1,6 +1,6 @@
 """The five stages of FERD as plain functions with typed inputs and outputs.
 
-One code path, three front doors: ``ferd stage <name>`` (:mod:`ferd.stages.cli`, what
+One code path, three front doors: ``ferd stage <name>`` (:mod:`ferd.cli.stage`, what
 ``dvc.yaml`` calls), the Kubeflow components in ``components/<stage>/`` and
 :func:`ferd.algorithm.run_algorithm1` (``ferd run``) all run the same
 ``generation_round`` / ``distillation_round``.
@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from ..config import FerdConfig
-from .artifacts import ArtifactError, config_from_text, num_rounds, params_fingerprint
+from .artifacts import ArtifactError, config_from_text, params_fingerprint
 from .evaluation import EvaluationArtifact, evaluation
 from .rounds import (DistillationArtifact, PoolArtifact, SynthesisArtifact, distillation, pool_store, shard_path,
                      synthesis)
@@ -51,7 +51,7 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
     out = Path(out_dir)
     teacher = done(teacher_fetch(cfg, io.output(out / "teacher"), progress=progress).dir)
     synth = pool = student = None
-    for r in range(num_rounds(cfg)):
+    for r in range(cfg.num_rounds):
         d = out / f"round-{r}"
         new_synth = done(synthesis(cfg, r, teacher, io.output(d / "synthesis"), student_dir=student,
                                    previous_dir=synth, progress=progress).dir)
@@ -68,5 +68,5 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
 
 __all__ = ["STAGES", "ArtifactError", "DistillationArtifact", "EvaluationArtifact", "PoolArtifact",
            "SynthesisArtifact", "TeacherArtifact", "config_from_text", "distillation", "evaluation",
-           "load_teacher", "num_rounds", "params_fingerprint", "pool_store", "run_stages", "shard_path",
+           "load_teacher", "params_fingerprint", "pool_store", "run_stages", "shard_path",
            "synthesis", "teacher_fetch"]

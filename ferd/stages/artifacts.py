@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..checkpoint import atomic_path, atomic_write_bytes, sha256_file
+from ..checkpoint import atomic_write_bytes, sha256_file
 from ..checkpoint import atomic_write_json as write_json
 from ..config import FerdConfig, load_config
 from ..fingerprint import params_fingerprint, scoped_params
@@ -42,11 +42,6 @@ from ..provenance import SELF_KEY, code_version, environment, manifest_digest, s
 MANIFEST = "manifest.json"
 class ArtifactError(ValueError):
     """An input artifact is missing, of the wrong stage or round, from another run, or corrupt."""
-
-
-def num_rounds(cfg: FerdConfig) -> int:
-    """R: the rounds the epochs are grouped in (``rounds``, or ``epochs`` when unset)."""
-    return cfg.rounds or cfg.epochs
 
 
 def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
@@ -113,7 +108,7 @@ def write_manifest(directory: str | os.PathLike[str], stage: str, cfg: FerdConfi
     """Hash every file of ``directory`` and write its ``manifest.json`` (last, atomically)."""
     directory = Path(directory)
     parents = {name: _input_record(directory, path) for name, path in (inputs or {}).items() if path is not None}
-    manifest = {"stage": stage, "round": round_index, "rounds": num_rounds(cfg), "epochs": cfg.epochs,
+    manifest = {"stage": stage, "round": round_index, "rounds": cfg.num_rounds, "epochs": cfg.epochs,
                 "params": scoped_params(cfg, stage), "params_fingerprint": params_fingerprint(cfg, stage),
                 "ferd_version": __version__, "code": code_version(), "environment": environment(cfg.device),
                 "started_at": started, "finished_at": utc_now(), "uri": str(directory),
@@ -156,12 +151,3 @@ def read_manifest(directory: str | os.PathLike[str] | None, stage: str, cfg: Fer
     return manifest
 
 
-def copy_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """Copy bytes atomically (temporary name in the destination directory, then rename)."""
-    dst = Path(dst)
-    with atomic_path(dst) as tmp, open(src, "rb") as fin, open(tmp, "wb") as fout:
-        while chunk := fin.read(1 << 20):
-            fout.write(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
-    return dst

@@ -1,6 +1,6 @@
 """Stage 5, evaluation: teacher and final student on the dataset's test split, per class.
 
-The same :func:`ferd.run.quick_evaluation` that ``ferd run`` calls (``evaluation.attacks``:
+The same :func:`ferd.evaluation.quick.quick_evaluation` that ``ferd run`` calls (``evaluation.attacks``:
 clean, FGSM, PGD-20, CW∞, AutoAttack; ``evaluation.n_examples`` a stratified subset), so its
 ``metrics.json`` equals ``ferd run``'s (less ``run.seconds``) for the same student.
 
@@ -22,7 +22,8 @@ from ..provenance import utc_now
 from ..teacher import load_model
 from ..data import dataset_info
 from ..evaluation.dvc_plots import write_class_weights
-from .artifacts import ArtifactError, copy_file, read_json, read_manifest, write_json, write_manifest
+from ..checkpoint import copy_file
+from .artifacts import ArtifactError, read_json, read_manifest, write_json, write_manifest
 from .rounds import CLASS_WEIGHTS_FILE, DISTILLATION, HISTORY_FILE, STUDENT_FILE
 from .teacher_fetch import load_teacher
 
@@ -42,7 +43,7 @@ class EvaluationArtifact:
 def evaluation(cfg: FerdConfig, teacher_dir: str | os.PathLike[str], student_dir: str | os.PathLike[str],
                out_dir: str | os.PathLike[str], *, progress: bool = False) -> EvaluationArtifact:
     """Evaluate the teacher and the student of the *final* distillation artifact."""
-    from ..run import quick_evaluation
+    from ..evaluation.quick import quick_evaluation
 
     started = utc_now()
 

@@ -1,6 +1,6 @@
 """Stages 2-4, one round of Algorithm 1 each: synthesis → FAE pool storage → UTAE distillation.
 
-Round r covers the epochs ``round_epochs(epochs, R)[r]``. Each stage rebuilds
+Round r covers the epochs ``cfg.round_schedule[r]``. Each stage rebuilds
 :meth:`ferd.algorithm.RunState.initial` and loads into it exactly the state that crosses a
 round boundary (see :mod:`ferd.algorithm`) from its input artifacts, then runs the same
 :func:`~ferd.algorithm.generation_round` / :func:`~ferd.algorithm.distillation_round` as
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from ..algorithm import RunState, collapse_warnings, distillation_round, generation_round, round_epochs
+from ..algorithm import RunState, collapse_warnings, distillation_round, generation_round
 from ..checkpoint import load_state_dict, save_state_dict
 from ..config import FerdConfig
 from ..data import dataset_info
@@ -47,7 +47,8 @@ from ..numerics import saving_debug_batch
 from ..provenance import utc_now
 from ..synthesis.diversity import synthesis_rows
 from ..pool import write_shard as _write_shard
-from .artifacts import (ArtifactError, copy_file, load_tensors, num_rounds, read_json, read_manifest, save_tensors,
+from ..checkpoint import copy_file
+from .artifacts import (ArtifactError, load_tensors, read_json, read_manifest, save_tensors,
                         write_json, write_manifest)
 from ..compute import set_memory_format
 from .teacher_fetch import load_teacher
@@ -94,10 +95,10 @@ def shard_path(synthesis_dir: str | os.PathLike[str], round_index: int) -> Path:
 
 
 def _schedule(cfg: FerdConfig, round_index: int) -> range:
-    rounds = num_rounds(cfg)
+    rounds = cfg.num_rounds
     if not 0 <= round_index < rounds:
         raise ValueError(f"round: expected 0 <= round < {rounds} (rounds of {cfg.epochs} epochs), got {round_index}")
-    return round_epochs(cfg.epochs, rounds)[round_index]
+    return cfg.round_schedule[round_index]
 
 
 def _previous(round_index: int, what: str, path: str | os.PathLike[str] | None) -> None:
@@ -265,7 +266,7 @@ def distillation(cfg: FerdConfig, round_index: int, teacher_dir: str | os.PathLi
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    complete = state.next_round == num_rounds(cfg)
+    complete = state.next_round == cfg.num_rounds
     save_state_dict(state.student.state_dict(), out / STUDENT_FILE,
                     metadata={"arch": cfg.student.arch, "num_classes": str(cfg.num_classes),
                               "teacher_sha256": card["sha256"], "round": str(round_index),

@@ -37,13 +37,13 @@ def _print(data: dict) -> int:
 
 
 def _io(cfg):
-    from .io import StageIO
+    from ..stages.io import StageIO
 
     return StageIO(cfg)
 
 
 def _teacher(args: argparse.Namespace) -> int:
-    from .teacher_fetch import describe, teacher_fetch
+    from ..stages.teacher_fetch import describe, teacher_fetch
 
     cfg = _config(args)
     io = _io(cfg)
@@ -52,7 +52,7 @@ def _teacher(args: argparse.Namespace) -> int:
 
 
 def _synthesis(args: argparse.Namespace) -> int:
-    from .rounds import synthesis
+    from ..stages.rounds import synthesis
 
     cfg = _config(args)
     io = _io(cfg)
@@ -63,7 +63,7 @@ def _synthesis(args: argparse.Namespace) -> int:
 
 
 def _pool(args: argparse.Namespace) -> int:
-    from .rounds import pool_store
+    from ..stages.rounds import pool_store
 
     cfg = _config(args)
     io = _io(cfg)
@@ -72,7 +72,7 @@ def _pool(args: argparse.Namespace) -> int:
 
 
 def _distillation(args: argparse.Namespace) -> int:
-    from .rounds import distillation
+    from ..stages.rounds import distillation
 
     cfg = _config(args)
     io = _io(cfg)
@@ -83,7 +83,7 @@ def _distillation(args: argparse.Namespace) -> int:
 
 
 def _evaluation(args: argparse.Namespace) -> int:
-    from .evaluation import evaluation
+    from ..stages.evaluation import evaluation
 
     cfg = _config(args)
     io = _io(cfg)
@@ -94,7 +94,7 @@ def _evaluation(args: argparse.Namespace) -> int:
 
 
 def _all(args: argparse.Namespace) -> int:
-    from . import run_stages
+    from ..stages import run_stages
 
     paths = run_stages(_config(args), args.out, evaluate=not args.no_evaluation, progress=not args.no_progress)
     return _print({k: str(v) for k, v in paths.items()})

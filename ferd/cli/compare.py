@@ -18,8 +18,8 @@ from pathlib import Path
 def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple[str, str]) -> str:
     import torch
 
-    from .config import Arm, load_compare
-    from .runner import run_arm
+    from ..compare.config import Arm, load_compare
+    from ..compare.runner import run_arm
 
     import logging
 
@@ -30,13 +30,13 @@ def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .config import Arm, arms, load_compare
-    from .report import write_report
-    from .runner import prepare_teacher, run_comparison
+    from ..compare.config import Arm, arms, load_compare
+    from ..compare.report import write_report
+    from ..compare.runner import prepare_teacher, run_comparison
 
     cc = load_compare(args.preset)  # validates every run's parameters before any work
     if args.write_dvc_yaml:
-        from .dvc import write_dvc_yaml
+        from ..compare.dvc import write_dvc_yaml
 
         print(f"wrote {write_dvc_yaml(cc, args.preset, args.write_dvc_yaml)}")
         return 0

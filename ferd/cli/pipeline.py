@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import yaml
 
 
 def repo_root() -> Path:
-    """The source checkout holding ``pipeline/`` and ``components/`` (and put it on ``sys.path``)."""
-    for candidate in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    """The source checkout holding ``pipeline/`` and ``components/`` (installed as packages with the
+    editable install of ``make env``), found above this package or in the working directory."""
+    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (candidate / "pipeline" / "dag.py").is_file() and (candidate / "components" / "__init__.py").is_file():
-            if str(candidate) not in sys.path:
-                sys.path.insert(0, str(candidate))
             return candidate
     raise FileNotFoundError("ferd pipeline: needs a source checkout (pipeline/dag.py and components/ not found "
                             "above the ferd package nor in the working directory); run it from the repository")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config import load_config
+from ..config import load_config
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .run import run
+    from ..run import run
 
     cfg = load_config(args.params, args.set or ())
     if args.threads:

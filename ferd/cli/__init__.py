@@ -1,8 +1,8 @@
-"""The ``ferd`` command line.
+"""The ``ferd`` command line: every command module of the package, and nothing else, lives here.
 
-Each sub-command lives in the module that owns it and exposes
-``add_parser(subparsers) -> None``; the parser it adds sets ``func`` (called with
-the parsed args, returns an exit code). This file only wires them together.
+Each sub-command is one module of this package exposing ``add_parser(subparsers) -> None``; the
+parser it adds sets ``func`` (called with the parsed args, returns an exit code). The library
+(everything outside ``ferd.cli``) has no argparse and never imports from here.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import importlib
 import logging
 import sys
 
-from . import __version__
-from .storage import StorageError
+from .. import __version__
+from ..storage import StorageError
 
 COMMAND_MODULES = (
-    "ferd.run_cli",            # ferd run
-    "ferd.evaluation.cli",     # ferd evaluate
-    "ferd.stages.cli",         # ferd stage <name>
-    "ferd.pipeline_cli",       # ferd pipeline run-local|compile|submit|schedule
-    "ferd.lineage",            # ferd lineage show|verify
-    "ferd.params_cli",         # ferd params use|check|dvc-yaml
-    "ferd.bench",              # ferd bench --preset P
-    "ferd.compare.cli",        # ferd compare --preset P
+    "ferd.cli.run",            # ferd run
+    "ferd.cli.evaluate",       # ferd evaluate
+    "ferd.cli.stage",          # ferd stage <name>
+    "ferd.cli.pipeline",       # ferd pipeline run-local|compile|submit|schedule
+    "ferd.cli.lineage",        # ferd lineage show|verify
+    "ferd.cli.params",         # ferd params use|check|dvc-yaml
+    "ferd.cli.bench",          # ferd bench --preset P
+    "ferd.cli.compare",        # ferd compare --preset P
 )
 
 
@@ -55,6 +55,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ferd {args.command}: storage error: {exc}", file=sys.stderr)
         return 4
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .runner import ATTACKS
+from ..evaluation.runner import ATTACKS
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
     validate(args)
     from ..data import dataset_info, load_split
     from ..teacher import load_model
-    from .report import summary_table, write_evaluation
-    from .runner import evaluate_models, stratified_subset
+    from ..evaluation.report import summary_table, write_evaluation
+    from ..evaluation.runner import evaluate_models, stratified_subset
 
     info = dataset_info(args.dataset)
     num_classes = args.num_classes or info.num_classes

@@ -1,0 +1,7 @@
+"""``python -m ferd.cli``: the ``ferd`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""``ferd bench --preset P``: generator and student iterations timed against their bare passes
+(:mod:`ferd.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import bench as bench_module
+from ..bench import bench
+from ..config import load_config
+from ..presets import preset_path
+
+
+def _print(r: dict[str, Any], peak: float | None) -> None:
+    print(f"device {r['device']} ({r['threads']} threads), teacher {r['teacher']} ({r['teacher_macs'] / 1e6:.1f} M MACs),"
+          f" student {r['student']} ({r['student_macs'] / 1e6:.1f} M MACs), utae_cache {r['utae_cache']}, amp {r['amp']}")
+    for kind in ("generator", "student"):
+        line = (f"{kind:9s} iteration {r[f'{kind}_iteration_s'] * 1e3:9.2f} ms | bare passes "
+                f"{r[f'{kind}_bare_s'] * 1e3:9.2f} ms | ratio {r[f'{kind}_ratio']:.3f} | "
+                f"{r[f'{kind}_tflops'] * 1e3:.1f} GFLOP/s")
+        if peak:
+            line += f" | {100 * r[f'{kind}_tflops'] / peak:.1f} % of {peak} TFLOP/s bf16 peak"
+        print(line)
+    print(f"epoch at this preset {r['epoch_s']:.2f} s; the paper's 220 epochs (200 + 400 iterations) at these "
+          f"shapes: {r['paper_220_epochs_h']:.2f} h")
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = load_config(preset_path(args.preset), [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = bench(cfg, args.iterations, args.repeats, args.warmup)
+    r["preset"] = args.preset
+    _print(r, args.peak_tflops)
+    if args.out:
+        Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time generator and student iterations against their bare passes",
+                       description=bench_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", required=True, help="a name in params/ or a .yaml path")
+    p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter")
+    p.add_argument("--device", default=None)
+    p.add_argument("--iterations", type=int, default=5, help="iterations per timed call (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed repeats first (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the %% column")
+    p.add_argument("--out", help="also write the numbers as JSON")
+    p.set_defaults(func=_main)
