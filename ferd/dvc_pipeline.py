@@ -1,6 +1,6 @@
-"""``dvc.yaml``: the Kubeflow DAG (:mod:`pipeline.dag`) as DVC stages, generated from ``params.yaml``.
+"""``dvc.yaml``: the stage graph (:mod:`ferd.graph`) as DVC stages, generated from ``params.yaml``.
 
-Rounds are unrolled exactly as the Kubeflow DAG unrolls them at compile time::
+Rounds are unrolled exactly as the Kubeflow DAG unrolls them at compile time (:func:`ferd.graph.unroll`)::
 
     teacher-fetch → synthesis-r0 → pool-store-r0 → distillation-r0 → synthesis-r1 → … → evaluation
 
@@ -24,6 +24,7 @@ import yaml
 
 from .config import FerdConfig
 from .fingerprint import SCOPES
+from .graph import unroll
 
 OUT = "out"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
@@ -34,45 +35,19 @@ def _cmd(stage: str, *args: str) -> str:
     return " ".join(["ferd stage", stage, "--params params.yaml", *args, "--no-progress"])
 
 
-def stage_dirs(rounds: int, out: str = OUT) -> dict[str, str]:
-    dirs = {"teacher-fetch": f"{out}/teacher", "evaluation": f"{out}/evaluation"}
-    for r in range(rounds):
-        for kind, sub in (("synthesis", "synthesis"), ("pool-store", "pool"), ("distillation", "distillation")):
-            dirs[f"{kind}-r{r}"] = f"{out}/round-{r}/{sub}"
-    return dirs
-
-
 def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
-    rounds = cfg.num_rounds
-    d = stage_dirs(rounds, out)
-    teacher = d["teacher-fetch"]
-    stages: dict[str, Any] = {"teacher-fetch": {
-        "cmd": _cmd("teacher-fetch", f"--out {teacher}"),
-        "params": list(SCOPES["teacher"]), "outs": [teacher]}}
-    for r in range(rounds):
-        syn, pool, dist = d[f"synthesis-r{r}"], d[f"pool-store-r{r}"], d[f"distillation-r{r}"]
-        prev = {} if r == 0 else {k: d[f"{k}-r{r - 1}"] for k in ("synthesis", "pool-store", "distillation")}
-        syn_args = [f"--round {r}", f"--teacher {teacher}"] + (
-            [] if r == 0 else [f"--student {prev['distillation']}", f"--previous {prev['synthesis']}"])
-        stages[f"synthesis-r{r}"] = {
-            "cmd": _cmd("synthesis", *syn_args, f"--out {syn}"),
-            "deps": [teacher] + ([] if r == 0 else [prev["distillation"], prev["synthesis"]]),
-            "params": list(SCOPES["synthesis"]), "outs": [syn]}
-        stages[f"pool-store-r{r}"] = {
-            "cmd": _cmd("pool-store", f"--round {r}", f"--synthesis {syn}",
-                        *([] if r == 0 else [f"--previous {prev['pool-store']}"]), f"--out {pool}"),
-            "deps": [syn] + ([] if r == 0 else [prev["pool-store"]]),
-            "params": list(SCOPES["pool"]), "outs": [pool]}
-        stages[f"distillation-r{r}"] = {
-            "cmd": _cmd("distillation", f"--round {r}", f"--teacher {teacher}", f"--synthesis {syn}",
-                        f"--pool {pool}", *([] if r == 0 else [f"--previous {prev['distillation']}"]),
-                        f"--out {dist}"),
-            "deps": [teacher, syn, pool] + ([] if r == 0 else [prev["distillation"]]),
-            "params": list(SCOPES["distillation"]), "outs": [dist]}
-    last = d[f"distillation-r{rounds - 1}"]
-    stages["evaluation"] = {
-        "cmd": _cmd("evaluation", f"--teacher {teacher}", f"--student {last}", f"--out {d['evaluation']}"),
-        "deps": [teacher, last], "params": list(SCOPES["evaluation"]), "outs": [d["evaluation"]]}
+    """One DVC stage per task of the unrolled graph (:func:`ferd.graph.unroll`): its ``ferd stage`` command,
+    its input directories as ``deps``, its fingerprint scope as ``params`` and its directory as ``outs``."""
+    tasks = unroll(cfg.num_rounds)
+    dirs = {t.id: t.dir(out) for t in tasks}
+    stages: dict[str, Any] = {}
+    for t in tasks:
+        args = [f"--round {t.round}"] if t.round is not None else []
+        args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
+        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, *args, f"--out {dirs[t.id]}")}
+        if t.inputs:
+            entry["deps"] = [dirs[producer] for _, producer in t.inputs]
+        stages[t.id] = {**entry, "params": list(SCOPES[t.stage.scope]), "outs": [dirs[t.id]]}
     return stages
 
 

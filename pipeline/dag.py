@@ -1,9 +1,6 @@
-"""The FERD DAG: teacher fetch → R × (synthesis → pool storage → distillation) → evaluation.
-
-Round r's synthesis needs the student of round r-1 (L_adv is a teacher–student divergence) and
-the generator, p and scores of round r-1; its pool step needs the pool of round r-1; its
-distillation the student, optimiser and scheduler of round r-1. So the rounds form a chain,
-unrolled at compile time: R = ``rounds`` (or ``epochs``) of the parameter file.
+"""The FERD DAG as a Kubeflow pipeline: the stage graph of :mod:`ferd.graph` (teacher fetch → R × (synthesis →
+pool storage → distillation) → evaluation), unrolled at compile time: R = ``rounds`` (or ``epochs``) of
+the parameter file.
 
 Pipeline parameters (what ``ferd pipeline submit/schedule -p`` can change per run):
 
@@ -18,6 +15,7 @@ retries) come from ``pipeline/cluster.yaml``.
 """
 
 
+import importlib
 import json
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -27,12 +25,8 @@ from kfp import compiler, dsl, kubernetes
 from pydantic import BaseModel, ConfigDict, Field
 
 from components import base_image
-from components.distillation.component import distillation
-from components.evaluation.component import evaluation
-from components.pool_store.component import pool_store
-from components.synthesis.component import synthesis
-from components.teacher_fetch.component import teacher_fetch
 from ferd.config import load_config
+from ferd.graph import BY_NAME, COMPONENTS, unroll
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = ROOT / "params" / "embedded.yaml"
@@ -40,8 +34,10 @@ DEFAULT_CLUSTER = ROOT / "pipeline" / "cluster.yaml"
 COMPILED = ROOT / "pipeline" / "ferd_pipeline.yaml"
 PIPELINE_NAME = "ferd"
 
-StageName = Literal["teacher_fetch", "synthesis", "pool_store", "distillation", "evaluation"]
-STAGE_NAMES: tuple[str, ...] = ("teacher_fetch", "synthesis", "pool_store", "distillation", "evaluation")
+STAGE_NAMES: tuple[str, ...] = COMPONENTS  # the components of the stage graph (ferd.graph)
+StageName = Literal[COMPONENTS]  # type: ignore[valid-type]
+COMPONENT_FUNCTIONS = {c: getattr(importlib.import_module(f"components.{c}.component"), c) for c in COMPONENTS}
+"""Each stage's component: ``components/<stage>/component.py`` defines the function ``<stage>``."""
 
 
 class _Strict(BaseModel):
@@ -157,26 +153,21 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
                               f"{COMPILED_FROM}{params_label(params)}")
     def ferd_pipeline(params_yaml: str = default_yaml, overrides: list = [],  # noqa: B006 (a pipeline default)
                       gpu_device: str = cluster.gpu.device) -> Outputs:
-        teacher = _configure(teacher_fetch(params_yaml=params_yaml, overrides=overrides), "teacher_fetch",
-                             cluster, "teacher fetch").outputs["teacher"]
-        generation = pool = student = None
-        for r in range(rounds):
-            synth_inputs = {} if r == 0 else {"student": student, "previous_generation": generation}
-            generation = _configure(synthesis(params_yaml=params_yaml, overrides=overrides, round_index=r,
-                                              device=gpu_device, teacher=teacher, **synth_inputs),
-                                    "synthesis", cluster, f"synthesis round {r}").outputs["generation"]
-            pool_inputs = {} if r == 0 else {"previous_pool": pool}
-            pool = _configure(pool_store(params_yaml=params_yaml, overrides=overrides, round_index=r,
-                                         generation=generation, **pool_inputs),
-                              "pool_store", cluster, f"pool store round {r}").outputs["pool"]
-            distill_inputs = {} if r == 0 else {"previous_student": student}
-            student = _configure(distillation(params_yaml=params_yaml, overrides=overrides, round_index=r,
-                                              device=gpu_device, teacher=teacher, generation=generation, pool=pool,
-                                              **distill_inputs),
-                                 "distillation", cluster, f"distillation round {r}").outputs["student"]
-        ev = _configure(evaluation(params_yaml=params_yaml, overrides=overrides, device=gpu_device, teacher=teacher,
-                                   student=student), "evaluation", cluster, "evaluation")
-        return Outputs(metrics=ev.outputs["metrics"], report=ev.outputs["report"], student=student, pool=pool)
+        produced: dict[str, dsl.PipelineTask] = {}
+        for t in unroll(rounds):  # ferd.graph: the same tasks as dvc.yaml and `ferd stage all`
+            kwargs = {"params_yaml": params_yaml, "overrides": overrides}
+            if t.round is not None:
+                kwargs["round_index"] = t.round
+            if t.stage.gpu_device:
+                kwargs["device"] = gpu_device
+            for inp, producer in t.inputs:
+                kwargs[inp.kfp] = produced[producer].outputs[BY_NAME[inp.stage].output]
+            produced[t.id] = _configure(COMPONENT_FUNCTIONS[t.stage.component](**kwargs), t.stage.component, cluster,
+                                        t.title)
+        ev, last = produced["evaluation"], f"-r{rounds - 1}"
+        return Outputs(metrics=ev.outputs["metrics"], report=ev.outputs["report"],
+                       student=produced["distillation" + last].outputs["student"],
+                       pool=produced["pool-store" + last].outputs["pool"])
 
     return ferd_pipeline
 

@@ -19,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..graph import BY_NAME, PREVIOUS, STAGES, describe_input
+
 
 def _config(args: argparse.Namespace):
     from ..config import load_config
@@ -36,61 +38,17 @@ def _print(data: dict) -> int:
     return 0
 
 
-def _io(cfg):
+def _stage(args: argparse.Namespace) -> int:
+    from ..stages import run_task
     from ..stages.io import StageIO
 
-    return StageIO(cfg)
-
-
-def _teacher(args: argparse.Namespace) -> int:
-    from ..stages.teacher_fetch import describe, teacher_fetch
-
     cfg = _config(args)
-    io = _io(cfg)
-    a = teacher_fetch(cfg, io.output(args.out), progress=not args.no_progress)
-    return _print({**describe(a), "uri": io.publish(a.dir)})
-
-
-def _synthesis(args: argparse.Namespace) -> int:
-    from ..stages.rounds import synthesis
-
-    cfg = _config(args)
-    io = _io(cfg)
-    a = synthesis(cfg, args.round, io.input(args.teacher), io.output(args.out), student_dir=io.input(args.student),
-                  previous_dir=io.input(args.previous), progress=not args.no_progress)
-    return _print({"dir": a.dir, "uri": io.publish(a.dir), "round": a.round, "epochs": [a.epochs.start, a.epochs.stop],
-                   "shard": a.shard, "rows": a.rows, "p": a.p})
-
-
-def _pool(args: argparse.Namespace) -> int:
-    from ..stages.rounds import pool_store
-
-    cfg = _config(args)
-    io = _io(cfg)
-    a = pool_store(cfg, args.round, io.input(args.synthesis), io.output(args.out), previous_dir=io.input(args.previous))
-    return _print({"dir": a.dir, "uri": io.publish(a.dir), "round": a.round, "rounds": a.rounds, "rows": a.rows})
-
-
-def _distillation(args: argparse.Namespace) -> int:
-    from ..stages.rounds import distillation
-
-    cfg = _config(args)
-    io = _io(cfg)
-    a = distillation(cfg, args.round, io.input(args.teacher), io.input(args.synthesis), io.input(args.pool),
-                     io.output(args.out), previous_dir=io.input(args.previous), progress=not args.no_progress)
-    return _print({"dir": a.dir, "uri": io.publish(a.dir), "round": a.round, "epochs": [a.epochs.start, a.epochs.stop],
-                   "student": a.student, "complete": a.complete, "losses": a.losses})
-
-
-def _evaluation(args: argparse.Namespace) -> int:
-    from ..stages.evaluation import evaluation
-
-    cfg = _config(args)
-    io = _io(cfg)
-    a = evaluation(cfg, io.input(args.teacher), io.input(args.student), io.output(args.out),
-                   progress=not args.no_progress)
-    keys = sorted(k for k in a.metrics if k.endswith((".avg", ".worst", ".nsd")))
-    return _print({"dir": a.dir, "uri": io.publish(a.dir), "metrics": {k: round(a.metrics[k], 4) for k in keys}})
+    io = StageIO(cfg)
+    stage = BY_NAME[args.stage]
+    inputs = {inp.flag: io.input(getattr(args, inp.flag)) for inp in stage.inputs}
+    a = run_task(cfg, stage.name, getattr(args, "round", None), inputs, io.output(args.out),
+                 progress=not args.no_progress)
+    return _print({**a.summary(), "uri": io.publish(a.dir)})
 
 
 def _all(args: argparse.Namespace) -> int:
@@ -110,7 +68,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _round(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--round", type=int, required=True, help="round r, 0-based (epochs round_epochs(T, R)[r])")
+    p.add_argument("--round", type=int, required=True, help="round r, 0-based (the epochs cfg.round_schedule[r])")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -119,39 +77,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ss = stage.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
-    p = ss.add_parser("teacher-fetch", help="stage 1: a verified teacher checkpoint + model card")
-    _common(p)
-    p.set_defaults(func=_teacher)
-
-    p = ss.add_parser("synthesis", help="stage 2: one round of synthesis with reweighting")
-    _common(p)
-    _round(p)
-    p.add_argument("--teacher", required=True, type=Path, help="teacher-fetch artifact")
-    p.add_argument("--student", type=Path, help="distillation artifact of round r-1 (not in round 0)")
-    p.add_argument("--previous", type=Path, help="synthesis artifact of round r-1 (not in round 0)")
-    p.set_defaults(func=_synthesis)
-
-    p = ss.add_parser("pool-store", help="stage 3: append the round's FAE shard to the pool")
-    _common(p)
-    _round(p)
-    p.add_argument("--synthesis", required=True, type=Path, help="synthesis artifact of round r")
-    p.add_argument("--previous", type=Path, help="pool artifact of round r-1 (not in round 0; may equal --out)")
-    p.set_defaults(func=_pool)
-
-    p = ss.add_parser("distillation", help="stage 4: one round of UTAE distillation")
-    _common(p)
-    _round(p)
-    p.add_argument("--teacher", required=True, type=Path, help="teacher-fetch artifact")
-    p.add_argument("--synthesis", required=True, type=Path, help="synthesis artifact of round r")
-    p.add_argument("--pool", required=True, type=Path, help="pool artifact of round r")
-    p.add_argument("--previous", type=Path, help="distillation artifact of round r-1 (not in round 0)")
-    p.set_defaults(func=_distillation)
-
-    p = ss.add_parser("evaluation", help="stage 5: per-class robustness of teacher and final student")
-    _common(p)
-    p.add_argument("--teacher", required=True, type=Path, help="teacher-fetch artifact")
-    p.add_argument("--student", required=True, type=Path, help="distillation artifact of the last round")
-    p.set_defaults(func=_evaluation)
+    for st in STAGES:  # ferd.graph: each stage's inputs as flags (optional where absent in round 0)
+        p = ss.add_parser(st.name, help=st.help)
+        _common(p)
+        if st.per_round:
+            _round(p)
+        for inp in st.inputs:
+            p.add_argument(f"--{inp.flag}", required=inp.of != PREVIOUS, type=Path, help=describe_input(inp))
+        p.set_defaults(func=_stage)
 
     p = ss.add_parser("all", help="every stage in order in one process (DIR/teacher, DIR/round-<r>/…, "
                                   "DIR/evaluation)")

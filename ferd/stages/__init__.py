@@ -26,47 +26,59 @@ import os
 from pathlib import Path
 
 from ..config import FerdConfig
+from ..graph import STAGES, unroll
 from .artifacts import ArtifactError, config_from_text, params_fingerprint
 from .evaluation import EvaluationArtifact, evaluation
 from .rounds import (DistillationArtifact, PoolArtifact, SynthesisArtifact, distillation, pool_store, shard_path,
                      synthesis)
 from .teacher_fetch import TeacherArtifact, load_teacher, teacher_fetch
 
-STAGES = ("teacher-fetch", "synthesis", "pool-store", "distillation", "evaluation")
+Artifact = TeacherArtifact | SynthesisArtifact | PoolArtifact | DistillationArtifact | EvaluationArtifact
+PathLike = str | os.PathLike[str]
+
+
+def run_task(cfg: FerdConfig, stage: str, round_index: int | None, inputs: dict[str, PathLike | None],
+             out_dir: PathLike, progress: bool = False) -> Artifact:
+    """Run one stage of the graph (:mod:`ferd.graph`): ``inputs`` by the stage's input flags (``teacher``,
+    ``student``, ``synthesis``, ``pool``, ``previous``; None where absent, as in round 0)."""
+    i, r = inputs, round_index
+    if stage == "teacher-fetch":
+        return teacher_fetch(cfg, out_dir, progress=progress)
+    if stage == "synthesis":
+        return synthesis(cfg, r, i["teacher"], out_dir, student_dir=i.get("student"), previous_dir=i.get("previous"),
+                         progress=progress)
+    if stage == "pool-store":
+        return pool_store(cfg, r, i["synthesis"], out_dir, previous_dir=i.get("previous"))
+    if stage == "distillation":
+        return distillation(cfg, r, i["teacher"], i["synthesis"], i["pool"], out_dir, previous_dir=i.get("previous"),
+                            progress=progress)
+    if stage == "evaluation":
+        return evaluation(cfg, i["teacher"], i["student"], out_dir, progress=progress)
+    raise ValueError(f"stage: expected one of {[s.name for s in STAGES]}, got {stage!r}")
 
 
 def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bool = True,
                progress: bool = False) -> dict[str, Path]:
-    """Every stage in order, each into its own directory under ``out_dir`` (``teacher/``,
-    ``round-<r>/{synthesis,pool,distillation}/``, ``evaluation/``); what the DAG runs. With
-    ``storage.uri`` each artifact is also published there as soon as it is written."""
+    """Every task of the unrolled graph in order (:func:`ferd.graph.unroll`), each into its own directory
+    under ``out_dir`` (``teacher/``, ``round-<r>/{synthesis,pool,distillation}/``, ``evaluation/``); what
+    the DAG runs. With ``storage.uri`` each artifact is also published there as soon as it is written.
+    Returns the last directory of each stage (``teacher``, ``synthesis``, ``pool``, ``student``,
+    ``evaluation``)."""
     from .io import StageIO
 
-    io = StageIO(cfg)
-
-    def done(path: Path) -> Path:
-        io.publish(path)
-        return path
-
-    out = Path(out_dir)
-    teacher = done(teacher_fetch(cfg, io.output(out / "teacher"), progress=progress).dir)
-    synth = pool = student = None
-    for r in range(cfg.num_rounds):
-        d = out / f"round-{r}"
-        new_synth = done(synthesis(cfg, r, teacher, io.output(d / "synthesis"), student_dir=student,
-                                   previous_dir=synth, progress=progress).dir)
-        pool = done(pool_store(cfg, r, new_synth, io.output(d / "pool"), previous_dir=pool).dir)
-        student = done(distillation(cfg, r, teacher, new_synth, pool, io.output(d / "distillation"),
-                                    previous_dir=student, progress=progress).dir)
-        synth = new_synth
-    paths = {"teacher": teacher, "synthesis": synth, "pool": pool, "student": student}
-    if evaluate:
-        paths["evaluation"] = done(evaluation(cfg, teacher, student, io.output(out / "evaluation"),
-                                              progress=progress).dir)
-    return paths
+    io, out, dirs = StageIO(cfg), str(out_dir), {}
+    for task in unroll(cfg.num_rounds):
+        if task.stage.name == "evaluation" and not evaluate:
+            continue
+        inputs = {inp.flag: dirs[producer] for inp, producer in task.inputs}
+        artifact = run_task(cfg, task.stage.name, task.round, inputs, io.output(Path(task.dir(out))), progress)
+        io.publish(artifact.dir)
+        dirs[task.id] = artifact.dir
+    last = {t.stage.subdir: dirs[t.id] for t in unroll(cfg.num_rounds) if t.id in dirs}
+    return {("student" if k == "distillation" else k): v for k, v in last.items()}
 
 
-__all__ = ["STAGES", "ArtifactError", "DistillationArtifact", "EvaluationArtifact", "PoolArtifact",
+__all__ = ["Artifact", "ArtifactError", "DistillationArtifact", "EvaluationArtifact", "PoolArtifact",
            "SynthesisArtifact", "TeacherArtifact", "config_from_text", "distillation", "evaluation",
-           "load_teacher", "params_fingerprint", "pool_store", "run_stages", "shard_path",
+           "load_teacher", "params_fingerprint", "pool_store", "run_stages", "run_task", "shard_path",
            "synthesis", "teacher_fetch"]

@@ -39,6 +39,10 @@ class EvaluationArtifact:
     metrics_file: Path
     report: Path
 
+    def summary(self) -> dict:
+        keys = sorted(k for k in self.metrics if k.endswith((".avg", ".worst", ".nsd")))
+        return {"dir": self.dir, "metrics": {k: round(self.metrics[k], 4) for k in keys}}
+
 
 def evaluation(cfg: FerdConfig, teacher_dir: str | os.PathLike[str], student_dir: str | os.PathLike[str],
                out_dir: str | os.PathLike[str], *, progress: bool = False) -> EvaluationArtifact:

@@ -71,6 +71,10 @@ class SynthesisArtifact:
     rows: int
     p: list[float]
 
+    def summary(self) -> dict:
+        return {"dir": self.dir, "round": self.round, "epochs": [self.epochs.start, self.epochs.stop],
+                "shard": self.shard, "rows": self.rows, "p": self.p}
+
 
 @dataclass(frozen=True)
 class PoolArtifact:
@@ -78,6 +82,9 @@ class PoolArtifact:
     round: int
     rounds: list[int]
     rows: int
+
+    def summary(self) -> dict:
+        return {"dir": self.dir, "round": self.round, "rounds": self.rounds, "rows": self.rows}
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ class DistillationArtifact:
     student: Path
     complete: bool  # the last round: the student is Algorithm 1's output
     losses: dict[int, dict]
+
+    def summary(self) -> dict:
+        return {"dir": self.dir, "round": self.round, "epochs": [self.epochs.start, self.epochs.stop],
+                "student": self.student, "complete": self.complete, "losses": self.losses}
 
 
 def shard_path(synthesis_dir: str | os.PathLike[str], round_index: int) -> Path:

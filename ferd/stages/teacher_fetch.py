@@ -35,6 +35,10 @@ class TeacherArtifact:
     model_card: Path
     card: dict
 
+    def summary(self) -> dict:
+        return {"dir": str(self.dir), "checkpoint": str(self.checkpoint), "sha256": self.card["sha256"],
+                "source": self.card["source"], "arch": self.card["arch"]}
+
 
 def teacher_fetch(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, progress: bool = False) -> TeacherArtifact:
     """Fetch (or train) the teacher named by ``cfg.teacher.source`` into ``out_dir``."""
@@ -59,9 +63,4 @@ def load_teacher(cfg: FerdConfig, teacher_dir: str | os.PathLike[str]) -> tuple[
     return model.to(cfg.device).eval().requires_grad_(False), card
 
 
-def describe(artifact: TeacherArtifact) -> dict:
-    return {"dir": str(artifact.dir), "checkpoint": str(artifact.checkpoint), "sha256": artifact.card["sha256"],
-            "source": artifact.card["source"], "arch": artifact.card["arch"]}
-
-
-__all__ = ["TeacherArtifact", "describe", "load_teacher", "teacher_fetch"]
+__all__ = ["TeacherArtifact", "load_teacher", "teacher_fetch"]

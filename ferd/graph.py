@@ -1,0 +1,119 @@
+"""The FERD DAG, declared once: teacher fetch → R × (synthesis → pool store → distillation) → evaluation.
+
+Each :class:`Stage` names its inputs (a stage of the same round, of round r−1, of the last round, or
+the once-only teacher), its output directory, the fingerprint scope of the parameters it depends on
+(:data:`ferd.fingerprint.SCOPES`) and how the Kubeflow component calls it. :func:`unroll` turns the
+declaration into the tasks of R rounds; ``dvc.yaml`` (:mod:`ferd.dvc_pipeline`), the Kubeflow DAG
+(``pipeline/dag.py``), ``ferd stage all`` (:func:`ferd.stages.run_stages`) and the stage table of the
+cluster settings are all generated from it, so a new stage is one entry here plus its function.
+
+Round r's synthesis needs the student of round r−1 (L_adv is a teacher–student divergence) and the
+generator, p and scores of round r−1; its pool step the pool of round r−1; its distillation the
+student, optimiser and scheduler of round r−1 (Algorithm 1, grouped in rounds: :mod:`ferd.algorithm`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ONCE, SAME, PREVIOUS, LAST = "once", "same", "previous", "last"
+
+
+@dataclass(frozen=True)
+class Input:
+    """An input artifact: ``flag`` on the command line (``--flag DIR``), ``kfp`` the component's
+    input name; ``stage`` the producer and ``of`` which of its runs (``once``: a stage that runs once;
+    ``same``/``previous``: this round's / round r−1's, absent in round 0; ``last``: the last round's)."""
+
+    flag: str
+    stage: str
+    of: Literal["once", "same", "previous", "last"]
+    kfp: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                 # ``ferd stage <name>``, and the task id (``<name>-r<r>`` per round)
+    scope: str                # the parameters it depends on: ferd.fingerprint.SCOPES[scope]
+    per_round: bool
+    subdir: str               # ``<out>/<subdir>``, or ``<out>/round-<r>/<subdir>`` per round
+    inputs: tuple[Input, ...]
+    output: str               # the Kubeflow component's output artifact
+    gpu_device: bool          # the component takes the GPU device parameter
+    title: str                # the display name (``… round r`` per round)
+    help: str                 # ``ferd stage --help``
+
+    @property
+    def component(self) -> str:
+        """The component's folder and Python name (``components/pool_store``)."""
+        return self.name.replace("-", "_")
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("teacher-fetch", "teacher", False, "teacher", (), "teacher", False, "teacher fetch",
+          "stage 1: a verified teacher checkpoint + model card"),
+    Stage("synthesis", "synthesis", True, "synthesis",
+          (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", PREVIOUS, "student"),
+           Input("previous", "synthesis", PREVIOUS, "previous_generation")), "generation", True, "synthesis",
+          "stage 2: one round of synthesis with reweighting"),
+    Stage("pool-store", "pool", True, "pool",
+          (Input("synthesis", "synthesis", SAME, "generation"), Input("previous", "pool-store", PREVIOUS, "previous_pool")),
+          "pool", False, "pool store", "stage 3: append the round's FAE shard to the pool"),
+    Stage("distillation", "distillation", True, "distillation",
+          (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("synthesis", "synthesis", SAME, "generation"),
+           Input("pool", "pool-store", SAME, "pool"), Input("previous", "distillation", PREVIOUS, "previous_student")),
+          "student", True, "distillation", "stage 4: one round of UTAE distillation"),
+    Stage("evaluation", "evaluation", False, "evaluation",
+          (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", LAST, "student")),
+          "metrics", True, "evaluation", "stage 5: per-class robustness of teacher and final student"),
+)
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def describe_input(inp: Input) -> str:
+    """``ferd stage --help`` for an input flag."""
+    which = {ONCE: "", SAME: " of round r", PREVIOUS: " of round r-1 (not in round 0)", LAST: " of the last round"}
+    return f"{inp.stage} artifact{which[inp.of]}"
+COMPONENTS: tuple[str, ...] = tuple(s.component for s in STAGES)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One stage of one round (``round`` None for the stages that run once)."""
+
+    stage: Stage
+    round: int | None
+    inputs: tuple[tuple[Input, str], ...]  # (input, the id of the task that produces it), in declared order
+
+    @property
+    def id(self) -> str:
+        return self.stage.name if self.round is None else f"{self.stage.name}-r{self.round}"
+
+    def dir(self, out: str) -> str:
+        return f"{out}/{self.stage.subdir}" if self.round is None else f"{out}/round-{self.round}/{self.stage.subdir}"
+
+    @property
+    def title(self) -> str:
+        return self.stage.title if self.round is None else f"{self.stage.title} round {self.round}"
+
+
+def _producer(inp: Input, r: int | None, rounds: int) -> str | None:
+    producer = BY_NAME[inp.stage]
+    if not producer.per_round:
+        return producer.name
+    k = {SAME: r, PREVIOUS: None if r in (None, 0) else r - 1, LAST: rounds - 1}[inp.of]
+    return None if k is None else f"{producer.name}-r{k}"
+
+
+def unroll(rounds: int) -> list[Task]:
+    """Every task of a run of ``rounds`` rounds in execution order: the once-only stages before the
+    rounds, the per-round stages round by round, the stages that read the last round after them."""
+    def task(stage: Stage, r: int | None) -> Task:
+        pairs = tuple((inp, p) for inp in stage.inputs if (p := _producer(inp, r, rounds)) is not None)
+        return Task(stage, r, pairs)
+
+    before = [task(s, None) for s in STAGES if not s.per_round and all(i.of == ONCE for i in s.inputs)]
+    after = [task(s, None) for s in STAGES if not s.per_round and any(i.of != ONCE for i in s.inputs)]
+    per_round = [task(s, r) for r in range(rounds) for s in STAGES if s.per_round]
+    return before + per_round + after

@@ -1,0 +1,47 @@
+"""The stage graph declared once (ferd.graph) and what is generated from it."""
+
+from __future__ import annotations
+
+import yaml
+
+from ferd.config import load_config
+from ferd.dvc_pipeline import dvc_stages
+from ferd.graph import COMPONENTS, STAGES, unroll
+
+
+def test_two_rounds_unroll_to_the_dag_of_algorithm_1():
+    tasks = unroll(2)
+    assert [t.id for t in tasks] == ["teacher-fetch", "synthesis-r0", "pool-store-r0", "distillation-r0",
+                                     "synthesis-r1", "pool-store-r1", "distillation-r1", "evaluation"]
+    by_id = {t.id: {inp.flag: p for inp, p in t.inputs} for t in tasks}
+    assert by_id["synthesis-r0"] == {"teacher": "teacher-fetch"}  # round 0 starts from the initial state
+    assert by_id["synthesis-r1"] == {"teacher": "teacher-fetch", "student": "distillation-r0",
+                                     "previous": "synthesis-r0"}
+    assert by_id["pool-store-r1"] == {"synthesis": "synthesis-r1", "previous": "pool-store-r0"}
+    assert by_id["distillation-r1"] == {"teacher": "teacher-fetch", "synthesis": "synthesis-r1",
+                                        "pool": "pool-store-r1", "previous": "distillation-r0"}
+    assert by_id["evaluation"] == {"teacher": "teacher-fetch", "student": "distillation-r1"}
+    assert [t.dir("out") for t in tasks][:2] == ["out/teacher", "out/round-0/synthesis"]
+    assert COMPONENTS == ("teacher_fetch", "synthesis", "pool_store", "distillation", "evaluation")
+
+
+def test_dvc_yaml_is_the_graph():
+    cfg = load_config("params/ci.yaml")
+    stages = dvc_stages(cfg)
+    assert list(stages) == [t.id for t in unroll(cfg.num_rounds)]
+    assert stages["distillation-r1"]["deps"] == ["out/teacher", "out/round-1/synthesis", "out/round-1/pool",
+                                                 "out/round-0/distillation"]
+    assert "--previous out/round-0/distillation" in stages["distillation-r1"]["cmd"]
+    assert "deps" not in stages["teacher-fetch"]
+
+
+def test_the_kubeflow_dag_runs_every_task_of_the_graph():
+    from pipeline.dag import COMPILED
+
+    spec = next(yaml.safe_load_all(COMPILED.read_text()))
+    cfg = load_config("params/embedded.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+    assert len(tasks) == len(unroll(cfg.num_rounds))
+    names = {t["taskInfo"]["name"] for t in tasks.values()}
+    assert {"teacher fetch", "evaluation", f"distillation round {cfg.num_rounds - 1}"} <= names
+    assert len(STAGES) == 5
