@@ -50,36 +50,6 @@ from .losses import (contrastive_loss, deepinversion_loss, dfhl_generator_loss, 
 from .views import crop_flip, resized_crop_flip, roll_flip
 
 
-class BnInputs:
-    """Forward hooks that keep the input of every ``BatchNorm2d`` of the teacher while ``recording``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-        self.inputs: list[torch.Tensor] = []
-        self.recording = False
-        self._handles = []
-
-    def __enter__(self) -> BnInputs:
-        self._handles = [m.register_forward_hook(self._hook) for m in self.layers]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-
-    def _hook(self, _m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-        if self.recording:
-            self.inputs.append(inputs[0])
-
-    def run(self, teacher: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The teacher's logits on ``x`` and the BN inputs of that pass."""
-        self.inputs, self.recording = [], True
-        try:
-            return teacher(x), self.inputs
-        finally:
-            self.recording = False
-
-
 def _f(t: torch.Tensor | float) -> float:
     return float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
 
@@ -209,13 +179,12 @@ class BaselineSynthesizer:
         best_loss, best_x, best_terms, last_terms = float("inf"), None, {}, {}
         run, collapse_iters, share, last_stats = 0, 0, 0.0, None
         history: list[dict[str, float]] = []
-        with (frozen_student(student), BatchNormStatistics(teacher) as bn_stats, BnInputs(teacher) as bn_in,
+        with (frozen_student(student), BatchNormStatistics(teacher) as bn_stats,
               autocast(self.amp, self.device)):
             for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} {m} generator", leave=False,
                            disable=not progress):
                 x = synthesize()
-                loss, terms, t_logits, last_stats = objective(x, labels, teacher, student, bn_stats, bn_in, aug,
-                                                              epoch)
+                loss, terms, t_logits, last_stats = objective(x, labels, teacher, student, bn_stats, aug, epoch)
                 check_finite_loss(loss, "synthesis", epoch, it, terms, {"images": x, "labels": labels})
                 kept = x.detach().float().clone()
                 opt.zero_grad(set_to_none=True)
@@ -242,7 +211,7 @@ class BaselineSynthesizer:
                 if loss.item() < best_loss:
                     best_loss, best_x, best_terms = loss.item(), kept, last_terms
             if m == "cmi":
-                self._bank_append(teacher, best_x, bn_stats, bn_in, aug)
+                self._bank_append(teacher, best_x, bn_stats, aug)
         if m == "fast":
             self._meta_step(grad_sum, last_stats)
         if m in ("zskt", "dfhl"):  # unconditional or student-only: the teacher labels the kept batch
@@ -253,7 +222,7 @@ class BaselineSynthesizer:
                               history=history)
 
     # ---- objectives: (loss, terms, teacher logits or None, BN statistics for Fast's EMA) ---------
-    def _loss_deepinv(self, x, labels, teacher, student, bn_stats, bn_in, aug, epoch):
+    def _loss_deepinv(self, x, labels, teacher, student, bn_stats, aug, epoch):
         d = self.b.deepinv
         xv = roll_flip(x, d.jitter, aug)
         t, s = teacher(xv), student(xv)
@@ -262,13 +231,13 @@ class BaselineSynthesizer:
                                   tv=d.lambda_tv, l2=d.lambda_l2)
         return loss, {"bn": _f(l_bn), "oh": _f(F.cross_entropy(t, labels))}, t, None
 
-    def _loss_cmi(self, x, labels, teacher, student, bn_stats, bn_in, aug, epoch):
+    def _loss_cmi(self, x, labels, teacher, student, bn_stats, aug, epoch):
         c = self.b.cmi
         xg, xl = crop_flip(x, 4, aug), resized_crop_flip(x, aug)
-        t, acts = bn_in.run(teacher, xg)
+        t, acts = bn_stats.run(teacher, xg)
         f_g, l_bn = channel_means(acts), bn_stats.pop()
         with bn_stats.paused():
-            _, acts_l = bn_in.run(teacher, xl)
+            _, acts_l = bn_stats.run(teacher, xl)
         f_l = channel_means(acts_l)
         self._ensure_head(f_g.shape[1])
         l_oh, l_adv = F.cross_entropy(t, labels), masked_adversarial_kl(t, student(xg))
@@ -283,23 +252,23 @@ class BaselineSynthesizer:
         loss = c.lambda_bn * l_bn + c.lambda_oh * l_oh + c.lambda_adv * l_adv + c.lambda_cr * l_cr
         return loss, {"bn": _f(l_bn), "oh": _f(l_oh), "adv": _f(l_adv), "cr": _f(l_cr)}, t, None
 
-    def _bank_append(self, teacher, x, bn_stats, bn_in, aug) -> None:
+    def _bank_append(self, teacher, x, bn_stats, aug) -> None:
         """CMI's memory bank: [f_local, f_global] of the kept batch, FIFO of ``bank_size`` rows."""
         with torch.no_grad(), bn_stats.paused():
-            f_g = channel_means(bn_in.run(teacher, crop_flip(x, 4, aug))[1])
-            f_l = channel_means(bn_in.run(teacher, resized_crop_flip(x, aug))[1])
+            f_g = channel_means(bn_stats.run(teacher, crop_flip(x, 4, aug))[1])
+            f_l = channel_means(bn_stats.run(teacher, resized_crop_flip(x, aug))[1])
         rows = torch.cat([f_l, f_g], dim=1).float().cpu()
         self.bank = torch.cat([self.bank.reshape(-1, rows.shape[1]), rows])[-self.b.cmi.bank_size:]
 
-    def _loss_fast(self, x, labels, teacher, student, bn_stats, bn_in, aug, epoch):
+    def _loss_fast(self, x, labels, teacher, student, bn_stats, aug, epoch):
         f = self.b.fast
         xa = crop_flip(x, 4, aug)
         with bn_stats.paused():
-            t, acts = bn_in.run(teacher, xa)
+            t, acts = bn_stats.run(teacher, xa)
         stats = [bn_batch_statistics(a) for a in acts]
         ema = self.ema or [(None, None)] * len(stats)
         l_bn = sum(momentum_bn_loss(mu, var, layer.running_mean, layer.running_var, em, ev, f.bn_momentum)
-                   for (mu, var), (em, ev), layer in zip(stats, ema, bn_in.layers))
+                   for (mu, var), (em, ev), layer in zip(stats, ema, bn_stats.layers))
         l_oh = F.cross_entropy(t, labels)
         l_adv = masked_adversarial_kl(t, student(xa)) if epoch >= f.adv_warmup else x.new_zeros(())
         loss = f.lambda_bn * l_bn + f.lambda_oh * l_oh + f.lambda_adv * l_adv
@@ -323,13 +292,13 @@ class BaselineSynthesizer:
                     mod.weight.copy_(torch.randn(mod.weight.shape) * 0.02)  # CPU draw under the seed
                     mod.bias.zero_()
 
-    def _loss_zskt(self, x, labels, teacher, student, bn_stats, bn_in, aug, epoch):
+    def _loss_zskt(self, x, labels, teacher, student, bn_stats, aug, epoch):
         with bn_stats.paused():
             t = teacher(x)
         loss = zskt_generator_loss(t, student(x))
         return loss, {"adv": _f(loss)}, t, None
 
-    def _loss_dfhl(self, x, labels, teacher, student, bn_stats, bn_in, aug, epoch):
+    def _loss_dfhl(self, x, labels, teacher, student, bn_stats, aug, epoch):
         d = self.b.dfhl
         loss = dfhl_generator_loss(student(crop_flip(x, 4, aug)), labels, d.confidence, d.balance)
         return loss, {"dfhl": _f(loss)}, None, None

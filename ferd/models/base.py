@@ -41,6 +41,20 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def residual_stages(block: type[nn.Module], num_blocks: tuple[int, ...], width: int) -> tuple[list[nn.Sequential], int]:
+    """The four stages of a CIFAR (pre-activation) ResNet: ``num_blocks[k]`` blocks of ``width·2^k`` channels,
+    stride 2 at the start of every stage but the first. Returns the stages and their output channels."""
+    in_planes, stages = width, []
+    for k, (n, stride) in enumerate(zip(num_blocks, (1, 2, 2, 2))):
+        planes = width * 2 ** k
+        blocks = []
+        for i in range(n):
+            blocks.append(block(in_planes, planes, stride if i == 0 else 1))
+            in_planes = planes
+        stages.append(nn.Sequential(*blocks))
+    return stages, in_planes
+
+
 class FerdModel(nn.Module):
     """Base class: ``forward = head ∘ features`` at any named layer.
 
@@ -53,11 +67,16 @@ class FerdModel(nn.Module):
     default_layer: str = ""
 
     def __init__(self, num_classes: int, mean: tuple[float, ...] | None = None,
-                 std: tuple[float, ...] | None = None) -> None:
+                 std: tuple[float, ...] | None = None, width: float | None = None) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes}")
+        if width is not None and (width <= 0 or (isinstance(width, int) and width < 1)):
+            raise ValueError(f"width: expected a positive {'integer' if isinstance(width, int) else 'multiplier'}, "
+                             f"got {width}")
         self.num_classes = num_classes
+        if width is not None:
+            self.width = width
         self.normalize = Normalize(mean, std)
 
     def check_layer(self, layer: str | None) -> str:

@@ -27,10 +27,7 @@ class SmallCNN(FerdModel):
 
     def __init__(self, num_classes: int, width: int = 32, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None) -> None:
-        super().__init__(num_classes, mean, std)
-        if width < 1:
-            raise ValueError(f"width: expected an integer >= 1, got {width}")
-        self.width = width
+        super().__init__(num_classes, mean, std, width=width)
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, 1, 1, bias=False)

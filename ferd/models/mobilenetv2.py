@@ -67,10 +67,7 @@ class MobileNetV2(FerdModel):
 
     def __init__(self, num_classes: int, width: float = 1.0, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None) -> None:
-        super().__init__(num_classes, mean, std)
-        if width <= 0:
-            raise ValueError(f"width: expected a multiplier > 0, got {width}")
-        self.width = width
+        super().__init__(num_classes, mean, std, width=width)
         stem = _divisible(32 * width)
         self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FerdModel
+from .base import FerdModel, residual_stages
 from .registry import register_model
 
 
@@ -51,20 +51,9 @@ class PreActResNet(FerdModel):
     def __init__(self, num_classes: int, num_blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
                  width: int = 64, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None) -> None:
-        super().__init__(num_classes, mean, std)
-        if width < 1:
-            raise ValueError(f"width: expected an integer >= 1, got {width}")
-        self.width = width
+        super().__init__(num_classes, mean, std, width=width)
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-        in_planes = width
-        stages = []
-        for k, (n, stride) in enumerate(zip(num_blocks, (1, 2, 2, 2))):
-            planes = width * 2 ** k
-            blocks = []
-            for i in range(n):
-                blocks.append(PreActBlock(in_planes, planes, stride if i == 0 else 1))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
+        stages, in_planes = residual_stages(PreActBlock, num_blocks, width)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.bn = nn.BatchNorm2d(in_planes)
         self.linear = nn.Linear(in_planes, num_classes)

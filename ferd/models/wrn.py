@@ -71,12 +71,10 @@ class WideResNet(FerdModel):
 
     def __init__(self, num_classes: int, depth: int = 34, width: int = 10,
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
-        super().__init__(num_classes, mean, std)
+        super().__init__(num_classes, mean, std, width=width)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"depth: expected 6n+4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth}")
-        if width < 1:
-            raise ValueError(f"width: expected an integer >= 1, got {width}")
-        self.depth, self.width = depth, width
+        self.depth = depth
         n = (depth - 4) // 6
         ch = [16, 16 * width, 32 * width, 64 * width]
         self.conv1 = nn.Conv2d(3, ch[0], 3, 1, 1, bias=False)

@@ -83,27 +83,29 @@ def generator_loss(terms: GeneratorLossTerms, lambda_adv: float, lambda_bn: floa
 
 
 class BatchNormStatistics:
-    """Forward hooks on every ``BatchNorm2d`` of a (frozen) teacher that measure L_bn (Eq. 8).
+    """The one BatchNorm hook: forward hooks on every ``BatchNorm2d`` of a (frozen) teacher that keep each
+    layer's *input*, for L_bn (Eq. 8) and for the baselines that read BN features (CMI, Fast).
 
-    Each hook compares the batch statistics of the layer's *input* (mean over N, H, W
-    and the biased variance, as BatchNorm computes them) with the layer's running
-    statistics, as in DeepInversion / Fast / CMI (``datafree/hooks.py``). Use as a
-    context manager; :meth:`pop` returns Σ over layers of the terms recorded since the
-    last call and clears them; :meth:`paused` stops recording (e.g. during the
-    information-bottleneck fit, which re-runs part of the teacher on noisy features).
+    :meth:`pop` returns Σ over layers of L_bn for the inputs recorded since the last call (the batch
+    statistics — mean over N, H, W and the biased variance, as BatchNorm computes them — against the
+    layer's running statistics, as in DeepInversion / Fast / CMI, ``datafree/hooks.py``) and clears them;
+    :meth:`paused` stops recording for L_bn (e.g. during the information-bottleneck fit, which re-runs part
+    of the teacher on noisy features); :meth:`run` returns the logits and BN inputs of one pass, paused or
+    not. Use as a context manager.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-        self._terms: list[torch.Tensor] = []
+        self._pending: list[tuple[nn.BatchNorm2d, torch.Tensor]] = []
+        self._captured: list[torch.Tensor] | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._active = True
 
     def _hook(self, module: nn.BatchNorm2d, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-        if not self._active:
-            return
-        mean, var = bn_batch_statistics(inputs[0])
-        self._terms.append(bn_statistics_loss(mean, var, module.running_mean, module.running_var))
+        if self._active:
+            self._pending.append((module, inputs[0]))
+        if self._captured is not None:
+            self._captured.append(inputs[0])
 
     def __enter__(self) -> BatchNormStatistics:
         self._handles = [m.register_forward_hook(self._hook) for m in self.layers]
@@ -112,15 +114,23 @@ class BatchNormStatistics:
     def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
-        self._handles, self._terms = [], []
+        self._handles, self._pending = [], []
 
     def pop(self) -> torch.Tensor:
-        if not self._terms:
+        if not self._pending:
             raise RuntimeError("L_bn: no BatchNorm2d statistics recorded (is the hook context active, "
                                "and does the teacher have BatchNorm2d layers?)")
-        total = torch.stack(self._terms).sum()
-        self._terms = []
-        return total
+        terms = [bn_statistics_loss(*bn_batch_statistics(x), m.running_mean, m.running_var) for m, x in self._pending]
+        self._pending = []
+        return torch.stack(terms).sum()
+
+    def run(self, teacher: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The teacher's logits on ``x`` and the input of every BN layer in that pass."""
+        self._captured = []
+        try:
+            return teacher(x), self._captured
+        finally:
+            self._captured = None
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
