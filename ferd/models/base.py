@@ -99,3 +99,38 @@ class FerdModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layer = self.layer_names[-1]
         return self.head(self.features(x, layer), layer)
+
+
+class StagedModel(FerdModel):
+    """A network that is a stem, a sequence of stages (one per name in ``layer_names``), a final
+    normalisation after the last stage (pre-activation nets; identity otherwise) and a classifier.
+    ``_features`` and ``head`` split it at any stage; subclasses give the four parts."""
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _stage_list(self) -> list[nn.Module]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _finish(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+    def _classify(self, out: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        idx = self.layer_names.index(layer)
+        out = self._stem(x)
+        for stage in self._stage_list()[: idx + 1]:
+            out = stage(out)
+        return self._finish(out) if idx == len(self.layer_names) - 1 else out
+
+    def head(self, z: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        idx = self.layer_names.index(self.check_layer(layer))
+        out = z
+        if idx < len(self.layer_names) - 1:
+            for stage in self._stage_list()[idx + 1:]:
+                out = stage(out)
+            out = self._finish(out)
+        return self._classify(out)
+

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FerdModel, residual_stages
+from .base import StagedModel, residual_stages
 from .registry import register_model
 
 
@@ -42,7 +42,7 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet(FerdModel):
+class PreActResNet(StagedModel):
     """Pre-activation ResNet with basic blocks; base channels ``width`` (64 by default)."""
 
     layer_names = ("layer1", "layer2", "layer3", "layer4")
@@ -59,25 +59,16 @@ class PreActResNet(FerdModel):
         self.linear = nn.Linear(in_planes, num_classes)
         self.feature_channels = in_planes
 
-    def _stages(self) -> list[nn.Module]:
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+    def _stage_list(self) -> list[nn.Module]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def _features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        idx = self.layer_names.index(layer)
-        out = self.conv1(x)
-        for stage in self._stages()[: idx + 1]:
-            out = stage(out)
-        if idx == len(self.layer_names) - 1:
-            out = self.bn(out)
-        return out
+    def _finish(self, out: torch.Tensor) -> torch.Tensor:
+        return self.bn(out)
 
-    def head(self, z: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-        idx = self.layer_names.index(self.check_layer(layer))
-        out = z
-        if idx < len(self.layer_names) - 1:
-            for stage in self._stages()[idx + 1:]:
-                out = stage(out)
-            out = self.bn(out)
+    def _classify(self, out: torch.Tensor) -> torch.Tensor:
         return self.linear(F.adaptive_avg_pool2d(F.relu(out), 1).flatten(1))
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FerdModel, residual_stages
+from .base import StagedModel, residual_stages
 from .registry import register_model
 
 
@@ -43,7 +43,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet(FerdModel):
+class ResNet(StagedModel):
     """CIFAR ResNet with basic blocks; ``num_blocks`` per stage, base channels ``width``."""
 
     layer_names = ("layer1", "layer2", "layer3", "layer4")
@@ -60,19 +60,13 @@ class ResNet(FerdModel):
         self.linear = nn.Linear(in_planes, num_classes)
         self.feature_channels = in_planes
 
-    def _stages(self) -> list[nn.Module]:
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(self.conv1(x)))
+
+    def _stage_list(self) -> list[nn.Module]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def _features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        for stage in self._stages()[: self.layer_names.index(layer) + 1]:
-            out = stage(out)
-        return out
-
-    def head(self, z: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-        out = z
-        for stage in self._stages()[self.layer_names.index(self.check_layer(layer)) + 1:]:
-            out = stage(out)
+    def _classify(self, out: torch.Tensor) -> torch.Tensor:
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FerdModel
+from .base import StagedModel
 from .registry import register_pattern
 
 
@@ -63,7 +63,7 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
-class WideResNet(FerdModel):
+class WideResNet(StagedModel):
     """WRN-``depth``-``width`` for 32×32 (or larger) inputs in [0, 1]."""
 
     layer_names = ("block1", "block2", "block3")
@@ -95,27 +95,17 @@ class WideResNet(FerdModel):
             elif isinstance(m, nn.Linear):
                 m.bias.data.zero_()
 
-    def _blocks(self) -> list[nn.Module]:
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+    def _stage_list(self) -> list[nn.Module]:
         return [self.block1, self.block2, self.block3]
 
-    def _features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        idx = self.layer_names.index(layer)
-        out = self.conv1(x)
-        for block in self._blocks()[: idx + 1]:
-            out = block(out)
-        if idx == len(self.layer_names) - 1:
-            out = self.bn1(out)
-        return out
+    def _finish(self, out: torch.Tensor) -> torch.Tensor:
+        return self.bn1(out)
 
-    def head(self, z: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-        idx = self.layer_names.index(self.check_layer(layer))
-        out = z
-        if idx < len(self.layer_names) - 1:
-            for block in self._blocks()[idx + 1:]:
-                out = block(out)
-            out = self.bn1(out)
-        out = F.adaptive_avg_pool2d(self.relu(out), 1).flatten(1)
-        return self.fc(out)
+    def _classify(self, out: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.relu(out), 1).flatten(1))
 
 
 @register_pattern(r"wrn-(\d+)-(\d+)", lambda m: {"depth": int(m.group(1)), "width": int(m.group(2))},
