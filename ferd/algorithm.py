@@ -74,21 +74,21 @@ class RunState:
     def initial(cls, cfg: FerdConfig, img_size: int) -> RunState:
         student = build_student(cfg)
         c = cfg.num_classes
+        amp = cfg.compute.amp
         if cfg.method == "ferd":
-            synthesizer = Synthesizer(cfg.synthesis, c, img_size, cfg.seed, cfg.device)
+            synthesizer = Synthesizer(cfg.synthesis, c, img_size, cfg.seed, cfg.device, amp=amp)
         else:
             synthesizer = BaselineSynthesizer(cfg.method, cfg.synthesis, cfg.baseline, c, img_size, cfg.seed,
-                                              cfg.device)
+                                              cfg.device, amp=amp)
         return cls(cfg=cfg, student=student, synthesizer=synthesizer,
                    distiller=Distiller(student, distill_config(cfg), cfg.epochs, cfg.threat.eps, cfg.threat.step,
                                        cfg.seed, cfg.device, hee=cfg.baseline.dfhl if uses_hee(cfg) else None,
-                                       flip=dataset_info(cfg.dataset).flip_invariant),
+                                       flip=dataset_info(cfg.dataset).flip_invariant, compute=cfg.compute),
                    pool=FaePool(), p=torch.full((c,), 1.0 / c, dtype=torch.float64),  # line 2: uniform p
                    scores=torch.zeros(c, dtype=torch.float64))._with_compute()
 
     def _with_compute(self) -> RunState:
         c = self.cfg.compute
-        self.synthesizer.amp, self.distiller.compute = c.amp, c
         compile_in_place(self.student, compile_settings(c))
         if c.channels_last:
             set_memory_format(self.student, True)
@@ -192,7 +192,7 @@ def shard_utaes(cfg: FerdConfig, teacher: FerdModel, images: torch.Tensor, teach
     :func:`ferd.distill.utae.cache_utaes`), random starts from the round's ``utae-cache`` stream."""
     utae = cfg.distill.utae
     return cache_utaes(attack_model(teacher, cfg.compute), images, teacher_logits, eps=cfg.threat.eps,
-                       alpha=cfg.threat.step, steps=utae.steps, gamma=utae.gamma if utae.enabled else 0.0,
+                       alpha=cfg.threat.step, steps=utae.steps, gamma=utae.effective_gamma,
                        random_start=utae.random_start,
                        starts=utae.cache_starts, generator=rng.generator(cfg.seed, "utae-cache", round_index),
                        batch_size=cfg.distill.batch_size, device=cfg.device)

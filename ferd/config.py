@@ -167,6 +167,11 @@ class UTAEConfig(_Strict):
     cache_starts: int = Field(1, ge=1, le=16, description="K cached UTAEs per FAE (K random starts); a student "
                               "iteration picks one of the K at random")
 
+    @property
+    def effective_gamma(self) -> float:
+        """γ as the attack uses it: 0 when UTAEs are off (plain PGD on the KL, the 'w/o UTAEs' ablation)."""
+        return self.gamma if self.enabled else 0.0
+
     @model_validator(mode="after")
     def _cache(self) -> UTAEConfig:
         if self.cache == "pool" and self.target != "teacher":

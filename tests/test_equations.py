@@ -198,7 +198,7 @@ def test_eq11_student_loss():
     s_adv = torch.tensor([[LN3, 0.0]])
     kl1 = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
     kl2 = 0.25 * math.log(1 / 3) + 0.75 * math.log(3)
-    assert float(robust_distillation_loss(t, s_clean, s_adv)) == pytest.approx(5 / 6 * kl1 + 1 / 6 * kl2, rel=1e-6)
+    assert float(robust_distillation_loss(t, s_clean, s_adv, 5 / 6, 1 / 6)) == pytest.approx(5 / 6 * kl1 + 1 / 6 * kl2, rel=1e-6)
 
 
 def test_diversity_loss_mode_seeking_within_labels_by_hand():

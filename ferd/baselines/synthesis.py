@@ -75,10 +75,10 @@ class BaselineSynthesizer:
     """Owns whatever a baseline keeps across epochs (generator, optimiser, CMI head and bank, Fast's EMA)."""
 
     def __init__(self, method: str, cfg: SynthesisConfig, baseline: BaselineConfig, num_classes: int,
-                 img_size: int, seed: int, device: str | torch.device = "cpu") -> None:
+                 img_size: int, seed: int, device: str | torch.device = "cpu", amp: str = "fp32") -> None:
         self.method, self.cfg, self.b = method, cfg, baseline
         self.num_classes, self.img_size, self.seed, self.device = num_classes, img_size, seed, device
-        self.amp = "fp32"
+        self.amp = amp  # compute.amp
         g = cfg.generator
         self.generator: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None

@@ -51,10 +51,11 @@ class Distiller:
     """Owns the student's optimiser and LR schedule across epochs."""
 
     def __init__(self, student: nn.Module, cfg: DistillConfig, epochs: int, eps: float, step: float, seed: int,
-                 device: str | torch.device = "cpu", hee: DfhlConfig | None = None, flip: bool = False) -> None:
+                 device: str | torch.device = "cpu", hee: DfhlConfig | None = None, flip: bool = False,
+                 compute: ComputeConfig | None = None) -> None:
         self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
         self.hee, self.flip = hee, flip  # flip: the dataset is flip-invariant (with cfg.augment)
-        self.compute = ComputeConfig()  # compute.*, set by RunState.initial
+        self.compute = compute or ComputeConfig()
         self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         total = epochs * cfg.iterations
@@ -89,8 +90,7 @@ class Distiller:
         sample_rng = rng.generator(self.seed, "pool-sample", epoch)
         attack_rng = rng.generator(self.seed, "utae", epoch)
         augment_rng = rng.generator(self.seed, "augment", epoch) if cfg.augment else None
-        utae = cfg.utae
-        gamma = utae.gamma if utae.enabled else 0.0
+        gamma = cfg.utae.effective_gamma
         total = 0.0
         for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
             with autocast(self.compute.amp, self.device):

@@ -75,9 +75,9 @@ class Synthesizer:
     """Owns the generator (and its optimiser) across epochs; ``kind`` as in :class:`GeneratorConfig`."""
 
     def __init__(self, cfg: SynthesisConfig, num_classes: int, img_size: int, seed: int,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", amp: str = "fp32") -> None:
         self.cfg, self.num_classes, self.img_size, self.seed, self.device = cfg, num_classes, img_size, seed, device
-        self.amp = "fp32"  # compute.amp, set by RunState.initial
+        self.amp = amp  # compute.amp
         g = cfg.generator
         self.generator: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
