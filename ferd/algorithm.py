@@ -53,7 +53,10 @@ def build_student(cfg: FerdConfig) -> FerdModel:
 
 def uses_hee(cfg: FerdConfig) -> bool:
     """DFHL distils with its own high-entropy examples, unless the comparison gives it FERD's student side."""
-    return cfg.method == "dfhl" and cfg.baseline.robust.student_side == "a8"
+    from .baselines.synthesis import BASELINES
+
+    return (cfg.method != "ferd" and BASELINES[cfg.method].high_entropy_examples
+            and cfg.baseline.robust.student_side == "a8")
 
 
 @dataclass

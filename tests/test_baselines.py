@@ -7,7 +7,8 @@ import torch
 
 from ferd.algorithm import RunState, run_algorithm1
 from ferd.baselines import distill_config
-from ferd.baselines.synthesis import BaselineSynthesizer, channel_means
+from ferd.baselines.cmi import channel_means
+from ferd.baselines.synthesis import BaselineSynthesizer
 from ferd.baselines.views import crop_flip, resized_crop_flip, roll_flip
 from ferd.config import ConfigError, load_config, parse_config
 from ferd.models import create_model
@@ -98,13 +99,13 @@ def test_fast_meta_generator_learns_from_the_clone_and_cmi_fills_its_bank():
     before = [q.clone() for q in syn.generator.parameters()]
     syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=0)
     assert any(not torch.equal(q, b) for q, b in zip(syn.generator.parameters(), before))
-    assert len(syn.ema) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in _teacher().modules())
+    assert len(syn.method.ema) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in _teacher().modules())
     cfg = parse_config({**TINY, "method": "cmi"})
     syn = BaselineSynthesizer("cmi", cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
     for epoch in range(2):
         syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=epoch)
     width = sum(m.num_features for m in _teacher().modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert syn.bank.shape == (16, 2 * width)  # two kept batches of 8 rows: [f_local, f_global]
+    assert syn.method.bank.shape == (16, 2 * width)  # two kept batches of 8 rows: [f_local, f_global]
 
 
 # ---- distillation: A.8 conversion and DFHL -------------------------------------------------------
@@ -160,9 +161,17 @@ def test_fast_fomaml_meta_step_by_hand():
     before = [q.detach().clone() for q in syn.generator.parameters()]
     grads = [torch.full_like(q, 0.5) * (-1) ** i for i, q in enumerate(before)]
     stats = [(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]))]
-    syn._meta_step(grads, stats)
+    syn.method.meta_step(grads, stats)
     for i, (q, b) in enumerate(zip(syn.generator.parameters(), before)):
         assert torch.allclose(q.detach(), b - 4e-3 * (-1) ** i, atol=1e-7), i
-    assert torch.equal(syn.ema[0][0], stats[0][0])
-    syn._meta_step(grads, [(torch.tensor([3.0, 2.0]), torch.tensor([1.0, 4.0]))])
-    assert torch.allclose(syn.ema[0][0], 0.9 * torch.tensor([1.0, 2.0]) + 0.1 * torch.tensor([3.0, 2.0]))
+    assert torch.equal(syn.method.ema[0][0], stats[0][0])
+    syn.method.meta_step(grads, [(torch.tensor([3.0, 2.0]), torch.tensor([1.0, 4.0]))])
+    assert torch.allclose(syn.method.ema[0][0], 0.9 * torch.tensor([1.0, 2.0]) + 0.1 * torch.tensor([3.0, 2.0]))
+
+
+def test_every_method_but_ferd_is_a_registered_baseline_module():
+    from ferd.baselines.config import METHODS
+    from ferd.baselines.method import BASELINES
+
+    assert METHODS[0] == "ferd" and set(METHODS[1:]) == set(BASELINES)
+    assert {cls.__module__ for cls in BASELINES.values()} == {f"ferd.baselines.{m}" for m in METHODS[1:]}

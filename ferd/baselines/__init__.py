@@ -33,7 +33,9 @@ def distill_config(cfg: FerdConfig) -> DistillConfig:
     method gets the same student budget. ``baseline.robust.student_side: ferd`` skips the conversion: the
     baseline's pool is distilled exactly as FERD's (the comparison's equal-terms arm).
     """
-    if cfg.method in ("ferd", "dfhl") or cfg.baseline.robust.student_side == "ferd":
+    from .synthesis import BASELINES
+
+    if cfg.method == "ferd" or not BASELINES[cfg.method].a8_conversion or cfg.baseline.robust.student_side == "ferd":
         return cfg.distill
     r = cfg.baseline.robust
     utae = cfg.distill.utae.model_copy(update={"enabled": False, "target": "student", "steps": r.attack_steps,
