@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 
 @dataclass(frozen=True)
 class ThreatContext:
@@ -51,16 +53,9 @@ class Attack:
         return None
 
 
-ATTACKS: dict[str, type[Attack]] = {}
+ATTACKS = Registry("attack")
 """Registered attacks by name, in order of (expected) strength."""
-
-
-def register(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: add ``cls`` to :data:`ATTACKS` under ``cls.name``."""
-    if cls.name in ATTACKS:
-        raise ValueError(f"attack {cls.name!r} is registered twice")
-    ATTACKS[cls.name] = cls
-    return cls
+register = ATTACKS.register
 
 
 def build_attack(name: str, ctx: ThreatContext) -> Attack:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import rng
+from ..registry import Registry
 from ..config import SynthesisConfig
 from ..synthesis.generator import Generator
 from .config import BaselineConfig
@@ -100,11 +101,6 @@ class BaselineMethod:
         """After the epoch, hooks off."""
 
 
-BASELINES: dict[str, type[BaselineMethod]] = {}
-
-
-def register(cls: type[BaselineMethod]) -> type[BaselineMethod]:
-    if cls.name in BASELINES:
-        raise ValueError(f"baseline {cls.name!r} is registered twice")
-    BASELINES[cls.name] = cls
-    return cls
+BASELINES = Registry("baseline")
+"""Registered baselines by ``method`` name."""
+register = BASELINES.register

@@ -134,3 +134,13 @@ class StagedModel(FerdModel):
             out = self._finish(out)
         return self._classify(out)
 
+
+class FourStageResNet(StagedModel):
+    """A CIFAR (pre-activation) ResNet's split points: its four stages ``layer1``-``layer4``."""
+
+    layer_names = ("layer1", "layer2", "layer3", "layer4")
+    default_layer = "layer4"
+
+    def _stage_list(self) -> list[nn.Module]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+

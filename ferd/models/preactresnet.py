@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import StagedModel, residual_stages
+from .base import FourStageResNet, residual_stages
 from .registry import register_model
 
 
@@ -42,11 +42,8 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet(StagedModel):
+class PreActResNet(FourStageResNet):
     """Pre-activation ResNet with basic blocks; base channels ``width`` (64 by default)."""
-
-    layer_names = ("layer1", "layer2", "layer3", "layer4")
-    default_layer = "layer4"
 
     def __init__(self, num_classes: int, num_blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
                  width: int = 64, mean: tuple[float, ...] | None = None,
@@ -61,9 +58,6 @@ class PreActResNet(StagedModel):
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(x)
-
-    def _stage_list(self) -> list[nn.Module]:
-        return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         return self.bn(out)

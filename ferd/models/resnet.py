@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import StagedModel, residual_stages
+from .base import FourStageResNet, residual_stages
 from .registry import register_model
 
 
@@ -43,11 +43,8 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet(StagedModel):
+class ResNet(FourStageResNet):
     """CIFAR ResNet with basic blocks; ``num_blocks`` per stage, base channels ``width``."""
-
-    layer_names = ("layer1", "layer2", "layer3", "layer4")
-    default_layer = "layer4"
 
     def __init__(self, num_classes: int, num_blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
                  width: int = 64, mean: tuple[float, ...] | None = None,
@@ -62,9 +59,6 @@ class ResNet(StagedModel):
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn1(self.conv1(x)))
-
-    def _stage_list(self) -> list[nn.Module]:
-        return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def _classify(self, out: torch.Tensor) -> torch.Tensor:
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
