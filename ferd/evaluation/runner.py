@@ -26,14 +26,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attacks import ATTACKS as _REGISTRY
-from ..attacks import Attack, ThreatContext, build_attack
+from ..attacks import ATTACKS, Attack, ThreatContext, build_attack
 from . import metrics
 
 logger = logging.getLogger(__name__)
 
-ATTACKS = _REGISTRY
-"""The registered attacks by name, in order of (expected) strength (:data:`ferd.attacks.ATTACKS`)."""
 PGD_STEP_SIZE = 2 / 255
 STATS: tuple[str, ...] = ("avg", "worst", "worst10", "nsd")
 

@@ -71,7 +71,7 @@ class FerdModel(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes}")
-        if width is not None and (width <= 0 or (isinstance(width, int) and width < 1)):
+        if width is not None and width <= 0:
             raise ValueError(f"width: expected a positive {'integer' if isinstance(width, int) else 'multiplier'}, "
                              f"got {width}")
         self.num_classes = num_classes

@@ -67,14 +67,15 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
     from .io import StageIO
 
     io, out, dirs = StageIO(cfg), str(out_dir), {}
-    for task in unroll(cfg.num_rounds):
+    tasks = unroll(cfg.num_rounds)
+    for task in tasks:
         if task.stage.name == "evaluation" and not evaluate:
             continue
         inputs = {inp.flag: dirs[producer] for inp, producer in task.inputs}
         artifact = run_task(cfg, task.stage.name, task.round, inputs, io.output(Path(task.dir(out))), progress)
         io.publish(artifact.dir)
         dirs[task.id] = artifact.dir
-    last = {t.stage.subdir: dirs[t.id] for t in unroll(cfg.num_rounds) if t.id in dirs}
+    last = {t.stage.subdir: dirs[t.id] for t in tasks if t.id in dirs}
     return {("student" if k == "distillation" else k): v for k, v in last.items()}
 
 
