@@ -58,7 +58,7 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int, device: str
 
 def _setup(cfg: FerdConfig):
     from . import rng
-    from .algorithm import RunState
+    from .round_state import RunState
     from .compute import set_memory_format
     from .data import dataset_info
     from .models import create_model
@@ -69,7 +69,7 @@ def _setup(cfg: FerdConfig):
         teacher = create_model(cfg.teacher.arch, num_classes=info.num_classes, mean=cfg.teacher.mean,
                                std=cfg.teacher.std).to(cfg.device).eval().requires_grad_(False)
     set_memory_format(teacher, cfg.compute.channels_last)
-    state = RunState.initial(cfg, info.image_size)
+    state = RunState.initial(cfg)
     n = max(cfg.distill.batch_size, cfg.synthesis.batch_size)
     g = rng.generator(cfg.seed, "bench-pool")
     images = torch.rand((n, 3, info.image_size, info.image_size), generator=g)

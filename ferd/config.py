@@ -211,12 +211,9 @@ class EvalConfig(_Strict):
     @field_validator("attacks")
     @classmethod
     def _attacks(cls, names: list[str]) -> list[str]:
-        from .attacks import ATTACKS
+        from .attacks import check_attack_names
 
-        unknown = [n for n in names if n not in ATTACKS]
-        if unknown or not names or len(set(names)) != len(names):
-            raise ValueError(f"expected distinct names among {list(ATTACKS)}, got {names}")
-        return names
+        return check_attack_names(names)
 
 
 class RetryConfig(_Strict):

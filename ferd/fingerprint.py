@@ -8,8 +8,8 @@ distillation on the whole distill group; the evaluation on everything. ``device`
 ``checkpoint_every`` and ``storage`` are in no scope: they say where and how often, not what.
 
 Every check that a result on disk was made from these parameters uses :func:`params_fingerprint`:
-teacher model cards (``teacher``), stage manifests (the stage's scope), ``ferd run``'s ``state.pt``
-(``distillation``: everything up to the student) and the finished arms of ``ferd compare``
+teacher model cards (``teacher``), stage manifests (the stage's scope), ``ferd run``'s checkpoint
+(``round.json``; ``distillation``: everything up to the student) and the finished arms of ``ferd compare``
 (``evaluation``). ``dvc.yaml`` declares the same lists as each stage's ``params``.
 """
 

@@ -5,7 +5,7 @@ Layout of ``--out DIR`` (every file written atomically):
 =====================  ===================================================================
 ``params.json``        the resolved, validated parameters
 ``teacher/``           ``teacher.safetensors`` and ``model_card.json``
-``state.pt``           the resumable checkpoint after the last finished round
+``checkpoint/``        the round state after the last checkpointed round (``ferd.round_state``)
 ``pool/``              the FAE pool, Parquet partitioned by round
 ``student.safetensors``  the distilled student (metadata: arch, num_classes)
 ``class_weights.json`` p (and the scores behind it) after every generation epoch
@@ -14,7 +14,7 @@ Layout of ``--out DIR`` (every file written atomically):
 ``eval/``              per-class tables, figures and ``report.md``
 =====================  ===================================================================
 
-Re-running the same command resumes from ``state.pt`` (a finished run re-evaluates only).
+Re-running the same command resumes from ``checkpoint/`` (a finished run re-evaluates only).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .checkpoint import atomic_write_json, save_state_dict
 from .compute import set_memory_format
 from .config import FerdConfig
 from .evaluation.quick import quick_evaluation
+from .round_state import class_weights
 from .teacher_source import obtain_teacher
 
 log = logging.getLogger(__name__)
@@ -41,19 +42,15 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     atomic_write_json(out / "params.json", cfg.model_dump(mode="json"))
-    from .data import dataset_info
-
-    img_size = dataset_info(cfg.dataset).image_size
     teacher, card = obtain_teacher(cfg, out / "teacher", progress=progress)
     teacher.to(cfg.device)
-    state = run_algorithm1(teacher, cfg, img_size, checkpoint_dir=out, progress=progress)
+    state = run_algorithm1(teacher, cfg, checkpoint_dir=out, progress=progress)
     student = set_memory_format(state.student.eval(), False)  # evaluation runs contiguous (ferd.compute)
     set_memory_format(teacher, False)
     save_state_dict(student.state_dict(), out / "student.safetensors",
                     metadata={"arch": cfg.student.arch, "num_classes": str(cfg.num_classes),
                               "teacher_sha256": card["sha256"]})
-    atomic_write_json(out / "class_weights.json", [{"epoch": h["epoch"], "p": h["p"], "scores": h["scores"],
-                                               "strategy": h["strategy"]} for h in state.history])
+    atomic_write_json(out / "class_weights.json", class_weights(state.history))
     atomic_write_json(out / "history.json", state.history)
     models = {"teacher": teacher, "student": student} if evaluate_teacher else {"student": student}
     metrics = quick_evaluation(cfg, models, out / "eval", progress, history=state.history)

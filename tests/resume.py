@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import ferd.algorithm as alg
+from ferd.round_state import RunState, read_round_record
 
 
-def killed_then_resumed(make_teacher, cfg, checkpoint_dir, monkeypatch) -> alg.RunState:
-    """Die at the start of round 1, check ``state.pt`` points there, rerun; returns the resumed state."""
+def killed_then_resumed(make_teacher, cfg, checkpoint_dir, monkeypatch) -> RunState:
+    """Die at the start of round 1, check the checkpoint points there, rerun; returns the resumed state."""
     real = alg.generation_round
 
     def dying(state, teacher, r, epochs, progress=False):
@@ -19,7 +19,7 @@ def killed_then_resumed(make_teacher, cfg, checkpoint_dir, monkeypatch) -> alg.R
 
     monkeypatch.setattr(alg, "generation_round", dying)
     with pytest.raises(RuntimeError, match="killed"):
-        alg.run_algorithm1(make_teacher(), cfg, 32, checkpoint_dir=checkpoint_dir, progress=False)
-    assert torch.load(checkpoint_dir / "state.pt", weights_only=True)["next_round"] == 1
+        alg.run_algorithm1(make_teacher(), cfg, checkpoint_dir=checkpoint_dir, progress=False)
+    assert read_round_record(checkpoint_dir)["next_round"] == 1
     monkeypatch.setattr(alg, "generation_round", real)
-    return alg.run_algorithm1(make_teacher(), cfg, 32, checkpoint_dir=checkpoint_dir, progress=False)
+    return alg.run_algorithm1(make_teacher(), cfg, checkpoint_dir=checkpoint_dir, progress=False)

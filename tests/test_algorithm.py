@@ -44,7 +44,7 @@ def test_synthesis_and_distillation_never_touch_the_dataset(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_split", spy)
     monkeypatch.setattr("ferd.data.load_split", spy)
-    state = run_algorithm1(_teacher(), parse_config(TINY), 32, progress=False)
+    state = run_algorithm1(_teacher(), parse_config(TINY), progress=False)
     assert calls == [] and len(state.pool) == 32
     # and the guard is what stops them: inside it, any load raises
     from ferd.data import DataAccessError, load_split, no_data_access
@@ -55,8 +55,8 @@ def test_synthesis_and_distillation_never_touch_the_dataset(monkeypatch):
 
 def test_same_seed_same_student_and_resume_is_bit_identical(tmp_path, monkeypatch):
     cfg = parse_config(TINY)
-    a = run_algorithm1(_teacher(), cfg, 32, progress=False)
-    b = run_algorithm1(_teacher(), cfg, 32, progress=False)
+    a = run_algorithm1(_teacher(), cfg, progress=False)
+    b = run_algorithm1(_teacher(), cfg, progress=False)
     for k, v in a.student.state_dict().items():
         assert torch.equal(v, b.student.state_dict()[k]), k
     assert a.history == b.history
@@ -68,7 +68,7 @@ def test_same_seed_same_student_and_resume_is_bit_identical(tmp_path, monkeypatc
     assert c.history == a.history
     # a checkpoint from other parameters is refused, not silently resumed
     with pytest.raises(ValueError, match="other parameters"):
-        run_algorithm1(_teacher(), parse_config({**TINY, "seed": 4}), 32, checkpoint_dir=tmp_path, progress=False)
+        run_algorithm1(_teacher(), parse_config({**TINY, "seed": 4}), checkpoint_dir=tmp_path, progress=False)
 
 
 def test_authors_variants_run():
@@ -77,5 +77,5 @@ def test_authors_variants_run():
                                                "reweighting": dict(strategy="minmax", pgd_steps=2)},
                         "distill": {**TINY["distill"], "warmup_epochs": 1,
                                     "utae": dict(target="student", random_start="gaussian", steps=2)}})
-    state = run_algorithm1(_teacher(), cfg, 32, progress=False)
+    state = run_algorithm1(_teacher(), cfg, progress=False)
     assert len(state.history) == 2 and abs(sum(state.history[-1]["p"]) - 1) < 1e-9

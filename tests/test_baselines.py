@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ferd.algorithm import RunState, run_algorithm1
+from ferd.algorithm import run_algorithm1
+from ferd.round_state import RunState
 from ferd.baselines import distill_config
 from ferd.baselines.cmi import channel_means
 from ferd.baselines.synthesis import BaselineSynthesizer
@@ -138,7 +139,7 @@ def test_dfhl_distils_on_teacher_hard_labels_of_high_entropy_examples(monkeypatc
 
     monkeypatch.setattr(stage, "high_entropy_examples", spy)
     cfg = parse_config({**TINY, "method": "dfhl", "epochs": 1})
-    state = run_algorithm1(_teacher(), cfg, 32, progress=False)
+    state = run_algorithm1(_teacher(), cfg, progress=False)
     assert "x" in seen and state.history[0]["distill"]["loss"] > 0
     assert state.history[0]["strategy"] == "uniform"  # baselines do not reweight
 
@@ -146,11 +147,11 @@ def test_dfhl_distils_on_teacher_hard_labels_of_high_entropy_examples(monkeypatc
 @pytest.mark.parametrize("method", BASELINES)
 def test_each_baseline_resumes_bit_identically(method, tmp_path, monkeypatch):
     cfg = parse_config({**TINY, "method": method})
-    a = run_algorithm1(_teacher(), cfg, 32, progress=False)
+    a = run_algorithm1(_teacher(), cfg, progress=False)
     b = killed_then_resumed(_teacher, cfg, tmp_path, monkeypatch)
     for k, v in a.student.state_dict().items():
         assert torch.equal(v, b.student.state_dict()[k]), (method, k)
-    assert isinstance(RunState.initial(cfg, 32).synthesizer, BaselineSynthesizer)
+    assert isinstance(RunState.initial(cfg).synthesizer, BaselineSynthesizer)
 
 
 def test_fast_fomaml_meta_step_by_hand():

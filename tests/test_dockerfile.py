@@ -174,7 +174,7 @@ def test_dockerignore_keeps_the_context_small():
     for path in (".venv/bin/python", ".git/HEAD", "runs/embedded/state.pt", "ferd/__pycache__/x.pyc", "tests/x.py",
                  "foo.egg-info/PKG-INFO", "data/cifar10"):
         assert ignored(path, pats), path
-    for path in ("pyproject.toml", "README.md", "ferd/stages/rounds.py", "params/embedded.yaml"):
+    for path in ("pyproject.toml", "README.md", "ferd/stages/synthesis.py", "params/embedded.yaml"):
         assert not ignored(path, pats), path
 
 
@@ -197,5 +197,5 @@ def test_the_built_environment_runs_ferd_and_a_stage(built, tmp_path):
 
 def test_the_image_holds_only_the_package_and_parameters(built):
     tree = {p.relative_to(built["root"] / "opt" / "ferd").as_posix() for p in (built["root"] / "opt" / "ferd").rglob("*")}
-    assert "pyproject.toml" in tree and "params/embedded.yaml" in tree and "ferd/stages/rounds.py" in tree
+    assert "pyproject.toml" in tree and "params/embedded.yaml" in tree and "ferd/stages/synthesis.py" in tree
     assert not any("__pycache__" in t or t.startswith(("tests", ".venv", "build")) for t in tree), sorted(tree)[:20]

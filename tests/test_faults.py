@@ -28,6 +28,7 @@ from faultlog import record
 from ferd.checkpoint import save_state_dict, sha256_file
 from ferd.cli import main
 from ferd.config import load_config
+from ferd.round_state import RunState, load_checkpoint, read_round_record
 from ferd.lineage import verify_run
 from ferd.models import create_model
 from ferd.numerics import NonFiniteLoss
@@ -81,10 +82,9 @@ def test_sigkill_ferd_run_resumes_bit_identical(tmp_path):
         attempts += 1
         if _kill_at(cmd(out), tmp_path, rng.uniform(0.35, 0.9) * t_ref):
             kills += 1
-            state = out / "state.pt"
-            if state.exists():  # the last checkpoint must still load (atomic writes)
+            if read_round_record(out) is not None:  # the last checkpoint must still load whole (atomic swap)
                 try:
-                    torch.load(state, weights_only=True)
+                    load_checkpoint(RunState.initial(load_config(CI, RUN_SETS[1::2])), out)
                 except Exception:  # noqa: BLE001
                     lost += 1
     _timed(cmd(out), tmp_path)
@@ -136,8 +136,8 @@ def test_s3_outage_mid_upload_fails_cleanly_then_rerun_completes(s3, tmp_path, m
     base = load_config(CI)
     run = Path("w")
     t = teacher_fetch(base, run / "teacher").dir
-    syn0 = synthesis(base, 0, t, run / "r0" / "synthesis").dir
-    pool0 = pool_store(base, 0, syn0, run / "r0" / "pool").dir
+    syn0 = synthesis(base, run / "r0" / "synthesis", round_index=0, teacher=t).dir
+    pool0 = pool_store(base, run / "r0" / "pool", round_index=0, synthesis=syn0).dir
     size = sum(p.stat().st_size for p in pool0.rglob("*") if p.is_file())
     proxy = CuttableProxy(s3.port, cut_after_bytes=size // 2)
     proxy.start()
@@ -326,7 +326,7 @@ def test_nan_generator_loss_stops_with_terms_and_batch_saved(teacher_dir, tmp_pa
     monkeypatch.setattr(synth_stage, "one_hot_loss", poisoned)
     out = tmp_path / "syn"
     with pytest.raises(NonFiniteLoss, match=r"synthesis: the loss is not finite at epoch 0, iteration 1") as exc:
-        synthesis(load_config(CI), 0, teacher_dir, out)
+        synthesis(load_config(CI), out, round_index=0, teacher=teacher_dir)
     msg = str(exc.value)
     assert all(f"{t}=" in msg for t in ("adv", "bn", "oh", "uni", "total")) and "oh=nan" in msg
     saved = torch.load(exc.value.debug_path, weights_only=True)
@@ -340,12 +340,12 @@ def test_inf_student_loss_stops_with_terms_and_batch_saved(teacher_dir, tmp_path
     import ferd.distill.stage as dist_stage
 
     cfg = load_config(CI)
-    syn = synthesis(cfg, 0, teacher_dir, tmp_path / "syn").dir
-    pool = pool_store(cfg, 0, syn, tmp_path / "pool").dir
+    syn = synthesis(cfg, tmp_path / "syn", round_index=0, teacher=teacher_dir).dir
+    pool = pool_store(cfg, tmp_path / "pool", round_index=0, synthesis=syn).dir
     monkeypatch.setattr(dist_stage, "robust_distillation_loss", lambda *a, **k: torch.tensor(float("inf")))
     out = tmp_path / "dist"
     with pytest.raises(NonFiniteLoss, match="distillation: the loss is not finite at epoch 0, iteration 0") as exc:
-        distillation(cfg, 0, teacher_dir, syn, pool, out)
+        distillation(cfg, out, round_index=0, teacher=teacher_dir, synthesis=syn, pool=pool)
     saved = torch.load(exc.value.debug_path, weights_only=True)
     ok = {"fae", "utae", "teacher_logits"} <= set(saved) and "kl_adv=" in str(exc.value) and \
         not (out / "manifest.json").exists()
@@ -364,7 +364,7 @@ def test_generator_collapse_is_reported_in_logs_and_manifest(tmp_path, caplog, s
     cfg = _teacher_cfg(str(path), "synthesis.iterations=6")
     t = teacher_fetch(cfg, tmp_path / "teacher").dir
     with caplog.at_level(logging.WARNING, logger="ferd"):
-        out = synthesis(cfg, 0, t, tmp_path / "syn").dir
+        out = synthesis(cfg, tmp_path / "syn", round_index=0, teacher=t).dir
     manifest = json.loads((out / "manifest.json").read_text())
     ok = bool(manifest["warnings"]) and "generator collapse" in manifest["warnings"][0] and \
         any("generator collapse" in r.getMessage() for r in caplog.records)

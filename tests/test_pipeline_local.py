@@ -12,7 +12,6 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
 import pytest
 import torch

@@ -54,7 +54,7 @@ def test_distillation_augments_only_when_asked_and_stays_deterministic(tmp_path)
 
     def final_weights(augment: bool) -> torch.Tensor:
         c = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"augment": augment})})
-        state = RunState.initial(c, 32)
+        state = RunState.initial(c)
         state.pool.append(generation_round(state, teacher, 0, range(1)))
         state.distiller.run_epoch(teacher, state.pool, 0)
         return torch.cat([p.flatten() for p in state.student.parameters()])
@@ -203,7 +203,7 @@ def _ci_pool_share(kind: str | None) -> float:
     teacher = train_robust_teacher(create_model("cnn-8", num_classes=10), x, y, eps=cfg.threat.eps,
                                    alpha=cfg.threat.step, steps=2, epochs=2, batch_size=128, lr=0.1, seed=0,
                                    progress=False)
-    state = run_algorithm1(teacher, cfg, 32, progress=False)
+    state = run_algorithm1(teacher, cfg, progress=False)
     images, labels, _ = state.pool.tensors()
     return within_label_share(images, labels)
 

@@ -31,7 +31,7 @@ def test_ferd_run_outputs_and_determinism(tmp_path):
         assert 0.0 <= m1[key] <= 1.0 or key.endswith("nsd"), key
     a = tmp_path / "a"
     for name in ("student.safetensors", "teacher/teacher.safetensors", "teacher/model_card.json",
-                 "class_weights.json", "history.json", "params.json", "state.pt", "pool/round=1/part-0.parquet"):
+                 "class_weights.json", "history.json", "params.json", "checkpoint/round.json", "pool/round=1/part-0.parquet"):
         assert (a / name).is_file(), name
     weights = json.loads((a / "class_weights.json").read_text())
     assert len(weights) == 2 and all(abs(sum(w["p"]) - 1) < 1e-9 for w in weights)

@@ -16,7 +16,6 @@ from ferd.config import load_config
 from ferd.pool import FaePool
 from ferd.stages import (ArtifactError, distillation, evaluation, pool_store, run_stages, synthesis,
                          teacher_fetch)
-from ferd.stages.rounds import shard_path
 
 import golden
 
@@ -71,18 +70,17 @@ def test_two_round_stage_split_is_bit_identical_to_ferd_run(cfg, single, split):
     assert ref.keys() == got.keys()
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
-    # the rest of the state that crossed the round boundary, and the records
-    state = torch.load(single / "state.pt", weights_only=True)
-    trainer = torch.load(split / "round-1" / "distillation" / "trainer.pt", weights_only=True)
-    assert trainer["distiller"]["scheduler"] == state["distiller"]["scheduler"]
-    for a, b in zip(trainer["distiller"]["optimizer"]["state"].values(), state["distiller"]["optimizer"]["state"].values()):
+    # the rest of the state that crossed the round boundary, in the one layout (ferd.round_state)
+    ckpt, d1, s1 = single / "checkpoint", split / "round-1" / "distillation", split / "round-1" / "synthesis"
+    assert json.loads((ckpt / "round.json").read_text())["next_round"] == 2
+    assert (ckpt / "generator.pt").read_bytes() == (s1 / "generator.pt").read_bytes()
+    trainer, state = (torch.load(d / "trainer.pt", weights_only=True)["distiller"] for d in (d1, ckpt))
+    assert trainer["scheduler"] == state["scheduler"]
+    for a, b in zip(trainer["optimizer"]["state"].values(), state["optimizer"]["state"].values()):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
-    gen = torch.load(split / "round-1" / "synthesis" / "generator.pt", weights_only=True)
-    assert set(gen) == set(state["synthesizer"])  # empty for a generator re-initialised every epoch
-    for k, v in state["synthesizer"].get("generator", {}).items():
-        assert torch.equal(v, gen["generator"][k]), k
-    rw = torch.load(split / "round-1" / "synthesis" / "reweighting.pt", weights_only=True)
-    assert torch.equal(rw["p"], state["p"]) and torch.equal(rw["scores"], state["scores"])
+    rw, ref = (torch.load(d / "reweighting.pt", weights_only=True) for d in (s1, ckpt))
+    assert torch.equal(rw["p"], ref["p"]) and torch.equal(rw["scores"], ref["scores"])
+    assert (ckpt / "history.json").read_bytes() == (d1 / "history.json").read_bytes()
     assert json.loads((split / "round-1" / "distillation" / "history.json").read_text()) == \
         json.loads((single / "history.json").read_text())
     assert json.loads((split / "round-1" / "distillation" / "class_weights.json").read_text()) == \
@@ -144,47 +142,47 @@ def test_pool_store_is_idempotent(cfg, split, tmp_path):
     shutil.copytree(prev, tmp_path / "pool")
     # in place (the previous pool *is* the output), twice: round 1 is replaced, never duplicated
     for _ in range(2):
-        a = pool_store(cfg, 1, synth1, tmp_path / "pool", previous_dir=tmp_path / "pool")
+        a = pool_store(cfg, tmp_path / "pool", round_index=1, synthesis=synth1, previous=tmp_path / "pool")
         assert a.rounds == [0, 1] and a.rows == 32
     assert len(FaePool.load(tmp_path / "pool")) == 32
     # a fresh output directory, twice
     for _ in range(2):
-        a = pool_store(cfg, 1, synth1, tmp_path / "fresh", previous_dir=prev)
+        a = pool_store(cfg, tmp_path / "fresh", round_index=1, synthesis=synth1, previous=prev)
     assert a.rows == 32
     got = FaePool.load(tmp_path / "fresh").tensors()
     ref = FaePool.load(split / "round-1" / "pool").tensors()
     assert all(torch.equal(x, y) for x, y in zip(got, ref))
     # re-running round 0 in a directory that still holds round 1 leaves the pool after round 0
-    pool_store(cfg, 0, split / "round-0" / "synthesis", tmp_path / "fresh")
+    pool_store(cfg, tmp_path / "fresh", round_index=0, synthesis=split / "round-0" / "synthesis")
     assert FaePool.load(tmp_path / "fresh").rounds == [0]
 
 
 def test_stages_refuse_inputs_of_the_wrong_kind_round_or_run(cfg, split, tmp_path):
     t, r0, r1 = split / "teacher", split / "round-0", split / "round-1"
     with pytest.raises(ArtifactError, match="needs the artifact of round 0"):
-        synthesis(cfg, 1, t, tmp_path / "s")
+        synthesis(cfg, tmp_path / "s", round_index=1, teacher=t)
     with pytest.raises(ArtifactError, match="round 0 starts from the initial state"):
-        synthesis(cfg, 0, t, tmp_path / "s", student_dir=r0 / "distillation", previous_dir=r0 / "synthesis")
+        synthesis(cfg, tmp_path / "s", round_index=0, teacher=t, student=r0 / "distillation", previous=r0 / "synthesis")
     with pytest.raises(ArtifactError, match="expected round 0"):
-        synthesis(cfg, 1, t, tmp_path / "s", student_dir=r1 / "distillation", previous_dir=r0 / "synthesis")
+        synthesis(cfg, tmp_path / "s", round_index=1, teacher=t, student=r1 / "distillation", previous=r0 / "synthesis")
     with pytest.raises(ArtifactError, match="expected 'distillation'"):
-        synthesis(cfg, 1, t, tmp_path / "s", student_dir=r0 / "pool", previous_dir=r0 / "synthesis")
+        synthesis(cfg, tmp_path / "s", round_index=1, teacher=t, student=r0 / "pool", previous=r0 / "synthesis")
     with pytest.raises(ValueError, match="round: expected 0 <= round < 2"):
-        synthesis(cfg, 2, t, tmp_path / "s", student_dir=r1 / "distillation", previous_dir=r1 / "synthesis")
+        synthesis(cfg, tmp_path / "s", round_index=2, teacher=t, student=r1 / "distillation", previous=r1 / "synthesis")
     with pytest.raises(ArtifactError, match="other parameters"):
-        pool_store(cfg.model_copy(update={"seed": 1}), 0, r0 / "synthesis", tmp_path / "p")
+        pool_store(cfg.model_copy(update={"seed": 1}), tmp_path / "p", round_index=0, synthesis=r0 / "synthesis")
     # the device is not part of the fingerprint: a GPU stage may follow a CPU stage
-    pool_store(cfg.model_copy(update={"device": "cuda"}), 0, r0 / "synthesis", tmp_path / "p")
+    pool_store(cfg.model_copy(update={"device": "cuda"}), tmp_path / "p", round_index=0, synthesis=r0 / "synthesis")
     with pytest.raises(ArtifactError, match="after round 0 of 2"):
-        evaluation(cfg, t, r0 / "distillation", tmp_path / "e")
+        evaluation(cfg, tmp_path / "e", teacher=t, student=r0 / "distillation")
     # a changed file is caught by its sha256
     bad = tmp_path / "bad"
     shutil.copytree(r0 / "synthesis", bad)
     (bad / "history.json").write_text("[]\n")
     with pytest.raises(ArtifactError, match="sha256"):
-        pool_store(cfg, 0, bad, tmp_path / "p2")
+        pool_store(cfg, tmp_path / "p2", round_index=0, synthesis=bad)
     with pytest.raises(ArtifactError, match="from round 0, expected round 1"):
-        distillation(cfg, 1, t, r1 / "synthesis", r0 / "pool", tmp_path / "d", previous_dir=r0 / "distillation")
+        distillation(cfg, tmp_path / "d", round_index=1, teacher=t, synthesis=r1 / "synthesis", pool=r0 / "pool", previous=r0 / "distillation")
 
 
 def test_teacher_fetch_reuses_a_local_checkpoint(cfg, split, tmp_path):
@@ -280,3 +278,52 @@ def test_teacher_fetch_from_robustbench_says_what_it_needs(cfg, tmp_path):
             teacher_fetch(c, tmp_path / "t")
     else:
         pytest.skip("robustbench is installed; fetching needs the internet")
+
+
+def test_a_new_stage_is_one_module_plus_its_graph_entry(cfg, split, tmp_path, monkeypatch, capsys):
+    """Issue 17: a throwaway stage (a summary of the final pool), declared in the graph and written as one
+    module ``ferd.stages.pool_summary``, is run by ``ferd stage``, by ``run_task`` and appears in
+    ``dvc.yaml`` with no other change. (On Kubeflow it also needs its component folder.)"""
+    import sys
+    import types
+
+    from ferd import graph
+    from ferd.dvc_pipeline import dvc_stages
+    from ferd.stages import run_task
+    from ferd.stages.artifacts import write_json, write_manifest
+
+    module = types.ModuleType("ferd.stages.pool_summary")
+
+    class Summary:
+        def __init__(self, d: Path, rows: int):
+            self.dir, self.rows = d, rows
+
+        def summary(self) -> dict:
+            return {"dir": self.dir, "rows": self.rows}
+
+    def pool_summary(cfg, out_dir, *, pool, progress=False):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = len(FaePool.load(pool))
+        write_json(out / "summary.json", {"rows": rows})
+        write_manifest(out, "pool-summary", cfg, inputs={"pool": pool}, scope="pool")
+        return Summary(out, rows)
+
+    module.pool_summary = pool_summary
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    stage = graph.Stage("pool-summary", "pool", False, "pool-summary",
+                        (graph.Input("pool", "pool-store", graph.LAST, "pool"),), "summary", False, "pool summary",
+                        "a throwaway stage: the final pool's row count")
+    monkeypatch.setattr(graph, "STAGES", (*graph.STAGES, stage))
+    monkeypatch.setitem(graph.BY_NAME, stage.name, stage)
+
+    assert [t.id for t in graph.unroll(2)][-1] == "pool-summary"
+    dvc = dvc_stages(cfg)["pool-summary"]
+    assert dvc["deps"] == ["out/round-1/pool"] and "--pool out/round-1/pool" in dvc["cmd"]
+    a = run_task(cfg, "pool-summary", None, {"pool": split / "round-1" / "pool"}, tmp_path / "a")
+    assert a.rows == len(FaePool.load(split / "round-1" / "pool")) > 0
+    capsys.readouterr()
+    assert main(["stage", "pool-summary", "--params", str(CI), "--pool", str(split / "round-1" / "pool"),
+                 "--out", str(tmp_path / "b")]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == a.rows
+    assert json.loads((tmp_path / "b" / "summary.json").read_text()) == {"rows": a.rows}

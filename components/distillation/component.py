@@ -19,8 +19,8 @@ def distillation(params_yaml: str, overrides: list, round_index: int, device: st
     from ferd.stages import distillation as distill
 
     cfg = config_from_text(params_yaml, list(overrides) + ([f"device={device}"] if device else []))
-    artifact = distill(cfg, round_index, teacher.path, generation.path, pool.path, student.path,
-                       previous_dir=previous_student.path if previous_student is not None else None)
+    artifact = distill(cfg, student.path, round_index=round_index, teacher=teacher.path, synthesis=generation.path,
+                       pool=pool.path, previous=previous_student.path if previous_student is not None else None)
     student.metadata.update({"round": round_index, "epochs": [artifact.epochs.start, artifact.epochs.stop],
                              "complete": artifact.complete,
                              "loss": {str(e): v.get("loss") for e, v in artifact.losses.items()}})

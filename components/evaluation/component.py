@@ -20,7 +20,7 @@ def evaluation(params_yaml: str, overrides: list, device: str, teacher: Input[Mo
     from ferd.stages import evaluation as evaluate
 
     cfg = config_from_text(params_yaml, list(overrides) + ([f"device={device}"] if device else []))
-    artifact = evaluate(cfg, teacher.path, student.path, report.path)
+    artifact = evaluate(cfg, report.path, teacher=teacher.path, student=student.path)
     for key, value in sorted(artifact.metrics.items()):
         if value is not None and math.isfinite(value):  # NaN (e.g. a class with no example) stays in metrics.json
             metrics.log_metric(key, float(value))

@@ -27,7 +27,7 @@ def test_runs_locally_and_matches_the_stage(tmp_path, ci_cfg, ci_params_yaml, st
 
     run_locally(p, tmp_path / "kfp", params_yaml=ci_params_yaml, overrides=[])
     (out,) = (tmp_path / "kfp").glob("evaluation-test-*/evaluation/report")
-    ref = evaluate(ci_cfg, a / "teacher", a / "round-1" / "distillation", tmp_path / "ref")
+    ref = evaluate(ci_cfg, tmp_path / "ref", teacher=a / "teacher", student=a / "round-1" / "distillation")
     assert json.loads((out / "metrics.json").read_text()) == json.loads(ref.metrics_file.read_text())
     assert (out / "eval" / "report.md").is_file()
     assert {"student.clean.avg", "student.pgd20.worst", "teacher.pgd20.nsd"} <= set(ref.metrics)

@@ -16,7 +16,7 @@ def pool_store(params_yaml: str, overrides: list, round_index: int, generation: 
     from ferd.stages import config_from_text, pool_store as store
 
     cfg = config_from_text(params_yaml, overrides)
-    artifact = store(cfg, round_index, generation.path, pool.path,
-                     previous_dir=previous_pool.path if previous_pool is not None else None)
+    artifact = store(cfg, pool.path, round_index=round_index, synthesis=generation.path,
+                     previous=previous_pool.path if previous_pool is not None else None)
     pool.metadata.update({"round": round_index, "rounds": artifact.rounds, "rows": artifact.rows,
                           "layout": "round=<r>/part-0.parquet"})

@@ -19,8 +19,8 @@ def synthesis(params_yaml: str, overrides: list, round_index: int, device: str, 
     from ferd.stages import synthesis as synthesize
 
     cfg = config_from_text(params_yaml, list(overrides) + ([f"device={device}"] if device else []))
-    artifact = synthesize(cfg, round_index, teacher.path, generation.path,
-                          student_dir=student.path if student is not None else None,
-                          previous_dir=previous_generation.path if previous_generation is not None else None)
+    artifact = synthesize(cfg, generation.path, round_index=round_index, teacher=teacher.path,
+                          student=student.path if student is not None else None,
+                          previous=previous_generation.path if previous_generation is not None else None)
     generation.metadata.update({"round": round_index, "epochs": [artifact.epochs.start, artifact.epochs.stop],
                                 "rows": artifact.rows, "p": artifact.p})

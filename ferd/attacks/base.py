@@ -58,6 +58,14 @@ ATTACKS = Registry("attack")
 register = ATTACKS.register
 
 
+def check_attack_names(names: list[str] | tuple[str, ...]) -> list[str]:
+    """A non-empty list of distinct registered names (``evaluation.attacks``, ``ferd evaluate --attacks``)."""
+    names = list(names)
+    if not names or any(n not in ATTACKS for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"expected distinct names among {list(ATTACKS)}, got {names}"[:300])
+    return names
+
+
 def build_attack(name: str, ctx: ThreatContext) -> Attack:
     if name not in ATTACKS:
         raise ValueError(f"attacks: expected one of {list(ATTACKS)}, got {name!r}")

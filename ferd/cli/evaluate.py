@@ -21,42 +21,43 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.runner import ATTACKS
+from ..attacks import ATTACKS
 
 logger = logging.getLogger(__name__)
 
 
 def parse_attacks(text: str) -> tuple[str, ...]:
-    """``"clean,fgsm"`` → ``("clean", "fgsm")``; unknown, empty or repeated names raise a ValueError."""
+    """``"clean, PGD20"`` → ``("clean", "pgd20")``, checked by the configuration (:class:`ferd.config.EvalConfig`)."""
+    from ..config import EvalConfig
+
     names = tuple(a.strip().lower() for a in text.split(","))
-    unknown = [a for a in names if a not in ATTACKS]
-    if not text.strip() or unknown or "" in names:
-        raise ValueError(f"--attacks: unknown attack(s) {unknown or [text]}; expected a comma-separated "
-                         f"list of {', '.join(ATTACKS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"--attacks: attack listed twice in {text!r}")
+    _checked("--attacks", EvalConfig, attacks=list(names))
     return names
 
 
 def parse_eps(text: str) -> float:
-    """``"8/255"`` or ``"0.0314"`` → float in (0, 1]."""
+    """``"8/255"`` or ``"0.0314"`` → float, in the range :class:`ferd.config.ThreatConfig` allows."""
+    from ..config import ThreatConfig
+
     try:
         value = float(Fraction(text.strip())) if "/" in text else float(text)
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"--eps: expected a number or a fraction such as 8/255, got {text!r}") from None
-    if not math.isfinite(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"--eps: expected a value in (0, 1] (pixel scale; 8/255 = {8 / 255:.4f}), got {text}")
+        raise ValueError(f"--eps: expected a number or a fraction such as 8/255, got {text[:40]!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"--eps: expected a finite number (pixel scale; 8/255 = {8 / 255:.4f}), got {text[:40]}")
+    _checked("--eps", ThreatConfig, eps=value)
     return value
 
 
-def _check_device(text: str) -> torch.device:
+def _checked(flag: str, model: type, **values: object) -> None:
+    """Validate ``values`` with the configuration's own model; one line naming ``flag`` on failure."""
+    from pydantic import ValidationError
+
     try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"--device: not a torch device: {text!r} (e.g. cpu, cuda, cuda:0)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: {text} requested but CUDA is not available")
-    return device
+        model(**values)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{flag}: {msg}") from None
 
 
 def _check_file(path: str, flag: str) -> Path:
@@ -66,31 +67,29 @@ def _check_file(path: str, flag: str) -> Path:
     return p
 
 
-def _check_arch(name: str, flag: str) -> None:
-    from ..models import is_known_model, list_models
-
-    if not is_known_model(name):
-        raise ValueError(f"{flag}: unknown architecture {name!r}; expected one of {list_models()}")
-
-
 def validate(args: argparse.Namespace) -> None:
-    """Check every argument (and normalise ``attacks``, ``eps``) without loading models or data."""
+    """Check every argument (and normalise ``attacks``, ``eps``) without loading models or data: the
+    values that are also parameters through the configuration's validators (:mod:`ferd.config`)."""
+    from ..compute import require_device
+    from ..config import EvalConfig, StudentConfig
+
     args.attacks = parse_attacks(args.attacks) if isinstance(args.attacks, str) else tuple(args.attacks)
     args.eps = parse_eps(args.eps) if isinstance(args.eps, str) else float(args.eps)
-    if args.n_examples is not None and args.n_examples < 1:
-        raise ValueError(f"--n-examples: expected an integer >= 1, got {args.n_examples}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
+    _checked("--n-examples", EvalConfig, n_examples=args.n_examples)
+    _checked("--batch-size", EvalConfig, batch_size=args.batch_size)
     if args.num_classes is not None and args.num_classes < 2:
         raise ValueError(f"--num-classes: expected an integer >= 2, got {args.num_classes}")
     if (args.student is None) != (args.student_arch is None):
         raise ValueError("--student and --student-arch: give both or neither")
-    _check_device(args.device)
+    try:
+        require_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from None
     _check_file(args.teacher, "--teacher")
-    _check_arch(args.teacher_arch, "--teacher-arch")
+    _checked("--teacher-arch", StudentConfig, arch=args.teacher_arch)
     if args.student is not None:
         _check_file(args.student, "--student")
-        _check_arch(args.student_arch, "--student-arch")
+        _checked("--student-arch", StudentConfig, arch=args.student_arch)
     if args.data_root is not None and not Path(args.data_root).exists():
         raise FileNotFoundError(f"--data-root: no such file or directory: {args.data_root}")
     out = Path(args.out)

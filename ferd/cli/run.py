@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="teacher → Algorithm 1 → quick evaluation, in one process",
-                       description="Run FERD end to end (resumes from DIR/state.pt when present).")
+                       description="Run FERD end to end (resumes from DIR/checkpoint/ when present).")
     p.add_argument("--params", required=True, help="YAML parameters (e.g. params/embedded.yaml)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",

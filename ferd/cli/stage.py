@@ -19,7 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..graph import BY_NAME, PREVIOUS, STAGES, describe_input
+from .. import graph
+from ..graph import PREVIOUS, describe_input
 
 
 def _config(args: argparse.Namespace):
@@ -44,7 +45,7 @@ def _stage(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     io = StageIO(cfg)
-    stage = BY_NAME[args.stage]
+    stage = graph.BY_NAME[args.stage]
     inputs = {inp.flag: io.input(getattr(args, inp.flag)) for inp in stage.inputs}
     a = run_task(cfg, stage.name, getattr(args, "round", None), inputs, io.output(args.out),
                  progress=not args.no_progress)
@@ -77,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ss = stage.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
-    for st in STAGES:  # ferd.graph: each stage's inputs as flags (optional where absent in round 0)
+    for st in graph.STAGES:  # ferd.graph: each stage's inputs as flags (optional where absent in round 0)
         p = ss.add_parser(st.name, help=st.help)
         _common(p)
         if st.per_round:

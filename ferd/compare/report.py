@@ -35,7 +35,7 @@ import numpy as np
 from ..attacks import ATTACKS
 from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..evaluation.report import json_safe
-from ..algorithm import uses_hee
+from ..round_state import uses_hee
 from ..baselines import distill_config
 from ..config import FerdConfig
 from .config import Arm, CompareConfig, arms, run_config

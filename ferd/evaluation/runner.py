@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attacks import ATTACKS, Attack, ThreatContext, build_attack
+from ..attacks import ATTACKS, Attack, ThreatContext, build_attack, check_attack_names
 from . import metrics
 
 logger = logging.getLogger(__name__)
@@ -168,9 +168,10 @@ def _check_inputs(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor
         raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes}")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise ValueError(f"y: expected labels in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown or not attacks or len(set(attacks)) != len(attacks):
-        raise ValueError(f"attacks: expected distinct names among {list(ATTACKS)}, got {list(attacks)}")
+    try:
+        check_attack_names(attacks)
+    except ValueError as exc:
+        raise ValueError(f"attacks: {exc}") from None
     if not 0.0 < eps <= 1.0:
         raise ValueError(f"eps: expected a value in (0, 1] (pixel scale), got {eps}")
     if batch_size < 1:

@@ -1,60 +1,64 @@
-"""The five stages of FERD as plain functions with typed inputs and outputs.
+"""The five stages of FERD: one module each, one function each, one signature.
 
 One code path, three front doors: ``ferd stage <name>`` (:mod:`ferd.cli.stage`, what
 ``dvc.yaml`` calls), the Kubeflow components in ``components/<stage>/`` and
 :func:`ferd.algorithm.run_algorithm1` (``ferd run``) all run the same
-``generation_round`` / ``distillation_round``.
+``generation_round`` / ``distillation_round`` on the same round state (:mod:`ferd.round_state`).
 
-=================  ===========================  ==============================================
-stage              function                     output directory
-=================  ===========================  ==============================================
-teacher fetch      :func:`teacher_fetch`        ``teacher.safetensors``, ``model_card.json``
-synthesis (r)      :func:`synthesis`            FAE shard, generator, p, scores, margins
-pool storage (r)   :func:`pool_store`           the pool (Parquet partitioned by round)
-distillation (r)   :func:`distillation`         student, optimiser, scheduler, RNG note
-evaluation         :func:`evaluation`           ``metrics.json``, ``eval/`` report
-=================  ===========================  ==============================================
+=================  ==================================  ==============================================
+stage              function                            output directory
+=================  ==================================  ==============================================
+teacher fetch      :func:`.teacher_fetch.teacher_fetch`  ``teacher.safetensors``, ``model_card.json``
+synthesis (r)      :func:`.synthesis.synthesis`          FAE shard, generator, p, scores, margins
+pool storage (r)   :func:`.pool_store.pool_store`        the pool (Parquet partitioned by round)
+distillation (r)   :func:`.distillation.distillation`    student, optimiser, scheduler, RNG note
+evaluation         :func:`.evaluation.evaluation`        ``metrics.json``, ``eval/`` report
+=================  ==================================  ==============================================
 
-Every output directory carries a ``manifest.json`` (:mod:`ferd.stages.artifacts`); every
-input artifact is checked (stage, round, parameter fingerprint, sha256 of each file)
-before it is used. :func:`run_stages` chains them in one process, as the DAG does.
+Every stage is ``ferd.stages.<component>.<component>(cfg, out_dir, *, [round_index,] <inputs>,
+progress)``, its inputs named as in the graph (:mod:`ferd.graph`), so :func:`run_task` runs any stage
+the graph declares: a new stage is its module here, its entry in the graph and its Kubeflow component.
+Every output directory carries a ``manifest.json`` (:mod:`ferd.stages.artifacts`); every input
+artifact is checked (stage, round, parameter fingerprint, sha256 of each file) before it is used.
+:func:`run_stages` chains them in one process, as the DAG does.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import FerdConfig
-from ..graph import STAGES, unroll
+from .. import graph
+from ..graph import Stage, unroll
 from .artifacts import ArtifactError, config_from_text, params_fingerprint
+from .distillation import DistillationArtifact, distillation
 from .evaluation import EvaluationArtifact, evaluation
-from .rounds import (DistillationArtifact, PoolArtifact, SynthesisArtifact, distillation, pool_store, shard_path,
-                     synthesis)
+from .pool_store import PoolArtifact, pool_store
+from .synthesis import SynthesisArtifact, shard_path, synthesis
 from .teacher_fetch import TeacherArtifact, load_teacher, teacher_fetch
 
 Artifact = TeacherArtifact | SynthesisArtifact | PoolArtifact | DistillationArtifact | EvaluationArtifact
 PathLike = str | os.PathLike[str]
 
 
+def stage_function(stage: Stage) -> Callable[..., Artifact]:
+    """``ferd.stages.<component>.<component>``: the function that runs ``stage``."""
+    return getattr(importlib.import_module(f"{__name__}.{stage.component}"), stage.component)
+
+
 def run_task(cfg: FerdConfig, stage: str, round_index: int | None, inputs: dict[str, PathLike | None],
              out_dir: PathLike, progress: bool = False) -> Artifact:
     """Run one stage of the graph (:mod:`ferd.graph`): ``inputs`` by the stage's input flags (``teacher``,
     ``student``, ``synthesis``, ``pool``, ``previous``; None where absent, as in round 0)."""
-    i, r = inputs, round_index
-    if stage == "teacher-fetch":
-        return teacher_fetch(cfg, out_dir, progress=progress)
-    if stage == "synthesis":
-        return synthesis(cfg, r, i["teacher"], out_dir, student_dir=i.get("student"), previous_dir=i.get("previous"),
-                         progress=progress)
-    if stage == "pool-store":
-        return pool_store(cfg, r, i["synthesis"], out_dir, previous_dir=i.get("previous"))
-    if stage == "distillation":
-        return distillation(cfg, r, i["teacher"], i["synthesis"], i["pool"], out_dir, previous_dir=i.get("previous"),
-                            progress=progress)
-    if stage == "evaluation":
-        return evaluation(cfg, i["teacher"], i["student"], out_dir, progress=progress)
-    raise ValueError(f"stage: expected one of {[s.name for s in STAGES]}, got {stage!r}")
+    if stage not in graph.BY_NAME:
+        raise ValueError(f"stage: expected one of {list(graph.BY_NAME)}, got {stage!r}")
+    st = graph.BY_NAME[stage]
+    per_round = {"round_index": round_index} if st.per_round else {}
+    return stage_function(st)(cfg, out_dir, **per_round, **{i.flag: inputs.get(i.flag) for i in st.inputs},
+                              progress=progress)
 
 
 def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bool = True,
@@ -81,5 +85,5 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
 
 __all__ = ["Artifact", "ArtifactError", "DistillationArtifact", "EvaluationArtifact", "PoolArtifact",
            "SynthesisArtifact", "TeacherArtifact", "config_from_text", "distillation", "evaluation",
-           "load_teacher", "params_fingerprint", "pool_store", "run_stages", "run_task", "shard_path",
+           "load_teacher", "params_fingerprint", "pool_store", "run_stages", "run_task", "shard_path", "stage_function",
            "synthesis", "teacher_fetch"]

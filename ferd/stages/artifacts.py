@@ -22,26 +22,63 @@ CUDA / device, start and end time, and its own checksum (:mod:`ferd.provenance`)
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import __version__
-from ..checkpoint import atomic_write_bytes, sha256_file
 from ..checkpoint import atomic_write_json as write_json
+from ..checkpoint import sha256_file
 from ..config import FerdConfig, load_config
 from ..fingerprint import params_fingerprint, scoped_params
 from ..provenance import SELF_KEY, code_version, environment, manifest_digest, seal, utc_now
 
 MANIFEST = "manifest.json"
+CLASS_WEIGHTS_FILE = "class_weights.json"
+
+
+@dataclass(frozen=True)
+class StageArtifact:
+    """What a stage returns: its output directory and what ``ferd stage`` prints (:meth:`summary`: every
+    field, a range as ``[start, stop]``)."""
+
+    dir: Path
+
+    def summary(self) -> dict:
+        return {f.name: ([v.start, v.stop] if isinstance(v := getattr(self, f.name), range) else v)
+                for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class RoundArtifact(StageArtifact):
+    """The artifact of a per-round stage: its round and the epochs it covers."""
+
+    round: int
+    epochs: range
+
+
 class ArtifactError(ValueError):
     """An input artifact is missing, of the wrong stage or round, from another run, or corrupt."""
+
+
+def round_epochs(cfg: FerdConfig, round_index: int) -> range:
+    """The epochs of round ``round_index`` (``cfg.round_schedule``), refusing a round outside the run."""
+    rounds = cfg.num_rounds
+    if not 0 <= round_index < rounds:
+        raise ValueError(f"round: expected 0 <= round < {rounds} (rounds of {cfg.epochs} epochs), got {round_index}")
+    return cfg.round_schedule[round_index]
+
+
+def check_previous(round_index: int, what: str, path: str | os.PathLike[str] | None) -> None:
+    """Round 0 starts from the initial state; every later round needs the artifact of round r−1."""
+    if round_index == 0 and path is not None:
+        raise ArtifactError(f"{what}: round 0 starts from the initial state; no previous artifact may be given")
+    if round_index > 0 and path is None:
+        raise ArtifactError(f"{what}: round {round_index} needs the artifact of round {round_index - 1}")
 
 
 def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
@@ -57,23 +94,6 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     if not path.is_file():
         raise ArtifactError(f"{path}: missing")
     return json.loads(path.read_text())
-
-
-def save_tensors(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` a dict of tensors / numbers / strings / lists atomically; loads with
-    ``torch.load(..., weights_only=True)``."""
-    buf = io.BytesIO()
-    torch.save(dict(obj), buf)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing")
-    return torch.load(path, map_location=device, weights_only=True)
 
 
 def _files(directory: Path) -> dict[str, dict[str, Any]]:
@@ -104,12 +124,15 @@ def _input_record(directory: Path, path: str | os.PathLike[str]) -> dict[str, An
 
 def write_manifest(directory: str | os.PathLike[str], stage: str, cfg: FerdConfig, *, round_index: int | None = None,
                    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
-                   extra: Mapping[str, Any] | None = None, started: str | None = None) -> dict:
-    """Hash every file of ``directory`` and write its ``manifest.json`` (last, atomically)."""
+                   extra: Mapping[str, Any] | None = None, started: str | None = None,
+                   scope: str | None = None) -> dict:
+    """Hash every file of ``directory`` and write its ``manifest.json`` (last, atomically); its parameters
+    are those of ``scope`` (:data:`ferd.fingerprint.SCOPES`; default: the stage's own name)."""
+    scope = scope or stage
     directory = Path(directory)
     parents = {name: _input_record(directory, path) for name, path in (inputs or {}).items() if path is not None}
     manifest = {"stage": stage, "round": round_index, "rounds": cfg.num_rounds, "epochs": cfg.epochs,
-                "params": scoped_params(cfg, stage), "params_fingerprint": params_fingerprint(cfg, stage),
+                "params": scoped_params(cfg, scope), "params_fingerprint": params_fingerprint(cfg, scope),
                 "ferd_version": __version__, "code": code_version(), "environment": environment(cfg.device),
                 "started_at": started, "finished_at": utc_now(), "uri": str(directory),
                 "outputs": _files(directory), "inputs": parents, **(extra or {})}

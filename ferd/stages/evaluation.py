@@ -23,8 +23,9 @@ from ..teacher import load_model
 from ..data import dataset_info
 from ..evaluation.dvc_plots import write_class_weights
 from ..checkpoint import copy_file
-from .artifacts import ArtifactError, read_json, read_manifest, write_json, write_manifest
-from .rounds import CLASS_WEIGHTS_FILE, DISTILLATION, HISTORY_FILE, STUDENT_FILE
+from ..round_state import HISTORY_FILE, STUDENT_FILE
+from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, read_json, read_manifest, write_json, write_manifest
+from .distillation import STAGE as DISTILLATION
 from .teacher_fetch import load_teacher
 
 STAGE = "evaluation"
@@ -44,29 +45,29 @@ class EvaluationArtifact:
         return {"dir": self.dir, "metrics": {k: round(self.metrics[k], 4) for k in keys}}
 
 
-def evaluation(cfg: FerdConfig, teacher_dir: str | os.PathLike[str], student_dir: str | os.PathLike[str],
-               out_dir: str | os.PathLike[str], *, progress: bool = False) -> EvaluationArtifact:
+def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str | os.PathLike[str],
+               student: str | os.PathLike[str], progress: bool = False) -> EvaluationArtifact:
     """Evaluate the teacher and the student of the *final* distillation artifact."""
     from ..evaluation.quick import quick_evaluation
 
     started = utc_now()
 
-    teacher, _ = load_teacher(cfg, teacher_dir)
+    teacher_model, _ = load_teacher(cfg, teacher)
+    student_dir = Path(student)
     manifest = read_manifest(student_dir, DISTILLATION, cfg, what="student")
     if not manifest.get("complete"):
         raise ArtifactError(f"student: {student_dir} is the student after round {manifest.get('round')} of "
                             f"{manifest.get('rounds')}; evaluation takes the final round's")
-    student_dir = Path(student_dir)
-    student = load_model(student_dir / STUDENT_FILE, cfg.student.arch, cfg.num_classes, cfg.student.mean,
-                         cfg.student.std).to(cfg.device)
+    student_model = load_model(student_dir / STUDENT_FILE, cfg.student.arch, cfg.num_classes, cfg.student.mean,
+                               cfg.student.std).to(cfg.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = quick_evaluation(cfg, {"teacher": teacher, "student": student}, out / "eval", progress,
+    metrics = quick_evaluation(cfg, {"teacher": teacher_model, "student": student_model}, out / "eval", progress,
                                plots_dir=out / PLOTS_DIR, history=read_json(student_dir / HISTORY_FILE))
     write_json(out / METRICS_FILE, metrics)
     for name in (HISTORY_FILE, CLASS_WEIGHTS_FILE):
         copy_file(student_dir / name, out / name)
     write_class_weights(read_json(out / HISTORY_FILE), out / PLOTS_DIR, dataset_info(cfg.dataset).class_names)
-    write_manifest(out, STAGE, cfg, started=started, inputs={"teacher": teacher_dir, "student": student_dir},
+    write_manifest(out, STAGE, cfg, started=started, inputs={"teacher": teacher, "student": student},
                    extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
     return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / "eval" / "report.md")

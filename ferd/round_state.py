@@ -1,0 +1,316 @@
+"""The state that crosses a round boundary of Algorithm 1, and its one on-disk layout.
+
+Algorithm 1 grouped in rounds (:mod:`ferd.algorithm`) carries from round r to round r+1 only: the
+student θ_s with its optimiser and LR schedule, the generator with its optimiser, the class
+distribution p with its scores, the pool 𝒫 and the history. Every random number is derived from
+(seed, stream, epoch) (:mod:`ferd.rng`), so no generator state crosses a round. :class:`RunState`
+holds exactly that, and its parts are saved and loaded one way, whoever writes them:
+
+=============  ===============  ===============================================================
+part           written by       files
+=============  ===============  ===============================================================
+generation     synthesis r      ``generator.pt`` (generator + Adam state), ``reweighting.pt`` (p, scores)
+distillation   distillation r   ``student.safetensors`` (θ_s), ``trainer.pt`` (SGD + LR schedule)
+history        both             ``history.json``
+pool           pool store r     ``round=<k>/part-0.parquet`` (:mod:`ferd.pool`)
+=============  ===============  ===============================================================
+
+The stage split writes each part into its stage's artifact (:mod:`ferd.stages`). ``ferd run`` writes
+all of them into ``<out>/checkpoint/`` with ``round.json`` (the next round, the parameter fingerprint
+and the sha256 of every file and pool shard) and the pool into ``<out>/pool/``. A checkpoint is
+written whole beside the old one and swapped in by two renames, so a kill at any instant leaves one
+complete checkpoint (``checkpoint/``, or ``checkpoint.old/`` between the renames).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import rng
+from .baselines import distill_config
+from .baselines.synthesis import BaselineSynthesizer
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict, save_state_dict, sha256_file
+from .compute import compile_in_place, compile_settings, set_memory_format
+from .config import FerdConfig
+from .data import dataset_info
+from .distill.stage import Distiller
+from .fingerprint import params_fingerprint
+from .models import FerdModel, create_model
+from .pool import FaePool
+from .synthesis.stage import Synthesizer
+
+log = logging.getLogger(__name__)
+
+GENERATOR_FILE, REWEIGHT_FILE = "generator.pt", "reweighting.pt"
+STUDENT_FILE, TRAINER_FILE, HISTORY_FILE = "student.safetensors", "trainer.pt", "history.json"
+CHECKPOINT_DIR, ROUND_FILE = "checkpoint", "round.json"
+_OLD, _PARTIAL = "checkpoint.old", "checkpoint.partial"
+PathLike = str | os.PathLike[str]
+
+
+class StateError(ValueError):
+    """A saved part of the round state is missing, corrupt, or does not fit the parameters."""
+
+
+def build_student(cfg: FerdConfig) -> FerdModel:
+    """The student f^S with a seeded initialisation (θ_s, Algorithm 1 line 1)."""
+    with rng.seeded(cfg.seed, "student-init"):
+        return create_model(cfg.student.arch, num_classes=cfg.num_classes, mean=cfg.student.mean,
+                            std=cfg.student.std).to(cfg.device)
+
+
+def uses_hee(cfg: FerdConfig) -> bool:
+    """DFHL distils with its own high-entropy examples, unless the comparison gives it FERD's student side."""
+    from .baselines.synthesis import BASELINES
+
+    return (cfg.method != "ferd" and BASELINES[cfg.method].high_entropy_examples
+            and cfg.baseline.robust.student_side == "a8")
+
+
+@dataclass
+class RunState:
+    """Everything that crosses a round boundary."""
+
+    cfg: FerdConfig
+    student: FerdModel
+    synthesizer: Synthesizer | BaselineSynthesizer
+    distiller: Distiller
+    pool: FaePool
+    p: torch.Tensor
+    scores: torch.Tensor
+    next_round: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def initial(cls, cfg: FerdConfig) -> RunState:
+        """The state before round 0 (Algorithm 1 lines 1-2: θ_s, θ_g, uniform p)."""
+        img_size = dataset_info(cfg.dataset).image_size
+        student = build_student(cfg)
+        c = cfg.num_classes
+        amp = cfg.compute.amp
+        if cfg.method == "ferd":
+            synthesizer = Synthesizer(cfg.synthesis, c, img_size, cfg.seed, cfg.device, amp=amp)
+        else:
+            synthesizer = BaselineSynthesizer(cfg.method, cfg.synthesis, cfg.baseline, c, img_size, cfg.seed,
+                                              cfg.device, amp=amp)
+        return cls(cfg=cfg, student=student, synthesizer=synthesizer,
+                   distiller=Distiller(student, distill_config(cfg), cfg.epochs, cfg.threat.eps, cfg.threat.step,
+                                       cfg.seed, cfg.device, hee=cfg.baseline.dfhl if uses_hee(cfg) else None,
+                                       flip=dataset_info(cfg.dataset).flip_invariant, compute=cfg.compute),
+                   pool=FaePool(), p=torch.full((c,), 1.0 / c, dtype=torch.float64),  # line 2: uniform p
+                   scores=torch.zeros(c, dtype=torch.float64))._with_compute()
+
+    def _with_compute(self) -> RunState:
+        c = self.cfg.compute
+        compile_in_place(self.student, compile_settings(c))
+        if c.channels_last:
+            set_memory_format(self.student, True)
+            if self.synthesizer.generator is not None:
+                set_memory_format(self.synthesizer.generator, True)
+        return self
+
+
+# ---- the parts, saved and loaded one way ---------------------------------------------------------
+def _save_tensors(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save`` of tensors / numbers / strings / lists, atomically; loads with ``weights_only``."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_tensors(path: PathLike, device: str | torch.device = "cpu") -> dict:
+    """A file written by :func:`_save_tensors` (``torch.load(weights_only=True)``: nothing is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StateError(f"{path}: missing")
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt, truncated or not a tensor file
+        raise StateError(f"{path}: not a readable ferd state file ({type(exc).__name__})") from exc
+    if not isinstance(obj, dict):
+        raise StateError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def _class_vector(value: Any, name: str, path: Path, num_classes: int) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.shape != (num_classes,) or value.dtype != torch.float64:
+        raise StateError(f"{path}: {name} must be float64 of shape ({num_classes},), got "
+                         f"{getattr(value, 'dtype', type(value).__name__)} {tuple(getattr(value, 'shape', ()))}")
+    if not bool(torch.isfinite(value).all()):
+        raise StateError(f"{path}: {name} holds NaN/Inf")
+    return value
+
+
+def save_generation(state: RunState, out: PathLike, **records: Any) -> None:
+    """The generation part: generator (+ optimiser) and p with its scores; ``records`` are kept beside p
+    in ``reweighting.pt`` for the reader (the synthesis stage's per-epoch margins), never read back."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_tensors(state.synthesizer.state_dict(), out / GENERATOR_FILE)
+    _save_tensors({"p": state.p, "scores": state.scores, **records}, out / REWEIGHT_FILE)
+
+
+def load_generation(state: RunState, directory: PathLike) -> None:
+    d, c = Path(directory), state.cfg.num_classes
+    state.synthesizer.load_state_dict(load_tensors(d / GENERATOR_FILE, state.cfg.device))
+    rw = load_tensors(d / REWEIGHT_FILE)
+    p = _class_vector(rw.get("p"), "p", d / REWEIGHT_FILE, c)
+    if bool((p < 0).any()) or abs(float(p.sum()) - 1.0) > 1e-6:
+        raise StateError(f"{d / REWEIGHT_FILE}: p must be a probability vector (non-negative, sum 1)")
+    state.p, state.scores = p, _class_vector(rw.get("scores"), "scores", d / REWEIGHT_FILE, c)
+
+
+def save_distillation(state: RunState, out: PathLike, metadata: dict[str, str], **records: Any) -> None:
+    """The distillation part: the student's weights (safetensors, with ``metadata``) and its trainer
+    (SGD + LR-scheduler state) with ``records`` beside it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_state_dict(state.student.state_dict(), out / STUDENT_FILE, metadata=metadata)
+    _save_tensors({"distiller": state.distiller.state_dict(), **records}, out / TRAINER_FILE)
+
+
+def load_student(state: RunState, directory: PathLike) -> None:
+    try:
+        state.student.load_state_dict(load_state_dict(Path(directory) / STUDENT_FILE))
+    except FileNotFoundError as exc:
+        raise StateError(f"{Path(directory) / STUDENT_FILE}: missing") from exc
+    except RuntimeError as exc:  # keys or shapes of another architecture
+        raise StateError(f"{Path(directory) / STUDENT_FILE}: not a {state.cfg.student.arch} student "
+                         f"({str(exc).splitlines()[0][:200]})") from exc
+
+
+def load_distillation(state: RunState, directory: PathLike) -> None:
+    load_student(state, directory)
+    state.distiller.load_state_dict(load_tensors(Path(directory) / TRAINER_FILE, state.cfg.device)["distiller"])
+
+
+def save_history(state: RunState, out: PathLike) -> None:
+    atomic_write_json(Path(out) / HISTORY_FILE, state.history)
+
+
+def class_weights(history: list[dict]) -> list[dict]:
+    """p (and the scores behind it) after every generation epoch: ``class_weights.json``."""
+    return [{"epoch": h["epoch"], "p": h["p"], "scores": h["scores"], "strategy": h["strategy"]} for h in history]
+
+
+def load_history(state: RunState, directory: PathLike) -> None:
+    path = Path(directory) / HISTORY_FILE
+    if not path.is_file():
+        raise StateError(f"{path}: missing")
+    history = json.loads(path.read_text())
+    if not isinstance(history, list) or not all(isinstance(h, dict) and "epoch" in h for h in history):
+        raise StateError(f"{path}: expected a list of per-epoch records")
+    state.history = history
+
+
+# ---- ferd run's checkpoint: every part in one directory ------------------------------------------
+def _pool_shards(pool_dir: Path) -> dict[int, Path]:
+    return {int(p.parent.name.split("=")[1]): p for p in pool_dir.glob("round=*/part-0.parquet")}
+
+
+def save_checkpoint(state: RunState, out: PathLike) -> None:
+    """The whole state after round ``state.next_round - 1``: the pool's new shards under ``<out>/pool``
+    first (a checkpoint never names a round that is not on disk), then every part into
+    ``<out>/checkpoint.partial``, ``round.json`` last, and the swap."""
+    out = Path(out)
+    pool_dir = out / "pool"
+    previous = read_round_record(out)
+    known = {int(k): v for k, v in (previous or {}).get("pool", {}).items() if int(k) < state.next_round}
+    new = [r for r in state.pool.rounds if r not in known]
+    for path in state.pool.save(pool_dir, rounds=new):  # a round's shard never changes once appended: O(R)
+        known[int(path.parent.name.split("=")[1])] = sha256_file(path)
+    partial, final, old = out / _PARTIAL, out / CHECKPOINT_DIR, out / _OLD
+    shutil.rmtree(partial, ignore_errors=True)
+    round_index = state.next_round - 1
+    save_generation(state, partial)
+    save_distillation(state, partial, metadata={"arch": state.cfg.student.arch,
+                                                "num_classes": str(state.cfg.num_classes),
+                                                "round": str(round_index)})
+    save_history(state, partial)
+    files = {p.name: sha256_file(p) for p in sorted(partial.iterdir())}
+    atomic_write_json(partial / ROUND_FILE, {
+        "next_round": state.next_round, "rounds": state.cfg.num_rounds,
+        "params_fingerprint": params_fingerprint(state.cfg, "distillation"), "files": files,
+        "pool": {str(k): known[k] for k in sorted(known)}})
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_dir(out: PathLike) -> Path | None:
+    """The complete checkpoint under ``out`` (``checkpoint/``, or ``checkpoint.old/`` after a kill
+    between the two renames of :func:`save_checkpoint`); None when there is none."""
+    for name in (CHECKPOINT_DIR, _OLD):
+        if (Path(out) / name / ROUND_FILE).is_file():
+            return Path(out) / name
+    return None
+
+
+def read_round_record(out: PathLike) -> dict | None:
+    d = checkpoint_dir(out)
+    if d is None:
+        return None
+    try:
+        record = json.loads((d / ROUND_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{d / ROUND_FILE}: unreadable ({type(exc).__name__})") from exc
+    if not isinstance(record, dict):
+        raise StateError(f"{d / ROUND_FILE}: expected a JSON object")
+    return record
+
+
+def load_checkpoint(state: RunState, out: PathLike) -> bool:
+    """Load ``<out>``'s checkpoint into ``state`` after checking it against the parameters and the
+    sha256 of every file and pool shard it names; False when there is none. Pool rounds on disk from
+    or after the checkpoint's next round (written before a kill) are removed."""
+    out, cfg = Path(out), state.cfg
+    record = read_round_record(out)
+    if record is None:
+        stale = _pool_shards(out / "pool")
+        if stale:
+            log.warning("pool: %s holds rounds %s but no checkpoint (a run killed before its first checkpoint): "
+                        "removed", out / "pool", sorted(stale))
+            for path in stale.values():
+                shutil.rmtree(path.parent)
+        return False
+    d = checkpoint_dir(out)
+    assert d is not None
+    if record.get("params_fingerprint") != params_fingerprint(cfg, "distillation"):
+        raise StateError(f"{d}: written by a run with other parameters; resume with the same parameters, "
+                         "or use a fresh output directory")
+    next_round = record.get("next_round")
+    if not isinstance(next_round, int) or not 1 <= next_round <= cfg.num_rounds:
+        raise StateError(f"{d / ROUND_FILE}: next_round must be an integer in [1, {cfg.num_rounds}], "
+                         f"got {str(next_round)[:40]}")
+    files = record.get("files") or {}
+    shards = _pool_shards(out / "pool")
+    pool = {int(k): v for k, v in (record.get("pool") or {}).items()}
+    if sorted(pool) != list(range(next_round)):
+        raise StateError(f"{d / ROUND_FILE}: names pool rounds {sorted(pool)[:8]}, expected 0..{next_round - 1}")
+    for path, digest in [*((d / n, h) for n, h in files.items()), *((out / "pool" / f"round={r}" / "part-0.parquet", h)
+                                                                  for r, h in pool.items())]:
+        if Path(path).parent.resolve() not in (d.resolve(), (out / "pool" / path.parent.name).resolve()):
+            raise StateError(f"{d / ROUND_FILE}: names a file outside the checkpoint: {str(path)[:200]}")
+        if not Path(path).is_file() or sha256_file(path) != digest:
+            raise StateError(f"{path}: missing or changed since the checkpoint (sha256 differs)")
+    for r, path in shards.items():
+        if r >= next_round:
+            log.warning("pool: removing round %d under %s, written after the last checkpoint", r, out / "pool")
+            shutil.rmtree(path.parent)
+    load_generation(state, d)
+    load_distillation(state, d)
+    load_history(state, d)
+    state.pool = FaePool.load(out / "pool")
+    state.next_round = next_round
+    return True

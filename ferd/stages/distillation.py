@@ -1,0 +1,84 @@
+"""Stage 4, UTAE distillation: the distillation stage of round r (Algorithm 1 lines 13-17 for each of
+the round's epochs, ``cfg.round_schedule[r]``).
+
+In: the teacher, the synthesis artifact of r (history), the pool artifact of r; for r > 0 the
+distillation artifact of r−1 (student, optimiser, scheduler). It runs the same
+:func:`ferd.algorithm.distillation_round` as ``ferd run``.
+
+Out: the distillation part of the round state (:mod:`ferd.round_state`: ``student.safetensors``,
+``trainer.pt`` with the SGD and LR-scheduler state), ``rng.json`` (the seed and next epoch every stream
+is derived from), ``history.json``, ``class_weights.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..algorithm import distillation_round
+from ..compute import set_memory_format
+from ..config import FerdConfig
+from ..numerics import saving_debug_batch
+from ..pool import FaePool
+from ..provenance import utc_now
+from ..round_state import (STUDENT_FILE, RunState, class_weights, load_distillation, load_history,
+                           save_distillation, save_history)
+from .artifacts import (CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, check_previous, read_manifest,
+                        round_epochs, write_json, write_manifest)
+from .pool_store import STAGE as POOL
+from .synthesis import STAGE as SYNTHESIS
+from .teacher_fetch import load_teacher
+
+STAGE = "distillation"
+RNG_STREAMS = ("labels", "latent", "bottleneck", "generator", "reweight", "pool-sample", "utae", "augment")
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class DistillationArtifact(RoundArtifact):
+    student: Path
+    complete: bool  # the last round: the student is Algorithm 1's output
+    losses: dict[int, dict]
+
+
+def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: PathLike, synthesis: PathLike,
+                 pool: PathLike, previous: PathLike | None = None, progress: bool = False) -> DistillationArtifact:
+    """The distillation stage of round ``round_index``."""
+    started = utc_now()
+    epochs = round_epochs(cfg, round_index)
+    check_previous(round_index, "previous distillation", previous)
+    teacher_model, card = load_teacher(cfg, teacher)
+    set_memory_format(teacher_model, cfg.compute.channels_last)
+    read_manifest(synthesis, SYNTHESIS, cfg, round_index=round_index, what="synthesis")
+    read_manifest(pool, POOL, cfg, round_index=round_index, what="pool")
+    state = RunState.initial(cfg)
+    if round_index > 0:
+        read_manifest(previous, STAGE, cfg, round_index=round_index - 1, what="previous distillation")
+        load_distillation(state, previous)
+    load_history(state, synthesis)
+    state.pool = FaePool.load(pool)
+    if state.pool.rounds != list(range(round_index + 1)):
+        raise ArtifactError(f"pool: {pool} holds rounds {state.pool.rounds}, expected 0..{round_index}")
+    with saving_debug_batch(out_dir):
+        distillation_round(state, teacher_model, epochs, progress=progress)
+    state.next_round = round_index + 1
+
+    out = Path(out_dir)
+    complete = state.next_round == cfg.num_rounds
+    save_distillation(state, out, metadata={"arch": cfg.student.arch, "num_classes": str(cfg.num_classes),
+                                            "teacher_sha256": card["sha256"], "round": str(round_index),
+                                            "complete": str(complete).lower()},
+                      round=round_index, next_epoch=epochs.stop)
+    write_json(out / "rng.json", {"seed": cfg.seed, "next_epoch": epochs.stop, "streams": list(RNG_STREAMS),
+                                  "derivation": "ferd.rng.derive_seed(seed, stream, epoch): no generator state "
+                                                "crosses a round; the next round derives its streams from the "
+                                                "seed and its epochs"})
+    save_history(state, out)
+    write_json(out / CLASS_WEIGHTS_FILE, class_weights(state.history))
+    write_manifest(out, STAGE, cfg, round_index=round_index, started=started,
+                   inputs={"teacher": teacher, "synthesis": synthesis, "pool": pool, "previous": previous},
+                   extra={"epochs": [epochs.start, epochs.stop], "next_round": state.next_round,
+                          "complete": complete})
+    losses = {h["epoch"]: h.get("distill", {}) for h in state.history if h["epoch"] in epochs}
+    return DistillationArtifact(out, round_index, epochs, out / STUDENT_FILE, complete, losses)

@@ -1,0 +1,100 @@
+"""Stage 2, synthesis with reweighting: the generation stage of round r (Algorithm 1 lines 6-12 for each
+of the round's epochs, ``cfg.round_schedule[r]``).
+
+In: the teacher; for r > 0 the distillation artifact of r−1 (student, history) and the synthesis
+artifact of r−1 (generator, p, scores). It loads them into :meth:`ferd.round_state.RunState.initial`
+and runs the same :func:`ferd.algorithm.generation_round` as ``ferd run``.
+
+Out: ``shard/round=<r>/part-0.parquet`` (the round's FAEs); the generation part of the round state
+(:mod:`ferd.round_state`: ``generator.pt``, ``reweighting.pt`` with p, scores and, for the reader, p at
+generation and the per-sample margins and labels of every epoch); ``class_weights.json`` (the same,
+readable); ``history.json``; the manifest lists the round's synthesis figures (diversity within
+labels, teacher confidence and accuracy, FAE mask fraction) per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..algorithm import collapse_warnings, generation_round
+from ..compute import set_memory_format
+from ..config import FerdConfig
+from ..numerics import saving_debug_batch
+from ..pool import write_shard
+from ..provenance import utc_now
+from ..round_state import (RunState, class_weights, load_generation, load_history, load_student,
+                           save_generation, save_history)
+from ..synthesis.diversity import synthesis_rows
+from .artifacts import (CLASS_WEIGHTS_FILE, RoundArtifact, check_previous, read_manifest, round_epochs, write_json,
+                        write_manifest)
+from .teacher_fetch import load_teacher
+
+STAGE = "synthesis"
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class SynthesisArtifact(RoundArtifact):
+    shard: Path
+    rows: int
+    p: list[float]
+
+
+def shard_path(synthesis_dir: PathLike, round_index: int) -> Path:
+    return Path(synthesis_dir) / "shard" / f"round={round_index}" / "part-0.parquet"
+
+
+def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: PathLike,
+              student: PathLike | None = None, previous: PathLike | None = None,
+              progress: bool = False) -> SynthesisArtifact:
+    """The generation stage of round ``round_index``."""
+    from .distillation import STAGE as DISTILLATION
+
+    started = utc_now()
+    epochs = round_epochs(cfg, round_index)
+    check_previous(round_index, "student", student)
+    check_previous(round_index, "previous synthesis", previous)
+    teacher_model, _ = load_teacher(cfg, teacher)
+    set_memory_format(teacher_model, cfg.compute.channels_last)
+    state = RunState.initial(cfg)
+    if round_index > 0:
+        read_manifest(student, DISTILLATION, cfg, round_index=round_index - 1, what="student")
+        read_manifest(previous, STAGE, cfg, round_index=round_index - 1, what="previous synthesis")
+        load_student(state, student)
+        load_generation(state, previous)
+        load_history(state, student)
+    per_sample: list[dict] = []
+    with saving_debug_batch(out_dir):
+        shard = generation_round(state, teacher_model, round_index, epochs, progress=progress, per_sample=per_sample)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_shard(shard, out / "shard")
+    new = [h for h in state.history if h["round"] == round_index]
+    save_generation(state, out, round=round_index, epochs=torch.tensor(list(epochs), dtype=torch.int64),
+                    p_generation=torch.tensor([h["p_generation"] for h in new], dtype=torch.float64),
+                    margin_epochs=torch.tensor([m["epoch"] for m in per_sample], dtype=torch.int64),
+                    margin_labels=[m["labels"] for m in per_sample], margins=[m["values"] for m in per_sample])
+    by_epoch = {m["epoch"]: m for m in per_sample}
+    write_json(out / CLASS_WEIGHTS_FILE, [{**c, "margin_by_class": _margin_by_class(by_epoch.get(c["epoch"]),
+                                                                                      cfg.num_classes)}
+                                          for c in class_weights(new)])
+    save_history(state, out)
+    write_manifest(out, STAGE, cfg, round_index=round_index, started=started,
+                   inputs={"teacher": teacher, "student": student, "previous": previous},
+                   extra={"epochs": [epochs.start, epochs.stop], "rows": len(shard.labels),
+                          "warnings": collapse_warnings(new), "synthesis": synthesis_rows(new)})
+    return SynthesisArtifact(out, round_index, epochs, shard_path(out, round_index), len(shard.labels),
+                             state.p.tolist())
+
+
+def _margin_by_class(m: dict | None, num_classes: int) -> list[float | None] | None:
+    """The mean per-sample value (margin, or least PGD steps) of each class in the epoch's batch."""
+    if m is None:
+        return None
+    values, labels = m["values"].double(), m["labels"]
+    return [float(values[labels == c].mean()) if bool((labels == c).any()) else None for c in range(num_classes)]
