@@ -36,21 +36,21 @@ if TYPE_CHECKING:
 _ATTACK: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module]] = weakref.WeakKeyDictionary()
 
 
-def require_device(text: str) -> torch.device:
-    """The torch device ``text`` names, refused (ValueError, one line) when torch cannot use it on this
-    machine: checked by the entry points before any work, not by the configuration, so parameters
-    for a GPU cluster still validate and compile on a machine without one."""
+def require_device(text: str, what: str = "device") -> torch.device:
+    """The torch device ``text`` names, refused (ValueError, one line naming ``what``) when torch cannot
+    use it on this machine: checked by the entry points before any work, not by the configuration, so
+    parameters for a GPU cluster still validate and compile on a machine without one."""
     try:
         device = torch.device(text)
     except (RuntimeError, TypeError):
-        raise ValueError(f"not a torch device: {text[:40]!r} (expected cpu, cuda or cuda:N)") from None
+        raise ValueError(f"{what}: not a torch device: {text[:40]!r} (expected cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{text} requested but CUDA is not available on this machine")
+            raise ValueError(f"{what}: {text} requested but CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"{text} requested but {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise ValueError(f"{what}: {text} requested but {torch.cuda.device_count()} CUDA device(s) are visible")
     elif device.type != "cpu":
-        raise ValueError(f"expected cpu, cuda or cuda:N, got {text[:40]!r}")
+        raise ValueError(f"{what}: expected cpu, cuda or cuda:N, got {text[:40]!r}")
     return device
 
 

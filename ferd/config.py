@@ -16,14 +16,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .baselines.config import BaselineConfig, Method
+from .params_io import ConfigError, load_yaml, short_repr
 
 
-class ConfigError(ValueError):
-    """A parameter was refused; the message names every offending key."""
+# sane upper bounds: far above any paper setting (220 epochs, 400 iterations, batch 512), low enough
+# that a typo (epochs=2200000) is refused at once instead of running for years
+MAX_EPOCHS, MAX_ITERATIONS, MAX_BATCH = 10_000, 100_000, 65_536
 
 
 class _Strict(BaseModel):
@@ -48,8 +49,8 @@ class ThreatConfig(_Strict):
 class TeacherTrainConfig(_Strict):
     """PGD adversarial training (Madry et al.) of a teacher, used by ``train:<dataset>`` sources."""
 
-    epochs: int = Field(15, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(15, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     lr: float = Field(0.05, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     pgd_steps: int = Field(5, ge=1, description="PGD steps of the inner maximisation (step 2.5·ε/steps)")
@@ -98,7 +99,7 @@ class BottleneckConfig(_Strict):
         "authors", description="authors: a noise scale per sample and channel, ½·mean regulariser (default: with "
         "the own threshold it marks a subset of channels); paper: one per channel, Σ_c regulariser (its Σ over "
         "channels outweighs the cross-entropy, so σ² stays at v and the own threshold marks none)")
-    iterations: int = Field(50, ge=1, description="Adam steps on λ_r (authors' code: 50)")
+    iterations: int = Field(50, ge=1, le=MAX_ITERATIONS, description="Adam steps on λ_r (authors' code: 50)")
     lr: float = Field(0.1, gt=0, description="Adam lr for λ_r (authors' code: 0.1)")
     beta: float = Field(0.3, ge=0, description="β of Eq. 5 (authors' code: 0.3; the paper gives none)")
     threshold: Literal["global", "own"] = Field(
@@ -134,8 +135,8 @@ class ReweightConfig(_Strict):
 class SynthesisConfig(_Strict):
     """The generation stage of Algorithm 1 (lines 6-12)."""
 
-    iterations: int = Field(200, ge=1, description="T_g generator iterations per epoch (paper 200)")
-    batch_size: int = Field(256, ge=1, description="synthetic batch per epoch (paper 256 / 512)")
+    iterations: int = Field(200, ge=1, le=MAX_ITERATIONS, description="T_g generator iterations per epoch (paper 200)")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="synthetic batch per epoch (paper 256 / 512)")
     lambda_adv: float = Field(1.0, ge=0)
     lambda_bn: float = Field(5.0, ge=0)
     lambda_oh: float = Field(1.0, ge=0)
@@ -183,7 +184,7 @@ class UTAEConfig(_Strict):
 class DistillConfig(_Strict):
     """The robust distillation stage of Algorithm 1 (lines 13-17)."""
 
-    iterations: int = Field(400, ge=1, description="T_s student iterations per epoch (paper 400)")
+    iterations: int = Field(400, ge=1, le=MAX_ITERATIONS, description="T_s student iterations per epoch (paper 400)")
     batch_size: int = Field(256, ge=1)
     lr: float = Field(0.1, gt=0, description="SGD learning rate η_s (paper 0.1)")
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -275,8 +276,8 @@ class FerdConfig(_Strict):
     dataset: str = Field("cifar10", description="the task: sets num_classes; read only to train the "
                          "teacher and to evaluate")
     data_root: str | None = None
-    epochs: int = Field(220, ge=1, description="T of Algorithm 1 (paper 220)")
-    rounds: int | None = Field(None, ge=1, description="rounds of synthesis → pool → distillation the epochs "
+    epochs: int = Field(220, ge=1, le=MAX_EPOCHS, description="T of Algorithm 1 (paper 220)")
+    rounds: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="rounds of synthesis → pool → distillation the epochs "
                                "are grouped in (None = epochs: exactly Algorithm 1)")
     checkpoint_every: int = Field(1, ge=1, description="rounds between resumable checkpoints")
     threat: ThreatConfig = ThreatConfig()
@@ -347,11 +348,11 @@ def round_epochs(epochs: int, rounds: int) -> list[range]:
 
 
 def _describe(err: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "<root>"
-    msg = err["msg"].removeprefix("Value error, ")
+    key = ".".join(str(p) for p in err["loc"])[:200] or "<root>"
+    msg = err["msg"].removeprefix("Value error, ")[:300]
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key"
-    return f"{key}: {msg} (got {err.get('input')!r})"
+    return f"{key}: {msg} (got {short_repr(err.get('input'))})"
 
 
 def parse_config(data: dict[str, Any]) -> FerdConfig:
@@ -373,7 +374,7 @@ def _set_override(data: dict[str, Any], assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key}: {part} is not a group")
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = load_yaml(raw, f"override {key[:80]}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
@@ -383,7 +384,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"params file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text(), str(path))
+        if data is None:
+            raise ConfigError(f"{path}: empty; expected a mapping of parameter groups ({{}} for all defaults)")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of parameter groups, got {type(data).__name__}")
     for item in overrides:

@@ -32,6 +32,7 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "pool": _ROUND,
     "distillation": (*_ROUND[:-1], "distill"),
     "evaluation": (*_ROUND[:-1], "distill", "evaluation"),
+    "teacher-evaluation": (*_TEACHER, "threat.step", "evaluation"),  # a comparison's shared teacher/eval
 }
 
 

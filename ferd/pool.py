@@ -27,6 +27,7 @@ generator (Fast / CMI sample uniformly from every image kept so far).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+
+from .checkpoint import atomic_path
 
 SCHEMA_VERSION = "1"
 
@@ -155,21 +158,66 @@ def shard_table(shard: Shard) -> pa.Table:
 
 
 def write_shard(shard: Shard, root: str | Path) -> Path:
-    """Write ``root/round=<r>/part-0.parquet`` atomically (temporary name, then rename)."""
+    """Write ``root/round=<r>/part-0.parquet`` atomically: a temporary name unique to the writer, fsync,
+    rename (:func:`ferd.checkpoint.atomic_path`), so two writers never mix their bytes and a reader
+    sees one whole shard; temporaries left by writers that died are removed."""
     path = Path(root) / f"round={shard.round}" / "part-0.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(shard_table(shard), tmp, compression="zstd")
-    tmp.replace(path)
+    remove_stale_temporaries(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(shard_table(shard), tmp, compression="zstd")
     return path
 
 
 def read_shard(path: str | Path) -> Shard:
-    """Read one shard written by :func:`write_shard`, bit-exact."""
-    table = pq.read_table(path)
+    """Read one shard written by :func:`write_shard`, bit-exact, refusing (ValueError naming the file) one
+    that is no ferd shard, or whose rows break the pool's invariants: one round per shard and that of its
+    ``round=<r>`` partition, images in [0, 1], labels in [0, C) for C teacher logits, finite logits."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"{path}: not a readable Parquet pool shard ({type(exc).__name__})") from None
     meta = table.schema.metadata or {}
     if meta.get(b"ferd.schema_version") != SCHEMA_VERSION.encode():
-        raise ValueError(f"{path}: not a ferd pool shard (schema version {meta.get(b'ferd.schema_version')!r})")
+        raise ValueError(f"{path}: not a ferd pool shard (schema version {str(meta.get(b'ferd.schema_version'))[:40]})")
+    try:
+        shard = _shard_from_table(table, meta)
+    except (KeyError, ValueError, TypeError, pa.ArrowException) as exc:
+        raise ValueError(f"{path}: a malformed ferd pool shard ({type(exc).__name__}: {str(exc)[:120]})") from None
+    _check_shard(shard, Path(path), table.column("round").to_numpy())
+    return shard
+
+
+def _check_shard(shard: Shard, path: Path, rounds: np.ndarray) -> None:
+    n = shard.images.shape[0]
+    if n and (rounds != rounds[0]).any():
+        raise ValueError(f"{path}: rows of several rounds in one shard")
+    part = path.parent.name
+    if n and part.startswith("round=") and part != f"round={shard.round}":
+        raise ValueError(f"{path}: holds round {shard.round} in partition {part}")
+    if n and not (float(shard.images.min()) >= 0.0 and float(shard.images.max()) <= 1.0):
+        raise ValueError(f"{path}: images outside [0, 1] (range {float(shard.images.min()):.4g} to "
+                         f"{float(shard.images.max()):.4g})")
+    c = shard.teacher_logits.shape[1] if shard.teacher_logits.ndim == 2 else 0
+    if n and (int(shard.labels.min()) < 0 or int(shard.labels.max()) >= c):
+        raise ValueError(f"{path}: labels outside [0, {c})")
+    if n and not bool(torch.isfinite(shard.teacher_logits).all()):
+        raise ValueError(f"{path}: non-finite teacher logits")
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Temporaries of ``path`` (``.<name>.tmp-<pid>-<id>``) whose writer process is gone."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, IndexError, PermissionError, OSError):
+            continue
+
+
+def _shard_from_table(table: pa.Table, meta: dict) -> Shard:
     shape = json.loads(meta[b"ferd.image_shape"])
     n = table.num_rows
     raw = table.column("image").combine_chunks().buffers()[1]

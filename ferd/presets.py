@@ -60,8 +60,9 @@ def render_params(cfg: FerdConfig, source: str) -> str:
 
 def load_config_text(text: str) -> FerdConfig:
     from .config import parse_config
+    from .params_io import load_yaml
 
-    return parse_config(yaml.safe_load(text))
+    return parse_config(load_yaml(text, "params.yaml"))
 
 
 def preset_path(name: str) -> Path:

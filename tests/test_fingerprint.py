@@ -28,7 +28,9 @@ def test_fingerprint_is_the_sha256_of_the_scoped_parameters_by_hand():
     ("synthesis.lambda_uni=2", {"synthesis", "pool", "distillation", "evaluation"}),
     ("distill.lr=0.05", {"distillation", "evaluation"}),
     ("distill.utae.steps=3", {"synthesis", "pool", "distillation", "evaluation"}),
-    ("evaluation.n_examples=20", {"evaluation"}),
+    ("evaluation.n_examples=20", {"evaluation", "teacher-evaluation"}),
+    ("threat.step=0.01", {"synthesis", "pool", "distillation", "evaluation", "teacher-evaluation"}),
+    ("teacher.train.epochs=3", set(SCOPES)),
     ("seed=1", set(SCOPES)),
     ("device=cuda", set()), ("checkpoint_every=2", set()), ("data_root=/elsewhere", set()),
 ])

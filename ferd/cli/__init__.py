@@ -27,6 +27,9 @@ COMMAND_MODULES = (
 )
 
 
+CREDENTIAL_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiobotocore", "s3fs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferd", description=(
         "FERD: fairness-enhanced data-free adversarial robustness distillation."))
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in CREDENTIAL_LOGGERS:  # their DEBUG records carry signed headers: access key id, session token
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback

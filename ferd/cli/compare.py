@@ -30,8 +30,9 @@ def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..compare.config import Arm, arms, load_compare
+    from ..compare.config import Arm, arms, load_compare, teacher_config
     from ..compare.report import write_report
+    from ..compute import require_device
     from ..compare.runner import prepare_teacher, run_comparison
 
     cc = load_compare(args.preset)  # validates every run's parameters before any work
@@ -43,6 +44,8 @@ def _compare(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out: required (the comparison's output directory)")
     out = Path(args.out)
+    if not args.report_only:
+        require_device(teacher_config(cc).device)  # every run of a preset shares the device
     if args.teacher_only:
         prepare_teacher(cc, out, progress=not args.no_progress)
         return 0

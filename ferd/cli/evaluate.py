@@ -81,10 +81,7 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--num-classes: expected an integer >= 2, got {args.num_classes}")
     if (args.student is None) != (args.student_arch is None):
         raise ValueError("--student and --student-arch: give both or neither")
-    try:
-        require_device(args.device)
-    except ValueError as exc:
-        raise ValueError(f"--device: {exc}") from None
+    require_device(args.device, "--device")
     _check_file(args.teacher, "--teacher")
     _checked("--teacher-arch", StudentConfig, arch=args.teacher_arch)
     if args.student is not None:

@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-import yaml
+from ..params_io import load_yaml
 
 
 def repo_root() -> Path:
@@ -48,7 +48,7 @@ def _param_pairs(pairs: list[str] | None) -> dict:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"-p {item!r}: expected NAME=VALUE (e.g. -p gpu_device=cuda:0)")
-        out[key] = yaml.safe_load(raw) if raw else ""
+        out[key] = load_yaml(raw, f"-p {key[:80]}") if raw else ""
     return out
 
 

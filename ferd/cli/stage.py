@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from .. import graph
 from ..graph import PREVIOUS, describe_input
 
 
 def _config(args: argparse.Namespace):
+    from ..compute import require_device
     from ..config import load_config
 
     cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
+    require_device(cfg.device)
     if args.threads:
         import torch
 
@@ -40,6 +41,7 @@ def _print(data: dict) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
+    from ..run_dir import owned
     from ..stages import run_task
     from ..stages.io import StageIO
 
@@ -47,22 +49,28 @@ def _stage(args: argparse.Namespace) -> int:
     io = StageIO(cfg)
     stage = graph.BY_NAME[args.stage]
     inputs = {inp.flag: io.input(getattr(args, inp.flag)) for inp in stage.inputs}
-    a = run_task(cfg, stage.name, getattr(args, "round", None), inputs, io.output(args.out),
-                 progress=not args.no_progress)
-    return _print({**a.summary(), "uri": io.publish(a.dir)})
+    out = io.output(args.out)
+    with owned(out):  # one process per output directory (ferd.run_dir)
+        a = run_task(cfg, stage.name, getattr(args, "round", None), inputs, out, progress=not args.no_progress)
+        return _print({**a.summary(), "uri": io.publish(a.dir)})
 
 
 def _all(args: argparse.Namespace) -> int:
     from ..stages import run_stages
 
-    paths = run_stages(_config(args), args.out, evaluate=not args.no_evaluation, progress=not args.no_progress)
+    from ..run_dir import owned
+    from ..stages.io import StageIO
+
+    cfg = _config(args)
+    with owned(StageIO(cfg).output(args.out)):
+        paths = run_stages(cfg, args.out, evaluate=not args.no_evaluation, progress=not args.no_progress)
     return _print({k: str(v) for k, v in paths.items()})
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help="YAML parameters (e.g. params/embedded.yaml)")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
-    p.add_argument("--out", required=True, type=Path, help="the stage's output directory")
+    p.add_argument("--out", required=True, help="the stage's output directory (a path, or s3://bucket/prefix)")
     p.add_argument("--device", default=None, help="override `device` for this stage (cpu, cuda, cuda:N)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -84,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if st.per_round:
             _round(p)
         for inp in st.inputs:
-            p.add_argument(f"--{inp.flag}", required=inp.of != PREVIOUS, type=Path, help=describe_input(inp))
+            p.add_argument(f"--{inp.flag}", required=inp.of != PREVIOUS, help=describe_input(inp))
         p.set_defaults(func=_stage)
 
     p = ss.add_parser("all", help="every stage in order in one process (DIR/teacher, DIR/round-<r>/…, "

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import ConfigError, FerdConfig, load_config
+from ..params_io import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = ROOT / "params" if (ROOT / "params").is_dir() else Path.cwd() / "params"  # a checkout, or the image
@@ -95,9 +95,10 @@ def load_compare(preset: str | Path) -> CompareConfig:
         known = sorted(p.stem for p in PARAMS_DIR.glob("compare-*.yaml"))
         raise FileNotFoundError(f"--preset: {path} not found; expected one of {known} or a YAML path")
     try:
-        cc = CompareConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+        cc = CompareConfig.model_validate(load_yaml(path.read_text(), str(path)) or {})
     except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        lines = [f"{'.'.join(map(str, e['loc']))[:200]}: {e['msg'].removeprefix('Value error, ')[:300]}"
+                 for e in exc.errors()]
         raise ConfigError(f"{path}: invalid comparison preset:\n  " + "\n  ".join(lines)) from None
     for arm in arms(cc):
         run_config(cc, arm)  # refuses a bad override now, not an hour in

@@ -6,8 +6,10 @@ Layout of ``--out DIR``::
     runs/<method>/<student>/seed=<s>/   one ``ferd run`` each (resumable; skipped once finished)
     comparison.md, comparison.csv, comparison.json, per_class_<attack>.png   (:mod:`.report`)
 
-A finished run (``metrics.json`` present and ``params.json`` with the same :func:`~ferd.fingerprint.params_fingerprint`) is not
-run again, so an interrupted comparison resumes where it stopped, and the DVC matrix stage and the
+A finished run (``metrics.json`` with a ``result.json`` carrying the current parameters'
+:func:`~ferd.fingerprint.params_fingerprint`, :mod:`ferd.run_dir`) is not run again, so an interrupted
+comparison resumes where it stopped; a run made with other parameters (a changed preset) is moved to
+``.stale/`` beside it and run again, and the DVC matrix stage and the
 Kubeflow ``ParallelFor`` can each run one arm (``--method/--student/--seed``) and share the report.
 """
 
@@ -23,9 +25,9 @@ import torch
 
 from ..checkpoint import atomic_write_json
 from ..config import FerdConfig
-from ..fingerprint import params_fingerprint
 from ..evaluation.quick import quick_evaluation
 from ..run import run
+from ..run_dir import METRICS_FILE, RunDirError, check_run_dir, is_finished, set_aside, write_result
 from ..teacher_source import obtain_teacher
 from .config import Arm, CompareConfig, arms, run_config, teacher_config
 
@@ -43,10 +45,10 @@ def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = Fal
     """:func:`prepare_teacher` for one folder (what the Kubeflow teacher task writes)."""
     teacher, card = obtain_teacher(cfg, teacher_dir, progress=progress)
     ckpt = (teacher_dir / card["checkpoint"]).resolve()
-    metrics_path = teacher_dir / "eval" / "metrics.json"
-    if evaluate and not metrics_path.is_file():
-        metrics = quick_evaluation(cfg, {"teacher": teacher.to(cfg.device).eval()}, teacher_dir / "eval", progress)
-        atomic_write_json(metrics_path, metrics)
+    ev = teacher_dir / "eval"
+    if evaluate and not is_finished(ev, cfg, "teacher-evaluation", card["sha256"]):
+        metrics = quick_evaluation(cfg, {"teacher": teacher.to(cfg.device).eval()}, ev, progress)
+        write_result(ev, cfg, metrics, "teacher-evaluation", card["sha256"])
     return str(ckpt), card["sha256"]
 
 
@@ -58,25 +60,19 @@ def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], pr
 
 def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False) -> dict[str, float]:
     """:func:`run_arm` for one folder; also writes ``arm.json`` (method, student, seed)."""
-    metrics_path, params_path = run_dir / "metrics.json", run_dir / "params.json"
-    if metrics_path.is_file() and params_path.is_file() and _same_run(params_path, cfg):
+    if is_finished(run_dir, cfg):
         log.info("%s: finished earlier, not run again", arm.relpath)
-        return json.loads(metrics_path.read_text())
+        return json.loads((run_dir / METRICS_FILE).read_text())
+    try:
+        check_run_dir(run_dir, cfg)
+    except RunDirError as exc:  # made with other parameters (a preset changed): kept aside, run again
+        log.warning("%s: %s; moved to %s and run again", arm.relpath, exc, set_aside(run_dir))
     started = time.time()
     metrics = run(cfg, run_dir, progress=progress, evaluate_teacher=False)
     atomic_write_json(run_dir / "arm.json", asdict(arm))
     log.info("%s: %.0f s, student pgd20 worst %.3f", arm.relpath, time.time() - started,
              metrics.get("student.pgd20.worst", float("nan")))
     return metrics
-
-
-def _same_run(params_path: Path, cfg: FerdConfig) -> bool:
-    """A finished run's ``params.json`` gives every result the same parameters as ``cfg``."""
-    try:
-        return params_fingerprint(json.loads(params_path.read_text()), "evaluation") == \
-            params_fingerprint(cfg, "evaluation")
-    except (KeyError, TypeError, ValueError):  # written by another version of the config
-        return False
 
 
 def assemble(out: Path, teacher_dir: Path, run_dirs: list[Path]) -> Path:

@@ -76,7 +76,7 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
         if task.stage.name == "evaluation" and not evaluate:
             continue
         inputs = {inp.flag: dirs[producer] for inp, producer in task.inputs}
-        artifact = run_task(cfg, task.stage.name, task.round, inputs, io.output(Path(task.dir(out))), progress)
+        artifact = run_task(cfg, task.stage.name, task.round, inputs, io.output(task.dir(out)), progress)
         io.publish(artifact.dir)
         dirs[task.id] = artifact.dir
     last = {t.stage.subdir: dirs[t.id] for t in tasks if t.id in dirs}

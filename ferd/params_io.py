@@ -1,0 +1,52 @@
+"""Reading parameters safely: YAML without aliases and of bounded size, and messages of bounded length.
+
+Parameters arrive from files, ``-S KEY=VALUE`` overrides, comparison presets and the Kubeflow
+``overrides`` parameter; each goes through :func:`load_yaml`. A refusal is a :class:`ConfigError`
+(exit status 2) naming where the text came from and the line.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+import yaml
+
+MAX_YAML_BYTES = 1 << 20  # a parameter file or override; the presets are a few kB
+
+
+class ConfigError(ValueError):
+    """A parameter was refused; the message names every offending key."""
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr`` of user input, bounded: a message never grows with what it quotes."""
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = limit, limit, 6, 6, 2
+    text = r.repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: an alias bomb (``a: &a [x, x]``, ``b: &b [*a, *a]``, …) expands a few
+    hundred bytes into gigabytes; parameters never need one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in parameters", mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse parameter YAML (a file, an ``-S`` value, a preset), refusing aliases and texts over
+    :data:`MAX_YAML_BYTES`; a :class:`ConfigError` naming ``where`` and the line otherwise."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: {len(text)} characters; parameters are at most {MAX_YAML_BYTES} bytes")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{where}: not valid parameter YAML{at}: {str(problem)[:120]}") from None

@@ -1,0 +1,127 @@
+"""An output directory has one owner and holds one run; a result says which parameters made it.
+
+* :func:`owned` holds an advisory lock (``fcntl.flock`` on ``.<name>.lock`` beside the directory, so
+  the lock file is never part of the artifact) for as long as a process works in the directory; a
+  second process is refused at once, naming the holder.
+* :func:`check_run_dir` decides, **before anything is written**, whether ``ferd run``'s ``--out`` is
+  new, this run's (resume, or re-evaluate a finished run), or another run's: refused with the reason
+  (a different :func:`~ferd.fingerprint.params_fingerprint` of everything up to the student, or files
+  that are no ferd run's).
+* :func:`write_result` stores beside ``metrics.json`` a ``result.json`` with the fingerprint of the
+  parameters that made it and the sha256 of the metrics; :func:`is_finished` reads it back, so a
+  comparison treats as finished only a result made with its current parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from .checkpoint import atomic_write_json, sha256_file
+from .config import FerdConfig
+from .fingerprint import params_fingerprint
+
+PARAMS_FILE, METRICS_FILE, RESULT_FILE = "params.json", "metrics.json", "result.json"
+PathLike = str | os.PathLike[str]
+
+
+class RunDirError(ValueError):
+    """The output directory is another process's, or holds another run's files."""
+
+
+def lock_path(directory: PathLike) -> Path:
+    d = Path(directory).absolute()
+    return d.with_name(f".{d.name}.lock")
+
+
+@contextlib.contextmanager
+def owned(directory: PathLike, what: str = "out") -> Iterator[Path]:
+    """Hold the advisory lock of ``directory`` (created if needed) for the block."""
+    path = lock_path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks
+        yield Path(directory)
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunDirError(f"{what}: {directory} is in use by another ferd process (pid {holder}); wait for it "
+                              "or use another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield Path(directory)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_run_dir(out: PathLike, cfg: FerdConfig) -> Literal["new", "resume"]:
+    """``new`` (absent or empty) or ``resume`` (``params.json`` of the same run: same parameters up to
+    the student; the evaluation may differ and is then redone); anything else is refused."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"out: {out} exists and is not a directory")
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    params = out / PARAMS_FILE
+    if not params.is_file():
+        raise RunDirError(f"out: {out} holds files but no ferd run ({PARAMS_FILE} missing); use an empty or new "
+                          "directory")
+    stored = _read_json(params)
+    try:
+        same = stored is not None and params_fingerprint(stored, "distillation") == params_fingerprint(cfg,
+                                                                                                      "distillation")
+    except (KeyError, TypeError):  # written by another version of the configuration
+        same = False
+    if not same:
+        raise RunDirError(f"out: {out} holds a run made with other parameters ({PARAMS_FILE} differs in what the "
+                          "student depends on); use another --out, or remove that run first")
+    return "resume"
+
+
+def write_result(out: PathLike, cfg: FerdConfig, metrics: dict, scope: str = "evaluation",
+                 model_sha256: str | None = None) -> Path:
+    """``metrics.json`` and then ``result.json``: the fingerprint of ``scope``, the metrics' sha256 and,
+    when the metrics are of a model given from outside (a comparison's teacher), that model's sha256."""
+    out = Path(out)
+    path = atomic_write_json(out / METRICS_FILE, metrics)
+    return atomic_write_json(out / RESULT_FILE, {"params_fingerprint": params_fingerprint(cfg, scope), "scope": scope,
+                                                 "model_sha256": model_sha256, "metrics_sha256": sha256_file(path)})
+
+
+def is_finished(out: PathLike, cfg: FerdConfig, scope: str = "evaluation", model_sha256: str | None = None) -> bool:
+    """``out`` holds metrics made with ``cfg``'s parameters (``scope``) and model, unchanged since."""
+    out = Path(out)
+    record = _read_json(out / RESULT_FILE)
+    return (record is not None and (out / METRICS_FILE).is_file()
+            and record.get("params_fingerprint") == params_fingerprint(cfg, scope)
+            and record.get("model_sha256") == model_sha256
+            and record.get("metrics_sha256") == sha256_file(out / METRICS_FILE))
+
+
+def set_aside(run_dir: PathLike) -> Path:
+    """Move a run made with other parameters to ``<parent>/.stale/<name>-<n>`` (nothing is deleted)."""
+    run_dir = Path(run_dir)
+    stale = run_dir.parent / ".stale"
+    stale.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while (dest := stale / f"{run_dir.name}-{n}").exists():
+        n += 1
+    run_dir.rename(dest)
+    return dest
