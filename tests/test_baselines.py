@@ -176,3 +176,35 @@ def test_every_method_but_ferd_is_a_registered_baseline_module():
 
     assert METHODS[0] == "ferd" and set(METHODS[1:]) == set(BASELINES)
     assert {cls.__module__ for cls in BASELINES.values()} == {f"ferd.baselines.{m}" for m in METHODS[1:]}
+
+
+def test_a_new_baseline_is_one_module(monkeypatch):
+    """Issue 17: a throwaway baseline (images optimised directly for the teacher's cross-entropy), written
+    as one class and registered, runs through the shared loop with nothing else changed (a real one also
+    adds its name to ``METHODS`` and its config class beside the others)."""
+    import torch.nn.functional as F
+
+    from ferd.baselines.method import BASELINES, BaselineMethod, value
+    from ferd.baselines.synthesis import BaselineSynthesizer
+    from ferd.config import load_config
+
+    class PixelCE(BaselineMethod):
+        name = "pixel-ce"
+
+        def start_epoch(self, epoch, latent):
+            c = self.ctx
+            x = torch.rand((c.cfg.batch_size, 3, c.img_size, c.img_size), generator=latent).requires_grad_(True)
+            return (lambda: x.clamp(0, 1)), torch.optim.Adam([x], lr=0.05)
+
+        def objective(self, x, labels, teacher, student, bn, aug, epoch):
+            t = teacher(x)
+            loss = F.cross_entropy(t, labels)
+            return loss, {"oh": value(loss)}, t, None
+
+    monkeypatch.setitem(BASELINES, PixelCE.name, PixelCE)
+    cfg = load_config("params/ci.yaml", ["synthesis.iterations=3", "synthesis.batch_size=8"])
+    syn = BaselineSynthesizer("pixel-ce", cfg.synthesis, cfg.baseline, 10, 32, 0)
+    out = syn.run_epoch(_teacher(), _teacher(), torch.full((10,), 0.1, dtype=torch.float64), 0)
+    assert out.images.shape == (8, 3, 32, 32) and len(out.history) == 3
+    assert 0.0 <= float(out.images.min()) and float(out.images.max()) <= 1.0
+    assert out.best_loss <= out.history[0]["gen"]
