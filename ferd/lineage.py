@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import sha256_file
-from .provenance import SELF_KEY, manifest_digest
+from .provenance import SELF_KEY, authenticity_problem, manifest_digest, signing_key
 from .storage import MANIFEST
 
 
@@ -41,6 +41,13 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.problems and self.checked_artifacts > 0
+
+    @property
+    def authenticity(self) -> str:
+        """What was checked beyond integrity: signatures under the key, or plainly nothing."""
+        if signing_key() is None:
+            return "authenticity NOT checked (FERD_SIGNING_KEY unset: a manifest resealed in the store passes)"
+        return "signatures checked under FERD_SIGNING_KEY"
 
 
 def find_artifact(path: str | Path) -> Path:
@@ -78,6 +85,8 @@ def verify_artifact(directory: Path, report: Report) -> None:
         return
     if manifest.get(SELF_KEY) != manifest_digest(manifest):
         report.problems.append(f"{mpath}: manifest checksum mismatch (the manifest was changed)")
+    if (problem := authenticity_problem(manifest)) is not None:
+        report.problems.append(f"{mpath}: {problem}")
     listed = _outputs(manifest)
     for rel, out in sorted(listed.items()):
         f = directory / rel

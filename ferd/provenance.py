@@ -10,7 +10,11 @@ Recorded in every stage's ``manifest.json`` (:func:`ferd.stages.artifacts.write_
 * ``environment``: python, torch, CUDA (``torch.version.cuda``; ``null`` on a CPU build), the
   device the stage ran on, the host name.
 * ``manifest_sha256``: sha256 of the canonical JSON of the manifest without this key, so a
-  changed byte anywhere in a manifest is detected (:func:`manifest_digest`).
+  changed byte anywhere in a manifest is detected (:func:`manifest_digest`). That is integrity, not
+  authenticity: anyone who can write the store can reseal a changed manifest.
+* ``signature`` (only with ``$FERD_SIGNING_KEY`` set): HMAC-SHA256 of that digest under the key. With
+  the key set, every consumer (:func:`ferd.stages.artifacts.read_manifest`) and ``ferd lineage
+  verify`` refuse an unsigned or wrongly signed manifest (:func:`authenticity_problem`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import hashlib
+import hmac
 import json
 import os
 import platform
@@ -28,6 +33,7 @@ from typing import Any
 from . import __version__
 
 SELF_KEY = "manifest_sha256"
+SIGNATURE_KEY, SIGNING_KEY_ENV = "signature", "FERD_SIGNING_KEY"
 
 
 def utc_now() -> str:
@@ -73,11 +79,39 @@ def canonical_json(data: Any) -> bytes:
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
-    """sha256 of ``manifest`` without its ``manifest_sha256`` key (canonical JSON)."""
-    return hashlib.sha256(canonical_json({k: v for k, v in manifest.items() if k != SELF_KEY})).hexdigest()
+    """sha256 of ``manifest`` without its ``manifest_sha256`` and ``signature`` keys (canonical JSON)."""
+    return hashlib.sha256(canonical_json({k: v for k, v in manifest.items()
+                                          if k not in (SELF_KEY, SIGNATURE_KEY)})).hexdigest()
+
+
+def signing_key() -> bytes | None:
+    """``$FERD_SIGNING_KEY`` (on Kubeflow from the secret that ``pipeline/cluster.yaml`` names), or None."""
+    key = os.environ.get(SIGNING_KEY_ENV, "")
+    return key.encode() if key else None
+
+
+def _signature(digest: str, key: bytes) -> str:
+    return "hmac-sha256:" + hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
 
 
 def seal(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest with its ``manifest_sha256`` (re)computed."""
-    body = {k: v for k, v in manifest.items() if k != SELF_KEY}
-    return {**body, SELF_KEY: manifest_digest(body)}
+    """The manifest with its ``manifest_sha256`` (re)computed and, when a signing key is set, its
+    ``signature`` (HMAC-SHA256 of that digest under the key)."""
+    body = {k: v for k, v in manifest.items() if k not in (SELF_KEY, SIGNATURE_KEY)}
+    digest = manifest_digest(body)
+    key = signing_key()
+    return {**body, SELF_KEY: digest, **({SIGNATURE_KEY: _signature(digest, key)} if key else {})}
+
+
+def authenticity_problem(manifest: dict[str, Any]) -> str | None:
+    """Why ``manifest`` is not authentic under the signing key; None when it is, or when no key is set
+    (then only integrity is checked: a manifest resealed by whoever can write the store passes)."""
+    key = signing_key()
+    if key is None:
+        return None
+    sig = manifest.get(SIGNATURE_KEY)
+    if not sig:
+        return "unsigned, and FERD_SIGNING_KEY is set: every manifest must carry its signature"
+    if not hmac.compare_digest(str(sig), _signature(manifest_digest(manifest), key)):
+        return "signature does not match (forged, changed, or signed with another key)"
+    return None

@@ -111,6 +111,7 @@ def _abort_uploads(client: Any, bucket: str, key: str) -> None:
 def abort_incomplete_uploads(client: Any, uri: str) -> int:
     """Abort the multipart uploads under ``uri`` left by an earlier failed run (invisible, but billed)."""
     bucket, prefix = split_s3(uri)
+    prefix = prefix.rstrip("/") + "/"  # exactly this artifact's keys, not a sibling's sharing the prefix
     n = 0
     for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
         for up in page.get("Uploads", []):
@@ -163,8 +164,32 @@ def download_file(client: Any, uri: str, dest: Path, sha256: str | None = None) 
     return dest
 
 
-def _listed_files(manifest: dict) -> list[str]:
-    return sorted(manifest.get("outputs", {}))
+def listed_files(manifest: dict, where: str | os.PathLike[str]) -> list[str]:
+    """The relative paths a manifest lists, refusing (ValueError) any that could leave the artifact:
+    absolute, with ``..``, a backslash, an empty or hidden part."""
+    out = []
+    for rel in sorted(manifest.get("outputs", {})):
+        parts = rel.split("/") if isinstance(rel, str) else [""]
+        if (not isinstance(rel, str) or rel.startswith("/") or "\\" in rel or ":" in parts[0]
+                or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
+            raise ValueError(f"{where}: the manifest lists {str(rel)[:80]!r}, not a path inside the artifact")
+        out.append(rel)
+    return out
+
+
+def member(directory: str | os.PathLike[str], rel: str) -> Path:
+    """``directory/rel`` when it is a regular file inside ``directory`` (no symbolic link on the way, no
+    device or pipe): what a stage wrote, and so what may be published."""
+    d = Path(directory)
+    path = d / rel
+    node = d
+    for part in Path(rel).parts:
+        node = node / part
+        if node.is_symlink():
+            raise ValueError(f"{node}: a symbolic link in an artifact; only files the stage wrote are published")
+    if not path.is_file():
+        raise ValueError(f"{path}: listed in the manifest but not a regular file")
+    return path
 
 
 def publish_dir(local_dir: str | os.PathLike[str], uri: str, settings: S3Settings | None = None,
@@ -173,17 +198,17 @@ def publish_dir(local_dir: str | os.PathLike[str], uri: str, settings: S3Setting
     lists, then the manifest. Returns ``{relative path: {"etag", "version_id"}}`` (S3) or ``{}``."""
     local_dir = Path(local_dir)
     manifest = json.loads((local_dir / MANIFEST).read_text())
-    files = _listed_files(manifest)
+    files = listed_files(manifest, local_dir / MANIFEST)
     if not is_s3(uri):
         dest = Path(uri)
         if dest.resolve() != local_dir.resolve():
             for rel in [*files, MANIFEST]:
-                copy_file(local_dir / rel, dest / rel)
+                copy_file(member(local_dir, rel), dest / rel)
         return {}
     client = client or s3_client(settings)
     tags = {}
     for rel in files:
-        tags[rel] = upload_file(client, local_dir / rel, join_uri(uri, rel))
+        tags[rel] = upload_file(client, member(local_dir, rel), join_uri(uri, rel))
     tags[MANIFEST] = upload_file(client, local_dir / MANIFEST, join_uri(uri, MANIFEST))
     log.info("storage: published %d files to %s", len(files) + 1, uri)
     return tags
@@ -204,6 +229,7 @@ def fetch_dir(uri: str, local_dir: str | os.PathLike[str], settings: S3Settings 
     staging = local_dir / f".{MANIFEST}.fetch"
     download_file(client, join_uri(uri, MANIFEST), staging)
     manifest = json.loads(staging.read_text())
+    listed_files(manifest, join_uri(uri, MANIFEST))  # every path inside the artifact, before any download
     for rel, digest in sorted((r, o["sha256"]) for r, o in manifest.get("outputs", {}).items()):
         target = local_dir / rel
         if not (target.is_file() and sha256_file(target) == digest):

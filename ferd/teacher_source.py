@@ -73,13 +73,16 @@ def obtain_teacher(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) 
 
     A teacher already in ``out_dir`` is reused (after its sha256 is verified) only when its card was made
     from the same teacher parameters (``teacher`` fingerprint: the source, the teacher group, the dataset,
-    ε and the seed); a download is verified against ``teacher.sha256`` and not kept.
+    ε and the seed) and ``teacher.sha256`` pins nothing. A pinned teacher is checked against the source's
+    bytes every time it is used, never against a card: the source (a download kept under ``.download/``
+    once verified) is re-hashed against the pin and converted again, so a swapped copy with an edited
+    card is replaced, not used.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     card_path, ckpt = out_dir / CARD_NAME, out_dir / CHECKPOINT_NAME
     source = cfg.teacher.source
-    if card_path.is_file() and ckpt.is_file():
+    if card_path.is_file() and ckpt.is_file() and cfg.teacher.sha256 is None:
         card = json.loads(card_path.read_text())
         if card.get("params_sha256") == params_fingerprint(cfg, "teacher"):
             log.info("reusing teacher %s (sha256 %s)", ckpt, card["sha256"])
@@ -96,7 +99,8 @@ def obtain_teacher(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) 
         save_state_dict(model.state_dict(), ckpt, metadata={"arch": cfg.teacher.arch,
                                                             "num_classes": str(cfg.num_classes)})
         card = _card(cfg, ckpt, source, {"source_sha256": sha256_file(local)})
-        shutil.rmtree(out_dir / DOWNLOAD_DIR, ignore_errors=True)
+        if cfg.teacher.sha256 is None:  # a pinned download is kept: the next use re-hashes it, not the network
+            shutil.rmtree(out_dir / DOWNLOAD_DIR, ignore_errors=True)
     atomic_write_bytes(card_path, json.dumps(card, indent=2).encode())
     return model, card
 
@@ -149,8 +153,12 @@ def resolve_source(cfg: FerdConfig, out_dir: Path) -> Path | None:
     scheme = urllib.parse.urlparse(source).scheme
     downloads = out_dir / DOWNLOAD_DIR
     name = Path(urllib.parse.urlparse(source).path).name or "teacher.ckpt"
-    if scheme in ("http", "https"):
-        if cfg.teacher.sha256 is None and not cfg.teacher.allow_unverified_url:
+    cached = downloads / name
+    pin = cfg.teacher.sha256
+    if scheme in ("http", "https", "s3") and pin is not None and cached.is_file() and sha256_file(cached) == pin:
+        path = cached  # verified against the pin just now
+    elif scheme in ("http", "https"):
+        if pin is None and not cfg.teacher.allow_unverified_url:
             raise ValueError(f"teacher.sha256: required for a URL source ({source}); give the checkpoint's sha256 "
                              "(or set teacher.allow_unverified_url: true to accept any bytes)")
         path = _download_url(source, downloads / name)

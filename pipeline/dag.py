@@ -73,6 +73,14 @@ class RetrySettings(_Strict):
     backoff_max_duration: str = "3600s"
 
 
+class SigningSecret(_Strict):
+    """The Kubernetes secret holding the manifest signing key (``ferd.provenance``): its ``key`` becomes
+    ``$FERD_SIGNING_KEY`` in every stage, so each stage signs what it writes and refuses unsigned inputs."""
+
+    name: str
+    key: str = "FERD_SIGNING_KEY"
+
+
 class ClusterSettings(_Strict):
     pipeline_root: str
     gpu_stages: list[StageName]
@@ -81,6 +89,7 @@ class ClusterSettings(_Strict):
     s3_secret: SecretSettings
     retry: RetrySettings = RetrySettings()
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    signing_secret: SigningSecret | None = None
 
 
 def load_cluster(path: str | Path = DEFAULT_CLUSTER) -> ClusterSettings:
@@ -132,6 +141,9 @@ def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, nam
         kubernetes.use_secret_as_env(task, secret_name=s.name, secret_key_to_env=s.keys)
         if s.optional_keys:
             kubernetes.use_secret_as_env(task, secret_name=s.name, secret_key_to_env=s.optional_keys, optional=True)
+    if cluster.signing_secret is not None:
+        k = cluster.signing_secret
+        kubernetes.use_secret_as_env(task, secret_name=k.name, secret_key_to_env={k.key: "FERD_SIGNING_KEY"})
     return task
 
 

@@ -26,7 +26,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"FAIL {line}", file=sys.stderr)
     status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
     print(f"lineage verify {args.run}: {status}: {report.checked_artifacts} artifacts, "
-          f"{report.checked_files} files re-hashed")
+          f"{report.checked_files} files re-hashed; {report.authenticity}")
     return 0 if report.ok else 1
 
 

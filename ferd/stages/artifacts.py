@@ -35,7 +35,8 @@ from ..checkpoint import atomic_write_json as write_json
 from ..checkpoint import sha256_file
 from ..config import FerdConfig, load_config
 from ..fingerprint import params_fingerprint, scoped_params
-from ..provenance import SELF_KEY, code_version, environment, manifest_digest, seal, utc_now
+from ..storage import listed_files
+from ..provenance import SELF_KEY, authenticity_problem, code_version, environment, manifest_digest, seal, utc_now
 
 MANIFEST = "manifest.json"
 CLASS_WEIGHTS_FILE = "class_weights.json"
@@ -97,17 +98,24 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def _files(directory: Path) -> dict[str, dict[str, Any]]:
+    """Every regular file the stage wrote (hidden names aside: temporaries, ``.debug/``); a symbolic link
+    or a special file in the directory is refused, never followed into the manifest."""
     out = {}
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
-        if path.is_file() and rel != MANIFEST and not any(part.startswith(".") for part in rel.split("/")):
+        if rel == MANIFEST or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise ArtifactError(f"{path}: a symbolic link or special file in the output directory; a stage "
+                                "lists only the regular files it wrote")
+        if path.is_file():
             out[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return out
 
 
-def manifest_files(manifest: Mapping[str, Any]) -> dict[str, str]:
-    """``{relative path: sha256}`` of the files a manifest lists."""
-    return {rel: o["sha256"] for rel, o in manifest.get("outputs", {}).items()}
+def manifest_files(manifest: Mapping[str, Any], where: str | os.PathLike[str] = MANIFEST) -> dict[str, str]:
+    """``{relative path: sha256}`` of the files a manifest lists (each a path inside the artifact)."""
+    return {rel: manifest["outputs"][rel]["sha256"] for rel in listed_files(dict(manifest), where)}
 
 
 def _input_record(directory: Path, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -165,7 +173,9 @@ def read_manifest(directory: str | os.PathLike[str] | None, stage: str, cfg: Fer
         if manifest.get(SELF_KEY) != manifest_digest(manifest):
             raise ArtifactError(f"{what}: {path}: the manifest's checksum does not match its content (changed "
                                 "or corrupt)")
-        for rel, digest in manifest_files(manifest).items():
+        if (problem := authenticity_problem(manifest)) is not None:
+            raise ArtifactError(f"{what}: {path}: {problem}")
+        for rel, digest in manifest_files(manifest, path).items():
             f = directory / rel
             if not f.is_file():
                 raise ArtifactError(f"{what}: {f} is listed in the manifest but missing")

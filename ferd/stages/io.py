@@ -27,7 +27,8 @@ from typing import Any
 
 from ..config import FerdConfig
 from ..provenance import seal
-from ..storage import MANIFEST, S3Settings, StorageError, abort_incomplete_uploads, fetch_dir, head, is_s3, join_uri, s3_client, upload_file
+from ..storage import (MANIFEST, S3Settings, StorageError, abort_incomplete_uploads, fetch_dir, head, is_s3, join_uri,
+                       listed_files, member, s3_client, upload_file)
 from .artifacts import write_json
 
 
@@ -97,9 +98,9 @@ class StageIO:
             return str(local_dir)
         manifest["uri"] = uri
         abort_incomplete_uploads(self.client, uri)
-        for rel in sorted(manifest.get("outputs", {})):
+        for rel in listed_files(manifest, mpath):
             manifest["outputs"][rel].update({"uri": join_uri(uri, rel),
-                                             **upload_file(self.client, local_dir / rel, join_uri(uri, rel))})
+                                             **upload_file(self.client, member(local_dir, rel), join_uri(uri, rel))})
         write_json(mpath, seal(manifest))
         upload_file(self.client, mpath, join_uri(uri, MANIFEST))  # last: the artifact is complete
         return uri
