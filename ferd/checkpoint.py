@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,7 +145,9 @@ def verify_sha256(path: PathLike, sha256: str) -> None:
 
 def _torch_load(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # The restricted unpickler stops at the first global, call or opcode outside its
         # allow-list, before anything runs: code, non-tensor objects, or garbage bytes.

@@ -360,8 +360,8 @@ def parse_config(data: dict[str, Any]) -> FerdConfig:
     try:
         return FerdConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
-        raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+        lines = [_describe(e) for e in exc.errors()[:10]]
+        raise ConfigError("invalid parameters: " + "; ".join(lines)) from None
 
 
 def _set_override(data: dict[str, Any], assignment: str) -> None:
@@ -384,7 +384,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"params file not found: {path}")
-        data = load_yaml(path.read_text(), str(path))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text; expected a YAML mapping of parameter groups") from None
+        data = load_yaml(text, str(path))
         if data is None:
             raise ConfigError(f"{path}: empty; expected a mapping of parameter groups ({{}} for all defaults)")
         if not isinstance(data, dict):

@@ -284,8 +284,29 @@ def load_checkpoint(state: RunState, out: PathLike) -> bool:
             for path in stale.values():
                 shutil.rmtree(path.parent)
         return False
+    next_round = verify_checkpoint(out, cfg, record)
+    for r, path in _pool_shards(out / "pool").items():
+        if r >= next_round:
+            log.warning("pool: removing round %d under %s, written after the last checkpoint", r, out / "pool")
+            shutil.rmtree(path.parent)
     d = checkpoint_dir(out)
-    assert d is not None
+    load_generation(state, d)
+    load_distillation(state, d)
+    load_history(state, d)
+    state.pool = FaePool.load(out / "pool")
+    state.next_round = next_round
+    return True
+
+
+def verify_checkpoint(out: PathLike, cfg: FerdConfig, record: dict | None = None) -> int:
+    """Check ``<out>``'s checkpoint against the parameters (fingerprint, next round in range) and the
+    sha256 of every file and pool shard it names, without loading it; returns its next round. Cheap:
+    an entry point calls it before any work (:func:`ferd.run.run`)."""
+    out = Path(out)
+    record = record if record is not None else read_round_record(out)
+    d = checkpoint_dir(out)
+    if record is None or d is None:
+        raise StateError(f"{out}: no checkpoint")
     if record.get("params_fingerprint") != params_fingerprint(cfg, "distillation"):
         raise StateError(f"{d}: written by a run with other parameters; resume with the same parameters, "
                          "or use a fresh output directory")
@@ -294,8 +315,10 @@ def load_checkpoint(state: RunState, out: PathLike) -> bool:
         raise StateError(f"{d / ROUND_FILE}: next_round must be an integer in [1, {cfg.num_rounds}], "
                          f"got {str(next_round)[:40]}")
     files = record.get("files") or {}
-    shards = _pool_shards(out / "pool")
-    pool = {int(k): v for k, v in (record.get("pool") or {}).items()}
+    try:
+        pool = {int(k): v for k, v in (record.get("pool") or {}).items()}
+    except (TypeError, ValueError, AttributeError):
+        raise StateError(f"{d / ROUND_FILE}: pool must map rounds to sha256") from None
     if sorted(pool) != list(range(next_round)):
         raise StateError(f"{d / ROUND_FILE}: names pool rounds {sorted(pool)[:8]}, expected 0..{next_round - 1}")
     for path, digest in [*((d / n, h) for n, h in files.items()), *((out / "pool" / f"round={r}" / "part-0.parquet", h)
@@ -304,13 +327,6 @@ def load_checkpoint(state: RunState, out: PathLike) -> bool:
             raise StateError(f"{d / ROUND_FILE}: names a file outside the checkpoint: {str(path)[:200]}")
         if not Path(path).is_file() or sha256_file(path) != digest:
             raise StateError(f"{path}: missing or changed since the checkpoint (sha256 differs)")
-    for r, path in shards.items():
-        if r >= next_round:
-            log.warning("pool: removing round %d under %s, written after the last checkpoint", r, out / "pool")
-            shutil.rmtree(path.parent)
-    load_generation(state, d)
-    load_distillation(state, d)
-    load_history(state, d)
-    state.pool = FaePool.load(out / "pool")
-    state.next_round = next_round
-    return True
+    for name in (GENERATOR_FILE, REWEIGHT_FILE, TRAINER_FILE):  # readable tensor files (small)
+        load_tensors(d / name)
+    return next_round

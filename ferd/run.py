@@ -23,6 +23,7 @@ lock (:mod:`ferd.run_dir`).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from .checkpoint import atomic_write_json, save_state_dict
 from .compute import set_memory_format
 from .config import FerdConfig
 from .evaluation.quick import quick_evaluation
-from .round_state import class_weights
+from .round_state import class_weights, read_round_record, verify_checkpoint
 from .run_dir import check_run_dir, owned, write_result
 from .teacher_source import obtain_teacher
 
@@ -45,10 +46,14 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
     ``evaluate_teacher`` is false, e.g. in a comparison that evaluates its shared teacher once)."""
     out = Path(out_dir)
     with owned(out):
-        check_run_dir(out, cfg)  # refuses another run's directory before anything is written
+        # before anything is written: another run's directory is refused, a checkpoint of this one checked
+        if check_run_dir(out, cfg) == "resume" and read_round_record(out) is not None:
+            verify_checkpoint(out, cfg)
         out.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        atomic_write_json(out / "params.json", cfg.model_dump(mode="json"))
+        params = out / "params.json"
+        if not params.is_file() or json.loads(params.read_text()) != cfg.model_dump(mode="json"):
+            atomic_write_json(params, cfg.model_dump(mode="json"))
         teacher, card = obtain_teacher(cfg, out / "teacher", progress=progress)
         teacher.to(cfg.device)
         state = run_algorithm1(teacher, cfg, checkpoint_dir=out, progress=progress)

@@ -228,7 +228,13 @@ def fetch_dir(uri: str, local_dir: str | os.PathLike[str], settings: S3Settings 
     client = client or s3_client(settings)
     staging = local_dir / f".{MANIFEST}.fetch"
     download_file(client, join_uri(uri, MANIFEST), staging)
-    manifest = json.loads(staging.read_text())
+    try:
+        manifest = json.loads(staging.read_bytes())
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        staging.unlink(missing_ok=True)
+        raise ValueError(f"{join_uri(uri, MANIFEST)}: not a ferd manifest (expected a JSON object)")
     listed_files(manifest, join_uri(uri, MANIFEST))  # every path inside the artifact, before any download
     for rel, digest in sorted((r, o["sha256"]) for r, o in manifest.get("outputs", {}).items()):
         target = local_dir / rel

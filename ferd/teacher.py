@@ -35,7 +35,7 @@ def _classifier_name(model: nn.Module) -> str:
     return names[-1]
 
 
-def _listing(keys: list[str], limit: int = 20) -> str:
+def _listing(keys: list[str], limit: int = 4) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
 

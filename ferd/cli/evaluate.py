@@ -111,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
     info = dataset_info(args.dataset)
     num_classes = args.num_classes or info.num_classes
     class_names = list(info.class_names) if len(info.class_names) == num_classes else None
+    models = {"teacher": load_model(args.teacher, args.teacher_arch, num_classes)}  # small files first
+    if args.student is not None:
+        models["student"] = load_model(args.student, args.student_arch, num_classes)
     x, y = load_split(args.dataset, args.split, root=args.data_root)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if args.n_examples is not None and args.n_examples < len(y):
         idx = torch.from_numpy(stratified_subset(y, args.n_examples, seed=args.seed))
         x, y = x[idx].contiguous(), y[idx]
-    models = {"teacher": load_model(args.teacher, args.teacher_arch, num_classes)}
-    if args.student is not None:
-        models["student"] = load_model(args.student, args.student_arch, num_classes)
     t0 = time.perf_counter()
     result = evaluate_models(models, x, y, num_classes=num_classes, attacks=args.attacks, eps=args.eps,
                              batch_size=args.batch_size, seed=args.seed, device=args.device,

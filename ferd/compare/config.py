@@ -99,7 +99,7 @@ def load_compare(preset: str | Path) -> CompareConfig:
     except ValidationError as exc:
         lines = [f"{'.'.join(map(str, e['loc']))[:200]}: {e['msg'].removeprefix('Value error, ')[:300]}"
                  for e in exc.errors()]
-        raise ConfigError(f"{path}: invalid comparison preset:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(f"{path}: invalid comparison preset: " + "; ".join(lines[:10])) from None
     for arm in arms(cc):
         run_config(cc, arm)  # refuses a bad override now, not an hour in
     return cc

@@ -159,7 +159,12 @@ def read_manifest(directory: str | os.PathLike[str] | None, stage: str, cfg: Fer
     path = directory / MANIFEST
     if not path.is_file():
         raise ArtifactError(f"{what}: {directory} is not a ferd {stage} artifact (no {MANIFEST})")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError as exc:  # not JSON, not UTF-8
+        raise ArtifactError(f"{what}: {path}: not a JSON manifest ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{what}: {path}: not a manifest (a JSON {type(manifest).__name__}, expected an object)")
     if manifest.get("stage") != stage:
         raise ArtifactError(f"{what}: {directory} holds a {manifest.get('stage')!r} artifact, expected {stage!r}")
     if round_index is not None and manifest.get("round") != round_index:
