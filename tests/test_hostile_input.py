@@ -149,6 +149,10 @@ def _cases(d: Path, s3_endpoint: str) -> list[dict]:
         ("manifest: a JSON list", stage_syn(_garbage_manifest(d / "m2", b"[1, 2]")), 2, "manifest.json"),
         ("manifest: a path outside the artifact", stage_syn(_escaping_manifest(teacher_dir, d / "m3")), 2,
          "not a path inside the artifact"),
+        ("--out: a 5000-character path", ["run", "--params", str(params), "--out", str(d / ("x" * 5000))], 2,
+         "File name too long"),
+        ("--out: below a file", ["run", "--params", str(params), "--out", str(teacher_file / "sub")], 2,
+         "cnn4.safetensors"),
         ("S3: a garbage manifest object", [*stage_syn("s3://ferd/garbage"), *s3], 2, "s3://ferd/garbage"),
         ("S3: no such artifact", [*stage_syn("s3://ferd/absent"), *s3], 4, "s3://ferd/absent"),
     ]

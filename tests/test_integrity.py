@@ -380,3 +380,17 @@ def test_a_pinned_teacher_is_checked_against_its_source_bytes_not_its_card(tmp_p
         obtain_teacher(cfg, out, progress=False)
     record("pinned teacher swapped in the run directory", "other weights + edited card", restored, 0)
     assert restored
+
+
+def test_stage_out_may_be_an_s3_uri(s3, tmp_path, monkeypatch, capsys):
+    """``ferd stage … --out s3://…`` publishes to the bucket (it was once read as a local path ``s3:/…``)."""
+    monkeypatch.setenv("FERD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["stage", "teacher-fetch", "--params", str(CI), "--no-progress", "--threads", "1",
+                 "-S", f"storage.endpoint_url={s3.endpoint}", "--out", "s3://ferd/direct/teacher"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    keys = s3.keys("ferd", "direct/teacher/")
+    ok = summary["uri"] == "s3://ferd/direct/teacher" and "direct/teacher/manifest.json" in keys
+    ok = ok and not (tmp_path / "s3:").exists()
+    record("`ferd stage --out s3://…`", "teacher-fetch straight to the bucket", ok, 0)
+    assert ok, (summary, keys)

@@ -8,6 +8,7 @@ parser it adds sets ``func`` (called with the parsed args, returns an exit code)
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -27,6 +28,8 @@ COMMAND_MODULES = (
 )
 
 
+BAD_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EEXIST,
+                             errno.EINVAL, errno.ENOENT, errno.EROFS, errno.ELOOP})
 CREDENTIAL_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiobotocore", "s3fs")
 
 
@@ -59,4 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as exc:  # the store stayed unreachable through the bounded retries
         print(f"ferd {args.command}: storage error: {exc}", file=sys.stderr)
         return 4
+    except OSError as exc:  # a path the system refuses (too long, a file where a folder is needed, no access)
+        if exc.errno not in BAD_PATH_ERRNOS:
+            raise
+        where = str(exc.filename)[:120] + ("…" if len(str(exc.filename)) > 120 else "")
+        print(f"ferd {args.command}: error: {where}: {exc.strerror}", file=sys.stderr)
+        return 2
 
