@@ -2,10 +2,22 @@
 
 A round covers a contiguous range of epochs: first the generation stage of each of its
 epochs (against the student as it was at the start of the round), then the distillation
-stage of each of its epochs. With ``rounds = epochs`` (the default) every round is one
-epoch and this is exactly Algorithm 1; with fewer rounds the same code is what the
-stage-split DAG runs, one synthesis / pool / distillation triple per round, so a
-stage-split run and a single-process run with the same parameters are bit-identical.
+stage of each of its epochs. The same code is what the stage-split DAG runs, one
+synthesis / pool / distillation triple per round, so a stage-split run and a single-process
+run with the same parameters are bit-identical.
+
+With ``rounds = epochs`` every round is one epoch and this is exactly Algorithm 1. A round of
+k > 1 epochs changes exactly two things, and nothing else (every random stream is still drawn
+per epoch, and p's update, Eq. 1-3 on the teacher, does not involve the student):
+
+* **the student that L_adv sees** (Eq. 7, and the student terms of the baselines'
+  generator losses): generation epoch e of the round is optimised against the student as it was
+  at the round's start, up to k − 1 epochs of distillation older than Algorithm 1's;
+* **the pool distillation epoch e samples from** (line 14): it already holds the FAEs of the
+  round's later epochs e+1 … (up to k − 1 epochs' worth that Algorithm 1 would add later).
+
+The paper presets use 22 rounds of 10 epochs (a DAG of 68 tasks instead of 662); the README's
+"Rounds" section measures what rounds of several epochs cost on the embedded default.
 
 Every random number comes from a generator derived from (seed, stream, epoch)
 (:mod:`ferd.rng`), so the state that crosses a round boundary is small:

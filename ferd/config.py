@@ -277,7 +277,8 @@ class FerdConfig(_Strict):
                          "teacher and to evaluate")
     data_root: str | None = None
     epochs: int = Field(220, ge=1, le=MAX_EPOCHS, description="T of Algorithm 1 (paper 220)")
-    rounds: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="rounds of synthesis → pool → distillation the epochs "
+    rounds: int | None = Field(None, ge=1, le=MAX_EPOCHS,
+                               description="rounds of synthesis → pool → distillation the epochs "
                                "are grouped in (None = epochs: exactly Algorithm 1)")
     checkpoint_every: int = Field(1, ge=1, description="rounds between resumable checkpoints")
     threat: ThreatConfig = ThreatConfig()

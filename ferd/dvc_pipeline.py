@@ -31,8 +31,18 @@ HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd para
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled. `dvc dag` draws it.\n")
 
 
-def _cmd(stage: str, *args: str) -> str:
-    return " ".join(["ferd stage", stage, "--params params.yaml", *args, "--no-progress"])
+def _cmd(stage: str, rounds: int, *args: str) -> str:
+    """``--graph-rounds``: the rounds this file unrolls; a stage refuses parameters that give another number
+    (``dvc exp run -S rounds=…``) at once, with the command that regenerates the file."""
+    return " ".join(["ferd stage", stage, "--params params.yaml", f"--graph-rounds {rounds}", *args, "--no-progress"])
+
+
+def _local_file(source: str | None) -> str | None:
+    """A local path the stage reads (a teacher checkpoint, the dataset), as a DVC dependency; None for
+    ``train:…``, URLs, ``s3://`` and RobustBench names (fetched and pinned by ``teacher.sha256``)."""
+    if not source or ":" in source.split("/", 1)[0]:
+        return None
+    return source
 
 
 def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
@@ -44,9 +54,15 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
     for t in tasks:
         args = [f"--round {t.round}"] if t.round is not None else []
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
-        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, *args, f"--out {dirs[t.id]}")}
-        if t.inputs:
-            entry["deps"] = [dirs[producer] for _, producer in t.inputs]
+        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg.num_rounds, *args, f"--out {dirs[t.id]}")}
+        deps = [dirs[producer] for _, producer in t.inputs]
+        if t.stage.name == "teacher-fetch":  # replacing the checkpoint file reruns the teacher stage
+            deps += [d for d in (_local_file(cfg.teacher.source),) if d]
+        trains = t.stage.name == "teacher-fetch" and cfg.teacher.source.startswith("train:")
+        if t.stage.name == "evaluation" or trains:
+            deps += [d for d in (_local_file(cfg.data_root),) if d]  # the test (and training) data
+        if deps:
+            entry["deps"] = deps
         stages[t.id] = {**entry, "params": list(SCOPES[t.stage.scope]), "outs": [dirs[t.id]]}
     return stages
 

@@ -79,6 +79,41 @@ def test_repro_metrics_noop_and_selective_rerun(project):
     assert set(rerun) == set(first) - {"teacher-fetch"}
     # an evaluation parameter: only the evaluation
     assert _ran(_run([dvc, "exp", "run", "-S", "evaluation.n_examples=40"], repo, env)) == ["evaluation"]
+    # another number of rounds needs another dvc.yaml: refused at the first stage, with the fix (issue 18)
+    out = _run([dvc, "exp", "run", "-S", "rounds=1"], repo, env, ok=False)
+    assert _ran(out) == ["synthesis-r0"] and "regenerate it with `ferd params dvc-yaml`" in out
+
+
+def test_replacing_a_local_teacher_file_reruns_the_teacher_stage(tmp_path):
+    """Issue 18: the teacher checkpoint (when a local file) is a dependency of the teacher stage."""
+    import torch
+
+    from ferd.checkpoint import save_state_dict
+    from ferd.models import create_model
+
+    repo = tmp_path / "project"
+    (repo / "teachers").mkdir(parents=True)
+    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+
+    def teacher(seed: int) -> None:
+        torch.manual_seed(seed)
+        save_state_dict(create_model("cnn-4", num_classes=10).state_dict(), repo / "teachers" / "t.safetensors")
+
+    teacher(0)
+    _run(["git", "init", "-q"], repo, env)
+    _run([str(BIN / "ferd"), "params", "use", str(ROOT / "params" / "ci.yaml"), "-S",
+          "teacher.source=teachers/t.safetensors", "-S", "teacher.arch=cnn-4"], repo, env)
+    dvc = str(BIN / "dvc")
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert "teachers/t.safetensors" in stages["teacher-fetch"]["deps"]
+    assert _ran(_run([dvc, "repro", "teacher-fetch"], repo, env)) == ["teacher-fetch"]
+    assert "teacher-fetch" not in _run([dvc, "status", "teacher-fetch"], repo, env)
+    teacher(1)
+    status = _run([dvc, "status", "teacher-fetch"], repo, env)
+    assert "teacher-fetch" in status and "modified:" in status and "t.safetensors" in status
 
 
 def test_push_pull_through_an_s3_remote_then_verify(project, s3):

@@ -93,7 +93,8 @@ def _cases(d: Path, s3_endpoint: str) -> list[dict]:
     pool0.write_bytes(parquet(_shard(torch.rand(4, 3, 32, 32))))
     (ckpt / "checkpoint" / "round.json").write_text(json.dumps({
         "next_round": 1, "params_fingerprint": params_fingerprint(cfg, "distillation"),
-        "files": {"generator.pt": sha256_file(ckpt / "checkpoint" / "generator.pt")}, "pool": {"0": sha256_file(pool0)}}))
+        "files": {"generator.pt": sha256_file(ckpt / "checkpoint" / "generator.pt")},
+        "pool": {"0": sha256_file(pool0)}}))
     bad_record = d / "resume2"
     (bad_record / "checkpoint").mkdir(parents=True)
     (bad_record / "params.json").write_text(json.dumps(cfg.model_dump(mode="json")))
@@ -103,7 +104,8 @@ def _cases(d: Path, s3_endpoint: str) -> list[dict]:
     cases = [
         ("params: YAML alias bomb", ["run", "--params", str(f("bomb.yaml", BOMB.encode())), "--out", str(d / "o")],
          2, "aliases (*name) are not allowed"),
-        ("params: empty file", ["run", "--params", str(f("empty.yaml", b"")), "--out", str(d / "o")], 2, "empty.yaml: empty"),
+        ("params: empty file", ["run", "--params", str(f("empty.yaml", b"")), "--out", str(d / "o")], 2,
+         "empty.yaml: empty"),
         ("params: a list", ["run", "--params", str(f("list.yaml", b"- 1\n")), "--out", str(d / "o")], 2,
          "list.yaml: expected a mapping"),
         ("params: invalid YAML", ["run", "--params", str(f("bad.yaml", b"a: [1,\n")), "--out", str(d / "o")], 2,

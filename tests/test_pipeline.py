@@ -195,3 +195,23 @@ def test_compile_in_process_equals_the_cli(tmp_path, ci_package):
         pytest.skip("FERD_IMAGE is set in this environment")
     out = compile_pipeline(tmp_path / "p.yaml", CI)
     assert _normalise(out.read_text()) == _normalise(ci_package.read_text())
+
+
+PRESETS = sorted(p for p in (Path(__file__).resolve().parents[1] / "params").glob("*.yaml")
+                 if not p.name.startswith("compare-"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_states_its_rounds_and_compiles_under_one_mib(preset, tmp_path):
+    """Issue 18: Argo/etcd accept a workflow object of about 1.5 MiB; every preset compiles well under
+    1 MiB, with 3 tasks a round plus teacher fetch and evaluation, and dvc.yaml stays ≤ 100 stages."""
+    from ferd.config import load_config
+    from ferd.dvc_pipeline import dvc_stages
+
+    assert "rounds" in yaml.safe_load(preset.read_text()), f"{preset.name}: state `rounds` explicitly"
+    cfg = load_config(preset)
+    out = compile_pipeline(tmp_path / "p.yaml", preset)
+    text = Path(out).read_text()
+    assert len(text.encode()) < 1 << 20, f"{preset.name}: {len(text.encode())} bytes"
+    assert text.count("taskInfo:") == 3 * cfg.num_rounds + 2
+    assert len(dvc_stages(cfg)) == 3 * cfg.num_rounds + 2 <= 100

@@ -28,6 +28,10 @@ def _config(args: argparse.Namespace):
 
     cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
     require_device(cfg.device)
+    if args.graph_rounds is not None and args.graph_rounds != cfg.num_rounds:
+        raise ValueError(f"rounds: the stage graph (dvc.yaml) unrolls {args.graph_rounds} rounds but these parameters "
+                         f"give {cfg.num_rounds} (rounds: {cfg.rounds}, epochs: {cfg.epochs}); regenerate it with "
+                         "`ferd params dvc-yaml` and run again")
     if args.threads:
         import torch
 
@@ -74,6 +78,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="override `device` for this stage (cpu, cuda, cuda:N)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--graph-rounds", type=int, default=None, metavar="R",
+                   help="the rounds the calling graph unrolls (dvc.yaml): refuse parameters that give another number")
 
 
 def _round(p: argparse.ArgumentParser) -> None:

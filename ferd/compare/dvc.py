@@ -48,4 +48,16 @@ def write_dvc_yaml(cc: CompareConfig, preset: str | Path, folder: str | Path) ->
     text = HEADER.format(preset=preset, folder=folder.as_posix()) + yaml.safe_dump(
         compare_stages(cc, preset, folder), sort_keys=False, width=120)
     (folder / "dvc.yaml").write_text(text)
+    own_project(folder)
     return folder / "dvc.yaml"
+
+
+def own_project(folder: Path) -> None:
+    """Make ``folder`` a DVC project of its own (what ``dvc init --subdir`` writes), so a comparison
+    inside another project's tree neither shows in nor breaks that project's ``dvc metrics``/``plots``."""
+    dvc = folder / ".dvc"
+    dvc.mkdir(exist_ok=True)
+    if not (dvc / "config").is_file():
+        (dvc / "config").write_text("[core]\n    analytics = false\n")
+    if not (dvc / ".gitignore").is_file():
+        (dvc / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
