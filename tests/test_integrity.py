@@ -394,3 +394,25 @@ def test_stage_out_may_be_an_s3_uri(s3, tmp_path, monkeypatch, capsys):
     ok = ok and not (tmp_path / "s3:").exists()
     record("`ferd stage --out s3://…`", "teacher-fetch straight to the bucket", ok, 0)
     assert ok, (summary, keys)
+
+
+def test_a_stage_refuses_an_output_directory_holding_another_runs_files(tmp_path, capsys):
+    """``ferd stage … --out D``: D may be empty, or hold this very task's artifact (rerun in place); another
+    run's artifact or foreign files are refused before the stage writes anything (issue 19)."""
+    common = ["--params", str(CI), "--no-progress", "--threads", "1"]
+    a = tmp_path / "teacher"
+    assert main(["stage", "teacher-fetch", *common, "--out", str(a)]) == 0
+    assert not (a / ".ferd-task.json").exists()
+    assert main(["stage", "teacher-fetch", *common, "--out", str(a)]) == 0  # the same task: in place
+    before = tree(a)
+    capsys.readouterr()
+    assert main(["stage", "teacher-fetch", *common, "-S", "seed=1", "--out", str(a)]) == 2
+    other = "holds a teacher artifact (round None) made with other parameters" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("someone's notes")
+    assert main(["stage", "teacher-fetch", *common, "--out", str(foreign)]) == 2
+    files = "holds files that are no ferd artifact" in capsys.readouterr().err
+    ok = other and files and tree(a) == before and tree(foreign) == {"notes.txt": sha256_file(foreign / "notes.txt")}
+    record("`ferd stage` into another run's directory", "another seed's teacher; a foreign file", ok, 0)
+    assert ok

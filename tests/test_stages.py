@@ -235,7 +235,9 @@ def test_teacher_fetch_from_a_url_needs_and_checks_the_sha256(cfg, split, tmp_pa
     from ferd.fingerprint import params_fingerprint
 
     assert a.card["params_sha256"] == params_fingerprint(c, "teacher")
-    assert not (tmp_path / "c" / ".download" / "t.safetensors").exists()  # the download is not kept
+    # the verified download is kept, hidden, for the next use to re-hash against the pin (not part of the artifact)
+    assert (tmp_path / "c" / ".download" / "t.safetensors").is_file()
+    assert ".download/t.safetensors" not in json.loads((tmp_path / "c" / "manifest.json").read_text())["outputs"]
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["source"] == c.teacher.source
     # the same source behind `ferd run` and `ferd compare` (one teacher source for every entry point)
     from ferd.teacher_source import obtain_teacher

@@ -26,6 +26,7 @@ artifact is checked (stage, round, parameter fingerprint, sha256 of each file) b
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,8 @@ from pathlib import Path
 from ..config import FerdConfig
 from .. import graph
 from ..graph import Stage, unroll
-from .artifacts import ArtifactError, config_from_text, params_fingerprint
+from ..checkpoint import atomic_write_json
+from .artifacts import MANIFEST, ArtifactError, config_from_text, params_fingerprint
 from .distillation import DistillationArtifact, distillation
 from .evaluation import EvaluationArtifact, evaluation
 from .pool_store import PoolArtifact, pool_store
@@ -57,8 +59,45 @@ def run_task(cfg: FerdConfig, stage: str, round_index: int | None, inputs: dict[
         raise ValueError(f"stage: expected one of {list(graph.BY_NAME)}, got {stage!r}")
     st = graph.BY_NAME[stage]
     per_round = {"round_index": round_index} if st.per_round else {}
-    return stage_function(st)(cfg, out_dir, **per_round, **{i.flag: inputs.get(i.flag) for i in st.inputs},
-                              progress=progress)
+    claimed = claim_output(cfg, st, round_index, out_dir, inputs.get("previous"))
+    artifact = stage_function(st)(cfg, out_dir, **per_round, **{i.flag: inputs.get(i.flag) for i in st.inputs},
+                                  progress=progress)
+    if claimed is not None:
+        claimed.unlink(missing_ok=True)
+    return artifact
+
+
+TASK_MARKER = ".ferd-task.json"  # hidden: never listed in a manifest
+
+
+def claim_output(cfg: FerdConfig, st: Stage, round_index: int | None, out_dir: PathLike,
+                 previous: PathLike | None = None) -> Path | None:
+    """Decide, before the stage writes anything, whether ``out_dir`` may receive this task's artifact: it
+    is empty, or it holds this very task's artifact or its interrupted attempt (same stage, round and
+    parameter fingerprint: rerun in place); anything else is another run's and is refused. Leaves a hidden
+    marker naming the task (removed when the stage has finished) and returns its path; None for the pool
+    kept in place (``--previous`` = ``--out``), which manages its own rounds."""
+    out = Path(out_dir)
+    if previous is not None and out.exists() and Path(previous).resolve() == out.resolve():
+        return None
+    mine = {"stage": st.scope, "round": round_index, "params_fingerprint": params_fingerprint(cfg, st.scope)}
+    visible = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+    if visible:
+        found = {}
+        for name in (MANIFEST, TASK_MARKER):
+            try:
+                found = json.loads((out / name).read_text())
+                break
+            except (OSError, ValueError):
+                continue
+        if not isinstance(found, dict) or {k: found.get(k) for k in mine} != mine:
+            what = (f"a {found.get('stage')} artifact (round {found.get('round')}) made with other parameters"
+                    if isinstance(found, dict) and found.get("stage") else "files that are no ferd artifact")
+            raise ArtifactError(f"out: {out} holds {what}; use an empty directory for this {st.name} stage")
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / TASK_MARKER
+    atomic_write_json(marker, mine)
+    return marker
 
 
 def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bool = True,
