@@ -81,6 +81,17 @@ class SigningSecret(_Strict):
     key: str = "FERD_SIGNING_KEY"
 
 
+class Resources(_Strict):
+    """A task's CPU / memory requests and limits (Kubernetes quantities: ``"4"``, ``"500m"``, ``"16G"``) and
+    its time limit (``activeDeadlineSeconds``: a hung task fails, and retries, instead of holding a node)."""
+
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    timeout_s: int | None = Field(None, ge=60)
+
+
 class ClusterSettings(_Strict):
     pipeline_root: str
     gpu_stages: list[StageName]
@@ -90,6 +101,10 @@ class ClusterSettings(_Strict):
     retry: RetrySettings = RetrySettings()
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     signing_secret: SigningSecret | None = None
+    resources: dict[StageName, Resources] = {}
+    image_pull_secrets: list[str] = []
+    cache_remote_teacher: bool = Field(False, description="cache teacher_fetch when the teacher is a URL, s3:// or "
+                                       "RobustBench source (off: a changed remote teacher is fetched again)")
 
 
 def load_cluster(path: str | Path = DEFAULT_CLUSTER) -> ClusterSettings:
@@ -144,7 +159,22 @@ def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, nam
     if cluster.signing_secret is not None:
         k = cluster.signing_secret
         kubernetes.use_secret_as_env(task, secret_name=k.name, secret_key_to_env={k.key: "FERD_SIGNING_KEY"})
+    res = cluster.resources.get(stage)
+    if res is not None:
+        for value, setter in ((res.cpu_request, task.set_cpu_request), (res.cpu_limit, task.set_cpu_limit),
+                              (res.memory_request, task.set_memory_request), (res.memory_limit, task.set_memory_limit)):
+            if value is not None:
+                setter(value)
+        if res.timeout_s is not None:
+            kubernetes.set_timeout(task, res.timeout_s)
+    if cluster.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, cluster.image_pull_secrets)
     return task
+
+
+def remote_teacher(source: str) -> bool:
+    """A teacher fetched from elsewhere (URL, ``s3://``, RobustBench): the task's cache key cannot see a change."""
+    return source.startswith(("http://", "https://", "s3://", "robustbench:"))
 
 
 class Outputs(NamedTuple):
@@ -158,6 +188,8 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
     """The pipeline (a kfp graph component) for the parameter file ``params`` on ``cluster``."""
     cluster = cluster or load_cluster()
     default_yaml, rounds = params_text(params)
+    uncached = set() if cluster.cache_remote_teacher or not remote_teacher(load_config(params).teacher.source) \
+        else {"teacher-fetch"}
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=cluster.pipeline_root,
                   description=f"FERD (fairness-enhanced data-free adversarial robustness distillation): teacher "
@@ -176,6 +208,8 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
                 kwargs[inp.kfp] = produced[producer].outputs[BY_NAME[inp.stage].output]
             produced[t.id] = _configure(COMPONENT_FUNCTIONS[t.stage.component](**kwargs), t.stage.component, cluster,
                                         t.title)
+            if t.id in uncached:
+                produced[t.id].set_caching_options(False)
         ev, last = produced["evaluation"], f"-r{rounds - 1}"
         return Outputs(metrics=ev.outputs["metrics"], report=ev.outputs["report"],
                        student=produced["distillation" + last].outputs["student"],

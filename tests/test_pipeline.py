@@ -215,3 +215,47 @@ def test_every_preset_states_its_rounds_and_compiles_under_one_mib(preset, tmp_p
     assert len(text.encode()) < 1 << 20, f"{preset.name}: {len(text.encode())} bytes"
     assert text.count("taskInfo:") == 3 * cfg.num_rounds + 2
     assert len(dvc_stages(cfg)) == 3 * cfg.num_rounds + 2 <= 100
+
+
+def test_every_task_has_its_resources_and_time_limit_from_cluster_yaml(docs):
+    """Issue 18: requests, limits and a time limit per stage, as pipeline/cluster.yaml says."""
+    cluster = load_cluster(DEFAULT_CLUSTER)
+    spec, k8s = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task, label in _executors(spec).items():
+        want = cluster.resources[_stage(task)]
+        res = spec["deploymentSpec"]["executors"][label]["container"]["resources"]
+        assert (res["resourceCpuRequest"], res["resourceCpuLimit"]) == (want.cpu_request, want.cpu_limit), task
+        assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == (want.memory_request,
+                                                                              want.memory_limit), task
+        assert int(k8s[label]["activeDeadlineSeconds"]) == want.timeout_s, task
+
+
+def test_a_remote_teacher_is_never_served_from_the_cache(tmp_path):
+    from pipeline.dag import compile_pipeline
+
+    params = tmp_path / "p.yaml"
+    data = yaml.safe_load(CI.read_text())
+    data["teacher"] = {**data.get("teacher", {}), "source": "https://example.org/t.safetensors",
+                       "sha256": "0" * 64, "arch": "cnn-4"}
+    params.write_text(yaml.safe_dump(data))
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "compiled.yaml", params).read_text()))
+    caching = {name: t.get("cachingOptions", {}).get("enableCache", False) for name, t in
+               spec["root"]["dag"]["tasks"].items()}
+    assert caching.pop("teacher-fetch") is False
+    local = next(yaml.safe_load_all(COMPILED.read_text()))["root"]["dag"]["tasks"]
+    assert local["teacher-fetch"]["cachingOptions"].get("enableCache") is True  # train:digits: cached
+
+
+def test_compile_pins_the_image_by_digest_or_refuses(tmp_path, capsys):
+    from ferd.cli import main
+
+    assert main(["pipeline", "compile", "--params", str(CI), "--image", "ghcr.io/ferd/ferd:latest",
+                 "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "--image: expected REF@sha256:" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+    ref = "ghcr.io/ferd/ferd@sha256:" + "ab" * 32
+    env = {k: v for k, v in ENV.items() if k != "FERD_IMAGE"}
+    subprocess.run([sys.executable, "-m", "ferd.cli", "pipeline", "compile", "--params", str(CI), "--image", ref,
+                    "--out", str(tmp_path / "p.yaml")], check=True, cwd=ROOT, env=env, capture_output=True)
+    images = {e["container"]["image"] for e in
+              next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))["deploymentSpec"]["executors"].values()}
+    assert images == {ref}

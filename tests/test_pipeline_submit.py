@@ -201,7 +201,16 @@ def test_schedule_sends_cron_concurrency_and_no_catchup(kfp_api, package, capsys
     assert job["no_catchup"] is True
     assert job["mode"] == "ENABLE"
     assert job["display_name"] == "ferd-weekdays" and job["experiment_id"] == "exp-1"
-    assert job["pipeline_spec"] == _expected_spec(package)
+    # a schedule recomputes by default (issue 18): every task's cache off, the rest of the package as compiled
+    expected = _expected_spec(package)
+    for task in expected["pipeline_spec"]["root"]["dag"]["tasks"].values():
+        task["cachingOptions"] = {}
+    got = job["pipeline_spec"]
+    assert all(t.get("cachingOptions", {}).get("enableCache") is not True
+               for t in got["pipeline_spec"]["root"]["dag"]["tasks"].values())
+    for task in got["pipeline_spec"]["root"]["dag"]["tasks"].values():
+        task["cachingOptions"] = {}
+    assert got == expected
     assert job["runtime_config"] == {"parameters": {"overrides": ["seed=5"]}}
 
 

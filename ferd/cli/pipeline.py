@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
 from ..params_io import load_yaml
@@ -67,8 +68,23 @@ def _run_local(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_DIGEST = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
+
+
+def _pin_image(image: str | None) -> None:
+    """``--image REF@sha256:<digest>``: every component runs exactly that image (a tag can move)."""
+    if image is None:
+        return
+    if not IMAGE_DIGEST.match(image):
+        raise ValueError(f"--image: expected REF@sha256:<64 hex digits> (an image pinned by digest), got {image[:80]!r}")
+    from components import IMAGE_ENV
+
+    os.environ[IMAGE_ENV] = image  # read when the components are imported, just below
+
+
 def _compile(args: argparse.Namespace) -> int:
     repo_root()
+    _pin_image(args.image)
     from pipeline.dag import compile_pipeline
 
     path = compile_pipeline(args.out, args.params, args.cluster)
@@ -112,7 +128,8 @@ def _schedule(args: argparse.Namespace) -> int:
     res = schedule(_host(args), args.cron, args.package, arguments=arguments, job_name=args.name,
                    experiment=args.experiment, max_concurrency=args.max_concurrency, catchup=args.catchup,
                    enabled=not args.disabled, namespace=args.namespace, pipeline_root=args.pipeline_root,
-                   start_time=args.start_time, end_time=args.end_time, enable_caching=args.caching,
+                   start_time=args.start_time, end_time=args.end_time,
+                   enable_caching=False if args.caching is None else args.caching,  # a schedule recomputes
                    token=os.environ.get("KF_PIPELINES_TOKEN"))
     print(json.dumps({"recurring_run_id": res.id, "experiment_id": res.experiment_id}))
     return 0
@@ -131,7 +148,7 @@ def _remote(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", help="Kubernetes namespace (multi-user deployments)")
     p.add_argument("--pipeline-root", help="override the compiled pipeline_root (e.g. s3://bucket/prefix)")
     p.add_argument("--caching", action=argparse.BooleanOptionalAction, default=None,
-                   help="force task caching on/off (default: as compiled)")
+                   help="force task caching on/off (default: as compiled for a run, off for a schedule)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -152,6 +169,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster", type=Path, default=Path("pipeline/cluster.yaml"),
                    help="pipeline root, GPU node selection, S3 secret, retries")
     p.add_argument("--out", type=Path, default=Path("pipeline/ferd_pipeline.yaml"), help="output YAML")
+    p.add_argument("--image", help="the image every task runs, pinned by digest: REF@sha256:… (default: "
+                                   "$FERD_IMAGE, else ghcr.io/ferd/ferd:<version>)")
     p.set_defaults(func=_compile)
 
     p = ps.add_parser("compile-compare", help="compile a comparison preset: teacher → ParallelFor over arms → report")
