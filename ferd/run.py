@@ -33,6 +33,7 @@ from .checkpoint import atomic_write_json, save_state_dict
 from .compute import set_memory_format
 from .config import FerdConfig
 from .evaluation.quick import quick_evaluation
+from .preflight import preflight
 from .round_state import class_weights, read_round_record, verify_checkpoint
 from .run_dir import check_run_dir, owned, write_result
 from .teacher_source import obtain_teacher
@@ -47,6 +48,7 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
     out = Path(out_dir)
     with owned(out):
         # before anything is written: another run's directory is refused, a checkpoint of this one checked
+        preflight(cfg)  # the device, the teacher source, the test set
         if check_run_dir(out, cfg) == "resume" and read_round_record(out) is not None:
             verify_checkpoint(out, cfg)
         out.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,10 @@ def _cases(d: Path, s3_endpoint: str) -> list[dict]:
          "File name too long"),
         ("--out: below a file", ["run", "--params", str(params), "--out", str(teacher_file / "sub")], 2,
          "cnn4.safetensors"),
+        ("teacher.source: no such file", [*run, "-S", f"teacher.source={d / 'absent.safetensors'}"], 2,
+         "teacher.source: no checkpoint file"),
+        ("data_root: no test set", [*run, "-S", "dataset=cifar10", "-S", f"data_root={d / 'no-data'}"], 2,
+         "data_root: cifar10/test not found"),
         ("S3: a garbage manifest object", [*stage_syn("s3://ferd/garbage"), *s3], 2, "s3://ferd/garbage"),
         ("S3: no such artifact", [*stage_syn("s3://ferd/absent"), *s3], 4, "s3://ferd/absent"),
     ]

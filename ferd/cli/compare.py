@@ -32,7 +32,7 @@ def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple
 def _compare(args: argparse.Namespace) -> int:
     from ..compare.config import Arm, arms, load_compare, teacher_config
     from ..compare.report import write_report
-    from ..compute import require_device
+    from ..preflight import preflight
     from ..compare.runner import prepare_teacher, run_comparison
 
     cc = load_compare(args.preset)  # validates every run's parameters before any work
@@ -44,8 +44,8 @@ def _compare(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out: required (the comparison's output directory)")
     out = Path(args.out)
-    if not args.report_only:
-        require_device(teacher_config(cc).device)  # every run of a preset shares the device
+    if not args.report_only:  # every run of a preset shares the device, the teacher and the test set
+        preflight(teacher_config(cc), evaluation=True)
     if args.teacher_only:
         prepare_teacher(cc, out, progress=not args.no_progress)
         return 0

@@ -9,11 +9,9 @@ from ..config import load_config
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..compute import require_device
     from ..run import run
 
     cfg = load_config(args.params, args.set or ())
-    require_device(cfg.device)  # before any work: a missing GPU is one line, not a traceback at first use
     if args.threads:
         import torch
 

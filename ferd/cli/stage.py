@@ -23,11 +23,9 @@ from ..graph import PREVIOUS, describe_input
 
 
 def _config(args: argparse.Namespace):
-    from ..compute import require_device
     from ..config import load_config
 
     cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
-    require_device(cfg.device)
     if args.graph_rounds is not None and args.graph_rounds != cfg.num_rounds:
         raise ValueError(f"rounds: the stage graph (dvc.yaml) unrolls {args.graph_rounds} rounds but these parameters "
                          f"give {cfg.num_rounds} (rounds: {cfg.rounds}, epochs: {cfg.epochs}); regenerate it with "
@@ -45,6 +43,7 @@ def _print(data: dict) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
+    from ..preflight import preflight
     from ..run_dir import owned
     from ..stages import run_task
     from ..stages.io import StageIO
@@ -52,6 +51,7 @@ def _stage(args: argparse.Namespace) -> int:
     cfg = _config(args)
     io = StageIO(cfg)
     stage = graph.BY_NAME[args.stage]
+    preflight(cfg, teacher=stage.name == "teacher-fetch", evaluation=stage.name == "evaluation")
     inputs = {inp.flag: io.input(getattr(args, inp.flag)) for inp in stage.inputs}
     out = io.output(args.out)
     with owned(out):  # one process per output directory (ferd.run_dir)
@@ -62,10 +62,12 @@ def _stage(args: argparse.Namespace) -> int:
 def _all(args: argparse.Namespace) -> int:
     from ..stages import run_stages
 
+    from ..preflight import preflight
     from ..run_dir import owned
     from ..stages.io import StageIO
 
     cfg = _config(args)
+    preflight(cfg, evaluation=not args.no_evaluation)
     with owned(StageIO(cfg).output(args.out)):
         paths = run_stages(cfg, args.out, evaluate=not args.no_evaluation, progress=not args.no_progress)
     return _print({k: str(v) for k, v in paths.items()})

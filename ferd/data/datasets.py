@@ -114,6 +114,26 @@ def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None
     return x, y
 
 
+def require_split(name: str, split: str, root: str | os.PathLike[str] | None = None,
+                  what: str = "data_root") -> None:
+    """Refuse (FileNotFoundError naming ``what`` and the files expected) when ``split`` of ``name`` is not
+    where :func:`load_split` will look, without reading it: what an entry point checks before any
+    training, so a missing test set is not discovered after hours of it."""
+    if name == "digits":
+        return  # scikit-learn's bundled copy
+    base = Path(root).expanduser() if root is not None else default_root()
+    if name in ("cifar10", "cifar100"):
+        torchvision_folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+        if base.is_file() or (base / f"{name}_{split}.npz").is_file() or (base / torchvision_folder).is_dir():
+            return
+        raise FileNotFoundError(f"{what}: {name}/{split} not found at {base} (expected a .npz file, or a folder "
+                                f"holding {name}_{split}.npz or {torchvision_folder}/)")
+    folder = base if root is not None else base / "tiny-imagenet-200"
+    if not (folder / ("val" if split == "test" else split)).is_dir():
+        raise FileNotFoundError(f"{what}: tiny-imagenet/{split} not found at {folder} (expected "
+                                f"{folder}/{{train,val}}/<wnid>/…)")
+
+
 def _check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"{where}: labels must lie in [0, {num_classes - 1}], found "
