@@ -92,6 +92,15 @@ class Resources(_Strict):
     timeout_s: int | None = Field(None, ge=60)
 
 
+class DataVolume(_Strict):
+    """A PersistentVolumeClaim holding the datasets, mounted at ``mount_path`` in the stages that read data
+    (``data_root`` then points under it, e.g. ``/data/cifar10``); the other way is ``data_root: s3://…``."""
+
+    name: str
+    mount_path: str = "/data"
+    stages: list[StageName] = ["teacher_fetch", "evaluation"]
+
+
 class ClusterSettings(_Strict):
     pipeline_root: str
     gpu_stages: list[StageName]
@@ -103,6 +112,7 @@ class ClusterSettings(_Strict):
     signing_secret: SigningSecret | None = None
     resources: dict[StageName, Resources] = {}
     image_pull_secrets: list[str] = []
+    data_pvc: DataVolume | None = None
     cache_remote_teacher: bool = Field(False, description="cache teacher_fetch when the teacher is a URL, s3:// or "
                                        "RobustBench source (off: a changed remote teacher is fetched again)")
 
@@ -169,6 +179,8 @@ def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, nam
             kubernetes.set_timeout(task, res.timeout_s)
     if cluster.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, cluster.image_pull_secrets)
+    if cluster.data_pvc is not None and stage in cluster.data_pvc.stages:
+        kubernetes.mount_pvc(task, pvc_name=cluster.data_pvc.name, mount_path=cluster.data_pvc.mount_path)
     return task
 
 

@@ -259,3 +259,17 @@ def test_compile_pins_the_image_by_digest_or_refuses(tmp_path, capsys):
     images = {e["container"]["image"] for e in
               next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))["deploymentSpec"]["executors"].values()}
     assert images == {ref}
+
+
+def test_a_data_volume_is_mounted_in_the_stages_that_read_data(tmp_path):
+    from pipeline.dag import compile_pipeline
+
+    cluster = yaml.safe_load(DEFAULT_CLUSTER.read_text())
+    cluster["data_pvc"] = {"name": "ferd-datasets", "mount_path": "/data"}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "c.yaml", CI, tmp_path / "cluster.yaml").read_text()))
+    k8s = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounted = {_stage(task) for task, label in _executors(docs[0]).items() if k8s[label].get("pvcMount")}
+    assert mounted == {"teacher_fetch", "evaluation"}
+    assert all(m["mountPath"] == "/data" and m["constant"] == "ferd-datasets"
+               for label in k8s for m in k8s[label].get("pvcMount", [])), k8s

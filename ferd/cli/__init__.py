@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "ferd.cli.params",         # ferd params use|check|dvc-yaml
     "ferd.cli.bench",          # ferd bench --preset P
     "ferd.cli.compare",        # ferd compare --preset P
+    "ferd.cli.data",           # ferd data pack
 )
 
 

@@ -87,7 +87,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.student is not None:
         _check_file(args.student, "--student")
         _checked("--student-arch", StudentConfig, arch=args.student_arch)
-    if args.data_root is not None and not Path(args.data_root).exists():
+    if args.data_root is not None and not args.data_root.startswith("s3://") and not Path(args.data_root).exists():
         raise FileNotFoundError(f"--data-root: no such file or directory: {args.data_root}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -18,7 +18,8 @@ Sources, by dataset:
   position of the wnid in the sorted ``train`` folder names. ``test`` is accepted as an alias
   of ``val`` (the official test split has no labels). No automatic download.
 
-``root=None`` means ``$FERD_DATA_ROOT`` or ``~/.cache/ferd/data``. Every call first checks
+``root=None`` means ``$FERD_DATA_ROOT`` or ``~/.cache/ferd/data``; ``root="s3://bucket/prefix"`` a
+dataset packed there by ``ferd data pack`` (:mod:`ferd.data.remote`). Every call first checks
 the data-free guard (:func:`ferd.data.no_data_access`).
 """
 
@@ -99,6 +100,10 @@ def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None
         raise ValueError(f"split: unknown split {split!r} for dataset {name!r}; expected one of "
                          f"{list(info.splits)}")
     check_data_access(f"load_split({name!r}, {split!r})")
+    if isinstance(root, str) and root.startswith("s3://"):  # a packed dataset in a bucket (ferd.data.remote)
+        from .remote import fetch_split
+
+        root = fetch_split(root, name, split)
     if name == "digits":
         x, y = _load_digits(split)
     elif name in ("cifar10", "cifar100"):
@@ -121,6 +126,13 @@ def require_split(name: str, split: str, root: str | os.PathLike[str] | None = N
     training, so a missing test set is not discovered after hours of it."""
     if name == "digits":
         return  # scikit-learn's bundled copy
+    if isinstance(root, str) and root.startswith("s3://"):  # the bucket's dataset.json must list the split
+        from .remote import file_name, read_manifest
+
+        listed = read_manifest(root).get("files", {})
+        if file_name(name, split) not in listed:
+            raise FileNotFoundError(f"{what}: {root} lists {sorted(listed)}, not {file_name(name, split)}")
+        return
     base = Path(root).expanduser() if root is not None else default_root()
     if name in ("cifar10", "cifar100"):
         torchvision_folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
