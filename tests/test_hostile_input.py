@@ -162,6 +162,8 @@ def _cases(d: Path, s3_endpoint: str) -> list[dict]:
         ("S3: a garbage manifest object", [*stage_syn("s3://ferd/garbage"), *s3], 2, "s3://ferd/garbage"),
         ("S3: no such artifact", [*stage_syn("s3://ferd/absent"), *s3], 4, "s3://ferd/absent"),
     ]
+    if not torch.cuda.is_available():  # a GPU asked for on a machine without one: refused before any work
+        cases.append(("-S: device cuda without a GPU", [*run, "-S", "device=cuda"], 2, "CUDA is not available"))
     return [{"name": n, "argv": a, "rc": rc, "says": says} for n, a, rc, says in cases]
 
 
