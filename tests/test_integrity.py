@@ -20,7 +20,7 @@ from ferd.cli import main
 from ferd.pool import read_shard, shard_table, write_shard
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["epochs=2", "teacher.arch=cnn-4", "teacher.train.epochs=1", "teacher.train.pgd_steps=1",
+TINY = ["epochs=2", "rounds=2", "teacher.arch=cnn-4", "teacher.train.epochs=1", "teacher.train.pgd_steps=1",
         "student.arch=cnn-4", "synthesis.iterations=2", "synthesis.batch_size=16", "synthesis.generator.ngf=4",
         "synthesis.generator.nz=8", "synthesis.bottleneck.iterations=2", "synthesis.reweighting.pgd_steps=2",
         "distill.iterations=2", "distill.batch_size=16", "distill.utae.steps=1", "evaluation.n_examples=40",

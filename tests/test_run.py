@@ -8,7 +8,7 @@ import pytest
 
 from ferd.cli import main
 
-TINY = ["epochs=2", "teacher.arch=cnn-4", "teacher.train.epochs=1", "teacher.train.pgd_steps=1",
+TINY = ["epochs=2", "rounds=2", "teacher.arch=cnn-4", "teacher.train.epochs=1", "teacher.train.pgd_steps=1",
         "student.arch=cnn-4", "synthesis.iterations=2", "synthesis.batch_size=16", "synthesis.generator.ngf=4",
         "synthesis.generator.nz=8", "synthesis.bottleneck.iterations=2", "synthesis.reweighting.pgd_steps=2",
         "distill.iterations=2", "distill.batch_size=16", "distill.utae.steps=1", "evaluation.n_examples=40",
@@ -30,8 +30,9 @@ def test_ferd_run_outputs_and_determinism(tmp_path):
                 "teacher.clean.worst"):
         assert 0.0 <= m1[key] <= 1.0 or key.endswith("nsd"), key
     a = tmp_path / "a"
-    for name in ("student.safetensors", "teacher/teacher.safetensors", "teacher/model_card.json",
-                 "class_weights.json", "history.json", "params.json", "checkpoint/round.json", "pool/round=1/part-0.parquet"):
+    for name in ("student.safetensors", "teacher/teacher.safetensors", "teacher/model_card.json", "result.json",
+                 "class_weights.json", "history.json", "params.json", "checkpoint/round.json",
+                 "pool/round=1/part-0.parquet"):
         assert (a / name).is_file(), name
     weights = json.loads((a / "class_weights.json").read_text())
     assert len(weights) == 2 and all(abs(sum(w["p"]) - 1) < 1e-9 for w in weights)
