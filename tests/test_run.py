@@ -7,12 +7,7 @@ import json
 import pytest
 
 from ferd.cli import main
-
-TINY = ["epochs=2", "rounds=2", "teacher.arch=cnn-4", "teacher.train.epochs=1", "teacher.train.pgd_steps=1",
-        "student.arch=cnn-4", "synthesis.iterations=2", "synthesis.batch_size=16", "synthesis.generator.ngf=4",
-        "synthesis.generator.nz=8", "synthesis.bottleneck.iterations=2", "synthesis.reweighting.pgd_steps=2",
-        "distill.iterations=2", "distill.batch_size=16", "distill.utae.steps=1", "evaluation.n_examples=40",
-        "evaluation.attacks=[clean,pgd20]"]
+from inputs import TINY
 
 
 def _run(out, *extra):
