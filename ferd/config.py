@@ -69,17 +69,6 @@ class TeacherConfig(_Strict):
 
     _arch = field_validator("arch")(_check_arch)
 
-    @property
-    def remote(self) -> bool:
-        """Fetched from elsewhere (URL, ``s3://``, RobustBench): the bytes behind the name can change, so no
-        cache key or file dependency can see it (``ferd.preflight``, the Kubeflow cache, ``dvc.yaml``)."""
-        return self.source.startswith(("http://", "https://", "s3://", "robustbench:"))
-
-    @property
-    def trains(self) -> bool:
-        """``train:<dataset>``: trained here, on that dataset's train split."""
-        return self.source.startswith("train:")
-
 
 class StudentConfig(_Strict):
     arch: str = "resnet18"

@@ -37,16 +37,12 @@ def _cmd(stage: str, rounds: int, *args: str) -> str:
     return " ".join(["ferd stage", stage, "--params params.yaml", f"--graph-rounds {rounds}", *args, "--no-progress"])
 
 
-def _file_deps(cfg: FerdConfig, stage: str) -> list[str]:
-    """The local files a stage reads beside its input artifacts, as DVC dependencies: the teacher checkpoint
-    (a path; not ``train:``, a URL, ``s3://`` or RobustBench, pinned by ``teacher.sha256`` instead) for the
-    teacher stage, and ``data_root`` (a path, not ``s3://``) where the data is read."""
-    t = cfg.teacher
-    deps = [t.source] if stage == "teacher-fetch" and not (t.trains or t.remote) else []
-    if (stage == "evaluation" or (stage == "teacher-fetch" and t.trains)) and cfg.data_root \
-            and not cfg.data_root.startswith("s3://"):
-        deps.append(cfg.data_root)
-    return deps
+def _local_file(source: str | None) -> str | None:
+    """A local path the stage reads (a teacher checkpoint, the dataset), as a DVC dependency; None for
+    ``train:…``, URLs, ``s3://`` and RobustBench names (fetched and pinned by ``teacher.sha256``)."""
+    if not source or ":" in source.split("/", 1)[0]:
+        return None
+    return source
 
 
 def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
@@ -59,7 +55,12 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
         args = [f"--round {t.round}"] if t.round is not None else []
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
         entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg.num_rounds, *args, f"--out {dirs[t.id]}")}
-        deps = [dirs[producer] for _, producer in t.inputs] + _file_deps(cfg, t.stage.name)
+        deps = [dirs[producer] for _, producer in t.inputs]
+        if t.stage.name == "teacher-fetch":  # replacing the checkpoint file reruns the teacher stage
+            deps += [d for d in (_local_file(cfg.teacher.source),) if d]
+        trains = t.stage.name == "teacher-fetch" and cfg.teacher.source.startswith("train:")
+        if t.stage.name == "evaluation" or trains:
+            deps += [d for d in (_local_file(cfg.data_root),) if d]  # the test (and training) data
         if deps:
             entry["deps"] = deps
         stages[t.id] = {**entry, "params": list(SCOPES[t.stage.scope]), "outs": [dirs[t.id]]}

@@ -148,7 +148,7 @@ def resolve_source(cfg: FerdConfig, out_dir: Path) -> Path | None:
     """A local, verified file for ``teacher.source`` (downloaded into ``out_dir/.download`` if needed), or None
     for ``train:``."""
     source = cfg.teacher.source
-    if cfg.teacher.trains:
+    if source.startswith("train:"):
         return None
     scheme = urllib.parse.urlparse(source).scheme
     downloads = out_dir / DOWNLOAD_DIR

@@ -184,6 +184,10 @@ def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, nam
     return task
 
 
+def remote_teacher(source: str) -> bool:
+    """A teacher fetched from elsewhere (URL, ``s3://``, RobustBench): the task's cache key cannot see a change."""
+    return source.startswith(("http://", "https://", "s3://", "robustbench:"))
+
 
 class Outputs(NamedTuple):
     metrics: dsl.Metrics
@@ -196,7 +200,8 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
     """The pipeline (a kfp graph component) for the parameter file ``params`` on ``cluster``."""
     cluster = cluster or load_cluster()
     default_yaml, rounds = params_text(params)
-    uncached = set() if cluster.cache_remote_teacher or not load_config(params).teacher.remote else {"teacher-fetch"}
+    uncached = set() if cluster.cache_remote_teacher or not remote_teacher(load_config(params).teacher.source) \
+        else {"teacher-fetch"}
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=cluster.pipeline_root,
                   description=f"FERD (fairness-enhanced data-free adversarial robustness distillation): teacher "
