@@ -47,7 +47,7 @@ def _local_file(source: str | None) -> str | None:
 
 def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
     """One DVC stage per task of the unrolled graph (:func:`ferd.graph.unroll`): its ``ferd stage`` command,
-    its input directories as ``deps``, its fingerprint scope as ``params`` and its directory as ``outs``."""
+    the directories it reads as ``deps`` (:attr:`ferd.graph.Task.reads`), its fingerprint scope as ``params`` and its directory as ``outs``."""
     tasks = unroll(cfg.num_rounds)
     dirs = {t.id: t.dir(out) for t in tasks}
     stages: dict[str, Any] = {}
@@ -55,7 +55,7 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
         args = [f"--round {t.round}"] if t.round is not None else []
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
         entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg.num_rounds, *args, f"--out {dirs[t.id]}")}
-        deps = [dirs[producer] for _, producer in t.inputs]
+        deps = [dirs[task_id] for task_id in t.reads]
         if t.stage.name == "teacher-fetch":  # replacing the checkpoint file reruns the teacher stage
             deps += [d for d in (_local_file(cfg.teacher.source),) if d]
         trains = t.stage.name == "teacher-fetch" and cfg.teacher.source.startswith("train:")

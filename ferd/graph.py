@@ -43,6 +43,7 @@ class Stage:
     gpu_device: bool          # the component takes the GPU device parameter
     title: str                # the display name (``… round r`` per round)
     help: str                 # ``ferd stage --help``
+    chained: bool = False     # its artifact of round r names (and reads) its artifacts of rounds 0…r−1
 
     @property
     def component(self) -> str:
@@ -59,7 +60,7 @@ STAGES: tuple[Stage, ...] = (
           "stage 2: one round of synthesis with reweighting"),
     Stage("pool-store", "pool", True, "pool",
           (Input("synthesis", "synthesis", SAME, "generation"), Input("previous", "pool-store", PREVIOUS, "previous_pool")),
-          "pool", False, "pool store", "stage 3: append the round's FAE shard to the pool"),
+          "pool", False, "pool store", "stage 3: add the round's FAE shard to the pool", chained=True),
     Stage("distillation", "distillation", True, "distillation",
           (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("synthesis", "synthesis", SAME, "generation"),
            Input("pool", "pool-store", SAME, "pool"), Input("previous", "distillation", PREVIOUS, "previous_student")),
@@ -96,6 +97,19 @@ class Task:
     @property
     def title(self) -> str:
         return self.stage.title if self.round is None else f"{self.stage.title} round {self.round}"
+
+    @property
+    def reads(self) -> list[str]:
+        """The ids of every task whose artifact this one reads: its inputs' producers and, for a chained
+        producer (the pool: each round's artifact holds one shard and names the earlier ones) read by
+        another stage, that stage's tasks of every earlier round too (``dvc.yaml``'s ``deps``)."""
+        ids: list[str] = []
+        for inp, producer in self.inputs:
+            if BY_NAME[inp.stage].chained and inp.stage != self.stage.name:
+                last = int(producer.rsplit("-r", 1)[1])
+                ids += [f"{inp.stage}-r{k}" for k in range(last) if f"{inp.stage}-r{k}" not in ids]
+            ids.append(producer)
+        return ids
 
 
 def _producer(inp: Input, r: int | None, rounds: int) -> str | None:

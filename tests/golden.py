@@ -34,23 +34,25 @@ def metrics_sha(path: Path) -> str:
     return hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest()
 
 
-def fingerprint(student: Path, pool: Path, metrics: Path) -> dict[str, str]:
+def fingerprint(student: Path, shards: list[Path], metrics: Path) -> dict[str, str]:
     """{file: sha256} of one run's student, pool shards (``round=R/part-N.parquet``) and metrics."""
     out = {"student": _sha(student), "metrics": metrics_sha(metrics)}
-    for shard in sorted(pool.glob("round=*/*.parquet")):
+    for shard in sorted(shards, key=lambda p: (p.parent.name, p.name)):
         out[f"pool/{shard.parent.name}/{shard.name}"] = _sha(shard)
     return out
 
 
 def run_fingerprint(run: Path) -> dict[str, str]:
     """A ``ferd run`` output directory (also each arm of ``ferd compare``)."""
-    return fingerprint(run / "student.safetensors", run / "pool", run / "metrics.json")
+    return fingerprint(run / "student.safetensors", list((run / "pool").glob("round=*/*.parquet")),
+                       run / "metrics.json")
 
 
 def stages_fingerprint(out: Path) -> dict[str, str]:
-    """A ``ferd stage all`` (or stage-by-stage) output directory of the two-round CI preset."""
+    """A ``ferd stage all`` (or stage-by-stage) output directory of the two-round CI preset (each round's
+    pool artifact holds its own shard)."""
     last = max(out.glob("round-*"), key=lambda p: int(p.name.split("-")[1]))
-    return fingerprint(last / "distillation" / "student.safetensors", last / "pool",
+    return fingerprint(last / "distillation" / "student.safetensors", list(out.glob("round-*/pool/round=*/*.parquet")),
                        out / "evaluation" / "metrics.json")
 
 

@@ -29,8 +29,10 @@ def test_dvc_yaml_is_the_graph():
     cfg = load_config("params/ci.yaml")
     stages = dvc_stages(cfg)
     assert list(stages) == [t.id for t in unroll(cfg.num_rounds)]
-    assert stages["distillation-r1"]["deps"] == ["out/teacher", "out/round-1/synthesis", "out/round-1/pool",
-                                                 "out/round-0/distillation"]
+    # the distillation reads every round's pool artifact (each holds one shard): all are deps
+    assert stages["distillation-r1"]["deps"] == ["out/teacher", "out/round-1/synthesis", "out/round-0/pool",
+                                                 "out/round-1/pool", "out/round-0/distillation"]
+    assert stages["pool-store-r1"]["deps"] == ["out/round-1/synthesis", "out/round-0/pool"]
     assert "--previous out/round-0/distillation" in stages["distillation-r1"]["cmd"]
     assert "deps" not in stages["teacher-fetch"]
 

@@ -39,7 +39,7 @@ ARTIFACT_KINDS = {
     "generator state": "round-1/synthesis/generator.pt",
     "reweighting state": "round-1/synthesis/reweighting.pt",
     "class weights": "round-1/synthesis/class_weights.json",
-    "pool partition (Parquet)": "round-1/pool/round=0/part-0.parquet",
+    "pool partition (Parquet)": "round-1/pool/round=1/part-0.parquet",
     "pool index": "round-1/pool/pool.json",
     "student": "round-1/distillation/student.safetensors",
     "trainer state": "round-1/distillation/trainer.pt",

@@ -19,6 +19,7 @@ import torch
 from ferd.checkpoint import load_state_dict
 from ferd.config import load_config
 from ferd.cli.pipeline import repo_root
+from ferd.stages.pool_store import load_pool
 
 ROOT = repo_root()
 CI = ROOT / "params" / "ci.yaml"
@@ -57,7 +58,9 @@ def test_run_local_completes_and_writes_the_report(local_run):
         assert (local_run.report / name).is_file(), name
     assert json.loads((local_run.out / "metrics.json").read_text()) == local_run.metrics
     assert json.loads((local_run.report / "manifest.json").read_text())["stage"] == "evaluation"
-    assert sorted(p.name for p in local_run.pool.glob("round=*")) == ["round=0", "round=1"]
+    # the last pool artifact holds round 1's shard and pins round 0's, in round 0's artifact (linear storage)
+    assert sorted(p.name for p in local_run.pool.glob("round=*")) == ["round=1"]
+    assert load_pool(load_config(CI), local_run.pool).rounds == [0, 1]
 
 
 def test_run_local_matches_the_single_process_run(local_run, single):

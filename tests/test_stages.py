@@ -14,6 +14,7 @@ from ferd.checkpoint import load_state_dict
 from ferd.cli import main
 from ferd.config import load_config
 from ferd.pool import FaePool
+from ferd.stages.pool_store import load_pool, remote_of
 from ferd.stages import (ArtifactError, distillation, evaluation, pool_store, run_stages, synthesis,
                          teacher_fetch)
 
@@ -85,7 +86,7 @@ def test_two_round_stage_split_is_bit_identical_to_ferd_run(cfg, single, split):
         json.loads((single / "history.json").read_text())
     assert json.loads((split / "round-1" / "distillation" / "class_weights.json").read_text()) == \
         json.loads((single / "class_weights.json").read_text())
-    ref_pool, got_pool = FaePool.load(single / "pool"), FaePool.load(split / "round-1" / "pool")
+    ref_pool, got_pool = FaePool.load(single / "pool"), load_pool(cfg, split / "round-1" / "pool")
     assert ref_pool.rounds == got_pool.rounds == [0, 1]
     for a, b in zip(ref_pool.tensors(), got_pool.tensors()):
         assert torch.equal(a, b)
@@ -144,17 +145,46 @@ def test_pool_store_is_idempotent(cfg, split, tmp_path):
     for _ in range(2):
         a = pool_store(cfg, tmp_path / "pool", round_index=1, synthesis=synth1, previous=tmp_path / "pool")
         assert a.rounds == [0, 1] and a.rows == 32
-    assert len(FaePool.load(tmp_path / "pool")) == 32
+    assert len(load_pool(cfg, tmp_path / "pool")) == 32
     # a fresh output directory, twice
     for _ in range(2):
         a = pool_store(cfg, tmp_path / "fresh", round_index=1, synthesis=synth1, previous=prev)
     assert a.rows == 32
-    got = FaePool.load(tmp_path / "fresh").tensors()
-    ref = FaePool.load(split / "round-1" / "pool").tensors()
+    got = load_pool(cfg, tmp_path / "fresh").tensors()
+    ref = load_pool(cfg, split / "round-1" / "pool").tensors()
     assert all(torch.equal(x, y) for x, y in zip(got, ref))
     # re-running round 0 in a directory that still holds round 1 leaves the pool after round 0
     pool_store(cfg, tmp_path / "fresh", round_index=0, synthesis=split / "round-0" / "synthesis")
-    assert FaePool.load(tmp_path / "fresh").rounds == [0]
+    assert load_pool(cfg, tmp_path / "fresh").rounds == [0]
+
+
+def test_pool_storage_grows_linearly_and_pins_every_shard(cfg, split, tmp_path):
+    """Issue 18: each round's pool artifact holds its own shard and an index; all of them together take the
+    bytes of the final pool stored once (within 5 %), and an earlier shard changed or missing is refused."""
+    pools = sorted(split.glob("round-*/pool"))
+    assert [[p.parent.name for p in d.glob("round=*/*.parquet")] for d in pools] == [["round=0"], ["round=1"]]
+    stored = sum(p.stat().st_size for d in pools for p in d.rglob("*") if p.is_file())
+    once = sum(p.stat().st_size for p in split.glob("round-*/pool/round=*/part-0.parquet"))
+    assert stored <= 1.05 * once, (stored, once)
+    copy = tmp_path / "run"
+    for d in pools:
+        shutil.copytree(d, copy / d.parent.name / "pool")
+    shard0 = copy / "round-0" / "pool" / "round=0" / "part-0.parquet"
+    shard0.write_bytes(shard0.read_bytes()[:-1] + b"x")
+    with pytest.raises(ArtifactError, match="sha256 pinned"):
+        load_pool(cfg, copy / "round-1" / "pool")
+    shutil.rmtree(copy / "round-0")
+    with pytest.raises(ArtifactError, match="shard of round 0 not found"):
+        load_pool(cfg, copy / "round-1" / "pool")
+
+
+def test_kubeflow_and_cache_paths_map_to_their_object_store_uri(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERD_CACHE", str(tmp_path))
+    assert remote_of(Path("/s3/bucket/v2/artifacts/ferd/pool-store-r0/pool")) == \
+        "s3://bucket/v2/artifacts/ferd/pool-store-r0/pool"
+    assert remote_of(Path("/minio/mlpipeline/a/pool")) == "s3://mlpipeline/a/pool"
+    assert remote_of(tmp_path / "s3" / "b" / "k") == "s3://b/k"
+    assert remote_of(Path("/tmp/elsewhere/pool")) is None and remote_of(Path("out/round-0/pool")) is None
 
 
 def test_stages_refuse_inputs_of_the_wrong_kind_round_or_run(cfg, split, tmp_path):
@@ -306,7 +336,7 @@ def test_a_new_stage_is_one_module_plus_its_graph_entry(cfg, split, tmp_path, mo
     def pool_summary(cfg, out_dir, *, pool, progress=False):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        rows = len(FaePool.load(pool))
+        rows = len(load_pool(cfg, pool))
         write_json(out / "summary.json", {"rows": rows})
         write_manifest(out, "pool-summary", cfg, inputs={"pool": pool}, scope="pool")
         return Summary(out, rows)
@@ -323,7 +353,7 @@ def test_a_new_stage_is_one_module_plus_its_graph_entry(cfg, split, tmp_path, mo
     dvc = dvc_stages(cfg)["pool-summary"]
     assert dvc["deps"] == ["out/round-1/pool"] and "--pool out/round-1/pool" in dvc["cmd"]
     a = run_task(cfg, "pool-summary", None, {"pool": split / "round-1" / "pool"}, tmp_path / "a")
-    assert a.rows == len(FaePool.load(split / "round-1" / "pool")) > 0
+    assert a.rows == len(load_pool(cfg, split / "round-1" / "pool")) > 0
     capsys.readouterr()
     assert main(["stage", "pool-summary", "--params", str(CI), "--pool", str(split / "round-1" / "pool"),
                  "--out", str(tmp_path / "b")]) == 0

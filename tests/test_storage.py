@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from ferd.cli import main
 from ferd.config import ConfigError, load_config
 from ferd.lineage import verify_run
 from ferd.stages import run_stages
+from ferd.stages.io import StageIO
+from ferd.stages.pool_store import load_pool
 from ferd.storage import StorageError, fetch_dir, join_uri, publish_dir, s3_client, split_s3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +75,21 @@ def test_s3_run_leaves_the_same_files_and_manifests_as_a_local_run(s3, tmp_path,
         assert mr["uri"].startswith("s3://ferd/runs/one/remote/")
         for out in mr["outputs"].values():
             assert out["uri"].startswith("s3://") and out["etag"]
+    # the last round's pool artifact holds only its own shard; read elsewhere, the earlier shards it pins
+    # are fetched from the bucket, by URI (a fresh cache) or by storage.uri (a relative path)
+    ref = load_pool(cfg, remote_run / "round-1" / "pool").tensors()
+    assert [p.parent.name for p in (remote_run / "round-1" / "pool").glob("round=*/*.parquet")] == ["round=1"]
+    monkeypatch.setenv("FERD_CACHE", str(tmp_path / "cache"))
+    by_uri = StageIO(cfg).input("s3://ferd/runs/one/remote/round-1/pool")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    by_path = StageIO(cfg).input("remote/round-1/pool")
+    for pool_dir in (by_uri, by_path):
+        assert not (pool_dir.parent.parent / "round-0").exists()
+        got = load_pool(cfg, pool_dir)
+        assert got.rounds == [0, 1] and all(torch.equal(a, b) for a, b in zip(got.tensors(), ref))
+        assert (pool_dir.parent.parent / "round-0" / "pool" / "round=0" / "part-0.parquet").is_file()
 
 
 def test_stage_cli_fetches_inputs_from_the_bucket(s3, tmp_path, monkeypatch, single_thread, capsys):

@@ -13,6 +13,7 @@ from ferd.config import ConfigError, load_config
 from ferd.distill.utae import cache_utaes, generate_utae
 from ferd.models import create_model
 from ferd.pool import FaePool, Shard, read_shard, write_shard
+from ferd.stages.pool_store import load_pool
 from ferd.stages import run_stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,5 +86,5 @@ def test_cached_run_is_bit_identical_across_the_stage_split_and_skips_the_teache
     ref = load_state_dict(tmp_path / "single" / "student.safetensors")
     got = load_state_dict(paths["student"] / "student.safetensors")
     assert all(torch.equal(ref[k], got[k]) for k in ref)
-    pool = FaePool.load(paths["pool"])
+    pool = load_pool(cfg, paths["pool"])
     assert pool.utaes().shape[1] == 2 and len(pool) == pool.utaes().shape[0]

@@ -5,7 +5,8 @@ from kfp import dsl
 
 from components.conftest import check_component, run_locally
 from components.pool_store.component import pool_store
-from ferd.pool import FaePool
+from ferd.stages.pool_store import load_pool
+from ferd.stages.pool_store import load_pool
 
 
 def test_interface():
@@ -15,7 +16,7 @@ def test_interface():
                     outputs={"pool": "system.Dataset@0.0.1"}, optional={"previous_pool"})
 
 
-def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts):
+def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts, ci_cfg):
     a = stage_artifacts
 
     @dsl.pipeline(name="pool-test")
@@ -28,6 +29,6 @@ def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, st
     task = run_locally(p, tmp_path, params_yaml=ci_params_yaml, overrides=[])
     del task
     (out,) = tmp_path.glob("pool-test-*/pool-store/pool")
-    got, ref = FaePool.load(out), FaePool.load(a / "round-1" / "pool")
+    got, ref = load_pool(ci_cfg, out), load_pool(ci_cfg, a / "round-1" / "pool")
     assert got.rounds == [0, 1] and len(got) == len(ref)
     assert all(torch.equal(x, y) for x, y in zip(got.tensors(), ref.tensors()))

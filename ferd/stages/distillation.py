@@ -20,13 +20,12 @@ from ..algorithm import distillation_round
 from ..compute import set_memory_format
 from ..config import FerdConfig
 from ..numerics import saving_debug_batch
-from ..pool import FaePool
 from ..provenance import utc_now
 from ..round_state import (STUDENT_FILE, RunState, class_weights, load_distillation, load_history,
                            save_distillation, save_history)
 from .artifacts import (CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, check_previous, read_manifest,
                         round_epochs, write_json, write_manifest)
-from .pool_store import STAGE as POOL
+from .pool_store import STAGE as POOL, load_pool
 from .synthesis import STAGE as SYNTHESIS
 from .teacher_fetch import load_teacher
 
@@ -57,7 +56,7 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
         read_manifest(previous, STAGE, cfg, round_index=round_index - 1, what="previous distillation")
         load_distillation(state, previous)
     load_history(state, synthesis)
-    state.pool = FaePool.load(pool)
+    state.pool = load_pool(cfg, pool)
     if state.pool.rounds != list(range(round_index + 1)):
         raise ArtifactError(f"pool: {pool} holds rounds {state.pool.rounds}, expected 0..{round_index}")
     with saving_debug_batch(out_dir):

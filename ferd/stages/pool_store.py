@@ -1,7 +1,13 @@
-"""Stage 3, FAE pool storage: append round r's shard to the pool (Algorithm 1 line 11).
+"""Stage 3, FAE pool storage: add round r's shard to the pool (Algorithm 1 line 11).
 
-In: the synthesis artifact of r; for r > 0 the pool artifact of r−1. Out: the pool after round r,
-``round=<k>/part-0.parquet`` for k = 0..r (:mod:`ferd.pool`), ``pool.json``.
+In: the synthesis artifact of r; for r > 0 the pool artifact of r−1. Out: the pool after round r as
+an index, ``pool.json``, plus the one shard the round adds, ``round=<r>/part-0.parquet``
+(:mod:`ferd.pool`). Storage grows linearly with the rounds: the index names where every earlier shard
+lives (the pool artifact of its round, by a path relative to this one) and pins it by sha256, so pool r
+is the pool D after round r without holding a copy of rounds 0…r−1. :func:`load_pool` follows the index
+and checks every shard; a shard whose artifact is not on this machine (another Kubeflow pod, a fresh
+cache of an ``s3://`` run) is fetched from the object store the local path mirrors (:func:`remote_of`).
+Kept in place (``--previous`` = ``--out``) the pool is one directory holding every shard.
 """
 
 from __future__ import annotations
@@ -12,18 +18,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import copy_file
+from ..checkpoint import copy_file, sha256_file
 from ..config import FerdConfig
 from ..pool import FaePool, read_shard
 from ..provenance import utc_now
-from .artifacts import (ArtifactError, StageArtifact, check_previous, read_manifest, round_epochs, write_json,
-                        write_manifest)
+from .artifacts import (ArtifactError, StageArtifact, check_previous, read_json, read_manifest, round_epochs,
+                        write_json, write_manifest)
 from .synthesis import STAGE as SYNTHESIS, shard_path
 
 log = logging.getLogger(__name__)
 
 STAGE = "pool"
 POOL_INDEX = "pool.json"
+HERE = "."  # an index entry for a shard this artifact holds itself
 PathLike = str | os.PathLike[str]
 
 
@@ -34,11 +41,15 @@ class PoolArtifact(StageArtifact):
     rows: int
 
 
+def shard_file(round_index: int) -> str:
+    return f"round={round_index}/part-0.parquet"
+
+
 def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesis: PathLike,
                previous: PathLike | None = None, progress: bool = False) -> PoolArtifact:
-    """Append the round's shard to the pool (Parquet, partitioned by round). Idempotent: the
-    round's partition is replaced, never duplicated; partitions of later rounds (left by an
-    earlier run in the same directory) are removed, so the result is the pool after round r."""
+    """Add the round's shard to the pool. Idempotent: the round's partition is replaced, never duplicated;
+    partitions of later rounds (left by an earlier run in the same directory) are removed, so the result
+    is the pool after round r. The previous pool's shards are referenced, not copied or read."""
     started = utc_now()
     round_epochs(cfg, round_index)
     check_previous(round_index, "previous pool", previous)
@@ -49,6 +60,7 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
         raise ArtifactError(f"synthesis: {src} holds round {shard.round}, expected {round_index}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    entries: list[dict] = []
     if previous is not None:
         previous = Path(previous)
         # in place (the previous pool is the output directory, e.g. a pool kept at one path) the
@@ -59,31 +71,94 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
         if prev.get("pool_rounds", [])[:round_index] != list(range(round_index)) or prev["round"] < round_index - 1:
             raise ArtifactError(f"previous pool: {previous} holds rounds {prev.get('pool_rounds')}, "
                                 f"expected 0..{round_index - 1}")
+        entries = [e for e in pool_index(previous) if e["round"] < round_index]
         if not in_place:
-            for k in range(round_index):
-                rel = Path(f"round={k}") / "part-0.parquet"
-                copy_file(previous / rel, out / rel)
-    copy_file(src, out / f"round={round_index}" / "part-0.parquet")
+            moved = os.path.relpath(previous.resolve(), out.resolve())
+            entries = [{**e, "dir": os.path.normpath(os.path.join(moved, e["dir"]))} for e in entries]
+    target = out / shard_file(round_index)
+    copy_file(src, target)
+    entries.append({"round": round_index, "dir": HERE, "sha256": sha256_file(target), "rows": len(shard.labels)})
+    kept_here = {f"round={e['round']}" for e in entries if e["dir"] == HERE}
     for stale in out.glob("round=*"):
-        if int(stale.name.split("=", 1)[1]) > round_index:
-            log.warning("pool: removing %s, left by a later round of an earlier run", stale)
+        if stale.name not in kept_here:
+            log.warning("pool: removing %s, left by another round of an earlier run", stale)
             shutil.rmtree(stale)
-    pool = FaePool.load(out)
-    if pool.rounds != list(range(round_index + 1)):
-        raise ArtifactError(f"pool: {out} holds rounds {pool.rounds} after round {round_index}; expected "
-                            f"0..{round_index}")
-    rows = {str(k): int(pool.shard(k).labels.shape[0]) for k in pool.rounds}
-    write_json(out / POOL_INDEX, {"rounds": pool.rounds, "rows": rows, "total_rows": len(pool),
-                                  "layout": "round=<r>/part-0.parquet", "columns": pool_columns(out, round_index)})
+    rounds = [e["round"] for e in entries]
+    if rounds != list(range(round_index + 1)):
+        raise ArtifactError(f"pool: {out} holds rounds {rounds} after round {round_index}; expected 0..{round_index}")
+    write_json(out / POOL_INDEX, {"rounds": rounds, "rows": {str(e["round"]): e["rows"] for e in entries},
+                                  "total_rows": sum(e["rows"] for e in entries), "shards": entries,
+                                  "layout": "round=<r>/part-0.parquet under each shard's dir (relative to this "
+                                            "artifact; '.' = here)",
+                                  "columns": pool_columns(out, round_index)})
     write_manifest(out, STAGE, cfg, round_index=round_index, started=started,
                    inputs={"synthesis": synthesis, "previous": previous},
-                   extra={"pool_rounds": pool.rounds, "rows": len(pool)})
-    return PoolArtifact(out, round_index, pool.rounds, len(pool))
+                   extra={"pool_rounds": rounds, "rows": sum(e["rows"] for e in entries)})
+    return PoolArtifact(out, round_index, rounds, sum(e["rows"] for e in entries))
+
+
+def pool_index(pool_dir: PathLike) -> list[dict]:
+    """The shard entries of a pool artifact's index (round, dir, sha256, rows); a pool written before the
+    index named its shards holds them all itself."""
+    index = read_json(Path(pool_dir) / POOL_INDEX)
+    if "shards" in index:
+        return list(index["shards"])
+    return [{"round": int(r), "dir": HERE, "sha256": sha256_file(Path(pool_dir) / shard_file(int(r))), "rows": n}
+            for r, n in sorted(index["rows"].items(), key=lambda kv: int(kv[0]))]
+
+
+def load_pool(cfg: FerdConfig, pool_dir: PathLike) -> FaePool:
+    """The pool a pool artifact stands for: every shard its index names, each checked against its sha256
+    (its artifact fetched first from the object store when it is not here: :func:`fetch_artifact`)."""
+    pool_dir, pool = Path(pool_dir), FaePool()
+    for e in pool_index(pool_dir):
+        where = Path(os.path.normpath(pool_dir / e["dir"]))
+        if not (where / shard_file(e["round"])).is_file():
+            where = fetch_artifact(cfg, where) or where
+        path = where / shard_file(e["round"])
+        if not path.is_file():
+            raise ArtifactError(f"pool: shard of round {e['round']} not found at {path} (named by "
+                                f"{pool_dir / POOL_INDEX}); keep every round's pool artifact, or give the "
+                                "pool as its s3:// URI")
+        if sha256_file(path) != e["sha256"]:
+            raise ArtifactError(f"pool: {path} does not match the sha256 pinned by {pool_dir / POOL_INDEX}")
+        pool.append(read_shard(path))
+    return pool
+
+
+def remote_of(local_dir: Path) -> str | None:
+    """The object-store URI an absolute local directory mirrors, or None: ``$FERD_CACHE/s3/<bucket>/<key>``
+    (where :class:`~ferd.stages.io.StageIO` keeps ``s3://`` artifacts) and Kubeflow's artifact mounts
+    ``/s3/<bucket>/<key>`` and ``/minio/<bucket>/<key>`` (MinIO speaks the S3 API)."""
+    from .io import cache_dir
+
+    for root in (cache_dir().absolute() / "s3", Path("/s3"), Path("/minio")):
+        if local_dir.is_absolute() and local_dir.is_relative_to(root) and local_dir != root:
+            return "s3://" + local_dir.relative_to(root).as_posix()
+    return None
+
+
+def fetch_artifact(cfg: FerdConfig, where: Path) -> Path | None:
+    """Fetch (and verify) the artifact an earlier shard lives in, from the URI its path mirrors
+    (:func:`remote_of`) or, for a relative path, from ``storage.uri`` as every stage input is; returns its
+    local copy, or None when the path names no object-store copy."""
+    from ..storage import is_s3
+    from .io import StageIO
+
+    io = StageIO(cfg)
+    uri = remote_of(where)
+    if uri is not None:
+        log.info("pool: fetching %s", uri)
+        return io.input(uri)
+    if not where.is_absolute() and where.parts[:1] != ("..",) and io.root is not None and is_s3(io.root):
+        log.info("pool: fetching %s from %s", where, io.root)
+        return io.input(where)
+    return None
 
 
 def pool_columns(pool_dir: Path, round_index: int) -> dict[str, str]:
     """Column name → Arrow type of the pool's Parquet files."""
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(pool_dir / f"round={round_index}" / "part-0.parquet")
+    schema = pq.read_schema(pool_dir / shard_file(round_index))
     return {f.name: str(f.type) for f in schema}
