@@ -181,7 +181,7 @@ def test_every_method_but_ferd_is_a_registered_baseline_module():
 def test_a_new_baseline_is_one_module(monkeypatch):
     """Issue 17: a throwaway baseline (images optimised directly for the teacher's cross-entropy), written
     as one class and registered, runs through the shared loop with nothing else changed (a real one also
-    adds its name to ``METHODS`` and its config class beside the others)."""
+    adds its config class to ``ferd.baselines.config.BASELINE_CONFIGS``, which names the method)."""
     import torch.nn.functional as F
 
     from ferd.baselines.method import BASELINES, BaselineMethod, value

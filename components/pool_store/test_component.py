@@ -6,7 +6,6 @@ from kfp import dsl
 from components.conftest import check_component, run_locally
 from components.pool_store.component import pool_store
 from ferd.stages.pool_store import load_pool
-from ferd.stages.pool_store import load_pool
 
 
 def test_interface():

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-METHODS = ("ferd", "deepinv", "cmi", "fast", "zskt", "dfhl")  # ferd, then the registered baselines (.method)
-Method = Literal[METHODS]  # type: ignore[valid-type]
-
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -101,12 +97,15 @@ class DfhlConfig(_Strict):
     hee_step: float = Field(0.03, gt=0, description="HEE step size (DFHL: 0.03, no ε-ball)")
 
 
-class BaselineConfig(_Strict):
-    """Used only when ``method`` is not ``ferd``."""
+BASELINE_CONFIGS: dict[str, type[_Strict]] = {"deepinv": DeepInvConfig, "cmi": CmiConfig, "fast": FastConfig,
+                                               "zskt": ZsktConfig, "dfhl": DfhlConfig}
+"""Each baseline's parameters by its method name (its module in :mod:`ferd.baselines` registers the method of
+the same name): a new baseline is that module plus its config class added here."""
+METHODS = ("ferd", *BASELINE_CONFIGS)  # ferd, then the registered baselines (.method)
+Method = Literal[METHODS]  # type: ignore[valid-type]
 
-    robust: RobustConversionConfig = RobustConversionConfig()
-    deepinv: DeepInvConfig = DeepInvConfig()
-    cmi: CmiConfig = CmiConfig()
-    fast: FastConfig = FastConfig()
-    zskt: ZsktConfig = ZsktConfig()
-    dfhl: DfhlConfig = DfhlConfig()
+BaselineConfig = create_model(
+    "BaselineConfig", __base__=_Strict, __doc__="Used only when ``method`` is not ``ferd``: the A.8 conversion "
+    "(``robust``) and one group per baseline, named by its method.",
+    robust=(RobustConversionConfig, RobustConversionConfig()),
+    **{name: (cls, cls()) for name, cls in BASELINE_CONFIGS.items()})
