@@ -5,8 +5,11 @@ the parameter file.
 Pipeline parameters (what ``ferd pipeline submit/schedule -p`` can change per run):
 
 ``params_yaml``  the parameters, as YAML text (default: the parameter file compiled in, as JSON)
-``overrides``    a list of ``KEY=VALUE`` overrides applied on top (``["seed=1"]``)
+``overrides``    a list of ``KEY=VALUE`` overrides applied on top (``["seed=1"]``); they win
 ``gpu_device``   the torch device of the GPU stages (``cuda``; ``cpu`` for a local run)
+``teacher_source``, ``teacher_sha256``, ``eps``, ``gamma``, ``lambda1``, ``lambda2``, ``lambda_uni``
+                 typed values (:data:`ferd.stages.RUN_TIME_PARAMS`; defaults: the compiled file's), resolved
+                 with ``overrides`` by the first task (``components/run_params``), which validates them
 
 Changing ``epochs`` or ``rounds`` at submit time does not change the unrolled DAG: the stages
 refuse a round outside the schedule and the evaluation refuses an unfinished student, so
@@ -16,6 +19,7 @@ retries) come from ``pipeline/cluster.yaml``.
 
 
 import importlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -25,8 +29,11 @@ from kfp import compiler, dsl, kubernetes
 from pydantic import BaseModel, ConfigDict, Field
 
 from components import base_image
+from components.run_params import run_params
+from components.stage.component import MAX_INPUTS, stage as generic_stage
 from ferd.config import load_config
-from ferd.graph import BY_NAME, COMPONENTS, unroll
+from ferd.stages.artifacts import run_time_values
+from ferd.graph import BY_NAME, COMPONENTS, Stage, Task, unroll
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = ROOT / "params" / "embedded.yaml"
@@ -35,9 +42,43 @@ COMPILED = ROOT / "pipeline" / "ferd_pipeline.yaml"
 PIPELINE_NAME = "ferd"
 
 STAGE_NAMES: tuple[str, ...] = COMPONENTS  # the components of the stage graph (ferd.graph)
-StageName = Literal[COMPONENTS]  # type: ignore[valid-type]
-COMPONENT_FUNCTIONS = {c: getattr(importlib.import_module(f"components.{c}.component"), c) for c in COMPONENTS}
-"""Each stage's component: ``components/<stage>/component.py`` defines the function ``<stage>``."""
+TASK_COMPONENTS = (*COMPONENTS, "run_params")  # and the task resolving the run's parameters
+StageName = Literal[TASK_COMPONENTS]  # type: ignore[valid-type]
+
+
+def component_function(stage: Stage):
+    """The stage's component: ``components/<stage>/component.py`` defines the function ``<stage>``; a stage
+    without a folder of its own runs through the generic ``components/stage`` (:func:`run_task` by name)."""
+    if importlib.util.find_spec(f"components.{stage.component}") is None:
+        return generic_stage
+    return getattr(importlib.import_module(f"components.{stage.component}.component"), stage.component)
+
+
+def _stage_call(task: Task, produced: dict, params_yaml, overrides, gpu_device) -> dsl.PipelineTask:
+    """Create the Kubeflow task of one unrolled graph task, wired to its producers' outputs."""
+    fn = component_function(task.stage)
+    device = gpu_device if task.stage.gpu_device else ""
+    if fn is generic_stage:
+        if len(task.inputs) > MAX_INPUTS:
+            raise ValueError(f"stage {task.stage.name}: {len(task.inputs)} inputs; the generic component takes "
+                             f"{MAX_INPUTS}: give it components/{task.stage.component}/")
+        return fn(name=task.stage.name, params_yaml=params_yaml, overrides=overrides,
+                  round_index=-1 if task.round is None else task.round, device=device,
+                  flags=[inp.flag for inp, _ in task.inputs],
+                  **{f"input_{i}": _output(produced[p], inp.stage) for i, (inp, p) in enumerate(task.inputs)})
+    kwargs = {"params_yaml": params_yaml, "overrides": overrides}
+    if task.round is not None:
+        kwargs["round_index"] = task.round
+    if task.stage.gpu_device:
+        kwargs["device"] = device
+    for inp, producer in task.inputs:
+        kwargs[inp.kfp] = _output(produced[producer], inp.stage)
+    return fn(**kwargs)
+
+
+def _output(task: dsl.PipelineTask, stage: str):
+    producer = BY_NAME[stage]
+    return task.outputs["output" if component_function(producer) is generic_stage else producer.output]
 
 
 class _Strict(BaseModel):
@@ -192,6 +233,8 @@ def remote_teacher(source: str) -> bool:
 class Outputs(NamedTuple):
     metrics: dsl.Metrics
     report: dsl.Artifact
+    summary: dsl.Markdown
+    confusion: dsl.ClassificationMetrics
     student: dsl.Model
     pool: dsl.Dataset
 
@@ -200,6 +243,7 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
     """The pipeline (a kfp graph component) for the parameter file ``params`` on ``cluster``."""
     cluster = cluster or load_cluster()
     default_yaml, rounds = params_text(params)
+    typed = run_time_values(load_config(params))  # the typed run-time parameters' defaults: the file's values
     uncached = set() if cluster.cache_remote_teacher or not remote_teacher(load_config(params).teacher.source) \
         else {"teacher-fetch"}
 
@@ -208,22 +252,22 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
                               f"fetch, {rounds} rounds of synthesis -> FAE pool -> UTAE distillation, evaluation. "
                               f"{COMPILED_FROM}{params_label(params)}")
     def ferd_pipeline(params_yaml: str = default_yaml, overrides: list = [],  # noqa: B006 (a pipeline default)
-                      gpu_device: str = cluster.gpu.device) -> Outputs:
+                      gpu_device: str = cluster.gpu.device, teacher_source: str = typed["teacher_source"],
+                      teacher_sha256: str = typed["teacher_sha256"], eps: float = typed["eps"],
+                      gamma: float = typed["gamma"], lambda1: float = typed["lambda1"],
+                      lambda2: float = typed["lambda2"], lambda_uni: float = typed["lambda_uni"]) -> Outputs:
+        resolved = _configure(run_params(params_yaml=params_yaml, overrides=overrides, teacher_source=teacher_source,
+                                         teacher_sha256=teacher_sha256, eps=eps, gamma=gamma, lambda1=lambda1,
+                                         lambda2=lambda2, lambda_uni=lambda_uni), "run_params", cluster, "parameters")
         produced: dict[str, dsl.PipelineTask] = {}
         for t in unroll(rounds):  # ferd.graph: the same tasks as dvc.yaml and `ferd stage all`
-            kwargs = {"params_yaml": params_yaml, "overrides": overrides}
-            if t.round is not None:
-                kwargs["round_index"] = t.round
-            if t.stage.gpu_device:
-                kwargs["device"] = gpu_device
-            for inp, producer in t.inputs:
-                kwargs[inp.kfp] = produced[producer].outputs[BY_NAME[inp.stage].output]
-            produced[t.id] = _configure(COMPONENT_FUNCTIONS[t.stage.component](**kwargs), t.stage.component, cluster,
-                                        t.title)
+            produced[t.id] = _configure(_stage_call(t, produced, params_yaml, resolved.output, gpu_device),
+                                        t.stage.component, cluster, t.title)
             if t.id in uncached:
                 produced[t.id].set_caching_options(False)
         ev, last = produced["evaluation"], f"-r{rounds - 1}"
-        return Outputs(metrics=ev.outputs["metrics"], report=ev.outputs["report"],
+        return Outputs(metrics=ev.outputs["metrics"], report=ev.outputs["report"], summary=ev.outputs["summary"],
+                       confusion=ev.outputs["confusion"],
                        student=produced["distillation" + last].outputs["student"],
                        pool=produced["pool-store" + last].outputs["pool"])
 

@@ -30,6 +30,8 @@ class LocalRun:
     pool: Path
     metrics: dict[str, float]
     seconds: float
+    summary: Path          # the Markdown artifact (report.md)
+    confusion: dict        # the ClassificationMetrics artifact's metadata (what the Kubeflow UI draws)
 
 
 def run_local(params: str | Path = DEFAULT_PARAMS, out: str | Path = "runs/pipeline", *,
@@ -81,7 +83,8 @@ def _run(params: str | Path, out: Path, overrides: list[str], text: str, cfg, st
     shutil.copytree(report, dest)
     write_json(out / "metrics.json", metrics)
     return LocalRun(out, dest, Path(task.outputs["student"].path), Path(task.outputs["pool"].path), metrics,
-                    round(time.time() - started, 1))
+                    round(time.time() - started, 1), Path(task.outputs["summary"].path),
+                    dict(task.outputs["confusion"].metadata))
 
 
 def _effective_params(params: str | Path, overrides: list[str], out: Path) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ferd.config import ConfigError
-from ferd.stages import config_from_text
+from ferd.stages import RUN_TIME_PARAMS, config_from_text, run_time_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILED = ROOT / "pipeline" / "ferd_pipeline.yaml"
@@ -61,7 +61,7 @@ def build_arguments(package: str | Path = COMPILED, *, params_file: str | Path |
     """Run arguments for the pipeline parameters, checked against what ``package`` unrolled.
 
     ``params_file`` replaces ``params_yaml``; ``overrides`` become the ``overrides`` list;
-    ``extra`` sets any other parameter (``gpu_device``). The parameters that result are
+    ``extra`` sets any other parameter (``gpu_device``, the typed ``eps``, ``gamma``, …). The parameters that result are
     validated here, before anything is sent, and must give the compiled number of rounds.
     """
     defaults = package_defaults(package)
@@ -74,8 +74,10 @@ def build_arguments(package: str | Path = COMPILED, *, params_file: str | Path |
     if overrides:
         args["overrides"] = list(overrides)
     text = args.get("params_yaml", defaults["params_yaml"])
-    try:
-        cfg = config_from_text(text, args.get("overrides", defaults.get("overrides") or []))
+    typed = {name: args.get(name, defaults.get(name, "")) for name in RUN_TIME_PARAMS}
+    try:  # exactly what the run's first task resolves (components/run_params)
+        cfg = config_from_text(text, run_time_overrides(text, list(args.get("overrides", defaults.get("overrides")
+                                                                              or [])), typed))
     except ConfigError as exc:
         raise ValueError(f"the run's parameters are invalid: {exc}") from None
     if cfg.num_rounds != compiled_rounds(package):

@@ -14,6 +14,8 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from ferd.cli.pipeline import repo_root
+from ferd.config import load_config
+from ferd.stages import RUN_TIME_PARAMS
 
 ROOT = repo_root()
 
@@ -91,6 +93,8 @@ def test_gpu_settings_on_exactly_the_gpu_stages_and_the_secret_on_every_s3_stage
     assert set(cluster.s3_stages) == set(STAGE_NAMES)  # every artifact goes through the S3 pipeline_root
     spec, k8s = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     executors = _executors(spec)
+    helper = k8s[executors.pop("run-params")]  # resolves the parameters: no GPU, no secret
+    assert "secretAsEnv" not in helper and "nodeSelector" not in helper
     assert {_stage(t) for t in executors} == set(STAGE_NAMES)
     for task, label in executors.items():
         stage = _stage(task)
@@ -140,7 +144,10 @@ def test_rounds_are_unrolled_into_a_chain(docs):
     assert compiled_rounds.__doc__
     names = {"synthesis": ["synthesis", "synthesis-2"], "pool": ["pool-store", "pool-store-2"],
              "distillation": ["distillation", "distillation-2"]}
-    assert set(tasks) == {"teacher-fetch", "evaluation", *sum(names.values(), [])}
+    assert set(tasks) == {"run-params", "teacher-fetch", "evaluation", *sum(names.values(), [])}
+    for name, task in tasks.items():  # every stage takes the overrides the run-params task resolved
+        if name != "run-params":
+            assert task["inputs"]["parameters"]["overrides"]["taskOutputParameter"]["producerTask"] == "run-params"
 
     def producers(task: str) -> dict[str, str]:
         arts = tasks[task]["inputs"].get("artifacts", {})
@@ -161,9 +168,12 @@ def test_rounds_are_unrolled_into_a_chain(docs):
 
 def test_pipeline_parameters_default_to_the_parameter_file(ci_package):
     defaults = package_defaults(ci_package)
-    assert set(defaults) == {"params_yaml", "overrides", "gpu_device"}
+    assert set(defaults) == {"params_yaml", "overrides", "gpu_device", *RUN_TIME_PARAMS}
     assert yaml.safe_load(defaults["params_yaml"]) == yaml.safe_load(CI.read_text())
     assert defaults["gpu_device"] == "cuda" and defaults["overrides"] == []
+    cfg = load_config(CI)
+    assert defaults["eps"] == cfg.threat.eps and defaults["lambda1"] == cfg.distill.lambda1
+    assert defaults["teacher_source"] == "train:digits" and defaults["teacher_sha256"] == ""
     assert compiled_rounds(ci_package) == 2
 
 
@@ -172,6 +182,9 @@ def test_run_arguments_are_checked_before_anything_is_sent(ci_package):
     assert args == {"overrides": ["seed=3"], "gpu_device": "cuda:1"}
     with pytest.raises(ValueError, match="unrolls 2"):
         build_arguments(ci_package, overrides=["rounds=1"])
+    with pytest.raises(ValueError, match="threat.eps"):  # a typed run-time value, checked as the run would
+        build_arguments(ci_package, extra={"eps": -0.1})
+    assert build_arguments(ci_package, extra={"gamma": 0.3}) == {"gamma": 0.3}
     with pytest.raises(ValueError, match="invalid"):
         build_arguments(ci_package, overrides=["synthesis.lambda_uni=-1"])
     with pytest.raises(ValueError, match="unknown pipeline parameter"):
@@ -213,7 +226,7 @@ def test_every_preset_states_its_rounds_and_compiles_under_one_mib(preset, tmp_p
     out = compile_pipeline(tmp_path / "p.yaml", preset)
     text = Path(out).read_text()
     assert len(text.encode()) < 1 << 20, f"{preset.name}: {len(text.encode())} bytes"
-    assert text.count("taskInfo:") == 3 * cfg.num_rounds + 2
+    assert text.count("taskInfo:") == 3 * cfg.num_rounds + 3  # + the run-params task
     assert len(dvc_stages(cfg)) == 3 * cfg.num_rounds + 2 <= 100
 
 

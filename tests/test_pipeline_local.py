@@ -58,6 +58,11 @@ def test_run_local_completes_and_writes_the_report(local_run):
         assert (local_run.report / name).is_file(), name
     assert json.loads((local_run.out / "metrics.json").read_text()) == local_run.metrics
     assert json.loads((local_run.report / "manifest.json").read_text())["stage"] == "evaluation"
+    # what the Kubeflow UI draws besides the metrics: the report as Markdown, a confusion matrix
+    assert local_run.summary.read_text() == (local_run.report / "eval" / "report.md").read_text()
+    assert local_run.confusion["attack"] == "pgd20"
+    matrix = local_run.confusion["confusionMatrix"]["rows"]
+    assert sum(sum(r["row"]) for r in matrix) == load_config(CI).evaluation.n_examples
     # the last pool artifact holds round 1's shard and pins round 0's, in round 0's artifact (linear storage)
     assert sorted(p.name for p in local_run.pool.glob("round=*")) == ["round=1"]
     assert load_pool(load_config(CI), local_run.pool).rounds == [0, 1]

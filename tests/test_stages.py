@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 import torch
 
 from ferd.checkpoint import load_state_dict
@@ -315,7 +316,7 @@ def test_teacher_fetch_from_robustbench_says_what_it_needs(cfg, tmp_path):
 def test_a_new_stage_is_one_module_plus_its_graph_entry(cfg, split, tmp_path, monkeypatch, capsys):
     """Issue 17: a throwaway stage (a summary of the final pool), declared in the graph and written as one
     module ``ferd.stages.pool_summary``, is run by ``ferd stage``, by ``run_task`` and appears in
-    ``dvc.yaml`` with no other change. (On Kubeflow it also needs its component folder.)"""
+    ``dvc.yaml`` and in the Kubeflow DAG (through the generic ``components/stage``) with no other change."""
     import sys
     import types
 
@@ -351,7 +352,18 @@ def test_a_new_stage_is_one_module_plus_its_graph_entry(cfg, split, tmp_path, mo
 
     assert [t.id for t in graph.unroll(2)][-1] == "pool-summary"
     dvc = dvc_stages(cfg)["pool-summary"]
-    assert dvc["deps"] == ["out/round-1/pool"] and "--pool out/round-1/pool" in dvc["cmd"]
+    assert dvc["deps"] == ["out/round-0/pool", "out/round-1/pool"]  # the pool reads every round's shard
+    assert "--pool out/round-1/pool" in dvc["cmd"]
+    # on Kubeflow it runs through the generic stage component, wired to the last pool
+    from pipeline.dag import compile_pipeline
+
+    spec = yaml.safe_load(Path(compile_pipeline(tmp_path / "p.yaml", CI)).read_text().split("\n---\n")[0])
+    (task,) = [t for t in spec["root"]["dag"]["tasks"].values() if t["componentRef"]["name"] == "comp-stage"]
+    assert task["taskInfo"]["name"] == "pool summary"
+    assert task["inputs"]["parameters"]["name"]["runtimeValue"]["constant"] == "pool-summary"
+    assert task["inputs"]["artifacts"]["input_0"]["taskOutputArtifact"] == {"outputArtifactKey": "pool",
+                                                                             "producerTask": "pool-store-2"}
+    assert task["inputs"]["parameters"]["flags"]["runtimeValue"]["constant"] == ["pool"]
     a = run_task(cfg, "pool-summary", None, {"pool": split / "round-1" / "pool"}, tmp_path / "a")
     assert a.rows == len(load_pool(cfg, split / "round-1" / "pool")) > 0
     capsys.readouterr()

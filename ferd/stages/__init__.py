@@ -17,7 +17,8 @@ evaluation         :func:`.evaluation.evaluation`        ``metrics.json``, ``eva
 
 Every stage is ``ferd.stages.<component>.<component>(cfg, out_dir, *, [round_index,] <inputs>,
 progress)``, its inputs named as in the graph (:mod:`ferd.graph`), so :func:`run_task` runs any stage
-the graph declares: a new stage is its module here, its entry in the graph and its Kubeflow component.
+the graph declares: a new stage is its module here and its entry in the graph (on Kubeflow the generic
+``components/stage`` runs it until it gets a component folder of its own).
 Every output directory carries a ``manifest.json`` (:mod:`ferd.stages.artifacts`); every input
 artifact is checked (stage, round, parameter fingerprint, sha256 of each file) before it is used.
 :func:`run_stages` chains them in one process, as the DAG does.
@@ -35,7 +36,8 @@ from ..config import FerdConfig
 from .. import graph
 from ..graph import Stage, unroll
 from ..checkpoint import atomic_write_json
-from .artifacts import MANIFEST, ArtifactError, config_from_text, params_fingerprint
+from .artifacts import (MANIFEST, RUN_TIME_PARAMS, ArtifactError, config_from_text, params_fingerprint,
+                        run_time_overrides, run_time_values)
 from .distillation import DistillationArtifact, distillation
 from .evaluation import EvaluationArtifact, evaluation
 from .pool_store import PoolArtifact, pool_store
@@ -123,6 +125,6 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
 
 
 __all__ = ["Artifact", "ArtifactError", "DistillationArtifact", "EvaluationArtifact", "PoolArtifact",
-           "SynthesisArtifact", "TeacherArtifact", "config_from_text", "distillation", "evaluation",
-           "load_teacher", "params_fingerprint", "pool_store", "run_stages", "run_task", "shard_path", "stage_function",
-           "synthesis", "teacher_fetch"]
+           "RUN_TIME_PARAMS", "SynthesisArtifact", "TeacherArtifact", "config_from_text", "distillation", "evaluation",
+           "load_teacher", "params_fingerprint", "pool_store", "run_stages", "run_task", "run_time_overrides",
+           "run_time_values", "shard_path", "stage_function", "synthesis", "teacher_fetch"]

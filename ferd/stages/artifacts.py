@@ -90,6 +90,36 @@ def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = 
         return load_config(path, list(overrides))
 
 
+RUN_TIME_PARAMS: dict[str, str] = {"teacher_source": "teacher.source", "teacher_sha256": "teacher.sha256",
+                                   "eps": "threat.eps", "gamma": "distill.utae.gamma", "lambda1": "distill.lambda1",
+                                   "lambda2": "distill.lambda2", "lambda_uni": "synthesis.lambda_uni"}
+"""The Kubeflow pipeline's typed run-time parameters (name → parameter key); anything else changes through
+``overrides``. The rounds (``epochs``, ``rounds``) shape the unrolled DAG, so they are compile-time."""
+
+
+def run_time_values(cfg: FerdConfig) -> dict[str, Any]:
+    """The typed parameters' values in ``cfg`` (the compiled defaults the Kubeflow UI shows; None → "")."""
+    values = {}
+    for name, key in RUN_TIME_PARAMS.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        values[name] = "" if value is None else value
+    return values
+
+
+def run_time_overrides(params_yaml: str, overrides: list[str], values: dict[str, Any]) -> list[str]:
+    """The overrides every stage of a pipeline run gets: the typed values (an empty string keeps the file's
+    value) then ``overrides``, which win; the whole configuration is validated once here, so a bad value
+    fails the run's first task, in one line, before any stage."""
+    if set(values) != set(RUN_TIME_PARAMS):
+        raise ValueError(f"run-time parameters: expected {sorted(RUN_TIME_PARAMS)}, got {sorted(values)}")
+    typed = [f"{RUN_TIME_PARAMS[name]}={json.dumps(v)}" for name, v in values.items() if v != ""]
+    resolved = [*typed, *overrides]
+    config_from_text(params_yaml, resolved)
+    return resolved
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     if not path.is_file():

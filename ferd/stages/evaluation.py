@@ -44,6 +44,23 @@ class EvaluationArtifact:
         keys = sorted(k for k in self.metrics if k.endswith((".avg", ".worst", ".nsd")))
         return {"dir": self.dir, "metrics": {k: round(self.metrics[k], 4) for k in keys}}
 
+    def confusion(self, attack: str, model: str = "student") -> tuple[list[str], list[list[int]]]:
+        """(class names, counts[true][predicted]) of ``model`` under ``attack``, from the report's
+        ``confusion_<model>_<attack>.csv`` (AutoAttack on its own subset: ``eval-aa/``)."""
+        import csv
+
+        name = f"confusion_{model}_{attack}.csv"
+        path = next((d / name for d in (self.dir / "eval", self.dir / "eval-aa") if (d / name).is_file()), None)
+        if path is None:
+            raise ArtifactError(f"evaluation: no {name} in {self.dir}; attacks evaluated: "
+                                f"{sorted(self.evaluated_attacks())}")
+        header, *rows = list(csv.reader(path.read_text().splitlines()))
+        return header[1:], [[int(v) for v in row[1:]] for row in rows]
+
+    def evaluated_attacks(self, model: str = "student") -> list[str]:
+        """The attacks with a confusion matrix for ``model``, in the order of the flat metrics."""
+        return [k.split(".")[1] for k in self.metrics if k.startswith(f"{model}.") and k.endswith(".avg")]
+
 
 def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str | os.PathLike[str],
                student: str | os.PathLike[str], progress: bool = False) -> EvaluationArtifact:
