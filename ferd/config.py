@@ -12,14 +12,14 @@ Errors name the key and what it expects: ``synthesis.lambda_uni: expected a numb
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .baselines.config import BaselineConfig, Method
-from .params_io import ConfigError, load_yaml, short_repr
+from .params_io import ConfigError, StrictModel, load_yaml, short_repr
+from .run_settings import ComputeConfig, StorageConfig
 
 
 # sane upper bounds: far above any paper setting (220 epochs, 400 iterations, batch 512), low enough
@@ -27,8 +27,7 @@ from .params_io import ConfigError, load_yaml, short_repr
 MAX_EPOCHS, MAX_ITERATIONS, MAX_BATCH = 10_000, 100_000, 65_536
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Strict = StrictModel
 
 
 def _check_arch(name: str) -> str:
@@ -68,6 +67,17 @@ class TeacherConfig(_Strict):
     train: TeacherTrainConfig = TeacherTrainConfig()
 
     _arch = field_validator("arch")(_check_arch)
+
+    @property
+    def remote(self) -> bool:
+        """Fetched from elsewhere (``http(s)://``, ``s3://``, ``robustbench:``): no local file to check or to
+        list as a DVC dependency, and a task cache key that sees the name, not the bytes behind it."""
+        return self.source.startswith(("http://", "https://", "s3://", "robustbench:"))
+
+    @property
+    def local_file(self) -> str | None:
+        """The checkpoint path when the source is a local file (neither remote nor ``train:``)."""
+        return None if self.remote or self.source.startswith("train:") else self.source
 
 
 class StudentConfig(_Strict):
@@ -215,57 +225,6 @@ class EvalConfig(_Strict):
         from .attacks import check_attack_names
 
         return check_attack_names(names)
-
-
-class RetryConfig(_Strict):
-    """botocore's retry handler (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.html)."""
-
-    mode: Literal["standard", "adaptive"] = Field("standard", description="botocore retry mode: standard "
-                                                  "(exponential backoff with jitter, capped at 20 s) or adaptive "
-                                                  "(standard plus client-side rate limiting)")
-    max_attempts: int = Field(5, ge=1, le=20, description="attempts per request, the first included")
-
-
-class StorageConfig(_Strict):
-    """Where stage artifacts and the pool are kept besides the local working copy (``ferd.storage``)."""
-
-    uri: str | None = Field(None, description="s3://bucket/prefix or a local directory: relative stage paths "
-                            "are placed under it; None = the paths as given")
-    endpoint_url: str | None = Field(None, pattern=r"^https?://", description="S3-compatible endpoint "
-                                     "(MinIO, Ceph, moto); None = AWS or $AWS_ENDPOINT_URL")
-    region: str | None = Field(None, description="S3 region; None = $AWS_DEFAULT_REGION or us-east-1")
-    retries: RetryConfig = RetryConfig()
-    connect_timeout: float = Field(5.0, gt=0, le=300, description="seconds to open a connection")
-    read_timeout: float = Field(60.0, gt=0, le=3600, description="seconds to wait for a response")
-
-    @field_validator("uri")
-    @classmethod
-    def _uri(cls, uri: str | None) -> str | None:
-        if uri is None or uri == "":
-            return None
-        if "://" in uri and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", uri):
-            raise ValueError(f"expected s3://<bucket>[/prefix] or a local directory, got {uri!r}")
-        return uri.rstrip("/")
-
-
-class ComputeConfig(_Strict):
-    """How synthesis and distillation compute (evaluation always runs fp32, contiguous)."""
-
-    amp: Literal["fp32", "bf16"] = Field("fp32", description="bf16: torch.autocast(bfloat16) around the "
-                                         "generator and student iterations (losses reduce in fp32); changes "
-                                         "float results")
-    fold_bn: bool = Field(False, description="fold the frozen teacher's BatchNorm into its convolutions for the "
-                          "attack passes (UTAEs, reweighting PGD); equal outputs within float rounding")
-    channels_last: bool = Field(False, description="NHWC weights for teacher, student and generator (GPU); "
-                                "evaluation converts back")
-    compile: bool = Field(False, description="torch.compile the student (in place) and the teacher's attack passes")
-    compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager for a quick "
-                                 "check without code generation)")
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
-        "default", description="torch.compile mode (reduce-overhead: CUDA graphs)")
-    pool_on_device: Literal["auto", "always", "never"] = Field(
-        "auto", description="keep the pool tensors on the device during a distillation epoch (auto: on CUDA "
-        "when they fit in half the free memory)")
 
 
 class FerdConfig(_Strict):

@@ -37,12 +37,9 @@ def _cmd(stage: str, rounds: int, *args: str) -> str:
     return " ".join(["ferd stage", stage, "--params params.yaml", f"--graph-rounds {rounds}", *args, "--no-progress"])
 
 
-def _local_file(source: str | None) -> str | None:
-    """A local path the stage reads (a teacher checkpoint, the dataset), as a DVC dependency; None for
-    ``train:…``, URLs, ``s3://`` and RobustBench names (fetched and pinned by ``teacher.sha256``)."""
-    if not source or ":" in source.split("/", 1)[0]:
-        return None
-    return source
+def _local_path(path: str | None) -> str | None:
+    """``data_root`` as a DVC dependency when it is a local path (``s3://`` data is pinned by its manifest)."""
+    return None if not path or "://" in path else path
 
 
 def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
@@ -57,10 +54,10 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
         entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg.num_rounds, *args, f"--out {dirs[t.id]}")}
         deps = [dirs[task_id] for task_id in t.reads]
         if t.stage.name == "teacher-fetch":  # replacing the checkpoint file reruns the teacher stage
-            deps += [d for d in (_local_file(cfg.teacher.source),) if d]
+            deps += [d for d in (cfg.teacher.local_file,) if d]
         trains = t.stage.name == "teacher-fetch" and cfg.teacher.source.startswith("train:")
         if t.stage.name == "evaluation" or trains:
-            deps += [d for d in (_local_file(cfg.data_root),) if d]  # the test (and training) data
+            deps += [d for d in (_local_path(cfg.data_root),) if d]  # the test (and training) data
         if deps:
             entry["deps"] = deps
         stages[t.id] = {**entry, "params": list(SCOPES[t.stage.scope]), "outs": [dirs[t.id]]}

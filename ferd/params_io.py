@@ -11,8 +11,15 @@ import reprlib
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 MAX_YAML_BYTES = 1 << 20  # a parameter file or override; the presets are a few kB
+
+
+class StrictModel(BaseModel):
+    """A parameter group: unknown keys refused, assignments validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ConfigError(ValueError):

@@ -10,15 +10,13 @@ from .compute import require_device
 from .config import FerdConfig
 from .data import require_split
 
-REMOTE_TEACHER = ("http://", "https://", "s3://", "robustbench:")
-
 
 def require_teacher_source(cfg: FerdConfig) -> None:
     """A local ``teacher.source`` must be a file; ``train:<dataset>`` needs that dataset's train split."""
     source = cfg.teacher.source
     if source.startswith("train:"):
         require_split(source.split(":", 1)[1], "train", cfg.data_root)
-    elif not source.startswith(REMOTE_TEACHER) and not Path(source).is_file():
+    elif cfg.teacher.local_file is not None and not Path(source).is_file():
         raise FileNotFoundError(f"teacher.source: no checkpoint file at {source}")
 
 

@@ -225,11 +225,6 @@ def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, nam
     return task
 
 
-def remote_teacher(source: str) -> bool:
-    """A teacher fetched from elsewhere (URL, ``s3://``, RobustBench): the task's cache key cannot see a change."""
-    return source.startswith(("http://", "https://", "s3://", "robustbench:"))
-
-
 class Outputs(NamedTuple):
     metrics: dsl.Metrics
     report: dsl.Artifact
@@ -244,7 +239,7 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
     cluster = cluster or load_cluster()
     default_yaml, rounds = params_text(params)
     typed = run_time_values(load_config(params))  # the typed run-time parameters' defaults: the file's values
-    uncached = set() if cluster.cache_remote_teacher or not remote_teacher(load_config(params).teacher.source) \
+    uncached = set() if cluster.cache_remote_teacher or not load_config(params).teacher.remote \
         else {"teacher-fetch"}
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=cluster.pipeline_root,

@@ -1,0 +1,62 @@
+"""How a run computes and where it keeps its artifacts: parameter groups that change neither what Algorithm 1
+computes nor (except ``compute.amp``) its results, kept apart from :mod:`ferd.config`'s method parameters."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .params_io import StrictModel as _Strict
+
+
+class RetryConfig(_Strict):
+    """botocore's retry handler (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.html)."""
+
+    mode: Literal["standard", "adaptive"] = Field("standard", description="botocore retry mode: standard "
+                                                  "(exponential backoff with jitter, capped at 20 s) or adaptive "
+                                                  "(standard plus client-side rate limiting)")
+    max_attempts: int = Field(5, ge=1, le=20, description="attempts per request, the first included")
+
+
+class StorageConfig(_Strict):
+    """Where stage artifacts and the pool are kept besides the local working copy (``ferd.storage``)."""
+
+    uri: str | None = Field(None, description="s3://bucket/prefix or a local directory: relative stage paths "
+                            "are placed under it; None = the paths as given")
+    endpoint_url: str | None = Field(None, pattern=r"^https?://", description="S3-compatible endpoint "
+                                     "(MinIO, Ceph, moto); None = AWS or $AWS_ENDPOINT_URL")
+    region: str | None = Field(None, description="S3 region; None = $AWS_DEFAULT_REGION or us-east-1")
+    retries: RetryConfig = RetryConfig()
+    connect_timeout: float = Field(5.0, gt=0, le=300, description="seconds to open a connection")
+    read_timeout: float = Field(60.0, gt=0, le=3600, description="seconds to wait for a response")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        if uri is None or uri == "":
+            return None
+        if "://" in uri and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", uri):
+            raise ValueError(f"expected s3://<bucket>[/prefix] or a local directory, got {uri!r}")
+        return uri.rstrip("/")
+
+
+class ComputeConfig(_Strict):
+    """How synthesis and distillation compute (evaluation always runs fp32, contiguous)."""
+
+    amp: Literal["fp32", "bf16"] = Field("fp32", description="bf16: torch.autocast(bfloat16) around the "
+                                         "generator and student iterations (losses reduce in fp32); changes "
+                                         "float results")
+    fold_bn: bool = Field(False, description="fold the frozen teacher's BatchNorm into its convolutions for the "
+                          "attack passes (UTAEs, reweighting PGD); equal outputs within float rounding")
+    channels_last: bool = Field(False, description="NHWC weights for teacher, student and generator (GPU); "
+                                "evaluation converts back")
+    compile: bool = Field(False, description="torch.compile the student (in place) and the teacher's attack passes")
+    compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager for a quick "
+                                 "check without code generation)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode (reduce-overhead: CUDA graphs)")
+    pool_on_device: Literal["auto", "always", "never"] = Field(
+        "auto", description="keep the pool tensors on the device during a distillation epoch (auto: on CUDA "
+        "when they fit in half the free memory)")
