@@ -238,8 +238,9 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
     """The pipeline (a kfp graph component) for the parameter file ``params`` on ``cluster``."""
     cluster = cluster or load_cluster()
     default_yaml, rounds = params_text(params)
-    typed = run_time_values(load_config(params))  # the typed run-time parameters' defaults: the file's values
-    uncached = set() if cluster.cache_remote_teacher or not load_config(params).teacher.remote \
+    cfg = load_config(params)
+    typed = run_time_values(cfg)  # the typed run-time parameters' defaults: the file's values
+    uncached = set() if cluster.cache_remote_teacher or not cfg.teacher.remote \
         else {"teacher-fetch"}
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=cluster.pipeline_root,

@@ -83,18 +83,18 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
         if stale.name not in kept_here:
             log.warning("pool: removing %s, left by another round of an earlier run", stale)
             shutil.rmtree(stale)
-    rounds = [e["round"] for e in entries]
+    rounds, total = [e["round"] for e in entries], sum(e["rows"] for e in entries)
     if rounds != list(range(round_index + 1)):
         raise ArtifactError(f"pool: {out} holds rounds {rounds} after round {round_index}; expected 0..{round_index}")
     write_json(out / POOL_INDEX, {"rounds": rounds, "rows": {str(e["round"]): e["rows"] for e in entries},
-                                  "total_rows": sum(e["rows"] for e in entries), "shards": entries,
+                                  "total_rows": total, "shards": entries,
                                   "layout": "round=<r>/part-0.parquet under each shard's dir (relative to this "
                                             "artifact; '.' = here)",
                                   "columns": pool_columns(out, round_index)})
     write_manifest(out, STAGE, cfg, round_index=round_index, started=started,
                    inputs={"synthesis": synthesis, "previous": previous},
-                   extra={"pool_rounds": rounds, "rows": sum(e["rows"] for e in entries)})
-    return PoolArtifact(out, round_index, rounds, sum(e["rows"] for e in entries))
+                   extra={"pool_rounds": rounds, "rows": total})
+    return PoolArtifact(out, round_index, rounds, total)
 
 
 def pool_index(pool_dir: PathLike) -> list[dict]:
