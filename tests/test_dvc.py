@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import golden
 from ferd.config import load_config
 from ferd.dvc_pipeline import render
 from ferd.presets import render_params
@@ -59,8 +60,9 @@ def _ran(output: str) -> list[str]:
 def test_repro_metrics_noop_and_selective_rerun(project):
     repo, env = project
     dvc = str(BIN / "dvc")
-    first = _ran(_run([dvc, "repro"], repo, env))
+    first = _ran(_run([str(BIN / "ferd"), "warm", "--", dvc, "repro"], repo, env))  # as `make run` does
     assert first[0] == "teacher-fetch" and first[-1] == "evaluation" and len(first) == 2 + 3 * 2
+    assert golden.stages_fingerprint(repo / "out") == golden.load()["stages"]  # forked stages: the same bytes
     metrics = _run([dvc, "metrics", "show"], repo, env)
     for attack in ("clean", "pgd20"):
         for stat in ("avg", "worst", "nsd"):

@@ -14,7 +14,6 @@ import logging
 import sys
 
 from .. import __version__
-from ..storage import StorageError
 
 COMMAND_MODULES = (
     "ferd.cli.run",            # ferd run
@@ -26,6 +25,7 @@ COMMAND_MODULES = (
     "ferd.cli.bench",          # ferd bench --preset P
     "ferd.cli.compare",        # ferd compare --preset P
     "ferd.cli.data",           # ferd data pack
+    "ferd.cli.warm",           # ferd warm -- dvc repro
 )
 
 
@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stage"]:  # under `ferd warm`: the stage runs in a fork of the warm worker
+        from .warm import client
+
+        rc = client(argv)
+        if rc is not None:
+            return rc
+    from ..storage import StorageError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
