@@ -22,25 +22,24 @@ The paper presets use 22 rounds of 10 epochs (a DAG of 68 tasks instead of 662);
 Every random number comes from a generator derived from (seed, stream, epoch)
 (:mod:`ferd.rng`), so the state that crosses a round boundary is small:
 :class:`ferd.round_state.RunState`, saved one way by the stages and by ``ferd run``'s checkpoint,
-and a checkpoint of it taken after any round resumes bit-identically.
+and a checkpoint of it taken after any round resumes bit-identically. ``ferd run`` executes the
+stage graph on it (:mod:`ferd.stages.in_process`), each stage's ``step`` calling the functions here.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
 from . import rng
-from .compute import attack_model, set_memory_format
+from .compute import attack_model
 from .config import FerdConfig
 from .data import no_data_access
 from .distill.utae import cache_utaes
-from .numerics import saving_debug_batch
 from .models import FerdModel
 from .pool import Shard
-from .round_state import RunState, load_checkpoint, save_checkpoint
+from .round_state import RunState
 from .synthesis.diversity import batch_diversity
 from .synthesis.reweighting import reweight
 
@@ -133,31 +132,3 @@ def collapse_warnings(history: list[dict]) -> list[str]:
     return [f"epoch {h['epoch']}: possible generator collapse: the teacher predicted one class for >95 % of the "
             f"synthetic batch for {h['collapse_iterations']} consecutive iterations"
             for h in history if h.get("collapse_iterations", 0) >= COLLAPSE_ITERATIONS]
-
-
-def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str | Path | None = None,
-                   progress: bool = True) -> RunState:
-    """Algorithm 1 end to end, checkpointing into ``checkpoint_dir`` (:func:`ferd.round_state.save_checkpoint`)
-    and resuming from the checkpoint there when present."""
-    set_memory_format(teacher.eval().requires_grad_(False), cfg.compute.channels_last)
-    state = RunState.initial(cfg)
-    if checkpoint_dir is not None and load_checkpoint(state, checkpoint_dir):
-        log.info("resuming from %s at round %d", checkpoint_dir, state.next_round)
-    schedule = cfg.round_schedule
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(schedule), initial=state.next_round, desc="FERD rounds", disable=not progress)
-    for r in range(state.next_round, len(schedule)):
-        with saving_debug_batch(checkpoint_dir):
-            shard = generation_round(state, teacher, r, schedule[r], progress=progress)
-            state.pool.append(shard)
-            distillation_round(state, teacher, schedule[r], progress=progress)
-        state.next_round = r + 1
-        if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0
-                                           or state.next_round == len(schedule)):
-            save_checkpoint(state, checkpoint_dir)
-        bar.update(1)
-        last = state.history[-1]
-        bar.set_postfix(p_max=f"{max(last['p']):.3f}", loss=f"{last.get('distill', {}).get('loss', 0):.4f}")
-    bar.close()
-    return state

@@ -28,7 +28,7 @@ import logging
 import time
 from pathlib import Path
 
-from .algorithm import run_algorithm1
+from .stages.in_process import run_algorithm1
 from .checkpoint import atomic_write_json, save_state_dict
 from .compute import set_memory_format
 from .config import FerdConfig

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-import ferd.algorithm as alg
+from ferd.stages.in_process import run_algorithm1
 from ferd.round_state import RunState, read_round_record
+
+synthesis_stage = importlib.import_module("ferd.stages.synthesis")  # the module (ferd.stages.synthesis is its function)
 
 
 def killed_then_resumed(make_teacher, cfg, checkpoint_dir, monkeypatch) -> RunState:
     """Die at the start of round 1, check the checkpoint points there, rerun; returns the resumed state."""
-    real = alg.generation_round
+    real = synthesis_stage.generation_round
 
     def dying(state, teacher, r, epochs, progress=False):
         if r == 1:
             raise RuntimeError("killed")
         return real(state, teacher, r, epochs, progress)
 
-    monkeypatch.setattr(alg, "generation_round", dying)
+    monkeypatch.setattr(synthesis_stage, "generation_round", dying)
     with pytest.raises(RuntimeError, match="killed"):
-        alg.run_algorithm1(make_teacher(), cfg, checkpoint_dir=checkpoint_dir, progress=False)
+        run_algorithm1(make_teacher(), cfg, checkpoint_dir=checkpoint_dir, progress=False)
     assert read_round_record(checkpoint_dir)["next_round"] == 1
-    monkeypatch.setattr(alg, "generation_round", real)
-    return alg.run_algorithm1(make_teacher(), cfg, checkpoint_dir=checkpoint_dir, progress=False)
+    monkeypatch.setattr(synthesis_stage, "generation_round", real)
+    return run_algorithm1(make_teacher(), cfg, checkpoint_dir=checkpoint_dir, progress=False)

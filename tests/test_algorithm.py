@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ferd.data.datasets as datasets
-from ferd.algorithm import run_algorithm1
+from ferd.stages.in_process import run_algorithm1
 from ferd.config import round_epochs
 from ferd.config import parse_config
 from ferd.models import create_model
@@ -79,3 +79,27 @@ def test_authors_variants_run():
                                     "utae": dict(target="student", random_start="gaussian", steps=2)}})
     state = run_algorithm1(_teacher(), cfg, progress=False)
     assert len(state.history) == 2 and abs(sum(state.history[-1]["p"]) - 1) < 1e-9
+
+
+def test_ferd_run_executes_the_graph_so_a_new_per_round_stage_runs_in_it(monkeypatch):
+    """Issue 17: ``ferd run`` is the stage graph in one process. A throwaway per-round stage (the pool's
+    rows after each round), declared in the graph and written as one module whose ``step`` reads the
+    in-memory pool artifact, runs in every round; the student is unchanged."""
+    import sys
+    import types
+
+    from ferd import graph
+
+    reference = run_algorithm1(_teacher(), parse_config(TINY), progress=False)
+    seen = []
+    module = types.ModuleType("ferd.stages.pool_rows")
+    module.step = lambda state, teacher, r, inputs, progress=False: seen.append((r, len(inputs["pool"])))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    stage = graph.Stage("pool-rows", "pool", True, "pool-rows", (graph.Input("pool", "pool-store", graph.SAME, "pool"),),
+                        "rows", False, "pool rows", "a throwaway stage: the pool's rows after the round")
+    monkeypatch.setattr(graph, "STAGES", (*graph.STAGES, stage))
+    monkeypatch.setitem(graph.BY_NAME, stage.name, stage)
+    state = run_algorithm1(_teacher(), parse_config(TINY), progress=False)
+    assert seen == [(0, 16), (1, 32)]
+    ref = reference.student.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in state.student.state_dict().items())

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..algorithm import distillation_round
 from ..compute import set_memory_format
 from ..config import FerdConfig
+from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..provenance import utc_now
 from ..round_state import (STUDENT_FILE, RunState, class_weights, load_distillation, load_history,
@@ -81,3 +82,9 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
                           "complete": complete})
     losses = {h["epoch"]: h.get("distill", {}) for h in state.history if h["epoch"] in epochs}
     return DistillationArtifact(out, round_index, epochs, out / STUDENT_FILE, complete, losses)
+
+
+def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> FerdModel:
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.in_process`): the student after the round."""
+    distillation_round(state, teacher, state.cfg.round_schedule[round_index], progress=progress)
+    return state.student

@@ -20,8 +20,10 @@ from pathlib import Path
 
 from ..checkpoint import copy_file, sha256_file
 from ..config import FerdConfig
+from ..models import FerdModel
 from ..pool import FaePool, read_shard
 from ..provenance import utc_now
+from ..round_state import RunState
 from .artifacts import (ArtifactError, StageArtifact, check_previous, read_json, read_manifest, round_epochs,
                         write_json, write_manifest)
 from .synthesis import STAGE as SYNTHESIS, shard_path
@@ -95,6 +97,12 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
                    inputs={"synthesis": synthesis, "previous": previous},
                    extra={"pool_rounds": rounds, "rows": total})
     return PoolArtifact(out, round_index, rounds, total)
+
+
+def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> FaePool:
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.in_process`): the pool after the round."""
+    state.pool.append(inputs["synthesis"])
+    return state.pool
 
 
 def pool_index(pool_dir: PathLike) -> list[dict]:

@@ -23,8 +23,9 @@ import torch
 from ..algorithm import collapse_warnings, generation_round
 from ..compute import set_memory_format
 from ..config import FerdConfig
+from ..models import FerdModel
 from ..numerics import saving_debug_batch
-from ..pool import write_shard
+from ..pool import Shard, write_shard
 from ..provenance import utc_now
 from ..round_state import (RunState, class_weights, load_generation, load_history, load_student,
                            save_generation, save_history)
@@ -90,6 +91,11 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
                           "warnings": collapse_warnings(new), "synthesis": synthesis_rows(new)})
     return SynthesisArtifact(out, round_index, epochs, shard_path(out, round_index), len(shard.labels),
                              state.p.tolist())
+
+
+def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> Shard:
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.in_process`): the round's shard."""
+    return generation_round(state, teacher, round_index, state.cfg.round_schedule[round_index], progress=progress)
 
 
 def _margin_by_class(m: dict | None, num_classes: int) -> list[float | None] | None:
