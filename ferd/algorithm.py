@@ -23,7 +23,7 @@ Every random number comes from a generator derived from (seed, stream, epoch)
 (:mod:`ferd.rng`), so the state that crosses a round boundary is small:
 :class:`ferd.round_state.RunState`, saved one way by the stages and by ``ferd run``'s checkpoint,
 and a checkpoint of it taken after any round resumes bit-identically. ``ferd run`` executes the
-stage graph on it (:mod:`ferd.stages.in_process`), each stage's ``step`` calling the functions here.
+stage graph on it (:mod:`ferd.stages.run`), each stage's ``step`` calling the functions here.
 """
 
 from __future__ import annotations

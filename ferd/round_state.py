@@ -301,7 +301,7 @@ def load_checkpoint(state: RunState, out: PathLike) -> bool:
 def verify_checkpoint(out: PathLike, cfg: FerdConfig, record: dict | None = None) -> int:
     """Check ``<out>``'s checkpoint against the parameters (fingerprint, next round in range) and the
     sha256 of every file and pool shard it names, without loading it; returns its next round. Cheap:
-    an entry point calls it before any work (:func:`ferd.run.run`)."""
+    an entry point calls it before any work (:func:`ferd.stages.run.run`)."""
     out = Path(out)
     record = record if record is not None else read_round_record(out)
     d = checkpoint_dir(out)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ferd.data.datasets as datasets
-from ferd.stages.in_process import run_algorithm1
+from ferd.stages.run import run_algorithm1
 from ferd.config import round_epochs
 from ferd.config import parse_config
 from ferd.models import create_model

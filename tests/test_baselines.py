@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ferd.stages.in_process import run_algorithm1
+from ferd.stages.run import run_algorithm1
 from ferd.round_state import RunState
 from ferd.baselines import distill_config
 from ferd.baselines.cmi import channel_means

@@ -14,7 +14,7 @@ CI = Path(__file__).resolve().parents[1] / "params" / "ci.yaml"
 
 
 def test_bf16_autocast_runs_and_changes_only_rounding(tmp_path, monkeypatch, single_thread):
-    import ferd.run as run_mod
+    import ferd.stages.run as run_mod
 
     monkeypatch.setattr(run_mod, "quick_evaluation", lambda *a, **k: {})
     run_mod.run(load_config(CI), tmp_path / "fp32", progress=False)
@@ -66,7 +66,7 @@ def test_attack_model_is_made_once_and_stays_out_of_the_teacher(single_thread):
 
 
 def test_fold_bn_channels_last_and_device_pool_runs(tmp_path, monkeypatch, single_thread):
-    import ferd.run as run_mod
+    import ferd.stages.run as run_mod
 
     monkeypatch.setattr(run_mod, "quick_evaluation", lambda *a, **k: {})
     base = ["distill.utae.target=teacher"]
@@ -85,7 +85,7 @@ def test_fold_bn_channels_last_and_device_pool_runs(tmp_path, monkeypatch, singl
 
 def test_compile_wires_student_and_attack_teacher(tmp_path, monkeypatch, single_thread):
     """compute.compile with the aot_eager backend (no code generation: the wiring, not the speed)."""
-    import ferd.run as run_mod
+    import ferd.stages.run as run_mod
 
     monkeypatch.setattr(run_mod, "quick_evaluation", lambda *a, **k: {})
     cfg = load_config(CI, ["distill.utae.target=teacher", "compute.compile=true", "compute.compile_backend=aot_eager",

@@ -40,7 +40,7 @@ def local_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
-    from ferd.run import run
+    from ferd.stages.run import run
 
     out = tmp_path_factory.mktemp("single")
     n = torch.get_num_threads()
@@ -86,7 +86,7 @@ def test_run_local_on_the_embedded_default_matches_ferd_run(tmp_path):
     """The issue's acceptance run: the embedded default DAG (12 rounds, 38 tasks) in ≤ 10 minutes,
     with torch's default threads (both runs alike), equal to ``ferd run``. ~9 min on 2 idle cores, so opt-in: ``FERD_ACCEPTANCE=1 pytest -k embedded_default``.
     CI checks the same equality on the two-round CI preset (the tests above)."""
-    from ferd.run import run
+    from ferd.stages.run import run
     from pipeline.local import run_local
 
     params = ROOT / "params" / "embedded.yaml"

@@ -49,7 +49,7 @@ def test_the_rehearsal_runs_through_every_front_door_from_s3(s3, tmp_path, monke
                  "--split", "test", "--to", cfg.data_root]) == 0
     s3.client().upload_file(str(TEACHER), "ferd-rehearsal", "teachers/" + TEACHER.name)
 
-    from ferd.run import run
+    from ferd.stages.run import run
     from pipeline.local import run_local
 
     n = torch.get_num_threads()

@@ -190,7 +190,7 @@ def test_paper_as_printed_is_the_text_exactly():
 
 # ---- the default generator does not collapse ------------------------------------------------------
 def _ci_pool_share(kind: str | None) -> float:
-    from ferd.stages.in_process import run_algorithm1
+    from ferd.stages.run import run_algorithm1
     from ferd.data import load_split
     from ferd.models import create_model
     from ferd.teacher import train_robust_teacher

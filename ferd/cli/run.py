@@ -9,7 +9,7 @@ from ..config import load_config
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..run import run
+    from ..stages.run import run
 
     cfg = load_config(args.params, args.set or ())
     if args.threads:

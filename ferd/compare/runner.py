@@ -26,7 +26,7 @@ import torch
 from ..checkpoint import atomic_write_json
 from ..config import FerdConfig
 from ..evaluation.quick import quick_evaluation
-from ..run import run
+from ..stages.run import run
 from ..run_dir import METRICS_FILE, RunDirError, check_run_dir, is_finished, set_aside, write_result
 from ..teacher_source import obtain_teacher
 from .config import Arm, CompareConfig, arms, run_config, teacher_config

@@ -2,7 +2,7 @@
 
 One code path, three front doors: ``ferd stage <name>`` (:mod:`ferd.cli.stage`, what
 ``dvc.yaml`` calls), the Kubeflow components in ``components/<stage>/`` and ``ferd run``
-(:func:`ferd.stages.in_process.run_algorithm1`: the graph in one process, each per-round stage by its
+(:func:`ferd.stages.run.run_algorithm1`: the graph in one process, each per-round stage by its
 module's ``step`` on the in-memory round state) all run the same ``generation_round`` /
 ``distillation_round`` on the same round state (:mod:`ferd.round_state`).
 

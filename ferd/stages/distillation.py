@@ -85,6 +85,6 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
 
 
 def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> FerdModel:
-    """The stage in memory (``ferd run``, :mod:`ferd.stages.in_process`): the student after the round."""
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.run`): the student after the round."""
     distillation_round(state, teacher, state.cfg.round_schedule[round_index], progress=progress)
     return state.student

@@ -100,7 +100,7 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
 
 
 def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> FaePool:
-    """The stage in memory (``ferd run``, :mod:`ferd.stages.in_process`): the pool after the round."""
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.run`): the pool after the round."""
     state.pool.append(inputs["synthesis"])
     return state.pool
 

@@ -94,7 +94,7 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
 
 
 def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> Shard:
-    """The stage in memory (``ferd run``, :mod:`ferd.stages.in_process`): the round's shard."""
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.run`): the round's shard."""
     return generation_round(state, teacher, round_index, state.cfg.round_schedule[round_index], progress=progress)
 
 

@@ -19,24 +19,39 @@ Re-running the same command resumes from ``checkpoint/`` (a finished run re-eval
 directory that holds another run (other parameters up to the student) or files that are no run's is
 refused before anything is written, and a second process on the same directory is refused by its
 lock (:mod:`ferd.run_dir`).
+
+The rounds are the stage graph (:mod:`ferd.graph`) executed in one process on one round state:
+the per-round tasks of :func:`ferd.graph.unroll` run in order, each by its stage module's ``step`` (the
+stage on the in-memory :class:`ferd.round_state.RunState`, its artifact handed to the next task as an
+object instead of a directory). So a stage added to the graph runs here as under DVC and Kubeflow, and
+``ferd run`` and the stage split give the same bytes (``tests/golden.json``). After a round's last task
+the state is checkpointed (:func:`ferd.round_state.save_checkpoint`), the one layout the stages' artifacts
+use too; a checkpoint taken after any round resumes bit-identically.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .stages.in_process import run_algorithm1
-from .checkpoint import atomic_write_json, save_state_dict
-from .compute import set_memory_format
-from .config import FerdConfig
-from .evaluation.quick import quick_evaluation
-from .preflight import preflight
-from .round_state import class_weights, read_round_record, verify_checkpoint
-from .run_dir import check_run_dir, owned, write_result
-from .teacher_source import obtain_teacher
+from tqdm.auto import tqdm
+
+from ..checkpoint import atomic_write_json, save_state_dict
+from ..compute import set_memory_format
+from ..config import FerdConfig
+from ..evaluation.quick import quick_evaluation
+from ..graph import Stage, unroll
+from ..models import FerdModel
+from ..numerics import saving_debug_batch
+from ..preflight import preflight
+from ..round_state import (RunState, class_weights, load_checkpoint, read_round_record, save_checkpoint,
+                           verify_checkpoint)
+from ..run_dir import check_run_dir, owned, write_result
+from ..teacher_source import obtain_teacher
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +86,41 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
         metrics["run.seconds"] = round(time.time() - started, 1)
         write_result(out, cfg, metrics)
     return metrics
+
+
+def stage_step(stage: Stage) -> Callable[..., object]:
+    """``ferd.stages.<component>.step(state, teacher, round_index, inputs, progress)``: the stage in memory."""
+    module = importlib.import_module(f"ferd.stages.{stage.component}")
+    if not hasattr(module, "step"):
+        raise NotImplementedError(f"stage {stage.name}: {module.__name__} has no in-process step for `ferd run`")
+    return module.step
+
+
+def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str | Path | None = None,
+                   progress: bool = True) -> RunState:
+    """Algorithm 1 end to end (every round of the graph), checkpointing into ``checkpoint_dir`` and
+    resuming from the checkpoint there when present."""
+    set_memory_format(teacher.eval().requires_grad_(False), cfg.compute.channels_last)
+    state = RunState.initial(cfg)
+    if checkpoint_dir is not None and load_checkpoint(state, checkpoint_dir):
+        log.info("resuming from %s at round %d", checkpoint_dir, state.next_round)
+    rounds = len(cfg.round_schedule)
+    tasks = [t for t in unroll(rounds) if t.round is not None and t.round >= state.next_round]
+    bar = tqdm(total=rounds, initial=state.next_round, desc="FERD rounds", disable=not progress)
+    made: dict[str, object] = {}  # this round's artifacts, by task id
+    for i, task in enumerate(tasks):
+        inputs = {inp.flag: made.get(producer) for inp, producer in task.inputs}
+        with saving_debug_batch(checkpoint_dir):
+            made[task.id] = stage_step(task.stage)(state, teacher, task.round, inputs, progress)
+        if i + 1 < len(tasks) and tasks[i + 1].round == task.round:
+            continue
+        made.clear()
+        state.next_round = task.round + 1
+        if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0
+                                           or state.next_round == rounds):
+            save_checkpoint(state, checkpoint_dir)
+        bar.update(1)
+        last = state.history[-1]
+        bar.set_postfix(p_max=f"{max(last['p']):.3f}", loss=f"{last.get('distill', {}).get('loss', 0):.4f}")
+    bar.close()
+    return state
