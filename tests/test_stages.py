@@ -15,7 +15,8 @@ from ferd.checkpoint import load_state_dict
 from ferd.cli import main
 from ferd.config import load_config
 from ferd.pool import FaePool
-from ferd.stages.pool_store import load_pool, remote_of
+from ferd.stages.io import remote_of
+from ferd.stages.pool_store import load_pool
 from ferd.stages import (ArtifactError, distillation, evaluation, pool_store, run_stages, synthesis,
                          teacher_fetch)
 

@@ -26,7 +26,9 @@ import sys
 SOCKET_ENV = "FERD_WARM_SOCKET"
 IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
                    "PYTORCH_CUDA_ALLOC_CONF", "LD_LIBRARY_PATH", "LD_PRELOAD")
-PRELOAD = ("ferd.stages", "ferd.stages.io", "ferd.preflight", "ferd.run_dir", "pyarrow.parquet")
+# imported by the worker besides every command module: torch._dynamo is what torch.optim imports on the
+# first optimiser (3.5 s, ~900 modules), in every synthesis and distillation stage
+PRELOAD = ("ferd.stages", "ferd.stages.io", "ferd.preflight", "ferd.run_dir", "pyarrow.parquet", "torch._dynamo")
 _MAX_MESSAGE = 1 << 20
 
 

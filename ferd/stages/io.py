@@ -21,6 +21,7 @@ and the URI, ETag and version id of every output object.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,21 @@ from ..storage import (MANIFEST, S3Settings, StorageError, abort_incomplete_uplo
                        listed_files, member, s3_client, upload_file)
 from .artifacts import write_json
 
+log = logging.getLogger(__name__)
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("FERD_CACHE") or Path.home() / ".cache" / "ferd")
+
+
+def remote_of(local_dir: Path) -> str | None:
+    """The object-store URI an absolute local directory mirrors, or None: ``$FERD_CACHE/s3/<bucket>/<key>``
+    (where ``s3://`` artifacts are kept, :meth:`StageIO.locate`) and Kubeflow's artifact mounts
+    ``/s3/<bucket>/<key>`` and ``/minio/<bucket>/<key>`` (MinIO speaks the S3 API)."""
+    for root in (cache_dir().absolute() / "s3", Path("/s3"), Path("/minio")):
+        if local_dir.is_absolute() and local_dir.is_relative_to(root) and local_dir != root:
+            return "s3://" + local_dir.relative_to(root).as_posix()
+    return None
 
 
 class StageIO:
@@ -71,6 +84,19 @@ class StageIO:
             if not (local / MANIFEST).is_file():
                 fetch_dir(uri, local, self.settings, client=self.client)
         return local
+
+    def mirrored(self, where: Path) -> Path | None:
+        """Fetch (and verify) an artifact that is not here from the URI its path mirrors (:func:`remote_of`)
+        or, for a relative path, from ``storage.uri`` as every input is; its local copy, or None when the
+        path names no object-store copy (an earlier pool shard's artifact, read through the pool index)."""
+        uri = remote_of(where)
+        if uri is not None:
+            log.info("fetching %s", uri)
+            return self.input(uri)
+        if not where.is_absolute() and where.parts[:1] != ("..",) and self.root is not None and is_s3(self.root):
+            log.info("fetching %s from %s", where, self.root)
+            return self.input(where)
+        return None
 
     def output(self, path: str | os.PathLike[str]) -> Path:
         local, uri = self.locate(path)

@@ -6,7 +6,7 @@ an index, ``pool.json``, plus the one shard the round adds, ``round=<r>/part-0.p
 lives (the pool artifact of its round, by a path relative to this one) and pins it by sha256, so pool r
 is the pool D after round r without holding a copy of rounds 0…r−1. :func:`load_pool` follows the index
 and checks every shard; a shard whose artifact is not on this machine (another Kubeflow pod, a fresh
-cache of an ``s3://`` run) is fetched from the object store the local path mirrors (:func:`remote_of`).
+cache of an ``s3://`` run) is fetched from the object store the local path mirrors (:func:`ferd.stages.io.remote_of`).
 Kept in place (``--previous`` = ``--out``) the pool is one directory holding every shard.
 """
 
@@ -24,6 +24,7 @@ from ..models import FerdModel
 from ..pool import FaePool, read_shard
 from ..provenance import utc_now
 from ..round_state import RunState
+from .io import StageIO
 from .artifacts import (ArtifactError, StageArtifact, check_previous, read_json, read_manifest, round_epochs,
                         write_json, write_manifest)
 from .synthesis import STAGE as SYNTHESIS, shard_path
@@ -117,12 +118,12 @@ def pool_index(pool_dir: PathLike) -> list[dict]:
 
 def load_pool(cfg: FerdConfig, pool_dir: PathLike) -> FaePool:
     """The pool a pool artifact stands for: every shard its index names, each checked against its sha256
-    (its artifact fetched first from the object store when it is not here: :func:`fetch_artifact`)."""
+    (its artifact fetched first from the object store when it is not here: :meth:`StageIO.mirrored`)."""
     pool_dir, pool = Path(pool_dir), FaePool()
     for e in pool_index(pool_dir):
         where = Path(os.path.normpath(pool_dir / e["dir"]))
         if not (where / shard_file(e["round"])).is_file():
-            where = fetch_artifact(cfg, where) or where
+            where = StageIO(cfg).mirrored(where) or where
         path = where / shard_file(e["round"])
         if not path.is_file():
             raise ArtifactError(f"pool: shard of round {e['round']} not found at {path} (named by "
@@ -132,36 +133,6 @@ def load_pool(cfg: FerdConfig, pool_dir: PathLike) -> FaePool:
             raise ArtifactError(f"pool: {path} does not match the sha256 pinned by {pool_dir / POOL_INDEX}")
         pool.append(read_shard(path))
     return pool
-
-
-def remote_of(local_dir: Path) -> str | None:
-    """The object-store URI an absolute local directory mirrors, or None: ``$FERD_CACHE/s3/<bucket>/<key>``
-    (where :class:`~ferd.stages.io.StageIO` keeps ``s3://`` artifacts) and Kubeflow's artifact mounts
-    ``/s3/<bucket>/<key>`` and ``/minio/<bucket>/<key>`` (MinIO speaks the S3 API)."""
-    from .io import cache_dir
-
-    for root in (cache_dir().absolute() / "s3", Path("/s3"), Path("/minio")):
-        if local_dir.is_absolute() and local_dir.is_relative_to(root) and local_dir != root:
-            return "s3://" + local_dir.relative_to(root).as_posix()
-    return None
-
-
-def fetch_artifact(cfg: FerdConfig, where: Path) -> Path | None:
-    """Fetch (and verify) the artifact an earlier shard lives in, from the URI its path mirrors
-    (:func:`remote_of`) or, for a relative path, from ``storage.uri`` as every stage input is; returns its
-    local copy, or None when the path names no object-store copy."""
-    from ..storage import is_s3
-    from .io import StageIO
-
-    io = StageIO(cfg)
-    uri = remote_of(where)
-    if uri is not None:
-        log.info("pool: fetching %s", uri)
-        return io.input(uri)
-    if not where.is_absolute() and where.parts[:1] != ("..",) and io.root is not None and is_s3(io.root):
-        log.info("pool: fetching %s from %s", where, io.root)
-        return io.input(where)
-    return None
 
 
 def pool_columns(pool_dir: Path, round_index: int) -> dict[str, str]:
