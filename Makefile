@@ -25,11 +25,9 @@ run: env
 run-single: env
 	$(BIN)/ferd run --params params/embedded.yaml --out $(OUT)
 
-## make test: the whole test suite (what CI runs), on TEST_WORKERS processes (pytest-xdist; each test
-## file stays in one worker, so its module fixtures are built once)
-TEST_WORKERS ?= 2
+## make test: the whole test suite (what CI runs)
 test: env
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(OUT) .pytest_cache
