@@ -25,9 +25,11 @@ run: env
 run-single: env
 	$(BIN)/ferd run --params params/embedded.yaml --out $(OUT)
 
-## make test: the whole test suite (what CI runs)
+## make test: the whole test suite (what CI runs), on TEST_WORKERS processes (pytest-xdist; each test
+## file stays in one worker, so its module fixtures are built once)
+TEST_WORKERS ?= 2
 test: env
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(OUT) .pytest_cache

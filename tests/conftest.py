@@ -42,6 +42,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist (``make test`` runs two workers): a worker hands its fault rows to the controller."""
+    from faultlog import ROWS
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["fault_rows"] = [list(r) for r in ROWS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller collects each worker's fault rows for the summary table."""
+    from faultlog import ROWS
+
+    ROWS.extend(tuple(r) for r in getattr(node, "workeroutput", {}).get("fault_rows", []))
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault suite's table (tests/test_faults.py): fault, injected, survived, artifacts lost."""
     from faultlog import ROWS, table
