@@ -79,12 +79,7 @@ def client(argv: list[str]) -> int | None:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    while True:
-        try:
-            done = _receive(conn, buffer)
-            break
-        except InterruptedError:
-            continue
+    done = _receive(conn, buffer)  # a forwarded signal does not interrupt it (PEP 475)
     if done is None:  # the worker died: its children die with it (PR_SET_PDEATHSIG)
         forward(signal.SIGKILL, None)
         return 1

@@ -49,9 +49,22 @@ Artifact = TeacherArtifact | SynthesisArtifact | PoolArtifact | DistillationArti
 PathLike = str | os.PathLike[str]
 
 
+def _stage_module(stage: Stage):
+    return importlib.import_module(f"{__name__}.{stage.component}")
+
+
 def stage_function(stage: Stage) -> Callable[..., Artifact]:
     """``ferd.stages.<component>.<component>``: the function that runs ``stage``."""
-    return getattr(importlib.import_module(f"{__name__}.{stage.component}"), stage.component)
+    return getattr(_stage_module(stage), stage.component)
+
+
+def stage_step(stage: Stage) -> Callable[..., object]:
+    """``ferd.stages.<component>.step(state, teacher, round_index, inputs, progress)``: the stage on the
+    in-memory round state, as ``ferd run`` runs it (:mod:`ferd.stages.run`)."""
+    module = _stage_module(stage)
+    if not hasattr(module, "step"):
+        raise NotImplementedError(f"stage {stage.name}: {module.__name__} has no in-process step for `ferd run`")
+    return module.step
 
 
 def run_task(cfg: FerdConfig, stage: str, round_index: int | None, inputs: dict[str, PathLike | None],
@@ -128,4 +141,4 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
 __all__ = ["Artifact", "ArtifactError", "DistillationArtifact", "EvaluationArtifact", "PoolArtifact",
            "RUN_TIME_PARAMS", "SynthesisArtifact", "TeacherArtifact", "config_from_text", "distillation", "evaluation",
            "load_teacher", "params_fingerprint", "pool_store", "run_stages", "run_task", "run_time_overrides",
-           "run_time_values", "shard_path", "stage_function", "synthesis", "teacher_fetch"]
+           "run_time_values", "shard_path", "stage_function", "stage_step", "synthesis", "teacher_fetch"]

@@ -119,11 +119,11 @@ def pool_index(pool_dir: PathLike) -> list[dict]:
 def load_pool(cfg: FerdConfig, pool_dir: PathLike) -> FaePool:
     """The pool a pool artifact stands for: every shard its index names, each checked against its sha256
     (its artifact fetched first from the object store when it is not here: :meth:`StageIO.mirrored`)."""
-    pool_dir, pool = Path(pool_dir), FaePool()
+    pool_dir, pool, io = Path(pool_dir), FaePool(), StageIO(cfg)
     for e in pool_index(pool_dir):
         where = Path(os.path.normpath(pool_dir / e["dir"]))
         if not (where / shard_file(e["round"])).is_file():
-            where = StageIO(cfg).mirrored(where) or where
+            where = io.mirrored(where) or where
         path = where / shard_file(e["round"])
         if not path.is_file():
             raise ArtifactError(f"pool: shard of round {e['round']} not found at {path} (named by "

@@ -31,11 +31,9 @@ use too; a checkpoint taken after any round resumes bit-identically.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -44,7 +42,7 @@ from ..checkpoint import atomic_write_json, save_state_dict
 from ..compute import set_memory_format
 from ..config import FerdConfig
 from ..evaluation.quick import quick_evaluation
-from ..graph import Stage, unroll
+from ..graph import unroll
 from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..preflight import preflight
@@ -52,6 +50,7 @@ from ..round_state import (RunState, class_weights, load_checkpoint, read_round_
                            verify_checkpoint)
 from ..run_dir import check_run_dir, owned, write_result
 from ..teacher_source import obtain_teacher
+from . import stage_step
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +85,6 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
         metrics["run.seconds"] = round(time.time() - started, 1)
         write_result(out, cfg, metrics)
     return metrics
-
-
-def stage_step(stage: Stage) -> Callable[..., object]:
-    """``ferd.stages.<component>.step(state, teacher, round_index, inputs, progress)``: the stage in memory."""
-    module = importlib.import_module(f"ferd.stages.{stage.component}")
-    if not hasattr(module, "step"):
-        raise NotImplementedError(f"stage {stage.name}: {module.__name__} has no in-process step for `ferd run`")
-    return module.step
 
 
 def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str | Path | None = None,
