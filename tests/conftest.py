@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 
 import pytest
@@ -21,6 +22,17 @@ def s3(tmp_path_factory, monkeypatch):
     server.client().create_bucket(Bucket="ferd")
     yield server
     server.stop()
+
+
+_PRINT = builtins.print
+
+
+@pytest.fixture(autouse=True)
+def _print_restored():
+    """kfp.local indents task output by swapping ``builtins.print`` (not thread-safe); a swapped ``print``
+    left behind by a local pipeline run breaks later tests that pickle ``print`` by name."""
+    yield
+    builtins.print = _PRINT
 
 
 @pytest.fixture
