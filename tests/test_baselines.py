@@ -117,6 +117,9 @@ def test_a8_conversion_of_the_four_dfkd_baselines():
         assert (d.lambda1, d.lambda2) == pytest.approx((1 / 6, 5 / 6))  # RSLAD: 5/6 on the adversarial term
     ferd = parse_config(TINY)
     assert distill_config(ferd) == ferd.distill
+    # without its own attack_steps the conversion takes FERD's budget of attack steps
+    budget = parse_config({**TINY, "method": "fast", "baseline": {}, "distill": {"utae": {"steps": 3}}})
+    assert distill_config(budget).utae.steps == 3
     assert distill_config(parse_config({**TINY, "method": "dfhl"})) == ferd.distill
 
 

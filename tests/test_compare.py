@@ -81,10 +81,11 @@ def test_compare_smoke_writes_the_table_csv_and_plots(smoke):
         assert (smoke / f"per_class_{attack}.png").stat().st_size > 1000
     md = (smoke / "comparison.md").read_text()
     assert "| teacher |" in md and "Each method minus `ferd`" in md and "Retention (student PGD-20" in md
-    # equal terms: Fast on FERD's student side differs from FERD only in its synthesis
-    assert ("| fast-ferd-student | baseline.fast: its own synthesis (baseline.fast.*); method: fast; "
+    # equal terms: FERD's default student side is A.8's, so Fast's own arm differs from FERD only in synthesis
+    assert ("| fast | baseline.fast: its own synthesis (baseline.fast.*); method: fast; "
             "synthesis.reweighting.enabled: False |") in md
-    assert "| ferd-a8-student | distill.lambda1: 0.1667; distill.lambda2: 0.8333; distill.utae.enabled: False" in md
+    assert ("| ferd-paper-student | distill.lambda1: 0.8333; distill.lambda2: 0.1667; distill.utae.gamma: 0.5; "
+            "distill.utae.random_start: uniform |") in md
     assert flat_keys_present(json.loads((smoke / "comparison.json").read_text())["metrics"])
     assert all(f"| {m} | cnn-8 | 2 |" in md for m in cc.methods if m != "ferd")
     flat = json.loads((smoke / "comparison.json").read_text())["metrics"]

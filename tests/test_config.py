@@ -11,7 +11,9 @@ def test_paper_defaults():
     c = FerdConfig()
     assert (c.epochs, c.synthesis.iterations, c.distill.iterations) == (220, 200, 400)
     assert (c.synthesis.lambda_adv, c.synthesis.lambda_bn, c.synthesis.lambda_oh, c.synthesis.lambda_uni) == (1, 5, 1, 5)
-    assert c.distill.utae.gamma == 0.5 and c.distill.lambda1 == pytest.approx(5 / 6)
+    # the student side is RSLAD's, not Eq. 11's printed 5/6, 1/6 and γ = 0.5 (README; paper-as-printed.yaml has those)
+    assert c.distill.utae.gamma == 0.0 and (c.distill.lambda1, c.distill.lambda2) == pytest.approx((1 / 6, 5 / 6))
+    assert (c.distill.utae.steps, c.distill.utae.random_start, c.distill.utae.target) == (10, "gaussian", "student")
     assert c.threat.eps == pytest.approx(8 / 255)
     assert c.synthesis.generator.lr == 2e-3 and c.distill.lr == 0.1 and c.distill.weight_decay == 5e-4
 

@@ -151,9 +151,25 @@ def test_retention_by_hand():
 # ---- equal terms and presets --------------------------------------------------------------------------
 def test_a_baseline_with_ferds_student_side_distils_exactly_as_ferd():
     a8 = load_config(ROOT / "params" / "embedded.yaml", ["method=fast"])
-    same = load_config(ROOT / "params" / "embedded.yaml", ["method=fast", "baseline.robust.student_side=ferd"])
-    assert distill_config(same) == load_config(ROOT / "params" / "embedded.yaml").distill
-    assert distill_config(a8).lambda2 == pytest.approx(5 / 6) and distill_config(a8).utae.steps == 10
+    paper = ["distill.lambda1=0.8333333333333", "distill.lambda2=0.1666666666667", "distill.utae.gamma=0.5"]
+    same = load_config(ROOT / "params" / "embedded.yaml", ["method=fast", "baseline.robust.student_side=ferd", *paper])
+    assert distill_config(same) == load_config(ROOT / "params" / "embedded.yaml", paper).distill
+    # A.8 on embedded: RSLAD's weights at the preset's budget of attack steps — FERD's own side exactly
+    assert distill_config(a8).lambda2 == pytest.approx(5 / 6) and distill_config(a8).utae.steps == 5
+    assert distill_config(a8) == load_config(ROOT / "params" / "embedded.yaml").distill
+
+
+@pytest.mark.parametrize("preset", ["paper", "compare-gpu"])
+def test_ferds_default_student_side_is_the_a8_conversion(preset):
+    """With the defaults a baseline's own arm and FERD's distil identically: they differ in synthesis only."""
+    from ferd.compare.config import Arm, load_compare, run_config
+
+    if preset == "paper":
+        cfgs = [load_config(ROOT / "params" / "cifar10-resnet18.yaml", [f"method={m}"]) for m in ("ferd", "fast")]
+    else:
+        cc = load_compare(preset)
+        cfgs = [run_config(cc, Arm(m, cc.students[0], cc.seeds[0])) for m in ("ferd", "fast")]
+    assert distill_config(cfgs[1]) == distill_config(cfgs[0]) == cfgs[0].distill
 
 
 PAPER_PRESETS = sorted(p.stem for p in (ROOT / "params").glob("*.yaml")
@@ -167,6 +183,7 @@ def test_paper_presets_run_the_configuration_that_works(preset):
     assert cfg.distill.augment
     assert cfg.synthesis.bottleneck.threshold == "own"
     assert cfg.synthesis.generator.kind != "conditional"
+    assert (cfg.distill.lambda1, cfg.distill.lambda2) == pytest.approx((1 / 6, 5 / 6))  # RSLAD's student side
 
 
 def test_compare_gpu_runs_the_configuration_that_works():
@@ -176,6 +193,7 @@ def test_compare_gpu_runs_the_configuration_that_works():
     cfg = run_config(cc, Arm(cc.reference, cc.students[0], cc.seeds[0]))
     assert cfg.distill.utae.target == "student" and cfg.distill.augment
     assert cfg.synthesis.generator.kind != "conditional"
+    assert (cfg.distill.lambda1, cfg.distill.lambda2, cfg.distill.utae.gamma) == pytest.approx((1 / 6, 5 / 6, 0.0))
 
 
 def test_paper_as_printed_is_the_text_exactly():
@@ -185,6 +203,7 @@ def test_paper_as_printed_is_the_text_exactly():
     assert cfg.synthesis.bottleneck.threshold == "global" and cfg.synthesis.bottleneck.mode == "paper"
     assert cfg.synthesis.lambda_uni == 5.0 and cfg.distill.utae.gamma == 0.5
     assert (cfg.distill.lambda1, cfg.distill.lambda2) == pytest.approx((5 / 6, 1 / 6))
+    assert cfg.distill.utae.random_start == "uniform"
     assert cfg.synthesis.reweighting.strategy == "softmax" and cfg.synthesis.reweighting.samples == "all"
 
 

@@ -28,16 +28,19 @@ def distill_config(cfg: FerdConfig) -> DistillConfig:
     ``ferd`` and ``dfhl``: ``cfg.distill`` as given (dfhl swaps the loss, not the schedule). The
     A.8 conversions (deepinv, cmi, fast, zskt): ``cfg.distill`` with its UTAE replaced by RSLAD's
     attack (the student is attacked from x + 0.001·N(0, 1) on KL(f^T(x) ‖ f^S(x')), γ = 0,
-    ``baseline.robust.attack_steps`` steps of ``threat.step``) and λ1, λ2 by RSLAD's weights
-    (clean 1/6, adversarial 5/6). Optimiser, schedule, iterations and batch stay FERD's, so every
-    method gets the same student budget. ``baseline.robust.student_side: ferd`` skips the conversion: the
-    baseline's pool is distilled exactly as FERD's (the comparison's equal-terms arm).
+    ``baseline.robust.attack_steps`` steps of ``threat.step``, by default FERD's ``distill.utae.steps``)
+    and λ1, λ2 by RSLAD's weights (clean 1/6, adversarial 5/6). Optimiser, schedule, iterations and batch stay FERD's, so every
+    method gets the same student budget. With ferd's default ``distill`` (RSLAD's side) the conversion
+    changes nothing, so a baseline's arm and FERD's differ in synthesis only.
+    ``baseline.robust.student_side: ferd`` skips the conversion: the baseline's pool is distilled exactly
+    as FERD's ``distill`` says (with the paper's Eq. 10-11 there, the comparison's paper-student arms).
     """
     from .synthesis import BASELINES
 
     if cfg.method == "ferd" or not BASELINES[cfg.method].a8_conversion or cfg.baseline.robust.student_side == "ferd":
         return cfg.distill
     r = cfg.baseline.robust
-    utae = cfg.distill.utae.model_copy(update={"enabled": False, "target": "student", "steps": r.attack_steps,
-                                               "gamma": 0.0, "random_start": r.random_start, "cache": "recompute"})
+    steps = r.attack_steps or cfg.distill.utae.steps
+    utae = cfg.distill.utae.model_copy(update={"target": "student", "steps": steps, "gamma": 0.0,
+                                               "random_start": r.random_start, "cache": "recompute"})
     return cfg.distill.model_copy(update={"lambda1": r.lambda_clean, "lambda2": r.lambda_adv, "utae": utae})

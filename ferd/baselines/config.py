@@ -17,6 +17,13 @@ from ..params_io import StrictModel
 
 _Strict = StrictModel
 
+# RSLAD's student loss (Zi et al. 2021), which A.8 applies to every baseline and ferd's default
+# student side uses too: 1/6 on KL(f^T(x) ‖ f^S(x)), 5/6 on KL(f^T(x) ‖ f^S(x_adv)) — the reverse of
+# FERD's printed Eq. 11 (λ1 = 5/6 clean, λ2 = 1/6 adversarial)
+RSLAD_LAMBDA_CLEAN, RSLAD_LAMBDA_ADV = 1 / 6, 5 / 6
+# RSLAD's inner maximisation starts from x + 0.001·N(0, 1)
+RSLAD_RANDOM_START = "gaussian"
+
 
 class RobustConversionConfig(_Strict):
     """A.8: PGD on the synthetic samples (step 2/255 = ``threat.step``, 10 iterations) and the RSLAD loss.
@@ -24,13 +31,16 @@ class RobustConversionConfig(_Strict):
     The attack is RSLAD's inner maximisation (it attacks the student, in eval mode, from
     x + 0.001·N(0, 1), on KL(f^T(x) ‖ f^S(x'))); the loss is RSLAD's
     ``lambda_adv``·KL(f^T(x) ‖ f^S(x')) + ``lambda_clean``·KL(f^T(x) ‖ f^S(x)) (RSLAD: 5/6 and 1/6, the
-    reverse of FERD's Eq. 11). Used by deepinv, cmi, fast and zskt; DFHL is robust by itself (HEEs).
+    reverse of FERD's printed Eq. 11; ferd's default student side is this one too, so a baseline's own arm and
+    FERD differ only in synthesis). Used by deepinv, cmi, fast and zskt; DFHL is robust by itself (HEEs).
     """
 
-    attack_steps: int = Field(10, ge=1, description="PGD iterations on the synthetic samples (A.8: 10)")
-    random_start: Literal["gaussian", "uniform"] = Field("gaussian", description="RSLAD: x + 0.001·N(0, 1)")
-    lambda_adv: float = Field(5 / 6, ge=0, description="RSLAD weight of KL(f^T(x) ‖ f^S(x_adv))")
-    lambda_clean: float = Field(1 / 6, ge=0, description="RSLAD weight of KL(f^T(x) ‖ f^S(x))")
+    attack_steps: int | None = Field(None, ge=1, description="PGD iterations on the synthetic samples; None = "
+                                     "distill.utae.steps (default 10, A.8's), so every method's student makes as "
+                                     "many attack steps per iteration as FERD's (equal budget)")
+    random_start: Literal["gaussian", "uniform"] = Field(RSLAD_RANDOM_START, description="RSLAD: x + 0.001·N(0, 1)")
+    lambda_adv: float = Field(RSLAD_LAMBDA_ADV, ge=0, description="RSLAD weight of KL(f^T(x) ‖ f^S(x_adv))")
+    lambda_clean: float = Field(RSLAD_LAMBDA_CLEAN, ge=0, description="RSLAD weight of KL(f^T(x) ‖ f^S(x))")
     student_side: Literal["a8", "ferd"] = Field(
         "a8", description="a8: the conversion above; ferd: the baseline's pool distilled exactly as FERD's "
         "(distill.*: Eq. 10-11, UTAEs, λ1/λ2) — the comparison arm that separates synthesis from distillation")

@@ -8,16 +8,16 @@ with S the L∞ ball of radius ε, the projection also clamping to [0, 1].
 * ``student`` (default; the authors' code, RSLAD's inner maximisation): the attacked model is
   the student (put in eval mode while attacking, as RSLAD does), the reference is the
   teacher's clean prediction: KL(f^T(x) ‖ f^S(x_U)) − γ · KL(U ‖ f^S(x_U)). The authors'
-  code has γ's term commented out; set γ = 0 to reproduce it exactly.
+  code has γ's term commented out, and so has the default (γ = 0, ``distill.utae.gamma``).
 * ``teacher`` (Eq. 10 as printed; preset ``paper-as-printed``): f = f^T in both terms; the
   clean reference is f^T(x_F). A UTAE then depends only on the teacher and the FAE — and the
   student never trains against its own attack directions: measured, it reaches 0.0 % PGD-20
   on tier 1 (36 % clean) where pure clean distillation reaches 3.3 %, so it is not the default.
 
-``random_start``: ``uniform`` U[-ε, ε] (PGD, default; the paper does not say) or
-``gaussian`` 0.001·N(0, 1) (RSLAD and the authors' code). The objective is summed over
+``random_start``: ``gaussian`` 0.001·N(0, 1) (RSLAD and the authors' code; default) or
+``uniform`` U[-ε, ε] (PGD; the paper does not say). The objective is summed over
 the batch so each sample's step is its own sign-gradient. γ = 0 is plain PGD on the KL
-term, which is the "w/o UTAEs" ablation.
+term (RSLAD's inner maximisation; the "w/o UTAEs" ablation of Table 3).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def utae_start(x: torch.Tensor, eps: float, kind: str, generator: torch.Generato
 
 
 def generate_utae(model: nn.Module, x: torch.Tensor, clean_logits: torch.Tensor, *, eps: float, alpha: float,
-                  steps: int, gamma: float, random_start: str = "uniform",
+                  steps: int, gamma: float, random_start: str,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Run Eq. 10 for ``steps`` steps against ``model`` (teacher or student); returns x_U (detached).
 
