@@ -10,8 +10,9 @@ round 0, so the file is generated rather than templated; ``ferd params use`` and
 committed file matches ``params.yaml``.)
 
 Each stage declares as ``params`` exactly the keys its artifact's fingerprint covers
-(:data:`ferd.fingerprint.SCOPES`): changing ``synthesis.lambda_uni`` reruns every
-synthesis, pool, distillation and the evaluation, never the teacher. Metrics and plots are
+(:func:`ferd.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
+every synthesis, pool, distillation and the evaluation, never the teacher; a baseline's group
+(``baseline.cmi.*``) reruns nothing of a FERD run. Metrics and plots are
 the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`).
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 import yaml
 
 from .config import FerdConfig
-from .fingerprint import SCOPES
+from .fingerprint import scope_keys
 from .graph import unroll
 
 OUT = "out"
@@ -31,10 +32,12 @@ HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd para
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled. `dvc dag` draws it.\n")
 
 
-def _cmd(stage: str, rounds: int, *args: str) -> str:
-    """``--graph-rounds``: the rounds this file unrolls; a stage refuses parameters that give another number
-    (``dvc exp run -S rounds=…``) at once, with the command that regenerates the file."""
-    return " ".join(["ferd stage", stage, "--params params.yaml", f"--graph-rounds {rounds}", *args, "--no-progress"])
+def _cmd(stage: str, cfg: FerdConfig, *args: str) -> str:
+    """``--graph-rounds`` / ``--graph-method``: the rounds this file unrolls and the method its ``params``
+    lists were made for; a stage refuses parameters that give another (``dvc exp run -S rounds=…``, ``-S
+    method=…``) at once, with the command that regenerates the file."""
+    return " ".join(["ferd stage", stage, "--params params.yaml", f"--graph-rounds {cfg.num_rounds}",
+                     f"--graph-method {cfg.method}", *args, "--no-progress"])
 
 
 def _local_path(path: str | None) -> str | None:
@@ -51,7 +54,7 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
     for t in tasks:
         args = [f"--round {t.round}"] if t.round is not None else []
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
-        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg.num_rounds, *args, f"--out {dirs[t.id]}")}
+        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg, *args, f"--out {dirs[t.id]}")}
         deps = [dirs[task_id] for task_id in t.reads]
         if t.stage.name == "teacher-fetch":  # replacing the checkpoint file reruns the teacher stage
             deps += [d for d in (cfg.teacher.local_file,) if d]
@@ -60,7 +63,7 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
             deps += [d for d in (_local_path(cfg.data_root),) if d]  # the test (and training) data
         if deps:
             entry["deps"] = deps
-        stages[t.id] = {**entry, "params": list(SCOPES[t.stage.scope]), "outs": [dirs[t.id]]}
+        stages[t.id] = {**entry, "params": list(scope_keys(t.stage.scope, cfg.method)), "outs": [dirs[t.id]]}
     return stages
 
 

@@ -2,9 +2,11 @@
 
 A *scope* names a result and lists the parameter keys it depends on (dotted keys of the resolved
 :class:`~ferd.config.FerdConfig`): the teacher depends on the seed, the dataset, ε and the teacher
-group; a round's synthesis and pool also on the schedule, the student, the method, the baselines, the
-synthesis group and the UTAE group (synthesis caches UTAEs with ``distill.utae.cache: pool``); the
-distillation on the whole distill group; the evaluation on everything. ``device``, ``data_root``,
+group; a round's synthesis and pool also on the schedule, the student, the method, the baseline
+group the method reads (:func:`scope_keys`: none for ``ferd``; ``baseline.robust`` and
+``baseline.<method>`` for a baseline), the synthesis group and the UTAE group (synthesis caches UTAEs
+with ``distill.utae.cache: pool``); the distillation on the whole distill group; the evaluation on
+everything. ``device``, ``data_root``,
 ``checkpoint_every`` and ``storage`` are in no scope: they say where and how often, not what.
 
 Every check that a result on disk was made from these parameters uses :func:`params_fingerprint`:
@@ -36,14 +38,25 @@ SCOPES: dict[str, tuple[str, ...]] = {
 }
 
 
+def scope_keys(scope: str, method: str) -> tuple[str, ...]:
+    """The keys of ``SCOPES[scope]`` for a run of ``method``: its ``baseline`` entry narrowed to the groups the
+    method reads (none for ``ferd``), so tuning one baseline never invalidates FERD's or another baseline's
+    results (``dvc exp run -S baseline.cmi.lr=…`` reruns nothing of a FERD run)."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope: expected one of {sorted(SCOPES)}, got {scope!r}")
+    keys = SCOPES[scope]
+    if "baseline" not in keys:
+        return keys
+    at = keys.index("baseline")
+    return (*keys[:at], *(() if method == "ferd" else ("baseline.robust", f"baseline.{method}")), *keys[at + 1:])
+
+
 def scoped_params(cfg: FerdConfig | Mapping[str, Any], scope: str) -> dict[str, Any]:
     """The resolved parameters ``scope`` depends on, by dotted key; ``cfg`` may also be a dumped
     config (``params.json``)."""
-    if scope not in SCOPES:
-        raise ValueError(f"scope: expected one of {sorted(SCOPES)}, got {scope!r}")
     data = cfg.model_dump(mode="json") if isinstance(cfg, FerdConfig) else cfg
     out = {}
-    for key in SCOPES[scope]:
+    for key in scope_keys(scope, data["method"]):
         node: Any = data
         for part in key.split("."):
             node = node[part]

@@ -20,7 +20,7 @@ import golden
 from ferd.config import load_config
 from ferd.dvc_pipeline import render
 from ferd.presets import render_params
-from ferd.fingerprint import SCOPES
+from ferd.fingerprint import scope_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -81,9 +81,15 @@ def test_repro_metrics_noop_and_selective_rerun(project):
     assert set(rerun) == set(first) - {"teacher-fetch"}
     # an evaluation parameter: only the evaluation
     assert _ran(_run([dvc, "exp", "run", "-S", "evaluation.n_examples=40"], repo, env)) == ["evaluation"]
-    # another number of rounds needs another dvc.yaml: refused at the first stage, with the fix (issue 18)
-    out = _run([dvc, "exp", "run", "-S", "rounds=1"], repo, env, ok=False)
-    assert _ran(out) == ["synthesis-r0"] and "regenerate it with `ferd params dvc-yaml`" in out
+    # a baseline's parameter: nothing of a FERD run
+    assert _ran(_run([dvc, "exp", "run", "-S", "baseline.cmi.lr=0.01"], repo, env)) == []
+    # another number of rounds, or another method, needs another dvc.yaml: refused at the first stage, with
+    # the fix (issue 18); a failed experiment leaves its parameters in the workspace, so restore them between
+    for change, says in (("rounds=1", "rounds: the stage graph (dvc.yaml) unrolls 2 rounds"),
+                         ("method=cmi", "method: the stage graph (dvc.yaml) tracks the parameters of method ferd")):
+        out = _run([dvc, "exp", "run", "-S", change], repo, env, ok=False)
+        assert _ran(out) == ["synthesis-r0"] and says in out and "regenerate it with `ferd params dvc-yaml`" in out
+        _run(["git", "checkout", "params.yaml"], repo, env)
 
 
 def test_replacing_a_local_teacher_file_reruns_the_teacher_stage(tmp_path):
@@ -143,7 +149,8 @@ def test_committed_dvc_yaml_matches_params_yaml_and_params_yaml_is_the_embedded_
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in doc["stages"].items():
         kind = {"teacher-fetch": "teacher", "pool-store": "pool"}.get(name.rsplit("-r", 1)[0], name.rsplit("-r", 1)[0])
-        assert stage["params"] == list(SCOPES[kind]), name
+        assert stage["params"] == list(scope_keys(kind, cfg.method)), name
+        assert not any(k.startswith("baseline") for k in stage["params"]), name  # FERD reads no baseline group
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "params").glob("*.yaml")

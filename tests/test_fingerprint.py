@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ferd.config import load_config
-from ferd.fingerprint import NOT_IN_ANY_SCOPE, SCOPES, params_fingerprint, scoped_params
+from ferd.fingerprint import NOT_IN_ANY_SCOPE, SCOPES, params_fingerprint, scope_keys, scoped_params
 
 
 def _cfg(*changes):
@@ -33,6 +33,7 @@ def test_fingerprint_is_the_sha256_of_the_scoped_parameters_by_hand():
     ("teacher.train.epochs=3", set(SCOPES)),
     ("seed=1", set(SCOPES)),
     ("device=cuda", set()), ("checkpoint_every=2", set()), ("data_root=/elsewhere", set()),
+    ("baseline.cmi.lr=0.01", set()),  # FERD reads no baseline group
 ])
 def test_each_scope_covers_exactly_what_its_result_depends_on(change, changed):
     base, other = _cfg(), _cfg(change)
@@ -52,3 +53,12 @@ def test_a_dumped_config_has_the_same_fingerprint():
     assert all(params_fingerprint(dumped, s) == params_fingerprint(cfg, s) for s in SCOPES)
     with pytest.raises(ValueError, match="scope"):
         params_fingerprint(cfg, "training")
+
+
+def test_a_baseline_run_depends_on_its_own_group_and_the_a8_conversion_only():
+    rounds = {"synthesis", "pool", "distillation", "evaluation"}
+    for change, changed in (("baseline.cmi.lr=0.01", rounds), ("baseline.robust.lambda_adv=0.5", rounds),
+                            ("baseline.fast.lr=0.01", set())):
+        base, other = _cfg("method=cmi"), _cfg("method=cmi", change)
+        assert {s for s in SCOPES if params_fingerprint(base, s) != params_fingerprint(other, s)} == changed, change
+    assert "baseline.cmi" in scope_keys("synthesis", "cmi") and "baseline" not in scope_keys("synthesis", "ferd")

@@ -30,6 +30,9 @@ def _config(args: argparse.Namespace):
         raise ValueError(f"rounds: the stage graph (dvc.yaml) unrolls {args.graph_rounds} rounds but these parameters "
                          f"give {cfg.num_rounds} (rounds: {cfg.rounds}, epochs: {cfg.epochs}); regenerate it with "
                          "`ferd params dvc-yaml` and run again")
+    if args.graph_method is not None and args.graph_method != cfg.method:
+        raise ValueError(f"method: the stage graph (dvc.yaml) tracks the parameters of method {args.graph_method} but "
+                         f"these parameters run {cfg.method}; regenerate it with `ferd params dvc-yaml` and run again")
     if args.threads:
         import torch
 
@@ -82,6 +85,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--graph-rounds", type=int, default=None, metavar="R",
                    help="the rounds the calling graph unrolls (dvc.yaml): refuse parameters that give another number")
+    p.add_argument("--graph-method", default=None, metavar="METHOD",
+                   help="the method whose parameters the calling graph tracks (dvc.yaml): refuse another method")
 
 
 def _round(p: argparse.ArgumentParser) -> None:
