@@ -29,8 +29,8 @@ def distill_config(cfg: FerdConfig) -> DistillConfig:
     A.8 conversions (deepinv, cmi, fast, zskt): ``cfg.distill`` with its UTAE replaced by RSLAD's
     attack (the student is attacked from x + 0.001·N(0, 1) on KL(f^T(x) ‖ f^S(x')), γ = 0,
     ``baseline.robust.attack_steps`` steps of ``threat.step``, by default FERD's ``distill.utae.steps``)
-    and λ1, λ2 by RSLAD's weights (clean 1/6, adversarial 5/6). Optimiser, schedule, iterations and batch stay FERD's, so every
-    method gets the same student budget. With ferd's default ``distill`` (RSLAD's side) the conversion
+    and λ1, λ2 by RSLAD's weights (clean 1/6, adversarial 5/6). Optimiser, schedule, iterations and
+    batch stay FERD's, so every method gets the same student budget. With ferd's default ``distill`` (RSLAD's side) the conversion
     changes nothing, so a baseline's arm and FERD's differ in synthesis only.
     ``baseline.robust.student_side: ferd`` skips the conversion: the baseline's pool is distilled exactly
     as FERD's ``distill`` says (with the paper's Eq. 10-11 there, the comparison's paper-student arms).
