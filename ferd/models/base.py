@@ -41,6 +41,10 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+RESNET_BLOCKS: dict[int, tuple[int, int, int, int]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+"""Basic blocks per stage of a ResNet of each depth (He et al., 2016), pre-activation or not."""
+
+
 def residual_stages(block: type[nn.Module], num_blocks: tuple[int, ...], width: int) -> tuple[list[nn.Sequential], int]:
     """The four stages of a CIFAR (pre-activation) ResNet: ``num_blocks[k]`` blocks of ``width·2^k`` channels,
     stride 2 at the start of every stage but the first. Returns the stages and their output channels."""
@@ -140,6 +144,25 @@ class FourStageResNet(StagedModel):
 
     layer_names = ("layer1", "layer2", "layer3", "layer4")
     default_layer = "layer4"
+    block: type[nn.Module]
+    """The residual block of every stage."""
+    stem_norm: bool = False
+    """A BatchNorm ``bn1`` after the stem convolution (standard ResNet)."""
+    final_norm: bool = False
+    """A BatchNorm ``bn`` after the last stage (pre-activation ResNet)."""
+
+    def __init__(self, num_classes: int, num_blocks: tuple[int, ...] = RESNET_BLOCKS[18], width: int = 64,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
+        super().__init__(num_classes, mean, std, width=width)
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        if self.stem_norm:
+            self.bn1 = nn.BatchNorm2d(width)
+        stages, in_planes = residual_stages(self.block, num_blocks, width)
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        if self.final_norm:
+            self.bn = nn.BatchNorm2d(in_planes)
+        self.linear = nn.Linear(in_planes, num_classes)
+        self.feature_channels = in_planes
 
     def _stage_list(self) -> list[nn.Module]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]

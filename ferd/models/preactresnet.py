@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FourStageResNet, residual_stages
-from .registry import register_model
+from .base import RESNET_BLOCKS, FourStageResNet
+from .registry import register_depths
 
 
 class PreActBlock(nn.Module):
@@ -45,16 +45,8 @@ class PreActBlock(nn.Module):
 class PreActResNet(FourStageResNet):
     """Pre-activation ResNet with basic blocks; base channels ``width`` (64 by default)."""
 
-    def __init__(self, num_classes: int, num_blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
-                 width: int = 64, mean: tuple[float, ...] | None = None,
-                 std: tuple[float, ...] | None = None) -> None:
-        super().__init__(num_classes, mean, std, width=width)
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-        stages, in_planes = residual_stages(PreActBlock, num_blocks, width)
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.bn = nn.BatchNorm2d(in_planes)
-        self.linear = nn.Linear(in_planes, num_classes)
-        self.feature_channels = in_planes
+    block = PreActBlock
+    final_norm = True
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(x)
@@ -66,13 +58,4 @@ class PreActResNet(FourStageResNet):
         return self.linear(F.adaptive_avg_pool2d(F.relu(out), 1).flatten(1))
 
 
-@register_model("preactresnet18")
-def preactresnet18(num_classes: int, width: int = 64, **kwargs: object) -> PreActResNet:
-    """PreActResNet-18 (2-2-2-2), the paper's Tiny-ImageNet student."""
-    return PreActResNet(num_classes, (2, 2, 2, 2), width=width, **kwargs)  # type: ignore[arg-type]
-
-
-@register_model("preactresnet34")
-def preactresnet34(num_classes: int, width: int = 64, **kwargs: object) -> PreActResNet:
-    """PreActResNet-34 (3-4-6-3), the paper's Tiny-ImageNet teacher."""
-    return PreActResNet(num_classes, (3, 4, 6, 3), width=width, **kwargs)  # type: ignore[arg-type]
+register_depths("preactresnet", PreActResNet, RESNET_BLOCKS)

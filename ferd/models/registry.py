@@ -7,6 +7,7 @@ width=64, mean=..., std=...)``. Pattern families such as ``wrn-<depth>-<width>``
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,14 @@ def register_pattern(pattern: str, parse: Callable[[re.Match[str]], dict[str, An
         return fn
 
     return deco
+
+
+def register_depths(prefix: str, builder: Callable[..., FerdModel],
+                    blocks: dict[int, tuple[int, ...]]) -> None:
+    """Register ``<prefix><depth>`` for each depth in ``blocks``: ``builder`` with that ``num_blocks``
+    (timm's variants through one builder; one depth table for every residual family)."""
+    for depth, num_blocks in blocks.items():
+        _EXACT[f"{prefix}{depth}"] = functools.partial(builder, num_blocks=num_blocks)
 
 
 def list_models() -> list[str]:

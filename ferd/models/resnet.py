@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FourStageResNet, residual_stages
-from .registry import register_model
+from .base import RESNET_BLOCKS, FourStageResNet
+from .registry import register_depths
 
 
 class BasicBlock(nn.Module):
@@ -46,16 +46,8 @@ class BasicBlock(nn.Module):
 class ResNet(FourStageResNet):
     """CIFAR ResNet with basic blocks; ``num_blocks`` per stage, base channels ``width``."""
 
-    def __init__(self, num_classes: int, num_blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
-                 width: int = 64, mean: tuple[float, ...] | None = None,
-                 std: tuple[float, ...] | None = None) -> None:
-        super().__init__(num_classes, mean, std, width=width)
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        stages, in_planes = residual_stages(BasicBlock, num_blocks, width)
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.linear = nn.Linear(in_planes, num_classes)
-        self.feature_channels = in_planes
+    block = BasicBlock
+    stem_norm = True
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn1(self.conv1(x)))
@@ -64,13 +56,4 @@ class ResNet(FourStageResNet):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-@register_model("resnet18")
-def resnet18(num_classes: int, width: int = 64, **kwargs: object) -> ResNet:
-    """ResNet-18 (2-2-2-2 basic blocks), the paper's CIFAR student."""
-    return ResNet(num_classes, (2, 2, 2, 2), width=width, **kwargs)  # type: ignore[arg-type]
-
-
-@register_model("resnet34")
-def resnet34(num_classes: int, width: int = 64, **kwargs: object) -> ResNet:
-    """ResNet-34 (3-4-6-3 basic blocks)."""
-    return ResNet(num_classes, (3, 4, 6, 3), width=width, **kwargs)  # type: ignore[arg-type]
+register_depths("resnet", ResNet, RESNET_BLOCKS)
