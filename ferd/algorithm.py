@@ -32,7 +32,7 @@ import logging
 
 import torch
 
-from . import rng
+from . import distributed, rng
 from .compute import attack_model
 from .config import FerdConfig
 from .data import no_data_access
@@ -64,6 +64,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
     with no_data_access("synthesis is data-free"):
         for epoch in epochs:
             out = state.synthesizer.run_epoch(teacher, state.student, state.p, epoch, progress=progress)
+            distributed.broadcast_(out.images)  # under torchrun every rank synthesises; rank 0's batch is kept
             p_gen = state.p
             if reweighting:
                 res = reweight(attack_model(teacher, cfg.compute), out.images, out.labels, cfg.num_classes,

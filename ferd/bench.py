@@ -18,6 +18,10 @@ It prints the ratio iteration / bare passes (the overhead of everything else: sa
 optimiser steps, bookkeeping), the achieved FLOP/s of the bare passes and, on a GPU, the
 fraction of the device's bf16 peak (``--peak-tflops``, e.g. 989 for an H100 SXM dense bf16).
 
+``--nproc N`` then times the same student iteration under ``torchrun --nproc_per_node N`` (the same
+global batch split across N processes, :mod:`ferd.distributed`) and reports the speed-up and the scaling
+efficiency (speed-up / N); under torchrun only the iterations are timed, not the bare passes.
+
 FLOP counting (stated, not measured): MACs of one forward pass from
 :func:`ferd.models.count_macs` (conv and linear layers only), 2 FLOPs per MAC; a backward pass
 to the input only costs one forward (the data-gradient GEMMs), a backward to the input and the
@@ -87,13 +91,11 @@ def _setup(cfg: FerdConfig):
 
 
 def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
-    from .synthesis.bottleneck import non_robust_features
-    from .synthesis.losses import BatchNormStatistics
+    from . import distributed
 
     dev = cfg.device
     teacher, state, info = _setup(cfg)
     s_cfg, d_cfg = cfg.synthesis, cfg.distill
-    size = (3, info.image_size, info.image_size)
     state.synthesizer.cfg = s_cfg.model_copy(update={"iterations": iterations})
     state.distiller.cfg = d_cfg.model_copy(update={"iterations": iterations})
     p = torch.full((info.num_classes,), 1.0 / info.num_classes, dtype=torch.float64)
@@ -102,6 +104,25 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
                                dev) / iterations
     stu_epoch = median_seconds(lambda: state.distiller.run_epoch(teacher, state.pool, 0), repeats, warmup,
                                dev) / iterations
+    out = {"device": dev, "threads": torch.get_num_threads(), "processes": distributed.world()[1],
+           "iterations": iterations, "repeats": repeats, "teacher": cfg.teacher.arch, "student": cfg.student.arch,
+           "batch": {"generator": s_cfg.batch_size, "student": d_cfg.batch_size}, "utae_cache": d_cfg.utae.cache,
+           "amp": cfg.compute.amp, "generator_iteration_s": gen_epoch, "student_iteration_s": stu_epoch,
+           "epoch_s": s_cfg.iterations * gen_epoch + d_cfg.iterations * stu_epoch}
+    out["paper_220_epochs_h"] = 220 * (200 * gen_epoch + 400 * stu_epoch) / 3600
+    if distributed.world()[1] > 1:  # under torchrun: the data-parallel iterations only (ferd.distributed)
+        return out
+    return {**out, **_bare_passes(cfg, teacher, state, info, gen_epoch, stu_epoch, repeats, warmup)}
+
+
+def _bare_passes(cfg: FerdConfig, teacher: torch.nn.Module, state: Any, info: Any, gen_epoch: float,
+                 stu_epoch: float, repeats: int, warmup: int) -> dict[str, Any]:
+    """The bare passes of a generator and a student iteration, their ratio to the iterations and FLOP/s."""
+    from .synthesis.bottleneck import non_robust_features
+    from .synthesis.losses import BatchNormStatistics
+
+    dev, s_cfg, d_cfg = cfg.device, cfg.synthesis, cfg.distill
+    size = (3, info.image_size, info.image_size)
 
     # ---- bare passes, same shapes ----
     bg, bs = s_cfg.batch_size, d_cfg.batch_size
@@ -163,13 +184,7 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
     # student: UTAE steps × (forward + input-backward) + teacher forward, unless cached; two student
     # forwards and their backward to inputs and weights (2 + 4 forward-equivalents)
     stu_flops = 2 * bs * ((0 if cached else u.steps * 2 * mt + mt) + 6 * ms)
-    out = {"device": dev, "threads": torch.get_num_threads(), "iterations": iterations, "repeats": repeats,
-           "teacher": cfg.teacher.arch, "student": cfg.student.arch, "teacher_macs": mt, "student_macs": ms,
-           "batch": {"generator": bg, "student": bs}, "utae_cache": u.cache, "amp": cfg.compute.amp,
-           "generator_iteration_s": gen_epoch, "generator_bare_s": gen_bare_s,
-           "generator_ratio": gen_epoch / gen_bare_s,
-           "student_iteration_s": stu_epoch, "student_bare_s": stu_bare_s, "student_ratio": stu_epoch / stu_bare_s,
-           "generator_tflops": gen_flops / gen_bare_s / 1e12, "student_tflops": stu_flops / stu_bare_s / 1e12,
-           "epoch_s": s_cfg.iterations * gen_epoch + d_cfg.iterations * stu_epoch}
-    out["paper_220_epochs_h"] = 220 * (200 * gen_epoch + 400 * stu_epoch) / 3600
-    return out
+    return {"teacher_macs": mt, "student_macs": ms, "generator_bare_s": gen_bare_s,
+            "generator_ratio": gen_epoch / gen_bare_s, "student_bare_s": stu_bare_s,
+            "student_ratio": stu_epoch / stu_bare_s, "generator_tflops": gen_flops / gen_bare_s / 1e12,
+            "student_tflops": stu_flops / stu_bare_s / 1e12}

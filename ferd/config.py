@@ -241,6 +241,9 @@ class FerdConfig(_Strict):
                            "says: deepinv, cmi, fast, zskt, dfhl (parameters in the baseline group)")
     seed: int = Field(0, ge=0)
     device: str = "cpu"
+    nproc_per_node: int = Field(1, ge=1, le=64, description="processes for the data-parallel stages (distillation, "
+                                "and ferd run / ferd stage all): above 1 the command starts itself under "
+                                "torchrun --standalone --nproc_per_node N (ferd.distributed); how, not what")
     dataset: str = Field("cifar10", description="the task: sets num_classes; read only to train the "
                          "teacher and to evaluate")
     data_root: str | None = None
@@ -284,6 +287,9 @@ class FerdConfig(_Strict):
                              f"{self.method!r} attacks the student, so use distill.utae.cache: recompute")
         if self.distill.warmup_epochs >= self.epochs:
             raise ValueError(f"distill.warmup_epochs ({self.distill.warmup_epochs}) must be < epochs ({self.epochs})")
+        if self.distill.batch_size % self.nproc_per_node:
+            raise ValueError(f"nproc_per_node: expected a divisor of distill.batch_size ({self.distill.batch_size}: "
+                             f"each process takes an equal share of the batch), got {self.nproc_per_node}")
         return self
 
     @property

@@ -6,8 +6,9 @@ group; a round's synthesis and pool also on the schedule, the student, the metho
 group the method reads (:func:`scope_keys`: none for ``ferd``; ``baseline.robust`` and
 ``baseline.<method>`` for a baseline), the synthesis group and the UTAE group (synthesis caches UTAEs
 with ``distill.utae.cache: pool``); the distillation on the whole distill group; the evaluation on
-everything. ``device``, ``data_root``,
-``checkpoint_every`` and ``storage`` are in no scope: they say where and how often, not what.
+everything. ``device``, ``nproc_per_node``, ``data_root``,
+``checkpoint_every`` and ``storage`` are in no scope: they say where, on how many processes and how often,
+not what (a run resumes on another number of processes: :mod:`ferd.distributed`).
 
 Every check that a result on disk was made from these parameters uses :func:`params_fingerprint`:
 teacher model cards (``teacher``), stage manifests (the stage's scope), ``ferd run``'s checkpoint
@@ -24,7 +25,7 @@ from typing import Any
 
 from .config import FerdConfig
 
-NOT_IN_ANY_SCOPE = ("device", "data_root", "checkpoint_every", "storage")
+NOT_IN_ANY_SCOPE = ("device", "nproc_per_node", "data_root", "checkpoint_every", "storage")
 _TEACHER = ("seed", "dataset", "threat.eps", "teacher")
 _ROUND = (*_TEACHER[:3], "threat.step", "epochs", "rounds", "teacher", "student", "compute", "method", "baseline",
           "synthesis", "distill.utae")

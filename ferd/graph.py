@@ -44,6 +44,8 @@ class Stage:
     title: str                # the display name (``… round r`` per round)
     help: str                 # ``ferd stage --help``
     chained: bool = False     # its artifact of round r names (and reads) its artifacts of rounds 0…r−1
+    data_parallel: bool = False  # under torchrun every rank computes a share of it (ferd.distributed);
+    #                              other stages run on rank 0 alone
 
     @property
     def component(self) -> str:
@@ -64,7 +66,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("distillation", "distillation", True, "distillation",
           (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("synthesis", "synthesis", SAME, "generation"),
            Input("pool", "pool-store", SAME, "pool"), Input("previous", "distillation", PREVIOUS, "previous_student")),
-          "student", True, "distillation", "stage 4: one round of UTAE distillation"),
+          "student", True, "distillation", "stage 4: one round of UTAE distillation", data_parallel=True),
     Stage("evaluation", "evaluation", False, "evaluation",
           (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", LAST, "student")),
           "metrics", True, "evaluation", "stage 5: per-class robustness of teacher and final student"),

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from . import rng
+from . import distributed, rng
 from .baselines import distill_config
 from .baselines.synthesis import BaselineSynthesizer
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict, save_state_dict, sha256_file
@@ -62,10 +62,12 @@ class StateError(ValueError):
 
 
 def build_student(cfg: FerdConfig) -> FerdModel:
-    """The student f^S with a seeded initialisation (θ_s, Algorithm 1 line 1)."""
+    """The student f^S with a seeded initialisation (θ_s, Algorithm 1 line 1); under torchrun its
+    BatchNorm layers use global-batch statistics (:func:`ferd.distributed.sync_batchnorm`)."""
     with rng.seeded(cfg.seed, "student-init"):
-        return create_model(cfg.student.arch, num_classes=cfg.num_classes, mean=cfg.student.mean,
-                            std=cfg.student.std).to(cfg.device)
+        student = create_model(cfg.student.arch, num_classes=cfg.num_classes, mean=cfg.student.mean,
+                               std=cfg.student.std).to(cfg.device)
+    return distributed.sync_batchnorm(student, cfg.device)
 
 
 def uses_hee(cfg: FerdConfig) -> bool:

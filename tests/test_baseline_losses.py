@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ferd.baselines.losses import (attention_map, attention_transfer_loss, contrastive_loss, deepinversion_loss,
-                                   dfhl_generator_loss, high_entropy_examples, jensen_shannon, masked_adversarial_kl,
-                                   momentum_bn_loss, smoothed_targets, total_variation_l1, total_variation_l2,
-                                   zskt_generator_loss, zskt_student_loss)
+                                   dfhl_generator_loss, hee_start, high_entropy_examples, jensen_shannon,
+                                   masked_adversarial_kl, momentum_bn_loss, smoothed_targets, total_variation_l1,
+                                   total_variation_l2, zskt_generator_loss, zskt_student_loss)
 
 # one 1×1×2×2 image:  [[0, 1],
 #                      [3, 5]]
@@ -114,6 +114,6 @@ def test_high_entropy_examples_raise_the_student_entropy_without_an_eps_ball():
         p = torch.softmax(student(z), 1)
         return float(-(p * p.log()).sum(1).mean())
 
-    x_h = high_entropy_examples(student, x, steps=10, step=0.03, generator=torch.Generator().manual_seed(0))
+    x_h = high_entropy_examples(student, hee_start(x, torch.Generator().manual_seed(0)), steps=10, step=0.03)
     assert entropy(x_h) > entropy(x)
     assert 0 <= x_h.min() and x_h.max() <= 1 and (x_h - x).abs().max() > 0.1  # 10 × 0.03: beyond 8/255

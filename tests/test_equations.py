@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ferd.distill.loss import robust_distillation_loss
-from ferd.distill.utae import generate_utae, utae_objective
+from ferd.distill.utae import generate_utae, utae_objective, utae_start
 from ferd.divergence import kl_logits, kl_uniform
 from ferd.synthesis.bottleneck import (bottleneck_objective, bottleneck_regulariser, channel_variance,
                                        noisy_features, non_robust_mask)
@@ -185,8 +185,8 @@ def test_eq10_one_step_by_hand():
     clean = Lin()(x)
     g = torch.Generator().manual_seed(0)
     # gaussian start is 0.001·N: tiny; after one step the first pixel moves by ±α and is projected to ε = 0.1
-    out = generate_utae(Lin(), x, clean, eps=0.1, alpha=0.3, steps=1, gamma=0.0, random_start="gaussian",
-                        generator=g)
+    out = generate_utae(Lin(), x, clean, eps=0.1, alpha=0.3, steps=1, gamma=0.0,
+                        start=utae_start(x, 0.1, "gaussian", g))
     assert abs(float(out[0, 0, 0, 0]) - 0.5) == pytest.approx(0.1, abs=1e-6)  # clipped to the ε-ball
     assert float(out[0, 0, 0, 1]) == pytest.approx(0.5, abs=0.01)  # zero gradient: sign 0, stays near x
     assert float((out - x).abs().max()) <= 0.1 + 1e-7

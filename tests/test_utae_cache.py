@@ -10,7 +10,7 @@ import torch
 from ferd import rng
 from ferd.checkpoint import load_state_dict
 from ferd.config import ConfigError, load_config
-from ferd.distill.utae import cache_utaes, generate_utae
+from ferd.distill.utae import cache_utaes, generate_utae, utae_start
 from ferd.models import create_model
 from ferd.pool import FaePool, Shard, read_shard, write_shard
 from ferd.stages.pool_store import load_pool
@@ -33,11 +33,12 @@ def test_cached_utaes_equal_the_attack_run_directly(single_thread):
     teacher = create_model("cnn-8", num_classes=10).eval().requires_grad_(False)
     x = torch.rand(5, 3, 32, 32)
     logits = teacher(x)
-    kw = dict(eps=8 / 255, alpha=2 / 255, steps=3, gamma=0.5, random_start="uniform")
-    got = cache_utaes(teacher, x, logits, **kw, starts=2, generator=rng.generator(0, "utae-cache", 0), batch_size=2)
+    kw = dict(eps=8 / 255, alpha=2 / 255, steps=3, gamma=0.5)
+    got = cache_utaes(teacher, x, logits, **kw, random_start="uniform", starts=2, generator=rng.generator(0, "utae-cache", 0), batch_size=2)
     assert got.shape == (5, 2, 3, 32, 32)
     g = rng.generator(0, "utae-cache", 0)
-    expected = [torch.cat([generate_utae(teacher, x[lo:lo + 2], logits[lo:lo + 2], **kw, generator=g)
+    expected = [torch.cat([generate_utae(teacher, x[lo:lo + 2], logits[lo:lo + 2], **kw,
+                                         start=utae_start(x[lo:lo + 2], 8 / 255, "uniform", g))
                            for lo in range(0, 5, 2)]) for _ in range(2)]
     for k in range(2):
         assert torch.equal(got[:, k], expected[k])

@@ -140,11 +140,16 @@ def dfhl_generator_loss(s_logits: torch.Tensor, labels: torch.Tensor, confidence
     return kl + balance * (p_bar * p_bar.log() / math.log(10)).sum()
 
 
-def high_entropy_examples(student: torch.nn.Module, x: torch.Tensor, steps: int = 10, step: float = 0.03,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """DFHL's HEE: from x + 0.001·N(0, 1), ``steps`` ascent steps x ← clip₀¹(x + step·sign ∇ₓ mean H(p_S(x)))
-    with no ε-ball (``query_sample.py``)."""
-    x_h = (x.detach() + 0.001 * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
+def hee_start(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """DFHL's HEE starting point: clip₀¹(x + 0.001·N(0, 1)) (``query_sample.py``)."""
+    return (x.detach() + 0.001 * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
+
+
+def high_entropy_examples(student: torch.nn.Module, start: torch.Tensor, steps: int = 10,
+                          step: float = 0.03) -> torch.Tensor:
+    """DFHL's HEE: from ``start`` (:func:`hee_start`), ``steps`` ascent steps
+    x ← clip₀¹(x + step·sign ∇ₓ mean H(p_S(x))) with no ε-ball (``query_sample.py``)."""
+    x_h = start.detach()
     for _ in range(steps):
         x_h.requires_grad_(True)
         log_p = F.log_softmax(student(x_h), 1)

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # the command as given: what `nproc_per_node` > 1 starts again under torchrun
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in CREDENTIAL_LOGGERS:  # their DEBUG records carry signed headers: access key id, session token

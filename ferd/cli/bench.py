@@ -30,13 +30,55 @@ def _print(r: dict[str, Any], peak: float | None) -> None:
           f"shapes: {r['paper_220_epochs_h']:.2f} h")
 
 
+def scaling(one: dict[str, Any], many: dict[str, Any]) -> dict[str, float]:
+    """The student iteration (the data-parallel one) of N processes against one: speed-up and efficiency
+    (speed-up / N; 1 is perfect scaling of the same global batch)."""
+    n = many["processes"]
+    speedup = one["student_iteration_s"] / many["student_iteration_s"]
+    return {"processes": n, "student_iteration_s": many["student_iteration_s"], "speedup": speedup,
+            "efficiency": speedup / n}
+
+
+def _torchrun(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The same benchmark under ``torchrun --nproc_per_node N`` (rank 0 writes ``out``)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
+           "-m", "ferd.cli", "bench", "--preset", args.preset, "--iterations", str(args.iterations),
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
+           "--out", str(out), *(f"--set={kv}" for kv in args.set or ()),
+           *([f"--device={args.device}"] if args.device else [])]
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
 def _main(args: argparse.Namespace) -> int:
+    from .. import distributed
+
     cfg = load_config(preset_path(args.preset), [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
+    if args.nproc is not None and args.nproc < 2:
+        raise ValueError(f"--nproc: expected 2 or more processes, got {args.nproc}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = bench(cfg, args.iterations, args.repeats, args.warmup)
+    with distributed.process_group(cfg.device, {"distill.batch_size": cfg.distill.batch_size}):
+        r = bench(cfg, args.iterations, args.repeats, args.warmup)
+        if not distributed.is_main():
+            return 0
     r["preset"] = args.preset
+    if r["processes"] > 1:  # a rank of `--nproc`'s torchrun: the parent prints
+        Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
+        return 0
     _print(r, args.peak_tflops)
+    if args.nproc:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            r["data_parallel"] = scaling(r, _torchrun(args, Path(tmp) / "bench.json"))
+        d = r["data_parallel"]
+        print(f"student iteration on {d['processes']} processes × {r['threads']} threads "
+              f"{d['student_iteration_s'] * 1e3:9.2f} ms | speed-up {d['speedup']:.2f} | "
+              f"scaling efficiency {100 * d['efficiency']:.0f} %")
     if args.out:
         Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
     return 0
@@ -53,5 +95,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed repeats first (default 1)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the %% column")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="also time the data-parallel student iteration under torchrun with N processes "
+                        "(same global batch) and report the scaling efficiency")
     p.add_argument("--out", help="also write the numbers as JSON")
     p.set_defaults(func=_main)

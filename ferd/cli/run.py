@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .. import distributed
 from ..config import load_config
 
 
@@ -16,7 +17,14 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    metrics = run(cfg, args.out, progress=not args.no_progress)
+    rc = distributed.torchrun(cfg.nproc_per_node, args.argv)
+    if rc is not None:
+        return rc
+    with distributed.process_group(cfg.device, {"distill.batch_size": cfg.distill.batch_size}), \
+            distributed.scratch_for_other_ranks(args.out, resume=True) as out:
+        metrics = run(cfg, out, progress=not args.no_progress)
+    if not distributed.is_main():
+        return 0
     keys = sorted(k for k in metrics if k.endswith((".avg", ".worst", ".nsd")))
     print(json.dumps({k: round(metrics[k], 4) for k in keys}, indent=1))
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import graph
+from .. import distributed, graph
 from ..graph import PREVIOUS, describe_input
 
 
@@ -55,11 +55,16 @@ def _stage(args: argparse.Namespace) -> int:
     io = StageIO(cfg)
     stage = graph.BY_NAME[args.stage]
     preflight(cfg, teacher=stage.name == "teacher-fetch", evaluation=stage.name == "evaluation")
-    inputs = {inp.flag: io.input(getattr(args, inp.flag)) for inp in stage.inputs}
-    out = io.output(args.out)
-    with owned(out):  # one process per output directory (ferd.run_dir)
-        a = run_task(cfg, stage.name, getattr(args, "round", None), inputs, out, progress=not args.no_progress)
-        return _print({**a.summary(), "uri": io.publish(a.dir)})
+    rc = distributed.torchrun(cfg.nproc_per_node, args.argv) if stage.data_parallel else None
+    if rc is not None:
+        return rc
+    with distributed.process_group(cfg.device, {"distill.batch_size": cfg.distill.batch_size}):
+        if not (stage.data_parallel or distributed.is_main()):
+            return 0  # under torchrun a stage that is not data-parallel runs on rank 0 alone
+        inputs = {inp.flag: io.input(getattr(args, inp.flag)) for inp in stage.inputs}
+        with distributed.scratch_for_other_ranks(io.output(args.out)) as out, owned(out):  # one process per dir
+            a = run_task(cfg, stage.name, getattr(args, "round", None), inputs, out, progress=not args.no_progress)
+            return _print({**a.summary(), "uri": io.publish(a.dir)}) if distributed.is_main() else 0
 
 
 def _all(args: argparse.Namespace) -> int:
@@ -71,9 +76,14 @@ def _all(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     preflight(cfg, evaluation=not args.no_evaluation)
-    with owned(StageIO(cfg).output(args.out)):
-        paths = run_stages(cfg, args.out, evaluate=not args.no_evaluation, progress=not args.no_progress)
-    return _print({k: str(v) for k, v in paths.items()})
+    rc = distributed.torchrun(cfg.nproc_per_node, args.argv)
+    if rc is not None:
+        return rc
+    with distributed.process_group(cfg.device, {"distill.batch_size": cfg.distill.batch_size}), \
+            distributed.scratch_for_other_ranks(StageIO(cfg).output(args.out), resume=True) as out, owned(out):
+        target = args.out if distributed.is_main() else out  # rank 0 publishes (storage.uri), no other rank
+        paths = run_stages(cfg, target, evaluate=not args.no_evaluation, progress=not args.no_progress)
+    return _print({k: str(v) for k, v in paths.items()}) if distributed.is_main() else 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -34,17 +34,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import rng
+from .. import distributed, rng
 from ..baselines.config import DfhlConfig
 from ..augment import crop_flip
-from ..baselines.losses import high_entropy_examples
+from ..baselines.losses import hee_start, high_entropy_examples
 from ..compute import attack_model, keep_pool_on_device
 from ..config import ComputeConfig, DistillConfig
 from ..divergence import kl_logits
 from ..numerics import NonFiniteLoss, autocast
 from ..pool import FaePool
 from .loss import robust_distillation_loss
-from .utae import generate_utae
+from .utae import generate_utae, utae_start
 
 
 class Distiller:
@@ -56,6 +56,7 @@ class Distiller:
         self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
         self.hee, self.flip = hee, flip  # flip: the dataset is flip-invariant (with cfg.augment)
         self.compute = compute or ComputeConfig()
+        self.passes = distributed.data_parallel(student)  # the training passes (DDP under torchrun)
         self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         total = epochs * cfg.iterations
@@ -101,7 +102,7 @@ class Distiller:
             self.optimizer.step()
             self.scheduler.step()
             total += loss.item()
-        return {"loss": total / cfg.iterations}
+        return {"loss": distributed.mean_across(total / cfg.iterations)}
 
     def _iteration(self, teacher: nn.Module, attacker: nn.Module, pool: FaePool, images: torch.Tensor,
                    pool_logits: torch.Tensor, cached: torch.Tensor | None, sample_rng: torch.Generator,
@@ -109,27 +110,34 @@ class Distiller:
                    it: int) -> torch.Tensor:
         """One student iteration's forward part: sample x_F (augmented), build x_U, return L_stu (Eq. 11)."""
         cfg, utae, student = self.cfg, self.cfg.utae, self.student
+        # every draw is made for the global batch; under torchrun each rank keeps its rows (ferd.distributed)
         idx = pool.sample_indices(cfg.batch_size, sample_rng)
-        x_f = images[idx].to(self.device)
+        x_f = images[idx]
         if cached is not None:  # (x_F, x_U, f^T(x_F)) from the pool: only the two student passes remain
             k = torch.randint(0, cached.shape[1], (idx.shape[0],), generator=attack_rng)
-            x_u, t_logits = cached[idx, k].to(self.device), pool_logits[idx].to(self.device)
+            x_u, t_logits = cached[idx, k], pool_logits[idx]
             if augment_rng is not None:
                 x_f, x_u = crop_flip(x_f, x_u, padding=4, flip=self.flip, generator=augment_rng)
+            x_f, x_u, t_logits = (t.to(self.device) for t in distributed.shard(x_f, x_u, t_logits))
+            if augment_rng is not None:
                 with torch.no_grad():
                     t_logits = teacher(x_f)
         else:
             if augment_rng is not None:
                 (x_f,) = crop_flip(x_f, padding=4, flip=self.flip, generator=augment_rng)
             if self.hee is not None:
-                return self._hee_iteration(teacher, x_f, attack_rng, epoch, it)
+                start = hee_start(x_f, attack_rng)
+                x_f, start = (t.to(self.device) for t in distributed.shard(x_f, start))
+                return self._hee_iteration(teacher, start, epoch, it)
+            start = utae_start(x_f, self.eps, utae.random_start, attack_rng)
+            x_f, start = (t.to(self.device) for t in distributed.shard(x_f, start))
             with torch.no_grad():
                 t_logits = teacher(x_f)
             student.eval()  # attacker: the teacher (BN-folded with compute.fold_bn) or the student
             x_u = generate_utae(attacker, x_f, t_logits, eps=self.eps, alpha=self.step, steps=utae.steps,
-                                gamma=gamma, random_start=utae.random_start, generator=attack_rng)
+                                gamma=gamma, start=start)
         student.train()
-        s_clean, s_adv = student(x_f), student(x_u)  # two passes, as RSLAD (BatchNorm sees each batch)
+        s_clean, s_adv = self.passes(x_f, x_u)  # two passes, as RSLAD (BatchNorm sees each batch)
         loss = robust_distillation_loss(t_logits, s_clean, s_adv, cfg.lambda1, cfg.lambda2)
         if not torch.isfinite(loss):
             raise NonFiniteLoss("distillation", epoch, it, {
@@ -139,17 +147,16 @@ class Distiller:
                  "student_adv_logits": s_adv})
         return loss
 
-    def _hee_iteration(self, teacher: nn.Module, x: torch.Tensor, attack_rng: torch.Generator, epoch: int,
-                       it: int) -> torch.Tensor:
-        """DFHL: CE(f^S(x_hee), argmax f^T(x_hee)) on the student's high-entropy examples of the batch."""
+    def _hee_iteration(self, teacher: nn.Module, start: torch.Tensor, epoch: int, it: int) -> torch.Tensor:
+        """DFHL: CE(f^S(x_hee), argmax f^T(x_hee)) on the student's high-entropy examples from ``start``."""
         student = self.student
         student.eval()
-        x_h = high_entropy_examples(student, x, steps=self.hee.hee_steps, step=self.hee.hee_step,
-                                    generator=attack_rng)
+        x_h = high_entropy_examples(student, start, steps=self.hee.hee_steps, step=self.hee.hee_step)
         with torch.no_grad():
             y = teacher(x_h).argmax(1)
         student.train()
-        loss = nn.functional.cross_entropy(student(x_h), y)
+        (logits,) = self.passes(x_h)
+        loss = nn.functional.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             raise NonFiniteLoss("distillation", epoch, it, {"ce_hee": float(loss)}, {"hee": x_h, "labels": y})
         return loss

@@ -46,16 +46,16 @@ def utae_start(x: torch.Tensor, eps: float, kind: str, generator: torch.Generato
 
 
 def generate_utae(model: nn.Module, x: torch.Tensor, clean_logits: torch.Tensor, *, eps: float, alpha: float,
-                  steps: int, gamma: float, random_start: str,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Run Eq. 10 for ``steps`` steps against ``model`` (teacher or student); returns x_U (detached).
+                  steps: int, gamma: float, start: torch.Tensor) -> torch.Tensor:
+    """Run Eq. 10 for ``steps`` steps against ``model`` (teacher or student) from ``start`` (x_U^0,
+    :func:`utae_start`); returns x_U (detached).
 
     ``clean_logits`` is f(x) of the reference model (the teacher's logits on the FAEs).
     The caller sets the model's mode (teacher: always eval; student: eval while attacking).
     """
     x = x.detach()
     clean_logits = clean_logits.detach()
-    x_u = utae_start(x, eps, random_start, generator)
+    x_u = start.detach()
     for _ in range(steps):
         with torch.enable_grad():
             x_u.requires_grad_(True)
@@ -82,7 +82,7 @@ def cache_utaes(teacher: nn.Module, images: torch.Tensor, teacher_logits: torch.
         for lo in range(0, images.shape[0], batch_size):
             x = images[lo:lo + batch_size].to(device)
             logits = teacher_logits[lo:lo + batch_size].to(device)
+            start = utae_start(x, eps, random_start, generator)
             out[lo:lo + batch_size, k] = generate_utae(teacher, x, logits, eps=eps, alpha=alpha, steps=steps,
-                                                       gamma=gamma, random_start=random_start,
-                                                       generator=generator).float().cpu()
+                                                       gamma=gamma, start=start).float().cpu()
     return out

@@ -1,0 +1,64 @@
+"""One distillation iteration on a fixed pool per student side, under ``torchrun`` or in one process
+(tests/test_distributed.py).
+
+    [torchrun --nproc_per_node N] python tests/ddp_step.py OUT_DIR
+
+For each of :data:`VARIANTS` builds the CI preset's round state (``params/ci.yaml`` with the variant's
+overrides and one student iteration), a seeded random teacher and a pool of 64 random FAEs, runs
+distillation epoch 0 and, on rank 0, saves the student's gradients, its parameters after the step and
+the logged loss to ``OUT_DIR/<variant>.pt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from ferd import distributed, rng
+from ferd.config import FerdConfig, load_config
+from ferd.models import create_model
+from ferd.pool import Shard
+from ferd.round_state import RunState
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "ferd": [],  # UTAEs against the student, crop augmentation
+    "utae-cache": ["distill.utae.cache=pool", "distill.utae.target=teacher"],  # x_U from the pool
+    "dfhl": ["method=dfhl"],  # high-entropy examples, one training pass
+}
+
+
+def main(out_dir: str) -> None:
+    torch.set_num_threads(1)
+    with distributed.process_group("cpu", {}):
+        for name, overrides in VARIANTS.items():
+            step(load_config(ROOT / "params" / "ci.yaml", [*overrides, "distill.iterations=1"]),
+                 Path(out_dir) / f"{name}.pt")
+
+
+def step(cfg: FerdConfig, out: Path) -> None:
+    """One distillation epoch of ``cfg`` on the fixed pool; rank 0 saves what the test compares."""
+    state = RunState.initial(cfg)
+    with rng.seeded(0, "test-teacher"):
+        teacher = create_model(cfg.teacher.arch, num_classes=cfg.num_classes).eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    images = torch.rand(n, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        logits = teacher(images)
+    utaes = (images[:, None] + 0.03 * torch.randn(n, 2, 3, 32, 32, generator=g)).clamp(0, 1)
+    state.pool.append(Shard(round=0, images=images, labels=logits.argmax(1), teacher_logits=logits,
+                            class_weight=torch.full((n,), 0.1, dtype=torch.float64),
+                            epochs=torch.zeros(n, dtype=torch.int32),
+                            utaes=utaes if cfg.distill.utae.cache == "pool" else None))
+    losses = state.distiller.run_epoch(teacher, state.pool, 0)
+    if distributed.is_main():
+        torch.save({"grads": {k: p.grad.clone() for k, p in state.student.named_parameters()},
+                    "state": {k: v.clone() for k, v in state.student.state_dict().items()},
+                    "loss": losses["loss"]}, out)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
