@@ -64,7 +64,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
     with no_data_access("synthesis is data-free"):
         for epoch in epochs:
             out = state.synthesizer.run_epoch(teacher, state.student, state.p, epoch, progress=progress)
-            distributed.broadcast_(out.images)  # under torchrun every rank synthesises; rank 0's batch is kept
+            distributed.broadcast_(out.images)  # one batch on every rank (gathered, or made by each: baselines)
             p_gen = state.p
             if reweighting:
                 res = reweight(attack_model(teacher, cfg.compute), out.images, out.labels, cfg.num_classes,
@@ -72,7 +72,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                                generator=rng.generator(cfg.seed, "reweight", epoch), previous_scores=state.scores,
                                temperature=rw.temperature, min_weight=rw.min_weight, max_weight=rw.max_weight,
                                beta=rw.beta, lam=rw.lam, samples=rw.samples)
-                state.p, state.scores = res.p, res.scores
+                state.p, state.scores = distributed.broadcast_(res.p), distributed.broadcast_(res.scores)
                 if per_sample is not None:
                     per_sample.append({"epoch": epoch, "labels": out.labels.cpu(), "values": res.per_sample})
             with torch.no_grad():

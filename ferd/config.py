@@ -287,9 +287,11 @@ class FerdConfig(_Strict):
                              f"{self.method!r} attacks the student, so use distill.utae.cache: recompute")
         if self.distill.warmup_epochs >= self.epochs:
             raise ValueError(f"distill.warmup_epochs ({self.distill.warmup_epochs}) must be < epochs ({self.epochs})")
-        if self.distill.batch_size % self.nproc_per_node:
-            raise ValueError(f"nproc_per_node: expected a divisor of distill.batch_size ({self.distill.batch_size}: "
-                             f"each process takes an equal share of the batch), got {self.nproc_per_node}")
+        for field, size in (("distill.batch_size", self.distill.batch_size),
+                            ("synthesis.batch_size", self.synthesis.batch_size)):
+            if size % self.nproc_per_node:
+                raise ValueError(f"nproc_per_node: expected a divisor of {field} ({size}: each process takes an "
+                                 f"equal share of the batch), got {self.nproc_per_node}")
         return self
 
     @property

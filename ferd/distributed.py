@@ -27,10 +27,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import FerdConfig
 
 
 def world() -> tuple[int, int]:
@@ -76,12 +80,13 @@ def init_from_env(device: str) -> None:
 
 
 @contextlib.contextmanager
-def process_group(device: str, batch_sizes: dict[str, int]) -> Iterator[None]:
-    """An entry point's process group for its whole run: joined from the ``torchrun`` environment, every
-    global batch in ``batch_sizes`` (field → size) checked to split evenly before any work, left at the end."""
-    init_from_env(device)
+def process_group(cfg: FerdConfig) -> Iterator[None]:
+    """An entry point's process group for its whole run: joined from the ``torchrun`` environment, the
+    global batches checked to split evenly across the ranks before any work, left at the end."""
+    init_from_env(cfg.device)
     try:
-        for field, size in batch_sizes.items():
+        for field, size in {"distill.batch_size": cfg.distill.batch_size,
+                            "synthesis.batch_size": cfg.synthesis.batch_size}.items():
             check_divisible(size, field)
         yield
     finally:
@@ -112,12 +117,47 @@ def shard(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 def mean_across(value: float) -> float:
     """The mean of ``value`` over the ranks (a logged loss: mean of the ranks' batch means)."""
+    return float(sum_across(torch.tensor([value], dtype=torch.float64))) / world()[1]
+
+
+def sum_across(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks (a new tensor; no autograd)."""
+    t = t.detach().clone()
+    if world()[1] > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """The global batch from every rank's rows (:func:`rows`), in rank order: the inverse of :func:`shard`."""
     size = world()[1]
     if size == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t) / size
+        return t
+    parts = [torch.empty_like(t) for _ in range(size)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def draw_rows(shape: tuple[int, ...], draw) -> torch.Tensor:
+    """This rank's rows of a random tensor drawn for the global batch: ``draw(global shape)`` with the
+    first dimension ``shape[0]`` × world size, then :func:`shard` (the one-process draw in one process)."""
+    size = world()[1]
+    return shard(draw((shape[0] * size, *shape[1:])))[0]
+
+
+def channel_moments(x: torch.Tensor, global_batch: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of ``x`` (N×C×H×W) over N, H, W — of the global batch across the
+    ranks when several run and ``global_batch`` (sums all-reduced with autograd, two passes), else of ``x``.
+    What BatchNorm normalises with, and the batch side of L_bn (Eq. 8)."""
+    if not (global_batch and world()[1] > 1):
+        return x.mean(dim=(0, 2, 3)), x.transpose(0, 1).reshape(x.shape[1], -1).var(dim=1, unbiased=False)
+    from torch.distributed import _functional_collectives as funcol  # all_reduce with autograd
+
+    dims, group = [0, 2, 3], dist.group.WORLD
+    n = sum_across(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
+    mean = funcol.all_reduce(x.sum(dims), "sum", group) / n
+    centred = x - mean.view(1, -1, 1, 1)
+    return mean, funcol.all_reduce((centred * centred).sum(dims), "sum", group) / n
 
 
 def broadcast_(tensor: torch.Tensor) -> torch.Tensor:
@@ -129,23 +169,17 @@ def broadcast_(tensor: torch.Tensor) -> torch.Tensor:
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training-mode statistics are those of the global batch across the process group
-    (what ``nn.SyncBatchNorm`` computes, for the CPU/gloo where it refuses): per-channel sums all-reduced
-    with autograd (``torch.distributed._functional_collectives``), so the backward pass sums the ranks' gradients of the
-    statistics as SyncBatchNorm's does. Two passes (mean, then centred squares) as a single process's
-    kernel; running statistics updated with the unbiased variance. Eval mode and one process: plain BN."""
+    (what ``nn.SyncBatchNorm`` computes, for the CPU/gloo where it refuses): :func:`channel_moments`, whose
+    backward pass sums the ranks' gradients of the statistics as SyncBatchNorm's does; running statistics
+    updated with the unbiased variance. Eval mode and one process: plain BN."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and world()[1] > 1):
             return super().forward(x)
-        from torch.distributed import _functional_collectives as funcol  # all_reduce with autograd
-
-        dims, shape, group = [0, 2, 3], (1, -1, 1, 1), dist.group.WORLD
-        n = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
-        dist.all_reduce(n)
-        mean = funcol.all_reduce(x.sum(dims), "sum", group) / n
-        centred = x - mean.view(shape)
-        var = funcol.all_reduce((centred * centred).sum(dims), "sum", group) / n
-        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        shape = (1, -1, 1, 1)
+        mean, var = channel_moments(x)
+        n = float(x.numel() // x.shape[1]) * world()[1]
+        y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         if self.track_running_stats:
@@ -191,16 +225,21 @@ class Passes(nn.Module):
         return tuple(self.model(x) for x in xs)
 
 
-def data_parallel(model: nn.Module) -> nn.Module:
-    """The training passes of ``model``: :class:`Passes`, wrapped in ``DistributedDataParallel`` when
-    several ranks run (gradients averaged across ranks; buffers are not broadcast: global-batch
-    BatchNorm keeps them equal on every rank)."""
-    passes = Passes(model)
+def ddp(model: nn.Module) -> nn.Module:
+    """``model`` in ``DistributedDataParallel`` when several ranks run (gradients averaged across ranks;
+    buffers not broadcast at each forward: global-batch BatchNorm keeps them equal on every rank), else
+    ``model`` itself."""
     if world()[1] == 1:
-        return passes
+        return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(passes, forward_sync_buffers=False)
+    return DistributedDataParallel(model, forward_sync_buffers=False)
+
+
+def data_parallel(model: nn.Module) -> nn.Module:
+    """The training passes of ``model``: :class:`Passes` (several inputs in one call, so DDP sees one
+    forward per backward), through :func:`ddp`."""
+    return ddp(Passes(model))
 
 
 @contextlib.contextmanager

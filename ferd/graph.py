@@ -59,7 +59,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("synthesis", "synthesis", True, "synthesis",
           (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", PREVIOUS, "student"),
            Input("previous", "synthesis", PREVIOUS, "previous_generation")), "generation", True, "synthesis",
-          "stage 2: one round of synthesis with reweighting"),
+          "stage 2: one round of synthesis with reweighting", data_parallel=True),
     Stage("pool-store", "pool", True, "pool",
           (Input("synthesis", "synthesis", SAME, "generation"), Input("previous", "pool-store", PREVIOUS, "previous_pool")),
           "pool", False, "pool store", "stage 3: add the round's FAE shard to the pool", chained=True),

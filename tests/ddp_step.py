@@ -30,19 +30,43 @@ VARIANTS = {
 }
 
 
+SYNTHESIS = {  # FERD's generator kinds (L_bn, L_oh, L_adv and L_uni with the bottleneck of Eq. 4-6)
+    "reinit": [],
+    "conditional": ["synthesis.generator.kind=conditional"],
+    "marked-channels": ["synthesis.bottleneck.ratio=1"],  # σ² < v: the mask marks channels, L_uni reaches x
+}
+
+
 def main(out_dir: str) -> None:
     torch.set_num_threads(1)
-    with distributed.process_group("cpu", {}):
+    with distributed.process_group(load_config(ROOT / "params" / "ci.yaml")):
         for name, overrides in VARIANTS.items():
             step(load_config(ROOT / "params" / "ci.yaml", [*overrides, "distill.iterations=1"]),
                  Path(out_dir) / f"{name}.pt")
+        for name, overrides in SYNTHESIS.items():
+            synthesis(load_config(ROOT / "params" / "ci.yaml", overrides), Path(out_dir) / f"synthesis-{name}.pt")
+
+
+def _teacher(cfg: FerdConfig) -> torch.nn.Module:
+    with rng.seeded(0, "test-teacher"):
+        return create_model(cfg.teacher.arch, num_classes=cfg.num_classes).eval().requires_grad_(False)
+
+
+def synthesis(cfg: FerdConfig, out: Path) -> None:
+    """One generation epoch (the CI preset's 2 generator iterations); rank 0 saves the kept batch and the
+    per-iteration loss terms."""
+    state = RunState.initial(cfg)
+    p = torch.full((cfg.num_classes,), 1.0 / cfg.num_classes, dtype=torch.float64)
+    res = state.synthesizer.run_epoch(_teacher(cfg), state.student, p, 0)
+    if distributed.is_main():
+        torch.save({"images": res.images, "labels": res.labels, "history": res.history,
+                    "nonrobust": res.nonrobust_fraction, "share": res.teacher_top1_share}, out)
 
 
 def step(cfg: FerdConfig, out: Path) -> None:
     """One distillation epoch of ``cfg`` on the fixed pool; rank 0 saves what the test compares."""
     state = RunState.initial(cfg)
-    with rng.seeded(0, "test-teacher"):
-        teacher = create_model(cfg.teacher.arch, num_classes=cfg.num_classes).eval().requires_grad_(False)
+    teacher = _teacher(cfg)
     g = torch.Generator().manual_seed(0)
     n = 64
     images = torch.rand(n, 3, 32, 32, generator=g)

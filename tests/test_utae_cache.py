@@ -34,7 +34,8 @@ def test_cached_utaes_equal_the_attack_run_directly(single_thread):
     x = torch.rand(5, 3, 32, 32)
     logits = teacher(x)
     kw = dict(eps=8 / 255, alpha=2 / 255, steps=3, gamma=0.5)
-    got = cache_utaes(teacher, x, logits, **kw, random_start="uniform", starts=2, generator=rng.generator(0, "utae-cache", 0), batch_size=2)
+    got = cache_utaes(teacher, x, logits, **kw, random_start="uniform", starts=2,
+                      generator=rng.generator(0, "utae-cache", 0), batch_size=2)
     assert got.shape == (5, 2, 3, 32, 32)
     g = rng.generator(0, "utae-cache", 0)
     expected = [torch.cat([generate_utae(teacher, x[lo:lo + 2], logits[lo:lo + 2], **kw,

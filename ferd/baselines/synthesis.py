@@ -41,7 +41,7 @@ from ..config import SynthesisConfig
 from ..models import FerdModel
 from ..numerics import autocast, check_finite_loss
 from ..synthesis.losses import BatchNormStatistics
-from ..synthesis.stage import EpochSynthesis, collapse_run, frozen_student
+from ..synthesis.stage import EpochSynthesis, collapse_run, frozen_student, top1_counts
 from . import cmi, deepinv, dfhl, fast, zskt  # noqa: F401  # register the baselines
 from .config import BaselineConfig
 from .method import BASELINES, BaselineMethod, SynthesisContext
@@ -103,7 +103,7 @@ class BaselineSynthesizer:
                 last_terms = {**terms, "gen": loss.item()}
                 history.append(last_terms)
                 if t_logits is not None:
-                    share, run = collapse_run(t_logits, self.num_classes, run)
+                    share, run = collapse_run(top1_counts(t_logits, self.num_classes), run)
                     collapse_iters = max(collapse_iters, run)
                 if loss.item() < best_loss:
                     best_loss, best_x, best_terms = loss.item(), kept, last_terms

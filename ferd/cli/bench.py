@@ -61,7 +61,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError(f"--nproc: expected 2 or more processes, got {args.nproc}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    with distributed.process_group(cfg.device, {"distill.batch_size": cfg.distill.batch_size}):
+    with distributed.process_group(cfg):
         r = bench(cfg, args.iterations, args.repeats, args.warmup)
         if not distributed.is_main():
             return 0

@@ -20,7 +20,7 @@ def _run(args: argparse.Namespace) -> int:
     rc = distributed.torchrun(cfg.nproc_per_node, args.argv)
     if rc is not None:
         return rc
-    with distributed.process_group(cfg.device, {"distill.batch_size": cfg.distill.batch_size}), \
+    with distributed.process_group(cfg), \
             distributed.scratch_for_other_ranks(args.out, resume=True) as out:
         metrics = run(cfg, out, progress=not args.no_progress)
     if not distributed.is_main():

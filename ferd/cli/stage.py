@@ -58,7 +58,7 @@ def _stage(args: argparse.Namespace) -> int:
     rc = distributed.torchrun(cfg.nproc_per_node, args.argv) if stage.data_parallel else None
     if rc is not None:
         return rc
-    with distributed.process_group(cfg.device, {"distill.batch_size": cfg.distill.batch_size}):
+    with distributed.process_group(cfg):
         if not (stage.data_parallel or distributed.is_main()):
             return 0  # under torchrun a stage that is not data-parallel runs on rank 0 alone
         inputs = {inp.flag: io.input(getattr(args, inp.flag)) for inp in stage.inputs}
@@ -79,7 +79,7 @@ def _all(args: argparse.Namespace) -> int:
     rc = distributed.torchrun(cfg.nproc_per_node, args.argv)
     if rc is not None:
         return rc
-    with distributed.process_group(cfg.device, {"distill.batch_size": cfg.distill.batch_size}), \
+    with distributed.process_group(cfg), \
             distributed.scratch_for_other_ranks(StageIO(cfg).output(args.out), resume=True) as out, owned(out):
         target = args.out if distributed.is_main() else out  # rank 0 publishes (storage.uri), no other rank
         paths = run_stages(cfg, target, evaluate=not args.no_evaluation, progress=not args.no_progress)

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..models import FerdModel
 
 if TYPE_CHECKING:
@@ -111,7 +112,16 @@ def initial_noise_scale(v: torch.Tensor, threshold: Threshold) -> torch.Tensor:
 def fit_noise_scale(teacher: FerdModel, z: torch.Tensor, y: torch.Tensor, layer: str, mode: Mode,
                     iterations: int, lr: float, beta: float, generator: torch.Generator,
                     threshold: Threshold = "global") -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit λ_r by minimising Eq. 5 on detached features; return (σ² = softplus(λ)², v)."""
+    """Fit λ_r by minimising Eq. 5 on detached features; return (σ² = softplus(λ)², v).
+
+    Under torchrun (``mode: authors``: one λ per sample and channel) each rank fits its rows of the
+    global batch: the noise is drawn for the global batch and sharded, and the objective (batch means)
+    is scaled by the rank's share so that each λ gets the one-process gradient. ``mode: paper`` shares
+    λ across the batch and is refused there."""
+    share = 1.0 / distributed.world()[1]
+    if share < 1 and mode == "paper":
+        raise ValueError("synthesis.bottleneck.mode: 'paper' (one λ per channel over the whole batch) is not "
+                         "data-parallel; expected 'authors' with nproc_per_node > 1")
     z = z.detach()
     v = channel_variance(z, mode)
     shape = (z.shape[1],) if mode == "paper" else (z.shape[0], z.shape[1])
@@ -120,10 +130,12 @@ def fit_noise_scale(teacher: FerdModel, z: torch.Tensor, y: torch.Tensor, layer:
     noise_shape = z.shape if mode == "paper" else (z.shape[0], z.shape[1], 1, 1)
     with torch.enable_grad():
         for _ in range(iterations):
-            noise = torch.randn(noise_shape, generator=generator).to(z.device)
+            noise = distributed.draw_rows(noise_shape, lambda s: torch.randn(s, generator=generator)).to(z.device)
             lam_b = lam if mode == "paper" else lam.view(*shape, 1, 1)
             logits = teacher.head(noisy_features(z, lam_b, noise), layer)
             loss = bottleneck_objective(logits, y, v, F.softplus(lam) ** 2, beta, mode)
+            if share < 1:
+                loss = loss * share
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import channel_moments
 from ..divergence import kl_logits, kl_uniform
 
 
@@ -35,10 +36,11 @@ def bn_statistics_loss(mean: torch.Tensor, var: torch.Tensor, running_mean: torc
     return torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var)
 
 
-def bn_batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def bn_batch_statistics(x: torch.Tensor, global_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance of a BatchNorm layer's input over N, H, W (as BatchNorm
-    computes them): the batch side of L_bn (Eq. 8) and of Fast's momentum L_BN."""
-    return x.mean(dim=(0, 2, 3)), x.transpose(0, 1).reshape(x.shape[1], -1).var(dim=1, unbiased=False)
+    computes them): the batch side of L_bn (Eq. 8) and of Fast's momentum L_BN. ``global_batch``: of the
+    global batch when several ranks each hold a share of it (:func:`ferd.distributed.channel_moments`)."""
+    return channel_moments(x, global_batch)
 
 
 def uniform_prediction_loss(nonrobust_logits: torch.Tensor) -> torch.Tensor:
@@ -94,8 +96,9 @@ class BatchNormStatistics:
     not. Use as a context manager.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, global_batch: bool = False) -> None:
         self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.global_batch = global_batch  # statistics of the global batch under torchrun (ferd.distributed)
         self._pending: list[tuple[nn.BatchNorm2d, torch.Tensor]] = []
         self._captured: list[torch.Tensor] | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -120,7 +123,8 @@ class BatchNormStatistics:
         if not self._pending:
             raise RuntimeError("L_bn: no BatchNorm2d statistics recorded (is the hook context active, "
                                "and does the teacher have BatchNorm2d layers?)")
-        terms = [bn_statistics_loss(*bn_batch_statistics(x), m.running_mean, m.running_var) for m, x in self._pending]
+        terms = [bn_statistics_loss(*bn_batch_statistics(x, self.global_batch), m.running_mean, m.running_var)
+                 for m, x in self._pending]
         self._pending = []
         return torch.stack(terms).sum()
 

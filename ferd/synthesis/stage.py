@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import rng
+from .. import distributed, rng
 from ..config import SynthesisConfig
 from ..models import FerdModel
 from ..numerics import autocast, check_finite_loss
@@ -64,11 +64,28 @@ def frozen_student(student: nn.Module) -> Iterator[None]:
             q.requires_grad_(g)
 
 
-def collapse_run(t_logits: torch.Tensor, num_classes: int, run: int) -> tuple[float, int]:
-    """The share of the batch in the teacher's most predicted class, and the updated count of
-    consecutive iterations where that share exceeded 95 % (generator-collapse detection)."""
-    share = float(torch.bincount(t_logits.argmax(1), minlength=num_classes).max()) / t_logits.shape[0]
+def top1_counts(t_logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """How many samples of the batch the teacher puts in each class (top-1)."""
+    return torch.bincount(t_logits.argmax(1), minlength=num_classes)
+
+
+def collapse_run(counts: torch.Tensor, run: int) -> tuple[float, int]:
+    """The share of the batch in the teacher's most predicted class (``counts``: :func:`top1_counts`), and
+    the updated count of consecutive iterations where that share exceeded 95 % (generator-collapse detection)."""
+    share = float(counts.max()) / int(counts.sum())
     return share, run + 1 if share > 0.95 else 0
+
+
+def _global_figures(terms: dict[str, float], counts: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+    """An iteration's loss terms and the teacher's top-1 counts over the global batch: the means of the
+    ranks' terms (each a mean over its rows; L_bn is already global) and the summed counts, in one
+    all-reduce; unchanged in one process."""
+    size = distributed.world()[1]
+    if size == 1:
+        return terms, counts
+    total = distributed.sum_across(torch.tensor([*terms.values(), *counts.tolist()], dtype=torch.float64))
+    n = len(terms)
+    return dict(zip(terms, (total[:n] / size).tolist())), total[n:].long()
 
 
 class Synthesizer:
@@ -84,6 +101,8 @@ class Synthesizer:
         if g.kind == "conditional":
             with rng.seeded(seed, "generator"):
                 self.generator = ConditionalGenerator(num_classes, nz=g.nz, ngf=g.ngf, img_size=img_size).to(device)
+            self.generator = distributed.sync_batchnorm(self.generator, device)
+            self._generator_dp = distributed.ddp(self.generator)
             self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=g.lr, betas=(g.beta1, g.beta2))
 
     def state_dict(self) -> dict:
@@ -98,13 +117,19 @@ class Synthesizer:
 
     def epoch_setup(self, epoch: int, labels: torch.Tensor
                      ) -> tuple[nn.Module, torch.optim.Optimizer, callable, torch.Tensor]:
-        """The epoch's generator, its optimiser, a closure making the batch, and the latents z."""
+        """The epoch's generator, its optimiser, a closure making the batch, and the latents z.
+
+        ``labels`` are the global batch's; under torchrun z is drawn for the global batch and this rank's
+        closure makes its rows (:mod:`ferd.distributed`): the generator in DistributedDataParallel with
+        global-batch BatchNorm, z's gradient scaled by the rank's share (its loss is a mean over its rows,
+        L_bn counted once per rank) so that each row of z takes the one-process step."""
         g = self.cfg.generator
         latent = rng.generator(self.seed, "latent", epoch)
-        z = torch.randn((labels.shape[0], g.nz), generator=latent).to(self.device)
+        z, labels = distributed.shard(torch.randn((labels.shape[0], g.nz), generator=latent).to(self.device),
+                                      labels)
         if g.kind == "conditional":
-            gen, opt = self.generator, self.optimizer
-            return gen, opt, lambda: gen(z, labels), z
+            gen, opt, dp = self.generator, self.optimizer, self._generator_dp
+            return gen, opt, lambda: dp(z, labels), z
         # re-initialised every epoch (authors' init) and optimised together with a learnable z
         with rng.seeded(self.seed, "generator", epoch):
             if g.kind == "reinit":  # the authors' code: unconditional; labels enter only through L_oh
@@ -112,20 +137,31 @@ class Synthesizer:
             else:  # conditional-reinit: g(z, y), labels also through the embedding
                 gen = authors_init(ConditionalGenerator(self.num_classes, nz=g.nz, ngf=g.ngf,
                                                         img_size=self.img_size)).to(self.device)
+        gen = distributed.sync_batchnorm(gen, self.device)
+        dp = distributed.ddp(gen)
         z = z.requires_grad_(True)
+        size = distributed.world()[1]
+        if size > 1:
+            z.register_hook(lambda grad: grad / size)
         opt = torch.optim.Adam([{"params": gen.parameters()}, {"params": [z], "lr": g.lr_z}],
                                lr=g.lr, betas=(g.beta1, g.beta2))
         if g.kind == "reinit":
-            return gen, opt, lambda: gen(z), z
-        return gen, opt, lambda: gen(z, labels), z
+            return gen, opt, lambda: dp(z), z
+        return gen, opt, lambda: dp(z, labels), z
 
     def run_epoch(self, teacher: FerdModel, student: nn.Module, p: torch.Tensor, epoch: int,
                   progress: bool = False) -> EpochSynthesis:
-        """T_g generator iterations for ``epoch`` with labels y ~ p; returns the kept batch."""
+        """T_g generator iterations for ``epoch`` with labels y ~ p; returns the kept batch. Under torchrun
+        each rank makes its rows of the global batch (:meth:`epoch_setup`); L_bn sees the global batch's
+        statistics, the kept iteration is chosen on the global loss and the kept batch is gathered."""
         cfg = self.cfg
+        if cfg.lambda_div > 0 and distributed.world()[1] > 1:
+            raise ValueError("synthesis.lambda_div: the diversity term pairs samples across the whole batch and "
+                             "is not data-parallel; expected 0 with nproc_per_node > 1")
         labels = torch.multinomial(p.double().cpu(), cfg.batch_size, replacement=True,
                                    generator=rng.generator(self.seed, "labels", epoch)).to(self.device)
         gen, opt, synthesize, latents = self.epoch_setup(epoch, labels)
+        (mine,) = distributed.shard(labels)  # this rank's rows (all of them in one process)
         ib_rng = rng.generator(self.seed, "bottleneck", epoch)
         layer = teacher.check_layer(cfg.layer)
         use_uni = cfg.fae and cfg.lambda_uni > 0
@@ -133,7 +169,8 @@ class Synthesizer:
         best_loss, best_x, best_terms, last_terms = float("inf"), None, {}, {}
         run, collapse_iters, share = 0, 0, 0.0
         history: list[dict[str, float]] = []
-        with frozen_student(student), BatchNormStatistics(teacher) as bn_stats, autocast(self.amp, self.device):
+        with (frozen_student(student), BatchNormStatistics(teacher, global_batch=True) as bn_stats,
+              autocast(self.amp, self.device)):
             for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} generator", leave=False,
                            disable=not progress):
                 x = synthesize()
@@ -145,28 +182,31 @@ class Synthesizer:
                 l_uni = zero
                 if use_uni:
                     with bn_stats.paused():
-                        z_nr, _ = non_robust_features(teacher, z, labels, layer, cfg.bottleneck, ib_rng)
+                        z_nr, _ = non_robust_features(teacher, z, mine, layer, cfg.bottleneck, ib_rng)
                         l_uni = uniform_prediction_loss(teacher.head(z_nr, layer))
-                terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, labels), uni=l_uni,
-                                           div=diversity_loss(x, latents, labels) if cfg.lambda_div > 0 else None)
+                terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, mine), uni=l_uni,
+                                           div=diversity_loss(x, latents, mine) if cfg.lambda_div > 0 else None)
                 loss = generator_loss(terms, cfg.lambda_adv, cfg.lambda_bn, cfg.lambda_oh, cfg.lambda_uni,
                                       cfg.lambda_div)
                 check_finite_loss(loss, "synthesis", epoch, it, terms.as_floats(),
-                                  {"images": x, "labels": labels, "teacher_logits": t_logits})
+                                  {"images": x, "labels": mine, "teacher_logits": t_logits})
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                last_terms = {**terms.as_floats(), "gen": loss.item()}
+                last_terms, counts = _global_figures({**terms.as_floats(), "gen": loss.item()},
+                                                     top1_counts(t_logits, self.num_classes))
                 history.append(last_terms)
-                share, run = collapse_run(t_logits, self.num_classes, run)
+                share, run = collapse_run(counts, run)
                 collapse_iters = max(collapse_iters, run)
-                if loss.item() < best_loss:
-                    best_loss, best_x, best_terms = loss.item(), x.detach().float().clone(), last_terms
+                if last_terms["gen"] < best_loss:
+                    best_loss, best_x, best_terms = last_terms["gen"], x.detach().float().clone(), last_terms
         nonrobust = None
         if cfg.fae:  # the mask of Eq. 4-6 on the kept batch, recorded even when λ_uni = 0 (a diagnostic)
             with torch.no_grad():
                 z_kept = teacher.features(best_x, layer)
-            _, nonrobust = non_robust_features(teacher, z_kept, labels, layer, cfg.bottleneck, ib_rng)
+            _, nonrobust = non_robust_features(teacher, z_kept, mine, layer, cfg.bottleneck, ib_rng)
+            nonrobust = distributed.mean_across(nonrobust)
+        best_x = distributed.gather_rows(best_x)
         return EpochSynthesis(images=best_x, labels=labels, best_loss=best_loss, best_terms=best_terms,
                               last_terms=last_terms, teacher_top1_share=share, collapse_iterations=collapse_iters,
                               history=history, nonrobust_fraction=nonrobust)
