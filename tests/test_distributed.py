@@ -151,11 +151,13 @@ def test_nproc_per_node_must_divide_the_batch():
 def test_bench_reports_the_data_parallel_scaling(tmp_path, capsys):
     from ferd.cli.bench import scaling
 
-    assert scaling({"student_iteration_s": 1.0}, {"processes": 2, "student_iteration_s": 0.625}) == \
-        {"processes": 2, "student_iteration_s": 0.625, "speedup": 1.6, "efficiency": 0.8}
+    assert scaling({"generator_iteration_s": 1.0, "student_iteration_s": 1.0},
+                   {"processes": 2, "generator_iteration_s": 0.5, "student_iteration_s": 0.625}) == \
+        {"processes": 2, "generator_iteration_s": 0.5, "generator_speedup": 2.0, "generator_efficiency": 1.0,
+         "student_iteration_s": 0.625, "student_speedup": 1.6, "student_efficiency": 0.8}
     out = tmp_path / "bench.json"
     assert main(["bench", "--preset", str(CI), "--iterations", "1", "--repeats", "1", "--warmup", "0", "--threads", "1",
                  "--nproc", "2", "--out", str(out)]) == 0
     d = json.loads(out.read_text())["data_parallel"]
-    assert d["processes"] == 2 and d["student_iteration_s"] > 0 and d["efficiency"] > 0
+    assert d["processes"] == 2 and d["student_iteration_s"] > 0 and d["generator_efficiency"] > 0
     assert "scaling efficiency" in capsys.readouterr().out

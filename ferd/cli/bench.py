@@ -31,12 +31,15 @@ def _print(r: dict[str, Any], peak: float | None) -> None:
 
 
 def scaling(one: dict[str, Any], many: dict[str, Any]) -> dict[str, float]:
-    """The student iteration (the data-parallel one) of N processes against one: speed-up and efficiency
-    (speed-up / N; 1 is perfect scaling of the same global batch)."""
+    """The generator and student iterations (both data-parallel for FERD) of N processes against one:
+    speed-up and efficiency (speed-up / N; 1 is perfect scaling of the same global batch)."""
     n = many["processes"]
-    speedup = one["student_iteration_s"] / many["student_iteration_s"]
-    return {"processes": n, "student_iteration_s": many["student_iteration_s"], "speedup": speedup,
-            "efficiency": speedup / n}
+    out: dict[str, float] = {"processes": n}
+    for kind in ("generator", "student"):
+        speedup = one[f"{kind}_iteration_s"] / many[f"{kind}_iteration_s"]
+        out.update({f"{kind}_iteration_s": many[f"{kind}_iteration_s"], f"{kind}_speedup": speedup,
+                    f"{kind}_efficiency": speedup / n})
+    return out
 
 
 def _torchrun(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -76,9 +79,10 @@ def _main(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             r["data_parallel"] = scaling(r, _torchrun(args, Path(tmp) / "bench.json"))
         d = r["data_parallel"]
-        print(f"student iteration on {d['processes']} processes × {r['threads']} threads "
-              f"{d['student_iteration_s'] * 1e3:9.2f} ms | speed-up {d['speedup']:.2f} | "
-              f"scaling efficiency {100 * d['efficiency']:.0f} %")
+        for kind in ("generator", "student"):
+            print(f"{kind:9s} iteration on {d['processes']} processes × {r['threads']} threads "
+                  f"{d[f'{kind}_iteration_s'] * 1e3:9.2f} ms | speed-up {d[f'{kind}_speedup']:.2f} | "
+                  f"scaling efficiency {100 * d[f'{kind}_efficiency']:.0f} %")
     if args.out:
         Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
     return 0
