@@ -1,0 +1,141 @@
+"""A data-parallel stage as a job of an existing engine on Kubernetes (issue 20).
+
+Two engines run the same container command, ``torchrun --no-python ferd stage <name> …`` in the ferd image,
+with torchrun's nodes, processes per node and rendezvous taken from the ``PET_*`` environment the engine sets:
+
+* ``trainer`` — a Kubeflow Trainer (v2) ``TrainJob`` on a ``torch-distributed`` runtime, submitted and
+  awaited with the kubeflow SDK's ``TrainerClient`` (:func:`submit`, :func:`wait`);
+* ``pytorchjob`` — a training-operator (v1) ``PyTorchJob`` (:func:`pytorchjob_manifest`), for clusters not
+  yet on the Trainer, created and polled with the Kubernetes client.
+
+The stage reads its input artifacts from and writes its output to S3 (``ferd stage`` takes ``s3://`` paths,
+:mod:`ferd.stages.io`); inside torchrun the stage splits its global batch across every process of every node
+(:mod:`ferd.distributed`) and only rank 0 writes. A job that fails (any rank) fails as a whole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Engine = Literal["trainer", "pytorchjob"]
+ENGINES: tuple[str, ...] = ("trainer", "pytorchjob")
+PYTORCHJOB = ("kubeflow.org", "v1", "pytorchjobs")  # group, version, plural of the training operator v1
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One stage's job: its name, the image and command, and how many nodes × GPUs it runs on."""
+
+    name: str
+    namespace: str
+    image: str
+    command: tuple[str, ...]
+    nodes: int = 1
+    gpus_per_node: int = 1
+    runtime: str = "torch-distributed"  # the Trainer's (Cluster)TrainingRuntime
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.gpus_per_node < 0:
+            raise ValueError(f"distributed: expected nodes >= 1 and gpus_per_node >= 0, got {self.nodes} and "
+                             f"{self.gpus_per_node}")
+
+    @property
+    def resources(self) -> dict[str, int]:
+        return {"gpu": self.gpus_per_node} if self.gpus_per_node else {}
+
+
+def stage_command(stage: str, args: Sequence[str]) -> tuple[str, ...]:
+    """The container command of a stage's job: torchrun (configured by the engine's PET_* variables)
+    starting ``ferd stage <stage> <args>`` on every process."""
+    return ("torchrun", "--no-python", "ferd", "stage", stage, *args)
+
+
+def pytorchjob_manifest(spec: JobSpec) -> dict[str, Any]:
+    """The training-operator v1 ``PyTorchJob`` of ``spec``: a Master and ``nodes − 1`` Workers, each a
+    container named ``pytorch`` (the operator's convention) with ``gpus_per_node`` GPUs, ``nprocPerNode``
+    processes per node, no retries (a failed rank fails the job; the Kubeflow task retries the stage)."""
+
+    def replica(n: int) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": "pytorch", "image": spec.image, "command": list(spec.command),
+                                     "env": [{"name": k, "value": v} for k, v in sorted(spec.env.items())]}
+        if spec.gpus_per_node:
+            container["resources"] = {"limits": {"nvidia.com/gpu": spec.gpus_per_node}}
+        return {"replicas": n, "restartPolicy": "Never", "template": {"spec": {"containers": [container]}}}
+
+    replicas = {"Master": replica(1)}
+    if spec.nodes > 1:
+        replicas["Worker"] = replica(spec.nodes - 1)
+    group, version, _ = PYTORCHJOB
+    return {"apiVersion": f"{group}/{version}", "kind": "PyTorchJob",
+            "metadata": {"name": spec.name, "namespace": spec.namespace},
+            "spec": {"nprocPerNode": str(spec.gpus_per_node or "auto"),
+                     "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "None"},
+                     "pytorchReplicaSpecs": replicas}}
+
+
+def _kubernetes(configuration: Any = None) -> Any:
+    """A Kubernetes ApiClient: ``configuration`` (tests: a stand-in API), else in-cluster or kube-config."""
+    from kubernetes import client, config
+
+    if configuration is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+    return client.ApiClient(configuration)
+
+
+def _trainer_client(spec: JobSpec, configuration: Any = None) -> Any:
+    from kubeflow.trainer import KubernetesBackendConfig, TrainerClient
+
+    return TrainerClient(KubernetesBackendConfig(namespace=spec.namespace, client_configuration=configuration))
+
+
+def submit(spec: JobSpec, engine: Engine, configuration: Any = None) -> str:
+    """Create the job of ``spec`` on ``engine``; returns its name."""
+    if engine == "trainer":
+        from kubeflow.trainer import CustomTrainerContainer
+        from kubeflow.trainer.options import Name, TrainerCommand
+
+        trainer = CustomTrainerContainer(image=spec.image, num_nodes=spec.nodes,
+                                         resources_per_node=spec.resources or None, env=dict(spec.env) or None)
+        return _trainer_client(spec, configuration).train(runtime=spec.runtime, trainer=trainer,
+                                                          options=[Name(spec.name), TrainerCommand(list(spec.command))])
+    if engine == "pytorchjob":
+        from kubernetes import client
+
+        group, version, plural = PYTORCHJOB
+        client.CustomObjectsApi(_kubernetes(configuration)).create_namespaced_custom_object(
+            group, version, spec.namespace, plural, pytorchjob_manifest(spec))
+        return spec.name
+    raise ValueError(f"distributed.engine: expected one of {list(ENGINES)}, got {engine!r}")
+
+
+def wait(spec: JobSpec, engine: Engine, timeout_s: int, poll_s: float = 10.0, configuration: Any = None) -> None:
+    """Block until the job of ``spec`` has succeeded; RuntimeError when it failed, TimeoutError after
+    ``timeout_s`` seconds."""
+    if engine == "trainer":
+        from kubeflow.trainer.constants.constants import TRAINJOB_COMPLETE
+
+        _trainer_client(spec, configuration).wait_for_job_status(
+            spec.name, status={TRAINJOB_COMPLETE}, timeout=timeout_s, polling_interval=max(1, int(poll_s)))
+        return
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(_kubernetes(configuration))
+    group, version, plural = PYTORCHJOB
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = api.get_namespaced_custom_object(group, version, spec.namespace, plural, spec.name)
+        done = {c["type"] for c in job.get("status", {}).get("conditions", []) if c.get("status") == "True"}
+        if "Failed" in done:
+            raise RuntimeError(f"PyTorchJob {spec.namespace}/{spec.name} failed")
+        if "Succeeded" in done:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"PyTorchJob {spec.namespace}/{spec.name} did not finish within {timeout_s} s")
+        time.sleep(poll_s)

@@ -1,0 +1,109 @@
+"""A local stand-in of the Kubernetes API for the routes a stage's job uses (tests/test_launch.py).
+
+A threading http.server on 127.0.0.1 answering what the kubeflow SDK's TrainerClient and the Kubernetes
+client call to create and await a Kubeflow Trainer ``TrainJob`` (the Trainer's version ConfigMap, the
+``torch-distributed`` ClusterTrainingRuntime, trainjobs, the job's pods) or a training-operator
+``PyTorchJob``. Created objects are recorded; a job reports no condition at its first read and then
+``outcome`` (``succeeded`` or ``failed``). Any other route answers 404 and is recorded as an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TRAINER = "/apis/trainer.kubeflow.org/v1alpha1"
+OPERATOR = "/apis/kubeflow.org/v1"
+RUNTIME = {  # the torch-distributed ClusterTrainingRuntime of the Trainer's manifests, reduced to what is read
+    "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
+    "metadata": {"name": "torch-distributed", "labels": {"trainer.kubeflow.org/framework": "torch"}},
+    "spec": {"mlPolicy": {"numNodes": 1, "torch": {"numProcPerNode": "auto"}},
+             "template": {"spec": {"replicatedJobs": [{
+                 "name": "node",
+                 "template": {"metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                              "spec": {"template": {"spec": {"containers": [
+                                  {"name": "node", "image": "pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime",
+                                   "command": ["/bin/bash", "-c", "torchrun"]}]}}}}}]}}},
+}
+
+
+class K8sStandIn(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, outcome: str = "succeeded") -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.outcome = outcome
+        self.created: dict[str, dict] = {}  # "<plural>/<name>" -> body as posted
+        self.reads: dict[str, int] = {}
+        self.errors: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def configuration(self):
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = self.url
+        return cfg
+
+    def status(self, plural: str, name: str) -> dict:
+        key = f"{plural}/{name}"
+        self.reads[key] = self.reads.get(key, 0) + 1
+        if self.reads[key] == 1:
+            return {}
+        kind = ({"succeeded": "Complete", "failed": "Failed"} if plural == "trainjobs"
+                else {"succeeded": "Succeeded", "failed": "Failed"})[self.outcome]
+        return {"conditions": [{"type": kind, "status": "True", "reason": kind, "message": kind,
+                                "lastTransitionTime": "2026-11-30T00:00:00Z"}]}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: K8sStandIn
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _reply(self, status: int, data: dict) -> None:
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _missing(self) -> None:
+        self._reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                          "code": 404, "message": f"{self.path} not found"})
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0]
+        if path == "/api/v1/namespaces/kubeflow-system/configmaps/kubeflow-trainer-public":
+            return self._reply(200, {"kind": "ConfigMap", "apiVersion": "v1",
+                                     "metadata": {"name": "kubeflow-trainer-public"},
+                                     "data": {"kubeflow_trainer_version": "v2.1.0"}})
+        if path == f"{TRAINER}/clustertrainingruntimes/torch-distributed":
+            return self._reply(200, RUNTIME)
+        if re.fullmatch(rf"{TRAINER}/namespaces/[^/]+/trainingruntimes/[^/]+", path):
+            return self._missing()  # no namespaced runtime: the SDK falls back to the cluster's
+        if re.fullmatch(r"/api/v1/namespaces/[^/]+/pods", path):
+            return self._reply(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})
+        m = re.fullmatch(rf"(?:{TRAINER}|{OPERATOR})/namespaces/([^/]+)/(trainjobs|pytorchjobs)/([^/]+)", path)
+        if m and f"{m[2]}/{m[3]}" in self.server.created:
+            body = dict(self.server.created[f"{m[2]}/{m[3]}"])
+            body["metadata"] = {**body["metadata"], "namespace": m[1], "creationTimestamp": "2026-11-30T00:00:00Z"}
+            body["status"] = self.server.status(m[2], m[3])
+            return self._reply(200, body)
+        self.server.errors.append(f"GET {self.path}")
+        self._missing()
+
+    def do_POST(self) -> None:  # noqa: N802
+        m = re.fullmatch(rf"(?:{TRAINER}|{OPERATOR})/namespaces/([^/]+)/(trainjobs|pytorchjobs)", self.path)
+        if not m:
+            self.server.errors.append(f"POST {self.path}")
+            return self._missing()
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.created[f"{m[2]}/{body['metadata']['name']}"] = body
+        self._reply(201, body)
