@@ -5,15 +5,20 @@ starts N copies of the same command; :func:`init_from_env` joins them into one p
 CUDA, gloo on the CPU). What makes N ranks compute what one process computes with the same global batch:
 
 * **the draws**: every rank draws the whole global batch from the seeded streams (pool indices, crop
-  and flip, attack starts, :mod:`ferd.rng`) and keeps its own contiguous rows (:func:`shard`), so the
-  union of the ranks' batches is exactly the single-process batch and no stream depends on N;
+  and flip, attack starts; labels, z and the bottleneck's noise in synthesis; :mod:`ferd.rng`) and keeps
+  its own contiguous rows (:func:`shard`, :func:`draw_rows`), so the union of the ranks' batches is
+  exactly the single-process batch and no stream depends on N;
 * **BatchNorm**: the student's BatchNorm layers normalise with the statistics of the global batch
   (:func:`sync_batchnorm`: ``nn.SyncBatchNorm`` on CUDA; on the CPU, where that module refuses to run,
   :class:`GlobalBatchNorm2d`, the same computation with all-reduces that carry autograd);
 * **the gradient**: the student's training passes go through ``DistributedDataParallel``
   (:func:`data_parallel`), which averages the ranks' gradients of their batch-mean losses: the gradient
   of the global batch mean. The frozen teacher is replicated, not wrapped; attacks run on the bare
-  student in eval mode (running statistics, equal on every rank), per sample.
+  student in eval mode (running statistics, equal on every rank), per sample;
+* **synthesis** (:class:`ferd.synthesis.stage.Synthesizer`): the generator likewise (DDP, global-batch
+  BatchNorm), L_bn on the global batch's statistics (:func:`channel_moments`), each rank's rows of z
+  and of the bottleneck's noise scales with their one-process gradients, the kept iteration chosen on
+  the global loss and the kept batch gathered (:func:`gather_rows`).
 
 Every rank ends a step with the same parameters, so the saved state does not depend on N and a run
 resumes with any world size. Only rank 0 writes artifacts (:func:`scratch_for_other_ranks`).
@@ -75,6 +80,9 @@ def init_from_env(device: str) -> None:
         return
     cuda = torch.device(device).type == "cuda"
     if cuda:
+        if torch.device(device).index is not None:
+            raise ValueError(f"device: {device} names one GPU, but several processes run; expected cuda (each "
+                             "process then takes the GPU of its LOCAL_RANK)")
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if cuda else "gloo")
 

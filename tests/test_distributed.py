@@ -141,6 +141,14 @@ def test_a_killed_rank_fails_the_job_leaves_no_manifest_and_the_rerun_completes(
     record("a rank of a torchrun job killed", "SIGKILL to rank 1 mid-round", True, 0)
 
 
+def test_several_processes_refuse_a_device_that_names_one_gpu(monkeypatch):
+    from ferd.distributed import init_from_env
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="device: cuda:1 names one GPU"):
+        init_from_env("cuda:1")
+
+
 def test_nproc_per_node_must_divide_the_batch():
     from ferd.config import load_config
 
