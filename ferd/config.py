@@ -287,6 +287,9 @@ class FerdConfig(_Strict):
                              f"{self.method!r} attacks the student, so use distill.utae.cache: recompute")
         if self.distill.warmup_epochs >= self.epochs:
             raise ValueError(f"distill.warmup_epochs ({self.distill.warmup_epochs}) must be < epochs ({self.epochs})")
+        if self.nproc_per_node > 1 and ":" in self.device:
+            raise ValueError(f"device: {self.device} names one GPU, but nproc_per_node is {self.nproc_per_node}; "
+                             "expected cuda (each process then takes the GPU of its LOCAL_RANK)")
         for field, size in (("distill.batch_size", self.distill.batch_size),
                             ("synthesis.batch_size", self.synthesis.batch_size)):
             if size % self.nproc_per_node:

@@ -144,7 +144,11 @@ def test_a_killed_rank_fails_the_job_leaves_no_manifest_and_the_rerun_completes(
 def test_several_processes_refuse_a_device_that_names_one_gpu(monkeypatch):
     from ferd.distributed import init_from_env
 
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    from ferd.config import load_config
+
+    with pytest.raises(ValueError, match="device: cuda:1 names one GPU, but nproc_per_node is 2"):
+        load_config(CI, ["device=cuda:1", "nproc_per_node=2"])  # at load, before any process starts
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun started explicitly
     with pytest.raises(ValueError, match="device: cuda:1 names one GPU"):
         init_from_env("cuda:1")
 
