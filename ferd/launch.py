@@ -37,6 +37,7 @@ class JobSpec:
     gpus_per_node: int = 1
     runtime: str = "torch-distributed"  # the Trainer's (Cluster)TrainingRuntime
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # variable -> (secret, key)
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 0:
@@ -46,6 +47,12 @@ class JobSpec:
     @property
     def resources(self) -> dict[str, int]:
         return {"gpu": self.gpus_per_node} if self.gpus_per_node else {}
+
+    def secret_refs(self) -> list[dict[str, Any]]:
+        """``secret_env`` as container env entries that name the secret, never its value (credentials stay
+        out of the job object)."""
+        return [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                for var, (secret, key) in sorted(self.secret_env.items())]
 
 
 def stage_command(stage: str, args: Sequence[str]) -> tuple[str, ...]:
@@ -61,7 +68,8 @@ def pytorchjob_manifest(spec: JobSpec) -> dict[str, Any]:
 
     def replica(n: int) -> dict[str, Any]:
         container: dict[str, Any] = {"name": "pytorch", "image": spec.image, "command": list(spec.command),
-                                     "env": [{"name": k, "value": v} for k, v in sorted(spec.env.items())]}
+                                     "env": [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+                                     + spec.secret_refs()}
         if spec.gpus_per_node:
             container["resources"] = {"limits": {"nvidia.com/gpu": spec.gpus_per_node}}
         return {"replicas": n, "restartPolicy": "Never", "template": {"spec": {"containers": [container]}}}
@@ -95,6 +103,20 @@ def _trainer_client(spec: JobSpec, configuration: Any = None) -> Any:
     return TrainerClient(KubernetesBackendConfig(namespace=spec.namespace, client_configuration=configuration))
 
 
+def _secret_patch(spec: JobSpec) -> Any:
+    """A TrainJob runtime patch adding ``spec.secret_refs()`` to the trainer container (``node``) of the
+    runtime's ``node`` job."""
+    from kubeflow.trainer.options import (ContainerPatch, JobSetSpecPatch, JobSetTemplatePatch, JobSpecPatch,
+                                          JobTemplatePatch, PodSpecPatch, PodTemplatePatch, ReplicatedJobPatch,
+                                          RuntimePatch, TrainingRuntimeSpecPatch)
+
+    container = ContainerPatch(name="node", env=spec.secret_refs())
+    job = ReplicatedJobPatch(name="node", template=JobTemplatePatch(spec=JobSpecPatch(
+        template=PodTemplatePatch(spec=PodSpecPatch(containers=[container])))))
+    return RuntimePatch(training_runtime_spec=TrainingRuntimeSpecPatch(
+        template=JobSetTemplatePatch(spec=JobSetSpecPatch(replicated_jobs=[job]))))
+
+
 def submit(spec: JobSpec, engine: Engine, configuration: Any = None) -> str:
     """Create the job of ``spec`` on ``engine``; returns its name."""
     if engine == "trainer":
@@ -103,8 +125,10 @@ def submit(spec: JobSpec, engine: Engine, configuration: Any = None) -> str:
 
         trainer = CustomTrainerContainer(image=spec.image, num_nodes=spec.nodes,
                                          resources_per_node=spec.resources or None, env=dict(spec.env) or None)
-        return _trainer_client(spec, configuration).train(runtime=spec.runtime, trainer=trainer,
-                                                          options=[Name(spec.name), TrainerCommand(list(spec.command))])
+        options = [Name(spec.name), TrainerCommand(list(spec.command))]
+        if spec.secret_env:  # the SDK's env takes values only: secret references go in as a runtime patch
+            options.append(_secret_patch(spec))
+        return _trainer_client(spec, configuration).train(runtime=spec.runtime, trainer=trainer, options=options)
     if engine == "pytorchjob":
         from kubernetes import client
 

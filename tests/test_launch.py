@@ -20,7 +20,9 @@ SPEC = JobSpec(name="ferd-distillation-r3", namespace="ferd", image="ghcr.io/fer
                command=stage_command("distillation", ["--params", "/params/params.yaml", "--round", "3",
                                                       "--teacher", "s3://ferd/run/teacher",
                                                       "--out", "s3://ferd/run/round-3/distillation"]),
-               nodes=2, gpus_per_node=4, env={"AWS_ENDPOINT_URL": "http://minio:9000"})
+               nodes=2, gpus_per_node=4, env={"AWS_ENDPOINT_URL": "http://minio:9000"},
+               secret_env={"AWS_ACCESS_KEY_ID": ("ferd-s3-credentials", "AWS_ACCESS_KEY_ID"),
+                           "AWS_SECRET_ACCESS_KEY": ("ferd-s3-credentials", "AWS_SECRET_ACCESS_KEY")})
 
 
 @pytest.fixture
@@ -53,6 +55,13 @@ def test_the_jobs_match_the_golden_manifests(api):
     assert trainer["command"][:4] == ["torchrun", "--no-python", "ferd", "stage"] and trainer["numNodes"] == 2
     assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": 4.0}, "requests": {"nvidia.com/gpu": 4.0}}
     assert golden["trainjob"]["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    # the S3 credentials by reference only: no secret value in either job object
+    text = json.dumps(golden)
+    assert text.count('"secretKeyRef"') == 2 + 2 * 2 and "AKIA" not in text  # TrainJob patch; PyTorchJob × 2
+    patch = golden["trainjob"]["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+    env = patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0] == {"name": "AWS_ACCESS_KEY_ID",
+                      "valueFrom": {"secretKeyRef": {"name": "ferd-s3-credentials", "key": "AWS_ACCESS_KEY_ID"}}}
 
 
 @pytest.mark.parametrize("engine", ["trainer", "pytorchjob"])
