@@ -173,3 +173,23 @@ def test_bench_reports_the_data_parallel_scaling(tmp_path, capsys):
     d = json.loads(out.read_text())["data_parallel"]
     assert d["processes"] == 2 and d["student_iteration_s"] > 0 and d["generator_efficiency"] > 0
     assert "scaling efficiency" in capsys.readouterr().out
+
+
+def test_ferd_run_killed_on_two_processes_resumes_on_one(runs, tmp_path):
+    """``ferd run -S nproc_per_node=2`` killed after its round-0 checkpoint; the same command with one
+    process resumes at round 1 (the checkpoint does not depend on the world size) and ends with the
+    one-process student of the stage split (within float rounding)."""
+    out = tmp_path / "run"
+    cmd = [str(BIN / "ferd"), "run", "--params", str(CI), "--threads", "1", "--no-progress", "--out", str(out)]
+    job = subprocess.Popen([*cmd, "-S", "nproc_per_node=2"], env={**ENV, "TMPDIR": str(tmp_path)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    record = out / "checkpoint" / "round.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and job.poll() is None and not record.exists():
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)  # the launcher, torchrun and both ranks
+    job.wait()
+    assert json.loads(record.read_text())["next_round"] == 1
+    _run(cmd)  # one process, same parameters: resumes
+    a = load_state_dict(runs / "one" / "round-1" / "distillation" / "student.safetensors")
+    assert _max_relative_difference(a, load_state_dict(out / "student.safetensors")) < 1e-3
