@@ -15,6 +15,8 @@ The stage reads its input artifacts from and writes its output to S3 (``ferd sta
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ class JobSpec:
     runtime: str = "torch-distributed"  # the Trainer's (Cluster)TrainingRuntime
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # variable -> (secret, key)
+    optional_secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # the secret may omit these
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 0:
@@ -51,8 +54,86 @@ class JobSpec:
     def secret_refs(self) -> list[dict[str, Any]]:
         """``secret_env`` as container env entries that name the secret, never its value (credentials stay
         out of the job object)."""
-        return [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        refs = [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
                 for var, (secret, key) in sorted(self.secret_env.items())]
+        return refs + [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+                       for var, (secret, key) in sorted(self.optional_secret_env.items())]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The ``distributed`` block of the cluster settings (``pipeline/cluster.yaml``), as the DAG hands it to
+    the synthesis and distillation tasks (JSON): where and how their jobs run."""
+
+    namespace: str
+    scratch_uri: str  # s3://… (or a directory): the jobs write their artifacts under it
+    engine: Engine = "trainer"
+    nodes: int = 1
+    gpus_per_node: int = 1
+    runtime: str = "torch-distributed"
+    timeout_s: int = 86400
+    poll_s: float = 30.0
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # the S3 credentials, by reference
+    optional_secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # keys a secret may omit
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> Launch:
+        data = json.loads(text)
+        for key in ("secret_env", "optional_secret_env"):
+            data[key] = {var: tuple(ref) for var, ref in data.get(key, {}).items()}
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+PARAMS_ENV = "FERD_PARAMS_YAML"
+
+
+def stage_job(launch: Launch, image: str, stage: str, params_yaml: str, overrides: Sequence[str],
+              round_index: int, inputs: dict[str, str | None]) -> tuple[JobSpec, str]:
+    """The job of one stage task and the URI its artifact will be written to. Its name is the stage, the
+    round, a digest of what the stage computes from (parameters, overrides, inputs) and a fresh suffix: a
+    retried task (the Kubeflow retry policy) starts a new job with its own output, never a second writer of
+    another's. The parameters travel in ``$FERD_PARAMS_YAML``, written to a file before torchrun starts."""
+    import hashlib
+    import shlex
+    import uuid
+
+    digest = hashlib.sha256(json.dumps([stage, params_yaml, list(overrides), round_index, inputs],
+                                       sort_keys=True).encode()).hexdigest()[:8]
+    name = f"ferd-{stage}-r{round_index}-{digest}-{uuid.uuid4().hex[:6]}"
+    out = f"{launch.scratch_uri.rstrip('/')}/{name}"
+    args = ["--params", "/tmp/ferd-params.yaml", *(f"--set={o}" for o in overrides), "--round", str(round_index),
+            *(a for flag, uri in sorted(inputs.items()) if uri is not None for a in (f"--{flag}", uri)),
+            "--out", out, "--no-progress"]
+    script = (f'printf "%s" "${PARAMS_ENV}" > /tmp/ferd-params.yaml && exec '
+              + shlex.join(stage_command(stage, args)))
+    spec = JobSpec(name=name, namespace=launch.namespace, image=image, command=("sh", "-c", script),
+                   nodes=launch.nodes, gpus_per_node=launch.gpus_per_node, runtime=launch.runtime,
+                   env={**launch.env, PARAMS_ENV: params_yaml}, secret_env=dict(launch.secret_env),
+                   optional_secret_env=dict(launch.optional_secret_env))
+    return spec, out
+
+
+def run_stage_job(launch: Launch | str, stage: str, params_yaml: str, overrides: Sequence[str], round_index: int,
+                  inputs: dict[str, str | None], out_dir: str, image: str | None = None,
+                  configuration: Any = None) -> str:
+    """Submit the stage's job (``launch``: a :class:`Launch` or its JSON; ``image``: the task's own,
+    ``$FERD_IMAGE``), wait for it, and copy (and verify, file by file) its artifact into ``out_dir``;
+    returns the job's name. What the DAG's synthesis and distillation tasks do with a ``distributed`` block."""
+    import os
+
+    from .storage import fetch_dir
+
+    launch = Launch.from_json(launch) if isinstance(launch, str) else launch
+    spec, out = stage_job(launch, image or os.environ["FERD_IMAGE"], stage, params_yaml, overrides, round_index,
+                          inputs)
+    submit(spec, launch.engine, configuration)
+    wait(spec, launch.engine, launch.timeout_s, launch.poll_s, configuration)
+    fetch_dir(out, out_dir)
+    return spec.name
 
 
 def stage_command(stage: str, args: Sequence[str]) -> tuple[str, ...]:

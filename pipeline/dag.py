@@ -33,7 +33,7 @@ from components.run_params import run_params
 from components.stage.component import MAX_INPUTS, stage as generic_stage
 from ferd.config import load_config
 from ferd.stages.artifacts import run_time_values
-from ferd.graph import BY_NAME, COMPONENTS, Stage, Task, unroll
+from ferd.graph import BY_NAME, COMPONENTS, STAGES, Stage, Task, unroll
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = ROOT / "params" / "embedded.yaml"
@@ -44,6 +44,7 @@ PIPELINE_NAME = "ferd"
 STAGE_NAMES: tuple[str, ...] = COMPONENTS  # the components of the stage graph (ferd.graph)
 TASK_COMPONENTS = (*COMPONENTS, "run_params")  # and the task resolving the run's parameters
 StageName = Literal[TASK_COMPONENTS]  # type: ignore[valid-type]
+DATA_PARALLEL = tuple(s.component for s in STAGES if s.data_parallel)  # what a `distributed` block launches
 
 
 def component_function(stage: Stage):
@@ -54,8 +55,9 @@ def component_function(stage: Stage):
     return getattr(importlib.import_module(f"components.{stage.component}.component"), stage.component)
 
 
-def _stage_call(task: Task, produced: dict, params_yaml, overrides, gpu_device) -> dsl.PipelineTask:
-    """Create the Kubeflow task of one unrolled graph task, wired to its producers' outputs."""
+def _stage_call(task: Task, produced: dict, params_yaml, overrides, gpu_device, launch: str = "") -> dsl.PipelineTask:
+    """Create the Kubeflow task of one unrolled graph task, wired to its producers' outputs; ``launch``
+    (:meth:`ClusterSettings.launch`) goes to the data-parallel stages."""
     fn = component_function(task.stage)
     device = gpu_device if task.stage.gpu_device else ""
     if fn is generic_stage:
@@ -73,6 +75,8 @@ def _stage_call(task: Task, produced: dict, params_yaml, overrides, gpu_device) 
         kwargs["device"] = device
     for inp, producer in task.inputs:
         kwargs[inp.kfp] = _output(produced[producer], inp.stage)
+    if launch and task.stage.data_parallel:
+        kwargs["launch"] = launch
     return fn(**kwargs)
 
 
@@ -142,6 +146,22 @@ class DataVolume(_Strict):
     stages: list[StageName] = ["teacher_fetch", "evaluation"]
 
 
+class DistributedSettings(_Strict):
+    """``distributed``: the synthesis and distillation tasks submit their stage as a job of an existing engine
+    (:mod:`ferd.launch`: a Kubeflow Trainer ``TrainJob`` or a training-operator ``PyTorchJob``) running
+    torchrun on ``nodes`` × ``gpus_per_node``, wait for it, and pass its artifact on; the tasks themselves
+    then need no GPU. Needs a service account that may create the jobs in ``namespace``."""
+
+    namespace: str
+    scratch_uri: str = Field(description="s3://bucket/prefix where the jobs write their artifacts")
+    engine: Literal["trainer", "pytorchjob"] = "trainer"
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(1, ge=0)
+    runtime: str = "torch-distributed"
+    timeout_s: int = Field(86400, ge=60)
+    poll_s: float = Field(30.0, gt=0)
+
+
 class ClusterSettings(_Strict):
     pipeline_root: str
     gpu_stages: list[StageName]
@@ -156,6 +176,19 @@ class ClusterSettings(_Strict):
     data_pvc: DataVolume | None = None
     cache_remote_teacher: bool = Field(False, description="cache teacher_fetch when the teacher is a URL, s3:// or "
                                        "RobustBench source (off: a changed remote teacher is fetched again)")
+    distributed: DistributedSettings | None = None
+
+    def launch(self) -> str:
+        """The ``distributed`` block as the data-parallel tasks receive it (JSON of :class:`ferd.launch.Launch`,
+        the S3 secret by reference), or "" when the stages run in their task."""
+        if self.distributed is None:
+            return ""
+        from ferd.launch import Launch
+
+        s = self.s3_secret
+        return Launch(**self.distributed.model_dump(),
+                      secret_env={var: (s.name, key) for key, var in s.keys.items()},
+                      optional_secret_env={var: (s.name, key) for key, var in s.optional_keys.items()}).to_json()
 
 
 def load_cluster(path: str | Path = DEFAULT_CLUSTER) -> ClusterSettings:
@@ -195,7 +228,8 @@ def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, nam
         task.set_retry(num_retries=r.num_retries, backoff_duration=r.backoff_duration,
                        backoff_factor=r.backoff_factor, backoff_max_duration=r.backoff_max_duration)
     kubernetes.set_image_pull_policy(task, cluster.image_pull_policy)
-    if stage in cluster.gpu_stages:
+    launched = cluster.distributed is not None and stage in DATA_PARALLEL  # its job holds the GPUs
+    if stage in cluster.gpu_stages and not launched:
         g = cluster.gpu
         task.set_accelerator_type(g.accelerator_type).set_accelerator_limit(g.accelerator_limit)
         for key, value in g.node_selector.items():
@@ -242,6 +276,7 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
     typed = run_time_values(cfg)  # the typed run-time parameters' defaults: the file's values
     uncached = set() if cluster.cache_remote_teacher or not cfg.teacher.remote \
         else {"teacher-fetch"}
+    launch = cluster.launch()
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=cluster.pipeline_root,
                   description=f"FERD (fairness-enhanced data-free adversarial robustness distillation): teacher "
@@ -257,7 +292,7 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
                                          lambda2=lambda2, lambda_uni=lambda_uni), "run_params", cluster, "parameters")
         produced: dict[str, dsl.PipelineTask] = {}
         for t in unroll(rounds):  # ferd.graph: the same tasks as dvc.yaml and `ferd stage all`
-            produced[t.id] = _configure(_stage_call(t, produced, params_yaml, resolved.output, gpu_device),
+            produced[t.id] = _configure(_stage_call(t, produced, params_yaml, resolved.output, gpu_device, launch),
                                         t.stage.component, cluster, t.title)
             if t.id in uncached:
                 produced[t.id].set_caching_options(False)

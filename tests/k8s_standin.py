@@ -4,7 +4,10 @@ A threading http.server on 127.0.0.1 answering what the kubeflow SDK's TrainerCl
 client call to create and await a Kubeflow Trainer ``TrainJob`` (the Trainer's version ConfigMap, the
 ``torch-distributed`` ClusterTrainingRuntime, trainjobs, the job's pods) or a training-operator
 ``PyTorchJob``. Created objects are recorded; a job reports no condition at its first read and then
-``outcome`` (``succeeded`` or ``failed``). Any other route answers 404 and is recorded as an error.
+``outcome`` (``succeeded`` or ``failed``). With ``execute`` (environment variables) a created TrainJob's
+trainer command really runs here, as one node of the job (the ``PET_*`` variables torchrun reads, the
+job's env values, ``execute``), and the job's condition follows its exit status. Any other route answers
+404 and is recorded as an error.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ RUNTIME = {  # the torch-distributed ClusterTrainingRuntime of the Trainer's man
 class K8sStandIn(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, outcome: str = "succeeded") -> None:
+    def __init__(self, outcome: str = "succeeded", execute: dict[str, str] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.outcome = outcome
+        self.execute = execute
+        self.exit_status: dict[str, int | None] = {}  # executed jobs: None while running
         self.created: dict[str, dict] = {}  # "<plural>/<name>" -> body as posted
         self.reads: dict[str, int] = {}
         self.errors: list[str] = []
@@ -49,13 +54,41 @@ class K8sStandIn(ThreadingHTTPServer):
         cfg.host = self.url
         return cfg
 
+    def run(self, name: str, trainer: dict) -> None:
+        """Run a TrainJob's trainer command as its one node (a thread waits for it)."""
+        import os
+        import socket
+        import subprocess
+        import threading
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, **{e["name"]: e["value"] for e in trainer.get("env", []) if "value" in e},
+               "PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1",
+               "PET_MASTER_PORT": str(port), **(self.execute or {})}
+        self.exit_status[name] = None
+
+        def wait() -> None:
+            proc = subprocess.run(trainer["command"], env=env, capture_output=True, text=True)
+            self.exit_status[name] = proc.returncode
+            if proc.returncode:
+                self.errors.append(f"job {name} exited {proc.returncode}: {proc.stderr[-2000:]}")
+
+        threading.Thread(target=wait, daemon=True).start()
+
     def status(self, plural: str, name: str) -> dict:
         key = f"{plural}/{name}"
         self.reads[key] = self.reads.get(key, 0) + 1
-        if self.reads[key] == 1:
+        outcome = self.outcome
+        if name in self.exit_status:
+            if self.exit_status[name] is None:
+                return {}
+            outcome = "succeeded" if self.exit_status[name] == 0 else "failed"
+        elif self.reads[key] == 1:
             return {}
         kind = ({"succeeded": "Complete", "failed": "Failed"} if plural == "trainjobs"
-                else {"succeeded": "Succeeded", "failed": "Failed"})[self.outcome]
+                else {"succeeded": "Succeeded", "failed": "Failed"})[outcome]
         return {"conditions": [{"type": kind, "status": "True", "reason": kind, "message": kind,
                                 "lastTransitionTime": "2026-11-30T00:00:00Z"}]}
 
@@ -106,4 +139,6 @@ class _Handler(BaseHTTPRequestHandler):
             return self._missing()
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.created[f"{m[2]}/{body['metadata']['name']}"] = body
+        if self.server.execute is not None and m[2] == "trainjobs":
+            self.server.run(body["metadata"]["name"], body["spec"]["trainer"])
         self._reply(201, body)

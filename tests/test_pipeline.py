@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -286,3 +287,30 @@ def test_a_data_volume_is_mounted_in_the_stages_that_read_data(tmp_path):
     assert mounted == {"teacher_fetch", "evaluation"}
     assert all(m["mountPath"] == "/data" and m["constant"] == "ferd-datasets"
                for label in k8s for m in k8s[label].get("pvcMount", [])), k8s
+
+
+def test_a_distributed_block_launches_synthesis_and_distillation_as_jobs(tmp_path):
+    """With ``distributed`` the data-parallel tasks receive the job settings (the S3 secret by reference,
+    never a value) and request no GPU themselves; the other tasks are unchanged."""
+    cluster = yaml.safe_load(DEFAULT_CLUSTER.read_text())
+    cluster["distributed"] = {"namespace": "ferd", "scratch_uri": "s3://ferd-pipelines/jobs", "nodes": 2,
+                              "gpus_per_node": 4}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "c.yaml", CI, tmp_path / "cluster.yaml").read_text()))
+    spec, tasks = docs[0], docs[0]["root"]["dag"]["tasks"]
+    launched = set()
+    for name, task in tasks.items():
+        stage = _stage(name)
+        launch = task.get("inputs", {}).get("parameters", {}).get("launch")
+        label = _executors(spec)[name]
+        acc = spec["deploymentSpec"]["executors"][label]["container"].get("resources", {}).get("accelerator")
+        if stage in ("synthesis", "distillation"):
+            settings = json.loads(launch["runtimeValue"]["constant"])
+            assert settings["nodes"] == 2 and settings["gpus_per_node"] == 4 and settings["engine"] == "trainer"
+            assert settings["secret_env"]["AWS_SECRET_ACCESS_KEY"] == ["ferd-s3-credentials", "AWS_SECRET_ACCESS_KEY"]
+            assert acc is None, name  # the job holds the GPUs
+            launched.add(stage)
+        else:
+            assert launch is None, name
+            assert (acc is not None) == (stage == "evaluation"), name
+    assert launched == {"synthesis", "distillation"}

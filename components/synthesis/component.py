@@ -8,17 +8,28 @@ from components import base_image
 
 @dsl.component(base_image=base_image(), install_kfp_package=False)
 def synthesis(params_yaml: str, overrides: list, round_index: int, device: str, teacher: Input[Model],
-              generation: Output[Artifact], student: Input[Model] = None, previous_generation: Input[Artifact] = None):
+              generation: Output[Artifact], student: Input[Model] = None, previous_generation: Input[Artifact] = None,
+              launch: str = ""):
     """One round of the generation stage: FAE shard, generator state, p, scores and margins.
 
     ``student`` / ``previous_generation`` are the distillation / synthesis outputs of round
     ``round_index - 1`` (absent in round 0). ``device`` overrides the parameters' device
-    (``cuda`` on a GPU node) unless empty.
+    (``cuda`` on a GPU node) unless empty. ``launch`` (the cluster's ``distributed`` block): run the stage
+    as a data-parallel job (:func:`ferd.launch.run_stage_job`).
     """
     from ferd.stages import config_from_text
     from ferd.stages import synthesis as synthesize
 
-    cfg = config_from_text(params_yaml, list(overrides) + ([f"device={device}"] if device else []))
+    sets = list(overrides) + ([f"device={device}"] if device else [])
+    if launch:
+        from ferd.launch import run_stage_job
+
+        inputs = {"teacher": teacher.uri, "student": student.uri if student is not None else None,
+                  "previous": previous_generation.uri if previous_generation is not None else None}
+        job = run_stage_job(launch, "synthesis", params_yaml, sets, round_index, inputs, generation.path)
+        generation.metadata.update({"round": round_index, "job": job})
+        return
+    cfg = config_from_text(params_yaml, sets)
     artifact = synthesize(cfg, generation.path, round_index=round_index, teacher=teacher.path,
                           student=student.path if student is not None else None,
                           previous=previous_generation.path if previous_generation is not None else None)

@@ -11,8 +11,10 @@ from ferd.pool import read_shard
 def test_interface():
     check_component(synthesis, inputs={"params_yaml": "String", "overrides": "List", "round_index": "Integer",
                                        "device": "String", "teacher": "system.Model@0.0.1",
-                                       "student": "system.Model@0.0.1", "previous_generation": "system.Artifact@0.0.1"},
-                    outputs={"generation": "system.Artifact@0.0.1"}, optional={"student", "previous_generation"})
+                                       "student": "system.Model@0.0.1", "previous_generation": "system.Artifact@0.0.1",
+                                       "launch": "String"},
+                    outputs={"generation": "system.Artifact@0.0.1"},
+                    optional={"student", "previous_generation", "launch"})
 
 
 def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts):
