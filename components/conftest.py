@@ -77,3 +77,40 @@ def check_component(component, inputs: dict[str, str], outputs: dict[str, str], 
     script = " ".join(c.command)
     assert "pip install" not in script  # install_kfp_package=False: the image has kfp and ferd
     assert f"from {library} import" in script
+
+
+@pytest.fixture
+def trainjob_runner(tmp_path, monkeypatch):
+    """A local stand-in of the Kubernetes API (``tests/k8s_standin.py``) that runs every TrainJob's command
+    as one node with 2 processes, KUBECONFIG pointing at it, and the ``launch`` JSON of a ``distributed``
+    block writing under ``tmp_path/scratch``. Yields (stand-in, launch); checks afterwards that every job
+    was submitted properly and exited 0."""
+    import json
+    import os
+    import sys
+    import threading
+
+    from ferd.launch import Launch
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    from k8s_standin import K8sStandIn
+
+    api = K8sStandIn(execute={"PET_NPROC_PER_NODE": "2", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+                              "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "standin", "cluster": {"server": api.url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "standin", "user": "u", "namespace": "ferd"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("FERD_IMAGE", "ghcr.io/ferd/ferd:test")
+    try:
+        yield api, Launch(namespace="ferd", scratch_uri=str(tmp_path / "scratch"), gpus_per_node=0, poll_s=1).to_json()
+    finally:
+        api.shutdown()
+        api.server_close()
+    assert not api.errors, api.errors
+    jobs = [k.split("/")[1] for k in api.created if k.startswith("trainjobs/")]
+    assert jobs and all(api.exit_status[j] == 0 for j in jobs)

@@ -1,7 +1,6 @@
 """The distillation component: interface, and round 1 run locally from imported artifacts."""
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -45,43 +44,15 @@ def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, st
     assert manifest["complete"] and manifest["next_round"] == 2
 
 
-def test_round_1_launched_as_a_two_process_trainjob_matches_the_stage(tmp_path, monkeypatch, ci_params_yaml,
-                                                                       stage_artifacts):
+def test_round_1_launched_as_a_two_process_trainjob_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts,
+                                                                       trainjob_runner):
     """With the cluster's ``distributed`` block the task submits the stage as a Kubeflow Trainer TrainJob
     (here to a local stand-in of the Kubernetes API that runs the job's command as one node with 2
     processes), waits, and copies its verified artifact: the student of the one-process stage."""
-    import sys
-    import threading
-
-    from ferd.launch import Launch
-
-    a = stage_artifacts
-    root = Path(__file__).resolve().parents[2]
-    monkeypatch.syspath_prepend(str(root / "tests"))
-    from k8s_standin import K8sStandIn
-    bindir = Path(sys.executable).parent
-    api = K8sStandIn(execute={"PET_NPROC_PER_NODE": "2", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root),
-                              "PATH": f"{bindir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
-    threading.Thread(target=api.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "standin", "cluster": {"server": api.url}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "standin", "user": "u", "namespace": "ferd"}}]}))
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setenv("FERD_IMAGE", "ghcr.io/ferd/ferd:test")
-    launch = Launch(namespace="ferd", scratch_uri=str(tmp_path / "scratch"), gpus_per_node=0, poll_s=1).to_json()
-
-    try:
-        run_locally(_round_1(a, "distillation-launch-test", launch=launch), tmp_path, params_yaml=ci_params_yaml,
-                    overrides=[])
-    finally:
-        api.shutdown()
-        api.server_close()
-    assert not api.errors, api.errors
-    (job,) = [k for k in api.created if k.startswith("trainjobs/")]
-    assert api.exit_status[job.split("/")[1]] == 0
+    a, (api, launch) = stage_artifacts, trainjob_runner
+    run_locally(_round_1(a, "distillation-launch-test", launch=launch), tmp_path, params_yaml=ci_params_yaml,
+                overrides=[])
+    assert len([k for k in api.created if k.startswith("trainjobs/")]) == 1
     (out,) = tmp_path.glob("distillation-launch-test-*/distillation/student")
     got, ref = (load_state_dict(d / "student.safetensors") for d in (out, a / "round-1" / "distillation"))
     worst = max(float((got[k] - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-12))
