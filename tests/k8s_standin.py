@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from json_handler import JsonHandler
 
 TRAINER = "/apis/trainer.kubeflow.org/v1alpha1"
 OPERATOR = "/apis/kubeflow.org/v1"
@@ -93,19 +95,8 @@ class K8sStandIn(ThreadingHTTPServer):
                                 "lastTransitionTime": "2026-11-30T00:00:00Z"}]}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: K8sStandIn
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def _reply(self, status: int, data: dict) -> None:
-        raw = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
 
     def _missing(self) -> None:
         self._reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from ferd.cli import main
 from ferd.cli.pipeline import repo_root
+from json_handler import JsonHandler
 
 ROOT = repo_root()
 CI = ROOT / "params" / "ci.yaml"
@@ -44,19 +45,8 @@ class KfpStandIn(ThreadingHTTPServer):
         return [r["body"] for r in self.requests if r["method"] == "POST" and r["path"] == API + path]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: KfpStandIn
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def _reply(self, status: int, data: dict) -> None:
-        raw = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
 
     def _fail(self, msg: str) -> None:
         self.server.errors.append(f"{self.command} {self.path}: {msg}")
