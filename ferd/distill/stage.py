@@ -126,9 +126,8 @@ class Distiller:
             if augment_rng is not None:
                 (x_f,) = crop_flip(x_f, padding=4, flip=self.flip, generator=augment_rng)
             if self.hee is not None:
-                start = hee_start(x_f, attack_rng)
-                x_f, start = (t.to(self.device) for t in distributed.shard(x_f, start))
-                return self._hee_iteration(teacher, start, epoch, it)
+                (start,) = distributed.shard(hee_start(x_f, attack_rng))  # HEEs start from noisy x_F alone
+                return self._hee_iteration(teacher, start.to(self.device), epoch, it)
             start = utae_start(x_f, self.eps, utae.random_start, attack_rng)
             x_f, start = (t.to(self.device) for t in distributed.shard(x_f, start))
             with torch.no_grad():
