@@ -38,6 +38,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .lifetime import child_dies_with_us, die_with_parent
+
 if TYPE_CHECKING:
     from .config import FerdConfig
 
@@ -69,7 +71,7 @@ def torchrun(nproc: int, argv: list[str]) -> int | None:
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "ferd.cli", *argv]
-    return subprocess.run(cmd).returncode
+    return subprocess.run(cmd, preexec_fn=child_dies_with_us()).returncode
 
 
 def init_from_env(device: str) -> None:
@@ -78,6 +80,7 @@ def init_from_env(device: str) -> None:
     their fingerprints stay as written)."""
     if not launched() or world()[1] > 1:
         return
+    die_with_parent()  # torchrun's ranks run in sessions of their own: none outlives its agent
     cuda = torch.device(device).type == "cuda"
     if cuda:
         if torch.device(device).index is not None:

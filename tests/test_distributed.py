@@ -27,6 +27,24 @@ TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
 FERD = [*TORCHRUN, "--no-python", str(BIN / "ferd")]
 
 
+def _wait_until_unlocked(directory: Path, timeout: float) -> None:
+    """Wait until no process holds ``directory``'s run lock (fails after ``timeout`` seconds)."""
+    import fcntl
+
+    from ferd.run_dir import lock_path
+
+    deadline = time.time() + timeout
+    with open(lock_path(directory), "a") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                assert time.time() < deadline, f"{directory}: still locked {timeout} s after the kill"
+                time.sleep(0.1)
+
+
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600, **kw)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -183,13 +201,17 @@ def test_ferd_run_killed_on_two_processes_resumes_on_one(runs, tmp_path):
     cmd = [str(BIN / "ferd"), "run", "--params", str(CI), "--threads", "1", "--no-progress", "--out", str(out)]
     job = subprocess.Popen([*cmd, "-S", "nproc_per_node=2"], env={**ENV, "TMPDIR": str(tmp_path)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    record = out / "checkpoint" / "round.json"
+    round_file = out / "checkpoint" / "round.json"
     deadline = time.time() + 180
-    while time.time() < deadline and job.poll() is None and not record.exists():
+    while time.time() < deadline and job.poll() is None and not round_file.exists():
         time.sleep(0.2)
-    os.killpg(job.pid, signal.SIGKILL)  # the launcher, torchrun and both ranks
+    os.killpg(job.pid, signal.SIGKILL)  # the launcher and torchrun; the ranks (own sessions) die with torchrun
     job.wait()
-    assert json.loads(record.read_text())["next_round"] == 1
+    _wait_until_unlocked(out, timeout=30)  # no rank outlived the kill
+    assert json.loads(round_file.read_text())["next_round"] == 1
+    assert not (out / "student.safetensors").exists()  # nor carried on with the run
     _run(cmd)  # one process, same parameters: resumes
     a = load_state_dict(runs / "one" / "round-1" / "distillation" / "student.safetensors")
     assert _max_relative_difference(a, load_state_dict(out / "student.safetensors")) < 1e-3
+    record("SIGKILL `ferd run` on two processes", "launcher and torchrun killed after round 0; ranks must follow",
+           True, 0)

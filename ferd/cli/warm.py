@@ -201,7 +201,9 @@ class Worker:
     def _run_child(self, request: dict, fds: list[int], conn: socket.socket) -> None:
         rc = 1
         try:
-            _die_with_parent()
+            from ..lifetime import die_with_parent
+
+            die_with_parent()  # no stage outlives the worker that waits for it
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -264,16 +266,6 @@ def _registered(sel, conn: socket.socket) -> bool:
         return True
     except KeyError:
         return False
-
-
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL when the worker dies, so no stage outlives the one that waits for it."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _warm(args: argparse.Namespace) -> int:
