@@ -1,13 +1,22 @@
-"""``dvc.yaml``: the stage graph (:mod:`ferd.graph`) as DVC stages, generated from ``params.yaml``.
+"""``dvc.yaml`` and ``rounds/round-NN/dvc.yaml``: the stage graph (:mod:`ferd.graph`) as DVC stages,
+generated from ``params.yaml``.
 
 Rounds are unrolled exactly as the Kubeflow DAG unrolls them at compile time (:func:`ferd.graph.unroll`)::
 
     teacher-fetch → synthesis-r0 → pool-store-r0 → distillation-r0 → synthesis-r1 → … → evaluation
 
+``dvc.yaml`` holds the teacher and evaluation stages, the metrics and the plots; each round's three
+stages are in a file of their own, ``rounds/round-NN/dvc.yaml`` (``wdir: ../..``: commands and paths as
+if they were in the root file). One DVC project, one graph — ``dvc repro`` runs every stage upstream of
+``dvc.yaml``'s — but one ``dvc.lock`` per file: DVC rewrites a stage's whole lock file, with a
+round-trip YAML parse and dump, after every stage, so one lock for every round made that cost grow with
+the round (DVC's own time for the embedded default's 38 stages: 59.0 s in one file, 17.3 s split;
+``benchmarks/dvc_lock_layout.py``, README "What the stage split costs").
+
 (DVC's ``foreach`` cannot vary a stage's ``deps`` list or drop the ``--previous`` arguments of
-round 0, so the file is generated rather than templated; ``ferd params use`` and
-``ferd params dvc-yaml`` rewrite it whenever ``rounds`` changes, and a test checks the
-committed file matches ``params.yaml``.)
+round 0, so the files are generated rather than templated; ``ferd params use`` and
+``ferd params dvc-yaml`` rewrite them whenever ``rounds`` changes, removing the files of rounds that no
+longer exist, and a test checks the committed files match ``params.yaml``.)
 
 Each stage declares as ``params`` exactly the keys its artifact's fingerprint covers
 (:func:`ferd.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
@@ -18,6 +27,7 @@ the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dv
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +38,12 @@ from .fingerprint import scope_keys
 from .graph import unroll
 
 OUT = "out"
+ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
-          "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled. `dvc dag` draws it.\n")
+          "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled; each round's stages are\n"
+          "# in rounds/round-NN/dvc.yaml. `dvc dag` draws the whole graph.\n")
+ROUND_HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml`: do not edit. Round {r} of {n} (rounds 0-{last}):\n"
+                "# its synthesis, pool-store and distillation stages, run from the project root (wdir).\n")
 
 
 def _cmd(stage: str, cfg: FerdConfig, *args: str) -> str:
@@ -67,7 +81,28 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
     return stages
 
 
-def dvc_document(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
+def round_file(r: int) -> str:
+    """The pipeline file of round ``r``, relative to the project root."""
+    return f"{ROUNDS_DIR}/round-{r:02d}/{ROOT_FILE}"
+
+
+def dvc_files(cfg: FerdConfig, out: str = OUT) -> dict[str, dict[str, Any]]:
+    """The project's pipeline files, relative path → document: ``dvc.yaml`` with the stages outside any
+    round, the metrics and the plots; :func:`round_file` of each round with that round's stages."""
+    files: dict[str, dict[str, Any]] = {ROOT_FILE: {"stages": {}, "metrics": [f"{out}/evaluation/metrics.json"],
+                                                    "plots": _plots(cfg, out)}}
+    stages = dvc_stages(cfg, out)
+    for t in unroll(cfg.num_rounds):
+        if t.round is None:
+            files[ROOT_FILE]["stages"][t.id] = stages[t.id]
+        else:
+            cmd, *rest = stages[t.id].items()
+            files.setdefault(round_file(t.round), {"stages": {}})["stages"][t.id] = dict([cmd, ("wdir", "../.."),
+                                                                                           *rest])
+    return files
+
+
+def _plots(cfg: FerdConfig, out: str) -> list[Any]:
     ev = f"{out}/evaluation"
     plots: list[Any] = []
     for attack in cfg.evaluation.attacks:
@@ -82,7 +117,7 @@ def dvc_document(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
     plots.append({"class-weights": {"template": "linear", "x": "epoch",
                                     "y": {f"{ev}/plots/class_weights.csv": classes},
                                     "title": "Class weights p (Eq. 7) per epoch", "y_label": "p"}})
-    return {"stages": dvc_stages(cfg, out), "metrics": [f"{ev}/metrics.json"], "plots": plots}
+    return plots
 
 
 def _class_names(cfg: FerdConfig) -> tuple[str, ...]:
@@ -103,13 +138,47 @@ def _list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
 _Dumper.add_representer(list, _list)
 
 
-def render(cfg: FerdConfig, out: str = OUT) -> str:
-    return HEADER + yaml.dump(dvc_document(cfg, out), Dumper=_Dumper, sort_keys=False, width=120)
+def render(cfg: FerdConfig, out: str = OUT) -> dict[str, str]:
+    """Each pipeline file's text, by path relative to the project root."""
+    n = cfg.num_rounds
+    heads = {ROOT_FILE: HEADER, **{round_file(r): ROUND_HEADER.format(r=r, n=n, last=n - 1) for r in range(n)}}
+    return {path: heads[path] + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=120)
+            for path, doc in dvc_files(cfg, out).items()}
 
 
-def write_dvc_yaml(cfg: FerdConfig, path: str | Path = "dvc.yaml") -> Path:
+def stale_files(root: str | Path, cfg: FerdConfig) -> list[Path]:
+    """Round files under ``root`` that ``cfg``'s graph does not have (a larger ``rounds`` before)."""
+    want = {Path(root) / p for p in render(cfg)}
+    return sorted(p for p in (Path(root) / ROUNDS_DIR).glob(f"round-*/{ROOT_FILE}") if p not in want)
+
+
+def mismatches(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[str]:
+    """The pipeline files (beside ``path``, the root file) that differ from ``cfg``'s: missing, changed or
+    stale; empty when they match."""
+    root = Path(path).parent
+    bad = []
+    for rel, text in render(cfg).items():
+        f = Path(path) if rel == ROOT_FILE else root / rel
+        if not f.is_file() or f.read_text() != text:
+            bad.append(str(f))
+    return bad + [str(p) for p in stale_files(root, cfg)]
+
+
+def write_dvc_yaml(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[Path]:
+    """Write the pipeline files (``path`` the root file; the rounds' beside it) and remove the files, and
+    their ``dvc.lock``, of rounds the graph no longer has. Returns the files written."""
     from .checkpoint import atomic_write_bytes
 
-    path = Path(path)
-    atomic_write_bytes(path, render(cfg).encode())
-    return path
+    root = Path(path).parent
+    for stale in stale_files(root, cfg):
+        for f in (stale, stale.with_name("dvc.lock")):
+            f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            stale.parent.rmdir()
+    written = []
+    for rel, text in render(cfg).items():
+        f = Path(path) if rel == ROOT_FILE else root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(f, text.encode())
+        written.append(f)
+    return written

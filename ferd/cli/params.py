@@ -29,23 +29,25 @@ def _use(args: argparse.Namespace) -> int:
     path = preset_path(args.preset)
     cfg = load_config(path, args.set or ())
     atomic_write_bytes(Path(args.params), render_params(cfg, path.as_posix()).encode())
-    write_dvc_yaml(cfg, args.dvc_yaml)
-    print(f"wrote {args.params} (from {path}) and {args.dvc_yaml}; run `dvc repro`")
+    n = len(write_dvc_yaml(cfg, args.dvc_yaml))
+    print(f"wrote {args.params} (from {path}), {args.dvc_yaml} and {n - 1} round files under rounds/; run `dvc repro`")
     return 0
 
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
-    from ..dvc_pipeline import render, write_dvc_yaml
+    from ..dvc_pipeline import mismatches, write_dvc_yaml
 
     cfg = load_config(args.params)
     if args.check:
-        current = Path(args.dvc_yaml).read_text() if Path(args.dvc_yaml).is_file() else ""
-        if current != render(cfg):
-            print(f"{args.dvc_yaml} does not match {args.params}: run `ferd params dvc-yaml`")
+        bad = mismatches(cfg, args.dvc_yaml)
+        if bad:
+            print(f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not match {args.params}: run `ferd params "
+                  "dvc-yaml`")
             return 1
-        print(f"{args.dvc_yaml} matches {args.params}")
+        print(f"{args.dvc_yaml} and its round files match {args.params}")
         return 0
-    print(f"wrote {write_dvc_yaml(cfg, args.dvc_yaml)}")
+    written = write_dvc_yaml(cfg, args.dvc_yaml)
+    print(f"wrote {written[0]} and {len(written) - 1} round files under rounds/")
     return 0
 
 
@@ -62,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--params", default="params.yaml", help="the parameter file (default params.yaml)")
-        q.add_argument("--dvc-yaml", default="dvc.yaml", help="the DVC pipeline file (default dvc.yaml)")
+        q.add_argument("--dvc-yaml", default="dvc.yaml", help="the root DVC pipeline file (default dvc.yaml; the rounds' files go under rounds/ beside it)")
 
     u = ps.add_parser("use", help="write params.yaml (resolved) and dvc.yaml from a preset in params/")
     u.add_argument("preset", help="a name in params/ (embedded, cifar10-resnet18, …) or a .yaml path")
