@@ -182,6 +182,19 @@ def test_each_round_has_its_own_file_and_fewer_rounds_remove_the_others(tmp_path
     assert mismatches(two, tmp_path / "dvc.yaml") == []
 
 
+def test_params_check_names_the_file_that_differs(tmp_path, capsys):
+    from ferd.cli import main
+
+    files = ["--params", str(tmp_path / "params.yaml"), "--dvc-yaml", str(tmp_path / "dvc.yaml")]
+    assert main(["params", "use", "ci", *files]) == 0
+    assert main(["params", "check", *files]) == 0
+    (tmp_path / "rounds" / "round-01" / "dvc.yaml").unlink()
+    capsys.readouterr()
+    assert main(["params", "check", *files]) == 1
+    assert capsys.readouterr().out.strip() == (f"{tmp_path / 'rounds' / 'round-01' / 'dvc.yaml'} does not match "
+                                               f"{tmp_path / 'params.yaml'}: run `ferd params dvc-yaml`")
+
+
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "params").glob("*.yaml")
                                            if not p.stem.startswith("compare-")))  # tests/test_compare.py
 def test_every_preset_is_valid(preset):
