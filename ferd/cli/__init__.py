@@ -34,6 +34,17 @@ BAD_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, er
 CREDENTIAL_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiobotocore", "s3fs")
 
 
+def module_doc(name: str) -> str | None:
+    """A module's docstring read from its source, without importing it (and torch with it): command modules
+    import the library only when their command runs, so ``ferd --help`` and ``ferd params`` stay fast."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    with open(spec.origin, encoding="utf-8") as f:
+        return ast.get_docstring(ast.parse(f.read()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferd", description=(
         "FERD: fairness-enhanced data-free adversarial robustness distillation."))
@@ -53,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         rc = client(argv)
         if rc is not None:
             return rc
-    from ..storage import StorageError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv)  # the command as given: what `nproc_per_node` > 1 starts again under torchrun
@@ -70,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as exc:  # a non-finite loss (ferd.numerics): step, loss terms, debug file
         print(f"ferd {args.command}: numerical error: {exc}", file=sys.stderr)
         return 3
-    except StorageError as exc:  # the store stayed unreachable through the bounded retries
-        print(f"ferd {args.command}: storage error: {exc}", file=sys.stderr)
+    except RuntimeError as exc:
+        from ..storage import StorageError  # imported here: it brings torch, which `ferd --help` does not need
+
+        if not isinstance(exc, StorageError):
+            raise
+        print(f"ferd {args.command}: storage error: {exc}", file=sys.stderr)  # unreachable through the retries
         return 4
     except OSError as exc:  # a path the system refuses (too long, a file where a folder is needed, no access)
         if exc.errno not in BAD_PATH_ERRNOS:

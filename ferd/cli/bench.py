@@ -8,12 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .. import bench as bench_module
-from ..bench import bench
 from ..config import load_config
 from ..presets import preset_path
+from . import module_doc
 
 
 def _print(r: dict[str, Any], peak: float | None) -> None:
@@ -57,7 +54,10 @@ def _torchrun(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace) -> int:
+    import torch
+
     from .. import distributed
+    from ..bench import bench
 
     cfg = load_config(preset_path(args.preset), [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
     if args.nproc is not None and args.nproc < 2:
@@ -90,7 +90,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="time generator and student iterations against their bare passes",
-                       description=bench_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=module_doc("ferd.bench"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True, help="a name in params/ or a .yaml path")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter")
     p.add_argument("--device", default=None)

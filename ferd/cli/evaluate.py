@@ -19,10 +19,6 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import torch
-
-from ..attacks import ATTACKS
-
 logger = logging.getLogger(__name__)
 
 
@@ -73,6 +69,10 @@ def validate(args: argparse.Namespace) -> None:
     from ..compute import require_device
     from ..config import EvalConfig, StudentConfig
 
+    if args.attacks is None:  # every registered attack
+        from ..attacks import ATTACKS
+
+        args.attacks = tuple(ATTACKS)
     args.attacks = parse_attacks(args.attacks) if isinstance(args.attacks, str) else tuple(args.attacks)
     args.eps = parse_eps(args.eps) if isinstance(args.eps, str) else float(args.eps)
     _checked("--n-examples", EvalConfig, n_examples=args.n_examples)
@@ -103,6 +103,8 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate, load the split (stratified subset), the model(s), evaluate, write the report."""
     validate(args)
+    import torch
+
     from ..data import dataset_info, load_split
     from ..teacher import load_model
     from ..evaluation.report import summary_table, write_evaluation
@@ -146,8 +148,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, metavar="NAME", help="cifar10, cifar100, tiny-imagenet, digits")
     p.add_argument("--data-root", metavar="PATH", help="dataset folder or .npz (default: $FERD_DATA_ROOT)")
     p.add_argument("--split", default="test", help="split to evaluate on (default: test)")
-    p.add_argument("--attacks", default=",".join(ATTACKS),
-                   help=f"comma-separated subset of {','.join(ATTACKS)} (default: all)")
+    p.add_argument("--attacks", default=None,
+                   help="comma-separated registered attacks (ferd.attacks.ATTACKS: clean, fgsm, pgd20, cw, aa, …; "
+                        "default: all)")
     p.add_argument("--n-examples", type=int, metavar="N",
                    help="seeded class-stratified subset of N examples (default: the whole split)")
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="attack batch size (default 256)")

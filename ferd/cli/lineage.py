@@ -7,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from .. import lineage as lineage_module
-from ..lineage import describe_node, chain, verify_run
+from . import module_doc
 
 
 def _show(args: argparse.Namespace) -> int:
+    from ..lineage import chain, describe_node
+
     nodes = chain(args.artifact)
     if args.json:
         print(json.dumps(nodes, indent=1, default=str))
@@ -21,6 +22,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from ..lineage import verify_run
+
     report = verify_run(args.run)
     for line in report.problems:
         print(f"FAIL {line}", file=sys.stderr)
@@ -31,7 +34,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lineage", help="show or verify where an artifact came from", description=lineage_module.__doc__,
+    p = sub.add_parser("lineage", help="show or verify where an artifact came from", description=module_doc("ferd.lineage"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls = p.add_subparsers(dest="lineage", required=True, metavar="ACTION")
     s = ls.add_parser("show", help="the chain from an artifact (or a file in one) back to the teacher")

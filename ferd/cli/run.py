@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import distributed
 from ..config import load_config
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .. import distributed
     from ..stages.run import run
 
     cfg = load_config(args.params, args.set or ())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import distributed, graph
+from .. import graph
 from ..graph import PREVIOUS, describe_input
 
 
@@ -46,6 +46,7 @@ def _print(data: dict) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
+    from .. import distributed
     from ..preflight import preflight
     from ..run_dir import owned
     from ..stages import run_task
@@ -68,6 +69,7 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _all(args: argparse.Namespace) -> int:
+    from .. import distributed
     from ..stages import run_stages
 
     from ..preflight import preflight

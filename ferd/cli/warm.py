@@ -28,7 +28,8 @@ IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_T
                    "PYTORCH_CUDA_ALLOC_CONF", "LD_LIBRARY_PATH", "LD_PRELOAD")
 # imported by the worker besides every command module: torch._dynamo is what torch.optim imports on the
 # first optimiser (3.5 s, ~900 modules), in every synthesis and distillation stage
-PRELOAD = ("ferd.stages", "ferd.stages.io", "ferd.preflight", "ferd.run_dir", "pyarrow.parquet", "torch._dynamo")
+PRELOAD = ("ferd.distributed", "ferd.stages", "ferd.stages.io", "ferd.preflight", "ferd.run_dir", "pyarrow.parquet",
+           "torch._dynamo")
 _MAX_MESSAGE = 1 << 20
 
 
@@ -106,7 +107,7 @@ class Worker:
 
         from . import build_parser
 
-        build_parser()  # every command module, and through them torch and the library
+        build_parser()  # every command module (they import the library only when their command runs: PRELOAD)
         for name in PRELOAD:
             importlib.import_module(name)
         import torch
