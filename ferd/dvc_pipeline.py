@@ -146,6 +146,11 @@ def render(cfg: FerdConfig, out: str = OUT) -> dict[str, str]:
             for path, doc in dvc_files(cfg, out).items()}
 
 
+def _texts_at(cfg: FerdConfig, path: str | Path) -> dict[Path, str]:
+    """:func:`render` placed on disk: ``path`` is the root file, the rounds' files go beside it."""
+    return {Path(path) if rel == ROOT_FILE else Path(path).parent / rel: text for rel, text in render(cfg).items()}
+
+
 def stale_files(root: str | Path, cfg: FerdConfig) -> list[Path]:
     """Round files under ``root`` that ``cfg``'s graph does not have (a larger ``rounds`` before)."""
     want = {Path(root) / p for p in render(cfg)}
@@ -155,13 +160,8 @@ def stale_files(root: str | Path, cfg: FerdConfig) -> list[Path]:
 def mismatches(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[str]:
     """The pipeline files (beside ``path``, the root file) that differ from ``cfg``'s: missing, changed or
     stale; empty when they match."""
-    root = Path(path).parent
-    bad = []
-    for rel, text in render(cfg).items():
-        f = Path(path) if rel == ROOT_FILE else root / rel
-        if not f.is_file() or f.read_text() != text:
-            bad.append(str(f))
-    return bad + [str(p) for p in stale_files(root, cfg)]
+    bad = [str(f) for f, text in _texts_at(cfg, path).items() if not f.is_file() or f.read_text() != text]
+    return bad + [str(p) for p in stale_files(Path(path).parent, cfg)]
 
 
 def write_dvc_yaml(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[Path]:
@@ -176,8 +176,7 @@ def write_dvc_yaml(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[Path]:
         with contextlib.suppress(OSError):
             stale.parent.rmdir()
     written = []
-    for rel, text in render(cfg).items():
-        f = Path(path) if rel == ROOT_FILE else root / rel
+    for f, text in _texts_at(cfg, path).items():
         f.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(f, text.encode())
         written.append(f)
