@@ -42,8 +42,8 @@ ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled; each round's stages are\n"
           "# in rounds/round-NN/dvc.yaml. `dvc dag` draws the whole graph.\n")
-ROUND_HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml`: do not edit. Round {r} of {n} (rounds 0-{last}):\n"
-                "# its synthesis, pool-store and distillation stages, run from the project root (wdir).\n")
+ROUND_HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml`: do not edit. Round {r} of {n} (rounds\n"
+                "# 0-{last}): its synthesis, pool-store and distillation stages, run from the project root (wdir).\n")
 
 
 def _cmd(stage: str, cfg: FerdConfig, *args: str) -> str:

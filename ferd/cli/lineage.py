@@ -34,7 +34,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lineage", help="show or verify where an artifact came from", description=module_doc("ferd.lineage"),
+    p = sub.add_parser("lineage", help="show or verify where an artifact came from",
+                       description=module_doc("ferd.lineage"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls = p.add_subparsers(dest="lineage", required=True, metavar="ACTION")
     s = ls.add_parser("show", help="the chain from an artifact (or a file in one) back to the teacher")

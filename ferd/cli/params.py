@@ -64,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--params", default="params.yaml", help="the parameter file (default params.yaml)")
-        q.add_argument("--dvc-yaml", default="dvc.yaml", help="the root DVC pipeline file (default dvc.yaml; the rounds' files go under rounds/ beside it)")
+        q.add_argument("--dvc-yaml", default="dvc.yaml",
+                       help="the root DVC pipeline file (default dvc.yaml; the rounds' files go under rounds/ beside it)")
 
     u = ps.add_parser("use", help="write params.yaml (resolved) and dvc.yaml from a preset in params/")
     u.add_argument("preset", help="a name in params/ (embedded, cifar10-resnet18, …) or a .yaml path")
