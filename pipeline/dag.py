@@ -34,6 +34,7 @@ from components.stage.component import MAX_INPUTS, stage as generic_stage
 from ferd.config import load_config
 from ferd.stages.artifacts import run_time_values
 from ferd.graph import BY_NAME, COMPONENTS, STAGES, Stage, Task, unroll
+from ferd.launch import Engine, Launch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = ROOT / "params" / "embedded.yaml"
@@ -154,12 +155,12 @@ class DistributedSettings(_Strict):
 
     namespace: str
     scratch_uri: str = Field(description="s3://bucket/prefix where the jobs write their artifacts")
-    engine: Literal["trainer", "pytorchjob"] = "trainer"
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(1, ge=0)
-    runtime: str = "torch-distributed"
-    timeout_s: int = Field(86400, ge=60)
-    poll_s: float = Field(30.0, gt=0)
+    engine: Engine = Launch.engine  # the defaults are ferd.launch.Launch's
+    nodes: int = Field(Launch.nodes, ge=1)
+    gpus_per_node: int = Field(Launch.gpus_per_node, ge=0)
+    runtime: str = Launch.runtime
+    timeout_s: int = Field(Launch.timeout_s, ge=60)
+    poll_s: float = Field(Launch.poll_s, gt=0)
 
 
 class ClusterSettings(_Strict):
@@ -183,8 +184,6 @@ class ClusterSettings(_Strict):
         the S3 secret by reference), or "" when the stages run in their task."""
         if self.distributed is None:
             return ""
-        from ferd.launch import Launch
-
         s = self.s3_secret
         return Launch(**self.distributed.model_dump(),
                       secret_env={var: (s.name, key) for key, var in s.keys.items()},

@@ -29,20 +29,16 @@ FERD = [*TORCHRUN, "--no-python", str(BIN / "ferd")]
 
 def _wait_until_unlocked(directory: Path, timeout: float) -> None:
     """Wait until no process holds ``directory``'s run lock (fails after ``timeout`` seconds)."""
-    import fcntl
-
-    from ferd.run_dir import lock_path
+    from ferd.run_dir import RunDirError, owned
 
     deadline = time.time() + timeout
-    with open(lock_path(directory), "a") as f:
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(f, fcntl.LOCK_UN)
+    while True:
+        try:
+            with owned(directory):
                 return
-            except BlockingIOError:
-                assert time.time() < deadline, f"{directory}: still locked {timeout} s after the kill"
-                time.sleep(0.1)
+        except RunDirError:
+            assert time.time() < deadline, f"{directory}: still locked {timeout} s after the kill"
+            time.sleep(0.1)
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
