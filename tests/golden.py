@@ -5,9 +5,12 @@ The sha256 of the student, of every pool shard and of the metrics (every key but
 every arm of ``ferd compare --preset compare-smoke``. Recorded before the consolidation of issue 17
 and kept since: a refactoring that changes a single byte of a result fails ``tests/test_golden.py``.
 
-Regenerate only deliberately (a change that is meant to change results), from finished runs, all
-with one torch thread::
+The bytes are those of torch's and oneDNN's AVX2 kernels (their AVX-512 ones sum in another order):
+the repository's ``conftest.py`` pins the kernels with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, so
+the fingerprints hold on any x86-64 machine. Regenerate only deliberately (a change that is meant to
+change results), from finished runs, all with one torch thread and the same two variables exported::
 
+    export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
     ferd run --params params/ci.yaml --out G/run --threads 1
     ferd stage all --params params/ci.yaml --out G/stages --threads 1
     ferd compare --preset compare-smoke --out G/smoke --threads 1
@@ -63,6 +66,13 @@ def smoke_fingerprint(out: Path) -> dict[str, dict[str, str]]:
 
 
 def load() -> dict:
+    """The recorded fingerprints; refused (with the reason) where the AVX2 pin is not in effect."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert capability not in ("AVX512", "AVX512_BF16", "AMX"), (
+        f"torch runs its {capability} kernels: the golden bytes are AVX2 ones; run pytest from the repository "
+        "(its conftest.py sets ATEN_CPU_CAPABILITY=avx2 before torch is loaded)")
     return json.loads(GOLDEN.read_text())
 
 

@@ -39,6 +39,8 @@ def test_undefined_nsd_is_reported_not_averaged_into_nan():
     assert _fmt(2.5, 0.5, "nsd", 2, 3) == "2.500 ± 0.500 (2 of 3 seeds)"
     assert _fmt(2.5, 0.5, "nsd", 3, 3) == "2.500 ± 0.500"
     assert _fmt(0.25, 0.05, "avg", 0, 3) == "25.0 ± 5.0"
+    assert _fmt(0.25, 0.0, "avg", 1, 1) == "25.0" and _fmt(0.5, 0.0, "nsd", 1, 1) == "0.500"  # one seed: no spread
+    assert _fmt(0.5, 0.0, "nsd", 1, 2) == "0.500 (1 of 2 seeds)"
     assert json_safe({"a": math.nan, "b": {"c": 1.0, "d": math.nan}}) == {"a": None, "b": {"c": 1.0, "d": None}}
 
 
@@ -115,6 +117,30 @@ def test_a_finished_comparison_is_not_run_again_and_one_arm_can_be_run_alone(smo
     assert (smoke / "runs/cmi/cnn-8/seed=0/metrics.json").stat().st_mtime_ns == before
     assert main(["compare", "--preset", "compare-smoke", "--out", str(smoke), "--method", "cmi",
                  "--student", "cnn-8", "--seed", "7"]) == 2  # not an arm of the preset
+
+
+def test_a_partial_report_leaves_out_unfinished_runs_and_names_them(smoke, tmp_path):
+    """A long tier's progress: --report-only refuses unfinished runs unless --partial, which reports the
+    finished ones, pairs the seeds both methods finished and names the rest."""
+    import shutil
+
+    out = tmp_path / "partial"
+    shutil.copytree(smoke, out, symlinks=True)
+    (out / "runs/fast/cnn-8/seed=1/metrics.json").unlink()
+    shutil.rmtree(out / "runs/cmi/cnn-8")
+    argv = ["compare", "--preset", "compare-smoke", "--out", str(out), "--report-only"]
+    assert main(argv) == 2  # refused: runs have not finished
+    assert main(["compare", "--preset", "compare-smoke", "--out", str(out), "--partial"]) == 2
+    assert main(argv + ["--partial"]) == 0
+    md = (out / "comparison.md").read_text()
+    assert ("**Partial**: 3 of 22 runs have not finished and are left out: `runs/cmi/cnn-8/seed=0`, "
+            "`runs/cmi/cnn-8/seed=1`, `runs/fast/cnn-8/seed=1`.") in md
+    assert "| fast | cnn-8 | 1 |" in md and "| cmi | cnn-8 |" not in md.split("## How each arm")[0]
+    flat = json.loads((out / "comparison.json").read_text())["metrics"]
+    ferd0, fast0 = (json.loads((out / f"runs/{m}/cnn-8/seed=0/metrics.json").read_text())["student.pgd20.worst"]
+                    for m in ("ferd", "fast"))
+    assert flat["fast.cnn-8.delta_pgd20_worst.mean"] == pytest.approx(fast0 - ferd0)  # seed 0 only
+    assert "cmi.cnn-8.delta_pgd20_worst.mean" not in flat
 
 
 def test_parallel_jobs_give_the_same_runs(tmp_path, smoke):

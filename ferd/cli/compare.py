@@ -2,8 +2,8 @@
 
 ``--method/--student/--seed`` run one arm only (what a DVC ``matrix`` stage or a Kubeflow
 ``ParallelFor`` iteration does); ``--teacher-only`` prepares the shared teacher;
-``--report-only`` writes the report from finished runs; ``--write-dvc-yaml DIR`` writes the
-comparison as DVC stages (:mod:`ferd.compare.dvc`);
+``--report-only`` writes the report from finished runs (with ``--partial``, from those finished so
+far); ``--write-dvc-yaml DIR`` writes the comparison as DVC stages (:mod:`ferd.compare.dvc`);
 ``--jobs N`` runs N arms at a time in separate processes with one torch thread each
 (results do not depend on it: every arm is seeded on its own).
 """
@@ -44,6 +44,8 @@ def _compare(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out: required (the comparison's output directory)")
     out = Path(args.out)
+    if args.partial and not args.report_only:
+        raise ValueError("--partial: only with --report-only (a comparison's runs are all run otherwise)")
     if not args.report_only:  # every run of a preset shares the device, the teacher and the test set
         preflight(teacher_config(cc), evaluation=True)
     if args.teacher_only:
@@ -60,7 +62,7 @@ def _compare(args: argparse.Namespace) -> int:
         run_comparison(cc, out, progress=not args.no_progress, only=arm, threads=args.threads)
         return 0
     if args.report_only:
-        write_report(cc, out)
+        write_report(cc, out, partial=args.partial)
     elif args.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -83,7 +85,9 @@ def _compare(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FERD against baselines and ablations: methods × students × seeds",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", required=True, help="compare-smoke | compare-cpu | compare-gpu, or a YAML path")
+    p.add_argument("--preset", required=True,
+                   help="a comparison preset: the name of a params/compare-*.yaml (compare-smoke, compare-cpu, "
+                        "compare-cifar10-cpu, compare-gpu, …) or a YAML path")
     p.add_argument("--out", help="output directory (resumable)")
     p.add_argument("--method", help="run only this method's arm (with --student and --seed)")
     p.add_argument("--student", help="the arm's student architecture")
@@ -91,6 +95,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-only", action="store_true", help="only train/load and evaluate the shared teacher")
     p.add_argument("--write-dvc-yaml", metavar="DIR", help="write the comparison as DVC stages to DIR/dvc.yaml")
     p.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
+    p.add_argument("--partial", action="store_true",
+                   help="with --report-only: report the runs finished so far and name the others")
     p.add_argument("--jobs", type=int, default=1, help="arms run at a time (processes, 1 torch thread each)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads with --jobs 1 (0: default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

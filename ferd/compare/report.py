@@ -69,15 +69,23 @@ def verdict(low: float, high: float) -> str:
     return "within noise"
 
 
-def _collect(cc: CompareConfig, out: Path) -> tuple[dict, dict, list[str]]:
+def _collect(cc: CompareConfig, out: Path, partial: bool = False
+             ) -> tuple[dict, dict, list[str], list[str]]:
+    """Every run's metrics and per-class accuracies, the attacks, and (with ``partial``) the runs that
+    have not finished, which are then left out instead of refused."""
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     per_class: dict[tuple[str, str], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     attacks: list[str] = []
+    missing: list[str] = []
     for arm in arms(cc):
         path = out / arm.relpath / "metrics.json"
         if not path.is_file():
+            if partial:
+                missing.append(arm.relpath)
+                continue
             raise FileNotFoundError(f"comparison: run {arm.relpath} has not finished ({path} is missing); "
-                                    f"run `ferd compare` again to finish it")
+                                    f"run `ferd compare` again to finish it, or report the finished runs "
+                                    f"with --report-only --partial")
         metrics = json.loads(path.read_text())
         runs[arm.method, arm.student][arm.seed] = metrics
         attacks = [a for a in ATTACKS if f"student.{a}.avg" in metrics]
@@ -85,7 +93,9 @@ def _collect(cc: CompareConfig, out: Path) -> tuple[dict, dict, list[str]]:
         for a in attacks:
             accs = [float(r["accuracy"]) for r in rows if r["model"] == "student" and r["attack"] == a]
             per_class[arm.method, arm.student][a].append(np.array(accs))
-    return runs, per_class, attacks
+    if not runs:
+        raise FileNotFoundError(f"comparison: no run under {out} has finished (no runs/*/*/seed=*/metrics.json)")
+    return runs, per_class, attacks, missing
 
 
 def _per_class_rows(eval_dir: Path) -> list[dict[str, str]]:
@@ -98,16 +108,20 @@ def _per_class_rows(eval_dir: Path) -> list[dict[str, str]]:
 
 
 def _fmt(mean: float, std: float, stat: str, seeds: int, of: int) -> str:
+    """mean ± std over seeds; a single seed's value alone (its std is not a measurement)."""
     if stat == "nsd":
         if seeds == 0:
             return "n/a (all classes 0)"
-        return f"{mean:.3f} ± {std:.3f}" + (f" ({seeds} of {of} seeds)" if seeds < of else "")
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+        return (f"{mean:.3f}" + ("" if seeds == 1 else f" ± {std:.3f}")
+                + (f" ({seeds} of {of} seeds)" if seeds < of else ""))
+    return f"{100 * mean:.1f}" + ("" if of == 1 else f" ± {100 * std:.1f}")
 
 
-def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
-    """Write comparison.{csv,json,md} and the per-class plots from the finished runs under ``out``."""
-    runs, per_class, attacks = _collect(cc, out)
+def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[str, float]:
+    """Write comparison.{csv,json,md} and the per-class plots from the finished runs under ``out``; with
+    ``partial``, from those that have finished so far (a long tier's progress), naming the others in
+    comparison.md: a paired difference then uses the seeds both methods finished."""
+    runs, per_class, attacks, missing = _collect(cc, out, partial)
     t_path = out / "teacher" / "eval" / "metrics.json"
     teacher = json.loads(t_path.read_text()) if t_path.is_file() else {}  # {}: evaluate_teacher: false
     flat: dict[str, float] = {}
@@ -131,8 +145,10 @@ def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
         if method == cc.reference:
             continue
         for student in cc.students:
-            ref, other = runs[cc.reference, student], runs[method, student]
+            ref, other = runs.get((cc.reference, student), {}), runs.get((method, student), {})
             seeds = sorted(set(ref) & set(other))
+            if not seeds:  # partial: nothing to pair yet
+                continue
             row = [method, student, len(seeds)]
             for key in DELTAS:
                 mean, low, high = paired_interval([other[s][f"student.{key}"] for s in seeds],
@@ -144,7 +160,7 @@ def write_report(cc: CompareConfig, out: Path) -> dict[str, float]:
     _write_csv(out / "comparison.csv", table)
     atomic_write_json(out / "comparison.json", json_safe({
         "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}}))
-    _write_markdown(cc, out, table, deltas, teacher, attacks)
+    _write_markdown(cc, out, table, deltas, teacher, attacks, missing)
     _plot(cc, out, per_class, teacher, attacks)
     return flat
 
@@ -158,7 +174,7 @@ def _write_csv(path: Path, table: list[dict[str, object]]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _write_markdown(cc, out, table, deltas, teacher, attacks) -> None:
+def _write_markdown(cc, out, table, deltas, teacher, attacks, missing=()) -> None:
     head = "| method | student | seeds | s/run | " + " | ".join(
         f"{a} {s.capitalize() if s != 'nsd' else 'NSD'}" for a in attacks for s in STATS) + " |"
     lines = [f"# Comparison: {', '.join(cc.methods)}", "",
@@ -167,6 +183,9 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks) -> None:
              f"wall time differs and is shown). Seeds {cc.seeds}; accuracies in % (mean ± std over seeds), "
              f"NSD = std/mean of the class-wise accuracies.", "", head,
              "|" + "---|" * (4 + 3 * len(attacks))]
+    if missing:
+        lines.insert(-2, f"**Partial**: {len(missing)} of {len(arms(cc))} runs have not finished and are left out: "
+                         + ", ".join(f"`{m}`" for m in missing) + ".\n")
     if teacher:
         t_cells = [f"{100 * teacher[f'teacher.{a}.{s}']:.1f}" if s != "nsd" else f"{teacher[f'teacher.{a}.{s}']:.3f}"
                    for a in attacks for s in STATS]
