@@ -17,7 +17,7 @@ from ferd.config import load_config
 from ferd.pool import FaePool
 from ferd.stages.io import remote_of
 from ferd.stages.pool_store import load_pool
-from ferd.stages import (ArtifactError, distillation, evaluation, pool_store, run_stages, synthesis,
+from ferd.stages import (ArtifactError, distillation, evaluation, node_overrides, pool_store, run_stages, synthesis,
                          teacher_fetch)
 
 import golden
@@ -107,6 +107,12 @@ def test_run_stages_in_one_process_matches_too(cfg, single, tmp_path):
     ref = load_state_dict(single / "student.safetensors")
     got = load_state_dict(paths["student"] / "student.safetensors")
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_a_components_device_overrides_the_parameters_only_when_given():
+    assert node_overrides(("epochs=2",), "cuda") == ["epochs=2", "device=cuda"]
+    assert node_overrides(("epochs=2",), "") == ["epochs=2"]
+    assert node_overrides([]) == []
 
 
 def test_artifacts_are_tensor_only_and_listed_in_manifests(split):

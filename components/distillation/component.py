@@ -16,10 +16,10 @@ def distillation(params_yaml: str, overrides: list, round_index: int, device: st
     the distillation output of round ``round_index - 1`` (absent in round 0). ``launch`` (the cluster's
     ``distributed`` block): run the stage as a data-parallel job (:func:`ferd.launch.run_stage_job`).
     """
-    from ferd.stages import config_from_text
+    from ferd.stages import config_from_text, node_overrides
     from ferd.stages import distillation as distill
 
-    sets = list(overrides) + ([f"device={device}"] if device else [])
+    sets = node_overrides(overrides, device)
     if launch:
         from ferd.launch import run_stage_job
 

@@ -19,10 +19,10 @@ def evaluation(params_yaml: str, overrides: list, device: str, teacher: Input[Mo
     """
     import math
 
-    from ferd.stages import config_from_text
+    from ferd.stages import config_from_text, node_overrides
     from ferd.stages import evaluation as evaluate
 
-    cfg = config_from_text(params_yaml, list(overrides) + ([f"device={device}"] if device else []))
+    cfg = config_from_text(params_yaml, node_overrides(overrides, device))
     artifact = evaluate(cfg, report.path, teacher=teacher.path, student=student.path)
     for key, value in sorted(artifact.metrics.items()):
         if value is not None and math.isfinite(value):  # NaN (e.g. a class with no example) stays in metrics.json

@@ -16,9 +16,9 @@ def stage(name: str, params_yaml: str, overrides: list, round_index: int, device
     flags ``flags[i]`` bound to ``input_i``, into ``output``: what ``ferd stage <name>`` does. The DAG uses it
     for a stage declared in the graph whose component folder does not exist, so a new stage runs on Kubeflow
     as its module plus its graph entry; a folder of its own adds typed artifacts and UI metadata."""
-    from ferd.stages import config_from_text, run_task
+    from ferd.stages import config_from_text, node_overrides, run_task
 
-    cfg = config_from_text(params_yaml, list(overrides) + ([f"device={device}"] if device else []))
+    cfg = config_from_text(params_yaml, node_overrides(overrides, device))
     given = (input_0, input_1, input_2, input_3)
     inputs = {flag: (a.path if a is not None else None) for flag, a in zip(flags, given)}
     run_task(cfg, name, None if round_index < 0 else round_index, inputs, output.path)

@@ -17,10 +17,10 @@ def synthesis(params_yaml: str, overrides: list, round_index: int, device: str, 
     (``cuda`` on a GPU node) unless empty. ``launch`` (the cluster's ``distributed`` block): run the stage
     as a data-parallel job (:func:`ferd.launch.run_stage_job`).
     """
-    from ferd.stages import config_from_text
+    from ferd.stages import config_from_text, node_overrides
     from ferd.stages import synthesis as synthesize
 
-    sets = list(overrides) + ([f"device={device}"] if device else [])
+    sets = node_overrides(overrides, device)
     if launch:
         from ferd.launch import run_stage_job
 

@@ -82,6 +82,12 @@ def check_previous(round_index: int, what: str, path: str | os.PathLike[str] | N
         raise ArtifactError(f"{what}: round {round_index} needs the artifact of round {round_index - 1}")
 
 
+def node_overrides(overrides: list[str] | tuple[str, ...], device: str = "") -> list[str]:
+    """A Kubeflow component's overrides plus its node's ``device`` (``cuda`` on a GPU node; the parameters'
+    own device when empty)."""
+    return list(overrides) + ([f"device={device}"] if device else [])
+
+
 def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
     """Validate parameters given as YAML text (what a Kubeflow component receives) plus overrides."""
     with tempfile.TemporaryDirectory() as tmp:
