@@ -19,11 +19,14 @@ KEPT = {"metrics.json", "per_class.csv", "arm.json", "params.json", "result.json
 
 
 def kept_files(out: Path) -> list[Path]:
-    """The files to keep under a comparison's output directory, relative to it (not a run's checkpoint,
-    nor its own copy of the teacher: the comparison's ``teacher/model_card.json`` names it)."""
+    """The files to keep under a comparison's output directory, relative to it: of finished runs only (those
+    with a ``metrics.json``; an unfinished run resumes from its checkpoint, which is not kept), and not a
+    run's checkpoint nor its own copy of the teacher (the comparison's ``teacher/model_card.json`` names it)."""
+    unfinished = [run for run in out.glob("runs/*/*/seed=*") if not (run / "metrics.json").is_file()]
     return sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name in KEPT
                   and "checkpoint" not in p.relative_to(out).parts
-                  and not (p.parent.name == "teacher" and p.parent.parent != out))
+                  and not (p.parent.name == "teacher" and p.parent.parent != out)
+                  and not any(run in p.parents for run in unfinished))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,9 +42,10 @@ def _comparison(out: Path, epochs: int, runs: dict[tuple[str, int], float]) -> P
     return out
 
 
-def test_keep_comparison_keeps_records_and_metrics_but_no_weights_checkpoints_or_run_teacher_copies(tmp_path):
+def test_keep_comparison_keeps_finished_runs_records_and_metrics_but_no_weights_checkpoints_or_teacher_copies(tmp_path):
     keep = _script("keep_comparison")
-    out = _comparison(tmp_path / "out", 32, {("ferd", 0): 0.44})
+    out = _comparison(tmp_path / "out", 32, {("ferd", 0): 0.44, ("fast", 0): 0.47})
+    (out / "runs" / "fast" / "cnn-32" / "seed=0" / "metrics.json").unlink()  # unfinished: nothing of it is kept
     assert keep.main([str(out), str(tmp_path / "kept")]) == 0
     kept = sorted(str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*") if p.is_file())
     run = "runs/ferd/cnn-32/seed=0"
