@@ -17,6 +17,9 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from statistics import fmean
+
+from ferd.checkpoint import atomic_write_bytes
 
 PANELS = (("student.clean.avg", "clean accuracy (%)", 100), ("student.pgd20.avg", "PGD-20 accuracy (%)", 100),
           ("student.pgd20.worst", "worst-class PGD-20 accuracy (%)", 100), ("student.pgd20.nsd", "PGD-20 NSD", 1))
@@ -55,8 +58,7 @@ def plot(rows: list[dict[str, object]]) -> bytes:
         for ax, (key, name, scale) in zip(axes, PANELS):
             ax.scatter([r["student_iterations"] for r in runs], [scale * float(r[key]) for r in runs],
                        color=colour, s=14, alpha=0.6)
-            means = [scale * sum(float(r[key]) for r in runs if r["student_iterations"] == b)
-                     / sum(1 for r in runs if r["student_iterations"] == b) for b in budgets]
+            means = [scale * fmean(float(r[key]) for r in runs if r["student_iterations"] == b) for b in budgets]
             ax.plot(budgets, means, color=colour, marker="o", label=label)
             ax.set(xlabel="student iterations (epochs × iterations)", ylabel=name)
     axes[0].axhline(CLEAN_BAR, color="k", ls="--", lw=0.8, label=f"{CLEAN_BAR:.0f} % clean")
@@ -83,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         print("comparisons: no finished run (no runs/*/*/seed=*/metrics.json)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "budget.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (args.out / "budget.png").write_bytes(plot(rows))
+    table = io.StringIO()
+    w = csv.DictWriter(table, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(args.out / "budget.csv", table.getvalue().encode())
+    atomic_write_bytes(args.out / "budget.png", plot(rows))
     print(f"{len(rows)} runs of {len(args.comparisons)} comparisons → {args.out / 'budget.png'}, {args.out / 'budget.csv'}")
     return 0
 
