@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 import yaml
@@ -63,6 +64,37 @@ def test_bad_presets_are_refused_before_any_run(tmp_path):
         load_compare("compare-nonexistent")
     cc = load_compare(_preset(tmp_path, seeds=[0, 1]))
     assert arms(cc)[0] == Arm("ferd", "cnn-8", 0) and len(arms(cc)) == 4
+
+
+def test_a_preset_extends_another_merging_set_by_key(tmp_path, capsys):
+    from ferd.compare.config import merge_overrides, preset_files, run_config
+    from ferd.compare.dvc import compare_stages
+
+    assert merge_overrides(["a=1", "b=2"], ["b=3", "c=4"]) == ["a=1", "b=3", "c=4"]
+    parent = _preset(tmp_path, set=["epochs=2", "rounds=2", "distill.iterations=3"], seeds=[0, 1])
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": str(parent), "set": ["distill.iterations=9", "synthesis.iterations=4"],
+                                     "methods": {"ferd": []}}))
+    cc = load_compare(child)
+    assert cc.set == ["epochs=2", "rounds=2", "distill.iterations=9", "synthesis.iterations=4"]
+    assert cc.seeds == [0, 1] and list(cc.methods) == ["ferd"] and cc.base == "ci"  # the parent's, and its own
+    cfg = run_config(cc, arms(cc)[1])
+    assert (cfg.epochs, cfg.distill.iterations, cfg.synthesis.iterations, cfg.seed) == (2, 9, 4, 1)
+    assert preset_files(child) == [child, parent]
+    deps = compare_stages(cc, child, tmp_path)["stages"]["run"]["deps"]
+    assert deps[:3] == ["child.yaml", "p.yaml", os.path.relpath(Path(__file__).resolve().parents[1] / "params" / "ci.yaml", tmp_path)]
+    # the tier-2 budgets are tier 2 with a few keys changed
+    x6 = load_compare("compare-cifar10-cpu-x6")
+    assert [s for s in x6.set if s not in load_compare("compare-cifar10-cpu").set] == \
+        ["epochs=48", "rounds=48", "distill.iterations=120"]
+    parent.write_text(yaml.safe_dump({"extends": str(child)}))  # a cycle: one line, exit 2, before any work
+    with pytest.raises(ConfigError, match=r"extends: a cycle .*child → p → child"):
+        load_compare(child)
+    assert main(["compare", "--preset", str(child), "--out", str(tmp_path / "out")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    child.write_text(yaml.safe_dump({"extends": "compare-nonexistent", "methods": {"ferd": []}}))
+    with pytest.raises(FileNotFoundError, match=r"child.yaml: extends: .*compare-nonexistent.yaml not found"):
+        load_compare(child)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,11 @@ comparison also reports each method's wall time; it does not equalise it.
 A method's entry is a list of ``KEY=VALUE`` overrides on top of the base, e.g.
 ``deepinv: [method=deepinv]`` or ``ferd-no-reweighting: [synthesis.reweighting.enabled=false]``.
 The teacher is trained (or loaded) once, with ``teacher_seed``, and shared by every run.
+
+A preset may ``extends: <another compare preset>`` (a tier at a larger budget): every field it does
+not give is the parent's, and its ``set`` is merged into the parent's by key (an override of a key
+the parent sets replaces it in place; a new key is appended), so the resolved ``set`` reads as if
+written out in full. ``methods``, ``students`` and ``seeds`` given in the child replace the parent's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ..params_io import load_yaml
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = ROOT / "params" if (ROOT / "params").is_dir() else Path.cwd() / "params"  # a checkout, or the image
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+MAX_EXTENDS = 8  # a chain of presets deeper than this is a mistake, not a design
 
 
 class CompareConfig(BaseModel):
@@ -88,14 +94,55 @@ def preset_path(preset: str | Path) -> Path:
     return PARAMS_DIR / f"{preset}.yaml"
 
 
+def merge_overrides(parent: list[str], child: list[str]) -> list[str]:
+    """``KEY=VALUE`` lists merged by key: the child's value replaces the parent's in place, new keys
+    follow in the child's order (``[a=1, b=2]`` + ``[b=3, c=4]`` → ``[a=1, b=3, c=4]``)."""
+    merged = {item.partition("=")[0]: item for item in parent}
+    merged.update((item.partition("=")[0], item) for item in child)
+    return list(merged.values())
+
+
+def _read_preset(path: Path) -> tuple[dict, list[Path]]:
+    """A preset's fields with its ``extends`` chain resolved, and the files it was read from
+    (the preset first, then each parent)."""
+    data: dict = {}
+    files: list[Path] = []
+    while True:
+        if len(files) > MAX_EXTENDS or path.resolve() in [f.resolve() for f in files]:
+            chain = " → ".join(f.stem for f in [*files, path])
+            raise ConfigError(f"{files[0]}: extends: a cycle or a chain over {MAX_EXTENDS} presets ({chain})")
+        if not path.is_file():
+            where = f"{files[-1]}: extends: " if files else "--preset: "
+            known = sorted(p.stem for p in PARAMS_DIR.glob("compare-*.yaml"))
+            raise FileNotFoundError(f"{where}{path} not found; expected one of {known} or a YAML path")
+        fields = load_yaml(path.read_text(), str(path)) or {}
+        if not isinstance(fields, dict):
+            raise ConfigError(f"{path}: expected a mapping of comparison fields, got {type(fields).__name__}")
+        files.append(path)
+        sets = [fields.get("set", []), data.get("set", [])]
+        data = {**fields, **data}
+        if all(isinstance(s, list) and all(isinstance(i, str) for i in s) for s in sets):
+            data["set"] = merge_overrides(*sets)
+        parent = data.pop("extends", None)
+        if parent is None:
+            return data, files
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}: extends: expected the name or path of a compare preset, got {parent!r:.80}")
+        path = preset_path(parent)
+
+
+def preset_files(preset: str | Path) -> list[Path]:
+    """The files a preset is read from: itself, then its ``extends`` chain (DVC ``deps``)."""
+    return _read_preset(preset_path(preset))[1]
+
+
 def load_compare(preset: str | Path) -> CompareConfig:
-    """Read and validate a comparison preset, and every run's parameters, before any work."""
+    """Read and validate a comparison preset (its ``extends`` chain resolved), and every run's
+    parameters, before any work."""
     path = preset_path(preset)
-    if not path.is_file():
-        known = sorted(p.stem for p in PARAMS_DIR.glob("compare-*.yaml"))
-        raise FileNotFoundError(f"--preset: {path} not found; expected one of {known} or a YAML path")
+    data, _ = _read_preset(path)
     try:
-        cc = CompareConfig.model_validate(load_yaml(path.read_text(), str(path)) or {})
+        cc = CompareConfig.model_validate(data)
     except ValidationError as exc:
         lines = [f"{'.'.join(map(str, e['loc']))[:200]}: {e['msg'].removeprefix('Value error, ')[:300]}"
                  for e in exc.errors()]
