@@ -87,6 +87,14 @@ def test_a_preset_extends_another_merging_set_by_key(tmp_path, capsys):
     x6 = load_compare("compare-cifar10-cpu-x6")
     assert [s for s in x6.set if s not in load_compare("compare-cifar10-cpu").set] == \
         ["epochs=48", "rounds=48", "distill.iterations=120"]
+    child.write_text(yaml.safe_dump({"extends": str(parent), "methods": ["cmi"], "reference": "cmi"}))
+    assert load_compare(child).methods == {"cmi": ["method=cmi"]}  # a list picks the parent's arms
+    child.write_text(yaml.safe_dump({"extends": str(parent), "methods": ["ferd", "fast"]}))
+    with pytest.raises(ConfigError, match=r"methods: 'fast' is not an arm of p; expected some of \['cmi', 'ferd'\]"):
+        load_compare(child)
+    with pytest.raises(ConfigError, match=r"methods: a list of names picks arms of the preset it `extends`"):
+        load_compare(_preset(tmp_path, methods=["ferd"]))
+    parent = _preset(tmp_path, set=["epochs=2", "rounds=2", "distill.iterations=3"], seeds=[0, 1])
     parent.write_text(yaml.safe_dump({"extends": str(child)}))  # a cycle: one line, exit 2, before any work
     with pytest.raises(ConfigError, match=r"extends: a cycle .*child → p → child"):
         load_compare(child)

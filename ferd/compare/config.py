@@ -15,7 +15,8 @@ The teacher is trained (or loaded) once, with ``teacher_seed``, and shared by ev
 A preset may ``extends: <another compare preset>`` (a tier at a larger budget): every field it does
 not give is the parent's, and its ``set`` is merged into the parent's by key (an override of a key
 the parent sets replaces it in place; a new key is appended), so the resolved ``set`` reads as if
-written out in full. ``methods``, ``students`` and ``seeds`` given in the child replace the parent's.
+written out in full. Other fields given in the child replace the parent's; ``methods`` may also be a
+list of the parent's arm names (``methods: [ferd, fast]``), which keeps those arms, in that order.
 """
 
 from __future__ import annotations
@@ -123,8 +124,18 @@ def _read_preset(path: Path) -> tuple[dict, list[Path]]:
         data = {**fields, **data}
         if all(isinstance(s, list) and all(isinstance(i, str) for i in s) for s in sets):
             data["set"] = merge_overrides(*sets)
+        picked, known = data.get("methods"), fields.get("methods")
+        if isinstance(picked, list) and picked is not known and isinstance(known, (dict, list)):
+            missing = [m for m in picked if not isinstance(m, str) or m not in known]
+            if missing:
+                raise ConfigError(f"{files[0]}: methods: {missing[0]!r:.80} is not an arm of {path.stem}; "
+                                  f"expected some of {list(known)}")
+            data["methods"] = {m: known[m] for m in picked} if isinstance(known, dict) else picked
         parent = data.pop("extends", None)
         if parent is None:
+            if isinstance(data.get("methods"), list):
+                raise ConfigError(f"{files[0]}: methods: a list of names picks arms of the preset it `extends`; "
+                                  "without one, expected a mapping of method name → overrides")
             return data, files
         if not isinstance(parent, str):
             raise ConfigError(f"{path}: extends: expected the name or path of a compare preset, got {parent!r:.80}")
