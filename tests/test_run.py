@@ -66,3 +66,32 @@ def test_autoattack_on_its_own_smaller_subset(tmp_path):
                            if r["model"] == "student")
     assert counts("eval") == 40 and counts("eval-aa") == 20
     assert m["student.aa.avg"] <= 1.0 and (tmp_path / "aa" / "eval-aa" / "report.md").is_file()
+
+
+def test_a_resumed_run_counts_the_time_of_its_earlier_processes(tmp_path, monkeypatch):
+    """``run.seconds`` of a run killed after round 0 and resumed = the first process's time up to its
+    checkpoint (``elapsed.json``) + the second process's; not the second process's alone."""
+    from ferd.config import load_config
+    from ferd.stages.run import ELAPSED_FILE, run
+    from resume import synthesis_stage
+
+    cfg, out = load_config("params/embedded.yaml", TINY), tmp_path / "run"
+    real = synthesis_stage.generation_round
+
+    def dying(state, teacher, r, epochs, progress=False):
+        if r == 1:
+            raise RuntimeError("killed")
+        return real(state, teacher, r, epochs, progress)
+
+    monkeypatch.setattr(synthesis_stage, "generation_round", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(cfg, out, progress=False)
+    first = json.loads((out / ELAPSED_FILE).read_text())
+    assert first["next_round"] == 1 and first["seconds"] > 0
+    (out / ELAPSED_FILE).write_text(json.dumps({"next_round": 1, "seconds": 5000.0}))  # a long first process
+    monkeypatch.setattr(synthesis_stage, "generation_round", real)
+    metrics = run(cfg, out, progress=False)
+    assert 5000.0 < metrics["run.seconds"] < 5000.0 + 600
+    assert json.loads((out / ELAPSED_FILE).read_text())["next_round"] == 2
+    (out / ELAPSED_FILE).write_text("[not a record]")  # unreadable: counted as 0, never a failure
+    assert 0 < run(cfg, out, progress=False)["run.seconds"] < 600

@@ -10,7 +10,10 @@ Layout of ``--out DIR`` (every file written atomically):
 ``student.safetensors``  the distilled student (metadata: arch, num_classes)
 ``class_weights.json`` p (and the scores behind it) after every generation epoch
 ``history.json``       per-epoch losses and diagnostics
-``metrics.json``       flat ``<model>.<attack>.<statistic>`` keys, accuracies in [0, 1]
+``metrics.json``       flat ``<model>.<attack>.<statistic>`` keys, accuracies in [0, 1]; ``run.seconds``
+                       the wall time of the run's kept work (earlier processes up to their last checkpoint,
+                       from ``elapsed.json``, plus this process)
+``elapsed.json``       the wall time spent up to the last checkpoint, over every process that ran it
 ``result.json``        the parameter fingerprint the metrics were made with, and their sha256
 ``eval/``              per-class tables, figures and ``report.md``
 =====================  ===================================================================
@@ -34,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -53,6 +57,17 @@ from ..teacher_source import obtain_teacher
 from . import stage_step
 
 log = logging.getLogger(__name__)
+ELAPSED_FILE = "elapsed.json"
+
+
+def elapsed_before(out: Path) -> float:
+    """Seconds earlier processes spent on this run up to its last checkpoint (0 for a new run, or one
+    checkpointed by a release without ``elapsed.json``): a resumed run's ``run.seconds`` counts them too."""
+    try:
+        seconds = json.loads((out / ELAPSED_FILE).read_text())["seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+    return float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < float("inf") else 0.0
 
 
 def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_teacher: bool = True
@@ -66,13 +81,16 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
         if check_run_dir(out, cfg) == "resume" and read_round_record(out) is not None:
             verify_checkpoint(out, cfg)
         out.mkdir(parents=True, exist_ok=True)
-        started = time.time()
+        before, started = elapsed_before(out), time.monotonic()
+        spent = lambda: round(before + time.monotonic() - started, 1)  # noqa: E731
         params = out / "params.json"
         if not params.is_file() or json.loads(params.read_text()) != cfg.model_dump(mode="json"):
             atomic_write_json(params, cfg.model_dump(mode="json"))
         teacher, card = obtain_teacher(cfg, out / "teacher", progress=progress)
         teacher.to(cfg.device)
-        state = run_algorithm1(teacher, cfg, checkpoint_dir=out, progress=progress)
+        state = run_algorithm1(teacher, cfg, checkpoint_dir=out, progress=progress,
+                               on_checkpoint=lambda r: atomic_write_json(out / ELAPSED_FILE,
+                                                                         {"next_round": r, "seconds": spent()}))
         student = set_memory_format(state.student.eval(), False)  # evaluation runs contiguous (ferd.compute)
         set_memory_format(teacher, False)
         save_state_dict(student.state_dict(), out / "student.safetensors",
@@ -82,15 +100,15 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
         atomic_write_json(out / "history.json", state.history)
         models = {"teacher": teacher, "student": student} if evaluate_teacher else {"student": student}
         metrics = quick_evaluation(cfg, models, out / "eval", progress, history=state.history)
-        metrics["run.seconds"] = round(time.time() - started, 1)
+        metrics["run.seconds"] = spent()
         write_result(out, cfg, metrics)
     return metrics
 
 
 def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str | Path | None = None,
-                   progress: bool = True) -> RunState:
+                   progress: bool = True, on_checkpoint: Callable[[int], object] | None = None) -> RunState:
     """Algorithm 1 end to end (every round of the graph), checkpointing into ``checkpoint_dir`` and
-    resuming from the checkpoint there when present."""
+    resuming from the checkpoint there when present; ``on_checkpoint(next_round)`` after each checkpoint."""
     set_memory_format(teacher.eval().requires_grad_(False), cfg.compute.channels_last)
     state = RunState.initial(cfg)
     if checkpoint_dir is not None and load_checkpoint(state, checkpoint_dir):
@@ -110,6 +128,8 @@ def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str |
         if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0
                                            or state.next_round == rounds):
             save_checkpoint(state, checkpoint_dir)
+            if on_checkpoint is not None:
+                on_checkpoint(state.next_round)
         bar.update(1)
         last = state.history[-1]
         bar.set_postfix(p_max=f"{max(last['p']):.3f}", loss=f"{last.get('distill', {}).get('loss', 0):.4f}")
