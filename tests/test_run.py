@@ -73,23 +73,16 @@ def test_a_resumed_run_counts_the_time_of_its_earlier_processes(tmp_path, monkey
     checkpoint (``elapsed.json``) + the second process's; not the second process's alone."""
     from ferd.config import load_config
     from ferd.stages.run import ELAPSED_FILE, run
-    from resume import synthesis_stage
+    from resume import die_at_round_1, revive
 
     cfg, out = load_config("params/embedded.yaml", TINY), tmp_path / "run"
-    real = synthesis_stage.generation_round
-
-    def dying(state, teacher, r, epochs, progress=False):
-        if r == 1:
-            raise RuntimeError("killed")
-        return real(state, teacher, r, epochs, progress)
-
-    monkeypatch.setattr(synthesis_stage, "generation_round", dying)
+    die_at_round_1(monkeypatch)
     with pytest.raises(RuntimeError, match="killed"):
         run(cfg, out, progress=False)
     first = json.loads((out / ELAPSED_FILE).read_text())
     assert first["next_round"] == 1 and first["seconds"] > 0
     (out / ELAPSED_FILE).write_text(json.dumps({"next_round": 1, "seconds": 5000.0}))  # a long first process
-    monkeypatch.setattr(synthesis_stage, "generation_round", real)
+    revive(monkeypatch)
     metrics = run(cfg, out, progress=False)
     assert 5000.0 < metrics["run.seconds"] < 5000.0 + 600
     assert json.loads((out / ELAPSED_FILE).read_text())["next_round"] == 2
