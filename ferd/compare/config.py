@@ -124,8 +124,8 @@ def _read_preset(path: Path) -> tuple[dict, list[Path]]:
         data = {**fields, **data}
         if all(isinstance(s, list) and all(isinstance(i, str) for i in s) for s in sets):
             data["set"] = merge_overrides(*sets)
-        picked, known = data.get("methods"), fields.get("methods")
-        if isinstance(picked, list) and picked is not known and isinstance(known, (dict, list)):
+        picked, known = data.get("methods"), fields.get("methods")  # a child's pick from this parent's arms
+        if len(files) > 1 and isinstance(picked, list) and isinstance(known, (dict, list)):
             missing = [m for m in picked if not isinstance(m, str) or m not in known]
             if missing:
                 raise ConfigError(f"{files[0]}: methods: {missing[0]!r:.80} is not an arm of {path.stem}; "
