@@ -11,6 +11,7 @@ RUNS=${1:-runs/compare-cifar10-x6}
 KEEP=${2:-benchmarks/results/compare-cifar10-x6}
 PY=${PYTHON:-.venv/bin/python}
 PRESET=compare-cifar10-cpu-x6
+mkdir -p "$(dirname "$RUNS")"
 ORDER="ferd-no-uni:0 ferd-no-fae:0 ferd-no-uni:1 ferd-no-fae:1"
 for s in 2 3 4; do
   for m in ferd fast ferd-no-reweighting ferd-no-uni ferd-no-fae; do ORDER="$ORDER $m:$s"; done
