@@ -4,12 +4,13 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 OUT    ?= runs/embedded
 
-.PHONY: run run-single test env clean
+.PHONY: run run-single test env lock clean image
 
-$(BIN)/ferd: pyproject.toml
+# Every dependency at the version constraints.txt locks (pyproject.toml holds only compatible ranges)
+$(BIN)/ferd: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,dev]'
 	@touch $@
 
 env: $(BIN)/ferd
@@ -30,6 +31,17 @@ run-single: env
 TEST_WORKERS ?= 2
 test: env
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+## make lock: rewrite constraints.txt from the environment (after changing pyproject.toml's ranges and
+## upgrading .venv); review the diff, then make test
+lock: env
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable --exclude ferd; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+## make image: the container image, built for real (image/build.sh: podman or docker, podman installed from
+## the OS packages when neither works; a local Debian base when no registry is reachable); writes build/image.json
+image:
+	bash image/build.sh
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -23,7 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .baselines.config import RSLAD_LAMBDA_ADV, RSLAD_LAMBDA_CLEAN, RSLAD_RANDOM_START, BaselineConfig, Method
 from .params_io import ConfigError, StrictModel, load_yaml, short_repr
-from .run_settings import ComputeConfig, StorageConfig
+from .run_settings import ComputeConfig, ContainerConfig, StorageConfig
 
 
 # sane upper bounds: far above any paper setting (220 epochs, 400 iterations, batch 512), low enough
@@ -260,6 +260,9 @@ class FerdConfig(_Strict):
     evaluation: EvalConfig = EvalConfig()
     compute: ComputeConfig = ComputeConfig()
     storage: StorageConfig = StorageConfig()
+    container: ContainerConfig | None = Field(None, description="dvc.yaml's stages run in this image: {engine: "
+                                              "podman|docker, image: REF@sha256:…}; None = in this environment; "
+                                              "how, not what")
     baseline: BaselineConfig = BaselineConfig()
 
     @field_validator("dataset")

@@ -36,6 +36,7 @@ import yaml
 from .config import FerdConfig
 from .fingerprint import scope_keys
 from .graph import unroll
+from .image import container_command
 
 OUT = "out"
 ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
@@ -49,9 +50,13 @@ ROUND_HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml`: do not 
 def _cmd(stage: str, cfg: FerdConfig, *args: str) -> str:
     """``--graph-rounds`` / ``--graph-method``: the rounds this file unrolls and the method its ``params``
     lists were made for; a stage refuses parameters that give another (``dvc exp run -S rounds=…``, ``-S
-    method=…``) at once, with the command that regenerates the file."""
-    return " ".join(["ferd stage", stage, "--params params.yaml", f"--graph-rounds {cfg.num_rounds}",
-                     f"--graph-method {cfg.method}", *args, "--no-progress"])
+    method=…``) at once, with the command that regenerates the file. With ``container`` set, the command runs
+    in that image (:func:`ferd.image.container_command`)."""
+    argv = ["stage", stage, "--params", "params.yaml", "--graph-rounds", str(cfg.num_rounds), "--graph-method",
+            cfg.method, *(word for arg in args for word in arg.split(" ")), "--no-progress"]
+    if cfg.container is not None:  # the stage in ferd's image, the project mounted (ferd.image)
+        return container_command(cfg.container.engine, cfg.container.image, argv)
+    return " ".join(["ferd", *argv])
 
 
 def _local_path(path: str | None) -> str | None:

@@ -7,7 +7,8 @@ group the method reads (:func:`scope_keys`: none for ``ferd``; ``baseline.robust
 ``baseline.<method>`` for a baseline), the synthesis group and the UTAE group (synthesis caches UTAEs
 with ``distill.utae.cache: pool``); the distillation on the whole distill group; the evaluation on
 everything. ``device``, ``nproc_per_node``, ``data_root``,
-``checkpoint_every`` and ``storage`` are in no scope: they say where, on how many processes and how often,
+``checkpoint_every``, ``storage`` and ``container`` are in no scope: they say where, in what, on how many
+processes and how often,
 not what (a run resumes on another number of processes: :mod:`ferd.distributed`).
 
 Every check that a result on disk was made from these parameters uses :func:`params_fingerprint`:
@@ -25,7 +26,7 @@ from typing import Any
 
 from .config import FerdConfig
 
-NOT_IN_ANY_SCOPE = ("device", "nproc_per_node", "data_root", "checkpoint_every", "storage")
+NOT_IN_ANY_SCOPE = ("device", "nproc_per_node", "data_root", "checkpoint_every", "storage", "container")
 _TEACHER = ("seed", "dataset", "threat.eps", "teacher")
 _ROUND = (*_TEACHER[:3], "threat.step", "epochs", "rounds", "teacher", "student", "compute", "method", "baseline",
           "synthesis", "distill.utae")

@@ -65,15 +65,34 @@ def load_config_text(text: str) -> FerdConfig:
     return parse_config(load_yaml(text, "params.yaml"))
 
 
+PRESETS = Path(__file__).resolve().parent / "params"  # the presets shipped with ferd (package data)
+
+
+def find_preset(name: str) -> Path | None:
+    """A preset's file by name: ``./params/<name>.yaml`` of the working directory (a project's own
+    presets win), else the one shipped in ``ferd/params/``; None when neither exists."""
+    for folder in (Path("params"), PRESETS):
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def known_presets(prefix: str = "", exclude: str | None = None) -> list[str]:
+    """The names :func:`find_preset` resolves, starting with ``prefix`` (and not with ``exclude``)."""
+    names = {q.stem for folder in (Path("params"), PRESETS) if folder.is_dir() for q in folder.glob("*.yaml")}
+    return sorted(n for n in names if n.startswith(prefix) and not (exclude and n.startswith(exclude)))
+
+
 def preset_path(name: str) -> Path:
+    """``ferd params use NAME``: a path to a .yaml file, or a preset's name (:func:`find_preset`)."""
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
-    candidate = Path("params") / f"{name}.yaml"
     if name.startswith("compare-"):
         raise ValueError(f"params use: {name!r} is a comparison preset; run it with `ferd compare --preset {name}`")
-    if not candidate.is_file():
-        known = sorted(q.stem for q in Path("params").glob("*.yaml") if not q.stem.startswith("compare-"))
-        raise FileNotFoundError(f"params use: no preset {name!r}; expected one of {known} (in ./params) "
-                                "or a path to a .yaml file")
-    return candidate
+    found = find_preset(name)
+    if found is None:
+        raise FileNotFoundError(f"params use: no preset {name!r}; expected one of "
+                                f"{known_presets(exclude='compare-')} or a path to a .yaml file")
+    return found

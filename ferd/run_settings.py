@@ -42,6 +42,22 @@ class StorageConfig(_Strict):
         return uri.rstrip("/")
 
 
+class ContainerConfig(_Strict):
+    """Run each of ``dvc.yaml``'s stages in ferd's image (``podman/docker run`` with the project mounted at its
+    own path, as the calling user), for a workstation with a container engine but not ferd's Python
+    environment (:func:`ferd.image.container_command`)."""
+
+    engine: Literal["podman", "docker"] = Field("podman", description="the container engine's command")
+    image: str = Field(description="the image, pinned by digest: REF@sha256:… (make image prints it)")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, ref: str) -> str:
+        from .image import pinned
+
+        return pinned(ref, "expected")
+
+
 class ComputeConfig(_Strict):
     """How synthesis and distillation compute (evaluation always runs fp32, contiguous)."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ferd.cli import main
 from ferd.compare.config import Arm, arms, load_compare
+from ferd.presets import PRESETS
 from ferd.compare.report import paired_interval, verdict
 from ferd.config import ConfigError
 
@@ -82,7 +83,7 @@ def test_a_preset_extends_another_merging_set_by_key(tmp_path, capsys):
     assert (cfg.epochs, cfg.distill.iterations, cfg.synthesis.iterations, cfg.seed) == (2, 9, 4, 1)
     assert preset_files(child) == [child, parent]
     deps = compare_stages(cc, child, tmp_path)["stages"]["run"]["deps"]
-    ci = Path(__file__).resolve().parents[1] / "params" / "ci.yaml"
+    ci = PRESETS / "ci.yaml"  # a preset name resolves to the one ferd ships (none in tmp_path/params)
     assert deps[:3] == ["child.yaml", "p.yaml", os.path.relpath(ci, tmp_path)]
     # the tier-2 budgets are tier 2 with a few keys changed
     x6 = load_compare("compare-cifar10-cpu-x6")

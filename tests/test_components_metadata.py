@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_each_component_folder_is_complete_and_reexports_its_component():
-    folders = sorted(p.parent for p in (ROOT / "components").glob("*/component.py"))
+    folders = sorted(p.parent for p in (ROOT / "ferd" / "components").glob("*/component.py"))
     assert set(COMPONENTS) <= {f.name for f in folders}
     for folder in folders:
         for name in ("metadata.yaml", "README.md", "test_component.py", "__init__.py"):
@@ -23,5 +23,5 @@ def test_each_component_folder_is_complete_and_reexports_its_component():
         assert meta["name"] == folder.name and meta["tier"] in ("core", "third_party")
         assert meta["stability"] in ("alpha", "beta", "stable")
         assert any(d["name"] == "Pipelines" for d in meta["dependencies"]["kubeflow"])
-        package = importlib.import_module(f"components.{folder.name}")
+        package = importlib.import_module(f"ferd.components.{folder.name}")
         assert getattr(package, folder.name) is getattr(package.component, folder.name)

@@ -38,7 +38,7 @@ def test_dvc_yaml_is_the_graph():
 
 
 def test_the_kubeflow_dag_runs_every_task_of_the_graph():
-    from pipeline.dag import COMPILED
+    from ferd.pipeline.dag import COMPILED
 
     spec = next(yaml.safe_load_all(COMPILED.read_text()))
     cfg = load_config("params/embedded.yaml")

@@ -14,26 +14,29 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from ferd.cli.pipeline import repo_root
 from ferd.config import load_config
 from ferd.stages import RUN_TIME_PARAMS
+from images import IMAGE, TEST_IMAGE, compiled_image, without_image_note
 
-ROOT = repo_root()
+ROOT = Path(__file__).resolve().parents[1]
 
-from pipeline.dag import (COMPILED, DEFAULT_CLUSTER, STAGE_NAMES, compile_pipeline,  # noqa: E402
+from ferd.pipeline.dag import (COMPILED, DEFAULT_CLUSTER, STAGE_NAMES, compile_pipeline,  # noqa: E402
                           compiled_params_file, load_cluster)
-from pipeline.submit import build_arguments, check_cron, compiled_rounds, package_defaults  # noqa: E402
+from ferd.pipeline.submit import build_arguments, check_cron, compiled_rounds, package_defaults  # noqa: E402
 
 CI = ROOT / "params" / "ci.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _compile_cli(out: Path, params: Path, image: str | None = None) -> Path:
+def _compile_cli(out: Path, params: Path, image: str = TEST_IMAGE, by_env: bool = False) -> Path:
     env = {k: v for k, v in ENV.items() if k != "FERD_IMAGE"}
-    if image:
+    flag = []
+    if by_env:
         env["FERD_IMAGE"] = image
+    else:
+        flag = ["--image", image]
     subprocess.run([sys.executable, "-m", "ferd.cli", "pipeline", "compile", "--params", str(params),
-                    "--out", str(out)], check=True, cwd=ROOT, env=env, capture_output=True)
+                    "--out", str(out), *flag], check=True, cwd=ROOT, env=env, capture_output=True)
     return out
 
 
@@ -70,12 +73,16 @@ def _executors(doc: dict) -> dict[str, str]:
 
 def test_committed_yaml_matches_the_code(tmp_path):
     """Golden file: `ferd pipeline compile` of the committed parameters gives the committed YAML."""
-    assert COMPILED.is_file(), "pipeline/ferd_pipeline.yaml is missing: run `ferd pipeline compile`"
-    params = compiled_params_file(COMPILED)
-    assert params.is_file(), f"{COMPILED} names {params} as its parameters, which does not exist"
-    fresh = _compile_cli(tmp_path / "fresh.yaml", params)
-    assert _normalise(fresh.read_text()) == _normalise(COMPILED.read_text()), (
-        "pipeline/ferd_pipeline.yaml is out of date: run `ferd pipeline compile` and commit it")
+    committed = ROOT / COMPILED
+    assert committed.is_file(), "pipeline/ferd_pipeline.yaml is missing: run `ferd pipeline compile`"
+    params = compiled_params_file(committed)
+    assert params.is_file(), f"{committed} names {params} as its parameters, which does not exist"
+    image = compiled_image(committed)
+    assert re.fullmatch(r"localhost/ferd@sha256:[0-9a-f]{64}", image)  # the image make image built, by digest
+    fresh = _compile_cli(tmp_path / "fresh.yaml", params, image)
+    assert f"Image: {image}, built by `make image` from commit " in committed.read_text()  # where it comes from
+    assert _normalise(without_image_note(fresh.read_text())) == _normalise(without_image_note(committed.read_text())), (
+        "pipeline/ferd_pipeline.yaml is out of date: run `ferd pipeline compile --image-from-build` and commit it")
 
 
 def test_committed_yaml_parses_as_pipeline_and_platform_spec():
@@ -127,17 +134,21 @@ def test_every_task_retries_and_runs_ferd_stages_in_the_project_image(docs):
         assert task["retryPolicy"]["backoffDuration"] == "60s"
     for label, ex in spec["deploymentSpec"]["executors"].items():
         c = ex["container"]
-        assert c["image"] == "ghcr.io/ferd/ferd:0.1.0", label
+        assert c["image"] == TEST_IMAGE, label
         script = " ".join(c["command"])
         assert "pip install" not in script, f"{label}: install_kfp_package must be False"
         assert "kfp.dsl.executor_main" in script and "from ferd.stages import" in script, label
 
 
-def test_the_image_comes_from_FERD_IMAGE(tmp_path):
-    out = _compile_cli(tmp_path / "p.yaml", CI, image="registry.example/team/ferd:abc123")
-    spec = next(yaml.safe_load_all(out.read_text()))
-    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
-        "registry.example/team/ferd:abc123"}
+def test_the_image_comes_from_FERD_IMAGE_pinned_by_digest_or_refused(tmp_path):
+    ref = "registry.example/team/ferd@sha256:" + "cd" * 32
+    out = _compile_cli(tmp_path / "p.yaml", CI, image=ref, by_env=True)
+    assert compiled_image(out) == ref
+    assert f"Image: {ref}, from $FERD_IMAGE." in out.read_text()
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        _compile_cli(tmp_path / "q.yaml", CI, image="registry.example/team/ferd:abc123", by_env=True)
+    assert err.value.returncode == 2 and not (tmp_path / "q.yaml").exists()
+    assert b"$FERD_IMAGE: expected an image pinned by digest" in err.value.stderr
 
 
 def test_rounds_are_unrolled_into_a_chain(docs):
@@ -205,13 +216,11 @@ def test_five_field_cron_is_refused_with_a_hint():
 
 
 def test_compile_in_process_equals_the_cli(tmp_path, ci_package):
-    if os.environ.get("FERD_IMAGE"):
-        pytest.skip("FERD_IMAGE is set in this environment")
-    out = compile_pipeline(tmp_path / "p.yaml", CI)
+    out = compile_pipeline(tmp_path / "p.yaml", CI, image=IMAGE)
     assert _normalise(out.read_text()) == _normalise(ci_package.read_text())
 
 
-PRESETS = sorted(p for p in (Path(__file__).resolve().parents[1] / "params").glob("*.yaml")
+PRESETS = sorted(p for p in (ROOT / "params").glob("*.yaml")
                  if not p.name.startswith("compare-"))
 
 
@@ -224,7 +233,7 @@ def test_every_preset_states_its_rounds_and_compiles_under_one_mib(preset, tmp_p
 
     assert "rounds" in yaml.safe_load(preset.read_text()), f"{preset.name}: state `rounds` explicitly"
     cfg = load_config(preset)
-    out = compile_pipeline(tmp_path / "p.yaml", preset)
+    out = compile_pipeline(tmp_path / "p.yaml", preset, image=IMAGE)
     text = Path(out).read_text()
     assert len(text.encode()) < 1 << 20, f"{preset.name}: {len(text.encode())} bytes"
     assert text.count("taskInfo:") == 3 * cfg.num_rounds + 3  # + the run-params task
@@ -245,18 +254,18 @@ def test_every_task_has_its_resources_and_time_limit_from_cluster_yaml(docs):
 
 
 def test_a_remote_teacher_is_never_served_from_the_cache(tmp_path):
-    from pipeline.dag import compile_pipeline
+    from ferd.pipeline.dag import compile_pipeline
 
     params = tmp_path / "p.yaml"
     data = yaml.safe_load(CI.read_text())
     data["teacher"] = {**data.get("teacher", {}), "source": "https://example.org/t.safetensors",
                        "sha256": "0" * 64, "arch": "cnn-4"}
     params.write_text(yaml.safe_dump(data))
-    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "compiled.yaml", params).read_text()))
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "compiled.yaml", params, image=IMAGE).read_text()))
     caching = {name: t.get("cachingOptions", {}).get("enableCache", False) for name, t in
                spec["root"]["dag"]["tasks"].items()}
     assert caching.pop("teacher-fetch") is False
-    local = next(yaml.safe_load_all(COMPILED.read_text()))["root"]["dag"]["tasks"]
+    local = next(yaml.safe_load_all((ROOT / COMPILED).read_text()))["root"]["dag"]["tasks"]
     assert local["teacher-fetch"]["cachingOptions"].get("enableCache") is True  # train:digits: cached
 
 
@@ -265,7 +274,7 @@ def test_compile_pins_the_image_by_digest_or_refuses(tmp_path, capsys):
 
     assert main(["pipeline", "compile", "--params", str(CI), "--image", "ghcr.io/ferd/ferd:latest",
                  "--out", str(tmp_path / "x.yaml")]) == 2
-    assert "--image: expected REF@sha256:" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+    assert "--image: expected an image pinned by digest" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
     ref = "ghcr.io/ferd/ferd@sha256:" + "ab" * 32
     env = {k: v for k, v in ENV.items() if k != "FERD_IMAGE"}
     subprocess.run([sys.executable, "-m", "ferd.cli", "pipeline", "compile", "--params", str(CI), "--image", ref,
@@ -276,12 +285,12 @@ def test_compile_pins_the_image_by_digest_or_refuses(tmp_path, capsys):
 
 
 def test_a_data_volume_is_mounted_in_the_stages_that_read_data(tmp_path):
-    from pipeline.dag import compile_pipeline
+    from ferd.pipeline.dag import compile_pipeline
 
     cluster = yaml.safe_load(DEFAULT_CLUSTER.read_text())
     cluster["data_pvc"] = {"name": "ferd-datasets", "mount_path": "/data"}
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
-    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "c.yaml", CI, tmp_path / "cluster.yaml").read_text()))
+    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "c.yaml", CI, tmp_path / "cluster.yaml", IMAGE).read_text()))
     k8s = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     mounted = {_stage(task) for task, label in _executors(docs[0]).items() if k8s[label].get("pvcMount")}
     assert mounted == {"teacher_fetch", "evaluation"}
@@ -296,7 +305,7 @@ def test_a_distributed_block_launches_synthesis_and_distillation_as_jobs(tmp_pat
     cluster["distributed"] = {"namespace": "ferd", "scratch_uri": "s3://ferd-pipelines/jobs", "nodes": 2,
                               "gpus_per_node": 4}
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
-    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "c.yaml", CI, tmp_path / "cluster.yaml").read_text()))
+    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "c.yaml", CI, tmp_path / "cluster.yaml", IMAGE).read_text()))
     spec, tasks = docs[0], docs[0]["root"]["dag"]["tasks"]
     launched = set()
     for name, task in tasks.items():

@@ -9,15 +9,21 @@ import pytest
 import yaml
 
 from ferd.cli import main
+from ferd.image import Image
+from images import compiled_image, without_image_note
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_compiled_compare_pipeline_is_current(tmp_path):
-    from pipeline.compare_dag import COMPILED_COMPARE, compile_compare
+    from ferd.pipeline.compare_dag import COMPILED_COMPARE, compile_compare
 
-    got = compile_compare(tmp_path / "c.yaml").read_text()
-    assert got == COMPILED_COMPARE.read_text(), "stale: ferd pipeline compile-compare --preset compare-smoke"
+    committed = COMPILED_COMPARE.read_text()
+    image = compiled_image(COMPILED_COMPARE)
+    assert f"Image: {image}, built by `make image` from commit " in committed  # pinned, and where it comes from
+    got = compile_compare(tmp_path / "c.yaml", image=Image(image, "")).read_text()
+    assert without_image_note(got) == without_image_note(committed), \
+        "stale: ferd pipeline compile-compare --preset compare-smoke --image-from-build"
     doc = next(yaml.safe_load_all(got))
     loop = next(v for k, v in doc["root"]["dag"]["tasks"].items() if k.startswith("for-loop"))
     assert "params_json" in json.dumps(loop["parameterIterator"]["items"])  # the arms are compiled in
@@ -28,7 +34,7 @@ def test_compiled_compare_pipeline_is_current(tmp_path):
 def test_parallel_for_runs_locally_and_matches_ferd_compare(tmp_path, monkeypatch):
     from kfp import local
 
-    from pipeline.compare_dag import build_compare_pipeline
+    from ferd.pipeline.compare_dag import build_compare_pipeline
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     preset = tmp_path / "p.yaml"

@@ -18,16 +18,18 @@ import torch
 
 from ferd.checkpoint import load_state_dict
 from ferd.config import load_config
-from ferd.cli.pipeline import repo_root
+from pathlib import Path
+
+from images import IMAGE
 from ferd.stages.pool_store import load_pool
 
-ROOT = repo_root()
+ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / "params" / "ci.yaml"
 
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    from pipeline.local import run_local
+    from ferd.pipeline.local import run_local
 
     started = time.time()
     before = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -87,7 +89,7 @@ def test_run_local_on_the_embedded_default_matches_ferd_run(tmp_path):
     with torch's default threads (both runs alike), equal to ``ferd run``. ~9 min on 2 idle cores, so opt-in: ``FERD_ACCEPTANCE=1 pytest -k embedded_default``.
     CI checks the same equality on the two-round CI preset (the tests above)."""
     from ferd.stages.run import run
-    from pipeline.local import run_local
+    from ferd.pipeline.local import run_local
 
     params = ROOT / "params" / "embedded.yaml"
     threads = torch.get_num_threads()

@@ -19,10 +19,10 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from ferd.cli import main
-from ferd.cli.pipeline import repo_root
+from images import IMAGE
 from json_handler import JsonHandler
 
-ROOT = repo_root()
+ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / "params" / "ci.yaml"
 API = "/apis/v2beta1"
 
@@ -138,9 +138,9 @@ def kfp_api():
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
-    from pipeline.dag import compile_pipeline
+    from ferd.pipeline.dag import compile_pipeline
 
-    return compile_pipeline(tmp_path_factory.mktemp("pkg") / "ferd.yaml", CI)
+    return compile_pipeline(tmp_path_factory.mktemp("pkg") / "ferd.yaml", CI, image=IMAGE)
 
 
 def _expected_spec(package: Path) -> dict:
@@ -227,7 +227,7 @@ def test_bad_schedules_never_reach_the_api(kfp_api, package, capsys):
 
 
 def test_submit_defaults_to_the_committed_package(kfp_api):
-    from pipeline.dag import COMPILED
+    from ferd.pipeline.dag import COMPILED
 
     assert main(["pipeline", "submit", "--host", kfp_api.url]) == 0
     (run,) = kfp_api.posted("/runs")

@@ -50,7 +50,7 @@ def test_the_rehearsal_runs_through_every_front_door_from_s3(s3, tmp_path, monke
     s3.client().upload_file(str(TEACHER), "ferd-rehearsal", "teachers/" + TEACHER.name)
 
     from ferd.stages.run import run
-    from pipeline.local import run_local
+    from ferd.pipeline.local import run_local
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -21,6 +21,7 @@ from ferd.stages import (ArtifactError, distillation, evaluation, node_overrides
                          teacher_fetch)
 
 import golden
+from images import IMAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "params" / "ci.yaml"
@@ -362,9 +363,9 @@ def test_a_new_stage_is_one_module_plus_its_graph_entry(cfg, split, tmp_path, mo
     assert dvc["deps"] == ["out/round-0/pool", "out/round-1/pool"]  # the pool reads every round's shard
     assert "--pool out/round-1/pool" in dvc["cmd"]
     # on Kubeflow it runs through the generic stage component, wired to the last pool
-    from pipeline.dag import compile_pipeline
+    from ferd.pipeline.dag import compile_pipeline
 
-    spec = yaml.safe_load(Path(compile_pipeline(tmp_path / "p.yaml", CI)).read_text().split("\n---\n")[0])
+    spec = yaml.safe_load(Path(compile_pipeline(tmp_path / "p.yaml", CI, image=IMAGE)).read_text().split("\n---\n")[0])
     (task,) = [t for t in spec["root"]["dag"]["tasks"].values() if t["componentRef"]["name"] == "comp-stage"]
     assert task["taskInfo"]["name"] == "pool summary"
     assert task["inputs"]["parameters"]["name"]["runtimeValue"]["constant"] == "pool-summary"

@@ -76,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"ferd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # an optional dependency: name the extra that brings it
+        from ..extras import missing_extra
+
+        line = missing_extra(exc)
+        if line is None:
+            raise
+        print(f"ferd {args.command}: error: {line}", file=sys.stderr)
+        return 2
     except FloatingPointError as exc:  # a non-finite loss (ferd.numerics): step, loss terms, debug file
         print(f"ferd {args.command}: numerical error: {exc}", file=sys.stderr)
         return 3

@@ -1,15 +1,14 @@
-"""``ferd pipeline run-local | compile | submit | schedule``: the Kubeflow DAG from a source checkout.
-
-The DAG and its components live beside the package (``pipeline/``, ``components/``), not in
-it: these commands need a checkout of the repository (found above this package, as with an
-editable install, or in the working directory). The image itself only runs ``ferd.stages``.
+"""``ferd pipeline run-local | compile | submit | schedule``: the Kubeflow DAG (:mod:`ferd.pipeline`, with the
+``kfp`` extra: ``pip install 'ferd[kfp]'``).
 
 ::
 
     ferd pipeline run-local [--params params/embedded.yaml] [-S KEY=VALUE] [--out runs/pipeline]
-    ferd pipeline compile   [--params params/embedded.yaml] [--cluster pipeline/cluster.yaml]
-                            [--out pipeline/ferd_pipeline.yaml]            # image: $FERD_IMAGE
-    ferd pipeline compile-compare [--preset compare-smoke]   (→ pipeline/compare_pipeline.yaml)
+                            [--runner subprocess|docker [--image REF@sha256:… | --image-from-build]]
+    ferd pipeline compile   (--image REF@sha256:… | --image-from-build | $FERD_IMAGE)
+                            [--params params/embedded.yaml] [--cluster FILE] [--out pipeline/ferd_pipeline.yaml]
+    ferd pipeline compile-compare (--image … | --image-from-build) [--preset compare-smoke]
+                            (→ pipeline/compare_pipeline.yaml)
     ferd pipeline submit    --host URL [--package FILE] [--params FILE] [-S KEY=VALUE] [-p NAME=VALUE]
                             [--experiment ferd] [--run-name NAME] [--namespace NS]
     ferd pipeline schedule  --host URL --cron '0 0 3 * * *' [--max-concurrency 1] [--catchup] …
@@ -20,20 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 
+from ..image import resolve
 from ..params_io import load_yaml
+from ..pipeline import DEFAULT_CLUSTER
+from ..presets import PRESETS
 
-
-def repo_root() -> Path:
-    """The source checkout holding ``pipeline/`` and ``components/`` (installed as packages with the
-    editable install of ``make env``), found above this package or in the working directory."""
-    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (candidate / "pipeline" / "dag.py").is_file() and (candidate / "components" / "__init__.py").is_file():
-            return candidate
-    raise FileNotFoundError("ferd pipeline: needs a source checkout (pipeline/dag.py and components/ not found "
-                            "above the ferd package nor in the working directory); run it from the repository")
 
 
 def _host(args: argparse.Namespace) -> str:
@@ -54,11 +46,11 @@ def _param_pairs(pairs: list[str] | None) -> dict:
 
 
 def _run_local(args: argparse.Namespace) -> int:
-    repo_root()
-    from pipeline.local import run_local
+    image = resolve(args.image, args.image_from_build) if args.runner == "docker" else None
+    from ferd.pipeline.local import run_local
 
     try:
-        res = run_local(args.params, args.out, overrides=args.set or [], threads=args.threads)
+        res = run_local(args.params, args.out, overrides=args.set or [], threads=args.threads, image=image)
     except RuntimeError as exc:  # a task failed: its log is above; one line here
         raise ValueError(str(exc)) from None
     keys = sorted(k for k in res.metrics if k.endswith((".avg", ".worst", ".nsd")))
@@ -68,40 +60,25 @@ def _run_local(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_DIGEST = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
-
-
-def _pin_image(image: str | None) -> None:
-    """``--image REF@sha256:<digest>``: every component runs exactly that image (a tag can move)."""
-    if image is None:
-        return
-    if not IMAGE_DIGEST.match(image):
-        raise ValueError(f"--image: expected REF@sha256:<64 hex digits> (an image pinned by digest), got {image[:80]!r}")
-    from components import IMAGE_ENV
-
-    os.environ[IMAGE_ENV] = image  # read when the components are imported, just below
-
-
 def _compile(args: argparse.Namespace) -> int:
-    repo_root()
-    _pin_image(args.image)
-    from pipeline.dag import compile_pipeline
+    image = resolve(args.image, args.image_from_build)
+    from ferd.pipeline.dag import compile_pipeline
 
-    path = compile_pipeline(args.out, args.params, args.cluster)
-    print(f"compiled {path}")
+    path = compile_pipeline(args.out, args.params, args.cluster, image)
+    print(f"compiled {path} (image {image.ref})")
     return 0
 
 
 def _compile_compare(args: argparse.Namespace) -> int:
-    repo_root()
-    from pipeline.compare_dag import compile_compare
+    image = resolve(args.image, args.image_from_build)
+    from ferd.pipeline.compare_dag import compile_compare
 
-    print(f"compiled {compile_compare(args.out, args.preset, args.cluster)}")
+    print(f"compiled {compile_compare(args.out, args.preset, args.cluster, image)} (image {image.ref})")
     return 0
 
 
 def _arguments(args: argparse.Namespace) -> dict:
-    from pipeline.submit import COMPILED, build_arguments
+    from ferd.pipeline.submit import COMPILED, build_arguments
 
     args.package = args.package or COMPILED
 
@@ -109,8 +86,7 @@ def _arguments(args: argparse.Namespace) -> dict:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    repo_root()
-    from pipeline.submit import submit
+    from ferd.pipeline.submit import submit
 
     arguments = _arguments(args)
     res = submit(_host(args), args.package, arguments=arguments, run_name=args.run_name,
@@ -121,8 +97,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    repo_root()
-    from pipeline.submit import schedule
+    from ferd.pipeline.submit import schedule
 
     arguments = _arguments(args)
     res = schedule(_host(args), args.cron, args.package, arguments=arguments, job_name=args.name,
@@ -139,7 +114,7 @@ def _remote(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="KFP API endpoint, e.g. https://kubeflow.example/pipeline "
                                   "(default $KF_PIPELINES_ENDPOINT; a bearer token may be in $KF_PIPELINES_TOKEN)")
     p.add_argument("--package", type=Path, default=None,
-                   help="compiled pipeline (default: the checkout's pipeline/ferd_pipeline.yaml)")
+                   help="compiled pipeline (default: pipeline/ferd_pipeline.yaml here)")
     p.add_argument("--params", type=Path, help="send this parameter file as params_yaml (same number of rounds)")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="a parameter override (repeatable)")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
@@ -151,32 +126,45 @@ def _remote(p: argparse.ArgumentParser) -> None:
                    help="force task caching on/off (default: as compiled for a run, off for a schedule)")
 
 
+def _image(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--image", help=f"the image {what}, pinned by digest: REF@sha256:… (default: $FERD_IMAGE, "
+                                   "under the same rule)")
+    g.add_argument("--image-from-build", action="store_true",
+                   help="the image `make image` built last (build/image.json), by digest")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     pipe = sub.add_parser("pipeline", help="the Kubeflow DAG: run-local, compile, submit, schedule",
                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ps = pipe.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
 
-    p = ps.add_parser("run-local", help="run the whole DAG here with kfp.local.SubprocessRunner(use_venv=False)")
-    p.add_argument("--params", type=Path, default=Path("params/embedded.yaml"), help="YAML parameters")
+    p = ps.add_parser("run-local", help="run the whole DAG here: every task a subprocess, or a container of the image")
+    p.add_argument("--params", type=Path, default=PRESETS / "embedded.yaml", help="YAML parameters")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
     p.add_argument("--out", type=Path, default=Path("runs/pipeline"), help="output directory")
     p.add_argument("--threads", type=int, default=1, help="torch threads per task (OMP_NUM_THREADS; 0: unset)")
+    p.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                   help="subprocess: kfp.local.SubprocessRunner in this environment; docker: every task in a "
+                        "container of the image (kfp.local.DockerRunner; podman's Docker API where $DOCKER_HOST "
+                        "points at it)")
+    _image(p, "the tasks run in (--runner docker)")
     p.set_defaults(func=_run_local)
 
     p = ps.add_parser("compile", help="compile the DAG to YAML (PipelineSpec + kubernetes PlatformSpec)")
-    p.add_argument("--params", type=Path, default=Path("params/embedded.yaml"),
+    p.add_argument("--params", type=Path, default=PRESETS / "embedded.yaml",
                    help="parameters compiled in as defaults; their rounds are unrolled")
-    p.add_argument("--cluster", type=Path, default=Path("pipeline/cluster.yaml"),
-                   help="pipeline root, GPU node selection, S3 secret, retries")
+    p.add_argument("--cluster", type=Path, default=DEFAULT_CLUSTER,
+                   help="pipeline root, GPU node selection, S3 secret, retries (default: ferd's cluster.yaml)")
     p.add_argument("--out", type=Path, default=Path("pipeline/ferd_pipeline.yaml"), help="output YAML")
-    p.add_argument("--image", help="the image every task runs, pinned by digest: REF@sha256:… (default: "
-                                   "$FERD_IMAGE, else ghcr.io/ferd/ferd:<version>)")
+    _image(p, "every task runs")
     p.set_defaults(func=_compile)
 
     p = ps.add_parser("compile-compare", help="compile a comparison preset: teacher → ParallelFor over arms → report")
     p.add_argument("--preset", default="compare-smoke", help="params/compare-*.yaml name or path")
-    p.add_argument("--cluster", type=Path, default=Path("pipeline/cluster.yaml"), help="cluster settings")
+    p.add_argument("--cluster", type=Path, default=DEFAULT_CLUSTER, help="cluster settings")
     p.add_argument("--out", type=Path, default=Path("pipeline/compare_pipeline.yaml"), help="output YAML")
+    _image(p, "every task runs")
     p.set_defaults(func=_compile_compare)
 
     p = ps.add_parser("submit", help="start one run on a Kubeflow Pipelines cluster (kfp.Client)")

@@ -31,9 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import ConfigError, FerdConfig, load_config
 from ..params_io import load_yaml
+from ..presets import find_preset, known_presets
 
-ROOT = Path(__file__).resolve().parents[2]
-PARAMS_DIR = ROOT / "params" if (ROOT / "params").is_dir() else Path.cwd() / "params"  # a checkout, or the image
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 MAX_EXTENDS = 8  # a chain of presets deeper than this is a mistake, not a design
 
@@ -88,11 +87,12 @@ class Arm:
 
 
 def preset_path(preset: str | Path) -> Path:
-    """``compare-smoke`` → ``params/compare-smoke.yaml``; a path is taken as is."""
+    """``compare-smoke`` → its file (``./params/`` or ferd's own presets, :func:`ferd.presets.find_preset`);
+    a path is taken as is (a name found nowhere stays ``params/<name>.yaml``, refused by the caller)."""
     path = Path(preset)
     if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
         return path
-    return PARAMS_DIR / f"{preset}.yaml"
+    return find_preset(str(preset)) or Path("params") / f"{preset}.yaml"
 
 
 def merge_overrides(parent: list[str], child: list[str]) -> list[str]:
@@ -114,7 +114,7 @@ def _read_preset(path: Path) -> tuple[dict, list[Path]]:
             raise ConfigError(f"{files[0]}: extends: a cycle or a chain over {MAX_EXTENDS} presets ({chain})")
         if not path.is_file():
             where = f"{files[-1]}: extends: " if files else "--preset: "
-            known = sorted(p.stem for p in PARAMS_DIR.glob("compare-*.yaml"))
+            known = known_presets("compare-")
             raise FileNotFoundError(f"{where}{path} not found; expected one of {known} or a YAML path")
         fields = load_yaml(path.read_text(), str(path)) or {}
         if not isinstance(fields, dict):

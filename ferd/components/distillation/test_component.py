@@ -1,0 +1,62 @@
+"""The distillation component: interface, and round 1 run locally from imported artifacts."""
+
+import json
+from pathlib import Path
+
+import torch
+from kfp import dsl
+
+from ferd.components.conftest import check_component, run_locally
+from ferd.components.distillation.component import distillation
+from ferd.checkpoint import load_state_dict
+
+
+def test_interface():
+    check_component(distillation, inputs={"params_yaml": "String", "overrides": "List", "round_index": "Integer",
+                                          "device": "String", "teacher": "system.Model@0.0.1",
+                                          "generation": "system.Artifact@0.0.1", "pool": "system.Dataset@0.0.1",
+                                          "previous_student": "system.Model@0.0.1", "launch": "String"},
+                    outputs={"student": "system.Model@0.0.1"}, optional={"previous_student", "launch"})
+
+
+def _round_1(a: Path, name: str, **launch: str):
+    """A test pipeline: round 1's distillation task on the imported stage artifacts under ``a``."""
+
+    @dsl.pipeline(name=name)
+    def p(params_yaml: str, overrides: list):
+        teacher = dsl.importer(artifact_uri=str(a / "teacher"), artifact_class=dsl.Model).output
+        generation = dsl.importer(artifact_uri=str(a / "round-1" / "synthesis"), artifact_class=dsl.Artifact).output
+        pool = dsl.importer(artifact_uri=str(a / "round-1" / "pool"), artifact_class=dsl.Dataset).output
+        previous = dsl.importer(artifact_uri=str(a / "round-0" / "distillation"), artifact_class=dsl.Model).output
+        distillation(params_yaml=params_yaml, overrides=overrides, round_index=1, device="cpu", teacher=teacher,
+                     generation=generation, pool=pool, previous_student=previous, **launch)
+
+    return p
+
+
+def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts):
+    a = stage_artifacts
+    run_locally(_round_1(a, "distillation-test"), tmp_path, params_yaml=ci_params_yaml, overrides=[])
+    (out,) = tmp_path.glob("distillation-test-*/distillation/student")
+    got, ref = (load_state_dict(d / "student.safetensors") for d in (out, a / "round-1" / "distillation"))
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["next_round"] == 2
+
+
+def test_round_1_launched_as_a_two_process_trainjob_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts,
+                                                                       trainjob_runner):
+    """With the cluster's ``distributed`` block the task submits the stage as a Kubeflow Trainer TrainJob
+    (here to a local stand-in of the Kubernetes API that runs the job's command as one node with 2
+    processes), waits, and copies its verified artifact: the student of the one-process stage."""
+    a, (api, launch) = stage_artifacts, trainjob_runner
+    run_locally(_round_1(a, "distillation-launch-test", launch=launch), tmp_path, params_yaml=ci_params_yaml,
+                overrides=[])
+    assert len([k for k in api.created if k.startswith("trainjobs/")]) == 1
+    (out,) = tmp_path.glob("distillation-launch-test-*/distillation/student")
+    got, ref = (load_state_dict(d / "student.safetensors") for d in (out, a / "round-1" / "distillation"))
+    worst = max(float((got[k] - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-12))
+                for k in ref if ref[k].is_floating_point())
+    assert worst < 1e-3  # 2 processes against 1: float rounding only
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["next_round"] == 2

@@ -1,0 +1,40 @@
+"""The evaluation component: interface, and a local run on imported artifacts equal to the stage."""
+
+import json
+
+from kfp import dsl
+
+from ferd.components.conftest import check_component, run_locally
+from ferd.components.evaluation.component import evaluation
+
+
+def test_interface():
+    check_component(evaluation, inputs={"params_yaml": "String", "overrides": "List", "device": "String",
+                                        "teacher": "system.Model@0.0.1", "student": "system.Model@0.0.1"},
+                    outputs={"metrics": "system.Metrics@0.0.1", "report": "system.Artifact@0.0.1",
+                             "summary": "system.Markdown@0.0.1", "confusion": "system.ClassificationMetrics@0.0.1"})
+
+
+def test_runs_locally_and_matches_the_stage(tmp_path, ci_cfg, ci_params_yaml, stage_artifacts):
+    from ferd.stages import evaluation as evaluate
+
+    a = stage_artifacts
+
+    @dsl.pipeline(name="evaluation-test")
+    def p(params_yaml: str, overrides: list):
+        teacher = dsl.importer(artifact_uri=str(a / "teacher"), artifact_class=dsl.Model).output
+        student = dsl.importer(artifact_uri=str(a / "round-1" / "distillation"), artifact_class=dsl.Model).output
+        evaluation(params_yaml=params_yaml, overrides=overrides, device="cpu", teacher=teacher, student=student)
+
+    run_locally(p, tmp_path / "kfp", params_yaml=ci_params_yaml, overrides=[])
+    (out,) = (tmp_path / "kfp").glob("evaluation-test-*/evaluation/report")
+    ref = evaluate(ci_cfg, tmp_path / "ref", teacher=a / "teacher", student=a / "round-1" / "distillation")
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(ref.metrics_file.read_text())
+    assert (out / "eval" / "report.md").is_file()
+    # what the Kubeflow UI draws: report.md as Markdown, the student's confusion matrix under the last attack
+    (summary,) = (tmp_path / "kfp").glob("evaluation-test-*/evaluation/summary")
+    assert summary.read_text() == (out / "eval" / "report.md").read_text()
+    names, matrix = ref.confusion("pgd20")
+    assert len(names) == len(matrix) == 10 and sum(map(sum, matrix)) == ci_cfg.evaluation.n_examples
+    assert ref.evaluated_attacks() == ["clean", "pgd20"]
+    assert {"student.clean.avg", "student.pgd20.worst", "teacher.pgd20.nsd"} <= set(ref.metrics)

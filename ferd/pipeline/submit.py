@@ -1,0 +1,135 @@
+"""Submit the compiled pipeline once, or on a schedule, through ``kfp.Client`` (KFP v2beta1 REST API).
+
+Both send the whole pipeline package (``pipeline/ferd_pipeline.yaml``: PipelineSpec and the
+kubernetes PlatformSpec) with the run, so what runs is exactly the committed, compiled DAG.
+A schedule is a *recurring run*: a six-field cron (seconds first, ``0 0 3 * * *`` = 03:00
+every day), at most ``max_concurrency`` runs at once, and no catch-up (a paused schedule
+does not backfill every missed slot when it is re-enabled).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferd.config import ConfigError
+from ferd.stages import RUN_TIME_PARAMS, config_from_text, run_time_overrides
+
+COMPILED = Path("pipeline") / "ferd_pipeline.yaml"  # what `ferd pipeline compile` writes (working directory)
+DEFAULT_EXPERIMENT = "ferd"
+
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,\-LW#]+$")
+
+
+def check_cron(expression: str) -> str:
+    """Accept a six-field cron expression (``sec min hour day-of-month month day-of-week``) or a
+    ``@every``/``@daily``-style descriptor; refuse the common five-field form with a hint."""
+    expr = " ".join(expression.split())
+    if expr.startswith("@"):
+        return expr
+    fields = expr.split(" ")
+    if len(fields) == 5:
+        raise ValueError(f"cron {expression!r}: Kubeflow's cron has six fields, seconds first; "
+                         f"did you mean '0 {expr}'?")
+    if len(fields) != 6 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(f"cron {expression!r}: expected six fields 'second minute hour day-of-month month "
+                         "day-of-week', e.g. '0 0 3 * * *'")
+    return expr
+
+
+def package_defaults(package: str | Path = COMPILED) -> dict[str, Any]:
+    """The pipeline parameters' default values compiled into ``package``."""
+    doc = next(yaml.safe_load_all(Path(package).read_text()))
+    params = doc["root"]["inputDefinitions"]["parameters"]
+    return {name: spec.get("defaultValue") for name, spec in params.items()}
+
+
+def compiled_rounds(package: str | Path = COMPILED) -> int:
+    """R, the rounds unrolled in ``package`` (counted from its synthesis tasks)."""
+    doc = next(yaml.safe_load_all(Path(package).read_text()))
+    tasks = doc["root"]["dag"]["tasks"]
+    return sum(1 for t in tasks.values() if t["componentRef"]["name"].startswith("comp-synthesis"))
+
+
+def build_arguments(package: str | Path = COMPILED, *, params_file: str | Path | None = None,
+                    overrides: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run arguments for the pipeline parameters, checked against what ``package`` unrolled.
+
+    ``params_file`` replaces ``params_yaml``; ``overrides`` become the ``overrides`` list;
+    ``extra`` sets any other parameter (``gpu_device``, the typed ``eps``, ``gamma``, …). The parameters that result are
+    validated here, before anything is sent, and must give the compiled number of rounds.
+    """
+    defaults = package_defaults(package)
+    args: dict[str, Any] = dict(extra or {})
+    unknown = set(args) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown pipeline parameter(s) {sorted(unknown)}; the pipeline has {sorted(defaults)}")
+    if params_file is not None:
+        args["params_yaml"] = Path(params_file).read_text()
+    if overrides:
+        args["overrides"] = list(overrides)
+    text = args.get("params_yaml", defaults["params_yaml"])
+    typed = {name: args.get(name, defaults.get(name, "")) for name in RUN_TIME_PARAMS}
+    try:  # exactly what the run's first task resolves (components/run_params)
+        cfg = config_from_text(text, run_time_overrides(text, list(args.get("overrides", defaults.get("overrides")
+                                                                              or [])), typed))
+    except ConfigError as exc:
+        raise ValueError(f"the run's parameters are invalid: {exc}") from None
+    if cfg.num_rounds != compiled_rounds(package):
+        raise ValueError(f"these parameters give {cfg.num_rounds} rounds but {package} unrolls "
+                         f"{compiled_rounds(package)}: recompile (ferd pipeline compile --params …)")
+    return args
+
+
+@dataclass(frozen=True)
+class Submitted:
+    kind: str  # "run" or "recurring run"
+    id: str
+    experiment_id: str
+
+
+def _client(host: str, namespace: str | None = None, token: str | None = None):
+    import warnings
+
+    import kfp
+
+    kwargs: dict[str, Any] = {"host": host, "existing_token": token}
+    if namespace:
+        kwargs["namespace"] = namespace
+    with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": known, said in the README
+        warnings.simplefilter("ignore", FutureWarning)
+        return kfp.Client(**kwargs)
+
+
+def submit(host: str, package: str | Path = COMPILED, *, arguments: dict[str, Any] | None = None,
+           run_name: str | None = None, experiment: str = DEFAULT_EXPERIMENT, namespace: str | None = None,
+           pipeline_root: str | None = None, enable_caching: bool | None = None,
+           token: str | None = None) -> Submitted:
+    """Start one run of ``package`` now."""
+    client = _client(host, namespace, token)
+    result = client.create_run_from_pipeline_package(
+        str(package), arguments=arguments or {}, run_name=run_name, experiment_name=experiment,
+        namespace=namespace, pipeline_root=pipeline_root, enable_caching=enable_caching)
+    return Submitted("run", result.run_id, result.run_info.experiment_id)
+
+
+def schedule(host: str, cron: str, package: str | Path = COMPILED, *, arguments: dict[str, Any] | None = None,
+             job_name: str = "ferd-scheduled", experiment: str = DEFAULT_EXPERIMENT, max_concurrency: int = 1,
+             catchup: bool = False, enabled: bool = True, namespace: str | None = None,
+             pipeline_root: str | None = None, start_time: str | None = None, end_time: str | None = None,
+             enable_caching: bool | None = None, token: str | None = None) -> Submitted:
+    """Create a recurring run of ``package`` on the six-field ``cron`` schedule."""
+    cron = check_cron(cron)
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency: expected >= 1, got {max_concurrency}")
+    client = _client(host, namespace, token)
+    exp = client.create_experiment(name=experiment, namespace=namespace)
+    job = client.create_recurring_run(
+        experiment_id=exp.experiment_id, job_name=job_name, cron_expression=cron, max_concurrency=max_concurrency,
+        no_catchup=not catchup, params=arguments or {}, pipeline_package_path=str(package), enabled=enabled,
+        pipeline_root=pipeline_root, start_time=start_time, end_time=end_time, enable_caching=enable_caching)
+    return Submitted("recurring run", job.recurring_run_id, exp.experiment_id)

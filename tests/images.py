@@ -1,0 +1,26 @@
+"""The image references the tests compile with, and what a compiled package says of its image."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from ferd.image import Image
+
+TEST_IMAGE = "registry.example/team/ferd@sha256:" + "ab" * 32
+IMAGE = Image(TEST_IMAGE, "given with --image")
+
+
+def compiled_image(package: Path) -> str:
+    """The one image every task of a compiled package runs."""
+    spec = next(yaml.safe_load_all(Path(package).read_text()))
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert len(images) == 1, images
+    return images.pop()
+
+
+def without_image_note(text: str) -> str:
+    """A compiled package without the description's note of the image and where it came from."""
+    return re.sub(r"Image: \S+, .*?\. (Default parameters|Preset)", r"\1", text)
