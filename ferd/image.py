@@ -19,7 +19,7 @@ from . import __version__
 IMAGE_ENV = "FERD_IMAGE"
 PLACEHOLDER = f"ghcr.io/ferd/ferd:{__version__}"  # what an uncompiled component names (local subprocess runs)
 BUILD_RECORD = Path("build") / "image.json"  # written by image/build.sh (make image)
-DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+DIGEST_REF = re.compile(r"^([a-z0-9][a-z0-9._/:-]*@)?sha256:[0-9a-f]{64}$")  # REF@digest, or a bare image id
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,13 @@ class Image:
     source: str  # where it came from, as the compiled pipeline's description says
 
 
-def pinned(ref: str, field: str) -> str:
-    """``ref`` when it names an image by digest; else a one-line ValueError naming ``field``."""
+def pinned(ref: str, field: str | None) -> str:
+    """``ref`` when it names an image by digest; else a one-line ValueError naming ``field`` (None: the caller
+    names it, as pydantic does for a parameter)."""
     if not isinstance(ref, str) or not DIGEST_REF.match(ref):
-        shown = repr(ref[:80]) if isinstance(ref, str) else type(ref).__name__
-        raise ValueError(f"{field}: expected an image pinned by digest, REF@sha256:<64 hex digits> (a tag can "
-                         f"move), got {shown}")
+        shown = f", got {ref[:80]!r}" if isinstance(ref, str) else f", got {type(ref).__name__}"
+        raise ValueError(f"{field + ': ' if field else ''}expected an image pinned by digest, REF@sha256:<64 hex "
+                         f"digits> (a tag can move){shown if field else ''}")
     return ref
 
 

@@ -55,7 +55,7 @@ class ContainerConfig(_Strict):
     def _image(cls, ref: str) -> str:
         from .image import pinned
 
-        return pinned(ref, "expected")
+        return pinned(ref, None)
 
 
 class ComputeConfig(_Strict):

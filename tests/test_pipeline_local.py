@@ -12,15 +12,13 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from ferd.checkpoint import load_state_dict
 from ferd.config import load_config
-from pathlib import Path
-
-from images import IMAGE
 from ferd.stages.pool_store import load_pool
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,9 @@ Two adaptations of kfp's runner, both installed only for the run (:func:`docker_
   kfp starts the container with ``auto_remove=True`` and then asks for its logs and exit status; a task that
   ends quickly is gone by then. Docker answers 404, which kfp takes as *success* (a fast failure reported as
   SUCCESS); podman 4.3 answers 500, which kfp does not handle. Here the container is kept until its exit
-  status is read, then removed: a failing task is a failure on both engines. The image is looked up by its
+  status is read, then removed: a failing task is a failure on both engines. kfp's command replaces the
+  image's entrypoint, as a Kubernetes ``command`` does (kfp hands it to Docker as arguments to the
+  entrypoint, ``ferd``). The image is looked up by its
   pinned reference, never pulled implicitly, and the task's environment gets
   :data:`ferd.image.PASS_ENV` (threads, CPU-kernel pins, S3 credentials, signing key) as set here.
 * **The user inside** (:func:`container_user`). Tasks write into the pipeline root, bind-mounted from this
@@ -59,8 +61,9 @@ def run_task_container(client, image: str, command: list[str], volumes: dict, **
     env = dict(run_args.pop("environment", None) or {})
     env.update({name: os.environ[name] for name in PASS_ENV if name in os.environ and name not in env})
     run_args.pop("auto_remove", None)
-    container = client.containers.run(image=image, command=command, detach=True, volumes=volumes,
-                                      environment=env, **run_args)
+    # kfp's command is a Kubernetes `command`: it replaces the image's entrypoint (`ferd`), as on a cluster
+    container = client.containers.run(image=image, entrypoint=command[:1], command=command[1:], detach=True,
+                                      volumes=volumes, environment=env, **run_args)
     try:
         for chunk in container.logs(stream=True, follow=True):
             print(chunk.decode(errors="replace"), end="")
