@@ -21,6 +21,10 @@ def compiled_image(package: Path) -> str:
     return images.pop()
 
 
-def without_image_note(text: str) -> str:
-    """A compiled package without the description's note of the image and where it came from."""
-    return re.sub(r"Image: \S+, .*?\. (Default parameters|Preset)", r"\1", text)
+def image_of(package: Path) -> Image:
+    """The image a compiled package names and where its description says it came from."""
+    description = next(yaml.safe_load_all(Path(package).read_text()))["pipelineInfo"]["description"]
+    found = re.search(r"Image: (\S+), (.*?)\. (Default parameters|Preset)", description)
+    assert found, f"{package}: the description does not say which image, from where"
+    assert found[1] == compiled_image(package)
+    return Image(found[1], found[2])

@@ -16,7 +16,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from ferd.config import load_config
 from ferd.stages import RUN_TIME_PARAMS
-from images import IMAGE, TEST_IMAGE, compiled_image, without_image_note
+from images import IMAGE, TEST_IMAGE, compiled_image, image_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,11 +77,11 @@ def test_committed_yaml_matches_the_code(tmp_path):
     assert committed.is_file(), "pipeline/ferd_pipeline.yaml is missing: run `ferd pipeline compile`"
     params = compiled_params_file(committed)
     assert params.is_file(), f"{committed} names {params} as its parameters, which does not exist"
-    image = compiled_image(committed)
-    assert re.fullmatch(r"localhost/ferd@sha256:[0-9a-f]{64}", image)  # the image make image built, by digest
-    fresh = _compile_cli(tmp_path / "fresh.yaml", params, image)
-    assert f"Image: {image}, built by `make image` from commit " in committed.read_text()  # where it comes from
-    assert _normalise(without_image_note(fresh.read_text())) == _normalise(without_image_note(committed.read_text())), (
+    image = image_of(committed)
+    assert re.fullmatch(r"localhost/ferd@sha256:[0-9a-f]{64}", image.ref)  # the image make image built, by digest
+    assert image.source.startswith("built by `make image` from commit ")  # and where that digest comes from
+    fresh = compile_pipeline(tmp_path / "fresh.yaml", params, image=image)
+    assert _normalise(fresh.read_text()) == _normalise(committed.read_text()), (
         "pipeline/ferd_pipeline.yaml is out of date: run `ferd pipeline compile --image-from-build` and commit it")
 
 
