@@ -36,19 +36,20 @@ WORKDIR /opt/ferd
 # the code. The pip cache is a cache mount (with podman image/build.sh binds the host's cache
 # there), so wheels are not fetched twice and never land in a layer; an extra CA bundle (a
 # TLS-inspecting proxy) comes as the build secret `ca`, never stored in the image.
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml constraints.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
-    && mkdir -p ferd && touch ferd/__init__.py \
+    && mkdir -p ferd && touch ferd/__init__.py README.md \
     && pip install --constraint constraints.txt '.[all]' 'setuptools>=68' 'wheel>=0.41' \
     && pip uninstall --yes ferd \
-    && rm -rf ferd build ./*.egg-info
+    && rm -rf ferd build ./*.egg-info README.md
 
 # From here on pip keeps no cache (in the image or at run time).
 ENV PIP_NO_CACHE_DIR=1
 
 # The code: pyproject.toml's build requirements are in the venv already (no network needed).
+COPY README.md ./
 COPY ferd ./ferd
 RUN pip install --no-cache-dir . --no-deps --no-build-isolation \
     && pip check \

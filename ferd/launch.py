@@ -62,7 +62,7 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class Launch:
-    """The ``distributed`` block of the cluster settings (``pipeline/cluster.yaml``), as the DAG hands it to
+    """The ``distributed`` block of the cluster settings (``ferd/pipeline/cluster.yaml``), as the DAG hands it to
     the synthesis and distillation tasks (JSON): where and how their jobs run."""
 
     namespace: str

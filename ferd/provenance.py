@@ -85,7 +85,7 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 
 
 def signing_key() -> bytes | None:
-    """``$FERD_SIGNING_KEY`` (on Kubeflow from the secret that ``pipeline/cluster.yaml`` names), or None."""
+    """``$FERD_SIGNING_KEY`` (on Kubeflow from the secret that ``ferd/pipeline/cluster.yaml`` names), or None."""
     key = os.environ.get(SIGNING_KEY_ENV, "")
     return key.encode() if key else None
 

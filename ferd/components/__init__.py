@@ -10,6 +10,8 @@ image; the DAG that uses it names the image it was built for, pinned by digest (
 
 from __future__ import annotations
 
+import copy
+
 from ferd.image import PLACEHOLDER
 
 
@@ -19,6 +21,8 @@ def base_image() -> str:
 
 
 def use_image(component, ref: str):
-    """``component`` (a kfp component) set to run ``ref`` from now on; returns it."""
-    component.component_spec.implementation.container.image = ref
-    return component
+    """A copy of ``component`` (a kfp component) that runs ``ref``; the component itself is left as it is."""
+    copied = copy.copy(component)
+    copied.component_spec = copy.deepcopy(component.component_spec)
+    copied.component_spec.implementation.container.image = ref
+    return copied

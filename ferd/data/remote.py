@@ -6,7 +6,7 @@ CIFAR loader reads) and ``dataset.json`` listing each file's split, rows, bytes 
 ``data_root: s3://…`` downloads ``dataset.json`` and then only the split it reads into
 ``$FERD_CACHE/data/<bucket>/<prefix>/``, checking the file against its sha256 before it is renamed
 into place; a cached copy is re-hashed, not downloaded again. CIFAR-10 and CIFAR-100 (Tiny-ImageNet
-is an image folder: mount it on Kubeflow with ``data_pvc`` in ``pipeline/cluster.yaml``).
+is an image folder: mount it on Kubeflow with ``data_pvc`` in ``ferd/pipeline/cluster.yaml``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each arm (method × student × seed of a preset, ``params/compare-*.yaml``) is o
 task running a whole ``ferd run`` with the shared teacher; the report task collects every run
 (``dsl.Collected``) and writes the same comparison.md / .csv / .json and plots as ``ferd compare``.
 The arms' resolved parameters are compiled in (the ``ParallelFor`` items), so the image needs no
-parameter files. Cluster settings come from ``pipeline/cluster.yaml`` like the main DAG's: the
+parameter files. Cluster settings come from ``ferd/pipeline/cluster.yaml`` like the main DAG's: the
 teacher task is configured as ``teacher_fetch``, the runs as ``distillation`` (GPU nodes), the
 report as ``evaluation``. ``ferd pipeline compile-compare --preset P`` writes
 ``pipeline/compare_pipeline.yaml`` (committed for ``compare-smoke``; a test fails when stale).

@@ -14,7 +14,7 @@ Pipeline parameters (what ``ferd pipeline submit/schedule -p`` can change per ru
 Changing ``epochs`` or ``rounds`` at submit time does not change the unrolled DAG: the stages
 refuse a round outside the schedule and the evaluation refuses an unfinished student, so
 recompile instead. Cluster settings (pipeline root, GPU node selection, the S3 secret,
-retries) come from ``pipeline/cluster.yaml``.
+retries) come from ``ferd/pipeline/cluster.yaml``.
 """
 
 
