@@ -44,8 +44,14 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+STARTED_FIRST = ("test_container.py", "test_wheel.py")  # the longest files (the image build: minutes) start first
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``@pytest.mark.acceptance`` runs (full-size, minutes each) unless ``FERD_ACCEPTANCE=1``."""
+    """Start the longest files first (two xdist workers: the image build then runs beside the rest, not after it);
+    skip ``@pytest.mark.acceptance`` runs (full-size, minutes each) unless ``FERD_ACCEPTANCE=1``."""
+    first = {name: i for i, name in enumerate(STARTED_FIRST)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
     if os.environ.get("FERD_ACCEPTANCE") == "1":
         return
     skip = pytest.mark.skip(reason="full-size acceptance run: set FERD_ACCEPTANCE=1 to run it")

@@ -1,7 +1,8 @@
 """ferd's image, built for real (``make image``: image/build.sh) and every stage run in it, through both front
 doors: the Kubeflow DAG under ``kfp.local.DockerRunner`` and ``dvc repro`` with ``container:`` set. Both give the
 golden bytes of ``ferd run`` on the CI preset (one thread, the AVX2 kernel pins of ``conftest.py``, passed into
-the containers), and the stage manifests written in the container name the image by digest.
+the containers), and the stage manifests written in the container name the image by digest (and carry the
+signature of the caller's ``FERD_SIGNING_KEY``, which reaches the containers).
 
 The build runs first (minutes from nothing: podman from the OS packages when no engine works, a Debian base
 from the package mirror when no registry answers, torch's CUDA wheels; seconds when its layers are cached).
@@ -118,7 +119,7 @@ def test_dvc_repro_with_stages_in_the_image_gives_the_same_bytes(image, tmp_path
     repo = tmp_path / "project"
     repo.mkdir()
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
-    env = _env(DVC_NO_ANALYTICS="1")
+    env = _env(DVC_NO_ANALYTICS="1", FERD_SIGNING_KEY="container-test-key-" + "k" * 24)  # reaches every stage
     run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1800)  # noqa: E731
     res = run(str(BIN / "ferd"), "params", "use", "ci", "-S", f"container.image={image['ref']}", "-S",
               f"container.engine={image['engine']}")
@@ -130,3 +131,6 @@ def test_dvc_repro_with_stages_in_the_image_gives_the_same_bytes(image, tmp_path
     assert golden.stages_fingerprint(repo / "out") == golden.load()["stages"]
     manifest = json.loads((repo / "out" / "evaluation" / "manifest.json").read_text())
     assert manifest["code"]["image"] == image["ref"]
+    assert manifest["signature"].startswith("hmac-sha256:")  # signed in the container with the caller's key
+    verified = run(str(BIN / "ferd"), "lineage", "verify", "out")
+    assert verified.returncode == 0, verified.stdout + verified.stderr  # and verified here with it

@@ -61,9 +61,10 @@ def _stage_call(task: Task, produced: dict, params_yaml, overrides, gpu_device, 
                 launch: str = "") -> dsl.PipelineTask:
     """Create the Kubeflow task of one unrolled graph task on ``image``, wired to its producers' outputs;
     ``launch`` (:meth:`ClusterSettings.launch`) goes to the data-parallel stages."""
-    fn = use_image(component_function(task.stage), image)
+    declared = component_function(task.stage)
+    fn = use_image(declared, image)
     device = gpu_device if task.stage.gpu_device else ""
-    if fn is generic_stage:
+    if declared is generic_stage:
         if len(task.inputs) > MAX_INPUTS:
             raise ValueError(f"stage {task.stage.name}: {len(task.inputs)} inputs; the generic component takes "
                              f"{MAX_INPUTS}: give it components/{task.stage.component}/")
