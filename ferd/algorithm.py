@@ -34,10 +34,10 @@ import torch
 
 from . import distributed, rng
 from .compute import attack_model
-from .config import FerdConfig
 from .data import no_data_access
 from .distill.utae import cache_utaes
 from .models import FerdModel
+from .plan import Plan
 from .pool import Shard
 from .round_state import RunState
 from .synthesis.diversity import batch_diversity
@@ -57,16 +57,14 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
     epoch: the per-sample values behind p (PGD-20 margins, or least PGD steps for the A.6
     strategies). It only observes; the result does not depend on it.
     """
-    cfg = state.cfg
-    rw = cfg.synthesis.reweighting
-    reweighting = rw.enabled and cfg.method == "ferd"  # the baselines sample labels uniformly (§3)
+    cfg, rw = state.cfg, state.plan.reweighting  # None: p stays uniform (baselines, §3; the ablation)
     parts = []
     with no_data_access("synthesis is data-free"):
         for epoch in epochs:
             out = state.synthesizer.run_epoch(teacher, state.student, state.p, epoch, progress=progress)
             distributed.broadcast_(out.images)  # one batch on every rank (gathered, or made by each: baselines)
             p_gen = state.p
-            if reweighting:
+            if rw is not None:
                 res = reweight(attack_model(teacher, cfg.compute), out.images, out.labels, cfg.num_classes,
                                strategy=rw.strategy, eps=cfg.threat.eps, step=cfg.threat.step, steps=rw.pgd_steps,
                                generator=rng.generator(cfg.seed, "reweight", epoch), previous_scores=state.scores,
@@ -84,7 +82,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                             "of the synthetic batch for %d consecutive iterations", epoch, out.collapse_iterations)
             state.history.append({"epoch": epoch, "round": round_index, "p_generation": p_gen.tolist(),
                                   "p": state.p.tolist(), "scores": state.scores.tolist(),
-                                  "strategy": rw.strategy if reweighting else "uniform",
+                                  "strategy": rw.strategy if rw is not None else "uniform",
                                   "best_loss": out.best_loss, "best_terms": out.best_terms,
                                   "collapse_iterations": out.collapse_iterations,
                                   "nonrobust_fraction": out.nonrobust_fraction, **diversity})
@@ -95,18 +93,18 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                   class_weight=torch.cat([pg[o.labels.cpu()] for o, pg in parts]),
                   epochs=torch.cat([torch.full((o.labels.shape[0],), e, dtype=torch.int32)
                                     for (o, _), e in zip(parts, epochs)]))
-    if cfg.distill.utae.cache == "pool":
-        shard.utaes = shard_utaes(cfg, teacher, shard.images, shard.teacher_logits, round_index)
+    if state.plan.distill.utae.cache == "pool":
+        shard.utaes = shard_utaes(state.plan, teacher, shard.images, shard.teacher_logits, round_index)
     return shard
 
 
-def shard_utaes(cfg: FerdConfig, teacher: FerdModel, images: torch.Tensor, teacher_logits: torch.Tensor,
+def shard_utaes(plan: Plan, teacher: FerdModel, images: torch.Tensor, teacher_logits: torch.Tensor,
                 round_index: int) -> torch.Tensor:
     """The K cached UTAEs of a round's FAEs against the teacher (``distill.utae.cache: pool``;
     :func:`ferd.distill.utae.cache_utaes`), random starts from the round's ``utae-cache`` stream."""
-    utae = cfg.distill.utae
+    cfg, utae = plan.cfg, plan.distill.utae
     return cache_utaes(attack_model(teacher, cfg.compute), images, teacher_logits, eps=cfg.threat.eps,
-                       alpha=cfg.threat.step, steps=utae.steps, gamma=utae.effective_gamma,
+                       alpha=cfg.threat.step, steps=utae.steps, gamma=utae.gamma,
                        random_start=utae.random_start,
                        starts=utae.cache_starts, generator=rng.generator(cfg.seed, "utae-cache", round_index),
                        batch_size=cfg.distill.batch_size, device=cfg.device)

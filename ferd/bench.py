@@ -10,9 +10,15 @@ random weights: speed does not depend on them):
   with the backward to the input, and, when L_uni is on, the bottleneck fit plus the masked
   head pass;
 * a **student iteration** (:meth:`Distiller.run_epoch` over ``--iterations`` iterations, per
-  iteration; cached or not as ``distill.utae.cache`` says) and its bare passes: the UTAE steps
-  (``steps`` × forward and input-backward of the attacked model) and the teacher forward when
-  not cached, then the two student forwards and one backward.
+  iteration) and its bare passes, as the run's student side makes them
+  (:meth:`ferd.distill.side.StudentSide.passes` of the resolved plan, :mod:`ferd.plan`): for Eq. 10-11 the
+  UTAE steps (``steps`` × forward and input-backward of the attacked model, the teacher or the student
+  as the plan decides; none when cached) and the teacher forward (cached: only on an augmented view),
+  then the two student forwards and one backward; DFHL's side: the HEE steps on the student, one teacher
+  forward, one student pass.
+
+The run's settings are the plan's (:func:`ferd.plan.resolve`), the same object ``ferd run`` trains
+with: a baseline's A.8 conversion, γ and the attack target are decided there once.
 
 It prints the ratio iteration / bare passes (the overhead of everything else: sampling,
 optimiser steps, bookkeeping), the achieved FLOP/s of the bare passes and, on a GPU, the
@@ -31,6 +37,7 @@ weights two forwards. The bottleneck fit is not counted (it runs the head only).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -40,6 +47,7 @@ import torch
 
 from .compute import attack_model
 from .config import FerdConfig
+from .plan import Plan, resolve
 
 
 def _sync(device: str) -> None:
@@ -60,7 +68,13 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int, device: str
     return statistics.median(times)
 
 
-def _setup(cfg: FerdConfig):
+def timed_plan(plan: Plan, iterations: int) -> Plan:
+    """``plan`` with ``iterations`` generator and student iterations per timed call, nothing else changed."""
+    return dataclasses.replace(plan, synthesis=plan.synthesis.model_copy(update={"iterations": iterations}),
+                               distill=plan.distill.model_copy(update={"iterations": iterations}))
+
+
+def _setup(plan: Plan):
     from . import rng
     from .round_state import RunState
     from .compute import set_memory_format
@@ -68,13 +82,14 @@ def _setup(cfg: FerdConfig):
     from .models import create_model
     from .pool import Shard
 
+    cfg = plan.cfg
     info = dataset_info(cfg.dataset)
+    state = RunState.initial(plan)  # what ferd run trains (tests/test_bench.py compares the two)
     with rng.seeded(cfg.seed, "bench-teacher"):
         teacher = create_model(cfg.teacher.arch, num_classes=info.num_classes, mean=cfg.teacher.mean,
                                std=cfg.teacher.std).to(cfg.device).eval().requires_grad_(False)
     set_memory_format(teacher, cfg.compute.channels_last)
-    state = RunState.initial(cfg)
-    n = max(cfg.distill.batch_size, cfg.synthesis.batch_size)
+    n = max(plan.distill.batch_size, plan.synthesis.batch_size)
     g = rng.generator(cfg.seed, "bench-pool")
     images = torch.rand((n, 3, info.image_size, info.image_size), generator=g)
     with torch.no_grad():
@@ -82,10 +97,10 @@ def _setup(cfg: FerdConfig):
     shard = Shard(round=0, images=images, labels=torch.randint(0, info.num_classes, (n,), generator=g),
                   teacher_logits=logits, class_weight=torch.full((n,), 1.0 / info.num_classes, dtype=torch.float64),
                   epochs=torch.zeros(n, dtype=torch.int32))
-    if cfg.distill.utae.cache == "pool":
+    if plan.distill.utae.cache == "pool":
         from .algorithm import shard_utaes
 
-        shard.utaes = shard_utaes(cfg, teacher, images, logits, 0)
+        shard.utaes = shard_utaes(plan, teacher, images, logits, 0)
     state.pool.append(shard)
     return teacher, state, info
 
@@ -93,11 +108,9 @@ def _setup(cfg: FerdConfig):
 def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
     from . import distributed
 
-    dev = cfg.device
-    teacher, state, info = _setup(cfg)
-    s_cfg, d_cfg = cfg.synthesis, cfg.distill
-    state.synthesizer.cfg = s_cfg.model_copy(update={"iterations": iterations})
-    state.distiller.cfg = d_cfg.model_copy(update={"iterations": iterations})
+    dev, plan = cfg.device, resolve(cfg)
+    teacher, state, info = _setup(timed_plan(plan, iterations))
+    s_cfg, d_cfg = plan.synthesis, plan.distill
     p = torch.full((info.num_classes,), 1.0 / info.num_classes, dtype=torch.float64)
 
     gen_epoch = median_seconds(lambda: state.synthesizer.run_epoch(teacher, state.student, p, 0), repeats, warmup,
@@ -112,16 +125,17 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
     out["paper_220_epochs_h"] = 220 * (200 * gen_epoch + 400 * stu_epoch) / 3600
     if distributed.world()[1] > 1:  # under torchrun: the data-parallel iterations only (ferd.distributed)
         return out
-    return {**out, **_bare_passes(cfg, teacher, state, info, gen_epoch, stu_epoch, repeats, warmup)}
+    return {**out, **_bare_passes(plan, teacher, state, info, gen_epoch, stu_epoch, repeats, warmup)}
 
 
-def _bare_passes(cfg: FerdConfig, teacher: torch.nn.Module, state: Any, info: Any, gen_epoch: float,
+def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, gen_epoch: float,
                  stu_epoch: float, repeats: int, warmup: int) -> dict[str, Any]:
     """The bare passes of a generator and a student iteration, their ratio to the iterations and FLOP/s."""
     from .synthesis.bottleneck import non_robust_features
     from .synthesis.losses import BatchNormStatistics
 
-    dev, s_cfg, d_cfg = cfg.device, cfg.synthesis, cfg.distill
+    cfg = plan.cfg
+    dev, s_cfg, d_cfg = cfg.device, plan.synthesis, plan.distill
     size = (3, info.image_size, info.image_size)
 
     # ---- bare passes, same shapes ----
@@ -129,7 +143,7 @@ def _bare_passes(cfg: FerdConfig, teacher: torch.nn.Module, state: Any, info: An
     student = state.student
     layer = teacher.check_layer(s_cfg.layer)
     y = torch.randint(0, info.num_classes, (bg,), device=dev)
-    if cfg.method == "ferd":  # the epoch's generator (persistent or re-initialised) and its z
+    if hasattr(state.synthesizer, "epoch_setup"):  # FERD's generator (persistent or re-initialised) and its z
         _, _, synthesize, _ = state.synthesizer.epoch_setup(0, y)
     else:  # the baselines' own generators are not part of the bare pass: pixels stand in
         synthesize = lambda: torch.rand(bg, *size, device=dev, requires_grad=True)  # noqa: E731
@@ -149,21 +163,20 @@ def _bare_passes(cfg: FerdConfig, teacher: torch.nn.Module, state: Any, info: An
         loss.backward()
         student.requires_grad_(True)
 
-    u = d_cfg.utae
-    cached = u.cache == "pool"
-    target = attack_model(teacher, cfg.compute) if u.target == "teacher" else student  # as the iteration does
+    passes = state.distiller.side.passes(d_cfg)  # what the run's student iteration makes (ferd.plan)
+    target = attack_model(teacher, cfg.compute) if passes.attacked == "teacher" else student
     xs = torch.rand(bs, *size, device=dev)
 
     def stu_bare() -> None:
-        if not cached:
-            student.eval()
-            for _ in range(u.steps):
-                x = xs.clone().requires_grad_(True)
-                torch.autograd.grad(target(x).sum(), x)
-            with torch.no_grad():
+        student.eval()
+        for _ in range(passes.attack_steps):
+            x = xs.clone().requires_grad_(True)
+            torch.autograd.grad(target(x).sum(), x)
+        with torch.no_grad():
+            for _ in range(passes.teacher_forwards):
                 teacher(xs)
         student.train()
-        (student(xs).sum() + student(xs).sum()).backward()
+        sum(student(xs).sum() for _ in range(passes.student_passes)).backward()
 
     from .numerics import autocast
 
@@ -181,9 +194,8 @@ def _bare_passes(cfg: FerdConfig, teacher: torch.nn.Module, state: Any, info: An
     mt, ms = count_macs(teacher, (1, *size)), count_macs(student, (1, *size))
     # generator: teacher and student forward + input-backward (the generator itself is not counted)
     gen_flops = 2 * bg * (2 * mt + 2 * ms)
-    # student: UTAE steps × (forward + input-backward) + teacher forward, unless cached; two student
-    # forwards and their backward to inputs and weights (2 + 4 forward-equivalents)
-    stu_flops = 2 * bs * ((0 if cached else u.steps * 2 * mt + mt) + 6 * ms)
+    # student: the side's passes (attack steps on the attacked model, teacher forwards, student passes)
+    stu_flops = passes.flops(mt, ms, bs)
     return {"teacher_macs": mt, "student_macs": ms, "generator_bare_s": gen_bare_s,
             "generator_ratio": gen_epoch / gen_bare_s, "student_bare_s": stu_bare_s,
             "student_ratio": stu_epoch / stu_bare_s, "generator_tflops": gen_flops / gen_bare_s / 1e12,

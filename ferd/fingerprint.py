@@ -3,8 +3,8 @@
 A *scope* names a result and lists the parameter keys it depends on (dotted keys of the resolved
 :class:`~ferd.config.FerdConfig`): the teacher depends on the seed, the dataset, ε and the teacher
 group; a round's synthesis and pool also on the schedule, the student, the method, the baseline
-group the method reads (:func:`scope_keys`: none for ``ferd``; ``baseline.robust`` and
-``baseline.<method>`` for a baseline), the synthesis group and the UTAE group (synthesis caches UTAEs
+groups the method reads (:func:`scope_keys`: the method's ``groups``, :mod:`ferd.method` — none for
+``ferd``, ``baseline.robust`` and ``baseline.<method>`` for a baseline), the synthesis group and the UTAE group (synthesis caches UTAEs
 with ``distill.utae.cache: pool``); the distillation on the whole distill group; the evaluation on
 everything. ``device``, ``nproc_per_node``, ``data_root``,
 ``checkpoint_every``, ``storage`` and ``container`` are in no scope: they say where, in what, on how many
@@ -42,15 +42,17 @@ SCOPES: dict[str, tuple[str, ...]] = {
 
 def scope_keys(scope: str, method: str) -> tuple[str, ...]:
     """The keys of ``SCOPES[scope]`` for a run of ``method``: its ``baseline`` entry narrowed to the groups the
-    method reads (none for ``ferd``), so tuning one baseline never invalidates FERD's or another baseline's
-    results (``dvc exp run -S baseline.cmi.lr=…`` reruns nothing of a FERD run)."""
+    method reads (its registered ``groups``: none for ``ferd``), so tuning one baseline never invalidates
+    FERD's or another baseline's results (``dvc exp run -S baseline.cmi.lr=…`` reruns nothing of a FERD run)."""
+    from .method import method_class
+
     if scope not in SCOPES:
         raise ValueError(f"scope: expected one of {sorted(SCOPES)}, got {scope!r}")
     keys = SCOPES[scope]
     if "baseline" not in keys:
         return keys
     at = keys.index("baseline")
-    return (*keys[:at], *(() if method == "ferd" else ("baseline.robust", f"baseline.{method}")), *keys[at + 1:])
+    return (*keys[:at], *method_class(method).groups, *keys[at + 1:])
 
 
 def scoped_params(cfg: FerdConfig | Mapping[str, Any], scope: str) -> dict[str, Any]:

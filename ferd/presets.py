@@ -59,7 +59,7 @@ def render_params(cfg: FerdConfig, source: str) -> str:
 
 
 def load_config_text(text: str) -> FerdConfig:
-    from .config import parse_config
+    from .plan import parse_config
     from .params_io import load_yaml
 
     return parse_config(load_yaml(text, "params.yaml"))

@@ -36,8 +36,6 @@ from typing import Any
 import torch
 
 from . import distributed, rng
-from .baselines import distill_config
-from .baselines.synthesis import BaselineSynthesizer
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict, save_state_dict, sha256_file
 from .compute import compile_in_place, compile_settings, set_memory_format
 from .config import FerdConfig
@@ -45,8 +43,8 @@ from .data import dataset_info
 from .distill.stage import Distiller
 from .fingerprint import params_fingerprint
 from .models import FerdModel, create_model
+from .plan import Plan
 from .pool import FaePool
-from .synthesis.stage import Synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +68,13 @@ def build_student(cfg: FerdConfig) -> FerdModel:
     return distributed.sync_batchnorm(student, cfg.device)
 
 
-def uses_hee(cfg: FerdConfig) -> bool:
-    """DFHL distils with its own high-entropy examples, unless the comparison gives it FERD's student side."""
-    from .baselines.synthesis import BASELINES
-
-    return (cfg.method != "ferd" and BASELINES[cfg.method].high_entropy_examples
-            and cfg.baseline.robust.student_side == "a8")
-
-
 @dataclass
 class RunState:
     """Everything that crosses a round boundary."""
 
-    cfg: FerdConfig
+    plan: Plan
     student: FerdModel
-    synthesizer: Synthesizer | BaselineSynthesizer
+    synthesizer: Any  # the method's generation stage (Plan.synthesizer)
     distiller: Distiller
     pool: FaePool
     p: torch.Tensor
@@ -92,22 +82,21 @@ class RunState:
     next_round: int = 0
     history: list[dict] = field(default_factory=list)
 
+    @property
+    def cfg(self) -> FerdConfig:
+        return self.plan.cfg
+
     @classmethod
-    def initial(cls, cfg: FerdConfig) -> RunState:
-        """The state before round 0 (Algorithm 1 lines 1-2: θ_s, θ_g, uniform p)."""
-        img_size = dataset_info(cfg.dataset).image_size
+    def initial(cls, plan: Plan) -> RunState:
+        """The state before round 0 (Algorithm 1 lines 1-2: θ_s, θ_g, uniform p) of the resolved ``plan``."""
+        cfg = plan.cfg
+        info = dataset_info(cfg.dataset)
         student = build_student(cfg)
         c = cfg.num_classes
-        amp = cfg.compute.amp
-        if cfg.method == "ferd":
-            synthesizer = Synthesizer(cfg.synthesis, c, img_size, cfg.seed, cfg.device, amp=amp)
-        else:
-            synthesizer = BaselineSynthesizer(cfg.method, cfg.synthesis, cfg.baseline, c, img_size, cfg.seed,
-                                              cfg.device, amp=amp)
-        return cls(cfg=cfg, student=student, synthesizer=synthesizer,
-                   distiller=Distiller(student, distill_config(cfg), cfg.epochs, cfg.threat.eps, cfg.threat.step,
-                                       cfg.seed, cfg.device, hee=cfg.baseline.dfhl if uses_hee(cfg) else None,
-                                       flip=dataset_info(cfg.dataset).flip_invariant, compute=cfg.compute),
+        return cls(plan=plan, student=student, synthesizer=plan.synthesizer(c, info.image_size),
+                   distiller=Distiller(student, plan.distill, plan.side(), cfg.epochs, cfg.threat.eps,
+                                       cfg.threat.step, cfg.seed, cfg.device, flip=info.flip_invariant,
+                                       compute=cfg.compute),
                    pool=FaePool(), p=torch.full((c,), 1.0 / c, dtype=torch.float64),  # line 2: uniform p
                    scores=torch.zeros(c, dtype=torch.float64))._with_compute()
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ferd import distributed, rng
-from ferd.config import FerdConfig, load_config
+from ferd.config import FerdConfig
+from ferd.plan import load_config, resolve
 from ferd.models import create_model
 from ferd.pool import Shard
 from ferd.round_state import RunState
@@ -55,7 +56,7 @@ def _teacher(cfg: FerdConfig) -> torch.nn.Module:
 def synthesis(cfg: FerdConfig, out: Path) -> None:
     """One generation epoch (the CI preset's 2 generator iterations); rank 0 saves the kept batch and the
     per-iteration loss terms."""
-    state = RunState.initial(cfg)
+    state = RunState.initial(resolve(cfg))
     p = torch.full((cfg.num_classes,), 1.0 / cfg.num_classes, dtype=torch.float64)
     res = state.synthesizer.run_epoch(_teacher(cfg), state.student, p, 0)
     if distributed.is_main():
@@ -65,7 +66,7 @@ def synthesis(cfg: FerdConfig, out: Path) -> None:
 
 def step(cfg: FerdConfig, out: Path) -> None:
     """One distillation epoch of ``cfg`` on the fixed pool; rank 0 saves what the test compares."""
-    state = RunState.initial(cfg)
+    state = RunState.initial(resolve(cfg))
     teacher = _teacher(cfg)
     g = torch.Generator().manual_seed(0)
     n = 64

@@ -82,7 +82,7 @@ def test_a_forged_artifact_in_the_bucket_is_refused_with_a_signing_key(s3, tmp_p
 
 
 def test_a_symlink_or_a_path_outside_is_never_published_or_followed(s3, tmp_path):
-    from ferd.config import load_config
+    from ferd.plan import load_config
     from ferd.stages.artifacts import ArtifactError, write_manifest
     from ferd.storage import abort_incomplete_uploads, fetch_dir, s3_client
 
@@ -113,7 +113,7 @@ def test_a_symlink_or_a_path_outside_is_never_published_or_followed(s3, tmp_path
 
 def test_a_pinned_teacher_is_checked_against_its_source_bytes_not_its_card(tmp_path):
     from ferd.checkpoint import save_state_dict
-    from ferd.config import load_config
+    from ferd.plan import load_config
     from ferd.models import create_model
     from ferd.teacher_source import obtain_teacher
 

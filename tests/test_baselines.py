@@ -7,11 +7,13 @@ import torch
 
 from ferd.stages.run import run_algorithm1
 from ferd.round_state import RunState
-from ferd.baselines import distill_config
+from ferd.method import method_class
+from ferd.plan import resolve
 from ferd.baselines.cmi import channel_means
 from ferd.baselines.synthesis import BaselineSynthesizer
 from ferd.baselines.views import crop_flip, resized_crop_flip, roll_flip
-from ferd.config import ConfigError, load_config, parse_config
+from ferd.params_io import ConfigError
+from ferd.plan import load_config, parse_config
 from ferd.models import create_model
 from resume import killed_then_resumed
 
@@ -84,7 +86,7 @@ def test_each_baseline_synthesises_images_in_the_box_deterministically(method):
     cfg = parse_config({**TINY, "method": method})
     outs = []
     for _ in range(2):
-        syn = BaselineSynthesizer(method, cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+        syn = BaselineSynthesizer(method_class(method), cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
         outs.append(syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=0))
     a, b = outs
     assert a.images.shape == (8, 3, 32, 32) and 0 <= a.images.min() and a.images.max() <= 1
@@ -96,13 +98,13 @@ def test_each_baseline_synthesises_images_in_the_box_deterministically(method):
 
 def test_fast_meta_generator_learns_from_the_clone_and_cmi_fills_its_bank():
     cfg = parse_config({**TINY, "method": "fast"})
-    syn = BaselineSynthesizer("fast", cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    syn = BaselineSynthesizer(method_class("fast"), cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
     before = [q.clone() for q in syn.generator.parameters()]
     syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=0)
     assert any(not torch.equal(q, b) for q, b in zip(syn.generator.parameters(), before))
     assert len(syn.method.ema) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in _teacher().modules())
     cfg = parse_config({**TINY, "method": "cmi"})
-    syn = BaselineSynthesizer("cmi", cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    syn = BaselineSynthesizer(method_class("cmi"), cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
     for epoch in range(2):
         syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=epoch)
     width = sum(m.num_features for m in _teacher().modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -112,15 +114,18 @@ def test_fast_meta_generator_learns_from_the_clone_and_cmi_fills_its_bank():
 # ---- distillation: A.8 conversion and DFHL -------------------------------------------------------
 def test_a8_conversion_of_the_four_dfkd_baselines():
     for method in ("deepinv", "cmi", "fast", "zskt"):
-        d = distill_config(parse_config({**TINY, "method": method}))
+        plan = resolve(parse_config({**TINY, "method": method}))
+        d = plan.distill
+        assert plan.student_side == "a8" and plan.reweighting is None
         assert (d.utae.target, d.utae.gamma, d.utae.random_start, d.utae.steps) == ("student", 0.0, "gaussian", 2)
         assert (d.lambda1, d.lambda2) == pytest.approx((1 / 6, 5 / 6))  # RSLAD: 5/6 on the adversarial term
     ferd = parse_config(TINY)
-    assert distill_config(ferd) == ferd.distill
+    assert resolve(ferd).distill == ferd.distill and resolve(ferd).student_side == "given"
     # without its own attack_steps the conversion takes FERD's budget of attack steps
     budget = parse_config({**TINY, "method": "fast", "baseline": {}, "distill": {"utae": {"steps": 3}}})
-    assert distill_config(budget).utae.steps == 3
-    assert distill_config(parse_config({**TINY, "method": "dfhl"})) == ferd.distill
+    assert resolve(budget).distill.utae.steps == 3
+    dfhl = resolve(parse_config({**TINY, "method": "dfhl"}))
+    assert dfhl.distill == ferd.distill and dfhl.student_side == "own" and type(dfhl.side()).__name__ == "HeeSide"
 
 
 def test_a_baseline_with_the_utae_cache_is_refused_by_name():
@@ -131,7 +136,7 @@ def test_a_baseline_with_the_utae_cache_is_refused_by_name():
 
 
 def test_dfhl_distils_on_teacher_hard_labels_of_high_entropy_examples(monkeypatch):
-    import ferd.distill.stage as stage
+    import ferd.baselines.dfhl as stage
 
     seen = {}
     real = stage.high_entropy_examples
@@ -154,14 +159,14 @@ def test_each_baseline_resumes_bit_identically(method, tmp_path, monkeypatch):
     b = killed_then_resumed(_teacher, cfg, tmp_path, monkeypatch)
     for k, v in a.student.state_dict().items():
         assert torch.equal(v, b.student.state_dict()[k]), (method, k)
-    assert isinstance(RunState.initial(cfg).synthesizer, BaselineSynthesizer)
+    assert isinstance(RunState.initial(resolve(cfg)).synthesizer, BaselineSynthesizer)
 
 
 def test_fast_fomaml_meta_step_by_hand():
     """Fast's meta update: the summed clone gradients feed Adam at lr = lr_g × inner steps; Adam's first
     step is −lr·g/(|g| + ε) ≈ −lr·sign(g). The BN EMA starts from the last step's statistics."""
     cfg = parse_config({**TINY, "method": "fast"})  # lr_g 2e-3 (default), 2 inner steps → meta lr 4e-3
-    syn = BaselineSynthesizer("fast", cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    syn = BaselineSynthesizer(method_class("fast"), cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
     before = [q.detach().clone() for q in syn.generator.parameters()]
     grads = [torch.full_like(q, 0.5) * (-1) ** i for i, q in enumerate(before)]
     stats = [(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]))]
@@ -173,23 +178,31 @@ def test_fast_fomaml_meta_step_by_hand():
     assert torch.allclose(syn.method.ema[0][0], 0.9 * torch.tensor([1.0, 2.0]) + 0.1 * torch.tensor([3.0, 2.0]))
 
 
-def test_every_method_but_ferd_is_a_registered_baseline_module():
-    from ferd.baselines.config import METHODS
-    from ferd.baselines.method import BASELINES
+def test_every_method_is_registered_once_with_its_parameter_group():
+    """FERD and each baseline are one registered class; a baseline's module is named after it and its
+    parameter group (ferd.baseline_config.BASELINE_CONFIGS) after its name."""
+    from ferd.baseline_config import BASELINE_CONFIGS
+    from ferd.method import known_methods
 
-    assert METHODS[0] == "ferd" and set(METHODS[1:]) == set(BASELINES)
-    assert {cls.__module__ for cls in BASELINES.values()} == {f"ferd.baselines.{m}" for m in METHODS[1:]}
+    names = known_methods()
+    assert set(names) == {"ferd", *BASELINE_CONFIGS}
+    assert method_class("ferd").groups == () and method_class("ferd").reweights
+    for name in set(names) - {"ferd"}:
+        cls = method_class(name)
+        assert cls.__module__ == f"ferd.baselines.{name}" and not cls.reweights
+        assert cls.groups == ("baseline.robust", f"baseline.{name}")
 
 
 def test_a_new_baseline_is_one_module(monkeypatch):
     """Issue 17: a throwaway baseline (images optimised directly for the teacher's cross-entropy), written
     as one class and registered, runs through the shared loop with nothing else changed (a real one also
-    adds its config class to ``ferd.baselines.config.BASELINE_CONFIGS``, which names the method)."""
+    adds its config class to ``ferd.baseline_config.BASELINE_CONFIGS``, which names the method)."""
     import torch.nn.functional as F
 
-    from ferd.baselines.method import BASELINES, BaselineMethod, value
+    from ferd.baselines.method import BaselineMethod, value
+    from ferd.method import METHODS
     from ferd.baselines.synthesis import BaselineSynthesizer
-    from ferd.config import load_config
+    from ferd.plan import load_config
 
     class PixelCE(BaselineMethod):
         name = "pixel-ce"
@@ -204,9 +217,9 @@ def test_a_new_baseline_is_one_module(monkeypatch):
             loss = F.cross_entropy(t, labels)
             return loss, {"oh": value(loss)}, t, None
 
-    monkeypatch.setitem(BASELINES, PixelCE.name, PixelCE)
+    monkeypatch.setitem(METHODS, PixelCE.name, PixelCE)
     cfg = load_config("params/ci.yaml", ["synthesis.iterations=3", "synthesis.batch_size=8"])
-    syn = BaselineSynthesizer("pixel-ce", cfg.synthesis, cfg.baseline, 10, 32, 0)
+    syn = BaselineSynthesizer(PixelCE, cfg.synthesis, cfg.baseline, 10, 32, 0)
     out = syn.run_epoch(_teacher(), _teacher(), torch.full((10,), 0.1, dtype=torch.float64), 0)
     assert out.images.shape == (8, 3, 32, 32) and len(out.history) == 3
     assert 0.0 <= float(out.images.min()) and float(out.images.max()) <= 1.0

@@ -15,7 +15,7 @@ from ferd.cli import main
 from ferd.compare.config import Arm, arms, load_compare
 from ferd.presets import PRESETS
 from ferd.compare.report import paired_interval, verdict
-from ferd.config import ConfigError
+from ferd.params_io import ConfigError
 
 import golden
 

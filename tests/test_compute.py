@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ferd.checkpoint import load_state_dict
-from ferd.config import load_config
+from ferd.plan import load_config
 
 CI = Path(__file__).resolve().parents[1] / "params" / "ci.yaml"
 

@@ -58,7 +58,7 @@ def two_ranks(tmp_path_factory) -> Path:
 def test_one_iteration_gradient_equals_one_process_with_the_same_global_batch(two_ranks, tmp_path, single_thread):
     """Each student side (UTAEs against the student, cached UTAEs, DFHL's HEEs): the student's gradient of
     one iteration, 2 processes × 8 rows against 1 process × 16 rows (the CI preset's batch)."""
-    from ferd.config import load_config
+    from ferd.plan import load_config
 
     for name, overrides in ddp_step.VARIANTS.items():
         ddp_step.step(load_config(CI, [*overrides, "distill.iterations=1"]), tmp_path / f"{name}.pt")
@@ -74,7 +74,7 @@ def test_one_generation_epoch_equals_one_process_with_the_same_global_batch(two_
     """FERD's synthesis on 2 ranks × 8 rows (generator in DDP with global-batch BatchNorm, L_bn on the global
     batch's statistics, the bottleneck on each rank's rows, the kept iteration chosen on the global loss):
     the kept batch and every iteration's loss terms of one process with the batch of 16."""
-    from ferd.config import load_config
+    from ferd.plan import load_config
 
     for name, overrides in ddp_step.SYNTHESIS.items():
         ddp_step.synthesis(load_config(CI, overrides), tmp_path / f"synthesis-{name}.pt")
@@ -158,7 +158,7 @@ def test_a_killed_rank_fails_the_job_leaves_no_manifest_and_the_rerun_completes(
 def test_several_processes_refuse_a_device_that_names_one_gpu(monkeypatch):
     from ferd.distributed import init_from_env
 
-    from ferd.config import load_config
+    from ferd.plan import load_config
 
     with pytest.raises(ValueError, match="device: cuda:1 names one GPU, but nproc_per_node is 2"):
         load_config(CI, ["device=cuda:1", "nproc_per_node=2"])  # at load, before any process starts
@@ -168,7 +168,7 @@ def test_several_processes_refuse_a_device_that_names_one_gpu(monkeypatch):
 
 
 def test_nproc_per_node_must_divide_the_batch():
-    from ferd.config import load_config
+    from ferd.plan import load_config
 
     with pytest.raises(ValueError, match="nproc_per_node: expected a divisor of distill.batch_size"):
         load_config(CI, ["nproc_per_node=3"])

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import golden
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.dvc_pipeline import dvc_stages, mismatches, render
 from ferd.presets import render_params
 from ferd.fingerprint import scope_keys

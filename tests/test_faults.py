@@ -27,7 +27,7 @@ import torch
 from faultlog import record
 from ferd.checkpoint import save_state_dict, sha256_file
 from ferd.cli import main
-from ferd.config import load_config
+from ferd.plan import load_config, resolve
 from ferd.round_state import RunState, load_checkpoint, read_round_record
 from ferd.lineage import verify_run
 from ferd.models import create_model
@@ -84,7 +84,7 @@ def test_sigkill_ferd_run_resumes_bit_identical(tmp_path):
             kills += 1
             if read_round_record(out) is not None:  # the last checkpoint must still load whole (atomic swap)
                 try:
-                    load_checkpoint(RunState.initial(load_config(CI, RUN_SETS[1::2])), out)
+                    load_checkpoint(RunState.initial(resolve(load_config(CI, RUN_SETS[1::2]))), out)
                 except Exception:  # noqa: BLE001
                     lost += 1
     _timed(cmd(out), tmp_path)

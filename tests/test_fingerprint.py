@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.fingerprint import NOT_IN_ANY_SCOPE, SCOPES, params_fingerprint, scope_keys, scoped_params
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.dvc_pipeline import dvc_stages
 from ferd.graph import COMPONENTS, STAGES, unroll
 

@@ -17,7 +17,7 @@ import yaml
 
 from faultlog import record
 from ferd.checkpoint import save_state_dict, sha256_file
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.models import create_model
 from ferd.pool import Shard, shard_table
 from inputs import BOMB

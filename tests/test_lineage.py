@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ferd.cli import main
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.lineage import chain, verify_run
 from ferd.provenance import manifest_digest
 from ferd.stages import run_stages

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ferd.checkpoint import load_state_dict
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.stages.pool_store import load_pool
 
 ROOT = Path(__file__).resolve().parents[1]

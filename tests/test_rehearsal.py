@@ -18,7 +18,7 @@ import torch
 
 from ferd.checkpoint import load_state_dict
 from ferd.cli import main
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.graph import unroll
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ferd.augment import crop_flip, random_crop
-from ferd.baselines import distill_config
-from ferd.config import load_config
+from ferd.plan import resolve
+from ferd.plan import load_config
 from ferd.evaluation.runner import EvaluationResult, flat_metrics, retention
 from ferd.synthesis.bottleneck import initial_noise_scale, non_robust_mask
 from ferd.synthesis.diversity import batch_diversity, within_label_share
@@ -54,7 +54,7 @@ def test_distillation_augments_only_when_asked_and_stays_deterministic(tmp_path)
 
     def final_weights(augment: bool) -> torch.Tensor:
         c = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"augment": augment})})
-        state = RunState.initial(c)
+        state = RunState.initial(resolve(c))
         state.pool.append(generation_round(state, teacher, 0, range(1)))
         state.distiller.run_epoch(teacher, state.pool, 0)
         return torch.cat([p.flatten() for p in state.student.parameters()])
@@ -153,10 +153,10 @@ def test_a_baseline_with_ferds_student_side_distils_exactly_as_ferd():
     a8 = load_config(ROOT / "params" / "embedded.yaml", ["method=fast"])
     paper = ["distill.lambda1=0.8333333333333", "distill.lambda2=0.1666666666667", "distill.utae.gamma=0.5"]
     same = load_config(ROOT / "params" / "embedded.yaml", ["method=fast", "baseline.robust.student_side=ferd", *paper])
-    assert distill_config(same) == load_config(ROOT / "params" / "embedded.yaml", paper).distill
+    assert resolve(same).distill == load_config(ROOT / "params" / "embedded.yaml", paper).distill
     # A.8 on embedded: RSLAD's weights at the preset's budget of attack steps — FERD's own side exactly
-    assert distill_config(a8).lambda2 == pytest.approx(5 / 6) and distill_config(a8).utae.steps == 5
-    assert distill_config(a8) == load_config(ROOT / "params" / "embedded.yaml").distill
+    assert resolve(a8).distill.lambda2 == pytest.approx(5 / 6) and resolve(a8).distill.utae.steps == 5
+    assert resolve(a8).distill == load_config(ROOT / "params" / "embedded.yaml").distill
 
 
 @pytest.mark.parametrize("preset", ["paper", "compare-gpu"])
@@ -169,7 +169,7 @@ def test_ferds_default_student_side_is_the_a8_conversion(preset):
     else:
         cc = load_compare(preset)
         cfgs = [run_config(cc, Arm(m, cc.students[0], cc.seeds[0])) for m in ("ferd", "fast")]
-    assert distill_config(cfgs[1]) == distill_config(cfgs[0]) == cfgs[0].distill
+    assert resolve(cfgs[1]).distill == resolve(cfgs[0]).distill == cfgs[0].distill
 
 
 PAPER_PRESETS = sorted(p.stem for p in (ROOT / "params").glob("*.yaml")

@@ -45,7 +45,7 @@ def test_bad_parameter_is_refused_before_any_work(tmp_path, capsys):
 
 
 def test_teacher_is_reused_only_for_identical_teacher_parameters():
-    from ferd.config import load_config
+    from ferd.plan import load_config
     from ferd.fingerprint import params_fingerprint
 
     def fp(*changes):
@@ -71,7 +71,7 @@ def test_autoattack_on_its_own_smaller_subset(tmp_path):
 def test_a_resumed_run_counts_the_time_of_its_earlier_processes(tmp_path, monkeypatch):
     """``run.seconds`` of a run killed after round 0 and resumed = the first process's time up to its
     checkpoint (``elapsed.json``) + the second process's; not the second process's alone."""
-    from ferd.config import load_config
+    from ferd.plan import load_config
     from ferd.stages.run import ELAPSED_FILE, run
     from resume import die_at_round_1, revive
 

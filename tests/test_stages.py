@@ -13,7 +13,7 @@ import torch
 
 from ferd.checkpoint import load_state_dict
 from ferd.cli import main
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.pool import FaePool
 from ferd.stages.io import remote_of
 from ferd.stages.pool_store import load_pool

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ferd.cli import main
-from ferd.config import ConfigError, load_config
+from ferd.params_io import ConfigError
+from ferd.plan import load_config
 from ferd.lineage import verify_run
 from ferd.stages import run_stages
 from ferd.stages.io import StageIO

@@ -9,7 +9,8 @@ import torch
 
 from ferd import rng
 from ferd.checkpoint import load_state_dict
-from ferd.config import ConfigError, load_config
+from ferd.params_io import ConfigError
+from ferd.plan import load_config
 from ferd.distill.utae import cache_utaes, generate_utae, utae_start
 from ferd.models import create_model
 from ferd.pool import FaePool, Shard, read_shard, write_shard
@@ -73,7 +74,7 @@ def test_cached_run_is_bit_identical_across_the_stage_split_and_skips_the_teache
     monkeypatch.setattr(run_mod, "quick_evaluation", lambda *a, **k: {})
     run_mod.run(cfg, tmp_path / "single", progress=False)
     # count teacher calls during distillation: with the cache there are none
-    import ferd.distill.stage as dist_stage
+    import ferd.distill.side as dist_stage
 
     calls = {"generate_utae": 0}
     real = dist_stage.generate_utae

@@ -1,8 +1,8 @@
-"""The interface of a baseline's generation stage, and the registry of baselines (as zju-vipa ``datafree``'s
-``BaseSynthesis``): one module per baseline (:mod:`.deepinv`, :mod:`.cmi`, :mod:`.fast`, :mod:`.zskt`,
-:mod:`.dfhl`) subclasses :class:`BaselineMethod` and registers it; :class:`.synthesis.BaselineSynthesizer`
-runs any of them with the same loop. A new baseline is one module plus its config class
-(:mod:`.config`).
+"""The interface of a baseline's generation stage (as zju-vipa ``datafree``'s ``BaseSynthesis``): one module
+per baseline (:mod:`.deepinv`, :mod:`.cmi`, :mod:`.fast`, :mod:`.zskt`, :mod:`.dfhl`) subclasses
+:class:`BaselineMethod` and registers it in the one registry of methods (:data:`ferd.method.METHODS`);
+:class:`.synthesis.BaselineSynthesizer` runs any of them with the same loop. A new baseline is one module
+plus its config class (:mod:`.config`, the group ``baseline.<name>``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from .. import rng
-from ..registry import Registry
 from ..config import SynthesisConfig
+from ..method import METHODS, Method
 from ..synthesis.generator import Generator
-from .config import BaselineConfig
+from ..baseline_config import BaselineConfig
 
 Objective = tuple[torch.Tensor, dict[str, float], "torch.Tensor | None", Any]
 """(loss, its terms, the teacher's logits on the batch or None, what :meth:`BaselineMethod.after_epoch` needs)"""
@@ -39,17 +39,28 @@ def value(t: torch.Tensor | float) -> float:
     return float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
 
 
-class BaselineMethod:
+class BaselineMethod(Method):
     """One baseline's generation: what it keeps across epochs, how an epoch starts, its objective, and the
     few steps around the shared optimiser step. ``relabel_by_teacher``: the pool takes the teacher's top-1
     (ZSKT, DFHL) instead of the drawn labels. No baseline reweights (§3: labels are drawn from a uniform p).
-    ``a8_conversion`` / ``high_entropy_examples``: its student side (:func:`ferd.baselines.distill_config`)."""
+    Its student side is A.8's conversion unless it says ``own`` (:mod:`ferd.method`); it reads
+    ``baseline.robust`` and its own group ``baseline.<name>``."""
 
-    name: ClassVar[str]
     relabel_by_teacher: ClassVar[bool] = False
     persistent_generator: ClassVar[bool] = False
-    a8_conversion: ClassVar[bool] = True  # distilled as A.8 says (PGD-10 + RSLAD loss); else its own student side
-    high_entropy_examples: ClassVar[bool] = False  # its own student side distils on HEEs (DFHL)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and "groups" not in cls.__dict__:
+            cls.groups = ("baseline.robust", f"baseline.{cls.name}")
+
+    @classmethod
+    def synthesizer(cls, plan, num_classes: int, img_size: int):
+        from .synthesis import BaselineSynthesizer
+
+        cfg = plan.cfg
+        return BaselineSynthesizer(cls, plan.synthesis, cfg.baseline, num_classes, img_size, cfg.seed, cfg.device,
+                                   amp=cfg.compute.amp)
 
     def __init__(self, ctx: SynthesisContext) -> None:
         self.ctx = ctx
@@ -101,6 +112,4 @@ class BaselineMethod:
         """After the epoch, hooks off."""
 
 
-BASELINES = Registry("baseline")
-"""Registered baselines by ``method`` name."""
-register = BASELINES.register
+register = METHODS.register

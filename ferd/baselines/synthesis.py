@@ -5,7 +5,7 @@ Same contract as FERD's :class:`ferd.synthesis.stage.Synthesizer`: each epoch dr
 returns the lowest-loss batch, which the caller adds to the pool. What differs is the generator and
 its objective, per reference (``../shared/notes/baselines.md``; losses in :mod:`.losses`), one module
 each (:mod:`.deepinv`, :mod:`.cmi`, :mod:`.fast`, :mod:`.zskt`, :mod:`.dfhl`, registered in
-:data:`.method.BASELINES`):
+:data:`ferd.method.METHODS`):
 
 =========  ======================================================================================
 deepinv    no generator: the pixels themselves, Adam (β = 0.5, 0.99), jitter (roll ± 4 px + flip),
@@ -42,23 +42,20 @@ from ..models import FerdModel
 from ..numerics import autocast, check_finite_loss
 from ..synthesis.losses import BatchNormStatistics
 from ..synthesis.stage import EpochSynthesis, collapse_run, frozen_student, top1_counts
-from . import cmi, deepinv, dfhl, fast, zskt  # noqa: F401  # register the baselines
-from .config import BaselineConfig
-from .method import BASELINES, BaselineMethod, SynthesisContext
+from ..baseline_config import BaselineConfig
+from .method import BaselineMethod, SynthesisContext
 
 
 class BaselineSynthesizer:
     """Runs one registered baseline (:class:`.method.BaselineMethod`) epoch by epoch; the method owns whatever
     it keeps across epochs (generator, optimiser, CMI head and bank, Fast's EMA)."""
 
-    def __init__(self, method: str, cfg: SynthesisConfig, baseline: BaselineConfig, num_classes: int,
-                 img_size: int, seed: int, device: str | torch.device = "cpu", amp: str = "fp32") -> None:
-        if method not in BASELINES:
-            raise ValueError(f"method: expected one of {sorted(BASELINES)}, got {method!r}")
+    def __init__(self, method: type[BaselineMethod], cfg: SynthesisConfig, baseline: BaselineConfig,
+                 num_classes: int, img_size: int, seed: int, device: str | torch.device = "cpu",
+                 amp: str = "fp32") -> None:
         self.cfg, self.num_classes, self.seed, self.device = cfg, num_classes, seed, device
         self.amp = amp  # compute.amp
-        self.method: BaselineMethod = BASELINES[method](SynthesisContext(cfg, baseline, num_classes, img_size,
-                                                                          seed, device))
+        self.method: BaselineMethod = method(SynthesisContext(cfg, baseline, num_classes, img_size, seed, device))
 
     @property
     def generator(self) -> nn.Module | None:

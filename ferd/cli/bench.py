@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
+from ..plan import load_config
 from ..presets import preset_path
 from . import module_doc
 

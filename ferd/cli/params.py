@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import load_config
+from ..plan import load_config
 from ..presets import preset_path, render_params
 
 

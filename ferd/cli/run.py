@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import load_config
+from ..plan import load_config
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from ..graph import PREVIOUS, describe_input
 
 
 def _config(args: argparse.Namespace):
-    from ..config import load_config
+    from ..plan import load_config
 
     cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
     if args.graph_rounds is not None and args.graph_rounds != cfg.num_rounds:

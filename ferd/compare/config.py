@@ -29,7 +29,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import ConfigError, FerdConfig, load_config
+from ..config import FerdConfig
+from ..params_io import ConfigError
+from ..plan import load_config
 from ..params_io import load_yaml
 from ..presets import find_preset, known_presets
 

@@ -35,9 +35,7 @@ import numpy as np
 from ..attacks import ATTACKS
 from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..evaluation.report import json_safe
-from ..round_state import uses_hee
-from ..baselines import distill_config
-from ..config import FerdConfig
+from ..plan import Plan, resolve
 from .config import Arm, CompareConfig, arms, run_config
 
 DELTAS = ("pgd20.worst", "pgd20.avg", "clean.avg")  # paired differences to the reference, in this order
@@ -221,17 +219,19 @@ def _delta(mean: float, low: float, high: float) -> str:
     return f"{100 * mean:+.1f}" + ("" if math.isnan(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]")
 
 
-def effective_settings(cfg: FerdConfig) -> dict[str, object]:
-    """The settings a run actually uses, flattened: method, budget, threat, synthesis (reweighting only for
-    FERD: the baselines draw labels uniformly), the distillation after the A.8 conversion, and the method's
-    own baseline group."""
+def effective_settings(plan: Plan) -> dict[str, object]:
+    """The settings a run actually uses (:class:`ferd.plan.Plan`), flattened: method, budget, threat, synthesis
+    (reweighting as the plan decides: the baselines draw labels uniformly), the distillation its student side
+    runs with, and the method's own parameter groups."""
+    cfg = plan.cfg
     data = cfg.model_dump(mode="json", include={"method", "epochs", "rounds", "threat", "synthesis"})
-    data["synthesis"]["reweighting"]["enabled"] = cfg.method == "ferd" and cfg.synthesis.reweighting.enabled
-    data["distill"] = distill_config(cfg).model_dump(mode="json")
-    if uses_hee(cfg):
-        data["distill"]["loss"] = "DFHL's own: CE on the teacher's top-1 of the student's high-entropy examples"
-    if cfg.method != "ferd":
-        data[f"baseline.{cfg.method}"] = "its own synthesis (baseline." + cfg.method + ".*)"
+    data["synthesis"]["reweighting"]["enabled"] = plan.reweighting is not None
+    data["distill"] = plan.distill.model_dump(mode="json")
+    if plan.student_side == "own":
+        data["distill"]["loss"] = f"{cfg.method}'s own ({type(plan.side()).__name__})"
+    for group in plan.groups:
+        if group != "baseline.robust":
+            data[group] = f"its own synthesis ({group}.*)"
     flat: dict[str, object] = {}
 
     def walk(prefix: str, node: object) -> None:
@@ -248,12 +248,13 @@ def arm_differences(cc: CompareConfig) -> dict[str, list[str]]:
     """Per method, ``key: value`` for every effective setting that differs from the reference's (first
     student and seed of the preset)."""
     student, seed = cc.students[0], cc.seeds[0]
-    ref = effective_settings(run_config(cc, Arm(cc.reference, student, seed)))
+    ref = effective_settings(resolve(run_config(cc, Arm(cc.reference, student, seed))))
     out = {}
     for method in [cc.reference] + [m for m in cc.methods if m != cc.reference]:
-        cfg = run_config(cc, Arm(method, student, seed))
-        mine = effective_settings(cfg)
-        unused = cfg.method != "ferd"  # FERD's generator settings mean nothing to a baseline's synthesis
+        plan = resolve(run_config(cc, Arm(method, student, seed)))
+        mine = effective_settings(plan)
+        # a method with its own synthesis group does not read FERD's generator settings
+        unused = any(g != "baseline.robust" for g in plan.groups)
         out[method] = [f"{k}: {_short(mine.get(k))}" for k in sorted(set(ref) | set(mine))
                        if mine.get(k) != ref.get(k) and not (unused and k.startswith("synthesis.")
                                                               and k != "synthesis.reweighting.enabled"

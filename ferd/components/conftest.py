@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/ beside ferd/)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ferd.components import use_image
 from ferd.components.run_params import run_params
 from ferd.components.stage.component import MAX_INPUTS, stage as generic_stage
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.stages.artifacts import run_time_values
 from ferd.graph import BY_NAME, COMPONENTS, STAGES, Stage, Task, unroll
 from ferd.launch import Engine, Launch

@@ -33,7 +33,8 @@ from typing import Any
 from .. import __version__
 from ..checkpoint import atomic_write_json as write_json
 from ..checkpoint import sha256_file
-from ..config import FerdConfig, load_config
+from ..config import FerdConfig
+from ..plan import load_config
 from ..fingerprint import params_fingerprint, scoped_params
 from ..storage import listed_files
 from ..provenance import SELF_KEY, authenticity_problem, code_version, environment, manifest_digest, seal, utc_now

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..algorithm import distillation_round
 from ..compute import set_memory_format
 from ..config import FerdConfig
+from ..plan import resolve
 from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..provenance import utc_now
@@ -52,7 +53,7 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
     set_memory_format(teacher_model, cfg.compute.channels_last)
     read_manifest(synthesis, SYNTHESIS, cfg, round_index=round_index, what="synthesis")
     read_manifest(pool, POOL, cfg, round_index=round_index, what="pool")
-    state = RunState.initial(cfg)
+    state = RunState.initial(resolve(cfg))
     if round_index > 0:
         read_manifest(previous, STAGE, cfg, round_index=round_index - 1, what="previous distillation")
         load_distillation(state, previous)

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import atomic_write_json, save_state_dict
 from ..compute import set_memory_format
 from ..config import FerdConfig
+from ..plan import resolve
 from ..evaluation.quick import quick_evaluation
 from ..graph import unroll
 from ..models import FerdModel
@@ -110,7 +111,7 @@ def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str |
     """Algorithm 1 end to end (every round of the graph), checkpointing into ``checkpoint_dir`` and
     resuming from the checkpoint there when present; ``on_checkpoint(next_round)`` after each checkpoint."""
     set_memory_format(teacher.eval().requires_grad_(False), cfg.compute.channels_last)
-    state = RunState.initial(cfg)
+    state = RunState.initial(resolve(cfg))
     if checkpoint_dir is not None and load_checkpoint(state, checkpoint_dir):
         log.info("resuming from %s at round %d", checkpoint_dir, state.next_round)
     rounds = len(cfg.round_schedule)

@@ -23,6 +23,7 @@ import torch
 from ..algorithm import collapse_warnings, generation_round
 from ..compute import set_memory_format
 from ..config import FerdConfig
+from ..plan import resolve
 from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..pool import Shard, write_shard
@@ -61,7 +62,7 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
     check_previous(round_index, "previous synthesis", previous)
     teacher_model, _ = load_teacher(cfg, teacher)
     set_memory_format(teacher_model, cfg.compute.channels_last)
-    state = RunState.initial(cfg)
+    state = RunState.initial(resolve(cfg))
     if round_index > 0:
         read_manifest(student, DISTILLATION, cfg, round_index=round_index - 1, what="student")
         read_manifest(previous, STAGE, cfg, round_index=round_index - 1, what="previous synthesis")

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, create_model
 
-from ..params_io import StrictModel
+from .params_io import StrictModel
 
 _Strict = StrictModel
 
@@ -111,9 +111,7 @@ class DfhlConfig(_Strict):
 BASELINE_CONFIGS: dict[str, type[_Strict]] = {"deepinv": DeepInvConfig, "cmi": CmiConfig, "fast": FastConfig,
                                                "zskt": ZsktConfig, "dfhl": DfhlConfig}
 """Each baseline's parameters by its method name (its module in :mod:`ferd.baselines` registers the method of
-the same name): a new baseline is that module plus its config class added here."""
-METHODS = ("ferd", *BASELINE_CONFIGS)  # ferd, then the registered baselines (.method)
-Method = Literal[METHODS]  # type: ignore[valid-type]
+the same name, which reads ``baseline.<name>``): a new baseline is that module plus its config class added here."""
 
 BaselineConfig = create_model(
     "BaselineConfig", __base__=_Strict, __doc__="Used only when ``method`` is not ``ferd``: the A.8 conversion "

@@ -1,0 +1,173 @@
+"""The resolved plan of a run: every setting that depends on another, decided once.
+
+Each entry point (``ferd run``, ``ferd stage``, ``ferd bench``, ``ferd compare``, the DVC and Kubeflow
+generators) validates the parameters (:func:`load_config` / :func:`parse_config`: the schema of :mod:`ferd.config`, then the
+registered names) and calls :func:`resolve`; everything downstream
+reads the :class:`Plan`, never the raw groups it was made from. The rules that tie one field to another
+across groups live here alone:
+
+* the method (:mod:`ferd.method`) by its name;
+* reweighting: ``synthesis.reweighting`` when the method reweights and it is enabled, else none (p stays
+  uniform: the baselines draw labels uniformly, §3; ``enabled: false`` is the 'w/o reweighting' ablation);
+* the student side and the distillation settings it runs with (:func:`distill_settings`), with γ
+  effective (0 when ``distill.utae.enabled`` is off: plain PGD on the KL, the 'w/o UTAEs' ablation) and the
+  attack target decided;
+* the parameter groups the method's results depend on (:func:`ferd.fingerprint.scope_keys`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .config import DistillConfig, FerdConfig, ReweightConfig, SynthesisConfig
+from .method import Method, StudentSideKind, known_methods, method_class
+from .params_io import ConfigError, load_yaml, short_repr
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run of ``cfg`` does (:func:`resolve`)."""
+
+    cfg: FerdConfig
+    method: type[Method]
+    synthesis: SynthesisConfig
+    reweighting: ReweightConfig | None
+    student_side: StudentSideKind  # "given" (Eq. 10-11 with ``distill``), "a8" (the A.8 conversion) or "own"
+    distill: DistillConfig  # the distillation settings the student side runs with (γ effective)
+    groups: tuple[str, ...]  # the method's own parameter groups (fingerprint)
+
+    def synthesizer(self, num_classes: int, img_size: int) -> Any:
+        """The method's generation stage."""
+        return self.method.synthesizer(self, num_classes, img_size)
+
+    def side(self) -> Any:
+        """The student side (:mod:`ferd.distill.side`): Eq. 10-11, or the method's own."""
+        if self.student_side == "own":
+            return self.method.own_student_side(self)
+        from .distill.side import UtaeSide
+
+        return UtaeSide()
+
+
+def resolve(cfg: FerdConfig) -> Plan:
+    """The plan of ``cfg``; :class:`ConfigError` (one line naming the field) when fields contradict."""
+    try:
+        method = method_class(cfg.method)
+    except KeyError as exc:
+        raise ConfigError(f"invalid parameters: {exc.args[0]}") from None
+    side = student_side(method, cfg)
+    if side != "given" and cfg.distill.utae.cache == "pool":
+        raise ConfigError(f"invalid parameters: distill.utae.cache: 'pool' needs UTAEs against the teacher as "
+                          f"distill.* says; method {cfg.method!r} distils its own way (baseline.robust.student_side: "
+                          f"{cfg.baseline.robust.student_side}), so use distill.utae.cache: recompute")
+    rw = cfg.synthesis.reweighting
+    return Plan(cfg=cfg, method=method, synthesis=cfg.synthesis,
+                reweighting=rw if method.reweights and rw.enabled else None, student_side=side,
+                distill=distill_settings(cfg, side), groups=method.groups)
+
+
+def student_side(method: type[Method], cfg: FerdConfig) -> StudentSideKind:
+    """The method's own choice, unless ``baseline.robust.student_side: ferd`` gives it FERD's."""
+    return method.student_side if cfg.baseline.robust.student_side == "a8" else "given"
+
+
+def distill_settings(cfg: FerdConfig, side: StudentSideKind) -> DistillConfig:
+    """The distillation parameters the student side runs with, γ effective.
+
+    ``given`` and ``own``: ``distill`` as written (DFHL's side swaps the loss, not the schedule). ``a8`` (deepinv,
+    cmi, fast, zskt): ``distill`` with its UTAE replaced by RSLAD's attack — the student is attacked from
+    x + 0.001·N(0, 1) on KL(f^T(x) ‖ f^S(x')), γ = 0, ``baseline.robust.attack_steps`` steps of ``threat.step``
+    (by default FERD's ``distill.utae.steps``) — and λ1, λ2 by RSLAD's weights (clean 1/6, adversarial 5/6).
+    Optimiser, schedule, iterations and batch stay FERD's, so every method gets the same student budget; with
+    FERD's default ``distill`` (RSLAD's side) the conversion changes nothing, so a baseline's arm and FERD's
+    differ in synthesis only.
+    """
+    d = cfg.distill
+    if side == "a8":
+        r = cfg.baseline.robust
+        utae = d.utae.model_copy(update={"target": "student", "steps": r.attack_steps or d.utae.steps,
+                                         "gamma": 0.0, "random_start": r.random_start, "cache": "recompute"})
+        return d.model_copy(update={"lambda1": r.lambda_clean, "lambda2": r.lambda_adv, "utae": utae})
+    gamma = d.utae.gamma if d.utae.enabled else 0.0  # 'w/o UTAEs': plain PGD on the KL
+    return d.model_copy(update={"utae": d.utae.model_copy(update={"gamma": gamma})})
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"])[:200] or "<root>"
+    msg = err["msg"].removeprefix("Value error, ")[:300]
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    return f"{key}: {msg} (got {short_repr(err.get('input'))})"
+
+
+def parse_config(data: dict[str, Any]) -> FerdConfig:
+    """Validate a nested dict against the schema, then its names against the registries and its fields
+    against each other (:func:`resolve`); raise :class:`ConfigError` naming every bad key."""
+    try:
+        cfg = FerdConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()[:10]]
+        raise ConfigError("invalid parameters: " + "; ".join(lines)) from None
+    bad = unknown_names(cfg)
+    if bad:
+        raise ConfigError("invalid parameters: " + "; ".join(bad[:10]))
+    resolve(cfg)
+    return cfg
+
+
+def unknown_names(cfg: FerdConfig) -> list[str]:
+    """One line per field naming something no registry knows: architectures, attacks, dataset, method."""
+    from .attacks import ATTACKS
+    from .data import KNOWN_DATASETS
+    from .models import is_known_model, list_models
+
+    out = [f"{key}: unknown architecture {arch!r}; expected one of {list_models()} (got {short_repr(arch)})"
+           for key, arch in (("teacher.arch", cfg.teacher.arch), ("student.arch", cfg.student.arch))
+           if not is_known_model(arch)]
+    names = cfg.evaluation.attacks
+    if not names or any(n not in ATTACKS for n in names) or len(set(names)) != len(names):
+        out.append(f"evaluation.attacks: expected distinct names among {list(ATTACKS)}, got {names}"[:300])
+    if cfg.dataset not in KNOWN_DATASETS:
+        out.append(f"dataset: unknown dataset {cfg.dataset!r}; expected one of {sorted(KNOWN_DATASETS)} "
+                   f"(got {short_repr(cfg.dataset)})")
+    if cfg.method not in known_methods():
+        out.append(f"method: expected one of {known_methods()}, got {cfg.method!r}")
+    return out
+
+
+def _set_override(data: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+        raise ConfigError(f"override {assignment!r}: expected KEY=VALUE (e.g. synthesis.lambda_uni=2)")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a group")
+    node[parts[-1]] = load_yaml(raw, f"override {key[:80]}")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
+    """Read a YAML params file (``None``: all defaults), apply ``KEY=VALUE`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"params file not found: {path}")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text; expected a YAML mapping of parameter groups") from None
+        data = load_yaml(text, str(path))
+        if data is None:
+            raise ConfigError(f"{path}: empty; expected a mapping of parameter groups ({{}} for all defaults)")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of parameter groups, got {type(data).__name__}")
+    for item in overrides:
+        _set_override(data, item)
+    return parse_config(data)

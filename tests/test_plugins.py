@@ -1,0 +1,57 @@
+"""Extension points (issue 33): a method with its own synthesiser and student side is one module, and goes
+through every front door — ``ferd run``, ``ferd stage all``, ``ferd compare`` — with nothing else changed."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import pytest
+import yaml
+
+from ferd.cli import main
+from ferd.method import METHODS
+
+CI = ["--params", "params/ci.yaml", "--threads", "1"]
+
+
+@pytest.fixture
+def throwaway():
+    """Imports tests/throwaway_method.py (which registers ``pixel-ce``) and unregisters it afterwards."""
+    module = importlib.import_module("throwaway_method")
+    yield module
+    METHODS.pop("pixel-ce", None)
+    sys.modules.pop("throwaway_method", None)
+
+
+@pytest.mark.slow
+def test_a_method_from_one_module_runs_through_every_front_door(throwaway, tmp_path):
+    from ferd.plan import load_config, resolve
+
+    plan = resolve(load_config("params/ci.yaml", ["method=pixel-ce"]))
+    assert plan.method is throwaway.PixelCE and plan.reweighting is None and plan.groups == ()
+    assert isinstance(plan.side(), throwaway.CleanDistillation)
+
+    assert main(["run", *CI, "-S", "method=pixel-ce", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    run = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "run" / "params.json").read_text())["method"] == "pixel-ce"
+    assert main(["stage", "all", *CI, "-S", "method=pixel-ce", "--out", str(tmp_path / "stages")]) == 0
+    split = json.loads((tmp_path / "stages" / "evaluation" / "metrics.json").read_text())
+    strip = lambda m: {k: v for k, v in m.items() if k != "run.seconds"}  # noqa: E731
+    assert strip(split) == strip(run)  # the stage split and ferd run train the same student
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump({"base": "ci", "students": ["cnn-8"], "seeds": [0],
+                                      "methods": {"ferd": [], "pixel-ce": ["method=pixel-ce"]}}))
+    assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "cmp"), "--threads", "1",
+                 "--no-progress"]) == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| pixel-ce |" in table and "pixel-ce's own (CleanDistillation)" in table
+
+
+def test_an_unknown_method_is_refused_with_the_known_ones(capsys, tmp_path):
+    assert main(["run", *CI, "-S", "method=pixel-ce", "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "method: expected one of ['cmi', 'deepinv', 'dfhl', 'fast', 'ferd', 'zskt'], got 'pixel-ce'" in err
+    assert not (tmp_path / "never").exists()
