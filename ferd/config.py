@@ -276,7 +276,7 @@ class FerdConfig(_Strict):
 
     @property
     def num_classes(self) -> int:
-        from .data import dataset_info
+        from .dataset_catalog import dataset_info
 
         return dataset_info(self.dataset).num_classes
 

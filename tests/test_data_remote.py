@@ -11,7 +11,7 @@ import torch
 from ferd.checkpoint import save_state_dict
 from ferd.cli import main
 from ferd.data import load_split, require_split
-from ferd.data.datasets import CIFAR10_CLASSES
+from ferd.dataset_catalog import CIFAR10_CLASSES
 from ferd.models import create_model
 
 

@@ -8,30 +8,18 @@ plus its config class (:mod:`.config`, the group ``baseline.<name>``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .. import rng
-from ..config import SynthesisConfig
 from ..method import METHODS, Method
 from ..synthesis.generator import Generator
-from ..baseline_config import BaselineConfig
+from .synthesis import BaselineSynthesizer, SynthesisContext
 
 Objective = tuple[torch.Tensor, dict[str, float], "torch.Tensor | None", Any]
 """(loss, its terms, the teacher's logits on the batch or None, what :meth:`BaselineMethod.after_epoch` needs)"""
-
-
-@dataclass(frozen=True)
-class SynthesisContext:
-    cfg: SynthesisConfig
-    b: BaselineConfig
-    num_classes: int
-    img_size: int
-    seed: int
-    device: str | torch.device
 
 
 def value(t: torch.Tensor | float) -> float:
@@ -55,9 +43,7 @@ class BaselineMethod(Method):
             cls.groups = ("baseline.robust", f"baseline.{cls.name}")
 
     @classmethod
-    def synthesizer(cls, plan, num_classes: int, img_size: int):
-        from .synthesis import BaselineSynthesizer
-
+    def synthesizer(cls, plan, num_classes: int, img_size: int) -> BaselineSynthesizer:
         cfg = plan.cfg
         return BaselineSynthesizer(cls, plan.synthesis, cfg.baseline, num_classes, img_size, cfg.seed, cfg.device,
                                    amp=cfg.compute.amp)

@@ -32,6 +32,9 @@ augmentations are :mod:`.views` (seeded, differentiable); DFHL's ``strong_aug`` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -43,7 +46,19 @@ from ..numerics import autocast, check_finite_loss
 from ..synthesis.losses import BatchNormStatistics
 from ..synthesis.stage import EpochSynthesis, collapse_run, frozen_student, top1_counts
 from ..baseline_config import BaselineConfig
-from .method import BaselineMethod, SynthesisContext
+
+if TYPE_CHECKING:
+    from .method import BaselineMethod
+
+
+@dataclass(frozen=True)
+class SynthesisContext:
+    cfg: SynthesisConfig
+    b: BaselineConfig
+    num_classes: int
+    img_size: int
+    seed: int
+    device: str | torch.device
 
 
 class BaselineSynthesizer:

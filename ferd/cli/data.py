@@ -13,7 +13,7 @@ import argparse
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from ..data.remote import pack
+    from ..data.pack import pack
 
     for written in pack(args.dataset, args.source, args.to, args.split):
         print(written)

@@ -42,7 +42,8 @@ from .artifacts import (MANIFEST, RUN_TIME_PARAMS, ArtifactError, config_from_te
 from .distillation import DistillationArtifact, distillation
 from .evaluation import EvaluationArtifact, evaluation
 from .pool_store import PoolArtifact, pool_store
-from .synthesis import SynthesisArtifact, shard_path, synthesis
+from .layout import shard_path
+from .synthesis import SynthesisArtifact, synthesis
 from .teacher_fetch import TeacherArtifact, load_teacher, teacher_fetch
 
 Artifact = TeacherArtifact | SynthesisArtifact | PoolArtifact | DistillationArtifact | EvaluationArtifact

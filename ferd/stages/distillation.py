@@ -27,11 +27,10 @@ from ..round_state import (STUDENT_FILE, RunState, class_weights, load_distillat
                            save_distillation, save_history)
 from .artifacts import (CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, check_previous, read_manifest,
                         round_epochs, write_json, write_manifest)
-from .pool_store import STAGE as POOL, load_pool
-from .synthesis import STAGE as SYNTHESIS
+from .layout import DISTILLATION, POOL, SYNTHESIS
+from .pool_store import load_pool
 from .teacher_fetch import load_teacher
 
-STAGE = "distillation"
 RNG_STREAMS = ("labels", "latent", "bottleneck", "generator", "reweight", "pool-sample", "utae", "augment")
 PathLike = str | os.PathLike[str]
 
@@ -55,7 +54,7 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
     read_manifest(pool, POOL, cfg, round_index=round_index, what="pool")
     state = RunState.initial(resolve(cfg))
     if round_index > 0:
-        read_manifest(previous, STAGE, cfg, round_index=round_index - 1, what="previous distillation")
+        read_manifest(previous, DISTILLATION, cfg, round_index=round_index - 1, what="previous distillation")
         load_distillation(state, previous)
     load_history(state, synthesis)
     state.pool = load_pool(cfg, pool)
@@ -77,7 +76,7 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
                                                 "seed and its epochs"})
     save_history(state, out)
     write_json(out / CLASS_WEIGHTS_FILE, class_weights(state.history))
-    write_manifest(out, STAGE, cfg, round_index=round_index, started=started,
+    write_manifest(out, DISTILLATION, cfg, round_index=round_index, started=started,
                    inputs={"teacher": teacher, "synthesis": synthesis, "pool": pool, "previous": previous},
                    extra={"epochs": [epochs.start, epochs.stop], "next_round": state.next_round,
                           "complete": complete})

@@ -25,10 +25,9 @@ from ..evaluation.dvc_plots import write_class_weights
 from ..checkpoint import copy_file
 from ..round_state import HISTORY_FILE, STUDENT_FILE
 from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, read_json, read_manifest, write_json, write_manifest
-from .distillation import STAGE as DISTILLATION
+from .layout import DISTILLATION, EVALUATION
 from .teacher_fetch import load_teacher
 
-STAGE = "evaluation"
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"  # DVC plot data (ferd.evaluation.dvc_plots)
 
@@ -85,6 +84,6 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
     for name in (HISTORY_FILE, CLASS_WEIGHTS_FILE):
         copy_file(student_dir / name, out / name)
     write_class_weights(read_json(out / HISTORY_FILE), out / PLOTS_DIR, dataset_info(cfg.dataset).class_names)
-    write_manifest(out, STAGE, cfg, started=started, inputs={"teacher": teacher, "student": student},
+    write_manifest(out, EVALUATION, cfg, started=started, inputs={"teacher": teacher, "student": student},
                    extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
     return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / "eval" / "report.md")

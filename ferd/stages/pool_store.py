@@ -27,12 +27,10 @@ from ..round_state import RunState
 from .io import StageIO
 from .artifacts import (ArtifactError, StageArtifact, check_previous, read_json, read_manifest, round_epochs,
                         write_json, write_manifest)
-from .synthesis import STAGE as SYNTHESIS, shard_path
+from .layout import POOL, POOL_INDEX, SYNTHESIS, shard_path
 
 log = logging.getLogger(__name__)
 
-STAGE = "pool"
-POOL_INDEX = "pool.json"
 HERE = "."  # an index entry for a shard this artifact holds itself
 PathLike = str | os.PathLike[str]
 
@@ -69,7 +67,7 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
         # in place (the previous pool is the output directory, e.g. a pool kept at one path) the
         # directory may already hold this round or later ones, from an earlier run: replaced below
         in_place = previous.resolve() == out.resolve()
-        prev = read_manifest(previous, STAGE, cfg, round_index=None if in_place else round_index - 1,
+        prev = read_manifest(previous, POOL, cfg, round_index=None if in_place else round_index - 1,
                              what="previous pool")
         if prev.get("pool_rounds", [])[:round_index] != list(range(round_index)) or prev["round"] < round_index - 1:
             raise ArtifactError(f"previous pool: {previous} holds rounds {prev.get('pool_rounds')}, "
@@ -94,7 +92,7 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
                                   "layout": "round=<r>/part-0.parquet under each shard's dir (relative to this "
                                             "artifact; '.' = here)",
                                   "columns": pool_columns(out, round_index)})
-    write_manifest(out, STAGE, cfg, round_index=round_index, started=started,
+    write_manifest(out, POOL, cfg, round_index=round_index, started=started,
                    inputs={"synthesis": synthesis, "previous": previous},
                    extra={"pool_rounds": rounds, "rows": total})
     return PoolArtifact(out, round_index, rounds, total)

@@ -33,9 +33,9 @@ from ..round_state import (RunState, class_weights, load_generation, load_histor
 from ..synthesis.diversity import synthesis_rows
 from .artifacts import (CLASS_WEIGHTS_FILE, RoundArtifact, check_previous, read_manifest, round_epochs, write_json,
                         write_manifest)
+from .layout import DISTILLATION, SYNTHESIS, shard_path
 from .teacher_fetch import load_teacher
 
-STAGE = "synthesis"
 PathLike = str | os.PathLike[str]
 
 
@@ -46,16 +46,10 @@ class SynthesisArtifact(RoundArtifact):
     p: list[float]
 
 
-def shard_path(synthesis_dir: PathLike, round_index: int) -> Path:
-    return Path(synthesis_dir) / "shard" / f"round={round_index}" / "part-0.parquet"
-
-
 def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: PathLike,
               student: PathLike | None = None, previous: PathLike | None = None,
               progress: bool = False) -> SynthesisArtifact:
     """The generation stage of round ``round_index``."""
-    from .distillation import STAGE as DISTILLATION
-
     started = utc_now()
     epochs = round_epochs(cfg, round_index)
     check_previous(round_index, "student", student)
@@ -65,7 +59,7 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
     state = RunState.initial(resolve(cfg))
     if round_index > 0:
         read_manifest(student, DISTILLATION, cfg, round_index=round_index - 1, what="student")
-        read_manifest(previous, STAGE, cfg, round_index=round_index - 1, what="previous synthesis")
+        read_manifest(previous, SYNTHESIS, cfg, round_index=round_index - 1, what="previous synthesis")
         load_student(state, student)
         load_generation(state, previous)
         load_history(state, student)
@@ -86,7 +80,7 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
                                                                                       cfg.num_classes)}
                                           for c in class_weights(new)])
     save_history(state, out)
-    write_manifest(out, STAGE, cfg, round_index=round_index, started=started,
+    write_manifest(out, SYNTHESIS, cfg, round_index=round_index, started=started,
                    inputs={"teacher": teacher, "student": student, "previous": previous},
                    extra={"epochs": [epochs.start, epochs.stop], "rows": len(shard.labels),
                           "warnings": collapse_warnings(new), "synthesis": synthesis_rows(new)})

@@ -21,11 +21,11 @@ from ..provenance import utc_now
 from ..models import FerdModel
 from ..teacher import load_model
 from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher
+from .layout import TEACHER
 from .artifacts import ArtifactError, read_json, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
-STAGE = "teacher"
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,13 @@ def teacher_fetch(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, progress:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _, card = obtain_teacher(cfg, out, progress=progress)
-    write_manifest(out, STAGE, cfg, started=started, extra={"source": cfg.teacher.source, "sha256": card["sha256"]})
+    write_manifest(out, TEACHER, cfg, started=started, extra={"source": cfg.teacher.source, "sha256": card["sha256"]})
     return TeacherArtifact(out, out / CHECKPOINT_NAME, out / CARD_NAME, card)
 
 
 def load_teacher(cfg: FerdConfig, teacher_dir: str | os.PathLike[str]) -> tuple[FerdModel, dict]:
     """The teacher of a teacher artifact on ``cfg.device``: checked, eval mode, frozen."""
-    read_manifest(teacher_dir, STAGE, cfg, what="teacher")
+    read_manifest(teacher_dir, TEACHER, cfg, what="teacher")
     d = Path(teacher_dir)
     card = read_json(d / CARD_NAME)
     if card.get("arch") != cfg.teacher.arch or card.get("num_classes") != cfg.num_classes:
