@@ -15,7 +15,7 @@ CUDA, gloo on the CPU). What makes N ranks compute what one process computes wit
   (:func:`data_parallel`), which averages the ranks' gradients of their batch-mean losses: the gradient
   of the global batch mean. The frozen teacher is replicated, not wrapped; attacks run on the bare
   student in eval mode (running statistics, equal on every rank), per sample;
-* **synthesis** (:class:`ferd.synthesis.stage.Synthesizer`): the generator likewise (DDP, global-batch
+* **synthesis** (:class:`ferd.synthesis.epoch.Synthesizer`): the generator likewise (DDP, global-batch
   BatchNorm), L_bn on the global batch's statistics (:func:`channel_moments`), each rank's rows of z
   and of the bottleneck's noise scales with their one-process gradients, the kept iteration chosen on
   the global loss and the kept batch gathered (:func:`gather_rows`).

@@ -121,16 +121,20 @@ def parse_config(data: dict[str, Any]) -> FerdConfig:
 
 def unknown_names(cfg: FerdConfig) -> list[str]:
     """One line per field naming something no registry knows: architectures, attacks, dataset, method."""
-    from .attacks import ATTACKS
+    from .attacks import check_attack_names
     from .data import KNOWN_DATASETS
-    from .models import is_known_model, list_models
+    from .models import check_arch
 
-    out = [f"{key}: unknown architecture {arch!r}; expected one of {list_models()} (got {short_repr(arch)})"
-           for key, arch in (("teacher.arch", cfg.teacher.arch), ("student.arch", cfg.student.arch))
-           if not is_known_model(arch)]
-    names = cfg.evaluation.attacks
-    if not names or any(n not in ATTACKS for n in names) or len(set(names)) != len(names):
-        out.append(f"evaluation.attacks: expected distinct names among {list(ATTACKS)}, got {names}"[:300])
+    out = []
+    for key, arch in (("teacher.arch", cfg.teacher.arch), ("student.arch", cfg.student.arch)):
+        try:
+            check_arch(arch)
+        except ValueError as exc:
+            out.append(f"{key}: {exc} (got {short_repr(arch)})")
+    try:
+        check_attack_names(cfg.evaluation.attacks)
+    except ValueError as exc:
+        out.append(f"evaluation.attacks: {exc}")
     if cfg.dataset not in KNOWN_DATASETS:
         out.append(f"dataset: unknown dataset {cfg.dataset!r}; expected one of {sorted(KNOWN_DATASETS)} "
                    f"(got {short_repr(cfg.dataset)})")

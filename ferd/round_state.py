@@ -40,7 +40,7 @@ from .checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict, 
 from .compute import compile_in_place, compile_settings, set_memory_format
 from .config import FerdConfig
 from .data import dataset_info
-from .distill.stage import Distiller
+from .distill.distiller import Distiller
 from .fingerprint import params_fingerprint
 from .models import FerdModel, create_model
 from .plan import Plan

@@ -31,7 +31,8 @@ from .checkpoint import atomic_path, atomic_write_bytes, save_state_dict, sha256
 from .config import FerdConfig
 from .fingerprint import params_fingerprint
 from .models import FerdModel, create_model
-from .teacher import load_model, train_robust_teacher
+from .adversarial_training import train_robust_teacher
+from .models.loading import load_model
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ def checkpoint(tmp_path):
 def no_loading(monkeypatch):
     """Fail the test if a model or a dataset gets loaded."""
     import ferd.data
-    import ferd.teacher
+    import ferd.models.loading
 
     def boom(*_a, **_k):
         raise AssertionError("loaded something before validating the arguments")
 
     monkeypatch.setattr(ferd.data, "load_split", boom)
-    monkeypatch.setattr(ferd.teacher, "load_model", boom)
+    monkeypatch.setattr(ferd.models.loading, "load_model", boom)
 
 
 def base_args(teacher, out) -> list[str]:

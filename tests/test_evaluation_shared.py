@@ -25,7 +25,7 @@ def test_shared_teacher_non_aa_attacks(tmp_path):
     from ferd.data import dataset_info, load_split
     from ferd.evaluation.report import write_evaluation
     from ferd.evaluation.runner import evaluate_models, flat_metrics, stratified_subset
-    from ferd.teacher import load_model
+    from ferd.models.loading import load_model
 
     x, y = load_split("cifar10", "test", root=DATA)
     idx = torch.from_numpy(stratified_subset(y, 200, seed=0))

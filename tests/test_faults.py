@@ -313,7 +313,7 @@ def teacher_dir(tmp_path_factory) -> Path:
 
 
 def test_nan_generator_loss_stops_with_terms_and_batch_saved(teacher_dir, tmp_path, monkeypatch, single_thread):
-    import ferd.synthesis.stage as synth_stage
+    import ferd.synthesis.epoch as synth_stage
 
     calls = {"n": 0}
     real = synth_stage.one_hot_loss
@@ -337,7 +337,7 @@ def test_nan_generator_loss_stops_with_terms_and_batch_saved(teacher_dir, tmp_pa
 
 
 def test_inf_student_loss_stops_with_terms_and_batch_saved(teacher_dir, tmp_path, monkeypatch, single_thread):
-    import ferd.distill.stage as dist_stage
+    import ferd.distill.distiller as dist_stage
 
     cfg = load_config(CI)
     syn = synthesis(cfg, tmp_path / "syn", round_index=0, teacher=teacher_dir).dir

@@ -212,7 +212,7 @@ def _ci_pool_share(kind: str | None) -> float:
     from ferd.stages.run import run_algorithm1
     from ferd.data import load_split
     from ferd.models import create_model
-    from ferd.teacher import train_robust_teacher
+    from ferd.adversarial_training import train_robust_teacher
 
     over = ["synthesis.iterations=10", "synthesis.batch_size=40"] + (
         [f"synthesis.generator.kind={kind}"] if kind else [])

@@ -16,7 +16,8 @@ from ferd.checkpoint import (atomic_path, atomic_write_bytes, load_state_dict, r
 from ferd.data import load_split
 from ferd.models import create_model
 from ferd.augment import random_crop
-from ferd.teacher import load_model, train_robust_teacher
+from ferd.adversarial_training import train_robust_teacher
+from ferd.models.loading import load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -1,6 +1,6 @@
 """The generation stage of the paper's baselines (``method: deepinv | cmi | fast | zskt | dfhl``).
 
-Same contract as FERD's :class:`ferd.synthesis.stage.Synthesizer`: each epoch draws labels from p
+Same contract as FERD's :class:`ferd.synthesis.epoch.Synthesizer`: each epoch draws labels from p
 (uniform: the baselines do not reweight, §3 of the paper), takes ``synthesis.iterations`` steps and
 returns the lowest-loss batch, which the caller adds to the pool. What differs is the generator and
 its objective, per reference (``../shared/notes/baselines.md``; losses in :mod:`.losses`), one module
@@ -44,7 +44,7 @@ from ..config import SynthesisConfig
 from ..models import FerdModel
 from ..numerics import autocast, check_finite_loss
 from ..synthesis.losses import BatchNormStatistics
-from ..synthesis.stage import EpochSynthesis, collapse_run, frozen_student, top1_counts
+from ..synthesis.epoch import EpochSynthesis, collapse_run, frozen_student, top1_counts
 from ..baseline_config import BaselineConfig
 
 if TYPE_CHECKING:

@@ -23,11 +23,15 @@ logger = logging.getLogger(__name__)
 
 
 def parse_attacks(text: str) -> tuple[str, ...]:
-    """``"clean, PGD20"`` → ``("clean", "pgd20")``, checked by the configuration (:class:`ferd.config.EvalConfig`)."""
-    from ..config import EvalConfig
+    """``"clean, PGD20"`` → ``("clean", "pgd20")``, checked against the registry as ``evaluation.attacks`` is
+    (:func:`ferd.attacks.check_attack_names`)."""
+    from ..attacks import check_attack_names
 
     names = tuple(a.strip().lower() for a in text.split(","))
-    _checked("--attacks", EvalConfig, attacks=list(names))
+    try:
+        check_attack_names(names)
+    except ValueError as exc:
+        raise ValueError(f"--attacks: {exc}") from None
     return names
 
 
@@ -56,6 +60,15 @@ def _checked(flag: str, model: type, **values: object) -> None:
         raise ValueError(f"{flag}: {msg}") from None
 
 
+def _known_arch(flag: str, name: str) -> None:
+    from ..models import check_arch
+
+    try:
+        check_arch(name)
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+
+
 def _check_file(path: str, flag: str) -> Path:
     p = Path(path)
     if not p.is_file():
@@ -67,7 +80,7 @@ def validate(args: argparse.Namespace) -> None:
     """Check every argument (and normalise ``attacks``, ``eps``) without loading models or data: the
     values that are also parameters through the configuration's validators (:mod:`ferd.config`)."""
     from ..compute import require_device
-    from ..config import EvalConfig, StudentConfig
+    from ..config import EvalConfig
 
     if args.attacks is None:  # every registered attack
         from ..attacks import ATTACKS
@@ -83,10 +96,10 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError("--student and --student-arch: give both or neither")
     require_device(args.device, "--device")
     _check_file(args.teacher, "--teacher")
-    _checked("--teacher-arch", StudentConfig, arch=args.teacher_arch)
+    _known_arch("--teacher-arch", args.teacher_arch)
     if args.student is not None:
         _check_file(args.student, "--student")
-        _checked("--student-arch", StudentConfig, arch=args.student_arch)
+        _known_arch("--student-arch", args.student_arch)
     if args.data_root is not None and not args.data_root.startswith("s3://") and not Path(args.data_root).exists():
         raise FileNotFoundError(f"--data-root: no such file or directory: {args.data_root}")
     out = Path(args.out)
@@ -106,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import dataset_info, load_split
-    from ..teacher import load_model
+    from ..models.loading import load_model
     from ..evaluation.report import summary_table, write_evaluation
     from ..evaluation.runner import evaluate_models, stratified_subset
 

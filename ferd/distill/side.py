@@ -1,6 +1,6 @@
 """Student sides: how one student iteration turns a batch drawn from the pool into a loss.
 
-The :class:`~ferd.distill.stage.Distiller` owns what every method shares — the optimiser, the LR
+The :class:`~ferd.distill.distiller.Distiller` owns what every method shares — the optimiser, the LR
 schedule, the draw of the batch from the pool and its augmentation streams — and asks its side for
 the loss. :class:`UtaeSide` is FERD's (Eq. 10-11) and, with RSLAD's settings, the A.8 conversion of the
 baselines (:func:`ferd.plan.resolve` decides which settings); a method with a student side of its own
@@ -24,7 +24,7 @@ from .loss import robust_distillation_loss
 from .utae import generate_utae, utae_start
 
 if TYPE_CHECKING:
-    from .stage import Distiller
+    from .distiller import Distiller
 
 
 @dataclass

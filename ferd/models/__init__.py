@@ -12,9 +12,9 @@ from torch import nn
 
 from . import cnn, mobilenetv2, preactresnet, resnet, wrn  # noqa: F401  (registration)
 from .base import FerdModel, Normalize
-from .registry import create_model, is_known_model, list_models, register_model, register_pattern
+from .registry import check_arch, create_model, is_known_model, list_models, register_model, register_pattern
 
-__all__ = ["FerdModel", "Normalize", "count_macs", "create_model", "is_known_model", "list_models",
+__all__ = ["FerdModel", "Normalize", "check_arch", "count_macs", "create_model", "is_known_model", "list_models",
            "register_model", "register_pattern"]
 
 

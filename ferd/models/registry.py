@@ -56,6 +56,13 @@ def is_known_model(name: str) -> bool:
     return name in _EXACT or any(p.fullmatch(name) for p, *_ in _PATTERNS)
 
 
+def check_arch(name: str) -> str:
+    """``name`` when the registry knows it; a ValueError naming the known ones otherwise."""
+    if not is_known_model(name):
+        raise ValueError(f"unknown architecture {name!r}; expected one of {list_models()}")
+    return name
+
+
 def create_model(name: str, num_classes: int, **kwargs: Any) -> FerdModel:
     """Build the model registered as ``name``; unknown names raise a ValueError listing the known ones."""
     if name in _EXACT:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import FerdConfig
 from ..provenance import utc_now
-from ..teacher import load_model
+from ..models.loading import load_model
 from ..data import dataset_info
 from ..evaluation.dvc_plots import write_class_weights
 from ..checkpoint import copy_file

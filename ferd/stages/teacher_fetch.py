@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import FerdConfig
 from ..provenance import utc_now
 from ..models import FerdModel
-from ..teacher import load_model
+from ..models.loading import load_model
 from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher
 from .layout import TEACHER
 from .artifacts import ArtifactError, read_json, read_manifest, write_manifest

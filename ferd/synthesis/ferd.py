@@ -1,4 +1,4 @@
-"""FERD as a method (:mod:`ferd.method`): its generation stage is :class:`~ferd.synthesis.stage.Synthesizer`
+"""FERD as a method (:mod:`ferd.method`): its generation stage is :class:`~ferd.synthesis.epoch.Synthesizer`
 (Eq. 4-9: L_adv, L_bn, L_oh and the fairness term L_uni on the non-robust channels), it reweights the labels
 (Eq. 1-2), its student side is ``distill.*`` as written (Eq. 10-11), it reads no baseline group, and its
 generation is data-parallel under torchrun."""
@@ -6,7 +6,7 @@ generation is data-parallel under torchrun."""
 from __future__ import annotations
 
 from ..method import Method, register
-from .stage import Synthesizer
+from .epoch import Synthesizer
 
 
 @register

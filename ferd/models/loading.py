@@ -1,0 +1,80 @@
+"""Safe, strict loading of a model checkpoint (a teacher's or a student's).
+
+:func:`load_model` builds the architecture from the registry and loads a checkpoint strictly (via
+:mod:`ferd.checkpoint`, never plain unpickling), naming missing, unexpected or misshapen keys.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_state_dict
+from .base import FerdModel
+from .registry import create_model
+
+IGNORED_PREFIXES = ("sub_block1.",)
+"""Keys dropped by name: TRADES-era WideResNets (RobustBench ``sub_block1=True``) store an
+unused ``sub_block1`` network block that the forward pass never touches."""
+
+
+def _classifier_name(model: nn.Module) -> str:
+    """Name of the last ``nn.Linear`` (the classifier: ``fc`` or ``linear``)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__}: no nn.Linear classifier found")
+    return names[-1]
+
+
+def _listing(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], num_classes: int,
+                     where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Drop ignored keys, then require the exact keys and shapes of ``model.state_dict()``.
+
+    Raises ValueError saying expected vs found for a wrong number of classes, and listing
+    every missing key, unexpected key and shape mismatch otherwise.
+    """
+    state = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
+    expected = model.state_dict()
+    fc_key = f"{_classifier_name(model)}.weight"
+    if fc_key in state and state[fc_key].ndim == 2 and state[fc_key].shape[0] != num_classes:
+        raise ValueError(f"{where}: num_classes mismatch: expected {num_classes} classes, found "
+                         f"{state[fc_key].shape[0]} rows in {fc_key}")
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(f"{k}: expected {tuple(expected[k].shape)}, found {tuple(state[k].shape)}"
+                    for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches ({len(shapes)}): {_listing(shapes)}")
+    if problems:
+        raise ValueError(f"{where}: does not match architecture {type(model).__name__}; " + "; ".join(problems))
+    return state
+
+
+def load_model(path: str | os.PathLike[str], arch: str, num_classes: int,
+               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+               sha256: str | None = None) -> FerdModel:
+    """Build ``arch`` from the registry and load the checkpoint at ``path`` strictly.
+
+    ``mean``/``std`` add in-model normalisation (``None``: inputs used as they are, like
+    RobustBench's CIFAR L∞ models). ``sha256`` is verified before parsing. Returns the
+    model on the CPU in ``eval()`` mode with ``requires_grad=False`` on every parameter.
+    """
+    state = load_state_dict(path, sha256=sha256)
+    model = create_model(arch, num_classes=num_classes, mean=mean, std=std)
+    state = check_state_dict(model, state, num_classes, where=str(path))
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    model.requires_grad_(False)
+    return model
