@@ -93,7 +93,7 @@ def test_ferd_run_executes_the_graph_so_a_new_per_round_stage_runs_in_it(monkeyp
     reference = run_algorithm1(_teacher(), parse_config(TINY), progress=False)
     seen = []
     module = types.ModuleType("ferd.stages.pool_rows")
-    module.step = lambda state, teacher, r, inputs, progress=False: seen.append((r, len(inputs["pool"])))
+    module.step = lambda ctx, r, inputs: seen.append((r, len(inputs["pool"])))
     monkeypatch.setitem(sys.modules, module.__name__, module)
     stage = graph.Stage("pool-rows", "pool", True, "pool-rows", (graph.Input("pool", "pool-store", graph.SAME, "pool"),),
                         "rows", False, "pool rows", "a throwaway stage: the pool's rows after the round")

@@ -337,7 +337,7 @@ def test_nan_generator_loss_stops_with_terms_and_batch_saved(teacher_dir, tmp_pa
 
 
 def test_inf_student_loss_stops_with_terms_and_batch_saved(teacher_dir, tmp_path, monkeypatch, single_thread):
-    import ferd.distill.distiller as dist_stage
+    import ferd.distill.side as dist_stage
 
     cfg = load_config(CI)
     syn = synthesis(cfg, tmp_path / "syn", round_index=0, teacher=teacher_dir).dir

@@ -2,8 +2,8 @@
 
 One code path, three front doors: ``ferd stage <name>`` (:mod:`ferd.cli.stage`, what
 ``dvc.yaml`` calls), the Kubeflow components in ``components/<stage>/`` and ``ferd run``
-(:func:`ferd.stages.run.run_algorithm1`: the graph in one process, each per-round stage by its
-module's ``step`` on the in-memory round state) all run the same ``generation_round`` /
+(:mod:`ferd.stages.run`: the whole graph in one process, each stage by its module's ``step`` on the
+in-memory round state) all run the same ``generation_round`` /
 ``distillation_round`` on the same round state (:mod:`ferd.round_state`).
 
 =================  ==================================  ==============================================
@@ -41,6 +41,7 @@ from .artifacts import (MANIFEST, RUN_TIME_PARAMS, ArtifactError, config_from_te
                         run_time_overrides, run_time_values)
 from .distillation import DistillationArtifact, distillation
 from .evaluation import EvaluationArtifact, evaluation
+from .executor import execute
 from .pool_store import PoolArtifact, pool_store
 from .layout import shard_path
 from .synthesis import SynthesisArtifact, synthesis
@@ -60,8 +61,8 @@ def stage_function(stage: Stage) -> Callable[..., Artifact]:
 
 
 def stage_step(stage: Stage) -> Callable[..., object]:
-    """``ferd.stages.<component>.step(state, teacher, round_index, inputs, progress)``: the stage on the
-    in-memory round state, as ``ferd run`` runs it (:mod:`ferd.stages.run`)."""
+    """``ferd.stages.<component>.step(ctx, round_index, inputs)``: the stage on the in-memory round state
+    (:class:`ferd.stages.executor.InProcess`), as ``ferd run`` runs it (:mod:`ferd.stages.run`)."""
     module = _stage_module(stage)
     if not hasattr(module, "step"):
         raise NotImplementedError(f"stage {stage.name}: {module.__name__} has no in-process step for `ferd run`")
@@ -126,16 +127,16 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
     ``evaluation``)."""
     from .io import StageIO
 
-    io, out, dirs = StageIO(cfg), str(out_dir), {}
-    tasks = unroll(cfg.num_rounds)
-    for task in tasks:
-        if task.stage.name == "evaluation" and not evaluate:
-            continue
-        inputs = {inp.flag: dirs[producer] for inp, producer in task.inputs}
+    io, out = StageIO(cfg), str(out_dir)
+    tasks = [t for t in unroll(cfg.num_rounds) if evaluate or t.stage.name != "evaluation"]
+
+    def run_one(task: graph.Task, inputs: dict) -> Path:
         artifact = run_task(cfg, task.stage.name, task.round, inputs, io.output(task.dir(out)), progress)
         io.publish(artifact.dir)
-        dirs[task.id] = artifact.dir
-    last = {t.stage.subdir: dirs[t.id] for t in tasks if t.id in dirs}
+        return artifact.dir
+
+    dirs = execute(tasks, run_one)
+    last = {t.stage.subdir: dirs[t.id] for t in tasks}
     return {("student" if k == "distillation" else k): v for k, v in last.items()}
 
 

@@ -27,6 +27,7 @@ from ..round_state import (STUDENT_FILE, RunState, class_weights, load_distillat
                            save_distillation, save_history)
 from .artifacts import (CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, check_previous, read_manifest,
                         round_epochs, write_json, write_manifest)
+from .executor import InProcess
 from .layout import DISTILLATION, POOL, SYNTHESIS
 from .pool_store import load_pool
 from .teacher_fetch import load_teacher
@@ -84,7 +85,8 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
     return DistillationArtifact(out, round_index, epochs, out / STUDENT_FILE, complete, losses)
 
 
-def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> FerdModel:
-    """The stage in memory (``ferd run``, :mod:`ferd.stages.run`): the student after the round."""
-    distillation_round(state, teacher, state.cfg.round_schedule[round_index], progress=progress)
+def step(ctx: InProcess, round_index: int, inputs: dict) -> FerdModel:
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.executor`): the student after the round."""
+    state = ctx.state
+    distillation_round(state, inputs["teacher"], state.cfg.round_schedule[round_index], progress=ctx.progress)
     return state.student

@@ -22,9 +22,12 @@ from ..provenance import utc_now
 from ..models.loading import load_model
 from ..data import dataset_info
 from ..evaluation.dvc_plots import write_class_weights
-from ..checkpoint import copy_file
-from ..round_state import HISTORY_FILE, STUDENT_FILE
+from ..checkpoint import atomic_write_json, copy_file, save_state_dict
+from ..compute import set_memory_format
+from ..round_state import HISTORY_FILE, STUDENT_FILE, class_weights
+from ..run_dir import write_result
 from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, read_json, read_manifest, write_json, write_manifest
+from .executor import InProcess
 from .layout import DISTILLATION, EVALUATION
 from .teacher_fetch import load_teacher
 
@@ -87,3 +90,24 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
     write_manifest(out, EVALUATION, cfg, started=started, inputs={"teacher": teacher, "student": student},
                    extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
     return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / "eval" / "report.md")
+
+
+def step(ctx: InProcess, round_index: None, inputs: dict) -> dict[str, float]:
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.executor`): the final student, its records and the
+    flat metrics (the teacher's too unless ``ctx.evaluate_teacher`` is off) written into ``ctx.out``."""
+    from ..evaluation.quick import quick_evaluation
+
+    cfg, state, out = ctx.state.cfg, ctx.state, ctx.out
+    teacher = set_memory_format(inputs["teacher"], False)  # evaluation runs contiguous (ferd.compute)
+    student = inputs["student"] if inputs["student"] is not None else state.student  # a finished run resumed
+    student = set_memory_format(student.eval(), False)
+    save_state_dict(student.state_dict(), out / STUDENT_FILE,
+                    metadata={"arch": cfg.student.arch, "num_classes": str(cfg.num_classes),
+                              "teacher_sha256": ctx.card["sha256"]})
+    atomic_write_json(out / CLASS_WEIGHTS_FILE, class_weights(state.history))
+    atomic_write_json(out / HISTORY_FILE, state.history)
+    models = {"teacher": teacher, "student": student} if ctx.evaluate_teacher else {"student": student}
+    metrics = quick_evaluation(cfg, models, out / "eval", ctx.progress, history=state.history)
+    metrics["run.seconds"] = ctx.spent()
+    write_result(out, cfg, metrics)
+    return metrics

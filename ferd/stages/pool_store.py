@@ -20,13 +20,12 @@ from pathlib import Path
 
 from ..checkpoint import copy_file, sha256_file
 from ..config import FerdConfig
-from ..models import FerdModel
 from ..pool import FaePool, read_shard
 from ..provenance import utc_now
-from ..round_state import RunState
 from .io import StageIO
 from .artifacts import (ArtifactError, StageArtifact, check_previous, read_json, read_manifest, round_epochs,
                         write_json, write_manifest)
+from .executor import InProcess
 from .layout import POOL, POOL_INDEX, SYNTHESIS, shard_path
 
 log = logging.getLogger(__name__)
@@ -98,10 +97,10 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
     return PoolArtifact(out, round_index, rounds, total)
 
 
-def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> FaePool:
-    """The stage in memory (``ferd run``, :mod:`ferd.stages.run`): the pool after the round."""
-    state.pool.append(inputs["synthesis"])
-    return state.pool
+def step(ctx: InProcess, round_index: int, inputs: dict) -> FaePool:
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.executor`): the pool after the round."""
+    ctx.state.pool.append(inputs["synthesis"])
+    return ctx.state.pool
 
 
 def pool_index(pool_dir: PathLike) -> list[dict]:

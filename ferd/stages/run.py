@@ -42,20 +42,18 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write_json, save_state_dict
+from ..checkpoint import atomic_write_json
 from ..compute import set_memory_format
 from ..config import FerdConfig
 from ..plan import resolve
-from ..evaluation.quick import quick_evaluation
-from ..graph import unroll
+from ..graph import Task, unroll
 from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..preflight import preflight
-from ..round_state import (RunState, class_weights, load_checkpoint, read_round_record, save_checkpoint,
-                           verify_checkpoint)
-from ..run_dir import check_run_dir, owned, write_result
-from ..teacher_source import obtain_teacher
+from ..round_state import RunState, load_checkpoint, read_round_record, save_checkpoint, verify_checkpoint
+from ..run_dir import check_run_dir, owned
 from . import stage_step
+from .executor import InProcess, execute
 
 log = logging.getLogger(__name__)
 ELAPSED_FILE = "elapsed.json"
@@ -73,8 +71,9 @@ def elapsed_before(out: Path) -> float:
 
 def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_teacher: bool = True
         ) -> dict[str, float]:
-    """Run FERD end to end into ``out_dir``; returns the flat metrics (the teacher's too unless
-    ``evaluate_teacher`` is false, e.g. in a comparison that evaluates its shared teacher once)."""
+    """Run FERD end to end into ``out_dir``: every task of the graph in one process, the teacher fetch and
+    the evaluation included; returns the flat metrics (the teacher's too unless ``evaluate_teacher`` is false,
+    e.g. in a comparison that evaluates its shared teacher once)."""
     out = Path(out_dir)
     with owned(out):
         # before anything is written: another run's directory is refused, a checkpoint of this one checked
@@ -87,52 +86,53 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
         params = out / "params.json"
         if not params.is_file() or json.loads(params.read_text()) != cfg.model_dump(mode="json"):
             atomic_write_json(params, cfg.model_dump(mode="json"))
-        teacher, card = obtain_teacher(cfg, out / "teacher", progress=progress)
-        teacher.to(cfg.device)
-        state = run_algorithm1(teacher, cfg, checkpoint_dir=out, progress=progress,
-                               on_checkpoint=lambda r: atomic_write_json(out / ELAPSED_FILE,
-                                                                         {"next_round": r, "seconds": spent()}))
-        student = set_memory_format(state.student.eval(), False)  # evaluation runs contiguous (ferd.compute)
-        set_memory_format(teacher, False)
-        save_state_dict(student.state_dict(), out / "student.safetensors",
-                        metadata={"arch": cfg.student.arch, "num_classes": str(cfg.num_classes),
-                                  "teacher_sha256": card["sha256"]})
-        atomic_write_json(out / "class_weights.json", class_weights(state.history))
-        atomic_write_json(out / "history.json", state.history)
-        models = {"teacher": teacher, "student": student} if evaluate_teacher else {"student": student}
-        metrics = quick_evaluation(cfg, models, out / "eval", progress, history=state.history)
-        metrics["run.seconds"] = spent()
-        write_result(out, cfg, metrics)
-    return metrics
+        ctx = InProcess(RunState.initial(resolve(cfg)), out, progress, evaluate_teacher, spent)
+        made = run_in_process(ctx, unroll(cfg.num_rounds), checkpoint_dir=out,
+                              on_checkpoint=lambda r: atomic_write_json(out / ELAPSED_FILE,
+                                                                        {"next_round": r, "seconds": spent()}))
+    return made["evaluation"]
 
 
 def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str | Path | None = None,
                    progress: bool = True, on_checkpoint: Callable[[int], object] | None = None) -> RunState:
-    """Algorithm 1 end to end (every round of the graph), checkpointing into ``checkpoint_dir`` and
-    resuming from the checkpoint there when present; ``on_checkpoint(next_round)`` after each checkpoint."""
+    """Algorithm 1 end to end for a teacher at hand (the per-round tasks of the graph), checkpointing into
+    ``checkpoint_dir`` and resuming from the checkpoint there when present; ``on_checkpoint(next_round)``
+    after each checkpoint."""
+    ctx = InProcess(RunState.initial(resolve(cfg)), progress=progress)
     set_memory_format(teacher.eval().requires_grad_(False), cfg.compute.channels_last)
-    state = RunState.initial(resolve(cfg))
+    tasks = [t for t in unroll(cfg.num_rounds) if t.round is not None]
+    run_in_process(ctx, tasks, made={t.id: teacher for t in unroll(cfg.num_rounds) if t.stage.name == "teacher-fetch"},
+                   checkpoint_dir=checkpoint_dir, on_checkpoint=on_checkpoint)
+    return ctx.state
+
+
+def run_in_process(ctx: InProcess, tasks: list[Task], made: dict | None = None,
+                   checkpoint_dir: str | Path | None = None,
+                   on_checkpoint: Callable[[int], object] | None = None) -> dict:
+    """``tasks`` through the one executor (:func:`ferd.stages.executor.execute`), each by its stage's in-memory
+    ``step`` on ``ctx``: resumed from ``checkpoint_dir``'s checkpoint when present (the rounds before it
+    skipped), the state checkpointed there after every ``checkpoint_every`` rounds and the last."""
+    state, cfg = ctx.state, ctx.state.cfg
     if checkpoint_dir is not None and load_checkpoint(state, checkpoint_dir):
         log.info("resuming from %s at round %d", checkpoint_dir, state.next_round)
-    rounds = len(cfg.round_schedule)
-    tasks = [t for t in unroll(rounds) if t.round is not None and t.round >= state.next_round]
-    bar = tqdm(total=rounds, initial=state.next_round, desc="FERD rounds", disable=not progress)
-    made: dict[str, object] = {}  # this round's artifacts, by task id
-    for i, task in enumerate(tasks):
-        inputs = {inp.flag: made.get(producer) for inp, producer in task.inputs}
+    rounds = cfg.num_rounds
+    bar = tqdm(total=rounds, initial=state.next_round, desc="FERD rounds", disable=not ctx.progress)
+
+    def run_one(task: Task, inputs: dict) -> object:
         with saving_debug_batch(checkpoint_dir):
-            made[task.id] = stage_step(task.stage)(state, teacher, task.round, inputs, progress)
-        if i + 1 < len(tasks) and tasks[i + 1].round == task.round:
-            continue
-        made.clear()
-        state.next_round = task.round + 1
-        if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0
-                                           or state.next_round == rounds):
+            return stage_step(task.stage)(ctx, task.round, inputs)
+
+    def after_round(r: int) -> None:
+        state.next_round = r + 1
+        if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0 or state.next_round == rounds):
             save_checkpoint(state, checkpoint_dir)
             if on_checkpoint is not None:
                 on_checkpoint(state.next_round)
         bar.update(1)
         last = state.history[-1]
         bar.set_postfix(p_max=f"{max(last['p']):.3f}", loss=f"{last.get('distill', {}).get('loss', 0):.4f}")
+
+    todo = [t for t in tasks if t.round is None or t.round >= state.next_round]
+    made = execute(todo, run_one, made, after_round)
     bar.close()
-    return state
+    return made

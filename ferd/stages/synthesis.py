@@ -24,7 +24,6 @@ from ..algorithm import collapse_warnings, generation_round
 from ..compute import set_memory_format
 from ..config import FerdConfig
 from ..plan import resolve
-from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..pool import Shard, write_shard
 from ..provenance import utc_now
@@ -33,6 +32,7 @@ from ..round_state import (RunState, class_weights, load_generation, load_histor
 from ..synthesis.diversity import synthesis_rows
 from .artifacts import (CLASS_WEIGHTS_FILE, RoundArtifact, check_previous, read_manifest, round_epochs, write_json,
                         write_manifest)
+from .executor import InProcess
 from .layout import DISTILLATION, SYNTHESIS, shard_path
 from .teacher_fetch import load_teacher
 
@@ -88,9 +88,11 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
                              state.p.tolist())
 
 
-def step(state: RunState, teacher: FerdModel, round_index: int, inputs: dict, progress: bool = False) -> Shard:
-    """The stage in memory (``ferd run``, :mod:`ferd.stages.run`): the round's shard."""
-    return generation_round(state, teacher, round_index, state.cfg.round_schedule[round_index], progress=progress)
+def step(ctx: InProcess, round_index: int, inputs: dict) -> Shard:
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.executor`): the round's shard."""
+    state = ctx.state
+    return generation_round(state, inputs["teacher"], round_index, state.cfg.round_schedule[round_index],
+                            progress=ctx.progress)
 
 
 def _margin_by_class(m: dict | None, num_classes: int) -> list[float | None] | None:

@@ -16,11 +16,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..compute import set_memory_format
 from ..config import FerdConfig
 from ..provenance import utc_now
 from ..models import FerdModel
 from ..models.loading import load_model
 from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher
+from .executor import InProcess
 from .layout import TEACHER
 from .artifacts import ArtifactError, read_json, read_manifest, write_manifest
 
@@ -63,4 +65,12 @@ def load_teacher(cfg: FerdConfig, teacher_dir: str | os.PathLike[str]) -> tuple[
     return model.to(cfg.device).eval().requires_grad_(False), card
 
 
-__all__ = ["TeacherArtifact", "load_teacher", "teacher_fetch"]
+def step(ctx: InProcess, round_index: None, inputs: dict) -> FerdModel:
+    """The stage in memory (``ferd run``, :mod:`ferd.stages.executor`): the teacher, obtained into
+    ``<out>/teacher`` (reused when its model card matches), on the device, frozen, in the run's memory format."""
+    cfg = ctx.state.cfg
+    teacher, ctx.card = obtain_teacher(cfg, ctx.out / "teacher", progress=ctx.progress)
+    return set_memory_format(teacher.to(cfg.device).eval().requires_grad_(False), cfg.compute.channels_last)
+
+
+__all__ = ["TeacherArtifact", "load_teacher", "step", "teacher_fetch"]
