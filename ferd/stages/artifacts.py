@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, graph
 from ..checkpoint import atomic_write_json as write_json
 from ..checkpoint import sha256_file
 from ..config import FerdConfig
@@ -81,6 +81,30 @@ def check_previous(round_index: int, what: str, path: str | os.PathLike[str] | N
         raise ArtifactError(f"{what}: round 0 starts from the initial state; no previous artifact may be given")
     if round_index > 0 and path is None:
         raise ArtifactError(f"{what}: round {round_index} needs the artifact of round {round_index - 1}")
+
+
+def check_inputs(cfg: FerdConfig, stage: str, round_index: int | None = None, out_dir: str | os.PathLike[str] | None = None,
+                 **given: str | os.PathLike[str] | None) -> dict[str, dict]:
+    """Every input of ``stage`` checked as the graph declares it (:data:`ferd.graph.STAGES`), in declared order,
+    before the stage does any work: present or absent (an input of round r−1 is absent in round 0 and
+    required after), and each present one a complete artifact of its producer (manifest stage, round, parameter
+    fingerprint, sha256 of every file). A chained artifact kept in place (the pool: ``--previous`` = ``--out``)
+    may be of this round already (a rerun). Returns the manifests by input flag."""
+    st = graph.BY_NAME[stage]
+    out: dict[str, dict] = {}
+    for inp in st.inputs:
+        producer, path = graph.BY_NAME[inp.stage], given.get(inp.flag)
+        what = f"previous {producer.scope}" if inp.flag == "previous" else inp.flag
+        expected = {graph.ONCE: None, graph.LAST: None, graph.SAME: round_index,
+                    graph.PREVIOUS: None if round_index is None else round_index - 1}[inp.of]
+        if inp.of == graph.PREVIOUS:
+            check_previous(round_index, what, path)
+            if path is None:
+                continue
+            if producer.chained and out_dir is not None and Path(path).resolve() == Path(out_dir).resolve():
+                expected = None
+        out[inp.flag] = read_manifest(path, producer.scope, cfg, round_index=expected, what=what)
+    return out
 
 
 def node_overrides(overrides: list[str] | tuple[str, ...], device: str = "") -> list[str]:

@@ -25,10 +25,10 @@ from ..numerics import saving_debug_batch
 from ..provenance import utc_now
 from ..round_state import (STUDENT_FILE, RunState, class_weights, load_distillation, load_history,
                            save_distillation, save_history)
-from .artifacts import (CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, check_previous, read_manifest,
-                        round_epochs, write_json, write_manifest)
+from .artifacts import (CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, check_inputs, round_epochs, write_json,
+                        write_manifest)
 from .executor import InProcess
-from .layout import DISTILLATION, POOL, SYNTHESIS
+from .layout import DISTILLATION
 from .pool_store import load_pool
 from .teacher_fetch import load_teacher
 
@@ -48,14 +48,12 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
     """The distillation stage of round ``round_index``."""
     started = utc_now()
     epochs = round_epochs(cfg, round_index)
-    check_previous(round_index, "previous distillation", previous)
+    check_inputs(cfg, "distillation", round_index, out_dir, teacher=teacher, synthesis=synthesis, pool=pool,
+                 previous=previous)
     teacher_model, card = load_teacher(cfg, teacher)
     set_memory_format(teacher_model, cfg.compute.channels_last)
-    read_manifest(synthesis, SYNTHESIS, cfg, round_index=round_index, what="synthesis")
-    read_manifest(pool, POOL, cfg, round_index=round_index, what="pool")
     state = RunState.initial(resolve(cfg))
     if round_index > 0:
-        read_manifest(previous, DISTILLATION, cfg, round_index=round_index - 1, what="previous distillation")
         load_distillation(state, previous)
     load_history(state, synthesis)
     state.pool = load_pool(cfg, pool)

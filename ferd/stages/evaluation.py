@@ -26,9 +26,9 @@ from ..checkpoint import atomic_write_json, copy_file, save_state_dict
 from ..compute import set_memory_format
 from ..round_state import HISTORY_FILE, STUDENT_FILE, class_weights
 from ..run_dir import write_result
-from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, read_json, read_manifest, write_json, write_manifest
+from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, check_inputs, read_json, write_json, write_manifest
 from .executor import InProcess
-from .layout import DISTILLATION, EVALUATION
+from .layout import EVALUATION
 from .teacher_fetch import load_teacher
 
 METRICS_FILE = "metrics.json"
@@ -71,9 +71,9 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
 
     started = utc_now()
 
+    manifest = check_inputs(cfg, "evaluation", teacher=teacher, student=student)["student"]
     teacher_model, _ = load_teacher(cfg, teacher)
     student_dir = Path(student)
-    manifest = read_manifest(student_dir, DISTILLATION, cfg, what="student")
     if not manifest.get("complete"):
         raise ArtifactError(f"student: {student_dir} is the student after round {manifest.get('round')} of "
                             f"{manifest.get('rounds')}; evaluation takes the final round's")

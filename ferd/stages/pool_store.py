@@ -23,10 +23,10 @@ from ..config import FerdConfig
 from ..pool import FaePool, read_shard
 from ..provenance import utc_now
 from .io import StageIO
-from .artifacts import (ArtifactError, StageArtifact, check_previous, read_json, read_manifest, round_epochs,
-                        write_json, write_manifest)
+from .artifacts import (ArtifactError, StageArtifact, check_inputs, read_json, round_epochs, write_json,
+                        write_manifest)
 from .executor import InProcess
-from .layout import POOL, POOL_INDEX, SYNTHESIS, shard_path
+from .layout import POOL, POOL_INDEX, shard_path
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
     is the pool after round r. The previous pool's shards are referenced, not copied or read."""
     started = utc_now()
     round_epochs(cfg, round_index)
-    check_previous(round_index, "previous pool", previous)
-    read_manifest(synthesis, SYNTHESIS, cfg, round_index=round_index, what="synthesis")
+    manifests = check_inputs(cfg, "pool-store", round_index, out_dir, synthesis=synthesis, previous=previous)
     src = shard_path(synthesis, round_index)
     shard = read_shard(src)  # validates the schema and the round before anything is written
     if shard.round != round_index:
@@ -66,8 +65,7 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
         # in place (the previous pool is the output directory, e.g. a pool kept at one path) the
         # directory may already hold this round or later ones, from an earlier run: replaced below
         in_place = previous.resolve() == out.resolve()
-        prev = read_manifest(previous, POOL, cfg, round_index=None if in_place else round_index - 1,
-                             what="previous pool")
+        prev = manifests["previous"]
         if prev.get("pool_rounds", [])[:round_index] != list(range(round_index)) or prev["round"] < round_index - 1:
             raise ArtifactError(f"previous pool: {previous} holds rounds {prev.get('pool_rounds')}, "
                                 f"expected 0..{round_index - 1}")

@@ -30,10 +30,9 @@ from ..provenance import utc_now
 from ..round_state import (RunState, class_weights, load_generation, load_history, load_student,
                            save_generation, save_history)
 from ..synthesis.diversity import synthesis_rows
-from .artifacts import (CLASS_WEIGHTS_FILE, RoundArtifact, check_previous, read_manifest, round_epochs, write_json,
-                        write_manifest)
+from .artifacts import CLASS_WEIGHTS_FILE, RoundArtifact, check_inputs, round_epochs, write_json, write_manifest
 from .executor import InProcess
-from .layout import DISTILLATION, SYNTHESIS, shard_path
+from .layout import SYNTHESIS, shard_path
 from .teacher_fetch import load_teacher
 
 PathLike = str | os.PathLike[str]
@@ -52,14 +51,11 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
     """The generation stage of round ``round_index``."""
     started = utc_now()
     epochs = round_epochs(cfg, round_index)
-    check_previous(round_index, "student", student)
-    check_previous(round_index, "previous synthesis", previous)
+    check_inputs(cfg, "synthesis", round_index, out_dir, teacher=teacher, student=student, previous=previous)
     teacher_model, _ = load_teacher(cfg, teacher)
     set_memory_format(teacher_model, cfg.compute.channels_last)
     state = RunState.initial(resolve(cfg))
     if round_index > 0:
-        read_manifest(student, DISTILLATION, cfg, round_index=round_index - 1, what="student")
-        read_manifest(previous, SYNTHESIS, cfg, round_index=round_index - 1, what="previous synthesis")
         load_student(state, student)
         load_generation(state, previous)
         load_history(state, student)
