@@ -32,7 +32,7 @@ class Input:
     kfp: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stage:
     name: str                 # ``ferd stage <name>``, and the task id (``<name>-r<r>`` per round)
     scope: str                # the parameters it depends on: ferd.fingerprint.SCOPES[scope]
@@ -54,22 +54,27 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("teacher-fetch", "teacher", False, "teacher", (), "teacher", False, "teacher fetch",
-          "stage 1: a verified teacher checkpoint + model card"),
-    Stage("synthesis", "synthesis", True, "synthesis",
-          (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", PREVIOUS, "student"),
-           Input("previous", "synthesis", PREVIOUS, "previous_generation")), "generation", True, "synthesis",
-          "stage 2: one round of synthesis with reweighting", data_parallel=True),
-    Stage("pool-store", "pool", True, "pool",
-          (Input("synthesis", "synthesis", SAME, "generation"), Input("previous", "pool-store", PREVIOUS, "previous_pool")),
-          "pool", False, "pool store", "stage 3: add the round's FAE shard to the pool", chained=True),
-    Stage("distillation", "distillation", True, "distillation",
-          (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("synthesis", "synthesis", SAME, "generation"),
-           Input("pool", "pool-store", SAME, "pool"), Input("previous", "distillation", PREVIOUS, "previous_student")),
-          "student", True, "distillation", "stage 4: one round of UTAE distillation", data_parallel=True),
-    Stage("evaluation", "evaluation", False, "evaluation",
-          (Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", LAST, "student")),
-          "metrics", True, "evaluation", "stage 5: per-class robustness of teacher and final student"),
+    Stage(name="teacher-fetch", scope="teacher", per_round=False, subdir="teacher", inputs=(), output="teacher",
+          gpu_device=False, title="teacher fetch", help="stage 1: a verified teacher checkpoint + model card"),
+    Stage(name="synthesis", scope="synthesis", per_round=True, subdir="synthesis",
+          inputs=(Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", PREVIOUS, "student"),
+                  Input("previous", "synthesis", PREVIOUS, "previous_generation")),
+          output="generation", gpu_device=True, title="synthesis",
+          help="stage 2: one round of synthesis with reweighting", data_parallel=True),
+    Stage(name="pool-store", scope="pool", per_round=True, subdir="pool",
+          inputs=(Input("synthesis", "synthesis", SAME, "generation"),
+                  Input("previous", "pool-store", PREVIOUS, "previous_pool")),
+          output="pool", gpu_device=False, title="pool store", help="stage 3: add the round's FAE shard to the pool",
+          chained=True),
+    Stage(name="distillation", scope="distillation", per_round=True, subdir="distillation",
+          inputs=(Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("synthesis", "synthesis", SAME, "generation"),
+                  Input("pool", "pool-store", SAME, "pool"), Input("previous", "distillation", PREVIOUS, "previous_student")),
+          output="student", gpu_device=True, title="distillation", help="stage 4: one round of UTAE distillation",
+          data_parallel=True),
+    Stage(name="evaluation", scope="evaluation", per_round=False, subdir="evaluation",
+          inputs=(Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", LAST, "student")),
+          output="metrics", gpu_device=True, title="evaluation",
+          help="stage 5: per-class robustness of teacher and final student"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 

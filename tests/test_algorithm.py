@@ -95,8 +95,9 @@ def test_ferd_run_executes_the_graph_so_a_new_per_round_stage_runs_in_it(monkeyp
     module = types.ModuleType("ferd.stages.pool_rows")
     module.step = lambda ctx, r, inputs: seen.append((r, len(inputs["pool"])))
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    stage = graph.Stage("pool-rows", "pool", True, "pool-rows", (graph.Input("pool", "pool-store", graph.SAME, "pool"),),
-                        "rows", False, "pool rows", "a throwaway stage: the pool's rows after the round")
+    stage = graph.Stage(name="pool-rows", scope="pool", per_round=True, subdir="pool-rows",
+                        inputs=(graph.Input("pool", "pool-store", graph.SAME, "pool"),), output="rows",
+                        gpu_device=False, title="pool rows", help="a throwaway stage: the pool's rows after the round")
     monkeypatch.setattr(graph, "STAGES", (*graph.STAGES, stage))
     monkeypatch.setitem(graph.BY_NAME, stage.name, stage)
     state = run_algorithm1(_teacher(), parse_config(TINY), progress=False)

@@ -352,9 +352,9 @@ def test_a_new_stage_is_one_module_plus_its_graph_entry(cfg, split, tmp_path, mo
 
     module.pool_summary = pool_summary
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    stage = graph.Stage("pool-summary", "pool", False, "pool-summary",
-                        (graph.Input("pool", "pool-store", graph.LAST, "pool"),), "summary", False, "pool summary",
-                        "a throwaway stage: the final pool's row count")
+    stage = graph.Stage(name="pool-summary", scope="pool", per_round=False, subdir="pool-summary",
+                        inputs=(graph.Input("pool", "pool-store", graph.LAST, "pool"),), output="summary",
+                        gpu_device=False, title="pool summary", help="a throwaway stage: the final pool's row count")
     monkeypatch.setattr(graph, "STAGES", (*graph.STAGES, stage))
     monkeypatch.setitem(graph.BY_NAME, stage.name, stage)
 
