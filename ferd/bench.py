@@ -131,6 +131,7 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
 def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, gen_epoch: float,
                  stu_epoch: float, repeats: int, warmup: int) -> dict[str, Any]:
     """The bare passes of a generator and a student iteration, their ratio to the iterations and FLOP/s."""
+    from . import rng
     from .synthesis.bottleneck import non_robust_features
     from .synthesis.losses import BatchNormStatistics
 
@@ -143,10 +144,8 @@ def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, ge
     student = state.student
     layer = teacher.check_layer(s_cfg.layer)
     y = torch.randint(0, info.num_classes, (bg,), device=dev)
-    if hasattr(state.synthesizer, "epoch_setup"):  # FERD's generator (persistent or re-initialised) and its z
-        _, _, synthesize, _ = state.synthesizer.epoch_setup(0, y)
-    else:  # the baselines' own generators are not part of the bare pass: pixels stand in
-        synthesize = lambda: torch.rand(bg, *size, device=dev, requires_grad=True)  # noqa: E731
+    # the method's own generator of epoch 0 and what it optimises (FERD: persistent or re-initialised, with z)
+    synthesize, _ = state.synthesizer.method.start_epoch(0, y, rng.generator(cfg.seed, "latent", 0))
     use_uni = s_cfg.fae and s_cfg.lambda_uni > 0
 
     def gen_bare() -> None:

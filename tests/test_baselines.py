@@ -10,7 +10,7 @@ from ferd.round_state import RunState
 from ferd.method import method_class
 from ferd.plan import resolve
 from ferd.baselines.cmi import channel_means
-from ferd.baselines.synthesis import BaselineSynthesizer
+from ferd.synthesis.epoch import SynthesisContext, Synthesizer
 from ferd.baselines.views import crop_flip, resized_crop_flip, roll_flip
 from ferd.params_io import ConfigError
 from ferd.plan import load_config, parse_config
@@ -80,13 +80,18 @@ def test_channel_means_by_hand():
     assert channel_means([a, b]).tolist() == [[2.0, 2.0, 7.0]]
 
 
+def _synthesizer(method, cfg, seed):
+    """The one generation loop running ``method`` on a 10-class, 32-pixel task."""
+    return Synthesizer(method(SynthesisContext(cfg.synthesis, cfg.baseline, 10, 32, seed, "cpu")))
+
+
 # ---- synthesis -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", BASELINES)
 def test_each_baseline_synthesises_images_in_the_box_deterministically(method):
     cfg = parse_config({**TINY, "method": method})
     outs = []
     for _ in range(2):
-        syn = BaselineSynthesizer(method_class(method), cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+        syn = _synthesizer(method_class(method), cfg, cfg.seed)
         outs.append(syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=0))
     a, b = outs
     assert a.images.shape == (8, 3, 32, 32) and 0 <= a.images.min() and a.images.max() <= 1
@@ -98,13 +103,13 @@ def test_each_baseline_synthesises_images_in_the_box_deterministically(method):
 
 def test_fast_meta_generator_learns_from_the_clone_and_cmi_fills_its_bank():
     cfg = parse_config({**TINY, "method": "fast"})
-    syn = BaselineSynthesizer(method_class("fast"), cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    syn = _synthesizer(method_class("fast"), cfg, cfg.seed)
     before = [q.clone() for q in syn.generator.parameters()]
     syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=0)
     assert any(not torch.equal(q, b) for q, b in zip(syn.generator.parameters(), before))
     assert len(syn.method.ema) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in _teacher().modules())
     cfg = parse_config({**TINY, "method": "cmi"})
-    syn = BaselineSynthesizer(method_class("cmi"), cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    syn = _synthesizer(method_class("cmi"), cfg, cfg.seed)
     for epoch in range(2):
         syn.run_epoch(_teacher(), _student(), torch.full((10,), 0.1), epoch=epoch)
     width = sum(m.num_features for m in _teacher().modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -159,14 +164,14 @@ def test_each_baseline_resumes_bit_identically(method, tmp_path, monkeypatch):
     b = killed_then_resumed(_teacher, cfg, tmp_path, monkeypatch)
     for k, v in a.student.state_dict().items():
         assert torch.equal(v, b.student.state_dict()[k]), (method, k)
-    assert isinstance(RunState.initial(resolve(cfg)).synthesizer, BaselineSynthesizer)
+    assert isinstance(RunState.initial(resolve(cfg)).synthesizer.method, method_class(method))
 
 
 def test_fast_fomaml_meta_step_by_hand():
     """Fast's meta update: the summed clone gradients feed Adam at lr = lr_g × inner steps; Adam's first
     step is −lr·g/(|g| + ε) ≈ −lr·sign(g). The BN EMA starts from the last step's statistics."""
     cfg = parse_config({**TINY, "method": "fast"})  # lr_g 2e-3 (default), 2 inner steps → meta lr 4e-3
-    syn = BaselineSynthesizer(method_class("fast"), cfg.synthesis, cfg.baseline, 10, 32, cfg.seed)
+    syn = _synthesizer(method_class("fast"), cfg, cfg.seed)
     before = [q.detach().clone() for q in syn.generator.parameters()]
     grads = [torch.full_like(q, 0.5) * (-1) ** i for i, q in enumerate(before)]
     stats = [(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]))]
@@ -201,13 +206,12 @@ def test_a_new_baseline_is_one_module(monkeypatch):
 
     from ferd.baselines.method import BaselineMethod, value
     from ferd.method import METHODS
-    from ferd.baselines.synthesis import BaselineSynthesizer
     from ferd.plan import load_config
 
     class PixelCE(BaselineMethod):
         name = "pixel-ce"
 
-        def start_epoch(self, epoch, latent):
+        def start_epoch(self, epoch, labels, latent):
             c = self.ctx
             x = torch.rand((c.cfg.batch_size, 3, c.img_size, c.img_size), generator=latent).requires_grad_(True)
             return (lambda: x.clamp(0, 1)), torch.optim.Adam([x], lr=0.05)
@@ -219,7 +223,7 @@ def test_a_new_baseline_is_one_module(monkeypatch):
 
     monkeypatch.setitem(METHODS, PixelCE.name, PixelCE)
     cfg = load_config("params/ci.yaml", ["synthesis.iterations=3", "synthesis.batch_size=8"])
-    syn = BaselineSynthesizer(PixelCE, cfg.synthesis, cfg.baseline, 10, 32, 0)
+    syn = _synthesizer(PixelCE, cfg, 0)
     out = syn.run_epoch(_teacher(), _teacher(), torch.full((10,), 0.1, dtype=torch.float64), 0)
     assert out.images.shape == (8, 3, 32, 32) and len(out.history) == 3
     assert 0.0 <= float(out.images.min()) and float(out.images.max()) <= 1.0

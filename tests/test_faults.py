@@ -313,7 +313,7 @@ def teacher_dir(tmp_path_factory) -> Path:
 
 
 def test_nan_generator_loss_stops_with_terms_and_batch_saved(teacher_dir, tmp_path, monkeypatch, single_thread):
-    import ferd.synthesis.epoch as synth_stage
+    import ferd.synthesis.ferd as synth_stage
 
     calls = {"n": 0}
     real = synth_stage.one_hot_loss

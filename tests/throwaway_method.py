@@ -38,7 +38,7 @@ class PixelCE(BaselineMethod):
     def own_student_side(cls, plan):
         return CleanDistillation()
 
-    def start_epoch(self, epoch, latent):
+    def start_epoch(self, epoch, labels, latent):
         c = self.ctx
         x = torch.rand((c.cfg.batch_size, 3, c.img_size, c.img_size), generator=latent).requires_grad_(True)
         return (lambda: x.clamp(0, 1)), torch.optim.Adam([x], lr=0.05)

@@ -68,7 +68,7 @@ class CMI(BaselineMethod):
                 self.head_optimizer.load_state_dict(self._pending_head["optimizer"])
                 self._pending_head = None
 
-    def start_epoch(self, epoch, latent):
+    def start_epoch(self, epoch, labels, latent):
         ctx, g = self.ctx, self.ctx.cfg.generator
         z = torch.randn((ctx.cfg.batch_size, g.nz), generator=latent).to(ctx.device).requires_grad_(True)
         with rng.seeded(ctx.seed, "generator", epoch):

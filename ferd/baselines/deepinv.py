@@ -15,7 +15,7 @@ from .views import roll_flip
 class DeepInversion(BaselineMethod):
     name = "deepinv"
 
-    def start_epoch(self, epoch, latent):
+    def start_epoch(self, epoch, labels, latent):
         n, size = self.ctx.cfg.batch_size, self.ctx.img_size
         x_param = (0.5 + 0.25 * torch.randn((n, 3, size, size), generator=latent))
         self.x_param = x_param.clamp(0, 1).to(self.ctx.device).requires_grad_(True)

@@ -26,7 +26,7 @@ class DFHL(BaselineMethod):
     def own_student_side(cls, plan):
         return HeeSide(plan.cfg.baseline.dfhl.hee_steps, plan.cfg.baseline.dfhl.hee_step)
 
-    def start_epoch(self, epoch, latent):
+    def start_epoch(self, epoch, labels, latent):
         ctx, g, d = self.ctx, self.ctx.cfg.generator, self.ctx.b.dfhl
         z = torch.randn((ctx.cfg.batch_size, g.nz), generator=latent).to(ctx.device).requires_grad_(True)
         gen = self.generator  # fresh z and a fresh Adam every epoch

@@ -42,7 +42,7 @@ class Fast(BaselineMethod):
         if "ema_mean" in state:
             self.ema = list(zip(state["ema_mean"], state["ema_var"]))
 
-    def start_epoch(self, epoch, latent):
+    def start_epoch(self, epoch, labels, latent):
         ctx, g, f = self.ctx, self.ctx.cfg.generator, self.ctx.b.fast
         z = torch.randn((ctx.cfg.batch_size, g.nz), generator=latent).to(ctx.device).requires_grad_(True)
         self._maybe_reset_l0(epoch)
@@ -79,7 +79,7 @@ class Fast(BaselineMethod):
             if q.grad is not None:
                 s += q.grad
 
-    def after_epoch(self, last_stats):
+    def after_epoch(self, teacher, best_x, labels, last_stats):
         self.meta_step(self.grad_sum, last_stats)
 
     def meta_step(self, grad_sum: list[torch.Tensor], stats) -> None:

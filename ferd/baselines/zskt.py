@@ -20,7 +20,7 @@ class ZSKT(BaselineMethod):
         super().__init__(ctx)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=ctx.b.zskt.lr)
 
-    def start_epoch(self, epoch, latent):
+    def start_epoch(self, epoch, labels, latent):
         n, nz, device = self.ctx.cfg.batch_size, self.ctx.cfg.generator.nz, self.ctx.device
         return (lambda: self.generator(torch.randn((n, nz), generator=latent).to(device))), self.optimizer
 

@@ -1,34 +1,38 @@
-"""The generation stage of Algorithm 1 (lines 6-12) for one epoch.
+"""The generation stage of Algorithm 1 (lines 6-12) for one epoch: the one loop every method runs.
 
-z ~ N(0, 1) and y ~ p are drawn once per epoch (line 6); the generator then takes T_g
-Adam steps on L_gen (Eq. 9) against the frozen teacher and the current student; the
-batch with the lowest L_gen is kept (``select``, line 10: the paper does not define it,
-this is what the authors' code and CMI do); the caller adds it to the pool and reweights.
+y ~ p is drawn once per epoch (line 6); the method's generator then takes ``synthesis.iterations`` steps
+on the method's objective against the frozen teacher and the current student (FERD: T_g Adam steps on
+L_gen, Eq. 9, :mod:`ferd.synthesis.ferd`; the baselines: :mod:`ferd.baselines`); the batch with the lowest
+loss is kept (``select``, line 10: the paper does not define it, this is what the authors' code and CMI
+do); the caller adds it to the pool and reweights. A method is a :class:`GenerationMethod`: what it keeps
+across epochs, how an epoch starts, its objective, and hooks around the shared optimiser step.
 
 The teacher is frozen and in eval mode (its BatchNorm running statistics are the targets
 of L_bn); the student is put in eval mode with gradients off for its parameters while the
-generator trains (gradients flow through it to x only), then restored.
+generator trains (gradients flow through it to x only), then restored. A ``data_parallel`` method splits
+the batch across torchrun's processes (:mod:`ferd.distributed`); the others make the whole batch on
+every process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .. import distributed, rng
+from ..baseline_config import BaselineConfig
 from ..config import SynthesisConfig
+from ..method import Method
 from ..models import FerdModel
 from ..numerics import autocast, check_finite_loss
-from .bottleneck import non_robust_features
-from .generator import ConditionalGenerator, Generator, authors_init
-from .losses import (BatchNormStatistics, GeneratorLossTerms, adversarial_loss, diversity_loss, generator_loss,
-                     one_hot_loss, uniform_prediction_loss)
+from .losses import BatchNormStatistics
 
 log = logging.getLogger(__name__)
 
@@ -76,137 +80,167 @@ def collapse_run(counts: torch.Tensor, run: int) -> tuple[float, int]:
     return share, run + 1 if share > 0.95 else 0
 
 
-def _global_figures(terms: dict[str, float], counts: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+def _global_figures(terms: dict[str, float], counts: torch.Tensor | None, split: bool
+                    ) -> tuple[dict[str, float], torch.Tensor | None]:
     """An iteration's loss terms and the teacher's top-1 counts over the global batch: the means of the
     ranks' terms (each a mean over its rows; L_bn is already global) and the summed counts, in one
-    all-reduce; unchanged in one process."""
+    all-reduce; unchanged in one process or when the batch is not ``split`` across processes."""
     size = distributed.world()[1]
-    if size == 1:
+    if size == 1 or not split or counts is None:
         return terms, counts
     total = distributed.sum_across(torch.tensor([*terms.values(), *counts.tolist()], dtype=torch.float64))
     n = len(terms)
     return dict(zip(terms, (total[:n] / size).tolist())), total[n:].long()
 
 
-class Synthesizer:
-    """Owns the generator (and its optimiser) across epochs; ``kind`` as in :class:`GeneratorConfig`."""
+Objective = tuple[torch.Tensor, dict[str, float], "torch.Tensor | None", Any]
+"""(loss, its terms as floats, the teacher's logits on the batch or None, what :meth:`GenerationMethod.end_epoch`
+and :meth:`GenerationMethod.after_epoch` need)"""
 
-    def __init__(self, cfg: SynthesisConfig, num_classes: int, img_size: int, seed: int,
-                 device: str | torch.device = "cpu", amp: str = "fp32") -> None:
-        self.cfg, self.num_classes, self.img_size, self.seed, self.device = cfg, num_classes, img_size, seed, device
-        self.amp = amp  # compute.amp
-        g = cfg.generator
+
+@dataclass(frozen=True)
+class SynthesisContext:
+    """What a method's generation is built from: the synthesis settings, the baseline groups, the task's
+    shape, the seed and the device."""
+
+    cfg: SynthesisConfig
+    b: BaselineConfig
+    num_classes: int
+    img_size: int
+    seed: int
+    device: str | torch.device
+
+
+class GenerationMethod(Method):
+    """A method's generation (as zju-vipa ``datafree``'s ``BaseSynthesis``): what it keeps across epochs
+    (``generator``, ``optimizer``, anything else in ``state_dict``), how an epoch starts, its objective, and the
+    few steps around the shared optimiser step. ``relabel_by_teacher``: the pool takes the teacher's top-1
+    instead of the drawn labels. Registered in :data:`ferd.method.METHODS` with its traits."""
+
+    relabel_by_teacher: ClassVar[bool] = False
+
+    def __init__(self, ctx: SynthesisContext) -> None:
+        self.ctx = ctx
         self.generator: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        if g.kind == "conditional":
-            with rng.seeded(seed, "generator"):
-                self.generator = ConditionalGenerator(num_classes, nz=g.nz, ngf=g.ngf, img_size=img_size).to(device)
-            self.generator = distributed.sync_batchnorm(self.generator, device)
-            self._generator_dp = distributed.ddp(self.generator)
-            self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=g.lr, betas=(g.beta1, g.beta2))
 
+    @classmethod
+    def synthesizer(cls, plan: Any, num_classes: int, img_size: int) -> Synthesizer:
+        cfg = plan.cfg
+        return Synthesizer(cls(SynthesisContext(plan.synthesis, cfg.baseline, num_classes, img_size, cfg.seed,
+                                                cfg.device)), amp=cfg.compute.amp)
+
+    # ---- state across rounds ---------------------------------------------------------------------
     def state_dict(self) -> dict:
-        if self.generator is None:
-            return {}
-        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+        out: dict = {}
+        if self.generator is not None:
+            out["generator"] = self.generator.state_dict()
+        if self.optimizer is not None:
+            out["optimizer"] = self.optimizer.state_dict()
+        return out
 
     def load_state_dict(self, state: dict) -> None:
-        if self.generator is not None and state:
+        if "generator" in state:
             self.generator.load_state_dict(state["generator"])
+        if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
 
-    def epoch_setup(self, epoch: int, labels: torch.Tensor
-                     ) -> tuple[nn.Module, torch.optim.Optimizer, callable, torch.Tensor]:
-        """The epoch's generator, its optimiser, a closure making the batch, and the latents z.
+    # ---- one epoch ---------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int, labels: torch.Tensor, latent: torch.Generator
+                    ) -> tuple[Callable[[], torch.Tensor], torch.optim.Optimizer]:
+        """What produces the batch this epoch (this process's rows of it), and the optimiser of its steps;
+        ``labels`` are the global batch's."""
+        raise NotImplementedError
 
-        ``labels`` are the global batch's; under torchrun z is drawn for the global batch and this rank's
-        closure makes its rows (:mod:`ferd.distributed`): the generator in DistributedDataParallel with
-        global-batch BatchNorm, z's gradient scaled by the rank's share (its loss is a mean over its rows,
-        L_bn counted once per rank) so that each row of z takes the one-process step."""
-        g = self.cfg.generator
-        latent = rng.generator(self.seed, "latent", epoch)
-        z, labels = distributed.shard(torch.randn((labels.shape[0], g.nz), generator=latent).to(self.device),
-                                      labels)
-        if g.kind == "conditional":
-            gen, opt, dp = self.generator, self.optimizer, self._generator_dp
-            return gen, opt, lambda: dp(z, labels), z
-        # re-initialised every epoch (authors' init) and optimised together with a learnable z
-        with rng.seeded(self.seed, "generator", epoch):
-            if g.kind == "reinit":  # the authors' code: unconditional; labels enter only through L_oh
-                gen = authors_init(Generator(nz=g.nz, ngf=g.ngf, img_size=self.img_size)).to(self.device)
-            else:  # conditional-reinit: g(z, y), labels also through the embedding
-                gen = authors_init(ConditionalGenerator(self.num_classes, nz=g.nz, ngf=g.ngf,
-                                                        img_size=self.img_size)).to(self.device)
-        gen = distributed.sync_batchnorm(gen, self.device)
-        dp = distributed.ddp(gen)
-        z = z.requires_grad_(True)
-        size = distributed.world()[1]
-        if size > 1:
-            z.register_hook(lambda grad: grad / size)
-        opt = torch.optim.Adam([{"params": gen.parameters()}, {"params": [z], "lr": g.lr_z}],
-                               lr=g.lr, betas=(g.beta1, g.beta2))
-        if g.kind == "reinit":
-            return gen, opt, lambda: dp(z), z
-        return gen, opt, lambda: dp(z, labels), z
+    def objective(self, x: torch.Tensor, labels: torch.Tensor, teacher: nn.Module, student: nn.Module,
+                  bn: Any, aug: torch.Generator, epoch: int) -> Objective:
+        raise NotImplementedError
+
+    def zero_grad(self) -> None:
+        """Beside the step optimiser's ``zero_grad``."""
+
+    def after_backward(self) -> None:
+        """Between ``backward`` and the optimiser step."""
+
+    def after_step(self) -> None:
+        """After the optimiser step."""
+
+    def end_epoch(self, teacher: nn.Module, best_x: torch.Tensor, bn: Any, aug: torch.Generator) -> None:
+        """After the last step, BatchNorm hooks still on."""
+
+    def after_epoch(self, teacher: FerdModel, best_x: torch.Tensor, labels: torch.Tensor, last_stats: Any
+                    ) -> float | None:
+        """After the epoch, hooks off; may return the share of non-robust channels on the kept batch."""
+        return None
+
+
+class Synthesizer:
+    """Runs one method's generation (:class:`GenerationMethod`) epoch by epoch — the one loop of every method;
+    the method owns whatever it keeps across epochs."""
+
+    def __init__(self, method: GenerationMethod, amp: str = "fp32") -> None:
+        self.method, self.amp = method, amp  # compute.amp
+        ctx = method.ctx
+        self.cfg, self.num_classes, self.seed, self.device = ctx.cfg, ctx.num_classes, ctx.seed, ctx.device
+
+    @property
+    def generator(self) -> nn.Module | None:
+        """The generator kept across epochs (None where there is none, or a fresh one every epoch)."""
+        return self.method.generator
+
+    def state_dict(self) -> dict:
+        return self.method.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state)
 
     def run_epoch(self, teacher: FerdModel, student: nn.Module, p: torch.Tensor, epoch: int,
                   progress: bool = False) -> EpochSynthesis:
-        """T_g generator iterations for ``epoch`` with labels y ~ p; returns the kept batch. Under torchrun
-        each rank makes its rows of the global batch (:meth:`epoch_setup`); L_bn sees the global batch's
-        statistics, the kept iteration is chosen on the global loss and the kept batch is gathered."""
-        cfg = self.cfg
-        if cfg.lambda_div > 0 and distributed.world()[1] > 1:
-            raise ValueError("synthesis.lambda_div: the diversity term pairs samples across the whole batch and "
-                             "is not data-parallel; expected 0 with nproc_per_node > 1")
+        """``synthesis.iterations`` steps of the method's objective with labels y ~ p; returns the kept batch.
+        A data-parallel method makes this process's rows of the global batch (L_bn sees the global batch's
+        statistics, the kept iteration is chosen on the global loss and the kept batch is gathered)."""
+        cfg, method = self.cfg, self.method
+        split = method.data_parallel
         labels = torch.multinomial(p.double().cpu(), cfg.batch_size, replacement=True,
                                    generator=rng.generator(self.seed, "labels", epoch)).to(self.device)
-        gen, opt, synthesize, latents = self.epoch_setup(epoch, labels)
-        (mine,) = distributed.shard(labels)  # this rank's rows (all of them in one process)
-        ib_rng = rng.generator(self.seed, "bottleneck", epoch)
-        layer = teacher.check_layer(cfg.layer)
-        use_uni = cfg.fae and cfg.lambda_uni > 0
-        gen.train()
+        synthesize, opt = method.start_epoch(epoch, labels, rng.generator(self.seed, "latent", epoch))
+        if method.generator is not None:
+            method.generator.train()
+        (mine,) = distributed.shard(labels) if split else (labels,)  # this process's rows
+        aug = rng.generator(self.seed, "views", epoch)
         best_loss, best_x, best_terms, last_terms = float("inf"), None, {}, {}
-        run, collapse_iters, share = 0, 0, 0.0
+        run, collapse_iters, share, last_stats = 0, 0, 0.0, None
         history: list[dict[str, float]] = []
-        with (frozen_student(student), BatchNormStatistics(teacher, global_batch=True) as bn_stats,
+        with (frozen_student(student), BatchNormStatistics(teacher, global_batch=split) as bn_stats,
               autocast(self.amp, self.device)):
-            for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} generator", leave=False,
+            for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} {method.name} generator", leave=False,
                            disable=not progress):
                 x = synthesize()
-                z = teacher.features(x, layer)
-                t_logits = teacher.head(z, layer)
-                l_bn = bn_stats.pop()
-                zero = x.new_zeros(())
-                l_adv = adversarial_loss(t_logits, student(x)) if cfg.lambda_adv > 0 else zero
-                l_uni = zero
-                if use_uni:
-                    with bn_stats.paused():
-                        z_nr, _ = non_robust_features(teacher, z, mine, layer, cfg.bottleneck, ib_rng)
-                        l_uni = uniform_prediction_loss(teacher.head(z_nr, layer))
-                terms = GeneratorLossTerms(adv=l_adv, bn=l_bn, oh=one_hot_loss(t_logits, mine), uni=l_uni,
-                                           div=diversity_loss(x, latents, mine) if cfg.lambda_div > 0 else None)
-                loss = generator_loss(terms, cfg.lambda_adv, cfg.lambda_bn, cfg.lambda_oh, cfg.lambda_uni,
-                                      cfg.lambda_div)
-                check_finite_loss(loss, "synthesis", epoch, it, terms.as_floats(),
-                                  {"images": x, "labels": mine, "teacher_logits": t_logits})
+                loss, terms, t_logits, last_stats = method.objective(x, mine, teacher, student, bn_stats, aug, epoch)
+                check_finite_loss(loss, "synthesis", epoch, it, terms, {
+                    "images": x, "labels": mine, **({} if t_logits is None else {"teacher_logits": t_logits})})
+                kept = x.detach().float().clone()
                 opt.zero_grad(set_to_none=True)
+                method.zero_grad()
                 loss.backward()
+                method.after_backward()
                 opt.step()
-                last_terms, counts = _global_figures({**terms.as_floats(), "gen": loss.item()},
-                                                     top1_counts(t_logits, self.num_classes))
+                method.after_step()
+                counts = None if t_logits is None else top1_counts(t_logits, self.num_classes)
+                last_terms, counts = _global_figures({**terms, "gen": loss.item()}, counts, split)
                 history.append(last_terms)
-                share, run = collapse_run(counts, run)
-                collapse_iters = max(collapse_iters, run)
+                if counts is not None:
+                    share, run = collapse_run(counts, run)
+                    collapse_iters = max(collapse_iters, run)
                 if last_terms["gen"] < best_loss:
-                    best_loss, best_x, best_terms = last_terms["gen"], x.detach().float().clone(), last_terms
-        nonrobust = None
-        if cfg.fae:  # the mask of Eq. 4-6 on the kept batch, recorded even when λ_uni = 0 (a diagnostic)
+                    best_loss, best_x, best_terms = last_terms["gen"], kept, last_terms
+            method.end_epoch(teacher, best_x, bn_stats, aug)
+        nonrobust = method.after_epoch(teacher, best_x, mine, last_stats)
+        if split:
+            best_x = distributed.gather_rows(best_x)
+        if method.relabel_by_teacher:  # unconditional or student-only: the teacher labels the kept batch
             with torch.no_grad():
-                z_kept = teacher.features(best_x, layer)
-            _, nonrobust = non_robust_features(teacher, z_kept, mine, layer, cfg.bottleneck, ib_rng)
-            nonrobust = distributed.mean_across(nonrobust)
-        best_x = distributed.gather_rows(best_x)
+                labels = teacher(best_x).argmax(1)
         return EpochSynthesis(images=best_x, labels=labels, best_loss=best_loss, best_terms=best_terms,
                               last_terms=last_terms, teacher_top1_share=share, collapse_iterations=collapse_iters,
                               history=history, nonrobust_fraction=nonrobust)
