@@ -212,9 +212,10 @@ class EvalConfig(_Strict):
 
 
 class FerdConfig(_Strict):
+    # any registered method (ferd.method), checked by ferd.plan.resolve
     method: str = Field("ferd", pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="ferd (this paper), or a baseline "
                         "of §5.1 made robust as A.8 says: deepinv, cmi, fast, zskt, dfhl (parameters in the baseline "
-                        "group); any registered method (ferd.method), checked by ferd.plan.resolve")
+                        "group)")
     seed: int = Field(0, ge=0)
     device: str = "cpu"
     nproc_per_node: int = Field(1, ge=1, le=64, description="processes for the data-parallel stages (distillation, "
