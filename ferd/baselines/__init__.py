@@ -2,9 +2,9 @@
 
 * :mod:`.losses` — each baseline's characteristic loss terms (hand-checked in
   ``tests/test_baseline_losses.py``);
-* :mod:`.method` and :mod:`.synthesis` — their generation stage: one module per baseline subclasses
-  :class:`.method.BaselineMethod` and registers it in :data:`ferd.method.METHODS`;
-  :class:`.synthesis.BaselineSynthesizer` runs any of them;
+* :mod:`.method` — their generation: one module per baseline subclasses :class:`.method.BaselineMethod` and
+  registers it in :data:`ferd.method.METHODS`; the one generation loop
+  (:class:`ferd.synthesis.epoch.Synthesizer`) runs any of them, and FERD;
 * their distillation (:func:`ferd.plan.resolve`): deepinv, cmi, fast and zskt are made robust as A.8 says
   (PGD, step 2/255, 10 iterations on the synthetic samples, RSLAD loss); dfhl keeps its own robust
   distillation (high-entropy examples labelled by the teacher's top-1, :class:`.dfhl.HeeSide`);
