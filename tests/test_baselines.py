@@ -196,35 +196,3 @@ def test_every_method_is_registered_once_with_its_parameter_group():
         cls = method_class(name)
         assert cls.__module__ == f"ferd.baselines.{name}" and not cls.reweights
         assert cls.groups == ("baseline.robust", f"baseline.{name}")
-
-
-def test_a_new_baseline_is_one_module(monkeypatch):
-    """Issue 17: a throwaway baseline (images optimised directly for the teacher's cross-entropy), written
-    as one class and registered, runs through the shared loop with nothing else changed (a real one also
-    adds its config class to ``ferd.baseline_config.BASELINE_CONFIGS``, which names the method)."""
-    import torch.nn.functional as F
-
-    from ferd.baselines.method import BaselineMethod, value
-    from ferd.method import METHODS
-    from ferd.plan import load_config
-
-    class PixelCE(BaselineMethod):
-        name = "pixel-ce"
-
-        def start_epoch(self, epoch, labels, latent):
-            c = self.ctx
-            x = torch.rand((c.cfg.batch_size, 3, c.img_size, c.img_size), generator=latent).requires_grad_(True)
-            return (lambda: x.clamp(0, 1)), torch.optim.Adam([x], lr=0.05)
-
-        def objective(self, x, labels, teacher, student, bn, aug, epoch):
-            t = teacher(x)
-            loss = F.cross_entropy(t, labels)
-            return loss, {"oh": value(loss)}, t, None
-
-    monkeypatch.setitem(METHODS, PixelCE.name, PixelCE)
-    cfg = load_config("params/ci.yaml", ["synthesis.iterations=3", "synthesis.batch_size=8"])
-    syn = _synthesizer(PixelCE, cfg, 0)
-    out = syn.run_epoch(_teacher(), _teacher(), torch.full((10,), 0.1, dtype=torch.float64), 0)
-    assert out.images.shape == (8, 3, 32, 32) and len(out.history) == 3
-    assert 0.0 <= float(out.images.min()) and float(out.images.max()) <= 1.0
-    assert out.best_loss <= out.history[0]["gen"]

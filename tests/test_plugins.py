@@ -50,6 +50,22 @@ def test_a_method_from_one_module_runs_through_every_front_door(throwaway, tmp_p
     assert "| pixel-ce |" in table and "pixel-ce's own (CleanDistillation)" in table
 
 
+def test_the_throwaway_method_runs_in_the_shared_generation_loop(throwaway):
+    """Its generation, written as one class, runs through the loop every method shares."""
+    import torch
+
+    from ferd.models import create_model
+    from ferd.plan import load_config, resolve
+
+    plan = resolve(load_config("params/ci.yaml", ["method=pixel-ce", "synthesis.iterations=3",
+                                                  "synthesis.batch_size=8"]))
+    teacher = create_model("cnn-8", num_classes=10).eval()
+    out = plan.synthesizer(10, 32).run_epoch(teacher, teacher, torch.full((10,), 0.1, dtype=torch.float64), 0)
+    assert out.images.shape == (8, 3, 32, 32) and len(out.history) == 3
+    assert 0.0 <= float(out.images.min()) and float(out.images.max()) <= 1.0
+    assert out.best_loss <= out.history[0]["gen"]
+
+
 def test_an_unknown_method_is_refused_with_the_known_ones(capsys, tmp_path):
     assert main(["run", *CI, "-S", "method=pixel-ce", "--out", str(tmp_path / "never")]) == 2
     err = capsys.readouterr().err
