@@ -17,20 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..algorithm import distillation_round
-from ..compute import set_memory_format
 from ..config import FerdConfig
-from ..plan import resolve
 from ..models import FerdModel
 from ..numerics import saving_debug_batch
-from ..provenance import utc_now
-from ..round_state import (STUDENT_FILE, RunState, class_weights, load_distillation, load_history,
-                           save_distillation, save_history)
-from .artifacts import (CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, check_inputs, round_epochs, write_json,
-                        write_manifest)
+from ..round_state import STUDENT_FILE, class_weights, load_distillation, load_history, save_distillation, save_history
+from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, write_json, write_manifest
 from .executor import InProcess
 from .layout import DISTILLATION
 from .pool_store import load_pool
-from .teacher_fetch import load_teacher
+from .round_start import start_round
 
 RNG_STREAMS = ("labels", "latent", "bottleneck", "generator", "reweight", "pool-sample", "utae", "augment")
 PathLike = str | os.PathLike[str]
@@ -46,13 +41,10 @@ class DistillationArtifact(RoundArtifact):
 def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: PathLike, synthesis: PathLike,
                  pool: PathLike, previous: PathLike | None = None, progress: bool = False) -> DistillationArtifact:
     """The distillation stage of round ``round_index``."""
-    started = utc_now()
-    epochs = round_epochs(cfg, round_index)
-    check_inputs(cfg, "distillation", round_index, out_dir, teacher=teacher, synthesis=synthesis, pool=pool,
-                 previous=previous)
-    teacher_model, card = load_teacher(cfg, teacher)
-    set_memory_format(teacher_model, cfg.compute.channels_last)
-    state = RunState.initial(resolve(cfg))
+    start = start_round(cfg, "distillation", round_index, out_dir, teacher=teacher, synthesis=synthesis, pool=pool,
+                        previous=previous)
+    started, epochs, teacher_model, card, state = (start.started, start.epochs, start.teacher, start.card,
+                                                   start.state)
     if round_index > 0:
         load_distillation(state, previous)
     load_history(state, synthesis)

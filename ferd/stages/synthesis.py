@@ -21,19 +21,15 @@ from pathlib import Path
 import torch
 
 from ..algorithm import collapse_warnings, generation_round
-from ..compute import set_memory_format
 from ..config import FerdConfig
-from ..plan import resolve
 from ..numerics import saving_debug_batch
 from ..pool import Shard, write_shard
-from ..provenance import utc_now
-from ..round_state import (RunState, class_weights, load_generation, load_history, load_student,
-                           save_generation, save_history)
+from ..round_state import class_weights, load_generation, load_history, load_student, save_generation, save_history
 from ..synthesis.diversity import synthesis_rows
-from .artifacts import CLASS_WEIGHTS_FILE, RoundArtifact, check_inputs, round_epochs, write_json, write_manifest
+from .artifacts import CLASS_WEIGHTS_FILE, RoundArtifact, write_json, write_manifest
 from .executor import InProcess
 from .layout import SYNTHESIS, shard_path
-from .teacher_fetch import load_teacher
+from .round_start import start_round
 
 PathLike = str | os.PathLike[str]
 
@@ -49,12 +45,8 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
               student: PathLike | None = None, previous: PathLike | None = None,
               progress: bool = False) -> SynthesisArtifact:
     """The generation stage of round ``round_index``."""
-    started = utc_now()
-    epochs = round_epochs(cfg, round_index)
-    check_inputs(cfg, "synthesis", round_index, out_dir, teacher=teacher, student=student, previous=previous)
-    teacher_model, _ = load_teacher(cfg, teacher)
-    set_memory_format(teacher_model, cfg.compute.channels_last)
-    state = RunState.initial(resolve(cfg))
+    start = start_round(cfg, "synthesis", round_index, out_dir, teacher=teacher, student=student, previous=previous)
+    started, epochs, teacher_model, state = start.started, start.epochs, start.teacher, start.state
     if round_index > 0:
         load_student(state, student)
         load_generation(state, previous)
