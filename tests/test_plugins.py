@@ -71,3 +71,38 @@ def test_an_unknown_method_is_refused_with_the_known_ones(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "method: expected one of ['cmi', 'deepinv', 'dfhl', 'fast', 'ferd', 'zskt'], got 'pixel-ce'" in err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.fixture
+def extensions(monkeypatch):
+    """A throwaway per-round stage and a throwaway attack (tests/throwaway_extensions.py), removed afterwards."""
+    module = importlib.import_module("throwaway_extensions")
+    module.install(monkeypatch)
+    yield module
+    module.remove()
+
+
+@pytest.mark.slow
+def test_a_stage_and_an_attack_from_one_module_each_run_through_every_front_door(extensions, tmp_path):
+    attacks = "evaluation.attacks=[clean,pgd20,corner]"
+    assert main(["run", *CI, "-S", attacks, "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert extensions.SEEN == [(0, 16), (1, 32)]  # the stage ran in memory after every round
+    run = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= run["student.corner.avg"] <= 1.0
+
+    assert main(["stage", "all", *CI, "-S", attacks, "--out", str(tmp_path / "stages")]) == 0
+    for r, rows in ((0, 16), (1, 32)):
+        assert json.loads((tmp_path / "stages" / f"round-{r}" / "pool-rows" / "rows.json").read_text()) == {"rows": rows}
+    split = json.loads((tmp_path / "stages" / "evaluation" / "metrics.json").read_text())
+    assert split["student.corner.avg"] == run["student.corner.avg"]
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump({"base": "ci", "students": ["cnn-8"], "seeds": [0], "set": [attacks],
+                                      "methods": {"ferd": [], "fast": ["method=fast"]}}))
+    assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "cmp"), "--threads", "1",
+                 "--no-progress"]) == 0
+    assert (tmp_path / "cmp" / "per_class_corner.png").is_file()
+    preset.write_text(yaml.safe_dump({"base": "ci", "students": ["cnn-8"], "seeds": [0],
+                                      "set": ["evaluation.attacks=[clean,corner]"], "methods": {"ferd": []}}))
+    assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "never")]) == 2  # the report pairs PGD-20
+    assert "corner" in (tmp_path / "cmp" / "comparison.md").read_text().lower()

@@ -161,8 +161,15 @@ def load_compare(preset: str | Path) -> CompareConfig:
                  for e in exc.errors()]
         raise ConfigError(f"{path}: invalid comparison preset: " + "; ".join(lines[:10])) from None
     for arm in arms(cc):
-        run_config(cc, arm)  # refuses a bad override now, not an hour in
+        cfg = run_config(cc, arm)  # refuses a bad override now, not an hour in
+        missing = sorted({k.split(".")[0] for k in DELTAS} - set(cfg.evaluation.attacks))
+        if missing:
+            raise ConfigError(f"method {arm.method!r}: evaluation.attacks must include {missing} (the report pairs "
+                              f"{', '.join(DELTAS)} with the reference's), got {cfg.evaluation.attacks}")
     return cc
+
+
+DELTAS = ("pgd20.worst", "pgd20.avg", "clean.avg")  # paired differences to the reference, in this order
 
 
 def base_path(cc: CompareConfig) -> Path:

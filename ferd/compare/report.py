@@ -36,9 +36,8 @@ from ..attacks import ATTACKS
 from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..evaluation.report import json_safe
 from ..plan import Plan, resolve
-from .config import Arm, CompareConfig, arms, run_config
+from .config import DELTAS, Arm, CompareConfig, arms, run_config
 
-DELTAS = ("pgd20.worst", "pgd20.avg", "clean.avg")  # paired differences to the reference, in this order
 STATS = ("avg", "worst", "nsd")
 
 
