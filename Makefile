@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 OUT    ?= runs/embedded
 
-.PHONY: run run-single test env lock clean image
+.PHONY: run run-single test test-fast env lock clean image
 
 # Every dependency at the version constraints.txt locks (pyproject.toml holds only compatible ranges)
 $(BIN)/ferd: pyproject.toml constraints.txt
@@ -31,6 +31,11 @@ run-single: env
 TEST_WORKERS ?= 2
 test: env
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+## make test-fast: the unit lane only (tests/unit: in-process, no stage or pipeline run, no container or network
+## stand-in; about a minute), on TEST_WORKERS processes like make test
+test-fast: env
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests/unit
 
 ## make lock: rewrite constraints.txt from the environment (after changing pyproject.toml's ranges and
 ## upgrading .venv); review the diff, then make test

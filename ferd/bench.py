@@ -84,7 +84,7 @@ def _setup(plan: Plan):
 
     cfg = plan.cfg
     info = dataset_info(cfg.dataset)
-    state = RunState.initial(plan)  # what ferd run trains (tests/test_bench.py compares the two)
+    state = RunState.initial(plan)  # what ferd run trains (tests/unit/test_bench.py compares the two)
     with rng.seeded(cfg.seed, "bench-teacher"):
         teacher = create_model(cfg.teacher.arch, num_classes=info.num_classes, mean=cfg.teacher.mean,
                                std=cfg.teacher.std).to(cfg.device).eval().requires_grad_(False)

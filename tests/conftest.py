@@ -1,4 +1,9 @@
-"""Shared fixtures: a moto S3 server (started by the tests themselves) and one torch thread."""
+"""Shared fixtures: a moto S3 server (started by the tests themselves) and one torch thread.
+
+The tests are in three lanes: ``unit/`` (fast, in-process: ``make test-fast``), ``integration/`` (several
+modules together: stage runs on the CI preset, S3, DVC, Kubeflow local runners, faults, hostile input) and
+``e2e/`` (whole ``ferd run``/``ferd compare`` runs, the image, the wheel, the golden bytes); ``support/`` holds
+what they share (``from support.inputs import TINY``; pyproject's ``pythonpath = ["tests"]``)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import os
 import pytest
 import torch
 
-from s3server import ENV, MotoServer
+from support.s3server import ENV, MotoServer
 
 
 @pytest.fixture
@@ -44,7 +49,7 @@ def single_thread():
     torch.set_num_threads(before)
 
 
-STARTED_FIRST = ("test_container.py", "test_wheel.py")  # the longest files (the image build: minutes) start first
+STARTED_FIRST = ("test_container.py", "test_wheel.py")  # e2e/: the longest files (the image build: minutes) start first
 
 
 def pytest_collection_modifyitems(config, items):
@@ -62,7 +67,7 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session):
     """Under pytest-xdist (``make test`` runs two workers): a worker hands its fault rows to the controller."""
-    from faultlog import ROWS
+    from support.faultlog import ROWS
 
     if hasattr(session.config, "workeroutput"):
         session.config.workeroutput["fault_rows"] = [list(r) for r in ROWS]
@@ -71,14 +76,14 @@ def pytest_sessionfinish(session):
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
     """The controller collects each worker's fault rows for the summary table."""
-    from faultlog import ROWS
+    from support.faultlog import ROWS
 
     ROWS.extend(tuple(r) for r in getattr(node, "workeroutput", {}).get("fault_rows", []))
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The fault suite's table (tests/test_faults.py): fault, injected, survived, artifacts lost."""
-    from faultlog import ROWS, table
+    """The fault suite's table (tests/integration/test_faults.py): fault, injected, survived, artifacts lost."""
+    from support.faultlog import ROWS, table
 
     if ROWS:
         terminalreporter.write_sep("=", "fault suite")

@@ -1,7 +1,7 @@
 """The paper's baselines (§5.1, A.8) as ``method:`` choices, one module each.
 
 * :mod:`.losses` — each baseline's characteristic loss terms (hand-checked in
-  ``tests/test_baseline_losses.py``);
+  ``tests/unit/test_baseline_losses.py``);
 * :mod:`.method` — their generation: one module per baseline subclasses :class:`.method.BaselineMethod` and
   registers it in :data:`ferd.method.METHODS`; the one generation loop
   (:class:`ferd.synthesis.epoch.Synthesizer`) runs any of them, and FERD;

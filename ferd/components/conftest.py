@@ -81,7 +81,7 @@ def check_component(component, inputs: dict[str, str], outputs: dict[str, str], 
 
 @pytest.fixture
 def trainjob_runner(tmp_path, monkeypatch):
-    """A local stand-in of the Kubernetes API (``tests/k8s_standin.py``) that runs every TrainJob's command
+    """A local stand-in of the Kubernetes API (``tests/support/k8s_standin.py``) that runs every TrainJob's command
     as one node with 2 processes, KUBECONFIG pointing at it, and the ``launch`` JSON of a ``distributed``
     block writing under ``tmp_path/scratch``. Yields (stand-in, launch); checks afterwards that every job
     was submitted properly and exited 0."""
@@ -93,7 +93,7 @@ def trainjob_runner(tmp_path, monkeypatch):
     from ferd.launch import Launch
 
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
-    from k8s_standin import K8sStandIn
+    from support.k8s_standin import K8sStandIn
 
     api = K8sStandIn(execute={"PET_NPROC_PER_NODE": "2", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
                               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})

@@ -27,7 +27,7 @@ The rounds are the stage graph (:mod:`ferd.graph`) executed in one process on on
 the per-round tasks of :func:`ferd.graph.unroll` run in order, each by its stage module's ``step`` (the
 stage on the in-memory :class:`ferd.round_state.RunState`, its artifact handed to the next task as an
 object instead of a directory). So a stage added to the graph runs here as under DVC and Kubeflow, and
-``ferd run`` and the stage split give the same bytes (``tests/golden.json``). After a round's last task
+``ferd run`` and the stage split give the same bytes (``tests/support/golden.json``). After a round's last task
 the state is checkpointed (:func:`ferd.round_state.save_checkpoint`), the one layout the stages' artifacts
 use too; a checkpoint taken after any round resumes bit-identically.
 """

@@ -1,4 +1,4 @@
-"""The comparison's report component (fan-in of the ParallelFor): interface (local run: tests/test_pipeline_compare.py)."""
+"""The comparison's report component (fan-in of the ParallelFor): interface (local run: tests/e2e/test_pipeline_compare.py)."""
 
 from ferd.components.compare_report.component import compare_report
 from ferd.components.conftest import check_component

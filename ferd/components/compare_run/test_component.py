@@ -1,4 +1,4 @@
-"""The comparison's run component (one ParallelFor iteration): interface (local run: tests/test_pipeline_compare.py)."""
+"""The comparison's run component (one ParallelFor iteration): interface (local run: tests/e2e/test_pipeline_compare.py)."""
 
 from ferd.components.compare_run.component import compare_run
 from ferd.components.conftest import check_component

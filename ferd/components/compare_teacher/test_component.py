@@ -1,4 +1,4 @@
-"""The comparison's teacher component: interface (its local run is in tests/test_pipeline_compare.py)."""
+"""The comparison's teacher component: interface (its local run is in tests/e2e/test_pipeline_compare.py)."""
 
 from ferd.components.compare_teacher.component import compare_teacher
 from ferd.components.conftest import check_component

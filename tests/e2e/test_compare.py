@@ -1,0 +1,239 @@
+"""``ferd compare``: preset validation, the paired interval by hand, and compare-smoke end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import pytest
+import yaml
+from pathlib import Path
+
+from ferd.cli import main
+from ferd.compare.config import Arm, arms, load_compare
+from ferd.presets import PRESETS
+from ferd.compare.report import paired_interval, verdict
+from ferd.params_io import ConfigError
+
+from support import golden
+
+
+def test_paired_interval_by_hand():
+    # d = (2, 3, 4): mean 3, sd 1, t_{0.975, 2} = 4.302653 → half-width 4.302653/√3 = 2.484138
+    mean, low, high = paired_interval([3.0, 5.0, 7.0], [1.0, 2.0, 3.0])
+    assert (mean, low, high) == pytest.approx((3.0, 3 - 2.484138, 3 + 2.484138), abs=1e-6)
+    assert verdict(low, high) == "better than the reference beyond noise"
+    assert verdict(-2.0, -0.5) == "worse than the reference beyond noise"
+    assert verdict(-1.0, 1.0) == "within noise"
+    mean, low, high = paired_interval([0.4], [0.5])
+    assert mean == pytest.approx(-0.1) and math.isnan(low) and verdict(low, high) == "one seed: no interval"
+    mean, low, high = paired_interval([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])  # both at 0 % in every seed
+    assert (mean, low, high) == (0.0, 0.0, 0.0) and verdict(low, high) == "equal in every seed (no difference)"
+
+
+def test_undefined_nsd_is_reported_not_averaged_into_nan():
+    from ferd.compare.report import _fmt
+    from ferd.evaluation.report import json_safe
+
+    assert _fmt(math.nan, math.nan, "nsd", 0, 3) == "n/a (all classes 0)"
+    assert _fmt(2.5, 0.5, "nsd", 2, 3) == "2.500 ± 0.500 (2 of 3 seeds)"
+    assert _fmt(2.5, 0.5, "nsd", 3, 3) == "2.500 ± 0.500"
+    assert _fmt(0.25, 0.05, "avg", 0, 3) == "25.0 ± 5.0"
+    assert _fmt(0.25, 0.0, "avg", 1, 1) == "25.0" and _fmt(0.5, 0.0, "nsd", 1, 1) == "0.500"  # one seed: no spread
+    assert _fmt(0.5, 0.0, "nsd", 1, 2) == "0.500 (1 of 2 seeds)"
+    assert json_safe({"a": math.nan, "b": {"c": 1.0, "d": math.nan}}) == {"a": None, "b": {"c": 1.0, "d": None}}
+
+
+def _preset(tmp_path, **changes):
+    data = {"base": "ci", "students": ["cnn-8"], "seeds": [0], "methods": {"ferd": [], "cmi": ["method=cmi"]}}
+    data.update(changes)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_bad_presets_are_refused_before_any_run(tmp_path):
+    with pytest.raises(ConfigError, match="reference"):
+        load_compare(_preset(tmp_path, reference="deepinv"))
+    with pytest.raises(ConfigError, match=r"(?s)method 'cmi'.*synthesis\.lamda_uni: unknown key"):
+        load_compare(_preset(tmp_path, methods={"ferd": [], "cmi": ["method=cmi", "synthesis.lamda_uni=1"]}))
+    with pytest.raises(ConfigError, match="seeds"):
+        load_compare(_preset(tmp_path, seeds=[1, 1]))
+    with pytest.raises(FileNotFoundError, match="compare-smoke"):
+        load_compare("compare-nonexistent")
+    cc = load_compare(_preset(tmp_path, seeds=[0, 1]))
+    assert arms(cc)[0] == Arm("ferd", "cnn-8", 0) and len(arms(cc)) == 4
+
+
+def test_a_preset_extends_another_merging_set_by_key(tmp_path, capsys):
+    from ferd.compare.config import merge_overrides, preset_files, run_config
+    from ferd.compare.dvc import compare_stages
+
+    assert merge_overrides(["a=1", "b=2"], ["b=3", "c=4"]) == ["a=1", "b=3", "c=4"]
+    parent = _preset(tmp_path, set=["epochs=2", "rounds=2", "distill.iterations=3"], seeds=[0, 1])
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": str(parent), "set": ["distill.iterations=9", "synthesis.iterations=4"],
+                                     "methods": {"ferd": []}}))
+    cc = load_compare(child)
+    assert cc.set == ["epochs=2", "rounds=2", "distill.iterations=9", "synthesis.iterations=4"]
+    assert cc.seeds == [0, 1] and list(cc.methods) == ["ferd"] and cc.base == "ci"  # the parent's, and its own
+    cfg = run_config(cc, arms(cc)[1])
+    assert (cfg.epochs, cfg.distill.iterations, cfg.synthesis.iterations, cfg.seed) == (2, 9, 4, 1)
+    assert preset_files(child) == [child, parent]
+    deps = compare_stages(cc, child, tmp_path)["stages"]["run"]["deps"]
+    ci = PRESETS / "ci.yaml"  # a preset name resolves to the one ferd ships (none in tmp_path/params)
+    assert deps[:3] == ["child.yaml", "p.yaml", os.path.relpath(ci, tmp_path)]
+    # the tier-2 budgets are tier 2 with a few keys changed
+    x6 = load_compare("compare-cifar10-cpu-x6")
+    assert [s for s in x6.set if s not in load_compare("compare-cifar10-cpu").set] == \
+        ["epochs=48", "rounds=48", "distill.iterations=120"]
+    child.write_text(yaml.safe_dump({"extends": str(parent), "methods": ["cmi"], "reference": "cmi"}))
+    assert load_compare(child).methods == {"cmi": ["method=cmi"]}  # a list picks the parent's arms
+    child.write_text(yaml.safe_dump({"extends": str(parent), "methods": ["ferd", "fast"]}))
+    with pytest.raises(ConfigError, match=r"methods: 'fast' is not an arm of p; expected some of \['cmi', 'ferd'\]"):
+        load_compare(child)
+    with pytest.raises(ConfigError, match=r"methods: a list of names picks arms of the preset it `extends`"):
+        load_compare(_preset(tmp_path, methods=["ferd"]))
+    parent = _preset(tmp_path, set=["epochs=2", "rounds=2", "distill.iterations=3"], seeds=[0, 1])
+    parent.write_text(yaml.safe_dump({"extends": str(child)}))  # a cycle: one line, exit 2, before any work
+    with pytest.raises(ConfigError, match=r"extends: a cycle .*child → p → child"):
+        load_compare(child)
+    assert main(["compare", "--preset", str(child), "--out", str(tmp_path / "out")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    child.write_text(yaml.safe_dump({"extends": "compare-nonexistent", "methods": {"ferd": []}}))
+    with pytest.raises(FileNotFoundError, match=r"child.yaml: extends: .*compare-nonexistent.yaml not found"):
+        load_compare(child)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The CI run of the real compare-smoke preset (every method and Table-3 ablation, 2 seeds)."""
+    out = tmp_path_factory.mktemp("compare")
+    assert main(["compare", "--preset", "compare-smoke", "--out", str(out), "--threads", "1", "--no-progress"]) == 0
+    return out
+
+
+def test_compare_smoke_writes_the_table_csv_and_plots(smoke):
+    cc = load_compare("compare-smoke")
+    rows = list(csv.DictReader((smoke / "comparison.csv").open()))
+    assert [r["method"] for r in rows] == list(cc.methods)
+    assert all(int(r["seeds"]) == 2 for r in rows)
+    for attack in ("clean", "pgd20"):
+        assert {f"{attack}_{s}_{m}" for s in ("avg", "worst", "nsd") for m in ("mean", "std")} <= set(rows[0])
+        assert (smoke / f"per_class_{attack}.png").stat().st_size > 1000
+    md = (smoke / "comparison.md").read_text()
+    assert "| teacher |" in md and "Each method minus `ferd`" in md and "Retention (student PGD-20" in md
+    # equal terms: FERD's default student side is A.8's, so Fast's own arm differs from FERD only in synthesis
+    assert ("| fast | baseline.fast: its own synthesis (baseline.fast.*); method: fast; "
+            "synthesis.reweighting.enabled: False |") in md
+    assert ("| ferd-paper-student | distill.lambda1: 0.8333; distill.lambda2: 0.1667; distill.utae.gamma: 0.5; "
+            "distill.utae.random_start: uniform |") in md
+    assert flat_keys_present(json.loads((smoke / "comparison.json").read_text())["metrics"])
+    assert all(f"| {m} | cnn-8 | 2 |" in md for m in cc.methods if m != "ferd")
+    flat = json.loads((smoke / "comparison.json").read_text())["metrics"]
+    ferd = json.loads((smoke / "runs/ferd/cnn-8/seed=1/metrics.json").read_text())
+    assert flat["ferd.cnn-8.pgd20.worst.mean"] == pytest.approx(
+        (ferd["student.pgd20.worst"] + json.loads((smoke / "runs/ferd/cnn-8/seed=0/metrics.json").read_text())
+         ["student.pgd20.worst"]) / 2)
+    for m in ("deepinv", "cmi", "fast", "zskt", "dfhl"):
+        assert json.loads((smoke / f"runs/{m}/cnn-8/seed=0/params.json").read_text())["method"] == m
+
+
+def flat_keys_present(flat: dict) -> bool:
+    """Paired differences for worst and average PGD-20 and clean accuracy, each with its interval."""
+    return all(f"fast.cnn-8.delta_{k}.{e}" in flat for k in ("pgd20_worst", "pgd20_avg", "clean_avg")
+               for e in ("mean", "low", "high"))
+
+
+def test_compare_smoke_gives_the_golden_bytes(smoke):
+    """Every arm's student, pool shards and metrics are byte-identical to tests/support/golden.json (issue 17)."""
+    assert golden.smoke_fingerprint(smoke) == golden.load()["compare-smoke"]
+
+
+def test_a_finished_comparison_is_not_run_again_and_one_arm_can_be_run_alone(smoke, tmp_path):
+    before = (smoke / "runs/cmi/cnn-8/seed=0/metrics.json").stat().st_mtime_ns
+    assert main(["compare", "--preset", "compare-smoke", "--out", str(smoke), "--method", "cmi",
+                 "--student", "cnn-8", "--seed", "0", "--no-progress"]) == 0
+    assert (smoke / "runs/cmi/cnn-8/seed=0/metrics.json").stat().st_mtime_ns == before
+    assert main(["compare", "--preset", "compare-smoke", "--out", str(smoke), "--method", "cmi",
+                 "--student", "cnn-8", "--seed", "7"]) == 2  # not an arm of the preset
+
+
+def test_a_partial_report_leaves_out_unfinished_runs_and_names_them(smoke, tmp_path):
+    """A long tier's progress: --report-only refuses unfinished runs unless --partial, which reports the
+    finished ones, pairs the seeds both methods finished and names the rest."""
+    import shutil
+
+    out = tmp_path / "partial"
+    shutil.copytree(smoke, out, symlinks=True)
+    (out / "runs/fast/cnn-8/seed=1/metrics.json").unlink()
+    shutil.rmtree(out / "runs/cmi/cnn-8")
+    argv = ["compare", "--preset", "compare-smoke", "--out", str(out), "--report-only"]
+    assert main(argv) == 2  # refused: runs have not finished
+    assert main(["compare", "--preset", "compare-smoke", "--out", str(out), "--partial"]) == 2
+    assert main(argv + ["--partial"]) == 0
+    md = (out / "comparison.md").read_text()
+    assert ("**Partial**: 3 of 22 runs have not finished and are left out: `runs/cmi/cnn-8/seed=0`, "
+            "`runs/cmi/cnn-8/seed=1`, `runs/fast/cnn-8/seed=1`.") in md
+    assert "| fast | cnn-8 | 1 |" in md and "| cmi | cnn-8 |" not in md.split("## How each arm")[0]
+    flat = json.loads((out / "comparison.json").read_text())["metrics"]
+    ferd0, fast0 = (json.loads((out / f"runs/{m}/cnn-8/seed=0/metrics.json").read_text())["student.pgd20.worst"]
+                    for m in ("ferd", "fast"))
+    assert flat["fast.cnn-8.delta_pgd20_worst.mean"] == pytest.approx(fast0 - ferd0)  # seed 0 only
+    assert "cmi.cnn-8.delta_pgd20_worst.mean" not in flat
+
+
+def test_parallel_jobs_give_the_same_runs(tmp_path, smoke):
+    preset = _preset(tmp_path, seeds=[0, 1])
+    assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "j"), "--jobs", "2",
+                 "--no-progress"]) == 0
+    for arm in ("ferd/cnn-8/seed=1", "cmi/cnn-8/seed=0"):
+        got = json.loads((tmp_path / "j/runs" / arm / "metrics.json").read_text())
+        want = json.loads((smoke / "runs" / arm / "metrics.json").read_text())
+        got.pop("run.seconds"), want.pop("run.seconds")
+        assert got == want, arm
+
+
+def test_every_comparison_preset_is_valid_and_compare_dvc_yaml_is_current(tmp_path):
+    from ferd.compare.dvc import HEADER, compare_stages
+
+    root = Path(__file__).resolve().parents[2]
+    for path in sorted((root / "params").glob("compare-*.yaml")):
+        load_compare(path)
+    committed = (root / "compare" / "dvc.yaml").read_text()
+    want = HEADER.format(preset="compare-cpu", folder="compare") + yaml.safe_dump(
+        compare_stages(load_compare("compare-cpu"), "compare-cpu", root / "compare"), sort_keys=False, width=120)
+    assert committed == want, "compare/dvc.yaml is stale: ferd compare --preset compare-cpu --write-dvc-yaml compare"
+
+
+@pytest.mark.slow
+def test_dvc_matrix_runs_a_comparison_and_a_second_repro_does_nothing(tmp_path):
+    """The comparison as DVC stages (teacher → matrix → report) in a fresh git + DVC repository."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def sh(*cmd, cwd):
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh("git", "init", "-q", cwd=repo)
+    sh(str(bin_dir / "dvc"), "init", "-q", cwd=repo)
+    root = Path(__file__).resolve().parents[2]
+    preset = _preset(repo, base=str(root / "params" / "ci.yaml"), seeds=[0, 1])
+    assert main(["compare", "--preset", str(preset), "--write-dvc-yaml", str(repo / "cmp")]) == 0
+    out = sh(str(bin_dir / "dvc"), "repro", cwd=repo / "cmp")
+    assert out.count("Running stage 'run@") == 4 and "Running stage 'report'" in out
+    assert "| cmi | cnn-8 | 2 |" in (repo / "cmp" / "out" / "comparison.md").read_text()
+    assert "Running stage" not in sh(str(bin_dir / "dvc"), "repro", cwd=repo / "cmp")
+    assert "ferd.cnn-8.clean.avg.mean" in sh(str(bin_dir / "dvc"), "metrics", "show", cwd=repo / "cmp")

@@ -1,0 +1,57 @@
+"""``ferd warm -- COMMAND``: stages forked from one warm worker behave as their own processes would.
+
+The bytes are checked in tests/e2e/test_dvc.py (the CI preset's ``dvc repro`` under ``ferd warm`` gives
+the golden student, shards and metrics); here the exit status, the fallback and the kill semantics.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FERD = str(Path(sys.executable).parent / "ferd")
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+       "OMP_NUM_THREADS": "1"}
+
+
+def _warm(inner: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([FERD, "warm", "--", "bash", "-c", inner], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_status_and_error_line_pass_through_and_a_differing_environment_falls_back(tmp_path):
+    bad = f"ferd stage pool-store --params {ROOT}/params/ci.yaml --round 0 --synthesis {tmp_path}/none --out {tmp_path}/o"
+    proc = _warm(f"{bad}; echo rc=$?; exit 7", tmp_path)
+    assert proc.returncode == 7 and "rc=2" in proc.stdout, proc.stderr
+    assert "ferd stage: error: synthesis:" in proc.stderr and "ferd warm:" not in proc.stderr
+    proc = _warm(f"OMP_NUM_THREADS=2 {bad}; echo rc=$?", tmp_path)
+    assert "rc=2" in proc.stdout and "ferd stage: error: synthesis:" in proc.stderr
+    assert "this stage runs in its own process: environment variable OMP_NUM_THREADS differs" in proc.stderr
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_killing_a_stage_process_kills_its_fork_and_leaves_no_artifact(tmp_path):
+    out = tmp_path / "teacher"
+    stage = f"ferd stage teacher-fetch --params {ROOT}/params/embedded.yaml --out {out} --no-progress"
+    warm = subprocess.Popen([FERD, "warm", "--", "bash", "-c", f"{stage} & echo $! > client.pid; wait $!; echo $? > rc"],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / ".ferd-task.json").exists() or not (tmp_path / "client.pid").exists():  # the fork is training
+        assert time.time() < deadline and warm.poll() is None, warm.stderr.read() if warm.poll() is not None else ""
+        time.sleep(0.2)
+    forks = _children(warm.pid)
+    assert len(forks) == 2
+    os.kill(int((tmp_path / "client.pid").read_text()), 9)
+    assert warm.wait(timeout=60) == 0
+    assert (tmp_path / "rc").read_text().strip() == "137"
+    for pid in forks:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not (out / "manifest.json").exists()
