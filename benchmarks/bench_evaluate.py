@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from ferd.data import load_split
     from ferd.evaluation import metrics
     from ferd.evaluation.runner import evaluate_models, flat_metrics, per_class_table, stratified_subset
-    from ferd.teacher import load_model
+    from ferd.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

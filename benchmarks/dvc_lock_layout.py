@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ferd.config import load_config
+from ferd.plan import load_config
 from ferd.dvc_pipeline import ROOT_FILE, dvc_files
 
 BIN = Path(sys.executable).parent

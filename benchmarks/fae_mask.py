@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 
 from ferd.attacks import pgd
-from ferd.config import BottleneckConfig, load_config
+from ferd.config import BottleneckConfig
+from ferd.plan import load_config, resolve
 from ferd.data import load_split
 from ferd.evaluation.runner import stratified_subset
 from ferd.synthesis.bottleneck import channel_variance, fit_noise_scale, non_robust_mask
-from ferd.teacher import load_model
+from ferd.models.loading import load_model
 
 VARIANTS = [(mode, threshold, beta) for mode in ("paper", "authors") for threshold in ("global", "own")
             for beta in (0.3, 0.03)]
@@ -79,10 +80,9 @@ def main() -> None:
     result = {"test_images": mask_report(teacher, x[idx], y[idx], layer, cfg.synthesis.bottleneck, args.seed)}
     if args.faes:
         from ferd.models import create_model
-        from ferd.synthesis.stage import Synthesizer
 
         student = create_model("cnn-32", num_classes=10)
-        syn = Synthesizer(cfg.synthesis, 10, 32, args.seed)
+        syn = resolve(cfg.model_copy(update={"seed": args.seed})).synthesizer(10, 32)
         out = syn.run_epoch(teacher, student, torch.full((10,), 0.1, dtype=torch.float64), 0)
         result["faes"] = mask_report(teacher, out.images, out.labels, layer, cfg.synthesis.bottleneck, args.seed)
     for where, rows in result.items():

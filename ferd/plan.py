@@ -134,7 +134,7 @@ def unknown_names(cfg: FerdConfig) -> list[str]:
     try:
         check_attack_names(cfg.evaluation.attacks)
     except ValueError as exc:
-        out.append(f"evaluation.attacks: {exc}")
+        out.append(f"evaluation.attacks: {exc} (got {short_repr(cfg.evaluation.attacks)})")
     if cfg.dataset not in KNOWN_DATASETS:
         out.append(f"dataset: unknown dataset {cfg.dataset!r}; expected one of {sorted(KNOWN_DATASETS)} "
                    f"(got {short_repr(cfg.dataset)})")

@@ -47,6 +47,8 @@ class HeeSide(StudentSide):
     teacher labels them with its top-1 only (a hard-label query), and the student takes a step on
     CE(f^S(x_hee), y) (LetheSec/DFHL-RS-Attack ``train.py``)."""
 
+    description = "DFHL's own: CE on the teacher's top-1 of the student's high-entropy examples"
+
     def __init__(self, steps: int, step: float) -> None:
         self.steps, self.step = steps, step
 

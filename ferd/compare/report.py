@@ -227,7 +227,7 @@ def effective_settings(plan: Plan) -> dict[str, object]:
     data["synthesis"]["reweighting"]["enabled"] = plan.reweighting is not None
     data["distill"] = plan.distill.model_dump(mode="json")
     if plan.student_side == "own":
-        data["distill"]["loss"] = f"{cfg.method}'s own ({type(plan.side()).__name__})"
+        data["distill"]["loss"] = plan.side().description
     for group in plan.groups:
         if group != "baseline.robust":
             data[group] = f"its own synthesis ({group}.*)"

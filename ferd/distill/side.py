@@ -64,7 +64,9 @@ class IterationPasses:
 
 class StudentSide:
     """The loss of one student iteration; ``start_epoch`` runs once per distillation epoch; ``passes`` says
-    which model passes an iteration makes (for ``ferd bench``)."""
+    which model passes an iteration makes (for ``ferd bench``); ``description`` names its loss in reports."""
+
+    description = "Eq. 11 on UTAEs (Eq. 10)"
 
     def passes(self, cfg: DistillConfig) -> IterationPasses:
         raise NotImplementedError

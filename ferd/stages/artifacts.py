@@ -91,19 +91,23 @@ def check_inputs(cfg: FerdConfig, stage: str, round_index: int | None = None, ou
     fingerprint, sha256 of every file). A chained artifact kept in place (the pool: ``--previous`` = ``--out``)
     may be of this round already (a rerun). Returns the manifests by input flag."""
     st = graph.BY_NAME[stage]
+
+    def what(inp: graph.Input) -> str:
+        return f"previous {graph.BY_NAME[inp.stage].scope}" if inp.flag == "previous" else inp.flag
+
+    for inp in st.inputs:  # first the cheap part: which inputs must be there
+        if inp.of == graph.PREVIOUS:
+            check_previous(round_index, what(inp), given.get(inp.flag))
     out: dict[str, dict] = {}
     for inp in st.inputs:
         producer, path = graph.BY_NAME[inp.stage], given.get(inp.flag)
-        what = f"previous {producer.scope}" if inp.flag == "previous" else inp.flag
+        if inp.of == graph.PREVIOUS and path is None:
+            continue
         expected = {graph.ONCE: None, graph.LAST: None, graph.SAME: round_index,
                     graph.PREVIOUS: None if round_index is None else round_index - 1}[inp.of]
-        if inp.of == graph.PREVIOUS:
-            check_previous(round_index, what, path)
-            if path is None:
-                continue
-            if producer.chained and out_dir is not None and Path(path).resolve() == Path(out_dir).resolve():
-                expected = None
-        out[inp.flag] = read_manifest(path, producer.scope, cfg, round_index=expected, what=what)
+        if producer.chained and out_dir is not None and Path(path).resolve() == Path(out_dir).resolve():
+            expected = None
+        out[inp.flag] = read_manifest(path, producer.scope, cfg, round_index=expected, what=what(inp))
     return out
 
 

@@ -15,6 +15,8 @@ from ferd.method import register
 
 
 class CleanDistillation(StudentSide):
+    description = "clean distillation only: KL(f^T(x) ‖ f^S(x))"
+
     def passes(self, cfg):
         return IterationPasses(None, 0, 1, 1)
 

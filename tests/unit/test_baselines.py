@@ -196,3 +196,16 @@ def test_every_method_is_registered_once_with_its_parameter_group():
         cls = method_class(name)
         assert cls.__module__ == f"ferd.baselines.{name}" and not cls.reweights
         assert cls.groups == ("baseline.robust", f"baseline.{name}")
+
+
+def test_the_utae_cache_needs_ferds_student_side_whatever_the_method():
+    """``distill.utae.cache: pool`` caches UTAEs against the teacher, so it needs the student side that runs
+    ``distill.*`` as written: FERD's, or a baseline given FERD's (``baseline.robust.student_side: ferd``);
+    a baseline on A.8's side (UTAEs against the student) or its own is refused with one line."""
+    cache = {"distill": {"utae": {"cache": "pool", "target": "teacher"}}}
+    assert resolve(parse_config({**TINY, **cache})).distill.utae.cache == "pool"
+    given = {**TINY, **cache, "method": "fast", "baseline": {"robust": {"student_side": "ferd"}}}
+    assert resolve(parse_config(given)).student_side == "given"
+    for method in ("fast", "dfhl"):
+        with pytest.raises(ConfigError, match=r"distill\.utae\.cache: 'pool' needs UTAEs against the teacher"):
+            parse_config({**TINY, **cache, "method": method})
