@@ -14,9 +14,10 @@ CI = Path(__file__).resolve().parents[2] / "params" / "ci.yaml"
 
 
 def test_bf16_autocast_runs_and_changes_only_rounding(tmp_path, monkeypatch, single_thread):
+    import ferd.evaluation.quick
     import ferd.stages.run as run_mod
 
-    monkeypatch.setattr(run_mod, "quick_evaluation", lambda *a, **k: {})
+    monkeypatch.setattr(ferd.evaluation.quick, "quick_evaluation", lambda *a, **k: {})  # no evaluation
     run_mod.run(load_config(CI), tmp_path / "fp32", progress=False)
     run_mod.run(load_config(CI, ["compute.amp=bf16"]), tmp_path / "bf16", progress=False)
     a, b = (load_state_dict(tmp_path / d / "student.safetensors") for d in ("fp32", "bf16"))
@@ -66,9 +67,10 @@ def test_attack_model_is_made_once_and_stays_out_of_the_teacher(single_thread):
 
 
 def test_fold_bn_channels_last_and_device_pool_runs(tmp_path, monkeypatch, single_thread):
+    import ferd.evaluation.quick
     import ferd.stages.run as run_mod
 
-    monkeypatch.setattr(run_mod, "quick_evaluation", lambda *a, **k: {})
+    monkeypatch.setattr(ferd.evaluation.quick, "quick_evaluation", lambda *a, **k: {})  # no evaluation
     base = ["distill.utae.target=teacher"]
     run_mod.run(load_config(CI, base), tmp_path / "plain", progress=False)
     run_mod.run(load_config(CI, [*base, "compute.pool_on_device=always"]), tmp_path / "pool", progress=False)
@@ -85,9 +87,10 @@ def test_fold_bn_channels_last_and_device_pool_runs(tmp_path, monkeypatch, singl
 
 def test_compile_wires_student_and_attack_teacher(tmp_path, monkeypatch, single_thread):
     """compute.compile with the aot_eager backend (no code generation: the wiring, not the speed)."""
+    import ferd.evaluation.quick
     import ferd.stages.run as run_mod
 
-    monkeypatch.setattr(run_mod, "quick_evaluation", lambda *a, **k: {})
+    monkeypatch.setattr(ferd.evaluation.quick, "quick_evaluation", lambda *a, **k: {})  # no evaluation
     cfg = load_config(CI, ["distill.utae.target=teacher", "compute.compile=true", "compute.compile_backend=aot_eager",
                            "compute.fold_bn=true"])
     run_mod.run(cfg, tmp_path / "c", progress=False)

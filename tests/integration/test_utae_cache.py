@@ -68,10 +68,11 @@ def test_pool_keeps_cached_utaes_bit_exact(tmp_path):
 
 def test_cached_run_is_bit_identical_across_the_stage_split_and_skips_the_teacher(tmp_path, single_thread,
                                                                                    monkeypatch):
+    import ferd.evaluation.quick
     import ferd.stages.run as run_mod
 
     cfg = load_config(CI, CACHE)
-    monkeypatch.setattr(run_mod, "quick_evaluation", lambda *a, **k: {})
+    monkeypatch.setattr(ferd.evaluation.quick, "quick_evaluation", lambda *a, **k: {})  # no evaluation
     run_mod.run(cfg, tmp_path / "single", progress=False)
     # count teacher calls during distillation: with the cache there are none
     import ferd.distill.side as dist_stage
