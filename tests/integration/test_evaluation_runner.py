@@ -69,13 +69,7 @@ def train_tiny(x: torch.Tensor, y: torch.Tensor, epochs: int = 8) -> TinyCNN:
     return model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~10× faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # tiny models: one intra-op thread
 
 
 @pytest.fixture(scope="module")

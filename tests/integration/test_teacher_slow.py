@@ -3,7 +3,6 @@ has its accuracy, and checkpoint bytes do not depend on the process (four fresh 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,7 @@ from ferd.models.loading import load_model
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: much faster for tiny models, and no slower for WRN-16-2, on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # tiny models: one intra-op thread
 
 
 # ------------------------------------------------------------------ the shared WRN-16-2 teacher

@@ -85,22 +85,14 @@ def test_ferd_run_executes_the_graph_so_a_new_per_round_stage_runs_in_it(monkeyp
     """Issue 17: ``ferd run`` is the stage graph in one process. A throwaway per-round stage (the pool's
     rows after each round), declared in the graph and written as one module whose ``step`` reads the
     in-memory pool artifact, runs in every round; the student is unchanged."""
-    import sys
-    import types
-
-    from ferd import graph
+    from support import throwaway_extensions as ext
 
     reference = run_algorithm1(_teacher(), parse_config(TINY), progress=False)
-    seen = []
-    module = types.ModuleType("ferd.stages.pool_rows")
-    module.step = lambda ctx, r, inputs: seen.append((r, len(inputs["pool"])))
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    stage = graph.Stage(name="pool-rows", scope="pool", per_round=True, subdir="pool-rows",
-                        inputs=(graph.Input("pool", "pool-store", graph.SAME, "pool"),), output="rows",
-                        gpu_device=False, title="pool rows", help="a throwaway stage: the pool's rows after the round")
-    monkeypatch.setattr(graph, "STAGES", (*graph.STAGES, stage))
-    monkeypatch.setitem(graph.BY_NAME, stage.name, stage)
-    state = run_algorithm1(_teacher(), parse_config(TINY), progress=False)
-    assert seen == [(0, 16), (1, 32)]
+    ext.install(monkeypatch)  # the stage pool-rows (and an attack, unused here)
+    try:
+        state = run_algorithm1(_teacher(), parse_config(TINY), progress=False)
+    finally:
+        ext.remove()
+    assert ext.SEEN == [(0, 16), (1, 32)]
     ref = reference.student.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in state.student.state_dict().items())

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ferd.attacks import ATTACKS, Attack, ThreatContext, attack_label, build_attack, register
+from ferd.attacks import ATTACKS, ThreatContext, attack_label, build_attack, register
 from ferd.params_io import ConfigError
 from ferd.plan import load_config
 from ferd.evaluation import evaluate_models
@@ -26,24 +26,11 @@ def test_builtin_attacks_in_order_of_strength():
 
 @pytest.fixture()
 def corner_attack():
-    """A throwaway attack, registered the way a new one would be (one class), removed afterwards."""
+    """A throwaway attack (``support.throwaway_extensions.Corner``), registered the way a new one would be (one
+    class), removed afterwards."""
+    from support.throwaway_extensions import Corner
 
-    @register
-    class Corner(Attack):
-        """Every pixel moved by ε towards the nearer of 0 and 1 (a fixed, gradient-free perturbation)."""
-
-        name, label = "corner", "Corner"
-
-        def perturb(self, model, x, y, generator=None):
-            return (x + self.ctx.eps * torch.where(x < 0.5, -1.0, 1.0)).clamp(0, 1)
-
-        def settings(self):
-            return {"step_size": self.ctx.eps}
-
-        @staticmethod
-        def describe(settings, eps):
-            return f"- Corner: every pixel {settings['step_size'] * 255:g}/255 towards its nearer bound."
-
+    register(Corner)
     yield Corner
     del ATTACKS["corner"]
 

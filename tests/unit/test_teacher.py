@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,7 @@ from ferd.augment import random_crop
 from ferd.adversarial_training import train_robust_teacher
 from ferd.models.loading import load_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: much faster for tiny models, and no slower for WRN-16-2, on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # tiny models: one intra-op thread
 
 
 def _state(arch: str = "cnn-8", num_classes: int = 10) -> dict[str, torch.Tensor]:
