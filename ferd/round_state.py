@@ -37,6 +37,7 @@ import torch
 
 from . import distributed, rng
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict, save_state_dict, sha256_file
+from .kill_points import kill_point
 from .compute import compile_in_place, compile_settings, set_memory_format
 from .config import FerdConfig
 from .data import dataset_info
@@ -232,11 +233,14 @@ def save_checkpoint(state: RunState, out: PathLike) -> None:
         "next_round": state.next_round, "rounds": state.cfg.num_rounds,
         "params_fingerprint": params_fingerprint(state.cfg, "distillation"), "files": files,
         "pool": {str(k): known[k] for k in sorted(known)}})
+    kill_point("checkpoint.written")
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
+        kill_point("checkpoint.between-renames")
     partial.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+    kill_point("checkpoint.saved")
 
 
 def checkpoint_dir(out: PathLike) -> Path | None:

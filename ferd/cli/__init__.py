@@ -14,6 +14,7 @@ import logging
 import sys
 
 from .. import __version__
+from ..kill_points import check_environment
 
 COMMAND_MODULES = (
     "ferd.cli.run",            # ferd run
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in CREDENTIAL_LOGGERS:  # their DEBUG records carry signed headers: access key id, session token
         logging.getLogger(name).setLevel(logging.INFO)
     try:
+        check_environment()  # the environment variables ferd obeys: a malformed one is bad input too
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"ferd {args.command}: error: {exc}", file=sys.stderr)

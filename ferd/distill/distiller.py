@@ -38,6 +38,7 @@ from ..augment import crop_flip
 from ..compute import keep_pool_on_device
 from ..config import ComputeConfig, DistillConfig
 from ..numerics import autocast
+from ..kill_points import kill_point
 from ..pool import FaePool
 from .side import Draw, StudentSide
 
@@ -102,4 +103,5 @@ class Distiller:
             self.optimizer.step()
             self.scheduler.step()
             total += loss.item()
+            kill_point("student.iteration")
         return {"loss": distributed.mean_across(total / cfg.iterations)}

@@ -33,6 +33,7 @@ from typing import Any
 from .. import __version__, graph
 from ..checkpoint import atomic_write_json as write_json
 from ..checkpoint import sha256_file
+from ..kill_points import kill_point
 from ..config import FerdConfig
 from ..plan import load_config
 from ..fingerprint import params_fingerprint, scoped_params
@@ -210,6 +211,7 @@ def write_manifest(directory: str | os.PathLike[str], stage: str, cfg: FerdConfi
                 "started_at": started, "finished_at": utc_now(), "uri": str(directory),
                 "outputs": _files(directory), "inputs": parents, **(extra or {})}
     manifest = seal(manifest)
+    kill_point("manifest.before-write")
     write_json(directory / MANIFEST, manifest)
     return manifest
 

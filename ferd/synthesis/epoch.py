@@ -32,6 +32,7 @@ from ..config import SynthesisConfig
 from ..method import Method
 from ..models import FerdModel
 from ..numerics import autocast, check_finite_loss
+from ..kill_points import kill_point
 from .losses import BatchNormStatistics
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,7 @@ class Synthesizer:
                     collapse_iters = max(collapse_iters, run)
                 if last_terms["gen"] < best_loss:
                     best_loss, best_x, best_terms = last_terms["gen"], kept, last_terms
+                kill_point("generator.iteration")
             method.end_epoch(teacher, best_x, bn_stats, aug)
         nonrobust = method.after_epoch(teacher, best_x, mine, last_stats)
         if split:

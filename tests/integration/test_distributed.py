@@ -16,8 +16,10 @@ import torch
 
 from support import ddp_step
 from support.faultlog import record
+from support.processes import wait_for_stopped
 from ferd.checkpoint import load_state_dict
 from ferd.cli import main
+from ferd.kill_points import KILL_ENV, STOP_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "params" / "ci.yaml"
@@ -131,28 +133,19 @@ def test_a_two_process_round_resumes_in_one_process(runs, tmp_path):
 def test_a_killed_rank_fails_the_job_leaves_no_manifest_and_the_rerun_completes(runs, tmp_path):
     one = runs / "one"
     out = tmp_path / "d0"
-    cmd = [*FERD, "stage", "distillation", "--params", str(CI), "-S", "distill.iterations=150", "--threads", "1",
+    cmd = [*FERD, "stage", "distillation", "--params", str(CI), "-S", "distill.iterations=12", "--threads", "1",
            "--no-progress", "--round", "0", "--teacher", str(one / "teacher"),
            "--synthesis", str(one / "round-0" / "synthesis"), "--pool", str(one / "round-0" / "pool"),
            "--out", str(out)]
-    env = {**ENV, "TMPDIR": str(tmp_path)}  # where the killed rank leaves its scratch directory
-    job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed = False
-    deadline = time.time() + 120
-    while time.time() < deadline and job.poll() is None and not killed:
-        time.sleep(0.5)
-        ranks = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
-        if len(ranks) == 2 and (out / ".ferd-task.json").exists():  # both ranks started, the stage claimed out
-            time.sleep(2)
-            os.kill(int(ranks[-1]), signal.SIGKILL)
-            killed = True
-    _, err = job.communicate(timeout=300)
-    assert killed and job.returncode != 0, err[-2000:]
+    # rank 1 kills itself at its fourth student iteration (ferd.kill_points): the stage has claimed ``out``
+    env = {**ENV, "TMPDIR": str(tmp_path), KILL_ENV: "student.iteration:4@1"}  # TMPDIR: the rank's scratch
+    job = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert job.returncode != 0, job.stderr[-2000:]
     assert not (out / "manifest.json").exists()
     _run(cmd)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "distillation"
-    record("a rank of a torchrun job killed", "SIGKILL to rank 1 mid-round", True, 0)
+    record("a rank of a torchrun job killed", "SIGKILL to rank 1 at its 4th student iteration", True, 0)
 
 
 def test_several_processes_refuse_a_device_that_names_one_gpu(monkeypatch):
@@ -195,12 +188,12 @@ def test_ferd_run_killed_on_two_processes_resumes_on_one(runs, tmp_path):
     one-process student of the stage split (within float rounding)."""
     out = tmp_path / "run"
     cmd = [str(BIN / "ferd"), "run", "--params", str(CI), "--threads", "1", "--no-progress", "--out", str(out)]
-    job = subprocess.Popen([*cmd, "-S", "nproc_per_node=2"], env={**ENV, "TMPDIR": str(tmp_path)},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # rank 0 stops itself once round 0's checkpoint is in place (ferd.kill_points); then the launcher's group dies
+    job = subprocess.Popen([*cmd, "-S", "nproc_per_node=2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**ENV, "TMPDIR": str(tmp_path), STOP_ENV: "checkpoint.saved:1@0"},
+                           start_new_session=True)
     round_file = out / "checkpoint" / "round.json"
-    deadline = time.time() + 180
-    while time.time() < deadline and job.poll() is None and not round_file.exists():
-        time.sleep(0.2)
+    wait_for_stopped(job)
     os.killpg(job.pid, signal.SIGKILL)  # the launcher and torchrun; the ranks (own sessions) die with torchrun
     job.wait()
     _wait_until_unlocked(out, timeout=30)  # no rank outlived the kill

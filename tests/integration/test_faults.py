@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -27,8 +26,9 @@ import torch
 from support.faultlog import record
 from ferd.checkpoint import save_state_dict, sha256_file
 from ferd.cli import main
+from ferd.kill_points import KILL_ENV
 from ferd.plan import load_config, resolve
-from ferd.round_state import RunState, load_checkpoint, read_round_record
+from ferd.round_state import RunState, load_checkpoint
 from ferd.lineage import verify_run
 from ferd.models import create_model
 from ferd.numerics import NonFiniteLoss
@@ -46,27 +46,24 @@ def _hashes(d: Path) -> dict[str, str]:
             if p.is_file() and p.name != "manifest.json" and ".debug" not in p.parts}
 
 
-def _kill_at(cmd: list[str], cwd: Path, seconds: float) -> bool:
-    """Start ``cmd``; SIGKILL it after ``seconds`` unless it finished. True if it was killed."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        proc.wait(timeout=seconds)
-        return False
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return True
+def _killed_at(cmd: list[str], cwd: Path, point: str) -> bool:
+    """Run ``cmd`` with ``FERD_KILL_AT=point`` (:mod:`ferd.kill_points`): True when the process died of
+    its SIGKILL there, False when it finished without reaching the point."""
+    proc = subprocess.run(cmd, cwd=cwd, env={**ENV, KILL_ENV: point}, capture_output=True, text=True)
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+    return proc.returncode == -signal.SIGKILL
 
 
-def _timed(cmd: list[str], cwd: Path) -> float:
-    t0 = time.monotonic()
+def _ran(cmd: list[str], cwd: Path) -> None:
     proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return time.monotonic() - t0
 
 
 # ---- kill and resume -----------------------------------------------------------------------
-RUN_SETS = ["-S", "epochs=5", "-S", "rounds=5", "-S", "synthesis.iterations=6", "-S", "distill.iterations=8"]
+RUN_SETS = ["-S", "epochs=4", "-S", "rounds=4", "-S", "synthesis.iterations=4", "-S", "distill.iterations=6"]
+# each kill resumes from the checkpoint the one before left: the second swap between its renames, a student
+# epoch half done, a checkpoint whole but not swapped in, a generator epoch half done
+RUN_KILLS = ("checkpoint.between-renames:2", "student.iteration:4", "checkpoint.written:1", "generator.iteration:3")
 
 
 @pytest.mark.slow
@@ -74,30 +71,28 @@ def test_sigkill_ferd_run_resumes_bit_identical(tmp_path):
     ferd = str(BIN / "ferd")
     cmd = lambda out: [ferd, "run", "--params", str(CI), *RUN_SETS, "--threads", "1", "--no-progress",  # noqa: E731
                        "--out", str(out)]
-    t_ref = _timed(cmd(tmp_path / "ref"), tmp_path)
-    rng = random.Random(2026)
-    kills, lost, attempts = 0, 0, 0
-    out = tmp_path / "killed"
-    while kills < 3 and attempts < 8:
-        attempts += 1
-        if _kill_at(cmd(out), tmp_path, rng.uniform(0.35, 0.9) * t_ref):
-            kills += 1
-            if read_round_record(out) is not None:  # the last checkpoint must still load whole (atomic swap)
-                try:
-                    load_checkpoint(RunState.initial(resolve(load_config(CI, RUN_SETS[1::2]))), out)
-                except Exception:  # noqa: BLE001
-                    lost += 1
-    _timed(cmd(out), tmp_path)
+    _ran(cmd(tmp_path / "ref"), tmp_path)
+    out, lost, kills = tmp_path / "killed", 0, 0
+    for point in RUN_KILLS:
+        kills += _killed_at(cmd(out), tmp_path, point)
+        if point.startswith("checkpoint.between-renames"):  # the state the swap's design is for
+            assert (out / "checkpoint.old").is_dir() and not (out / "checkpoint").exists()
+        try:  # the last checkpoint must still load whole
+            load_checkpoint(RunState.initial(resolve(load_config(CI, RUN_SETS[1::2]))), out)
+        except Exception:  # noqa: BLE001
+            lost += 1
+    _ran(cmd(out), tmp_path)
     same = sha256_file(out / "student.safetensors") == sha256_file(tmp_path / "ref" / "student.safetensors")
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "ref")]
-    record("SIGKILL `ferd run`", f"{kills} kills at random times", same and kills == 3 and lost == 0, lost)
-    assert kills == 3 and lost == 0
+    record("SIGKILL `ferd run`", f"{kills} kills at named points ({', '.join(p.split(':')[0] for p in RUN_KILLS)})",
+           same and kills == len(RUN_KILLS) and lost == 0, lost)
+    assert kills == len(RUN_KILLS) and lost == 0
     assert same, "the resumed student differs from the uninterrupted one"
     assert {k: v for k, v in metrics[0].items() if k != "run.seconds"} == \
         {k: v for k, v in metrics[1].items() if k != "run.seconds"}
 
 
-STAGE_SETS = ["-S", "synthesis.iterations=40", "-S", "distill.iterations=60"]
+STAGE_SETS = ["-S", "synthesis.iterations=4", "-S", "distill.iterations=6"]
 
 
 @pytest.mark.slow
@@ -110,22 +105,24 @@ def test_sigkill_synthesis_and_distillation_stages_rerun_bit_identical(tmp_path)
                        "--out", out]
     dist = lambda out: [*ferd, "distillation", *common, "--round", "0", "--teacher", "run/teacher",  # noqa: E731
                         "--synthesis", "run/syn-ref", "--pool", "run/pool", "--out", out]
-    t_syn = _timed(syn("run/syn-ref"), tmp_path)
-    _timed([*ferd, "pool-store", *common, "--round", "0", "--synthesis", "run/syn-ref", "--out", "run/pool"], tmp_path)
-    t_dist = _timed(dist("run/dist-ref"), tmp_path)
-    rng = random.Random(7)
-    for name, cmd, t_ref, ref in (("synthesis", syn("run/syn-killed"), t_syn, "syn-ref"),
-                                  ("distillation", dist("run/dist-killed"), t_dist, "dist-ref")):
-        killed = any(_kill_at(cmd, tmp_path, rng.uniform(0.5, 0.9) * t_ref) for _ in range(3))
-        report = verify_run(run)  # the finished artifacts are intact; the killed one has no manifest
+    _ran(syn("run/syn-ref"), tmp_path)
+    _ran([*ferd, "pool-store", *common, "--round", "0", "--synthesis", "run/syn-ref", "--out", "run/pool"], tmp_path)
+    _ran(dist("run/dist-ref"), tmp_path)
+    for name, cmd, points, ref in (
+            ("synthesis", syn("run/syn-killed"), ("generator.iteration:3", "manifest.before-write:1"), "syn-ref"),
+            ("distillation", dist("run/dist-killed"), ("student.iteration:4", "manifest.before-write:1"), "dist-ref")):
         killed_dir = run / ("syn-killed" if name == "synthesis" else "dist-killed")
+        kills = 0
+        for point in points:
+            kills += _killed_at(cmd, tmp_path, point)
+            assert not (killed_dir / "manifest.json").exists()  # a killed stage never looks finished
+        report = verify_run(run)  # the finished artifacts are intact; the killed one has no manifest
         lost = sum(1 for p in report.problems if "killed" not in p)
-        assert not (killed_dir / "manifest.json").exists() or not killed
-        _timed(cmd, tmp_path)  # the same command again
+        _ran(cmd, tmp_path)  # the same command again
         same = _hashes(killed_dir) == _hashes(run / ref)
-        record(f"SIGKILL stage `{name}`", "1 kill at a random time" if killed else "no kill (finished first)",
-               killed and same and lost == 0, lost)
-        assert killed and lost == 0 and same
+        record(f"SIGKILL stage `{name}`", f"{kills} kills at named points ({', '.join(p.split(':')[0] for p in points)})",
+               kills == len(points) and same and lost == 0, lost)
+        assert kills == len(points) and lost == 0 and same
     assert verify_run(run).ok
 
 

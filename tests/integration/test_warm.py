@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from ferd.kill_points import STOP_ENV
+from support.processes import wait_for_stopped
 
 ROOT = Path(__file__).resolve().parents[2]
 FERD = str(Path(sys.executable).parent / "ferd")
@@ -40,13 +42,12 @@ def _children(pid: int) -> set[int]:
 
 def test_killing_a_stage_process_kills_its_fork_and_leaves_no_artifact(tmp_path):
     out = tmp_path / "teacher"
-    stage = f"ferd stage teacher-fetch --params {ROOT}/params/embedded.yaml --out {out} --no-progress"
+    stage = f"ferd stage teacher-fetch --params {ROOT}/params/ci.yaml --out {out} --no-progress"
+    # the fork stops itself just before its manifest (ferd.kill_points); then its client is killed
     warm = subprocess.Popen([FERD, "warm", "--", "bash", "-c", f"{stage} & echo $! > client.pid; wait $!; echo $? > rc"],
-                            cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / ".ferd-task.json").exists() or not (tmp_path / "client.pid").exists():  # the fork is training
-        assert time.time() < deadline and warm.poll() is None, warm.stderr.read() if warm.poll() is not None else ""
-        time.sleep(0.2)
+                            cwd=tmp_path, env={**ENV, STOP_ENV: "manifest.before-write:1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_stopped(warm)
     forks = _children(warm.pid)
     assert len(forks) == 2
     os.kill(int((tmp_path / "client.pid").read_text()), 9)
