@@ -71,6 +71,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc  # a full disk's error names the file
     finally:
         if tmp.exists():
             tmp.unlink()

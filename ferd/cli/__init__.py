@@ -12,6 +12,7 @@ import errno
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from .. import __version__
 from ..kill_points import check_environment
@@ -32,6 +33,9 @@ COMMAND_MODULES = (
 
 BAD_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EEXIST,
                              errno.EINVAL, errno.ENOENT, errno.EROFS, errno.ELOOP})
+# the storage gave out mid-run (a full disk, a file-size limit, a quota): atomic writes left no partial file,
+# the same command resumes once there is room; reported like an unreachable object store, status 4
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 CREDENTIAL_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiobotocore", "s3fs")
 
 
@@ -97,9 +101,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ferd {args.command}: storage error: {exc}", file=sys.stderr)  # unreachable through the retries
         return 4
     except OSError as exc:  # a path the system refuses (too long, a file where a folder is needed, no access)
+        if exc.errno in STORAGE_FULL_ERRNOS:
+            print(f"ferd {args.command}: storage error: {_shown(exc.filename)}{exc.strerror} (nothing partial was "
+                  "kept: make room, then run the same command again)", file=sys.stderr)
+            return 4
         if exc.errno not in BAD_PATH_ERRNOS:
             raise
-        where = str(exc.filename)[:120] + ("…" if len(str(exc.filename)) > 120 else "")
-        print(f"ferd {args.command}: error: {where}: {exc.strerror}", file=sys.stderr)
+        print(f"ferd {args.command}: error: {_shown(exc.filename)}{exc.strerror}", file=sys.stderr)
         return 2
+
+
+def _shown(filename: object) -> str:
+    """``"<path>: "`` shortened to 120 characters, or nothing when the error names no file."""
+    if filename is None:
+        return ""
+    return str(filename)[:120] + ("…" if len(str(filename)) > 120 else "") + ": "
+
+
+def local_path(value: str) -> Path:
+    """An argparse ``type``: the path of a local file or directory, a URL refused (:func:`local_directory`)."""
+    try:
+        local_directory(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--out ")) from None
+    return Path(value)
+
+
+def local_directory(value: str | None, flag: str = "--out") -> None:
+    """Refuse a URL where a command writes only to a local directory (``ferd stage`` alone publishes to
+    ``s3://``), before any work: ``ValueError`` naming the flag."""
+    if value is not None and "://" in value:
+        raise ValueError(f"{flag} {value}: expected a local directory (only `ferd stage … --out s3://bucket/prefix` "
+                         "writes to object storage; sync a finished local directory with `aws s3 sync`)")
 

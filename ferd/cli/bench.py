@@ -10,7 +10,7 @@ from typing import Any
 
 from ..plan import load_config
 from ..presets import preset_path
-from . import module_doc
+from . import local_directory, module_doc
 
 
 def _print(r: dict[str, Any], peak: float | None) -> None:
@@ -59,6 +59,7 @@ def _main(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..bench import bench
 
+    local_directory(args.out)
     cfg = load_config(preset_path(args.preset), [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
     if args.nproc is not None and args.nproc < 2:
         raise ValueError(f"--nproc: expected 2 or more processes, got {args.nproc}")

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from . import local_directory
+
 
 def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple[str, str]) -> str:
     import torch
@@ -35,6 +37,8 @@ def _compare(args: argparse.Namespace) -> int:
     from ..preflight import preflight
     from ..compare.runner import prepare_teacher, run_comparison
 
+    local_directory(args.out)
+    local_directory(args.write_dvc_yaml, "--write-dvc-yaml")
     cc = load_compare(args.preset)  # validates every run's parameters before any work
     if args.write_dvc_yaml:
         from ..compare.dvc import write_dvc_yaml

@@ -19,6 +19,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from . import local_directory
+
 logger = logging.getLogger(__name__)
 
 
@@ -82,6 +84,7 @@ def validate(args: argparse.Namespace) -> None:
     from ..compute import require_device
     from ..config import EvalConfig
 
+    local_directory(args.out)
     if args.attacks is None:  # every registered attack
         from ..attacks import ATTACKS
 

@@ -25,6 +25,7 @@ from ..image import resolve
 from ..params_io import load_yaml
 from ..pipeline import DEFAULT_CLUSTER
 from ..presets import PRESETS
+from . import local_path
 
 
 
@@ -142,7 +143,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = ps.add_parser("run-local", help="run the whole DAG here: every task a subprocess, or a container of the image")
     p.add_argument("--params", type=Path, default=PRESETS / "embedded.yaml", help="YAML parameters")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
-    p.add_argument("--out", type=Path, default=Path("runs/pipeline"), help="output directory")
+    p.add_argument("--out", type=local_path, default=Path("runs/pipeline"), help="output directory")
     p.add_argument("--threads", type=int, default=1, help="torch threads per task (OMP_NUM_THREADS; 0: unset)")
     p.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
                    help="subprocess: kfp.local.SubprocessRunner in this environment; docker: every task in a "
@@ -156,14 +157,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="parameters compiled in as defaults; their rounds are unrolled")
     p.add_argument("--cluster", type=Path, default=DEFAULT_CLUSTER,
                    help="pipeline root, GPU node selection, S3 secret, retries (default: ferd's cluster.yaml)")
-    p.add_argument("--out", type=Path, default=Path("pipeline/ferd_pipeline.yaml"), help="output YAML")
+    p.add_argument("--out", type=local_path, default=Path("pipeline/ferd_pipeline.yaml"), help="output YAML")
     _image(p, "every task runs")
     p.set_defaults(func=_compile)
 
     p = ps.add_parser("compile-compare", help="compile a comparison preset: teacher → ParallelFor over arms → report")
     p.add_argument("--preset", default="compare-smoke", help="params/compare-*.yaml name or path")
     p.add_argument("--cluster", type=Path, default=DEFAULT_CLUSTER, help="cluster settings")
-    p.add_argument("--out", type=Path, default=Path("pipeline/compare_pipeline.yaml"), help="output YAML")
+    p.add_argument("--out", type=local_path, default=Path("pipeline/compare_pipeline.yaml"), help="output YAML")
     _image(p, "every task runs")
     p.set_defaults(func=_compile_compare)
 

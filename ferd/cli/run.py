@@ -6,12 +6,14 @@ import argparse
 import json
 
 from ..plan import load_config
+from . import local_directory
 
 
 def _run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..stages.run import run
 
+    local_directory(args.out)
     cfg = load_config(args.params, args.set or ())
     if args.threads:
         import torch
