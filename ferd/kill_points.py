@@ -7,8 +7,8 @@ a test can act on a process frozen at a known instant (kill its client, its laun
 suite proves "a kill at any instant loses nothing" at the instants that matter (between the two
 renames of a checkpoint swap, in the middle of a student epoch, just before a manifest is written)
 without timing a kill against a reference run. Unset, :func:`kill_point` is two dictionary lookups.
-A malformed value is refused by :func:`check_environment` (``ferd``'s entry point) with one line,
-before any work.
+A malformed value is refused by :func:`ferd.environment.check` (``ferd``'s entry point) with one
+line, before any work.
 """
 
 from __future__ import annotations
@@ -42,13 +42,6 @@ def parse(spec: str, variable: str = KILL_ENV) -> tuple[str, int, int | None]:
         raise ValueError(f"{variable}={spec!r}: expected <point>:<n>[@<rank>] with n >= 1 and point one of "
                          f"{', '.join(sorted(POINTS))}")
     return point, int(count), int(rank) if rank else None
-
-
-def check_environment() -> None:
-    """Refuse a malformed ``FERD_KILL_AT``/``FERD_STOP_AT`` before any work (an empty value means unset)."""
-    for variable in SIGNALS:
-        if spec := os.environ.get(variable):
-            parse(spec, variable)
 
 
 def kill_point(point: str) -> None:

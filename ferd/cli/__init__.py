@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..kill_points import check_environment
+from ..environment import check as check_environment
 
 COMMAND_MODULES = (
     "ferd.cli.run",            # ferd run
