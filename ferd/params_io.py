@@ -8,6 +8,7 @@ Parameters arrive from files, ``-S KEY=VALUE`` overrides, comparison presets and
 from __future__ import annotations
 
 import reprlib
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -43,6 +44,23 @@ class _NoAliasLoader(yaml.SafeLoader):
             mark = self.peek_event().start_mark
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in parameters", mark)
         return super().compose_node(parent, index)
+
+
+def read_yaml_file(path: Path, what: str = "params file") -> Any:
+    """Parse a parameter YAML file (:func:`load_yaml`) after checking it is a regular file of at most
+    :data:`MAX_YAML_BYTES` (a pipe, a device or a huge file refused by its size, before reading it);
+    ``FileNotFoundError`` when there is none."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path}: not a regular file (a directory, pipe or device); expected a YAML file")
+    if (size := path.stat().st_size) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: {size} bytes; parameters are at most {MAX_YAML_BYTES} bytes")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; expected a YAML mapping of parameter groups") from None
+    return load_yaml(text, str(path))
 
 
 def load_yaml(text: str, where: str) -> Any:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from .config import DistillConfig, FerdConfig, ReweightConfig, SynthesisConfig
 from .method import Method, StudentSideKind, known_methods, method_class
-from .params_io import ConfigError, load_yaml, short_repr
+from .params_io import ConfigError, load_yaml, read_yaml_file, short_repr
 
 
 @dataclass(frozen=True)
@@ -161,13 +161,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"params file not found: {path}")
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not UTF-8 text; expected a YAML mapping of parameter groups") from None
-        data = load_yaml(text, str(path))
+        data = read_yaml_file(path)
         if data is None:
             raise ConfigError(f"{path}: empty; expected a mapping of parameter groups ({{}} for all defaults)")
         if not isinstance(data, dict):

@@ -12,6 +12,8 @@ import errno
 import importlib
 import logging
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 from pathlib import Path
 
 from .. import __version__
@@ -50,8 +52,29 @@ def module_doc(name: str) -> str | None:
         return ast.get_docstring(ast.parse(f.read()))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with ferd's error format: one line, status 2 (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum`` (counts, repeats, threads, jobs)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text[:40]!r}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ferd", description=(
+    parser = _Parser(prog="ferd", description=(
         "FERD: fairness-enhanced data-free adversarial robustness distillation."))
     parser.add_argument("--version", action="version", version=f"ferd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

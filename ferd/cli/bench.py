@@ -10,7 +10,7 @@ from typing import Any
 
 from ..plan import load_config
 from ..presets import preset_path
-from . import local_directory, module_doc
+from . import at_least, local_directory, module_doc
 
 
 def _print(r: dict[str, Any], peak: float | None) -> None:
@@ -95,10 +95,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True, help="a name in params/ or a .yaml path")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter")
     p.add_argument("--device", default=None)
-    p.add_argument("--iterations", type=int, default=5, help="iterations per timed call (default 5)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed repeats first (default 1)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--iterations", type=at_least(1), default=5, help="iterations per timed call (default 5)")
+    p.add_argument("--repeats", type=at_least(1), default=5, help="timed repeats; the median is reported (default 5)")
+    p.add_argument("--warmup", type=at_least(0), default=1, help="untimed repeats first (default 1)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the %% column")
     p.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="also time the data-parallel student iteration under torchrun with N processes "

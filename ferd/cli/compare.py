@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import local_directory
+from . import at_least, local_directory
 
 
 def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple[str, str]) -> str:
@@ -101,7 +101,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
     p.add_argument("--partial", action="store_true",
                    help="with --report-only: report the runs finished so far and name the others")
-    p.add_argument("--jobs", type=int, default=1, help="arms run at a time (processes, 1 torch thread each)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads with --jobs 1 (0: default)")
+    p.add_argument("--jobs", type=at_least(1), default=1, help="arms run at a time (processes, 1 torch thread each)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads with --jobs 1 (0: default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_compare)

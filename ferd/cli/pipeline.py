@@ -25,7 +25,7 @@ from ..image import resolve
 from ..params_io import load_yaml
 from ..pipeline import DEFAULT_CLUSTER
 from ..presets import PRESETS
-from . import local_path
+from . import at_least, local_path
 
 
 
@@ -144,7 +144,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", type=Path, default=PRESETS / "embedded.yaml", help="YAML parameters")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
     p.add_argument("--out", type=local_path, default=Path("runs/pipeline"), help="output directory")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per task (OMP_NUM_THREADS; 0: unset)")
+    p.add_argument("--threads", type=at_least(0), default=1, help="torch threads per task (OMP_NUM_THREADS; 0: unset)")
     p.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
                    help="subprocess: kfp.local.SubprocessRunner in this environment; docker: every task in a "
                         "container of the image (kfp.local.DockerRunner; podman's Docker API where $DOCKER_HOST "

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..plan import load_config
-from . import local_directory
+from . import at_least, local_directory
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -39,6 +39,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
                    help="override a parameter, e.g. -S synthesis.lambda_uni=2 (repeatable)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)

@@ -20,6 +20,7 @@ import json
 
 from .. import graph
 from ..graph import PREVIOUS, describe_input
+from . import at_least
 
 
 def _config(args: argparse.Namespace):
@@ -93,7 +94,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
     p.add_argument("--out", required=True, help="the stage's output directory (a path, or s3://bucket/prefix)")
     p.add_argument("--device", default=None, help="override `device` for this stage (cpu, cuda, cuda:N)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--graph-rounds", type=int, default=None, metavar="R",
                    help="the rounds the calling graph unrolls (dvc.yaml): refuse parameters that give another number")

@@ -1,0 +1,57 @@
+"""Careless command lines: counts out of range, a params 'file' that is a pipe or huge. One line, status 2,
+before any work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ferd.cli import main
+from support.faultlog import record
+
+CI = str(Path(__file__).resolve().parents[2] / "params" / "ci.yaml")
+
+COUNTS = [  # (argv without the value, flag, a value out of range)
+    (["bench", "--preset", CI, "--iterations"], "--iterations", "0"),
+    (["bench", "--preset", CI, "--repeats"], "--repeats", "0"),
+    (["bench", "--preset", CI, "--warmup"], "--warmup", "-1"),
+    (["compare", "--preset", "compare-smoke", "--out", "c", "--jobs"], "--jobs", "0"),
+    (["run", "--params", CI, "--out", "r", "--threads"], "--threads", "-1"),
+    (["stage", "teacher-fetch", "--params", CI, "--out", "t", "--threads"], "--threads", "two"),
+]
+
+
+def _status(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+@pytest.mark.parametrize("argv, flag, value", COUNTS, ids=[f"{a[0]} {f} {v}" for a, f, v in COUNTS])
+def test_a_count_out_of_range_is_one_line_status_2(argv, flag, value, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _status([*argv, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"argument {flag}: expected an integer >=" in err, err
+    assert list(tmp_path.iterdir()) == []
+    record(f"`ferd {argv[0]} {flag} {value}`", "a count out of range", True, 0)
+
+
+def test_a_params_file_that_is_a_pipe_is_refused_without_reading_it(tmp_path, capsys):
+    fifo = tmp_path / "params.yaml"
+    os.mkfifo(fifo)  # opening it to read would block forever: it must not be opened
+    assert main(["params", "check", "--params", str(fifo)]) == 2
+    assert "not a regular file (a directory, pipe or device)" in capsys.readouterr().err
+    record("`--params` a named pipe", "reading would block forever", True, 0)
+
+
+def test_a_huge_params_file_is_refused_by_its_size(tmp_path, capsys):
+    huge = tmp_path / "params.yaml"
+    with open(huge, "wb") as f:
+        f.truncate(8 << 30)  # sparse: 8 GiB that reading would bring into memory
+    assert main(["params", "check", "--params", str(huge)]) == 2
+    assert f"{huge}: {8 << 30} bytes; parameters are at most" in capsys.readouterr().err
+    record("`--params` an 8 GiB file", "sparse file, refused by size", True, 0)
