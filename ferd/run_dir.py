@@ -1,8 +1,11 @@
 """An output directory has one owner and holds one run; a result says which parameters made it.
 
 * :func:`owned` holds an advisory lock (``fcntl.flock`` on ``.<name>.lock`` beside the directory, so
-  the lock file is never part of the artifact) for as long as a process works in the directory; a
-  second process is refused at once, naming the holder.
+  the lock file is never part of the artifact) for as long as a process works in the directory, and the
+  lock covers the whole tree: a second process is refused at once, naming the holder, when it asks for the
+  same directory, one inside it or one that contains it (``ferd run --out cx`` excludes
+  ``ferd stage … --out cx/teacher`` and the other way round; sibling directories ``cx/a``, ``cx/b`` are
+  independent). Paths are compared resolved (symlinks, ``..``).
 * :func:`check_run_dir` decides, **before anything is written**, whether ``ferd run``'s ``--out`` is
   new, this run's (resume, or re-evaluate a finished run), or another run's: refused with the reason
   (a different :func:`~ferd.fingerprint.params_fingerprint` of everything up to the student, or files
@@ -34,20 +37,70 @@ class RunDirError(ValueError):
 
 
 def lock_path(directory: PathLike) -> Path:
-    d = Path(directory).absolute()
+    """``.<name>.lock`` beside the directory, resolved (a symlink and its target share one lock)."""
+    d = Path(directory).resolve()
     return d.with_name(f".{d.name}.lock")
+
+
+def _holder(lock: Path) -> str | None:
+    """The pid written in ``lock`` when another open file description holds its flock (this process's own
+    lock on another descriptor counts too), None when it is absent, unreadable or free (a lock file left by
+    a killed process is no lock: the kernel released its flock)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: two probes never refuse each other
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        return None
+    finally:
+        os.close(fd)  # releases the probe's shared lock, never the caller's (flock is per open file)
+
+
+def _tree_locks(real: Path) -> Iterator[tuple[Path, Path, str]]:
+    """Every lock file that guards part of ``real``'s tree: ``(lock file, its directory, relation)``, the
+    ancestors' (beside each ancestor) first, then every ``.<name>.lock`` inside ``real``."""
+    for ancestor in real.parents:
+        if ancestor.name:
+            yield lock_path(ancestor), ancestor, "is inside"
+    for root, _dirs, files in os.walk(real):
+        for name in files:
+            if name.startswith(".") and name.endswith(".lock") and len(name) > len("..lock"):
+                yield Path(root) / name, Path(root) / name[1:-len(".lock")], "contains"
+
+
+def _refuse_if_tree_held(directory: PathLike, real: Path, what: str) -> None:
+    for lock, guarded, relation in _tree_locks(real):
+        if (pid := _holder(lock)) is not None:
+            raise RunDirError(f"{what}: {directory} {relation} {guarded}, which another ferd process (pid {pid}) "
+                              f"holds; wait for it or use a directory outside its tree")
 
 
 @contextlib.contextmanager
 def owned(directory: PathLike, what: str = "out") -> Iterator[Path]:
-    """Hold the advisory lock of ``directory`` (created if needed) for the block."""
-    path = lock_path(directory)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Hold the advisory lock of ``directory``'s tree for the block (its lock file is created if needed,
+    not the directory). Refused, before anything is written when no start races this one, if another
+    process holds the directory, an ancestor or a descendant.
+
+    Two starts at the same instant: each first takes its own lock, then checks the locks of its ancestors
+    and descendants. Of two overlapping directories, whichever takes its lock second sees the first's
+    (the ancestor's lock file exists before the descendant checks it; the descendant's lock file is listed
+    by the ancestor's walk once it exists), so at most one of them starts; both may be refused, never both
+    run. Lock files are never removed (removing one that another process has open would split the lock)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no advisory locks
         yield Path(directory)
         return
+    real = Path(directory).resolve()
+    _refuse_if_tree_held(directory, real, what)  # the usual refusal: nothing created yet
+    path = lock_path(real)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -58,6 +111,7 @@ def owned(directory: PathLike, what: str = "out") -> Iterator[Path]:
                               "or use another directory") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _refuse_if_tree_held(directory, real, what)  # again, now that this lock is visible to a racing start
         yield Path(directory)
     finally:
         os.close(fd)  # releases the lock

@@ -1,0 +1,125 @@
+"""One owner per directory tree (issue 34, item 7): :func:`ferd.run_dir.owned` on a directory excludes its
+ancestors and descendants, in this process as in another; sibling directories stay independent. The
+refused side holds its lock in the test itself, so nothing here depends on timing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.faultlog import record
+from ferd import run_dir
+from ferd.run_dir import RunDirError, owned
+
+
+def _everything(d: Path) -> list[str]:
+    """Every path under ``d``, hidden ones included (a refusal must create none)."""
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+def test_a_directory_inside_a_held_one_is_refused_naming_both(tmp_path):
+    cx = tmp_path / "cx"
+    with owned(cx):
+        before = _everything(tmp_path)
+        with pytest.raises(RunDirError) as err:
+            with owned(cx / "teacher"):
+                pass
+        assert _everything(tmp_path) == before  # refused before anything is written
+    message = str(err.value)
+    assert "\n" not in message and f"{cx / 'teacher'} is inside {cx}," in message, message
+
+
+def test_a_directory_containing_a_held_one_is_refused_naming_both(tmp_path):
+    cx = tmp_path / "cx"
+    with owned(cx / "round-0" / "teacher"):  # the held directory need not exist yet
+        with pytest.raises(RunDirError, match=rf"{cx} contains {cx / 'round-0' / 'teacher'}, which another ferd"):
+            with owned(cx):
+                pass
+
+
+def test_sibling_directories_and_a_released_tree_are_independent(tmp_path):
+    cx = tmp_path / "cx"
+    with owned(cx / "a"), owned(cx / "b"), owned(tmp_path / "cxy"):  # siblings, and a name sharing a prefix
+        pass
+    with owned(cx / "a"):
+        pass
+    with owned(cx):  # released: the whole tree is free again
+        pass
+
+
+@pytest.mark.parametrize("first", ["ancestor", "descendant"])
+def test_two_starts_at_the_same_instant_never_both_hold(tmp_path, monkeypatch, first):
+    """The interleaving a race can produce, forced: the other start takes its lock after this start's first
+    check and before this start's own lock. This start's second check (after its lock) must refuse it."""
+    cx = tmp_path / "cx"
+    mine, theirs = (cx, cx / "teacher") if first == "descendant" else (cx / "teacher", cx)
+    checks, held = [], contextlib.ExitStack()
+    real_check = run_dir._refuse_if_tree_held
+
+    def check_then_let_the_other_start_in(directory, real, what):
+        real_check(directory, real, what)
+        if directory != mine:  # the other start's own checks
+            return
+        checks.append(real)
+        if len(checks) == 1:  # between this start's first check and its own lock
+            held.enter_context(owned(theirs))
+
+    monkeypatch.setattr(run_dir, "_refuse_if_tree_held", check_then_let_the_other_start_in)
+    with held, pytest.raises(RunDirError, match="which another ferd process"):
+        with owned(mine):
+            pass
+    ok = len(checks) == 1  # the second check refused
+    record("two nested --out started at one instant", f"{first} locked between the other's check and lock", ok, 0)
+    assert ok
+
+
+# ---- red team ------------------------------------------------------------------------------------------
+def test_a_symlink_into_a_held_directory_is_refused(tmp_path):
+    cx = tmp_path / "cx"
+    (cx / "teacher").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(cx)
+    (tmp_path / "teacher-link").symlink_to(cx / "teacher")
+    with owned(cx):
+        with pytest.raises(RunDirError, match=f"is inside {cx},"):
+            with owned(tmp_path / "link" / "teacher"):
+                pass
+    with owned(cx / "teacher"):
+        with pytest.raises(RunDirError, match="in use by another ferd process"):
+            with owned(tmp_path / "teacher-link"):  # the same directory under another name
+                pass
+    record("--out through a symlink into a held directory", "link/teacher, link → the held cx", True, 0)
+
+
+def test_dot_dot_components_resolving_into_a_held_directory_are_refused(tmp_path):
+    cx = tmp_path / "cx"
+    (tmp_path / "other").mkdir()
+    (cx / "teacher").mkdir(parents=True)
+    with owned(cx):
+        with pytest.raises(RunDirError, match=f"is inside {cx},"):
+            with owned(tmp_path / "other" / ".." / "cx" / "teacher"):
+                pass
+        with pytest.raises(RunDirError, match="in use by another ferd process"):
+            with owned(cx / "teacher" / ".."):  # cx itself
+                pass
+    record("--out with .. components resolving into a held directory", "other/../cx/teacher and cx/teacher/..",
+           True, 0)
+
+
+def test_a_lock_file_left_by_a_killed_process_is_no_lock(tmp_path):
+    cx = tmp_path / "cx"
+    code = ("import os, signal; from ferd.run_dir import owned\n"
+            f"with owned({str(cx)!r}):\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert killed.returncode == -signal.SIGKILL
+    assert run_dir.lock_path(cx).read_text().isdigit()  # left behind, naming the dead holder
+    with owned(cx / "teacher"), owned(cx / "pool"):  # the dead holder's file guards nothing
+        pass
+    with owned(cx):
+        pass
+    record("a lock file left by a killed process", "holder of cx SIGKILLed, then cx/teacher and cx", True, 0)
