@@ -19,12 +19,15 @@ Sources, by dataset:
   of ``val`` (the official test split has no labels). No automatic download.
 
 ``root=None`` means ``$FERD_DATA_ROOT`` or ``~/.cache/ferd/data``; ``root="s3://bucket/prefix"`` a
-dataset packed there by ``ferd data pack`` (:mod:`ferd.data.remote`). Every call first checks
+dataset packed there by ``ferd data pack`` (:mod:`ferd.data.remote`). A folder packed by ``ferd data pack`` (it
+holds a ``dataset.json``) is checked like a bucket: its ``dataset.json`` read with its schema, checksum and signature
+(:mod:`ferd.data.dataset_json`), and the split's bytes verified before they are parsed. Every call first checks
 the data-free guard (:func:`ferd.data.no_data_access`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..dataset_catalog import dataset_info
+from .dataset_json import DATASET_MANIFEST, entry, file_name, folder_manifest, folder_split, is_packed
 from .guard import check_data_access
 
 DIGITS_TEST_SIZE = 397
@@ -59,10 +63,11 @@ def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None
                          f"{list(info.splits)}")
     check_data_access(f"load_split({name!r}, {split!r})")
     if isinstance(root, str) and root.startswith("s3://"):  # a packed dataset in a bucket (ferd.data.remote)
-        from .remote import fetch_split
+        from .remote import read_split
 
-        root = fetch_split(root, name, split)
-    if name == "digits":
+        data, where = read_split(root, name, split)
+        x, y = _load_npz(io.BytesIO(data), name, where)
+    elif name == "digits":
         x, y = _load_digits(split)
     elif name in ("cifar10", "cifar100"):
         x, y = _load_cifar(name, split, Path(root).expanduser() if root is not None else default_root(),
@@ -84,14 +89,15 @@ def require_split(name: str, split: str, root: str | os.PathLike[str] | None = N
     training, so a missing test set is not discovered after hours of it."""
     if name == "digits":
         return  # scikit-learn's bundled copy
-    if isinstance(root, str) and root.startswith("s3://"):  # the bucket's dataset.json must list the split
-        from .remote import file_name, read_manifest
+    if isinstance(root, str) and root.startswith("s3://"):  # the bucket's dataset.json (checked) must list the split
+        from .remote import read_manifest
 
-        listed = read_manifest(root).get("files", {})
-        if file_name(name, split) not in listed:
-            raise FileNotFoundError(f"{what}: {root} lists {sorted(listed)}, not {file_name(name, split)}")
+        entry(read_manifest(root), name, split, root, what)
         return
     base = Path(root).expanduser() if root is not None else default_root()
+    if name in ("cifar10", "cifar100") and base.is_dir() and is_packed(base):  # its dataset.json, checked
+        entry(folder_manifest(base), name, split, str(base / DATASET_MANIFEST), what)
+        return
     if name in ("cifar10", "cifar100"):
         torchvision_folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
         if base.is_file() or (base / f"{name}_{split}.npz").is_file() or (base / torchvision_folder).is_dir():
@@ -141,10 +147,12 @@ def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------- CIFAR
 def _load_cifar(name: str, split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if root.is_file():
-        return _load_npz(root, name)
-    npz = root / f"{name}_{split}.npz"
+        return _load_npz(root, name, str(root))
+    npz = root / file_name(name, split)
+    if is_packed(root):  # laid out by `ferd data pack`: its dataset.json is checked, the bytes parsed are verified
+        return _load_npz(io.BytesIO(folder_split(root, name, split)), name, str(npz))
     if npz.is_file():
-        return _load_npz(npz, name)
+        return _load_npz(npz, name, str(npz))
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
@@ -157,10 +165,11 @@ def _load_cifar(name: str, split: str, root: Path, download: bool) -> tuple[torc
     return _uint8_hwc_to_tensor(ds.data), torch.tensor(ds.targets, dtype=torch.int64)
 
 
-def _load_npz(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A CIFAR split stored as ``.npz`` (``images`` uint8 N×32×32×3, ``labels``, ``classes``)."""
+def _load_npz(source: Path | io.BytesIO, name: str, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR split stored as ``.npz`` (``images`` uint8 N×32×32×3, ``labels``, ``classes``), read from ``source``
+    (a file, or bytes already verified) and named ``path`` in errors."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(source, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except Exception as exc:  # zipfile/OSError/ValueError on a corrupt file
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc

@@ -1,5 +1,6 @@
-"""``ferd data pack``: a dataset's splits as ``<dataset>_<split>.npz`` files with their ``dataset.json``, in a
-folder or a bucket, in the layout :mod:`ferd.data.remote` reads back."""
+"""``ferd data pack``: a dataset's splits as ``<dataset>_<split>.npz`` files with their ``dataset.json`` (sealed, and
+signed when ``$FERD_SIGNING_KEY`` is set: :mod:`ferd.data.dataset_json`), in a folder or a bucket, in the layout
+:mod:`ferd.data.remote` reads back."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..checkpoint import atomic_write_json, copy_file, sha256_file
 from ..dataset_catalog import dataset_info
 from ..storage import is_s3, join_uri, s3_client, upload_file
 from .datasets import load_split
-from .remote import DATASET_MANIFEST, PACKABLE, file_name
+from .dataset_json import DATASET_MANIFEST, PACKABLE, build, file_name
 
 
 def pack(dataset: str, source: str | os.PathLike[str], dest: str, split: str | None = None) -> list[str]:
@@ -46,8 +47,7 @@ def pack(dataset: str, source: str | os.PathLike[str], dest: str, split: str | N
                            "sha256": sha256_file(staging / name)}
         if not files:
             raise FileNotFoundError(f"--from: no {dataset} split found at {src}")
-        atomic_write_json(staging / DATASET_MANIFEST, {"dataset": dataset, "files": files,
-                                                       "layout": "<dataset>_<split>.npz (ferd.data.remote)"})
+        atomic_write_json(staging / DATASET_MANIFEST, build(dataset, files))  # sealed; signed under the key
         names = [*sorted(files), DATASET_MANIFEST]  # the manifest last: a listed file is complete
         if is_s3(dest):
             client = s3_client()

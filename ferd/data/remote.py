@@ -2,64 +2,137 @@
 
 ``ferd data pack --dataset cifar10 --from <folder or .npz> --to <folder or s3://…>`` writes the layout:
 one ``<dataset>_<split>.npz`` per split (``images`` uint8 N×H×W×3, ``labels``, ``classes``, what the
-CIFAR loader reads) and ``dataset.json`` listing each file's split, rows, bytes and sha256. A run with
-``data_root: s3://…`` downloads ``dataset.json`` and then only the split it reads into
-``$FERD_CACHE/data/<bucket>/<prefix>/``, checking the file against its sha256 before it is renamed
-into place; a cached copy is re-hashed, not downloaded again. CIFAR-10 and CIFAR-100 (Tiny-ImageNet
-is an image folder: mount it on Kubeflow with ``data_pvc`` in ``ferd/pipeline/cluster.yaml``).
+CIFAR loader reads) and ``dataset.json`` listing each file's split, rows, bytes and sha256, sealed and signed
+under ``$FERD_SIGNING_KEY`` (:mod:`ferd.data.dataset_json`). A run with ``data_root: s3://…`` reads
+``dataset.json`` (bounded, into memory, checked) and then only the split it needs, cached in
+``$FERD_CACHE/data/<bucket>/<prefix>/``:
+
+* the root is checked before any request (:func:`dataset_root`): a bucket, and a prefix of plain parts (no ``..``,
+  ``.``, empty part or backslash), so every key is ``<prefix>/<listed name>`` and every cache path lies inside
+  the cache (:func:`cache_file`, which also refuses a symbolic link leading out of it);
+* an object whose size is not the listed one is refused before it is downloaded; a download is checked against
+  its sha256 before it is renamed into place (:func:`ferd.storage.download_file`, atomic);
+* a cached copy is read once, hashed, and those bytes are used; one that no longer matches is fetched again.
+
+CIFAR-10 and CIFAR-100 (Tiny-ImageNet is an image folder: mount it on Kubeflow with ``data_pvc`` in
+``ferd/pipeline/cluster.yaml``).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+import re
 from pathlib import Path
+from typing import Any
 
+from ..storage import StorageError, download_file, s3_client
+from .dataset_json import (DATASET_MANIFEST, MAX_MANIFEST_BYTES, PACKABLE, DatasetError, entry, file_name, mismatch,
+                           parse, verified)
 
-from ..checkpoint import sha256_file
-from ..storage import download_file, join_uri, s3_client, split_s3
-
-DATASET_MANIFEST = "dataset.json"
-PACKABLE = ("cifar10", "cifar100")
+log = logging.getLogger(__name__)
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("FERD_CACHE") or Path.home() / ".cache" / "ferd") / "data"
 
 
-def file_name(dataset: str, split: str) -> str:
-    return f"{dataset}_{split}.npz"
+def dataset_root(uri: str) -> tuple[str, tuple[str, ...]]:
+    """``s3://bucket/a/b`` → ``("bucket", ("a", "b"))``, refusing (ValueError naming data_root) a root without a
+    bucket or whose prefix could leave it: a ``..`` or ``.`` part, an empty part, a backslash, a control character."""
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ValueError(f"data_root: expected s3://bucket/prefix, got {str(uri)[:120]!r}")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(f"data_root: {uri[:120]!r} names no valid bucket; expected s3://bucket/prefix")
+    parts = tuple(prefix.rstrip("/").split("/")) if prefix.rstrip("/") else ()
+    for part in parts:
+        if part in ("", ".", "..") or "\\" in part or any(ord(c) < 32 or ord(c) == 127 for c in part):
+            raise ValueError(f"data_root: {uri[:120]!r}: prefix part {part[:40]!r} is not a plain name (no '..', "
+                             "'.', empty part, backslash or control character: a key must stay under the prefix)")
+    return bucket, parts
 
 
-def read_manifest(uri: str, client=None) -> dict:
-    """``dataset.json`` of ``uri``, downloaded into the cache (small; always fetched again)."""
-    bucket, prefix = split_s3(uri)
-    local = cache_root() / bucket / prefix / DATASET_MANIFEST
-    download_file(client or s3_client(), join_uri(uri, DATASET_MANIFEST), local)
+def _key(parts: tuple[str, ...], name: str) -> str:
+    return "/".join((*parts, name))
+
+
+def cache_file(bucket: str, parts: tuple[str, ...], name: str) -> Path:
+    """``$FERD_CACHE/data/<bucket>/<prefix>/<name>``, refused when it resolves outside the cache (a symbolic link on
+    the way): the one place a downloaded dataset file may be written."""
+    root = cache_root()
+    path = root.joinpath(bucket, *parts, name)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"data_root: the cache path {path} resolves to {path.resolve()}, outside the cache "
+                         f"{root} (a symbolic link in it?); remove it")
+    return path
+
+
+def _storage_error(action: str, uri: str, client: Any, exc: Exception) -> StorageError:
+    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "?")
+    return StorageError(f"storage: could not {action} {uri} (endpoint {endpoint}) after the configured retries: "
+                        f"{type(exc).__name__}: {exc}")
+
+
+def _missing(exc: Exception) -> bool:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
+
+def read_manifest(uri: str, client: Any = None) -> dict:
+    """``dataset.json`` of ``uri`` checked (:func:`ferd.data.dataset_json.parse`), read into memory, its size refused
+    before its body is read; fetched again on every call (small)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, parts = dataset_root(uri)
+    client = client or s3_client()
+    where = f"s3://{bucket}/{_key(parts, DATASET_MANIFEST)}"
     try:
-        manifest = json.loads(local.read_bytes())
-    except ValueError:
-        manifest = None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise ValueError(f"data_root: {join_uri(uri, DATASET_MANIFEST)} is not a ferd dataset manifest "
-                         "(write one with `ferd data pack`)")
-    return manifest
+        obj = client.get_object(Bucket=bucket, Key=_key(parts, DATASET_MANIFEST))
+        size = int(obj["ContentLength"])
+        raw = b"" if size > MAX_MANIFEST_BYTES else obj["Body"].read(MAX_MANIFEST_BYTES + 1)
+        obj["Body"].close()
+    except (BotoCoreError, ClientError) as exc:
+        if _missing(exc):
+            raise FileNotFoundError(f"data_root: {uri} has no {DATASET_MANIFEST} (write one with `ferd data pack`)") \
+                from None
+        raise _storage_error("read", where, client, exc) from exc
+    if size > MAX_MANIFEST_BYTES:
+        raise DatasetError(f"{where}: {size} bytes, more than a dataset.json's {MAX_MANIFEST_BYTES}")
+    return parse(raw, where)
 
 
-def fetch_split(uri: str, dataset: str, split: str) -> Path:
-    """The local, verified ``<dataset>_<split>.npz`` of the dataset at ``uri``."""
+def _object_size(client: Any, bucket: str, key: str) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except (BotoCoreError, ClientError) as exc:
+        raise _storage_error("read", f"s3://{bucket}/{key}", client, exc) from exc
+
+
+def read_split(uri: str, dataset: str, split: str) -> tuple[bytes, str]:
+    """The verified bytes of ``<dataset>_<split>.npz`` of the dataset at ``uri`` and where they came from: the
+    cached copy when it still matches ``dataset.json``, else the object downloaded (size checked first, sha256
+    before the atomic rename into the cache) and read back."""
+    bucket, parts = dataset_root(uri)
     client = s3_client()
     manifest = read_manifest(uri, client)
     name = file_name(dataset, split)
-    entry = manifest["files"].get(name)
-    if manifest.get("dataset") != dataset or not isinstance(entry, dict):
-        raise FileNotFoundError(f"data_root: {uri} holds {manifest.get('dataset')!r} splits "
-                                f"{sorted(manifest['files'])}, not {name}")
-    bucket, prefix = split_s3(uri)
-    local = cache_root() / bucket / prefix / name
-    if not (local.is_file() and sha256_file(local) == entry.get("sha256")):
-        download_file(client, join_uri(uri, name), local, sha256=entry.get("sha256"))
-    return local
+    listed = entry(manifest, dataset, split, uri)
+    local = cache_file(bucket, parts, name)
+    where = f"s3://{bucket}/{_key(parts, name)}"
+    if local.is_file():
+        data = local.read_bytes()
+        if (problem := mismatch(data, listed)) is None:
+            return data, str(local)
+        log.warning("data: cached %s: %s; fetching it again", local, problem)
+    size = _object_size(client, bucket, _key(parts, name))
+    if size != listed["bytes"]:
+        raise DatasetError(f"{where}: {size} bytes, dataset.json lists {listed['bytes']} (changed or corrupt); "
+                         "not downloaded")
+    download_file(client, where, local, sha256=listed["sha256"])
+    return verified(local.read_bytes(), listed, str(local)), str(local)
 
 
-__all__ = ["DATASET_MANIFEST", "PACKABLE", "fetch_split", "file_name", "read_manifest"]
+__all__ = ["DATASET_MANIFEST", "PACKABLE", "cache_file", "dataset_root", "file_name", "read_manifest", "read_split"]

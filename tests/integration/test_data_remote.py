@@ -44,7 +44,8 @@ def test_pack_to_a_bucket_then_evaluate_from_it(s3, small_cifar, tmp_path, monke
                  "--data-root", uri, "--attacks", "clean", "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "ev" / "settings.json").read_text())["n_examples"] == 30
     # a tampered object in the bucket is refused before it is used, and the cached copy is not trusted
-    s3.client().put_object(Bucket="ferd", Key="data/cifar10/cifar10_test.npz", Body=b"tampered")
+    size = s3.client().head_object(Bucket="ferd", Key="data/cifar10/cifar10_test.npz")["ContentLength"]
+    s3.client().put_object(Bucket="ferd", Key="data/cifar10/cifar10_test.npz", Body=b"t" * size)  # same size
     (next((tmp_path / "cache").rglob("cifar10_test.npz"))).write_bytes(b"also tampered")
     from ferd.storage import StorageError
 
