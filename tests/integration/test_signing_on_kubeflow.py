@@ -177,8 +177,31 @@ def test_a_job_artifact_that_does_not_verify_is_refused_and_nothing_is_copied(ap
     nothing = not out.exists() or not any(out.iterdir())
     record(f"a {engine} job returns {case}", "FERD_SIGNING_KEY set in the task; artifact placed at the job's output",
            named and nothing, 0)
-    print(message)
     assert named, message
+    assert nothing, sorted(out.iterdir())
+
+
+@pytest.mark.parametrize("case", ["unsigned", "a file changed after signing"])
+def test_a_job_artifact_in_s3_that_does_not_verify_is_refused_and_nothing_is_copied(s3, api, tmp_path, params_yaml,
+                                                                                   monkeypatch, case):
+    """The same with the jobs' scratch in S3 (what a cluster uses): a changed file fails its download's sha256
+    check (a storage error naming the object), a wrong manifest fails verification; nothing reaches the task."""
+    from ferd.storage import publish_dir
+
+    monkeypatch.setenv("FERD_SIGNING_KEY", KEY)
+    made = CASES[case][0](tmp_path / "made", params_yaml, monkeypatch)
+    api.on_create = lambda body: publish_dir(made, f"s3://ferd/jobs/{body['metadata']['name']}")
+    out = tmp_path / "task-output" / "student"
+    with pytest.raises((ValueError, RuntimeError)) as exc:
+        run_stage_job(_launch(tmp_path, scratch="s3://ferd/jobs"), "distillation", params_yaml, [], 1, INPUTS, out,
+                      image=TEST_IMAGE, configuration=api.configuration())
+    (job,) = [k.split("/")[1] for k in api.created]
+    named = f"s3://ferd/jobs/{job}/" in str(exc.value) and {"unsigned": "unsigned, and FERD_SIGNING_KEY is set",
+                                                             "a file changed after signing": "sha256 does not match"
+                                                             }[case] in str(exc.value)
+    nothing = not out.exists() or not any(out.iterdir())
+    record(f"a job returns {case} to S3 scratch", "FERD_SIGNING_KEY set in the task", named and nothing, 0)
+    assert named, str(exc.value)
     assert nothing, sorted(out.iterdir())
 
 
