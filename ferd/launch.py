@@ -11,16 +11,29 @@ with torchrun's nodes, processes per node and rendezvous taken from the ``PET_*`
 The stage reads its input artifacts from and writes its output to S3 (``ferd stage`` takes ``s3://`` paths,
 :mod:`ferd.stages.io`); inside torchrun the stage splits its global batch across every process of every node
 (:mod:`ferd.distributed`) and only rank 0 writes. A job that fails (any rank) fails as a whole.
+
+Every process of a job gets the secrets of the task that launched it by reference (``secret_env``: the S3
+credentials and, with a ``signing_secret``, ``$FERD_SIGNING_KEY``), so its rank 0 signs what it writes; the
+task copies the job's artifact into its own output only once a private copy of it verified
+(:func:`fetch_verified`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+from . import graph
+from .config import FerdConfig
+from .stages.artifacts import ArtifactError, config_from_text, read_manifest
+from .storage import fetch_dir, is_s3, publish_dir
 
 Engine = Literal["trainer", "pytorchjob"]
 ENGINES: tuple[str, ...] = ("trainer", "pytorchjob")
@@ -121,19 +134,44 @@ def run_stage_job(launch: Launch | str, stage: str, params_yaml: str, overrides:
                   inputs: dict[str, str | None], out_dir: str, image: str | None = None,
                   configuration: Any = None) -> str:
     """Submit the stage's job (``launch``: a :class:`Launch` or its JSON; ``image``: the task's own,
-    ``$FERD_IMAGE``), wait for it, and copy (and verify, file by file) its artifact into ``out_dir``;
-    returns the job's name. What the DAG's synthesis and distillation tasks do with a ``distributed`` block."""
-    import os
-
-    from .storage import fetch_dir
-
+    ``$FERD_IMAGE``), wait for it, and copy its artifact into ``out_dir`` once it verified
+    (:func:`fetch_verified`); returns the job's name. What the DAG's synthesis and distillation tasks do with a
+    ``distributed`` block. The parameters are checked before the job is submitted."""
     launch = Launch.from_json(launch) if isinstance(launch, str) else launch
+    cfg = config_from_text(params_yaml, overrides)
     spec, out = stage_job(launch, image or os.environ["FERD_IMAGE"], stage, params_yaml, overrides, round_index,
                           inputs)
     submit(spec, launch.engine, configuration)
     wait(spec, launch.engine, launch.timeout_s, launch.poll_s, configuration)
-    fetch_dir(out, out_dir)
+    fetch_verified(spec.name, out, out_dir, stage, cfg, round_index)
     return spec.name
+
+
+class JobArtifactError(ArtifactError):
+    """A job's artifact did not verify; nothing of it was copied."""
+
+
+def fetch_verified(job: str, uri: str, out_dir: str | os.PathLike[str], stage: str, cfg: FerdConfig,
+                   round_index: int) -> dict:
+    """Copy the artifact that the job ``job`` wrote at ``uri`` (S3 or a directory) into ``out_dir`` once a
+    private copy of it verified as ``stage``'s artifact of ``round_index`` under ``cfg``
+    (:func:`ferd.stages.artifacts.read_manifest`: stage, round, parameter fingerprint, the manifest's
+    checksum, its signature when ``$FERD_SIGNING_KEY`` is set, every listed file's sha256). Only the files
+    its manifest lists travel; anything else under ``uri`` stays there. Returns the manifest;
+    :class:`JobArtifactError` naming the artifact when it does not verify, with nothing copied."""
+    scope = graph.BY_NAME[stage].scope
+    with tempfile.TemporaryDirectory(prefix="ferd-job-") as tmp:
+        staging = Path(tmp) / "artifact"
+        try:
+            if not is_s3(uri):  # a manifest of the right stage and round before anything is copied
+                read_manifest(uri, scope, cfg, round_index=round_index, what=f"{stage} artifact", verify=False)
+            fetch_dir(uri, staging)
+            manifest = read_manifest(staging, scope, cfg, round_index=round_index, what=f"{stage} artifact")
+        except ValueError as exc:  # the message names the job's artifact, never the private copy
+            raise JobArtifactError(f"job {job}: {str(exc).replace(str(staging), uri)}; nothing of it was copied "
+                                   f"to {out_dir}") from None
+        publish_dir(staging, str(out_dir))
+    return manifest
 
 
 def stage_command(stage: str, args: Sequence[str]) -> tuple[str, ...]:

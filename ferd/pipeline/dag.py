@@ -21,12 +21,13 @@ retries) come from ``ferd/pipeline/cluster.yaml``.
 import importlib
 import importlib.util
 import json
+import re
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import yaml
 from kfp import compiler, dsl, kubernetes
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ferd.components import use_image
 from ferd.components.run_params import run_params
@@ -37,7 +38,9 @@ from ferd.graph import BY_NAME, COMPONENTS, STAGES, Stage, Task, unroll
 from ferd.launch import Engine, Launch
 from ferd.image import IMAGE_ENV, PLACEHOLDER, Image, resolve
 from ferd.pipeline import DEFAULT_CLUSTER
+from ferd.params_io import short_repr
 from ferd.presets import PRESETS, find_preset
+from ferd.provenance import SIGNING_KEY_ENV
 
 DEFAULT_PARAMS = PRESETS / "embedded.yaml"
 COMPILED = Path("pipeline") / "ferd_pipeline.yaml"  # where `ferd pipeline compile` writes (working directory)
@@ -109,10 +112,27 @@ class GpuSettings(_Strict):
     device: str = "cuda"
 
 
+def _matching(pattern: str, expected: str):
+    """A validator refusing a string that is not ``pattern`` (at most 253 characters): "expected ``expected``"."""
+    def check(value: str) -> str:
+        if len(value) > 253 or not re.fullmatch(pattern, value):
+            raise ValueError(f"expected {expected}")
+        return value
+    return AfterValidator(check)
+
+
+SecretName = Annotated[str, _matching(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*",
+                                      "a Kubernetes secret name (lowercase letters, digits, '-' and '.', starting "
+                                      "and ending with a letter or digit)")]
+SecretKey = Annotated[str, _matching(r"[-._a-zA-Z0-9]+", "a key of a Kubernetes secret (letters, digits, '-', "
+                                                          "'_' and '.')")]
+EnvName = Annotated[str, _matching(r"[-._a-zA-Z][-._a-zA-Z0-9]*", "an environment variable name")]
+
+
 class SecretSettings(_Strict):
-    name: str
-    keys: dict[str, str]
-    optional_keys: dict[str, str] = {}
+    name: SecretName
+    keys: dict[SecretKey, EnvName]  # secret key -> environment variable
+    optional_keys: dict[SecretKey, EnvName] = {}
 
 
 class RetrySettings(_Strict):
@@ -124,10 +144,11 @@ class RetrySettings(_Strict):
 
 class SigningSecret(_Strict):
     """The Kubernetes secret holding the manifest signing key (``ferd.provenance``): its ``key`` becomes
-    ``$FERD_SIGNING_KEY`` in every stage, so each stage signs what it writes and refuses unsigned inputs."""
+    ``$FERD_SIGNING_KEY`` in every stage and in every process of a ``distributed`` stage's job, so each stage
+    signs what it writes and refuses unsigned inputs."""
 
-    name: str
-    key: str = "FERD_SIGNING_KEY"
+    name: SecretName
+    key: SecretKey = SIGNING_KEY_ENV
 
 
 class Resources(_Strict):
@@ -176,25 +197,37 @@ class ClusterSettings(_Strict):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     signing_secret: SigningSecret | None = None
     resources: dict[StageName, Resources] = {}
-    image_pull_secrets: list[str] = []
+    image_pull_secrets: list[SecretName] = []
     data_pvc: DataVolume | None = None
     cache_remote_teacher: bool = Field(False, description="cache teacher_fetch when the teacher is a URL, s3:// or "
                                        "RobustBench source (off: a changed remote teacher is fetched again)")
     distributed: DistributedSettings | None = None
 
+    def secret_env(self) -> dict[str, tuple[str, str]]:
+        """The secrets every stage gets, by reference: environment variable -> (secret, key); the S3
+        credentials and, with ``signing_secret``, ``$FERD_SIGNING_KEY``."""
+        s, k = self.s3_secret, self.signing_secret
+        return {**{var: (s.name, key) for key, var in s.keys.items()},
+                **({SIGNING_KEY_ENV: (k.name, k.key)} if k is not None else {})}
+
     def launch(self) -> str:
         """The ``distributed`` block as the data-parallel tasks receive it (JSON of :class:`ferd.launch.Launch`,
-        the S3 secret by reference), or "" when the stages run in their task."""
+        the secrets of :meth:`secret_env` by reference), or "" when the stages run in their task."""
         if self.distributed is None:
             return ""
         s = self.s3_secret
-        return Launch(**self.distributed.model_dump(),
-                      secret_env={var: (s.name, key) for key, var in s.keys.items()},
+        return Launch(**self.distributed.model_dump(), secret_env=self.secret_env(),
                       optional_secret_env={var: (s.name, key) for key, var in s.optional_keys.items()}).to_json()
 
 
 def load_cluster(path: str | Path = DEFAULT_CLUSTER) -> ClusterSettings:
-    return ClusterSettings.model_validate(yaml.safe_load(Path(path).read_text()))
+    """The cluster settings of ``path``; a bad field is refused in one line naming the file and the field."""
+    try:
+        return ClusterSettings.model_validate(yaml.safe_load(Path(path).read_text()))
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg'].removeprefix('Value error, ')} "
+                 f"(got {short_repr(e.get('input'))})" for e in exc.errors()[:5]]
+        raise ValueError(f"{path}: " + "; ".join(lines)) from None
 
 
 def params_text(params: str | Path = DEFAULT_PARAMS) -> tuple[str, int]:
@@ -251,7 +284,7 @@ def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, nam
             kubernetes.use_secret_as_env(task, secret_name=s.name, secret_key_to_env=s.optional_keys, optional=True)
     if cluster.signing_secret is not None:
         k = cluster.signing_secret
-        kubernetes.use_secret_as_env(task, secret_name=k.name, secret_key_to_env={k.key: "FERD_SIGNING_KEY"})
+        kubernetes.use_secret_as_env(task, secret_name=k.name, secret_key_to_env={k.key: SIGNING_KEY_ENV})
     res = cluster.resources.get(stage)
     if res is not None:
         for value, setter in ((res.cpu_request, task.set_cpu_request), (res.cpu_limit, task.set_cpu_limit),

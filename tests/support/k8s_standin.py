@@ -6,14 +6,17 @@ client call to create and await a Kubeflow Trainer ``TrainJob`` (the Trainer's v
 ``PyTorchJob``. Created objects are recorded; a job reports no condition at its first read and then
 ``outcome`` (``succeeded`` or ``failed``). With ``execute`` (environment variables) a created TrainJob's
 trainer command really runs here, as one node of the job (the ``PET_*`` variables torchrun reads, the
-job's env values, ``execute``), and the job's condition follows its exit status. Any other route answers
-404 and is recorded as an error.
+job's env values, its ``secretKeyRef`` entries resolved from ``secrets`` as the kubelet would, ``execute``),
+and the job's condition follows its exit status; a secret reaches the job only through its spec (the
+test process's ``$FERD_SIGNING_KEY`` is not inherited). ``on_create`` is called with every created
+object (a test writing what the job would return). Any other route answers 404 and is recorded as an error.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 
 from support.json_handler import JsonHandler
@@ -36,10 +39,14 @@ RUNTIME = {  # the torch-distributed ClusterTrainingRuntime of the Trainer's man
 class K8sStandIn(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, outcome: str = "succeeded", execute: dict[str, str] | None = None) -> None:
+    def __init__(self, outcome: str = "succeeded", execute: dict[str, str] | None = None,
+                 secrets: dict[str, dict[str, str]] | None = None,
+                 on_create: Callable[[dict], None] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.outcome = outcome
         self.execute = execute
+        self.secrets = secrets or {}  # secret name -> {key: value}
+        self.on_create = on_create
         self.exit_status: dict[str, int | None] = {}  # executed jobs: None while running
         self.created: dict[str, dict] = {}  # "<plural>/<name>" -> body as posted
         self.reads: dict[str, int] = {}
@@ -56,8 +63,24 @@ class K8sStandIn(ThreadingHTTPServer):
         cfg.host = self.url
         return cfg
 
-    def run(self, name: str, trainer: dict) -> None:
-        """Run a TrainJob's trainer command as its one node (a thread waits for it)."""
+    def secret_env(self, name: str, entries: list[dict]) -> dict[str, str]:
+        """The values of a container's ``secretKeyRef`` entries; a missing required one fails the job (the
+        kubelet's CreateContainerConfigError)."""
+        out = {}
+        for e in entries:
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref is None:
+                continue
+            value = self.secrets.get(ref["name"], {}).get(ref["key"])
+            if value is None and not ref.get("optional"):
+                raise KeyError(f"job {name}: secret {ref['name']}/{ref['key']} not found")
+            if value is not None:
+                out[e["name"]] = value
+        return out
+
+    def run(self, name: str, trainjob: dict) -> None:
+        """Run a TrainJob's trainer command as its one node (a thread waits for it), with the env of its
+        trainer and of the runtime patches' ``node`` container."""
         import os
         import socket
         import subprocess
@@ -66,10 +89,22 @@ class K8sStandIn(ThreadingHTTPServer):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        env = {**os.environ, **{e["name"]: e["value"] for e in trainer.get("env", []) if "value" in e},
+        trainer = trainjob["spec"]["trainer"]
+        patched = [e for p in trainjob["spec"].get("runtimePatches", [])
+                   for job in p["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"] if job["name"] == "node"
+                   for c in job["template"]["spec"]["template"]["spec"]["containers"] if c["name"] == "node"
+                   for e in c.get("env", [])]
+        self.exit_status[name] = None
+        try:
+            secret = self.secret_env(name, patched)
+        except KeyError as exc:
+            self.exit_status[name] = 1
+            self.errors.append(str(exc))
+            return
+        inherited = {k: v for k, v in os.environ.items() if k != "FERD_SIGNING_KEY"}
+        env = {**inherited, **{e["name"]: e["value"] for e in trainer.get("env", []) if "value" in e}, **secret,
                "PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1",
                "PET_MASTER_PORT": str(port), **(self.execute or {})}
-        self.exit_status[name] = None
 
         def wait() -> None:
             proc = subprocess.run(trainer["command"], env=env, capture_output=True, text=True)
@@ -130,6 +165,8 @@ class _Handler(JsonHandler):
             return self._missing()
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.created[f"{m[2]}/{body['metadata']['name']}"] = body
+        if self.server.on_create is not None:
+            self.server.on_create(body)
         if self.server.execute is not None and m[2] == "trainjobs":
-            self.server.run(body["metadata"]["name"], body["spec"]["trainer"])
+            self.server.run(body["metadata"]["name"], body)
         self._reply(201, body)
