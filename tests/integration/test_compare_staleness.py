@@ -18,8 +18,8 @@ import yaml
 
 from ferd.checkpoint import sha256_file
 from ferd.cli import main
-from ferd.compare.config import arm_status, arms, current_teacher, load_compare, run_config
-from ferd.fingerprint import legacy_fingerprint, params_fingerprint
+from ferd.compare.config import arms, load_compare, run_config
+from ferd.fingerprint import params_fingerprint
 from ferd.plan import load_config
 from support.faultlog import record
 
@@ -55,6 +55,15 @@ def _copy(finished: tuple[Path, Path], tmp_path: Path, name: str = "cmp") -> Pat
 
 def _report(preset: Path, out: Path, *extra: str) -> int:
     return main(["compare", "--preset", str(preset), "--out", str(out), "--report-only", *extra])
+
+
+def _status(preset: Path, out: Path, relpath: str) -> str:
+    """:func:`~ferd.compare.config.arm_status` of one arm against the shared teacher under ``out``."""
+    from ferd.compare.config import arm_status, current_teacher  # new in issue 34: a test of main fails, not errs
+
+    cc = load_compare(preset)
+    arm = next(a for a in arms(cc) if a.relpath == relpath)
+    return arm_status(out / relpath, run_config(cc, arm, current_teacher(cc, out)))
 
 
 def _left_out(caplog) -> list[str]:
@@ -101,9 +110,7 @@ def test_a_changed_parent_override_leaves_every_old_arm_out_and_says_none_is_lef
     capsys.readouterr()
     assert _report(preset, out, "--partial") == 2
     err = capsys.readouterr().err
-    cc = load_compare(preset)
-    teacher = current_teacher(cc, out)
-    statuses = {a.relpath: arm_status(out / a.relpath, run_config(cc, a, teacher)) for a in arms(cc)}
+    statuses = {a: _status(preset, out, a) for a in ARMS}
     ok = (err.strip().count("\n") == 0 and "no run under" in err and "4 made with other parameters" in err
           and not (out / "comparison.md").exists() and set(statuses.values()) == {"stale"})
     record("`ferd compare --report-only --partial` after the parent preset changed", "parent set: distill.lr=0.05",
@@ -147,6 +154,8 @@ def test_a_pinned_teachers_fingerprint_is_its_sha256_not_its_path():
         "teacher.source=/a/t.safetensors", f"teacher.sha256={'cd' * 32}")
     assert fps("teacher.source=/a/t.safetensors") != fps("teacher.source=/b/t.safetensors")  # unpinned: the path
     assert fps() != fps(f"teacher.sha256={sha}") and fps("teacher.source=train:digits") == fps()
+    from ferd.fingerprint import legacy_fingerprint
+
     cfg = load_config("params/ci.yaml", ["teacher.source=/a/t.safetensors", f"teacher.sha256={sha}"])
     assert legacy_fingerprint(cfg, "evaluation") != params_fingerprint(cfg, "evaluation")  # read back only
 
@@ -155,6 +164,9 @@ def test_a_result_recorded_with_the_teachers_old_path_stays_finished(finished, t
     """Results recorded before this change carry the teacher's path in their fingerprint: still finished (and
     reported) when their own params.json reproduces it and, without the path, gives the current one; a forged
     params.json that reproduces the record but other parameters does not pass."""
+    from ferd.compare.config import arm_status, current_teacher
+    from ferd.fingerprint import legacy_fingerprint
+
     out = _copy(finished, tmp_path)
     cc = load_compare(finished[0] / "child.yaml")
     arm = arms(cc)[0]
@@ -185,11 +197,11 @@ def test_another_arms_result_copied_in_is_left_out_not_reported_as_this_arm(fini
     with caplog.at_level(logging.WARNING):
         assert _report(preset, out, "--partial") == 0
     flat = json.loads((out / "comparison.json").read_text())
-    cc = load_compare(preset)
-    status = arm_status(out / ARMS[0], run_config(cc, arms(cc)[0], current_teacher(cc, out)))
-    ok = "ferd.cnn-8.seed=0" not in flat["runs"] and status == "outdated" and any(ARMS[0] in m for m in _left_out(caplog))
+    left_out = "ferd.cnn-8.seed=0" not in flat["runs"] and any(ARMS[0] in m for m in _left_out(caplog))
+    ok = left_out and _status(preset, out, ARMS[0]) == "outdated"
     record("another arm's result copied into an arm", "cmi seed 0's metrics/result.json → ferd seed 0", ok, 0)
-    assert ok, (sorted(flat["runs"]), status)
+    assert left_out, sorted(flat["runs"])
+    assert ok
 
 
 def test_an_arm_renamed_to_another_seed_is_not_reported_as_that_seed(finished, tmp_path, caplog):
