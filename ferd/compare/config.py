@@ -214,8 +214,8 @@ LEFT_OUT: dict[str, str] = {  # why a report leaves an arm out, by its status
 def arm_status(run_dir: Path, cfg: FerdConfig) -> ArmStatus:
     """The one decision of what an arm's folder holds for the run ``cfg``: ``finished`` (a ``result.json`` with
     ``cfg``'s fingerprint and its metrics' sha256: reused and reported), ``absent`` (nothing yet), ``unfinished``
-    (a run of these parameters under way: resumed), ``outdated`` (that run, but its result was made with other
-    parameters or its metrics changed since: evaluated again) or ``stale`` (a run made with other parameters, or
+    (a run of these parameters without metrics yet: resumed), ``outdated`` (that run, but its metrics were made
+    with other parameters or changed since their ``result.json``: evaluated again) or ``stale`` (a run made with other parameters, or
     no ferd run: set aside and run again). A report includes only ``finished`` arms."""
     if is_finished(run_dir, cfg) or _finished_before_pinning(run_dir, cfg):
         return "finished"
@@ -225,7 +225,7 @@ def arm_status(run_dir: Path, cfg: FerdConfig) -> ArmStatus:
         return "stale"
     if kind == "new":
         return "absent"
-    return "outdated" if (run_dir / METRICS_FILE).exists() or (run_dir / RESULT_FILE).exists() else "unfinished"
+    return "outdated" if (run_dir / METRICS_FILE).exists() else "unfinished"  # numbers, not this run's: evaluated again
 
 
 def _finished_before_pinning(run_dir: Path, cfg: FerdConfig) -> bool:
