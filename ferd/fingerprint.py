@@ -9,7 +9,10 @@ with ``distill.utae.cache: pool``); the distillation on the whole distill group;
 everything. ``device``, ``nproc_per_node``, ``data_root``,
 ``checkpoint_every``, ``storage`` and ``container`` are in no scope: they say where, in what, on how many
 processes and how often,
-not what (a run resumes on another number of processes: :mod:`ferd.distributed`).
+not what (a run resumes on another number of processes: :mod:`ferd.distributed`). Nor is the
+``teacher.source`` of a *pinned* teacher (:func:`pinned_teacher`: a checkpoint, URL or model named with its
+``teacher.sha256``): its bytes are its identity, so a moved comparison directory or teacher file changes no
+fingerprint.
 
 Every check that a result on disk was made from these parameters uses :func:`params_fingerprint`:
 teacher model cards (``teacher``), stage manifests (the stage's scope), ``ferd run``'s checkpoint
@@ -55,15 +58,28 @@ def scope_keys(scope: str, method: str) -> tuple[str, ...]:
     return (*keys[:at], *method_class(method).groups, *keys[at + 1:])
 
 
+def pinned_teacher(teacher: Mapping[str, Any]) -> bool:
+    """A teacher given by its bytes: ``teacher.sha256`` set and a source that is checked against it (a path, a
+    URL, a model; ``train:`` trains one and checks no pin)."""
+    return (isinstance(teacher, Mapping) and teacher.get("sha256") is not None
+            and not str(teacher.get("source", "")).startswith("train:"))
+
+
 def scoped_params(cfg: FerdConfig | Mapping[str, Any], scope: str) -> dict[str, Any]:
-    """The resolved parameters ``scope`` depends on, by dotted key; ``cfg`` may also be a dumped
-    config (``params.json``)."""
+    """The resolved parameters ``scope`` depends on, by dotted key (a pinned teacher without its ``source``:
+    module doc); ``cfg`` may also be a dumped config (``params.json``)."""
+    return _scoped(cfg, scope, pinned_source=False)
+
+
+def _scoped(cfg: FerdConfig | Mapping[str, Any], scope: str, pinned_source: bool) -> dict[str, Any]:
     data = cfg.model_dump(mode="json") if isinstance(cfg, FerdConfig) else cfg
     out = {}
     for key in scope_keys(scope, data["method"]):
         node: Any = data
         for part in key.split("."):
             node = node[part]
+        if key == "teacher" and not pinned_source and pinned_teacher(node):
+            node = {k: v for k, v in node.items() if k != "source"}
         out[key] = node
     return out
 
@@ -71,3 +87,9 @@ def scoped_params(cfg: FerdConfig | Mapping[str, Any], scope: str) -> dict[str, 
 def params_fingerprint(cfg: FerdConfig | Mapping[str, Any], scope: str) -> str:
     """sha256 of :func:`scoped_params` in canonical JSON."""
     return hashlib.sha256(json.dumps(scoped_params(cfg, scope), sort_keys=True).encode()).hexdigest()
+
+
+def legacy_fingerprint(cfg: FerdConfig | Mapping[str, Any], scope: str) -> str:
+    """The fingerprint as results recorded it before a pinned teacher's ``source`` left it (a path in it): read
+    back only, so that a result made then with the same parameters stays finished (:mod:`ferd.compare.config`)."""
+    return hashlib.sha256(json.dumps(_scoped(cfg, scope, pinned_source=True), sort_keys=True).encode()).hexdigest()

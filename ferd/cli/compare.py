@@ -3,7 +3,10 @@
 ``--method/--student/--seed`` run one arm only (what a DVC ``matrix`` stage or a Kubeflow
 ``ParallelFor`` iteration does); ``--teacher-only`` prepares the shared teacher;
 ``--report-only`` writes the report from finished runs (with ``--partial``, from those finished so
-far); ``--write-dvc-yaml DIR`` writes the comparison as DVC stages (:mod:`ferd.compare.dvc`);
+far); a run counts as finished only when its result was made with the preset's current parameters and shared
+teacher (the decision ``ferd compare`` skips and sets aside runs by): otherwise ``--report-only`` refuses
+(exit 2) and ``--report-only --partial`` leaves it out, one line each on stderr and named in comparison.md
+(exit 0; exit 2 when no run is left); ``--write-dvc-yaml DIR`` writes the comparison as DVC stages (:mod:`ferd.compare.dvc`);
 ``--jobs N`` runs N arms at a time in separate processes with one torch thread each
 (results do not depend on it: every arm is seeded on its own).
 """
@@ -100,7 +103,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-dvc-yaml", metavar="DIR", help="write the comparison as DVC stages to DIR/dvc.yaml")
     p.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
     p.add_argument("--partial", action="store_true",
-                   help="with --report-only: report the runs finished so far and name the others")
+                   help="with --report-only: report the runs finished with this preset's parameters so far and name "
+                        "the others (not finished, or made with other parameters)")
     p.add_argument("--jobs", type=at_least(1), default=1, help="arms run at a time (processes, 1 torch thread each)")
     p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads with --jobs 1 (0: default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -17,6 +17,10 @@ not give is the parent's, and its ``set`` is merged into the parent's by key (an
 the parent sets replaces it in place; a new key is appended), so the resolved ``set`` reads as if
 written out in full. Other fields given in the child replace the parent's; ``methods`` may also be a
 list of the parent's arm names (``methods: [ferd, fast]``), which keeps those arms, in that order.
+
+Whether an arm's folder holds this preset's result is decided once, by :func:`arm_status`, for ``ferd compare``
+(which skips a finished arm and sets a stale one aside) and for its report (which includes only finished
+arms); :func:`current_teacher` is the shared teacher a report-only run checks the arms against.
 """
 
 from __future__ import annotations
@@ -25,15 +29,18 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..checkpoint import sha256_file
 from ..config import FerdConfig
+from ..fingerprint import legacy_fingerprint, params_fingerprint
 from ..params_io import ConfigError
 from ..plan import load_config
 from ..params_io import load_yaml
 from ..presets import find_preset, known_presets
+from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, RunDirError, check_run_dir, is_finished
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 MAX_EXTENDS = 8  # a chain of presets deeper than this is a mistake, not a design
@@ -196,3 +203,80 @@ def run_config(cc: CompareConfig, arm: Arm, teacher: tuple[str, str] | None = No
                                            f"seed={arm.seed}", *extra])
     except ConfigError as exc:
         raise ConfigError(f"method {arm.method!r} (student {arm.student}, seed {arm.seed}): {exc}") from None
+
+
+ArmStatus = Literal["finished", "absent", "unfinished", "outdated", "stale"]
+LEFT_OUT: dict[str, str] = {  # why a report leaves an arm out, by its status
+    "absent": "has not finished", "unfinished": "has not finished",
+    "outdated": "made with other parameters", "stale": "made with other parameters"}
+
+
+def arm_status(run_dir: Path, cfg: FerdConfig) -> ArmStatus:
+    """The one decision of what an arm's folder holds for the run ``cfg``: ``finished`` (a ``result.json`` with
+    ``cfg``'s fingerprint and its metrics' sha256: reused and reported), ``absent`` (nothing yet), ``unfinished``
+    (a run of these parameters without metrics yet: resumed), ``outdated`` (that run, but its metrics were made
+    with other parameters or changed since their ``result.json``: evaluated again) or ``stale`` (a run made with other parameters, or
+    no ferd run: set aside and run again). A report includes only ``finished`` arms."""
+    if is_finished(run_dir, cfg) or _finished_before_pinning(run_dir, cfg):
+        return "finished"
+    try:
+        kind = check_run_dir(run_dir, cfg)
+    except RunDirError:
+        return "stale"
+    if kind == "new":
+        return "absent"
+    return "outdated" if (run_dir / METRICS_FILE).exists() else "unfinished"  # numbers, not this run's: evaluated again
+
+
+def _finished_before_pinning(run_dir: Path, cfg: FerdConfig) -> bool:
+    """A result recorded with :func:`~ferd.fingerprint.legacy_fingerprint` (its teacher's path in it): finished
+    when its own ``params.json`` gives that fingerprint and, without the path, ``cfg``'s."""
+    record, stored = _read_object(run_dir / RESULT_FILE), _read_object(run_dir / PARAMS_FILE)
+    if record is None or stored is None or not (run_dir / METRICS_FILE).is_file():
+        return False
+    try:
+        same = (record.get("params_fingerprint") == legacy_fingerprint(stored, "evaluation")
+                and params_fingerprint(stored, "evaluation") == params_fingerprint(cfg, "evaluation"))
+    except (KeyError, TypeError, ValueError):  # no config of this version
+        return False
+    return (same and record.get("model_sha256") is None
+            and record.get("metrics_sha256") == sha256_file(run_dir / METRICS_FILE))
+
+
+def _read_object(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def current_teacher(cc: CompareConfig, out: Path) -> tuple[str, str]:
+    """The shared teacher under ``out/teacher`` (checkpoint path, sha256) as its model card gives it, refused
+    unless the card was made with this preset's teacher parameters (``teacher_seed``, the teacher group, …) and
+    the checkpoint, where it is kept, has the card's sha256. A report checks the arms against it."""
+    from ..teacher_source import CARD_NAME
+
+    path = out / "teacher" / CARD_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"comparison: {path} is missing (no shared teacher under {out}); run `ferd compare` "
+                                "first")
+    card = _read_object(path) or {}
+    for field, ok in (("sha256", lambda v: isinstance(v, str) and SHA256.match(v)),
+                      ("params_sha256", lambda v: isinstance(v, str)),
+                      ("checkpoint", lambda v: isinstance(v, str) and v and Path(v).name == v)):
+        if not ok(card.get(field)):
+            raise ValueError(f"comparison: {path}: {field}: expected a teacher model card's "
+                             f"{'file name' if field == 'checkpoint' else 'sha256'}, got {card.get(field)!r:.80}")
+    cfg = teacher_config(cc)
+    if card["params_sha256"] not in (params_fingerprint(cfg, "teacher"), legacy_fingerprint(cfg, "teacher")):
+        raise ValueError(f"comparison: {path}: the shared teacher was made with other parameters than "
+                         f"{cc.base} with this preset's overrides and teacher_seed; run `ferd compare` to make "
+                         "this preset's teacher and runs")
+    ckpt = path.parent / card["checkpoint"]
+    if ckpt.is_file() and sha256_file(ckpt) != card["sha256"]:
+        raise ValueError(f"comparison: {ckpt}: sha256 differs from {path}'s sha256 (changed since)")
+    return str(ckpt.resolve()), card["sha256"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -36,9 +37,11 @@ from ..attacks import ATTACKS
 from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..evaluation.report import json_safe
 from ..plan import Plan, resolve
-from .config import DELTAS, Arm, CompareConfig, arms, run_config
+from ..run_dir import is_finished
+from .config import DELTAS, LEFT_OUT, Arm, CompareConfig, arm_status, arms, current_teacher, run_config, teacher_config
 
 STATS = ("avg", "worst", "nsd")
+log = logging.getLogger(__name__)
 
 
 def paired_interval(values: list[float], reference: list[float], level: float = 0.95
@@ -66,33 +69,61 @@ def verdict(low: float, high: float) -> str:
     return "within noise"
 
 
-def _collect(cc: CompareConfig, out: Path, partial: bool = False
-             ) -> tuple[dict, dict, list[str], list[str]]:
-    """Every run's metrics and per-class accuracies, the attacks, and (with ``partial``) the runs that
-    have not finished, which are then left out instead of refused."""
+def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bool = False
+             ) -> tuple[dict, dict, list[str], dict[str, list[str]]]:
+    """Every finished run's metrics and per-class accuracies (finished: :func:`~.config.arm_status` against the
+    shared teacher, the decision ``ferd compare`` runs by), the attacks, and the runs left out by why (one
+    warning line each) — with ``partial`` only; otherwise a run that is not finished is refused."""
+    left: dict[str, list[Arm]] = defaultdict(list)
+    finished: list[Arm] = []
+    for arm in arms(cc):
+        status = arm_status(out / arm.relpath, run_config(cc, arm, teacher))
+        if status == "finished":
+            finished.append(arm)
+        else:
+            left[LEFT_OUT[status]].append(arm)
+    named = [f"{a.relpath} ({why})" for why, group in left.items() for a in group]
+    if named and not partial:
+        raise ValueError(f"comparison: {len(named)} of {len(arms(cc))} runs under {out} are not finished runs of "
+                         f"this preset: {', '.join(named[:5])}{f' and {len(named) - 5} more' if len(named) > 5 else ''}"
+                         "; run `ferd compare` again to (re)run them, or report the finished runs with "
+                         "--report-only --partial")
+    if not finished:
+        raise FileNotFoundError(f"comparison: no run under {out} is a finished run of this preset (of "
+                                f"{len(named)}: {', '.join(f'{len(g)} {why}' for why, g in left.items())})")
+    for why, group in left.items():
+        for a in group:
+            log.warning("arm %s student %s seed %d (%s): %s, left out", a.method, a.student, a.seed, a.relpath, why)
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     per_class: dict[tuple[str, str], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    attacks: list[str] = []
-    missing: list[str] = []
-    for arm in arms(cc):
-        path = out / arm.relpath / "metrics.json"
-        if not path.is_file():
-            if partial:
-                missing.append(arm.relpath)
-                continue
-            raise FileNotFoundError(f"comparison: run {arm.relpath} has not finished ({path} is missing); "
-                                    f"run `ferd compare` again to finish it, or report the finished runs "
-                                    f"with --report-only --partial")
-        metrics = json.loads(path.read_text())
-        runs[arm.method, arm.student][arm.seed] = metrics
-        attacks = [a for a in ATTACKS if f"student.{a}.avg" in metrics]
+    metrics = {arm: _read_metrics(out / arm.relpath / "metrics.json") for arm in finished}
+    attacks = [a for a in ATTACKS if all(f"student.{a}.avg" in m for m in metrics.values())]
+    for arm, m in metrics.items():
+        _check_numbers(out / arm.relpath / "metrics.json", m, ["run.seconds", *(f"student.{k}" for k in DELTAS),
+                                                               *(f"student.{a}.{s}" for a in attacks for s in STATS)])
+        runs[arm.method, arm.student][arm.seed] = m
         rows = _per_class_rows(out / arm.relpath / "eval")
         for a in attacks:
             accs = [float(r["accuracy"]) for r in rows if r["model"] == "student" and r["attack"] == a]
             per_class[arm.method, arm.student][a].append(np.array(accs))
-    if not runs:
-        raise FileNotFoundError(f"comparison: no run under {out} has finished (no runs/*/*/seed=*/metrics.json)")
-    return runs, per_class, attacks, missing
+    return runs, per_class, attacks, {why: [a.relpath for a in g] for why, g in left.items()}
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"comparison: {path}: not a JSON metrics file ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"comparison: {path}: expected a JSON object of metrics, got {type(data).__name__}")
+    return data
+
+
+def _check_numbers(path: Path, metrics: dict, keys: list[str]) -> None:
+    for key in keys:
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"comparison: {path}: {key}: expected a number, got {value!r:.80}")
 
 
 def _per_class_rows(eval_dir: Path) -> list[dict[str, str]]:
@@ -118,9 +149,12 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
     """Write comparison.{csv,json,md} and the per-class plots from the finished runs under ``out``; with
     ``partial``, from those that have finished so far (a long tier's progress), naming the others in
     comparison.md: a paired difference then uses the seeds both methods finished."""
-    runs, per_class, attacks, missing = _collect(cc, out, partial)
-    t_path = out / "teacher" / "eval" / "metrics.json"
-    teacher = json.loads(t_path.read_text()) if t_path.is_file() else {}  # {}: evaluate_teacher: false
+    shared = current_teacher(cc, out)  # what every arm's result must have been made with
+    runs, per_class, attacks, left = _collect(cc, out, shared, partial)
+    teacher = _teacher_metrics(cc, out, shared[1])  # {}: evaluate_teacher: false, or other parameters
+    if teacher:
+        _check_numbers(out / "teacher" / "eval" / "metrics.json", teacher,
+                       [f"teacher.{a}.{s}" for a in attacks for s in STATS])
     flat: dict[str, float] = {}
     table: list[dict[str, object]] = []
     for (method, student), by_seed in runs.items():
@@ -157,9 +191,17 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
     _write_csv(out / "comparison.csv", table)
     atomic_write_json(out / "comparison.json", json_safe({
         "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}}))
-    _write_markdown(cc, out, table, deltas, teacher, attacks, missing)
+    _write_markdown(cc, out, table, deltas, teacher, attacks, left)
     _plot(cc, out, per_class, teacher, attacks)
     return flat
+
+
+def _teacher_metrics(cc: CompareConfig, out: Path, sha: str) -> dict:
+    """The shared teacher's evaluation when it was made with this preset's parameters and teacher, else {}."""
+    ev = out / "teacher" / "eval"
+    if not is_finished(ev, teacher_config(cc), "teacher-evaluation", sha):
+        return {}
+    return _read_metrics(ev / "metrics.json")
 
 
 def _write_csv(path: Path, table: list[dict[str, object]]) -> None:
@@ -171,7 +213,7 @@ def _write_csv(path: Path, table: list[dict[str, object]]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _write_markdown(cc, out, table, deltas, teacher, attacks, missing=()) -> None:
+def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None) -> None:
     head = "| method | student | seeds | s/run | " + " | ".join(
         f"{a} {s.capitalize() if s != 'nsd' else 'NSD'}" for a in attacks for s in STATS) + " |"
     lines = [f"# Comparison: {', '.join(cc.methods)}", "",
@@ -180,13 +222,20 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, missing=()) -> Non
              f"wall time differs and is shown). Seeds {cc.seeds}; accuracies in % (mean ± std over seeds), "
              f"NSD = std/mean of the class-wise accuracies.", "", head,
              "|" + "---|" * (4 + 3 * len(attacks))]
+    missing, other = (left or {}).get(LEFT_OUT["absent"], []), (left or {}).get(LEFT_OUT["stale"], [])
     if missing:
         lines.insert(-2, f"**Partial**: {len(missing)} of {len(arms(cc))} runs have not finished and are left out: "
                          + ", ".join(f"`{m}`" for m in missing) + ".\n")
+    if other:
+        lines.insert(-2, f"**Left out**: {len(other)} of {len(arms(cc))} runs were made with other parameters than "
+                         "this preset's (a changed preset, or files from elsewhere): "
+                         + ", ".join(f"`{m}`" for m in other) + ".\n")
     if teacher:
         t_cells = [f"{100 * teacher[f'teacher.{a}.{s}']:.1f}" if s != "nsd" else f"{teacher[f'teacher.{a}.{s}']:.3f}"
                    for a in attacks for s in STATS]
         lines.append("| teacher | — | — | — | " + " | ".join(t_cells) + " |")
+    elif (out / "teacher" / "eval" / "metrics.json").is_file():
+        lines.insert(-2, "The teacher's evaluation (`teacher/eval`) was made with other parameters and is left out.\n")
     else:
         lines.insert(-2, "The teacher was not evaluated here (`evaluate_teacher: false`).\n")
     for row in table:
@@ -274,7 +323,7 @@ def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _per_class_rows(out / "teacher" / "eval")
+    rows = _per_class_rows(out / "teacher" / "eval") if teacher_metrics else []
     for a in attacks:
         fig, ax = plt.subplots(figsize=(9, 4))
         t = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == a]

@@ -7,9 +7,9 @@ Layout of ``--out DIR``::
     comparison.md, comparison.csv, comparison.json, per_class_<attack>.png   (:mod:`.report`)
 
 A finished run (``metrics.json`` with a ``result.json`` carrying the current parameters'
-:func:`~ferd.fingerprint.params_fingerprint`, :mod:`ferd.run_dir`) is not run again, so an interrupted
-comparison resumes where it stopped; a run made with other parameters (a changed preset) is moved to
-``.stale/`` beside it and run again, and the DVC matrix stage and the
+:func:`~ferd.fingerprint.params_fingerprint`: :func:`~ferd.compare.config.arm_status`, which the report uses
+too) is not run again, so an interrupted comparison resumes where it stopped; a run made with other
+parameters (a changed preset) is moved to ``.stale/`` beside it and run again, and the DVC matrix stage and the
 Kubeflow ``ParallelFor`` can each run one arm (``--method/--student/--seed``) and share the report.
 """
 
@@ -27,9 +27,9 @@ from ..checkpoint import atomic_write_json
 from ..config import FerdConfig
 from ..evaluation.quick import quick_evaluation
 from ..stages.run import run
-from ..run_dir import METRICS_FILE, RunDirError, check_run_dir, is_finished, set_aside, write_result
+from ..run_dir import METRICS_FILE, is_finished, set_aside, write_result
 from ..teacher_source import obtain_teacher
-from .config import Arm, CompareConfig, arms, run_config, teacher_config
+from .config import Arm, CompareConfig, arm_status, arms, run_config, teacher_config
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,13 @@ def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], pr
 
 def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False) -> dict[str, float]:
     """:func:`run_arm` for one folder; also writes ``arm.json`` (method, student, seed)."""
-    if is_finished(run_dir, cfg):
+    status = arm_status(run_dir, cfg)  # the report decides with the same function
+    if status == "finished":
         log.info("%s: finished earlier, not run again", arm.relpath)
         return json.loads((run_dir / METRICS_FILE).read_text())
-    try:
-        check_run_dir(run_dir, cfg)
-    except RunDirError as exc:  # made with other parameters (a preset changed): kept aside, run again
-        log.warning("%s: %s; moved to %s and run again", arm.relpath, exc, set_aside(run_dir))
+    if status == "stale":  # made with other parameters (a preset changed): kept aside, run again
+        log.warning("%s: not a run of these parameters (made with others, or other files); moved to %s and run "
+                    "again", arm.relpath, set_aside(run_dir))
     started = time.time()
     metrics = run(cfg, run_dir, progress=progress, evaluate_teacher=False)
     atomic_write_json(run_dir / "arm.json", asdict(arm))
