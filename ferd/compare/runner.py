@@ -23,11 +23,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write_json
 from ..config import FerdConfig
 from ..evaluation.quick import quick_evaluation
-from ..stages.run import run
-from ..run_dir import METRICS_FILE, RunDirError, check_run_dir, is_finished, set_aside, write_result
+from ..stages.run import finished_metrics, run
+from ..run_dir import RunDirError, check_run_dir, is_finished, set_aside, write_result
 from ..teacher_source import obtain_teacher
 from .config import Arm, CompareConfig, arms, run_config, teacher_config
 
@@ -60,16 +59,15 @@ def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], pr
 
 def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False) -> dict[str, float]:
     """:func:`run_arm` for one folder; also writes ``arm.json`` (method, student, seed)."""
-    if is_finished(run_dir, cfg):
+    if (metrics := finished_metrics(run_dir, cfg)) is not None:  # every file verified, signature included
         log.info("%s: finished earlier, not run again", arm.relpath)
-        return json.loads((run_dir / METRICS_FILE).read_text())
+        return metrics
     try:
         check_run_dir(run_dir, cfg)
     except RunDirError as exc:  # made with other parameters (a preset changed): kept aside, run again
         log.warning("%s: %s; moved to %s and run again", arm.relpath, exc, set_aside(run_dir))
     started = time.time()
-    metrics = run(cfg, run_dir, progress=progress, evaluate_teacher=False)
-    atomic_write_json(run_dir / "arm.json", asdict(arm))
+    metrics = run(cfg, run_dir, progress=progress, evaluate_teacher=False, records={"arm.json": asdict(arm)})
     log.info("%s: %.0f s, student pgd20 worst %.3f", arm.relpath, time.time() - started,
              metrics.get("student.pgd20.worst", float("nan")))
     return metrics
