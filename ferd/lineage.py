@@ -18,6 +18,12 @@ parses and its checksum matches its content; every listed output exists with its
 size; no unlisted file sits in the artifact; and every input the manifest names (by its path
 relative to the artifact) exists and its manifest has the recorded sha256. It prints one line
 per problem, naming the file, and exits 1 if there is any.
+
+A ``ferd run`` output directory is an artifact too (stage ``run``, :mod:`ferd.stages.run`): its
+``manifest.json``, written when the run finishes, lists every file under it, the records
+(``round.json``, ``result.json``, ``elapsed.json``, ``params.json``, ``metrics.json``) included, so
+``verify`` re-hashes all of them and refuses any it does not list. A ``ferd run`` directory without one
+(killed, or still running) is reported as unfinished, not as verified.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 from .checkpoint import sha256_file
 from .provenance import SELF_KEY, authenticity_problem, manifest_digest, signing_key
-from .storage import MANIFEST
+from .storage import MANIFEST, listed_files
 
 
 @dataclass
@@ -80,6 +86,13 @@ def verify_artifact(directory: Path, report: Report) -> None:
     mpath = directory / MANIFEST
     try:
         manifest = _load(directory)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("outputs", {}), dict):
+            raise ValueError(f"{mpath}: not a manifest (expected a JSON object with an 'outputs' object)")
+        listed_files(manifest, mpath)  # every listed path inside the artifact
+        bad = next((rel for rel, out in manifest.get("outputs", {}).items() if not isinstance(out, dict)
+                    or not isinstance(out.get("sha256"), str) or not isinstance(out.get("bytes", 0), int)), None)
+        if bad is not None:
+            raise ValueError(f"{mpath}: outputs[{bad[:80]!r}] must hold a sha256 string and a byte count")
     except ValueError as exc:
         report.problems.append(str(exc))
         return
@@ -124,7 +137,10 @@ def verify_run(run: str | Path) -> Report:
     report = Report()
     for directory in artifacts_under(run):
         verify_artifact(directory, report)
-    if report.checked_artifacts == 0:
+    if report.checked_artifacts == 0 and (run / "params.json").is_file() and (run / "checkpoint").is_dir():
+        report.problems.append(f"{run}: an unfinished ferd run (no {MANIFEST} yet: killed or still running); "
+                               "resume it with the same ferd run command, which verifies its checkpoint")
+    elif report.checked_artifacts == 0:
         report.problems.append(f"{run}: no artifacts (no {MANIFEST} anywhere under it)")
     return report
 

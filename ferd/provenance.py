@@ -14,7 +14,13 @@ Recorded in every stage's ``manifest.json`` (:func:`ferd.stages.artifacts.write_
   authenticity: anyone who can write the store can reseal a changed manifest.
 * ``signature`` (only with ``$FERD_SIGNING_KEY`` set): HMAC-SHA256 of that digest under the key. With
   the key set, every consumer (:func:`ferd.stages.artifacts.read_manifest`) and ``ferd lineage
-  verify`` refuse an unsigned or wrongly signed manifest (:func:`authenticity_problem`).
+  verify`` refuse an unsigned or wrongly signed manifest (:func:`authenticity_problem`). A set but
+  empty ``$FERD_SIGNING_KEY`` is an error, never "no signing" (:func:`signing_key`).
+
+The same seal makes any JSON record of ferd's self-checking: ``ferd run``'s ``checkpoint/round.json`` and
+``elapsed.json`` are written with :func:`seal` and read back by :func:`read_sealed` (a JSON object, its
+required fields of their types, its checksum and, with the key, its signature), one line naming the file
+and the field otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +92,16 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 
 
 def signing_key() -> bytes | None:
-    """``$FERD_SIGNING_KEY`` (on Kubeflow from the secret that ``ferd/pipeline/cluster.yaml`` names), or None."""
-    key = os.environ.get(SIGNING_KEY_ENV, "")
-    return key.encode() if key else None
+    """``$FERD_SIGNING_KEY`` (on Kubeflow from the secret that ``ferd/pipeline/cluster.yaml`` names), or None
+    when unset; set but empty (or only blanks) is a ValueError, not "no signing" (``ferd``'s entry point
+    calls this before any work)."""
+    key = os.environ.get(SIGNING_KEY_ENV)
+    if key is None:
+        return None
+    if not key.strip():
+        raise ValueError(f"{SIGNING_KEY_ENV} is set but empty: expected the signing secret (a non-empty string); "
+                         "unset the variable to run without signing")
+    return key.encode()
 
 
 def _signature(digest: str, key: bytes) -> str:
@@ -115,3 +129,50 @@ def authenticity_problem(manifest: dict[str, Any]) -> str | None:
     if not hmac.compare_digest(str(sig), _signature(manifest_digest(manifest), key)):
         return "signature does not match (forged, changed, or signed with another key)"
     return None
+
+
+def seal_problem(record: Mapping[str, Any]) -> str | None:
+    """Why ``record`` is not as :func:`seal` left it: no or a wrong checksum, or not authentic under the key."""
+    if not isinstance(record.get(SELF_KEY), str):
+        return f"no {SELF_KEY}: not sealed by ferd (written by an older release, or edited)"
+    if record[SELF_KEY] != manifest_digest(dict(record)):
+        return f"{SELF_KEY} does not match the content (changed or corrupt)"
+    return authenticity_problem(dict(record))
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+
+
+def require_fields(record: Mapping[str, Any], required: Mapping[str, type | tuple[type, ...]],
+                   where: str | os.PathLike[str], error: type[ValueError] = ValueError) -> None:
+    """``error`` naming ``where`` and the field unless every ``required`` field is in ``record`` with its type
+    (a JSON boolean is no number)."""
+    for name, kind in required.items():
+        if name not in record:
+            raise error(f"{where}: field {name!r} missing")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        value = record[name]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise error(f"{where}: field {name!r} must be {_kind_name(kind)}, got {type(value).__name__}")
+
+
+def read_sealed(path: str | os.PathLike[str], required: Mapping[str, type | tuple[type, ...]],
+                error: type[ValueError] = ValueError) -> dict[str, Any]:
+    """The JSON record at ``path`` written with :func:`seal`: an object, sealed (checksum, and signature
+    with the key), with every ``required`` field of its type; otherwise ``error`` with one line naming the
+    file and the field."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise error(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise error(f"{path}: not a JSON record ({type(exc).__name__})") from None
+    if not isinstance(record, dict):
+        raise error(f"{path}: expected a JSON object, got a JSON {type(record).__name__}")
+    if (problem := seal_problem(record)) is not None:
+        raise error(f"{path}: {problem}")
+    require_fields(record, required, path, error)
+    return record

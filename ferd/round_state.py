@@ -16,8 +16,12 @@ pool           pool store r     ``round=<k>/part-0.parquet`` (:mod:`ferd.pool`)
 =============  ===============  ===============================================================
 
 The stage split writes each part into its stage's artifact (:mod:`ferd.stages`). ``ferd run`` writes
-all of them into ``<out>/checkpoint/`` with ``round.json`` (the next round, the parameter fingerprint
-and the sha256 of every file and pool shard) and the pool into ``<out>/pool/``. A checkpoint is
+all of them into ``<out>/checkpoint/`` with ``round.json`` (the next round, the parameter fingerprint,
+the sha256 of every file of the checkpoint, of every pool shard and of the files outside it the run
+pins, e.g. its teacher; sealed and, with ``$FERD_SIGNING_KEY``, signed: :func:`ferd.provenance.seal`)
+and the pool into ``<out>/pool/``. ``round.json`` is untrusted input when read back: every field is
+required, ``files`` must name exactly :data:`CHECKPOINT_FILES` (an empty or partial map is refused, never
+"nothing to check"), and its seal and signature are verified before anything it names is used. A checkpoint is
 written whole beside the old one and swapped in by two renames, so a kill at any instant leaves one
 complete checkpoint (``checkpoint/``, or ``checkpoint.old/`` between the renames).
 """
@@ -36,6 +40,7 @@ from typing import Any
 import torch
 
 from . import distributed, rng
+from .provenance import read_sealed, seal
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict, save_state_dict, sha256_file
 from .kill_points import kill_point
 from .compute import compile_in_place, compile_settings, set_memory_format
@@ -52,6 +57,10 @@ log = logging.getLogger(__name__)
 GENERATOR_FILE, REWEIGHT_FILE = "generator.pt", "reweighting.pt"
 STUDENT_FILE, TRAINER_FILE, HISTORY_FILE = "student.safetensors", "trainer.pt", "history.json"
 CHECKPOINT_DIR, ROUND_FILE = "checkpoint", "round.json"
+CHECKPOINT_FILES = (GENERATOR_FILE, REWEIGHT_FILE, STUDENT_FILE, TRAINER_FILE, HISTORY_FILE)
+"""Every file :func:`save_checkpoint` writes besides ``round.json``: the exact set its ``files`` must name."""
+ROUND_FIELDS: dict[str, type] = {"next_round": int, "rounds": int, "params_fingerprint": str, "files": dict,
+                                 "pool": dict, "pinned": dict}
 _OLD, _PARTIAL = "checkpoint.old", "checkpoint.partial"
 PathLike = str | os.PathLike[str]
 
@@ -209,10 +218,11 @@ def _pool_shards(pool_dir: Path) -> dict[int, Path]:
     return {int(p.parent.name.split("=")[1]): p for p in pool_dir.glob("round=*/part-0.parquet")}
 
 
-def save_checkpoint(state: RunState, out: PathLike) -> None:
+def save_checkpoint(state: RunState, out: PathLike, pinned: tuple[str, ...] = ()) -> None:
     """The whole state after round ``state.next_round - 1``: the pool's new shards under ``<out>/pool``
     first (a checkpoint never names a round that is not on disk), then every part into
-    ``<out>/checkpoint.partial``, ``round.json`` last, and the swap."""
+    ``<out>/checkpoint.partial``, ``round.json`` last (sealed), and the swap. ``pinned``: files under
+    ``out`` outside the checkpoint that the run goes on with (its teacher), whose sha256 a resume checks."""
     out = Path(out)
     pool_dir = out / "pool"
     previous = read_round_record(out)
@@ -228,11 +238,12 @@ def save_checkpoint(state: RunState, out: PathLike) -> None:
                                                 "num_classes": str(state.cfg.num_classes),
                                                 "round": str(round_index)})
     save_history(state, partial)
-    files = {p.name: sha256_file(p) for p in sorted(partial.iterdir())}
-    atomic_write_json(partial / ROUND_FILE, {
+    files = {name: sha256_file(partial / name) for name in CHECKPOINT_FILES}
+    atomic_write_json(partial / ROUND_FILE, seal({
         "next_round": state.next_round, "rounds": state.cfg.num_rounds,
         "params_fingerprint": params_fingerprint(state.cfg, "distillation"), "files": files,
-        "pool": {str(k): known[k] for k in sorted(known)}})
+        "pool": {str(k): known[k] for k in sorted(known)},
+        "pinned": {rel: sha256_file(out / rel) for rel in sorted(pinned)}}))
     kill_point("checkpoint.written")
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -253,16 +264,10 @@ def checkpoint_dir(out: PathLike) -> Path | None:
 
 
 def read_round_record(out: PathLike) -> dict | None:
+    """The checkpoint's ``round.json`` (every field present and of its type, sealed, signed under the key);
+    None when there is no checkpoint."""
     d = checkpoint_dir(out)
-    if d is None:
-        return None
-    try:
-        record = json.loads((d / ROUND_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise StateError(f"{d / ROUND_FILE}: unreadable ({type(exc).__name__})") from exc
-    if not isinstance(record, dict):
-        raise StateError(f"{d / ROUND_FILE}: expected a JSON object")
-    return record
+    return None if d is None else read_sealed(d / ROUND_FILE, ROUND_FIELDS, StateError)
 
 
 def load_checkpoint(state: RunState, out: PathLike) -> bool:
@@ -309,19 +314,31 @@ def verify_checkpoint(out: PathLike, cfg: FerdConfig, record: dict | None = None
     if not isinstance(next_round, int) or not 1 <= next_round <= cfg.num_rounds:
         raise StateError(f"{d / ROUND_FILE}: next_round must be an integer in [1, {cfg.num_rounds}], "
                          f"got {str(next_round)[:40]}")
-    files = record.get("files") or {}
+    if record["rounds"] != cfg.num_rounds:
+        raise StateError(f"{d / ROUND_FILE}: rounds is {record['rounds']}, these parameters run {cfg.num_rounds}")
+    files = record["files"]
+    if set(files) != set(CHECKPOINT_FILES):
+        raise StateError(f"{d / ROUND_FILE}: files must name exactly {', '.join(sorted(CHECKPOINT_FILES))}, got "
+                         f"{', '.join(sorted(map(str, files)))[:200] or 'none'}")
     try:
-        pool = {int(k): v for k, v in (record.get("pool") or {}).items()}
-    except (TypeError, ValueError, AttributeError):
+        pool = {int(k): v for k, v in record["pool"].items()}
+    except (TypeError, ValueError):
         raise StateError(f"{d / ROUND_FILE}: pool must map rounds to sha256") from None
     if sorted(pool) != list(range(next_round)):
         raise StateError(f"{d / ROUND_FILE}: names pool rounds {sorted(pool)[:8]}, expected 0..{next_round - 1}")
-    for path, digest in [*((d / n, h) for n, h in files.items()), *((out / "pool" / f"round={r}" / "part-0.parquet", h)
-                                                                  for r, h in pool.items())]:
-        if Path(path).parent.resolve() not in (d.resolve(), (out / "pool" / path.parent.name).resolve()):
-            raise StateError(f"{d / ROUND_FILE}: names a file outside the checkpoint: {str(path)[:200]}")
-        if not Path(path).is_file() or sha256_file(path) != digest:
-            raise StateError(f"{path}: missing or changed since the checkpoint (sha256 differs)")
+    pinned = record["pinned"]
+    for rel in pinned:
+        if not isinstance(rel, str) or rel.startswith("/") or any(p in ("", ".", "..") for p in rel.split("/")):
+            raise StateError(f"{d / ROUND_FILE}: pinned names {str(rel)[:80]!r}, not a path inside {out}")
+    named = [*((f"files[{n!r}]", d / n, h) for n, h in files.items()),
+             *((f"pool[{r}]", out / "pool" / f"round={r}" / "part-0.parquet", h) for r, h in pool.items()),
+             *((f"pinned[{rel!r}]", out / rel, h) for rel, h in pinned.items())]
+    for field_name, path, digest in named:
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise StateError(f"{d / ROUND_FILE}: {field_name} must be a sha256 (64 hex digits)")
+        if not path.is_file() or sha256_file(path) != digest:
+            raise StateError(f"{path}: missing or changed since the checkpoint (sha256 differs from {field_name} "
+                             f"in {d / ROUND_FILE})")
     for name in (GENERATOR_FILE, REWEIGHT_FILE, TRAINER_FILE):  # readable tensor files (small)
         load_tensors(d / name)
     return next_round

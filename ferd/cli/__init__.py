@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..environment import check as check_environment
+from ..provenance import signing_key
 
 COMMAND_MODULES = (
     "ferd.cli.run",            # ferd run
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         check_environment()  # the environment variables ferd obeys: a malformed one is bad input too
+        signing_key()  # FERD_SIGNING_KEY set but empty: refused before any work, never "no signing"
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"ferd {args.command}: error: {exc}", file=sys.stderr)

@@ -41,6 +41,7 @@ from ..plan import load_config
 from ..params_io import load_yaml
 from ..presets import find_preset, known_presets
 from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, RunDirError, check_run_dir, is_finished
+from ..storage import MANIFEST
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 MAX_EXTENDS = 8  # a chain of presets deeper than this is a mistake, not a design
@@ -217,7 +218,7 @@ def arm_status(run_dir: Path, cfg: FerdConfig) -> ArmStatus:
     (a run of these parameters without metrics yet: resumed), ``outdated`` (that run, but its metrics were made
     with other parameters or changed since their ``result.json``: evaluated again) or ``stale`` (a run made with other parameters, or
     no ferd run: set aside and run again). A report includes only ``finished`` arms."""
-    if is_finished(run_dir, cfg) or _finished_before_pinning(run_dir, cfg):
+    if finished_arm_metrics(run_dir, cfg) is not None:
         return "finished"
     try:
         kind = check_run_dir(run_dir, cfg)
@@ -226,6 +227,22 @@ def arm_status(run_dir: Path, cfg: FerdConfig) -> ArmStatus:
     if kind == "new":
         return "absent"
     return "outdated" if (run_dir / METRICS_FILE).exists() else "unfinished"  # numbers, not this run's: evaluated again
+
+
+def finished_arm_metrics(run_dir: Path, cfg: FerdConfig) -> dict[str, float] | None:
+    """The metrics of the arm's folder when it holds a finished run of ``cfg``, else None. A run with its
+    ``manifest.json`` has every file verified first (signature included under ``FERD_SIGNING_KEY``; a changed,
+    added or unsigned file is a :class:`~ferd.stages.run.RunRecordError`, never a finished arm). A run recorded
+    without one (a kept result of an earlier ferd) counts by its ``result.json`` alone, and only when no
+    signing key is set: with a key, every record that decides what is reported must be signed."""
+    from ..provenance import signing_key
+    from ..stages.run import finished_metrics
+
+    if (run_dir / MANIFEST).is_file():
+        return finished_metrics(run_dir, cfg)
+    if signing_key() is None and (is_finished(run_dir, cfg) or _finished_before_pinning(run_dir, cfg)):
+        return _read_object(run_dir / METRICS_FILE)
+    return None
 
 
 def _finished_before_pinning(run_dir: Path, cfg: FerdConfig) -> bool:

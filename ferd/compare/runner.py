@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write_json
 from ..config import FerdConfig
 from ..evaluation.quick import quick_evaluation
 from ..stages.run import run
-from ..run_dir import METRICS_FILE, is_finished, set_aside, write_result
+from ..run_dir import is_finished, set_aside, write_result
 from ..teacher_source import obtain_teacher
-from .config import Arm, CompareConfig, arm_status, arms, run_config, teacher_config
+from .config import Arm, CompareConfig, arm_status, arms, finished_arm_metrics, run_config, teacher_config
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +59,14 @@ def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], pr
 
 def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False) -> dict[str, float]:
     """:func:`run_arm` for one folder; also writes ``arm.json`` (method, student, seed)."""
-    status = arm_status(run_dir, cfg)  # the report decides with the same function
-    if status == "finished":
+    if (metrics := finished_arm_metrics(run_dir, cfg)) is not None:  # the report decides with the same function
         log.info("%s: finished earlier, not run again", arm.relpath)
-        return json.loads((run_dir / METRICS_FILE).read_text())
-    if status == "stale":  # made with other parameters (a preset changed): kept aside, run again
+        return metrics
+    if arm_status(run_dir, cfg) == "stale":  # made with other parameters (a preset changed): kept aside, run again
         log.warning("%s: not a run of these parameters (made with others, or other files); moved to %s and run "
                     "again", arm.relpath, set_aside(run_dir))
     started = time.time()
-    metrics = run(cfg, run_dir, progress=progress, evaluate_teacher=False)
-    atomic_write_json(run_dir / "arm.json", asdict(arm))
+    metrics = run(cfg, run_dir, progress=progress, evaluate_teacher=False, records={"arm.json": asdict(arm)})
     log.info("%s: %.0f s, student pgd20 worst %.3f", arm.relpath, time.time() - started,
              metrics.get("student.pgd20.worst", float("nan")))
     return metrics

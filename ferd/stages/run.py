@@ -16,7 +16,18 @@ Layout of ``--out DIR`` (every file written atomically):
 ``elapsed.json``       the wall time spent up to the last checkpoint, over every process that ran it
 ``result.json``        the parameter fingerprint the metrics were made with, and their sha256
 ``eval/``              per-class tables, figures and ``report.md``
+``manifest.json``      written last, when the run has finished: the sha256 and size of every file above,
+                       sealed and, with ``$FERD_SIGNING_KEY``, signed, as a stage's
+                       (:func:`ferd.stages.artifacts.write_manifest`, stage ``run``)
 =====================  ===================================================================
+
+Every record is untrusted when read back. ``checkpoint/round.json`` and ``elapsed.json`` are sealed (and
+signed) themselves, since a killed run resumes from them before any ``manifest.json`` exists
+(:func:`ferd.provenance.read_sealed`); the checkpoint also pins the teacher's weights. A finished run is
+whatever its ``manifest.json`` lists and nothing else: re-running the command verifies it (every file,
+and no unlisted one) before the manifest is removed and the run re-evaluated, ``ferd compare`` takes a run as
+finished only through :func:`finished_metrics`, which verifies it the same way, and ``ferd lineage verify``
+checks it as any artifact.
 
 Re-running the same command resumes from ``checkpoint/`` (a finished run re-evaluates only). A
 directory that holds another run (other parameters up to the student) or files that are no run's is
@@ -36,60 +47,129 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_json
 from ..compute import set_memory_format
 from ..config import FerdConfig
+from ..fingerprint import params_fingerprint
+from ..lineage import Report, verify_artifact
 from ..plan import resolve
+from ..provenance import read_sealed, require_fields, seal, utc_now
 from ..graph import Task, unroll
 from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..preflight import preflight
 from ..round_state import RunState, load_checkpoint, read_round_record, save_checkpoint, verify_checkpoint
-from ..run_dir import check_run_dir, owned
+from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, check_run_dir, owned
+from ..storage import MANIFEST
 from . import stage_step
+from .artifacts import write_manifest
 from .executor import InProcess, execute
 
 log = logging.getLogger(__name__)
 ELAPSED_FILE = "elapsed.json"
+RUN_STAGE, TEACHER_PIN = "run", "teacher/teacher.safetensors"
+RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {"params_fingerprint": str, "scope": str,
+                                                     "model_sha256": (str, type(None)), "metrics_sha256": str}
+
+
+class RunRecordError(ValueError):
+    """A record of a ``ferd run`` directory is missing, malformed, changed, or not signed under the key."""
 
 
 def elapsed_before(out: Path) -> float:
-    """Seconds earlier processes spent on this run up to its last checkpoint (0 for a new run, or one
-    checkpointed by a release without ``elapsed.json``): a resumed run's ``run.seconds`` counts them too."""
-    try:
-        seconds = json.loads((out / ELAPSED_FILE).read_text())["seconds"]
-    except (OSError, ValueError, KeyError, TypeError):
+    """Seconds earlier processes spent on this run up to its last checkpoint, from ``elapsed.json`` (0 for a
+    new run): a resumed run's ``run.seconds`` counts them too. A present record must be sealed (and signed)."""
+    path = out / ELAPSED_FILE
+    if not path.exists():
         return 0.0
-    return float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < float("inf") else 0.0
+    seconds = read_sealed(path, {"next_round": int, "seconds": (int, float)}, RunRecordError)["seconds"]
+    if not 0 <= seconds < math.inf:
+        raise RunRecordError(f"{path}: field 'seconds' must be finite and >= 0, got {seconds}")
+    return float(seconds)
 
 
-def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_teacher: bool = True
-        ) -> dict[str, float]:
+def verify_finished(out: Path) -> dict:
+    """The ``manifest.json`` of a finished ``ferd run`` directory after checking it as ``ferd lineage verify``
+    does (checksum, signature under the key, every listed file's sha256 and size, no unlisted file);
+    :class:`RunRecordError` naming the first problem otherwise."""
+    report = Report()
+    verify_artifact(out, report)
+    if report.problems:
+        more = f" (and {len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
+        raise RunRecordError(f"{report.problems[0]}{more}")
+    manifest = read_sealed(out / MANIFEST, {"stage": str}, RunRecordError)
+    if manifest["stage"] != RUN_STAGE:
+        raise RunRecordError(f"{out / MANIFEST}: field 'stage' is {manifest['stage']!r}, expected {RUN_STAGE!r}")
+    return manifest
+
+
+def finished_metrics(out: str | Path, cfg: FerdConfig) -> dict[str, float] | None:
+    """The metrics of ``out`` when it holds a finished ``ferd run`` of ``cfg``'s parameters (``evaluation``
+    scope); None when it holds none (no ``manifest.json``: never run, unfinished, or an older release's) or one
+    of other parameters. Every file is verified first (:func:`verify_finished`): a changed, added or unsigned
+    one is a :class:`RunRecordError`, never a finished run."""
+    out = Path(out)
+    if not (out / MANIFEST).is_file():
+        return None
+    verify_finished(out)
+    result = _json_object(out / RESULT_FILE)
+    require_fields(result, RESULT_FIELDS, out / RESULT_FILE, RunRecordError)
+    if result["params_fingerprint"] != params_fingerprint(cfg, "evaluation") or result["model_sha256"] is not None:
+        return None
+    metrics = _json_object(out / METRICS_FILE)
+    bad = next((k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+    if bad is not None:
+        raise RunRecordError(f"{out / METRICS_FILE}: field {bad!r} must be a number, got {type(metrics[bad]).__name__}")
+    return metrics
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise RunRecordError(f"{path}: not a readable JSON record ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise RunRecordError(f"{path}: expected a JSON object, got a JSON {type(data).__name__}")
+    return data
+
+
+def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_teacher: bool = True,
+        records: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Run FERD end to end into ``out_dir``: every task of the graph in one process, the teacher fetch and
     the evaluation included; returns the flat metrics (the teacher's too unless ``evaluate_teacher`` is false,
-    e.g. in a comparison that evaluates its shared teacher once)."""
+    e.g. in a comparison that evaluates its shared teacher once). ``records``: further JSON files (by name)
+    written beside the metrics before the manifest lists them all (a comparison's ``arm.json``)."""
     out = Path(out_dir)
     with owned(out):
         # before anything is written: another run's directory is refused, a checkpoint of this one checked
         preflight(cfg)  # the device, the teacher source, the test set
-        if check_run_dir(out, cfg) == "resume" and read_round_record(out) is not None:
-            verify_checkpoint(out, cfg)
+        if check_run_dir(out, cfg) == "resume":
+            if (out / MANIFEST).exists():
+                verify_finished(out)
+            if read_round_record(out) is not None:
+                verify_checkpoint(out, cfg)
         out.mkdir(parents=True, exist_ok=True)
-        before, started = elapsed_before(out), time.monotonic()
+        before, started, started_at = elapsed_before(out), time.monotonic(), utc_now()
+        (out / MANIFEST).unlink(missing_ok=True)  # a finished run re-evaluated is unfinished until its new manifest
         spent = lambda: round(before + time.monotonic() - started, 1)  # noqa: E731
-        params = out / "params.json"
-        if not params.is_file() or json.loads(params.read_text()) != cfg.model_dump(mode="json"):
+        params = out / PARAMS_FILE
+        if not params.is_file() or _json_object(params) != cfg.model_dump(mode="json"):
             atomic_write_json(params, cfg.model_dump(mode="json"))
         ctx = InProcess(RunState.initial(resolve(cfg)), out, progress, evaluate_teacher, spent)
         made = run_in_process(ctx, unroll(cfg.num_rounds), checkpoint_dir=out,
                               on_checkpoint=lambda r: atomic_write_json(out / ELAPSED_FILE,
-                                                                        {"next_round": r, "seconds": spent()}))
+                                                                        seal({"next_round": r, "seconds": spent()})))
+        for name, data in (records or {}).items():
+            atomic_write_json(out / Path(name).name, data)
+        write_manifest(out, RUN_STAGE, cfg, scope="evaluation", started=started_at, extra={"complete": True})
     return made["evaluation"]
 
 
@@ -125,7 +205,8 @@ def run_in_process(ctx: InProcess, tasks: list[Task], made: dict | None = None,
     def after_round(r: int) -> None:
         state.next_round = r + 1
         if checkpoint_dir is not None and (state.next_round % cfg.checkpoint_every == 0 or state.next_round == rounds):
-            save_checkpoint(state, checkpoint_dir)
+            pinned = (TEACHER_PIN,) if (Path(checkpoint_dir) / TEACHER_PIN).is_file() else ()
+            save_checkpoint(state, checkpoint_dir, pinned)
             if on_checkpoint is not None:
                 on_checkpoint(state.next_round)
         bar.update(1)

@@ -72,6 +72,7 @@ def test_a_resumed_run_counts_the_time_of_its_earlier_processes(tmp_path, monkey
     """``run.seconds`` of a run killed after round 0 and resumed = the first process's time up to its
     checkpoint (``elapsed.json``) + the second process's; not the second process's alone."""
     from ferd.plan import load_config
+    from ferd.provenance import seal
     from ferd.stages.run import ELAPSED_FILE, run
     from support.resume import die_at_round_1, revive
 
@@ -81,10 +82,11 @@ def test_a_resumed_run_counts_the_time_of_its_earlier_processes(tmp_path, monkey
         run(cfg, out, progress=False)
     first = json.loads((out / ELAPSED_FILE).read_text())
     assert first["next_round"] == 1 and first["seconds"] > 0
-    (out / ELAPSED_FILE).write_text(json.dumps({"next_round": 1, "seconds": 5000.0}))  # a long first process
+    (out / ELAPSED_FILE).write_text(json.dumps(seal({"next_round": 1, "seconds": 5000.0})))  # a long first process
     revive(monkeypatch)
     metrics = run(cfg, out, progress=False)
     assert 5000.0 < metrics["run.seconds"] < 5000.0 + 600
     assert json.loads((out / ELAPSED_FILE).read_text())["next_round"] == 2
-    (out / ELAPSED_FILE).write_text("[not a record]")  # unreadable: counted as 0, never a failure
-    assert 0 < run(cfg, out, progress=False)["run.seconds"] < 600
+    (out / ELAPSED_FILE).write_text("[not a record]")  # an untrusted record: refused, never guessed (issue 34)
+    with pytest.raises(ValueError, match="elapsed.json"):
+        run(cfg, out, progress=False)

@@ -20,6 +20,7 @@ from ferd.checkpoint import save_state_dict, sha256_file
 from ferd.plan import load_config
 from ferd.models import create_model
 from ferd.pool import Shard, shard_table
+from ferd.provenance import seal
 from support.inputs import BOMB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,10 +91,10 @@ def _cases(d: Path, s3_endpoint: str) -> list[dict]:
     pool0 = ckpt / "pool" / "round=0" / "part-0.parquet"
     pool0.parent.mkdir(parents=True)
     pool0.write_bytes(parquet(_shard(torch.rand(4, 3, 32, 32))))
-    (ckpt / "checkpoint" / "round.json").write_text(json.dumps({
-        "next_round": 1, "params_fingerprint": params_fingerprint(cfg, "distillation"),
+    (ckpt / "checkpoint" / "round.json").write_text(json.dumps(seal({
+        "next_round": 1, "rounds": cfg.num_rounds, "params_fingerprint": params_fingerprint(cfg, "distillation"),
         "files": {"generator.pt": sha256_file(ckpt / "checkpoint" / "generator.pt")},
-        "pool": {"0": sha256_file(pool0)}}))
+        "pool": {"0": sha256_file(pool0)}, "pinned": {}})))
     bad_record = d / "resume2"
     (bad_record / "checkpoint").mkdir(parents=True)
     (bad_record / "params.json").write_text(json.dumps(cfg.model_dump(mode="json")))

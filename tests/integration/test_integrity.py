@@ -17,6 +17,7 @@ import yaml
 from support.faultlog import record
 from ferd.checkpoint import sha256_file
 from ferd.cli import main
+from ferd.provenance import seal
 from ferd.pool import read_shard, shard_table, write_shard
 from support.inputs import BOMB, TINY
 
@@ -97,7 +98,7 @@ def _reseal(out: Path, name: str) -> None:
         rec["pool"][r] = sha256_file(out / name / "part-0.parquet")
     else:
         rec["files"][name] = sha256_file(out / "checkpoint" / name)
-    rec_path.write_text(json.dumps(rec))
+    rec_path.write_text(json.dumps(seal(rec)))  # resealed: integrity alone, no key
 
 
 def _rewrite_pool(out: Path, r: int, **change) -> None:
@@ -123,6 +124,7 @@ def _rewrite_pool(out: Path, r: int, **change) -> None:
 ])
 def test_resume_refuses_a_checkpoint_that_does_not_fit(finished, tmp_path, capsys, fault, forge, message):
     out = _copy(finished, tmp_path / "run")
+    (out / "manifest.json").unlink()  # a run killed before it finished: its checkpoint alone decides
     forge(out)
     assert main(_args(out)) == 2
     err = capsys.readouterr().err
@@ -133,7 +135,7 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit(finished, tmp_path, capsy
 
 def _edit_record(out: Path, **change) -> None:
     path = out / "checkpoint" / "round.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    path.write_text(json.dumps(seal({**json.loads(path.read_text()), **change})))
 
 
 def _edit_p(out: Path) -> None:
