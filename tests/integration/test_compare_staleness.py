@@ -171,6 +171,7 @@ def test_a_result_recorded_with_the_teachers_old_path_stays_finished(finished, t
     cc = load_compare(finished[0] / "child.yaml")
     arm = arms(cc)[0]
     run = out / arm.relpath
+    (run / "manifest.json").unlink()  # such results carry no manifest either
     params = json.loads((run / "params.json").read_text())
     params["teacher"]["source"] = "/somewhere/old/teacher/teacher.safetensors"
     (run / "params.json").write_text(json.dumps(params))
@@ -187,21 +188,21 @@ def test_a_result_recorded_with_the_teachers_old_path_stays_finished(finished, t
 
 
 # ---- own red-team cases --------------------------------------------------------------------------------------
-def test_another_arms_result_copied_in_is_left_out_not_reported_as_this_arm(finished, tmp_path, caplog):
-    """cmi seed 0's metrics.json and result.json copied over ferd seed 0's: named and left out, not reported as
-    ferd's numbers; ``ferd compare`` would evaluate that arm again (``outdated``)."""
+def test_another_arms_result_copied_in_is_refused_not_reported_as_this_arm(finished, tmp_path, capsys):
+    """cmi seed 0's metrics.json and result.json copied over ferd seed 0's: the arm's manifest no longer vouches
+    for them, so the report (``--partial`` too) and ``ferd compare`` refuse it in one line naming the file, rather
+    than report or silently rerun it."""
     out = _copy(finished, tmp_path)
     for f in ("metrics.json", "result.json"):
         shutil.copy(out / ARMS[2] / f, out / ARMS[0] / f)
     preset = finished[0] / "child.yaml"
-    with caplog.at_level(logging.WARNING):
-        assert _report(preset, out, "--partial") == 0
-    flat = json.loads((out / "comparison.json").read_text())
-    left_out = "ferd.cnn-8.seed=0" not in flat["runs"] and any(ARMS[0] in m for m in _left_out(caplog))
-    ok = left_out and _status(preset, out, ARMS[0]) == "outdated"
+    before = (out / "comparison.json").read_bytes()
+    refused = _report(preset, out, "--partial") == 2
+    err = capsys.readouterr().err
+    ok = refused and err.count("\n") == 1 and f"{ARMS[0]}/metrics.json: sha256 mismatch" in err \
+        and (out / "comparison.json").read_bytes() == before  # nothing reported
     record("another arm's result copied into an arm", "cmi seed 0's metrics/result.json → ferd seed 0", ok, 0)
-    assert left_out, sorted(flat["runs"])
-    assert ok
+    assert ok, err
 
 
 def test_an_arm_renamed_to_another_seed_is_not_reported_as_that_seed(finished, tmp_path, caplog):
@@ -224,15 +225,19 @@ def test_an_arm_renamed_to_another_seed_is_not_reported_as_that_seed(finished, t
 
 
 def test_edited_metrics_or_a_foreign_teacher_are_refused_or_left_out(finished, tmp_path, capsys):
-    """metrics.json edited after the run (its result.json vouches for other bytes): left out; a teacher of
+    """metrics.json edited after the run: refused by the run's manifest (exit 2); without the manifest, its
+    result.json vouches for other bytes: left out; a teacher of
     another teacher_seed, or a model card with no sha256, refuses the report with one line (exit 2); a
     re-sealed metrics.json with a non-number: one line naming the file and key, no traceback."""
     preset = finished[0] / "child.yaml"
     out = _copy(finished, tmp_path)
     m = json.loads((out / ARMS[1] / "metrics.json").read_text())
     (out / ARMS[1] / "metrics.json").write_text(json.dumps({**m, "student.pgd20.worst": 0.99}))
-    assert _report(preset, out, "--partial") == 0
-    edited_left_out = "ferd.cnn-8.seed=1" not in json.loads((out / "comparison.json").read_text())["runs"]
+    edited_refused = _report(preset, out, "--partial") == 2 \
+        and f"{ARMS[1]}/metrics.json: sha256 mismatch" in capsys.readouterr().err
+    (out / ARMS[1] / "manifest.json").unlink()  # a run without its manifest: its result.json alone vouches
+    edited_left_out = edited_refused and _report(preset, out, "--partial") == 0 \
+        and "ferd.cnn-8.seed=1" not in json.loads((out / "comparison.json").read_text())["runs"]
     capsys.readouterr()
     other_seed = _presets(tmp_path, child={"teacher_seed": 1})
     refused = _report(other_seed, out, "--partial") == 2
