@@ -101,8 +101,8 @@ def check_arch(name: str, num_classes: int | None = None, image_size: int = 32) 
 
 @functools.lru_cache(maxsize=64)
 def probe(name: str, num_classes: int, image_size: int = 32) -> tuple[str, ...]:
-    """Build ``name`` (not a built-in one) and run it once (:func:`ferd.models.foreign.dry_run`); its split points (``layer_names``).
-    Cached per process; the global RNG is left as it was (the build draws initial weights)."""
+    """Build ``name`` (not a built-in one) and run it once (:func:`ferd.models.foreign.dry_run`); its split
+    points (``layer_names``). Cached per process; the global RNG is left as it was (the build draws weights)."""
     with torch.random.fork_rng(devices=[]):
         model = build(name, _reference(name), num_classes)
         dry_run(model, name, num_classes, image_size)
