@@ -14,6 +14,8 @@ downstream asks which method it is:
 * ``groups`` — the parameter groups it reads beyond the shared ones (``baseline.robust``,
   ``baseline.<name>``): its results' fingerprint depends on these and on no other method's;
 * ``data_parallel`` — whether its generation splits the batch across torchrun's processes.
+* ``splits_teacher`` — whether it splits the teacher at ``synthesis.layer`` (``features``/``head``, Eq. 4-7):
+  such a method needs a teacher with split points (:func:`ferd.models.check_split`).
 
 The shipped methods live in :mod:`ferd.synthesis.ferd` and :mod:`ferd.baselines` (one module each); they
 register on import, which :func:`method_class` triggers the first time a name is looked up.
@@ -41,6 +43,7 @@ class Method:
     student_side: ClassVar[StudentSideKind] = "a8"
     groups: ClassVar[tuple[str, ...]] = ()
     data_parallel: ClassVar[bool] = False
+    splits_teacher: ClassVar[bool] = False
 
     @classmethod
     def synthesizer(cls, plan: Plan, num_classes: int, img_size: int) -> Any:

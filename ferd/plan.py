@@ -122,13 +122,19 @@ def parse_config(data: dict[str, Any]) -> FerdConfig:
 def unknown_names(cfg: FerdConfig) -> list[str]:
     """One line per field naming something no registry knows: architectures, attacks, dataset, method."""
     from .attacks import check_attack_names
-    from .data import KNOWN_DATASETS
-    from .models import check_arch
+    from .data import KNOWN_DATASETS, dataset_info
+    from .models import check_arch, check_split
 
     out = []
+    # an architecture from outside ferd is built and run once on the dataset's image size (ferd.models.registry)
+    info = dataset_info(cfg.dataset) if cfg.dataset in KNOWN_DATASETS else None
+    size = (info.num_classes, info.image_size) if info else (None, 32)
     for key, arch in (("teacher.arch", cfg.teacher.arch), ("student.arch", cfg.student.arch)):
         try:
-            check_arch(arch)
+            check_arch(arch, *size)
+            if key == "teacher.arch" and info and cfg.method in known_methods() and \
+                    method_class(cfg.method).splits_teacher:
+                check_split(arch, cfg.synthesis.layer, *size)
         except ValueError as exc:
             out.append(f"{key}: {exc} (got {short_repr(arch)})")
     try:

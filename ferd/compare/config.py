@@ -69,6 +69,18 @@ class CompareConfig(BaseModel):
                 raise ValueError(f"method name {name!r}: expected lower-case letters, digits, '.', '_' or '-'")
         return methods
 
+    @field_validator("students")
+    @classmethod
+    def _plain_students(cls, students: list[str]) -> list[str]:
+        from ..models import PLAIN_NAME  # each names a directory and a DVC matrix item
+
+        for name in students:
+            if not PLAIN_NAME.fullmatch(name):
+                raise ValueError(f"student {name!r}: expected a plain architecture name (letters, digits, '_', '.', "
+                                 "'+', '-'); a package.module:factory names no directory: register it as a "
+                                 "ferd.models entry point (docs/bring-your-own-teacher.md)")
+        return students
+
     @field_validator("seeds")
     @classmethod
     def _unique(cls, seeds: list[int]) -> list[int]:

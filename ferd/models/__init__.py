@@ -1,6 +1,7 @@
 """Model zoo: every architecture registers itself by name on import.
 
-``create_model("wrn-34-10", num_classes=10)``; see :mod:`ferd.models.registry`. Every
+``create_model("wrn-34-10", num_classes=10)``; see :mod:`ferd.models.registry`. A name may also be a
+``package.module:factory`` or a ``ferd.models`` entry point (:mod:`ferd.models.foreign`). Every
 model is a :class:`FerdModel` taking [0, 1] images and splitting at named layers for
 FERD Eq. 4-7 (``features`` / ``head``).
 """
@@ -12,10 +13,12 @@ from torch import nn
 
 from . import cnn, mobilenetv2, preactresnet, resnet, wrn  # noqa: F401  (registration)
 from .base import FerdModel, Normalize
-from .registry import check_arch, create_model, is_known_model, list_models, register_model, register_pattern
+from .foreign import ForeignModel
+from .registry import (PLAIN_NAME, check_arch, check_split, create_model, is_builtin, is_known_model, list_models,
+                       register_model, register_pattern)
 
-__all__ = ["FerdModel", "Normalize", "check_arch", "count_macs", "create_model", "is_known_model", "list_models",
-           "register_model", "register_pattern"]
+__all__ = ["FerdModel", "ForeignModel", "Normalize", "PLAIN_NAME", "check_arch", "check_split", "count_macs",
+           "create_model", "is_builtin", "is_known_model", "list_models", "register_model", "register_pattern"]
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> int:

@@ -11,6 +11,7 @@ import os
 import torch
 from torch import nn
 
+from ..checkpoint import _PREFIXES as STRIPPED_PREFIXES  # what load_state_dict strips from every key
 from ..checkpoint import load_state_dict
 from .base import FerdModel
 from .registry import create_model
@@ -20,12 +21,26 @@ IGNORED_PREFIXES = ("sub_block1.",)
 unused ``sub_block1`` network block that the forward pass never touches."""
 
 
-def _classifier_name(model: nn.Module) -> str:
-    """Name of the last ``nn.Linear`` (the classifier: ``fc`` or ``linear``)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__}: no nn.Linear classifier found")
-    return names[-1]
+def _classifier_key(model: nn.Module) -> str | None:
+    """The state_dict key of the last ``nn.Linear``'s weight (the classifier: ``fc`` or ``linear``); ``None``
+    for a model without one (an architecture from outside ferd may classify with a convolution)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return None
+    weight = linears[-1].weight
+    return next((k for k, v in model.state_dict(keep_vars=True).items() if v is weight), None)
+
+
+def _restore_prefixes(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Give back a ``module.``/``model.`` prefix that :func:`ferd.checkpoint.load_state_dict` stripped where the
+    architecture itself has it (a model with a top-level ``model`` attribute)."""
+    for key in set(expected) - set(state):
+        bare = key
+        while bare.startswith(STRIPPED_PREFIXES):
+            bare = bare.split(".", 1)[1]
+        if bare != key and bare in state and bare not in expected:
+            state[key] = state.pop(bare)
+    return state
 
 
 def _listing(keys: list[str], limit: int = 4) -> str:
@@ -42,8 +57,9 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], num_class
     """
     state = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
     expected = model.state_dict()
-    fc_key = f"{_classifier_name(model)}.weight"
-    if fc_key in state and state[fc_key].ndim == 2 and state[fc_key].shape[0] != num_classes:
+    state = _restore_prefixes(state, expected)
+    fc_key = _classifier_key(model)
+    if fc_key is not None and fc_key in state and state[fc_key].ndim == 2 and state[fc_key].shape[0] != num_classes:
         raise ValueError(f"{where}: num_classes mismatch: expected {num_classes} classes, found "
                          f"{state[fc_key].shape[0]} rows in {fc_key}")
     missing = sorted(set(expected) - set(state))
@@ -65,7 +81,8 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], num_class
 def load_model(path: str | os.PathLike[str], arch: str, num_classes: int,
                mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
                sha256: str | None = None) -> FerdModel:
-    """Build ``arch`` from the registry and load the checkpoint at ``path`` strictly.
+    """Build ``arch`` (:func:`ferd.models.create_model`: a registered name, an entry point or
+    ``module:factory``) and load the checkpoint at ``path`` strictly.
 
     ``mean``/``std`` add in-model normalisation (``None``: inputs used as they are, like
     RobustBench's CIFAR L∞ models). ``sha256`` is verified before parsing. Returns the

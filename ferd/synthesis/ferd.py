@@ -25,6 +25,7 @@ from .losses import (GeneratorLossTerms, adversarial_loss, diversity_loss, gener
 class Ferd(GenerationMethod):
     name = "ferd"
     reweights = True
+    splits_teacher = True
     student_side = "given"
     groups = ()
     data_parallel = True
