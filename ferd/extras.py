@@ -10,6 +10,7 @@ EXTRA_OF = {  # top-level module → the extra that installs it (pyproject.toml)
     "boto3": "s3", "botocore": "s3", "s3transfer": "s3",
     "dvc": "dvc",
     "kfp": "kfp", "kubeflow": "kfp", "kubernetes": "kfp", "docker": "kfp",
+    "onnx": "onnx", "onnxscript": "onnx", "onnx_ir": "onnx",
 }
 
 

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "ferd.cli.compare",        # ferd compare --preset P
     "ferd.cli.data",           # ferd data pack
     "ferd.cli.warm",           # ferd warm -- dvc repro
+    "ferd.cli.export",         # ferd export RUN --to DIR
 )
 
 

@@ -1,0 +1,34 @@
+"""``ferd export RUN --to DIR [--onnx | --no-onnx]``: a finished run's student as files to ship."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import local_directory, local_path
+
+
+def _export(args: argparse.Namespace) -> int:
+    local_directory(args.to, "--to")
+    from ..export import export
+
+    result = export(args.run, args.to, onnx=args.onnx)
+    for note in result.notes:
+        print(f"ferd export: note: {note}", file=sys.stderr)
+    print(json.dumps(result.summary(), indent=1))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a finished run's student as a torch.export program, ONNX and a model card",
+                       description="Export the student of a finished `ferd run --out` directory: model.pt2 "
+                                   "(torch.export, normalisation inside: float32 NCHW images in [0, 1]), model.onnx "
+                                   "(with the onnx extra), model_card.json/.md, robustbench.json, export.json.")
+    p.add_argument("run", metavar="RUN", type=local_path, help="a finished `ferd run --out` directory")
+    p.add_argument("--to", required=True, metavar="DIR",
+                   help="output directory: absent, empty, or an earlier export of the same run (replaced whole)")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=None,
+                   help="--onnx: require model.onnx (refused without `pip install 'ferd[onnx]'`); --no-onnx: skip "
+                        "it; default: written when the onnx extra is installed, else a note says how to get it")
+    p.set_defaults(func=_export)
