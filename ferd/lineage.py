@@ -36,6 +36,7 @@ from typing import Any
 from .checkpoint import sha256_file
 from .provenance import SELF_KEY, authenticity_problem, manifest_digest, signing_key
 from .storage import MANIFEST, listed_files
+from .data.dataset_json import DATASET_MANIFEST, dataset_problems
 
 
 @dataclass
@@ -137,6 +138,9 @@ def verify_run(run: str | Path) -> Report:
     report = Report()
     for directory in artifacts_under(run):
         verify_artifact(directory, report)
+    for dataset in sorted({p.parent for p in run.rglob(DATASET_MANIFEST) if p.is_file()}):  # `ferd data pack`'s
+        report.checked_artifacts += 1
+        report.problems += dataset_problems(dataset)
     if report.checked_artifacts == 0 and (run / "params.json").is_file() and (run / "checkpoint").is_dir():
         report.problems.append(f"{run}: an unfinished ferd run (no {MANIFEST} yet: killed or still running); "
                                "resume it with the same ferd run command, which verifies its checkpoint")

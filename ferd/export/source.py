@@ -29,6 +29,7 @@ from ..params_io import ConfigError
 from ..plan import parse_config
 from ..round_state import ROUND_FILE, STUDENT_FILE, checkpoint_dir, read_round_record, verify_checkpoint
 from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, is_finished
+from ..stages.run import verify_finished
 from ..teacher_source import CARD_NAME, CHECKPOINT_NAME
 
 TEACHER_DIR = "teacher"
@@ -169,6 +170,7 @@ def read_run(run: str | Path) -> RunRecord:
     run = Path(run)
     if not run.is_dir():
         raise FileNotFoundError(f"RUN {run}: no such directory (expected a `ferd run --out` directory)")
+    manifest = verify_finished(run)  # every file against the run's manifest (its signature under FERD_SIGNING_KEY)
     cfg = _config(run)
     if not is_finished(run, cfg):
         raise ExportSourceError(f"{run / METRICS_FILE}: not this run's finished result ({RESULT_FILE} missing, or "
@@ -186,5 +188,5 @@ def read_run(run: str | Path) -> RunRecord:
                                                             ("teacher", "distillation", "evaluation")},
                "metrics_sha256": sha256_file(run / METRICS_FILE),
                "checkpoint_round_sha256": sha256_file(checkpoint_dir(run) / ROUND_FILE),
-               "code": None}  # a `ferd run` directory records no code version (stage manifests do)
+               "code": manifest.get("code")}
     return RunRecord(run, cfg, student, digest, metrics, per_class, card, lineage)

@@ -325,3 +325,15 @@ def test_the_bytes_used_are_the_bytes_verified(s3, env):
     with np.load(io.BytesIO(data)) as z:
         assert z["images"].shape == (5, 32, 32, 3)
     assert where.endswith("cifar10_test.npz")
+
+
+def test_lineage_verify_reports_a_changed_packed_dataset(packed_folder, capsys):
+    """``ferd lineage verify`` over a folder holding a packed dataset checks it as a consumer would."""
+    assert main(["lineage", "verify", str(packed_folder)]) == 0
+    npz = packed_folder / "cifar10_test.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    assert main(["lineage", "verify", str(packed_folder)]) != 0
+    captured = capsys.readouterr()
+    assert "cifar10_test.npz: sha256 does not match dataset.json" in captured.out + captured.err
