@@ -40,6 +40,7 @@ IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_T
 # first optimiser (3.5 s, ~900 modules), in every synthesis and distillation stage
 PRELOAD = ("ferd.distributed", "ferd.stages", "ferd.stages.io", "ferd.preflight", "ferd.run_dir", "pyarrow.parquet",
            "torch._dynamo", "ferd.cli.warm_request")
+_GONE = "the stage process closed its connection before its request ended"
 REQUEST_TIMEOUT_S = 60.0  # a connection that sends no request within this is dropped (a stuck or hostile client)
 
 
@@ -232,7 +233,10 @@ class Worker:
         _pid, uid = peer_credentials(conn.sock)
         if uid != os.geteuid():
             raise _Refused(f"a process of uid {uid} connected; only uid {os.geteuid()} is served")
-        conn.sock.sendall(encode({"env": self.digests}))  # non-blocking: a few kB into an empty buffer
+        try:
+            conn.sock.sendall(encode({"env": self.digests}))  # non-blocking: a few kB into an empty buffer
+        except ConnectionError:
+            raise _Refused(_GONE) from None
 
     def _guarded(self, conn: _Connection, step) -> None:
         """``step(conn)``; whatever goes wrong with one connection ends it (and its fork) with one log line."""
@@ -268,11 +272,13 @@ class Worker:
             message, fds, flags, _ = socket.recv_fds(conn.sock, 65536, 3)
         except BlockingIOError:
             return
+        except ConnectionError:
+            raise _Refused(_GONE) from None
         conn.fds += fds
         if flags & socket.MSG_CTRUNC:
             raise _Refused("more than 3 descriptors came with the request")
         if not message:
-            raise _Refused("the stage process closed its connection before its request ended")
+            raise _Refused(_GONE)
         conn.buffer += message
         if b"\n" in conn.buffer:
             self._request(conn)

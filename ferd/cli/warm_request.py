@@ -32,7 +32,7 @@ class Request(BaseModel):
     @classmethod
     def _stage(cls, argv: list[str]) -> list[str]:
         if argv[0] != "stage":
-            raise ValueError(f"only `ferd stage …` runs in the worker, not `ferd {argv[0]} …`")
+            raise ValueError(f"only `ferd stage …` runs in the worker, not `ferd {argv[0][:40]} …`")
         for arg in argv:
             _no_nul(arg, "an argument")
         return argv
@@ -61,6 +61,8 @@ def parse_request(line: bytes) -> Request:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "request"
+        if first["type"] == "value_error":  # our validators' own line says what was given
+            raise ValueError(f"{where}: {first['ctx']['error']}") from None
         raise ValueError(f"{where}: {first['msg']} (got {str(first.get('input'))[:80]!r})") from None
     except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested past the parser's depth
         raise ValueError(f"not a JSON request: {exc}") from None
