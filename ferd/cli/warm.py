@@ -69,7 +69,8 @@ def client(argv: list[str]) -> int | None:
         changed, unset = env_change(digests, dict(os.environ))
         request = encode({"argv": argv, "cwd": os.getcwd(), "env": changed, "unset": unset})
         sent = socket.send_fds(conn, [request], [0, 1, 2])
-        conn.sendall(request[sent:])
+        if sent < len(request):  # (an empty send to a worker that already answered would fail)
+            conn.sendall(request[sent:])
         reply = receive(conn, buffer)
     except (OSError, ValueError) as exc:
         conn.close()
@@ -314,13 +315,21 @@ class Worker:
         conn.fds = []
         conn.child = pid
         conn.sock.sendall(encode({"running": True}))
+        self._messages(conn)  # any that came with the request
 
     def _running(self, conn: _Connection) -> None:
         """A message from a running stage's process: a signal to pass to its fork, or its end."""
-        data = conn.sock.recv(4096)
+        try:
+            data = conn.sock.recv(4096)
+        except ConnectionError:
+            data = b""
         if not data:  # the stage process is gone: its fork must go too
             return self._drop(conn)
         conn.buffer += data
+        self._messages(conn)
+
+    def _messages(self, conn: _Connection) -> None:
+        """Pass each ``{"signal": n}`` (SIGHUP, SIGINT, SIGTERM) to the connection's own fork; log others."""
         while b"\n" in conn.buffer:
             line, _, rest = bytes(conn.buffer).partition(b"\n")
             conn.buffer[:] = rest

@@ -127,6 +127,10 @@ BAD_CLIENTS = [
     ("four descriptors", "more than 3 descriptors came with the request"),
     ("relative cwd", "cwd: expected an absolute directory, got 'relative'"),
     ("idle during a stage", "only `ferd stage …` runs in the worker, not `ferd run …`"),
+    # a stage's own client, while its fork runs, asks for signals the worker never sends for it
+    ("signal -1 (every process)", "ignored a message from a running stage's process: b'{\"signal\": -1}'"),
+    ("signal 9", "ignored a message from a running stage's process: b'{\"signal\": 9}'"),
+    ("not JSON while running", "ignored a message from a running stage's process: b'[1]'"),
 ]
 
 _HOSTILE = r'''
@@ -150,7 +154,6 @@ def send(data, fds=(0, 1, 2)):
                 pass
         except OSError:
             pass
-replies = {}
 with connect() as c:  # closed before sending
     pass
 with connect() as c:  # closed mid-line
@@ -173,7 +176,19 @@ socket.send_fds(idle, [send_idle], [0, 1, 2])
 while idle.recv(65536):
     pass
 idle.close()
-sys.exit(stage_run.returncode)
+# a client of its own: a second stage, with forged signal requests right behind its request
+with connect() as c:
+    buffer = b""
+    while b"\n" not in buffer:
+        buffer += c.recv(65536)
+    data = request(argv=stage[1:-2] + [out + "-second"] + stage[-1:])
+    data += b'{"signal": -1}\n{"signal": 9}\n[1]\n'
+    socket.send_fds(c, [data], [0, 1, 2])
+    replies = b""
+    while chunk := c.recv(65536):
+        replies += chunk
+second = [json.loads(line) for line in replies.split(b"\n") if line]
+sys.exit(stage_run.returncode or (second != [{"running": True}, {"rc": 0}]))
 '''
 
 
@@ -189,7 +204,8 @@ def test_the_worker_survives_malformed_and_aborted_requests_and_then_runs_a_stag
            survived, 0 if survived else 1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "this stage runs in its own process" not in proc.stderr  # the stage ran in a fork
-    assert "signature" in json.loads((out / "manifest.json").read_text())  # with the worker's signing key
+    for made in (out, tmp_path / "teacher-second"):  # in a fork, with the worker's signing key
+        assert "signature" in json.loads((made / "manifest.json").read_text())
     assert len(logged) == len(BAD_CLIENTS), logged  # one line for each bad client, none for the stage
     for _client, line in BAD_CLIENTS:
         assert any(line in entry for entry in logged), (line, logged)
