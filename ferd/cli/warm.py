@@ -41,6 +41,7 @@ IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_T
 PRELOAD = ("ferd.distributed", "ferd.stages", "ferd.stages.io", "ferd.preflight", "ferd.run_dir", "pyarrow.parquet",
            "torch._dynamo", "ferd.cli.warm_request")
 _GONE = "the stage process closed its connection before its request ended"
+MAX_PENDING = 64  # connections that sent no request yet: the oldest goes when another comes
 REQUEST_TIMEOUT_S = 60.0  # a connection that sends no request within this is dropped (a stuck or hostile client)
 
 
@@ -222,9 +223,18 @@ class Worker:
             sock, _ = self.listener.accept()
         except BlockingIOError:
             return
-        except OSError as exc:  # out of descriptors: the pending ones wait for a stage to end
-            return _log(f"cannot accept a stage connection: {exc}")
+        except OSError as exc:  # out of descriptors: the oldest connection that sent nothing yet makes room
+            idle = [c for c in self.connections if c.child is None]
+            _log(f"cannot accept a stage connection ({exc.strerror}); "
+                 + ("dropped the oldest that sent no request" if idle else "it waits for a stage to end"))
+            if idle:
+                self._drop(idle[0])
+            return
         sock.setblocking(False)
+        idle = [c for c in self.connections if c.child is None]
+        if len(idle) >= MAX_PENDING:  # a flood of silent clients holds no more descriptors than this
+            _log(f"dropped the oldest of {MAX_PENDING} connections that sent no request yet")
+            self._drop(idle[0])
         conn = _Connection(sock, time.monotonic() + REQUEST_TIMEOUT_S)
         self.connections.append(conn)
         self.sel.register(sock, selectors.EVENT_READ, conn)
@@ -276,8 +286,9 @@ class Worker:
         except ConnectionError:
             raise _Refused(_GONE) from None
         conn.fds += fds
-        if flags & socket.MSG_CTRUNC:
-            raise _Refused("more than 3 descriptors came with the request")
+        if flags & socket.MSG_CTRUNC:  # the kernel could not hand over all of them
+            raise _Refused("the request's descriptors did not all arrive (more than 3, or the worker has no "
+                           "descriptors left)")
         if not message:
             raise _Refused(_GONE)
         conn.buffer += message

@@ -124,7 +124,7 @@ BAD_CLIENTS = [
     ("a huge line", "a request over 1048576 bytes"),
     ("nested 100000 deep", "not a JSON request"),
     ("no descriptors", "expected the stage's 3 standard streams with the request, got 0"),
-    ("four descriptors", "more than 3 descriptors came with the request"),
+    ("four descriptors", "the request's descriptors did not all arrive (more than 3"),
     ("relative cwd", "cwd: expected an absolute directory, got 'relative'"),
     ("idle during a stage", "only `ferd stage …` runs in the worker, not `ferd run …`"),
     # a stage's own client, while its fork runs, asks for signals the worker never sends for it
@@ -223,3 +223,32 @@ def test_secrets_the_worker_already_has_never_cross_the_socket():
     assert unset == ["PATH"]
     changed, _ = env_change({k: digest(v) for k, v in worker.items()}, {**stage, "FERD_SIGNING_KEY": "another"})
     assert changed["FERD_SIGNING_KEY"] == "another"  # a key changed after the worker started: sent, to the worker only
+
+
+_FLOOD = r'''
+import os, resource, socket, subprocess, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the flood is limited by the worker's descriptors only
+idle = []
+for _ in range(int(sys.argv[1])):  # connect, send nothing, stay
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(os.environ["FERD_WARM_SOCKET"])
+    idle.append(c)
+sys.exit(subprocess.run(sys.argv[2:]).returncode)
+'''
+
+
+def test_a_flood_of_idle_connections_does_not_lock_stages_out(tmp_path):
+    script = tmp_path / "flood.py"
+    script.write_text(_FLOOD)
+    out = tmp_path / "teacher"
+    # the worker may hold 256 descriptors (its imports use some); 600 connections send nothing
+    proc = subprocess.run(["bash", "-c", 'ulimit -Sn 256 && exec "$@"', "-", FERD, "warm", "--", sys.executable,
+                           str(script), "600", *_stage(out)], cwd=tmp_path, env={**ENV, **SECRETS}, capture_output=True,
+                          text=True, timeout=600)
+    survived = proc.returncode == 0 and (out / "manifest.json").exists()
+    record("warm worker out of descriptors", "600 connections that send nothing, then a stage", survived,
+           0 if survived else 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dropped the oldest of 64 connections that sent no request yet" in proc.stderr
+    assert "this stage runs in its own process" not in proc.stderr  # served by the worker, in a fork
