@@ -7,8 +7,10 @@ the golden student, shards and metrics); here the exit status, the fallback and 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ferd.kill_points import STOP_ENV
@@ -55,4 +57,30 @@ def test_killing_a_stage_process_kills_its_fork_and_leaves_no_artifact(tmp_path)
     assert (tmp_path / "rc").read_text().strip() == "137"
     for pid in forks:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not (out / "manifest.json").exists()
+
+
+def _pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits on ``pid`` (a stopped process keeps it pending until continued)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_a_signal_to_a_stage_process_reaches_its_fork_through_the_worker(tmp_path):
+    out = tmp_path / "teacher"
+    stage = f"ferd stage teacher-fetch --params {ROOT}/params/ci.yaml --out {out} --no-progress"
+    warm = subprocess.Popen([FERD, "warm", "--", "bash", "-c", f"{stage} & echo $! > client.pid; wait $!; echo $? > rc"],
+                            cwd=tmp_path, env={**ENV, STOP_ENV: "manifest.before-write:1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    fork = wait_for_stopped(warm)
+    os.kill(int((tmp_path / "client.pid").read_text()), signal.SIGTERM)  # the client asks the worker to pass it on
+    deadline = time.monotonic() + 60  # bounds a hang only: the wait is on the signal's arrival
+    while not _pending(fork, signal.SIGTERM):
+        assert time.monotonic() < deadline, "the worker did not pass SIGTERM on to the fork"
+        time.sleep(0.05)
+    os.kill(fork, signal.SIGCONT)
+    assert warm.wait(timeout=60) == 0, warm.stderr.read()
+    assert (tmp_path / "rc").read_text().strip() == str(128 + signal.SIGTERM)
     assert not (out / "manifest.json").exists()
