@@ -27,18 +27,23 @@ the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dv
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import __version__
 from .config import FerdConfig
 from .fingerprint import scope_keys
-from .graph import unroll
+from .graph import STAGES, BY_NAME, unroll
 from .image import container_command
 
 OUT = "out"
+METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
 ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled; each round's stages are\n"
@@ -47,13 +52,17 @@ ROUND_HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml`: do not 
                 "# 0-{last}): its synthesis, pool-store and distillation stages, run from the project root (wdir).\n")
 
 
-def _cmd(stage: str, cfg: FerdConfig, *args: str) -> str:
+def _cmd(stage: str, cfg: FerdConfig, *args: str, pin_version: bool = False) -> str:
     """``--graph-rounds`` / ``--graph-method``: the rounds this file unrolls and the method its ``params``
     lists were made for; a stage refuses parameters that give another (``dvc exp run -S rounds=…``, ``-S
-    method=…``) at once, with the command that regenerates the file. With ``container`` set, the command runs
+    method=…``) at once, with the command that regenerates the file. ``pin_version``: ferd is installed
+    outside the project, so its source cannot be a dependency; ``--graph-ferd-version`` names the version the
+    file was made with (another version changes the command, so DVC reruns the stage once the file is
+    regenerated, and a stage refuses to run under another version). With ``container`` set, the command runs
     in that image (:func:`ferd.image.container_command`)."""
+    pin = ["--graph-ferd-version", __version__] if pin_version else []
     argv = ["stage", stage, "--params", "params.yaml", "--graph-rounds", str(cfg.num_rounds), "--graph-method",
-            cfg.method, *(word for arg in args for word in arg.split(" ")), "--no-progress"]
+            cfg.method, *pin, *(word for arg in args for word in arg.split(" ")), "--no-progress"]
     if cfg.container is not None:  # the stage in ferd's image, the project mounted (ferd.image)
         return container_command(cfg.container.engine, cfg.container.image, argv)
     return " ".join(["ferd", *argv])
@@ -64,26 +73,145 @@ def _local_path(path: str | None) -> str | None:
     return None if not path or "://" in path else path
 
 
-def dvc_stages(cfg: FerdConfig, out: str = OUT) -> dict[str, Any]:
+PACKAGE = Path(__file__).resolve().parent  # the ferd package whose code the stages run
+ENTRY_MODULES = (f"{__package__}.cli", f"{__package__}.cli.stage")  # the `ferd` script and `ferd stage`
+DISPATCHER = f"{__package__}.stages"  # imports every stage's module; runs only the one asked for
+
+
+@functools.cache
+def _modules() -> dict[str, Path]:
+    """Every module of the ferd package, by dotted name → its source file."""
+    found = {}
+    for f in sorted(PACKAGE.rglob("*.py")):
+        parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return found
+
+
+def _absolute(module: str, level: int, package: str) -> str:
+    """The module ``from <level dots><module> import …`` names, inside ``package``."""
+    if not level:
+        return module
+    parts = package.split(".")
+    return ".".join([*parts[:len(parts) - level + 1], *([module] if module else [])])
+
+
+@functools.cache
+def _imports(name: str) -> frozenset[str]:
+    """The ferd modules ``name`` imports anywhere in its source (function bodies included: ferd imports
+    lazily), with the packages each import runs; read with :mod:`ast`, nothing imported."""
+    modules, path = _modules(), _modules()[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node.module or "", node.level, package)
+            targets = [base, *(f"{base}.{a.name}" for a in node.names)]  # `from pkg import module`
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            found.update(m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m in modules)
+    return frozenset(found - {name})
+
+
+@functools.cache
+def code_modules(stage: str) -> frozenset[str]:
+    """The ferd modules ``ferd stage <stage>`` runs: the import closure of the command line and of the
+    stage's module (``ferd.stages.<component>``). The dispatcher (``ferd.stages``) imports every stage's
+    module but runs only this one, so its imports of the other stages' modules are not followed (a stage
+    module that imports another's, as distillation imports pool-store's loader, still brings it in)."""
+    modules = _modules()
+    own = f"{DISPATCHER}.{BY_NAME[stage].component}"
+    others = {f"{DISPATCHER}.{s.component}" for s in STAGES} - {own}
+    seen: set[str] = set()
+    todo = [m for m in (*ENTRY_MODULES, own) if m in modules]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [m for m in _imports(name) if not (name == DISPATCHER and m in others)]
+    return frozenset(seen)
+
+
+@functools.cache
+def code_paths(stage: str) -> tuple[str, ...]:
+    """:func:`code_modules` as sorted paths relative to the package's parent directory (``ferd/config.py``),
+    a package whose every module is used collapsed to its directory (``ferd/attacks``)."""
+    used = {_modules()[m] for m in code_modules(stage)}
+    everything = set(_modules().values())
+    whole = {d for d in {f.parent for f in everything}
+             if d != PACKAGE and all(f in used for f in everything if d in f.parents)}
+    kept = {d for d in whole if not any(p in whole for p in d.parents)}
+    files = {f for f in used if not any(d in f.parents for d in kept)}
+    return tuple(sorted(p.relative_to(PACKAGE.parent).as_posix() for p in kept | files))
+
+
+def _source_checkout(root: Path) -> bool:
+    """Whether the ferd package is part of the project at ``root`` (a checkout, the README's layout) rather
+    than installed elsewhere (a site-packages)."""
+    try:
+        rel = PACKAGE.relative_to(root.resolve())
+    except ValueError:
+        return False
+    return not {"site-packages", "dist-packages"} & set(rel.parts)
+
+
+def code_deps(stage: str, cfg: FerdConfig, root: str | Path) -> list[str]:
+    """The ferd source a stage runs, as DVC ``deps`` relative to ``root`` (the ``dvc.yaml``'s directory):
+    when ferd is part of that project, so a change reruns the stages that run it and ``dvc status`` names
+    them. Empty when ferd is installed elsewhere (the stage's command then pins the version, :func:`_cmd`)
+    or when the stage runs in a container image (the image in the command pins the code)."""
+    root = Path(root)
+    if cfg.container is not None or not _source_checkout(root):
+        return []
+    return [Path(os.path.relpath(PACKAGE.parent / p, root.resolve())).as_posix() for p in code_paths(stage)]
+
+
+def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None) -> dict[str, Any]:
     """One DVC stage per task of the unrolled graph (:func:`ferd.graph.unroll`): its ``ferd stage`` command,
-    the directories it reads as ``deps`` (:attr:`ferd.graph.Task.reads`), its fingerprint scope as ``params`` and its directory as ``outs``."""
+    the directories it reads as ``deps`` (:attr:`ferd.graph.Task.reads`), its fingerprint scope as ``params``
+    and its directory as ``outs`` (the evaluation's split: :func:`_evaluation_outputs`). With ``root`` (the
+    ``dvc.yaml``'s directory), also the ferd code each stage runs (:func:`code_deps`, or the version pin)."""
     tasks = unroll(cfg.num_rounds)
+    pin = root is not None and cfg.container is None and not _source_checkout(Path(root))
     dirs = {t.id: t.dir(out) for t in tasks}
     stages: dict[str, Any] = {}
     for t in tasks:
         args = [f"--round {t.round}"] if t.round is not None else []
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
-        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg, *args, f"--out {dirs[t.id]}")}
+        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg, *args, f"--out {dirs[t.id]}", pin_version=pin)}
         deps = [dirs[task_id] for task_id in t.reads]
         if t.stage.name == "teacher-fetch":  # replacing the checkpoint file reruns the teacher stage
             deps += [d for d in (cfg.teacher.local_file,) if d]
         trains = t.stage.name == "teacher-fetch" and cfg.teacher.source.startswith("train:")
         if t.stage.name == "evaluation" or trains:
             deps += [d for d in (_local_path(cfg.data_root),) if d]  # the test (and training) data
+        if root is not None:
+            deps += code_deps(t.stage.name, cfg, root)
         if deps:
             entry["deps"] = deps
-        stages[t.id] = {**entry, "params": list(scope_keys(t.stage.scope, cfg.method)), "outs": [dirs[t.id]]}
+        entry["params"] = list(scope_keys(t.stage.scope, cfg.method))
+        stages[t.id] = {**entry, **(_evaluation_outputs(cfg, dirs[t.id]) if t.stage.name == "evaluation"
+                                    else {"outs": [dirs[t.id]]})}
     return stages
+
+
+def _evaluation_outputs(cfg: FerdConfig, ev: str) -> dict[str, Any]:
+    """The evaluation directory's entries (:mod:`ferd.stages.evaluation`) as DVC outputs: ``metrics.json``
+    and ``plots/`` outside the cache (``cache: false``: committed to git with the experiment, shown by
+    ``dvc metrics``/``dvc plots`` from any commit), the rest cached. DVC refuses overlapping outputs, so
+    the directory itself is not one; ``eval-aa/`` exists when AutoAttack runs on its own subset
+    (:func:`ferd.evaluation.quick.quick_evaluation`)."""
+    e = cfg.evaluation
+    separate_aa = "aa" in e.attacks and e.aa_examples is not None and (e.n_examples is None
+                                                                       or e.aa_examples < e.n_examples)
+    cached = ["eval", *(["eval-aa"] if separate_aa else []), "history.json", "class_weights.json", "manifest.json"]
+    return {"outs": [*(f"{ev}/{name}" for name in cached), {f"{ev}/{PLOTS}": {"cache": False}}],
+            "metrics": [{f"{ev}/{METRICS}": {"cache": False}}]}
 
 
 def round_file(r: int) -> str:
@@ -91,12 +219,13 @@ def round_file(r: int) -> str:
     return f"{ROUNDS_DIR}/round-{r:02d}/{ROOT_FILE}"
 
 
-def dvc_files(cfg: FerdConfig, out: str = OUT) -> dict[str, dict[str, Any]]:
-    """The project's pipeline files, relative path → document: ``dvc.yaml`` with the stages outside any
-    round, the metrics and the plots; :func:`round_file` of each round with that round's stages."""
-    files: dict[str, dict[str, Any]] = {ROOT_FILE: {"stages": {}, "metrics": [f"{out}/evaluation/metrics.json"],
-                                                    "plots": _plots(cfg, out)}}
-    stages = dvc_stages(cfg, out)
+def dvc_files(cfg: FerdConfig, out: str = OUT, root: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """The project's pipeline files, relative path → document: ``dvc.yaml`` (in ``root``) with the stages
+    outside any round, the plots and the student as a DVC model artifact; :func:`round_file` of each round
+    with that round's stages."""
+    files: dict[str, dict[str, Any]] = {ROOT_FILE: {"stages": {}, "plots": _plots(cfg, out),
+                                                    "artifacts": _artifacts(cfg, out)}}
+    stages = dvc_stages(cfg, out, root)
     for t in unroll(cfg.num_rounds):
         if t.round is None:
             files[ROOT_FILE]["stages"][t.id] = stages[t.id]
@@ -105,6 +234,17 @@ def dvc_files(cfg: FerdConfig, out: str = OUT) -> dict[str, dict[str, Any]]:
             files.setdefault(round_file(t.round), {"stages": {}})["stages"][t.id] = dict([cmd, ("wdir", "../.."),
                                                                                            *rest])
     return files
+
+
+def _artifacts(cfg: FerdConfig, out: str) -> dict[str, Any]:
+    """The final student in DVC's model registry (``dvc artifacts get``, DVC Studio)."""
+    tasks = {t.id: t for t in unroll(cfg.num_rounds)}
+    student = next(producer for inp, producer in tasks["evaluation"].inputs if inp.flag == "student")
+    return {"student": {"path": f"{tasks[student].dir(out)}/{STUDENT}",
+                        "type": "model",
+                        "desc": f"{cfg.student.arch} student distilled by {cfg.method} from a {cfg.teacher.arch} "
+                                f"teacher on {cfg.dataset}, {cfg.num_rounds} rounds",
+                        "labels": [cfg.dataset, cfg.method, cfg.student.arch]}}
 
 
 def _plots(cfg: FerdConfig, out: str) -> list[Any]:
@@ -143,22 +283,23 @@ def _list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
 _Dumper.add_representer(list, _list)
 
 
-def render(cfg: FerdConfig, out: str = OUT) -> dict[str, str]:
-    """Each pipeline file's text, by path relative to the project root."""
+def render(cfg: FerdConfig, out: str = OUT, root: str | Path = ".") -> dict[str, str]:
+    """Each pipeline file's text, by path relative to the project root ``root``."""
     n = cfg.num_rounds
     heads = {ROOT_FILE: HEADER, **{round_file(r): ROUND_HEADER.format(r=r, n=n, last=n - 1) for r in range(n)}}
     return {path: heads[path] + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=120)
-            for path, doc in dvc_files(cfg, out).items()}
+            for path, doc in dvc_files(cfg, out, root).items()}
 
 
 def _texts_at(cfg: FerdConfig, path: str | Path) -> dict[Path, str]:
     """:func:`render` placed on disk: ``path`` is the root file, the rounds' files go beside it."""
-    return {Path(path) if rel == ROOT_FILE else Path(path).parent / rel: text for rel, text in render(cfg).items()}
+    root = Path(path).parent
+    return {Path(path) if rel == ROOT_FILE else root / rel: text for rel, text in render(cfg, root=root).items()}
 
 
 def stale_files(root: str | Path, cfg: FerdConfig) -> list[Path]:
     """Round files under ``root`` that ``cfg``'s graph does not have (a larger ``rounds`` before)."""
-    want = {Path(root) / p for p in render(cfg)}
+    want = {Path(root) / p for p in render(cfg, root=root)}
     return sorted(p for p in (Path(root) / ROUNDS_DIR).glob(f"round-*/{ROOT_FILE}") if p not in want)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import graph
+from .. import __version__, graph
 from ..graph import PREVIOUS, describe_input
 from . import at_least
 
@@ -34,6 +34,9 @@ def _config(args: argparse.Namespace):
     if args.graph_method is not None and args.graph_method != cfg.method:
         raise ValueError(f"method: the stage graph (dvc.yaml) tracks the parameters of method {args.graph_method} but "
                          f"these parameters run {cfg.method}; regenerate it with `ferd params dvc-yaml` and run again")
+    if args.graph_ferd_version is not None and args.graph_ferd_version != __version__:
+        raise ValueError(f"--graph-ferd-version: the stage graph (dvc.yaml) was made with ferd {args.graph_ferd_version} "
+                         f"but ferd {__version__} is installed; regenerate it with `ferd params dvc-yaml` and run again")
     if args.threads:
         import torch
 
@@ -100,6 +103,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the rounds the calling graph unrolls (dvc.yaml): refuse parameters that give another number")
     p.add_argument("--graph-method", default=None, metavar="METHOD",
                    help="the method whose parameters the calling graph tracks (dvc.yaml): refuse another method")
+    p.add_argument("--graph-ferd-version", default=None, metavar="VERSION",
+                   help="the ferd version the calling graph (dvc.yaml) was made with, when ferd is installed outside "
+                        "the project: refuse another")
 
 
 def _round(p: argparse.ArgumentParser) -> None:

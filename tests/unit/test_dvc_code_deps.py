@@ -1,0 +1,102 @@
+"""Issue 35 (6): each DVC stage depends on the ferd code it runs, computed from the sources; the
+evaluation's metrics and plots are outputs outside the cache; the student is a DVC model artifact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from ferd import __version__, dvc_pipeline
+from ferd.dvc_pipeline import code_paths, dvc_files, dvc_stages, mismatches, render
+from ferd.graph import STAGES
+from ferd.plan import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CI = ROOT / "params" / "ci.yaml"
+
+
+def _under(paths: tuple[str, ...], prefix: str) -> bool:
+    return any(p == prefix or p.startswith(f"{prefix}/") for p in paths)
+
+
+def test_each_stage_depends_on_the_modules_it_imports_and_not_on_the_other_stages():
+    paths = {s.name: code_paths(s.name) for s in STAGES}
+    for s in STAGES:  # the command line and the stage's own module, always
+        assert {"ferd/__init__.py", "ferd/cli/stage.py", f"ferd/stages/{s.component}.py"} <= set(paths[s.name]), s.name
+    assert _under(paths["synthesis"], "ferd/synthesis")
+    assert {"ferd/evaluation", "ferd/attacks"} <= set(paths["evaluation"])  # whole packages, as directories
+    assert "ferd/stages/teacher_fetch.py" in paths["evaluation"]  # it loads the teacher artifact
+    assert "ferd/stages/pool_store.py" in paths["distillation"]  # it reads the pool
+    for other in ("ferd/synthesis", "ferd/evaluation", "ferd/stages/synthesis.py", "ferd/stages/evaluation.py"):
+        assert not _under(paths["teacher-fetch"], other), other  # the dispatcher's imports are not followed
+
+
+def test_code_paths_are_sorted_existing_and_the_same_every_time():
+    for s in STAGES:
+        paths = code_paths(s.name)
+        assert list(paths) == sorted(set(paths)) and all((ROOT / p).exists() for p in paths)
+        dvc_pipeline.code_paths.cache_clear()
+        dvc_pipeline.code_modules.cache_clear()
+        assert code_paths(s.name) == paths
+    cfg = load_config(CI)
+    assert render(cfg, root=ROOT) == render(cfg, root=ROOT)
+
+
+def test_computing_every_stage_takes_well_under_a_second_or_two():
+    for cached in (dvc_pipeline._modules, dvc_pipeline._imports, dvc_pipeline.code_modules, dvc_pipeline.code_paths):
+        cached.cache_clear()
+    start = time.perf_counter()
+    for s in STAGES:
+        code_paths(s.name)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_the_committed_files_list_the_code_and_params_check_sees_a_new_import(monkeypatch):
+    cfg = load_config(ROOT / "params.yaml")
+    assert not mismatches(cfg, ROOT / "dvc.yaml")
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert "ferd/evaluation" in stages["evaluation"]["deps"] and "ferd/evaluation" not in stages["teacher-fetch"]["deps"]
+    real = dvc_pipeline.code_paths
+    monkeypatch.setattr(dvc_pipeline, "code_paths", lambda stage: tuple(sorted({*real(stage), "ferd/bench.py"})))
+    assert str(ROOT / "dvc.yaml") in mismatches(cfg, ROOT / "dvc.yaml")  # as if a stage now imported ferd/bench.py
+
+
+def test_installed_elsewhere_the_command_pins_the_version_instead(tmp_path):
+    cfg = load_config(CI)
+    stages = dvc_stages(cfg, root=tmp_path)  # ferd is not inside tmp_path
+    for name, stage in stages.items():
+        assert f"--graph-ferd-version {__version__} " in stage["cmd"], name
+        assert not any(d.startswith(("ferd/", "/")) for d in stage.get("deps", [])), name
+    inside = dvc_stages(cfg, root=ROOT)
+    assert "--graph-ferd-version" not in inside["evaluation"]["cmd"] and "ferd/evaluation" in inside["evaluation"]["deps"]
+    sub = dvc_stages(cfg, root=ROOT / "compare")  # a project below the checkout: ferd is outside it
+    assert "--graph-ferd-version" in sub["evaluation"]["cmd"]
+
+
+def test_a_stage_refuses_another_ferd_version_than_the_graph_was_made_with(tmp_path, capsys):
+    from ferd.cli import main
+
+    assert main(["stage", "teacher-fetch", "--params", str(CI), "--graph-ferd-version", "0.0.0", "--out",
+                 str(tmp_path / "t")]) == 2
+    assert not (tmp_path / "t").exists()
+    err = capsys.readouterr().err
+    assert f"made with ferd 0.0.0 but ferd {__version__} is installed" in err and "ferd params dvc-yaml" in err
+
+
+def test_metrics_and_plots_are_uncached_outputs_that_overlap_no_other():
+    cfg = load_config(CI)
+    ev = dvc_stages(cfg)["evaluation"]
+    assert ev["metrics"] == [{"out/evaluation/metrics.json": {"cache": False}}]
+    assert {"out/evaluation/plots": {"cache": False}} in ev["outs"]
+    paths = [next(iter(o)) if isinstance(o, dict) else o for o in ev["outs"] + ev["metrics"]]
+    assert not any(a != b and (b + "/").startswith(a + "/") for a in paths for b in paths)
+    assert "metrics" not in dvc_files(cfg)["dvc.yaml"]  # the stage declares them
+
+
+def test_the_student_is_a_model_artifact():
+    cfg = load_config(CI)
+    art = dvc_files(cfg)["dvc.yaml"]["artifacts"]["student"]
+    assert art["path"] == f"out/round-{cfg.num_rounds - 1}/distillation/student.safetensors"
+    assert art["type"] == "model" and cfg.dataset in art["labels"] and art["desc"]
