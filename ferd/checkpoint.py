@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import uuid
@@ -24,7 +25,9 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 PathLike = str | os.PathLike[str]
@@ -88,9 +91,24 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def json_safe(value: Any) -> Any:
+    """Strict JSON's values: NaN / ±inf → None (``null``: an undefined statistic, e.g. an NSD of 0/0), numpy
+    scalars → Python, recursively. Every JSON file ferd writes goes through it."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def atomic_write_json(path: PathLike, data: object) -> Path:
-    """Write ``data`` as indented, key-sorted JSON (one trailing newline) to ``path``, atomically."""
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    """Write ``data`` as indented, key-sorted, strict JSON (:func:`json_safe`; one trailing newline) to ``path``,
+    atomically."""
+    atomic_write_bytes(path, (json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
     return Path(path)
 
 

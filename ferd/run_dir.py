@@ -159,6 +159,23 @@ def write_result(out: PathLike, cfg: FerdConfig, metrics: dict, scope: str = "ev
                                                  "model_sha256": model_sha256, "metrics_sha256": sha256_file(path)})
 
 
+def read_metrics(path: PathLike) -> dict[str, float]:
+    """A ``metrics.json`` read back (untrusted): a JSON object of numbers, ``null`` standing for an undefined
+    statistic (read as NaN); a :class:`RunDirError` naming the file and the key otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: not a readable JSON metrics file ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object of metrics, got a JSON {type(data).__name__}")
+    bad = next((k for k, v in data.items() if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))),
+               None)
+    if bad is not None:
+        raise RunDirError(f"{path}: {str(bad)[:80]}: expected a number or null, got {data[bad]!r:.80}")
+    return {k: float("nan") if v is None else float(v) for k, v in data.items()}
+
+
 def is_finished(out: PathLike, cfg: FerdConfig, scope: str = "evaluation", model_sha256: str | None = None) -> bool:
     """``out`` holds metrics made with ``cfg``'s parameters (``scope``) and model, unchanged since."""
     out = Path(out)

@@ -58,6 +58,7 @@ def _main(args: argparse.Namespace) -> int:
 
     from .. import distributed
     from ..bench import bench
+    from ..checkpoint import atomic_write_json
 
     local_directory(args.out)
     cfg = load_config(preset_path(args.preset), [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
@@ -71,7 +72,7 @@ def _main(args: argparse.Namespace) -> int:
             return 0
     r["preset"] = args.preset
     if r["processes"] > 1:  # a rank of `--nproc`'s torchrun: the parent prints
-        Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
+        atomic_write_json(args.out, r)
         return 0
     _print(r, args.peak_tflops)
     if args.nproc:
@@ -85,7 +86,7 @@ def _main(args: argparse.Namespace) -> int:
                   f"{d[f'{kind}_iteration_s'] * 1e3:9.2f} ms | speed-up {d[f'{kind}_speedup']:.2f} | "
                   f"scaling efficiency {100 * d[f'{kind}_efficiency']:.0f} %")
     if args.out:
-        Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
+        atomic_write_json(args.out, r)
     return 0
 
 

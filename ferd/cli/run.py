@@ -11,6 +11,7 @@ from . import at_least, local_directory
 
 def _run(args: argparse.Namespace) -> int:
     from .. import distributed
+    from ..checkpoint import json_safe
     from ..stages.run import run
 
     local_directory(args.out)
@@ -28,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     if not distributed.is_main():
         return 0
     keys = sorted(k for k in metrics if k.endswith((".avg", ".worst", ".nsd")))
-    print(json.dumps({k: round(metrics[k], 4) for k in keys}, indent=1))
+    print(json.dumps(json_safe({k: round(metrics[k], 4) for k in keys}), indent=1))
     return 0
 
 

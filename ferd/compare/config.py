@@ -40,7 +40,7 @@ from ..params_io import ConfigError
 from ..plan import load_config
 from ..params_io import load_yaml
 from ..presets import find_preset, known_presets
-from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, RunDirError, check_run_dir, is_finished
+from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, RunDirError, check_run_dir, is_finished, read_metrics
 from ..storage import MANIFEST
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -253,7 +253,7 @@ def finished_arm_metrics(run_dir: Path, cfg: FerdConfig) -> dict[str, float] | N
     if (run_dir / MANIFEST).is_file():
         return finished_metrics(run_dir, cfg)
     if signing_key() is None and (is_finished(run_dir, cfg) or _finished_before_pinning(run_dir, cfg)):
-        return _read_object(run_dir / METRICS_FILE)
+        return read_metrics(run_dir / METRICS_FILE)
     return None
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from collections import defaultdict
@@ -34,10 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from ..attacks import ATTACKS
-from ..checkpoint import atomic_write_bytes, atomic_write_json
-from ..evaluation.report import json_safe
+from ..checkpoint import atomic_write_bytes, atomic_write_json, json_safe
 from ..plan import Plan, resolve
-from ..run_dir import is_finished
+from ..run_dir import is_finished, read_metrics
 from .config import DELTAS, LEFT_OUT, Arm, CompareConfig, arm_status, arms, current_teacher, run_config, teacher_config
 
 STATS = ("avg", "worst", "nsd")
@@ -96,7 +94,7 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
             log.warning("arm %s student %s seed %d (%s): %s, left out", a.method, a.student, a.seed, a.relpath, why)
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     per_class: dict[tuple[str, str], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    metrics = {arm: _read_metrics(out / arm.relpath / "metrics.json") for arm in finished}
+    metrics = {arm: read_metrics(out / arm.relpath / "metrics.json") for arm in finished}
     attacks = [a for a in ATTACKS if all(f"student.{a}.avg" in m for m in metrics.values())]
     for arm, m in metrics.items():
         _check_numbers(out / arm.relpath / "metrics.json", m, ["run.seconds", *(f"student.{k}" for k in DELTAS),
@@ -107,16 +105,6 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
             accs = [float(r["accuracy"]) for r in rows if r["model"] == "student" and r["attack"] == a]
             per_class[arm.method, arm.student][a].append(np.array(accs))
     return runs, per_class, attacks, {why: [a.relpath for a in g] for why, g in left.items()}
-
-
-def _read_metrics(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"comparison: {path}: not a JSON metrics file ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"comparison: {path}: expected a JSON object of metrics, got {type(data).__name__}")
-    return data
 
 
 def _check_numbers(path: Path, metrics: dict, keys: list[str]) -> None:
@@ -201,7 +189,7 @@ def _teacher_metrics(cc: CompareConfig, out: Path, sha: str) -> dict:
     ev = out / "teacher" / "eval"
     if not is_finished(ev, teacher_config(cc), "teacher-evaluation", sha):
         return {}
-    return _read_metrics(ev / "metrics.json")
+    return read_metrics(ev / "metrics.json")
 
 
 def _write_csv(path: Path, table: list[dict[str, object]]) -> None:

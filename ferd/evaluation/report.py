@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes
+from ..checkpoint import atomic_write_bytes, json_safe
 from ..synthesis.diversity import FIGURES, synthesis_rows
 from . import metrics, plots
 from ..attacks import ATTACKS, attack_label
@@ -46,19 +46,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) atomically: temporary file next to ``path``, fsync, ``os.replace``."""
     atomic_write_bytes(path, text.encode("utf-8"))
     return Path(path)
-
-
-def json_safe(value: Any) -> Any:
-    """NaN / inf → None (strict JSON), numpy scalars → Python, recursively."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _json(value: Any) -> str:

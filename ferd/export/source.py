@@ -28,7 +28,7 @@ from ..models.loading import load_model
 from ..params_io import ConfigError
 from ..plan import parse_config
 from ..round_state import ROUND_FILE, STUDENT_FILE, checkpoint_dir, read_round_record, verify_checkpoint
-from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, is_finished
+from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, is_finished, read_metrics
 from ..stages.run import verify_finished
 from ..teacher_source import CARD_NAME, CHECKPOINT_NAME
 
@@ -92,14 +92,11 @@ def _config(run: Path) -> FerdConfig:
 
 
 def _metrics(path: Path, cfg: FerdConfig) -> dict[str, float]:
-    data = _json(path, dict)
-    for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ExportSourceError(f"{path}: {str(key)[:80]}: expected a number, got {type(value).__name__}")
+    data = read_metrics(path)
     missing = [f"student.{a}.{s}" for a in cfg.evaluation.attacks for s in STATS if f"student.{a}.{s}" not in data]
     if missing:
         raise ExportSourceError(f"{path}: missing {', '.join(missing[:4])} (the attacks of evaluation.attacks)")
-    return {k: float(v) for k, v in data.items()}
+    return data
 
 
 def _per_class(run: Path, cfg: FerdConfig, metrics: dict[str, float]) -> list[PerClassRow]:

@@ -67,7 +67,7 @@ from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..preflight import preflight
 from ..round_state import RunState, load_checkpoint, read_round_record, save_checkpoint, verify_checkpoint
-from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, check_run_dir, owned
+from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, check_run_dir, owned, read_metrics
 from ..storage import MANIFEST
 from . import stage_step
 from .artifacts import write_manifest
@@ -124,11 +124,7 @@ def finished_metrics(out: str | Path, cfg: FerdConfig) -> dict[str, float] | Non
     require_fields(result, RESULT_FIELDS, out / RESULT_FILE, RunRecordError)
     if result["params_fingerprint"] != params_fingerprint(cfg, "evaluation") or result["model_sha256"] is not None:
         return None
-    metrics = _json_object(out / METRICS_FILE)
-    bad = next((k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))), None)
-    if bad is not None:
-        raise RunRecordError(f"{out / METRICS_FILE}: field {bad!r} must be a number, got {type(metrics[bad]).__name__}")
-    return metrics
+    return read_metrics(out / METRICS_FILE)
 
 
 def _json_object(path: Path) -> dict[str, Any]:

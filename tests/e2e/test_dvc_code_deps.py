@@ -96,9 +96,6 @@ def test_editing_evaluation_code_changes_the_evaluation_stage_not_the_teacher(pr
     assert "up to date" in _run([str(BIN / "dvc"), "status"], repo, env)
 
 
-@pytest.mark.xfail(strict=True, reason="the evaluation stage writes metrics.json with json.dumps' NaN (the CI run's "
-                   "student.pgd20.nsd is 0/0): strict JSON needs ferd.evaluation.report.json_safe at that write "
-                   "(ferd/stages/evaluation.py), which changes the golden bytes; see the issue 35 report")
 def test_metrics_json_is_strict_json(project):
     repo, _env = project
 

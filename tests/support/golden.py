@@ -33,8 +33,10 @@ def _sha(path: Path) -> str:
 
 
 def metrics_sha(path: Path) -> str:
-    """sha256 of a metrics.json without its wall time, in canonical JSON (NaN kept as NaN)."""
-    metrics = {k: v for k, v in json.loads(path.read_text()).items() if k != "run.seconds"}
+    """sha256 of a metrics.json without its wall time, in canonical JSON (an undefined statistic, written
+    ``null``, hashed as NaN: the fingerprints were recorded when it was written as NaN)."""
+    metrics = {k: float("nan") if v is None else v for k, v in json.loads(path.read_text()).items()
+               if k != "run.seconds"}
     return hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest()
 
 

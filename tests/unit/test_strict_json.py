@@ -1,0 +1,39 @@
+"""Every JSON file ferd writes is strict JSON; a metrics file is read back as numbers, null as NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ferd.checkpoint import atomic_write_json
+from ferd.run_dir import RunDirError, read_metrics
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"non-finite {constant}")
+
+
+def test_non_finite_values_are_written_as_null_and_read_back_as_nan(tmp_path):
+    path = atomic_write_json(tmp_path / "metrics.json", {"student.pgd20.nsd": float("nan"), "a": float("inf"),
+                                                         "b": np.float32(0.5), "c": [float("-inf"), 1]})
+    data = json.loads(path.read_text(), parse_constant=_refuse)  # no NaN/Infinity token in the file
+    assert data == {"student.pgd20.nsd": None, "a": None, "b": 0.5, "c": [None, 1]}
+    path = atomic_write_json(tmp_path / "m.json", {"x": float("nan"), "y": 2})
+    back = read_metrics(path)
+    assert math.isnan(back["x"]) and back["y"] == 2.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"x": "soon"}', "x: expected a number or null, got 'soon'"),
+    ('{"x": true}', "x: expected a number or null, got True"),
+    ('[1, 2]', "expected a JSON object of metrics, got a JSON list"),
+    ('{"x": NaN', "not a readable JSON metrics file"),
+])
+def test_a_metrics_file_that_is_not_numbers_is_one_line_naming_the_key(text, message, tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(text)
+    with pytest.raises(RunDirError, match=rf"metrics.json: {message}"):
+        read_metrics(path)
