@@ -54,3 +54,10 @@ def test_the_command_line_starts_without_torch():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pyarrow', 'kfp', 'matplotlib', 'dvc'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_test_files_have_unique_names_across_the_lanes():
+    """pytest imports test modules by their base name (no packages under tests/): two lanes with the same
+    file name fail collection of the whole suite."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
