@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["stage"]:  # under `ferd warm`: the stage runs in a fork of the warm worker
-        from .warm import client
+        from .warm_client import client
 
         rc = client(argv)
         if rc is not None:

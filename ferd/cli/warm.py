@@ -31,8 +31,7 @@ import signal
 import socket
 import sys
 
-from .warm_protocol import (FORWARDED_SIGNALS, MAX_MESSAGE, PID_ENV, SOCKET_ENV, connect_to_worker, digest, encode,
-                            env_change, peer_credentials, receive)
+from .warm_protocol import FORWARDED_SIGNALS, MAX_MESSAGE, PID_ENV, SOCKET_ENV, digest, encode, peer_credentials
 
 IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
                    "PYTORCH_CUDA_ALLOC_CONF", "LD_LIBRARY_PATH", "LD_PRELOAD")
@@ -43,60 +42,6 @@ PRELOAD = ("ferd.distributed", "ferd.stages", "ferd.stages.io", "ferd.preflight"
 _GONE = "the stage process closed its connection before its request ended"
 MAX_PENDING = 64  # connections that sent no request yet: the oldest goes when another comes
 REQUEST_TIMEOUT_S = 60.0  # a connection that sends no request within this is dropped (a stuck or hostile client)
-
-
-# ---- the stage process: hand the work to the worker ----
-
-def _fallback(reason: str) -> None:
-    print(f"ferd warm: this stage runs in its own process: {reason}", file=sys.stderr)
-
-
-def client(argv: list[str]) -> int | None:
-    """Run ``ferd <argv>`` in a child of the worker at ``$FERD_WARM_SOCKET``; its exit status, or None
-    when the worker cannot take it or is not verifiably the worker (then the caller runs the command
-    itself)."""
-    path = os.environ.get(SOCKET_ENV)
-    if not path:
-        return None
-    conn = connect_to_worker(path, os.environ.get(PID_ENV))
-    if isinstance(conn, str):
-        return _fallback(f"${SOCKET_ENV} is not the warm worker's socket: {conn}")
-    buffer = bytearray()
-    try:
-        greeting = receive(conn, buffer)
-        digests = (greeting or {}).get("env")
-        if not isinstance(digests, dict):
-            raise ValueError("the worker sent no environment digests")
-        changed, unset = env_change(digests, dict(os.environ))
-        request = encode({"argv": argv, "cwd": os.getcwd(), "env": changed, "unset": unset})
-        sent = socket.send_fds(conn, [request], [0, 1, 2])
-        if sent < len(request):  # (an empty send to a worker that already answered would fail)
-            conn.sendall(request[sent:])
-        reply = receive(conn, buffer)
-    except (OSError, ValueError) as exc:
-        conn.close()
-        return _fallback(f"the worker's connection failed ({exc})")
-    if reply is None or reply.get("running") is not True:
-        conn.close()
-        return _fallback(str((reply or {}).get("fallback", "the worker closed the connection")))
-
-    def forward(signum: int, _frame: object) -> None:  # the worker signals its fork; we signal no one
-        try:
-            conn.sendall(encode({"signal": signum}))
-        except OSError:
-            pass
-
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
-    try:
-        done = receive(conn, buffer)  # a forwarded signal does not interrupt it (PEP 475)
-    except (OSError, ValueError):
-        done = None
-    rc = (done or {}).get("rc")
-    if type(rc) is not int or not 0 <= rc <= 255:  # the worker died: its children die with it (PR_SET_PDEATHSIG)
-        print("ferd warm: the worker went away before the stage finished", file=sys.stderr)
-        return 1
-    return rc
 
 
 # ---- the worker ----

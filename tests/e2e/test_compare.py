@@ -168,7 +168,8 @@ def test_a_partial_report_leaves_out_unfinished_runs_and_names_them(smoke, tmp_p
 
     out = tmp_path / "partial"
     shutil.copytree(smoke, out, symlinks=True)
-    (out / "runs/fast/cnn-8/seed=1/metrics.json").unlink()
+    for name in ("manifest.json", "metrics.json"):  # an unfinished run: not yet evaluated, so no manifest
+        (out / "runs/fast/cnn-8/seed=1" / name).unlink()
     shutil.rmtree(out / "runs/cmi/cnn-8")
     argv = ["compare", "--preset", "compare-smoke", "--out", str(out), "--report-only"]
     assert main(argv) == 2  # refused: runs have not finished
