@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = ROOT / "docs" / "results"
 BLOCK = re.compile(r"(<!-- results: (\w+) (\S+) -->\n).*?(<!-- /results -->)", re.S)
+# figures the pages show, copied from where benchmarks/ draws them (MkDocs serves only docs/)
+COPIES = {PAGES / "budget.png": RESULTS / "tier2-budget" / "budget.png"}
 ATTACKS = (("clean", "clean"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("cw", "CW∞"), ("aa", "AA"))
 
 
@@ -156,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(path)
             if not args.check:
                 path.write_text(new, encoding="utf-8")
+    for dest, src in COPIES.items():
+        if not dest.exists() or dest.read_bytes() != src.read_bytes():
+            stale.append(dest)
+            if not args.check:
+                dest.write_bytes(src.read_bytes())
     if args.check and stale:
         print("out of date (run python benchmarks/results_pages.py): " + ", ".join(map(str, stale)), file=sys.stderr)
         return 1
