@@ -6,7 +6,7 @@ generator, SGD(0.1, momentum 0.9, weight decay 5e-4) for the student, λ_adv = 1
 λ_oh = 1, λ_uni = 5, ε = 8/255. Where the paper is silent the authors' code
 (``../shared/notes/reference-code.md``) gives the value, and the field's description says so.
 Where the printed reading measurably fails, the default is the variant that works and the field
-says so (README, "A student worth shipping"): the student side is RSLAD's (λ1 = 1/6 clean,
+says so (docs/results/student-defaults.md): the student side is RSLAD's (λ1 = 1/6 clean,
 λ2 = 5/6 adversarial, γ = 0, 10 steps from 0.001·N(0, 1); paper λ1 = 5/6, λ2 = 1/6, γ = 0.5).
 ``params/paper-as-printed.yaml`` sets every printed value back; ``params/embedded.yaml`` is the
 small CPU default.
@@ -158,11 +158,12 @@ class UTAEConfig(_Strict):
     enabled: bool = Field(True, description="off = the 'w/o UTAEs' ablation: γ = 0, plain PGD on the KL")
     target: Literal["teacher", "student"] = Field(
         "student", description="student: the authors' code (RSLAD's inner max; default: Eq. 10 as printed gives no "
-        "robust student, README); teacher: Eq. 10 as printed")
+        "robust student, docs/methods.md); teacher: Eq. 10 as printed")
     steps: int = Field(10, ge=1, description="attack steps (authors' code / A.8: 10; the baselines' A.8 "
                        "conversion follows this budget)")
     gamma: float = Field(0.0, ge=0, description="γ of Eq. 10 (paper 0.5; default 0, as the authors' code, which "
-                         "comments the uniform term out: with it the UTAE is RSLAD's inner maximisation; README)")
+                         "comments the uniform term out: with it the UTAE is RSLAD's inner maximisation; "
+                         "docs/methods.md)")
     random_start: Literal["uniform", "gaussian"] = Field(
         RSLAD_RANDOM_START, description="gaussian: 0.001·N(0, 1) (authors' code, RSLAD; default); uniform: U[-ε, ε] "
         "(PGD; the paper does not say)")
@@ -196,7 +197,8 @@ class DistillConfig(_Strict):
                           "flip of every pool batch before teacher and student (Fast, RSLAD, authors' code; "
                           "the paper is silent)")
     lambda1: float = Field(RSLAD_LAMBDA_CLEAN, ge=0, description="λ1 of Eq. 11, on the clean term (paper 5/6; "
-                           "default RSLAD's 1/6: on CIFAR-10 the paper's weights halve the student's PGD-20, README)")
+                           "default RSLAD's 1/6: on CIFAR-10 the paper's weights halve the student's PGD-20, "
+                           "docs/methods.md)")
     lambda2: float = Field(RSLAD_LAMBDA_ADV, ge=0, description="λ2 of Eq. 11, on the UTAE term (paper 1/6; default "
                            "RSLAD's 5/6)")
     utae: UTAEConfig = UTAEConfig()

@@ -166,8 +166,8 @@ def test_committed_dvc_yaml_matches_params_yaml_and_params_yaml_is_the_embedded_
 
 
 def test_each_round_has_its_own_file_and_fewer_rounds_remove_the_others(tmp_path):
-    """A lock per round keeps DVC's per-stage rewrite of dvc.lock constant (README "What the stage split
-    costs"); ``ferd params dvc-yaml`` after a smaller ``rounds`` leaves no stale round behind."""
+    """A lock per round keeps DVC's per-stage rewrite of dvc.lock constant (docs/results/embedded-default.md, "What
+    the stage split costs"); ``ferd params dvc-yaml`` after a smaller ``rounds`` leaves no stale round behind."""
     from ferd.dvc_pipeline import write_dvc_yaml
 
     three = load_config(ROOT / "params" / "ci.yaml", ["epochs=3", "rounds=3"])
