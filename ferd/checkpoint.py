@@ -105,6 +105,17 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def read_json_object(path: PathLike, error: type[ValueError] = ValueError, what: str = "JSON record") -> dict:
+    """A JSON file read back (untrusted) that must hold an object; ``error`` naming the file otherwise."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: not a readable {what} ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got a JSON {type(data).__name__}")
+    return data
+
+
 def atomic_write_json(path: PathLike, data: object) -> Path:
     """Write ``data`` as indented, key-sorted, strict JSON (:func:`json_safe`; one trailing newline) to ``path``,
     atomically."""

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from .checkpoint import atomic_write_json, sha256_file
+from .checkpoint import atomic_write_json, read_json_object, sha256_file
 from .config import FerdConfig
 from .fingerprint import params_fingerprint
 
@@ -163,12 +163,7 @@ def read_metrics(path: PathLike) -> dict[str, float]:
     """A ``metrics.json`` read back (untrusted): a JSON object of numbers, ``null`` standing for an undefined
     statistic (read as NaN); a :class:`RunDirError` naming the file and the key otherwise."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path}: not a readable JSON metrics file ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise RunDirError(f"{path}: expected a JSON object of metrics, got a JSON {type(data).__name__}")
+    data = read_json_object(path, RunDirError, "JSON metrics file")
     bad = next((k for k, v in data.items() if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))),
                None)
     if bad is not None:

@@ -45,7 +45,6 @@ use too; a checkpoint taken after any round resumes bit-identically.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -55,7 +54,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write_json
+from ..checkpoint import atomic_write_json, read_json_object
 from ..compute import set_memory_format
 from ..config import FerdConfig
 from ..fingerprint import params_fingerprint
@@ -128,13 +127,7 @@ def finished_metrics(out: str | Path, cfg: FerdConfig) -> dict[str, float] | Non
 
 
 def _json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise RunRecordError(f"{path}: not a readable JSON record ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise RunRecordError(f"{path}: expected a JSON object, got a JSON {type(data).__name__}")
-    return data
+    return read_json_object(path, RunRecordError)
 
 
 def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_teacher: bool = True,

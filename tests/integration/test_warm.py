@@ -42,14 +42,19 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in out.split()}
 
 
-def test_killing_a_stage_process_kills_its_fork_and_leaves_no_artifact(tmp_path):
+def _warm_stage_stopped_before_its_manifest(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
+    """``ferd warm`` running one teacher-fetch stage in the background (its pid in ``client.pid``, its status
+    to ``rc``) whose fork stopped itself just before its manifest (ferd.kill_points): (warm, fork pid, out)."""
     out = tmp_path / "teacher"
     stage = f"ferd stage teacher-fetch --params {ROOT}/params/ci.yaml --out {out} --no-progress"
-    # the fork stops itself just before its manifest (ferd.kill_points); then its client is killed
     warm = subprocess.Popen([FERD, "warm", "--", "bash", "-c", f"{stage} & echo $! > client.pid; wait $!; echo $? > rc"],
                             cwd=tmp_path, env={**ENV, STOP_ENV: "manifest.before-write:1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    wait_for_stopped(warm)
+    return warm, wait_for_stopped(warm), out
+
+
+def test_killing_a_stage_process_kills_its_fork_and_leaves_no_artifact(tmp_path):
+    warm, _, out = _warm_stage_stopped_before_its_manifest(tmp_path)  # then its client is killed
     forks = _children(warm.pid)
     assert len(forks) == 2
     os.kill(int((tmp_path / "client.pid").read_text()), 9)
@@ -69,12 +74,7 @@ def _pending(pid: int, signum: int) -> bool:
 
 
 def test_a_signal_to_a_stage_process_reaches_its_fork_through_the_worker(tmp_path):
-    out = tmp_path / "teacher"
-    stage = f"ferd stage teacher-fetch --params {ROOT}/params/ci.yaml --out {out} --no-progress"
-    warm = subprocess.Popen([FERD, "warm", "--", "bash", "-c", f"{stage} & echo $! > client.pid; wait $!; echo $? > rc"],
-                            cwd=tmp_path, env={**ENV, STOP_ENV: "manifest.before-write:1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    fork = wait_for_stopped(warm)
+    warm, fork, out = _warm_stage_stopped_before_its_manifest(tmp_path)
     os.kill(int((tmp_path / "client.pid").read_text()), signal.SIGTERM)  # the client asks the worker to pass it on
     deadline = time.monotonic() + 60  # bounds a hang only: the wait is on the signal's arrival
     while not _pending(fork, signal.SIGTERM):

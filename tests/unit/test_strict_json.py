@@ -29,7 +29,7 @@ def test_non_finite_values_are_written_as_null_and_read_back_as_nan(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('{"x": "soon"}', "x: expected a number or null, got 'soon'"),
     ('{"x": true}', "x: expected a number or null, got True"),
-    ('[1, 2]', "expected a JSON object of metrics, got a JSON list"),
+    ('[1, 2]', "expected a JSON object, got a JSON list"),
     ('{"x": NaN', "not a readable JSON metrics file"),
 ])
 def test_a_metrics_file_that_is_not_numbers_is_one_line_naming_the_key(text, message, tmp_path):
