@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ferd.cli import main
+from support.cli import status
 from support.faultlog import record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,17 +37,10 @@ LOCAL_ONLY = {
 }
 
 
-def _status(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:  # argparse's refusal of an argument
-        return int(exc.code)
-
-
 @pytest.mark.parametrize("command", sorted(LOCAL_ONLY))
 def test_an_s3_out_is_refused_where_only_local_outputs_are_written(command, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rc = _status(LOCAL_ONLY[command])
+    rc = status(LOCAL_ONLY[command])
     err = capsys.readouterr().err
     assert rc == 2 and "s3://bucket/" in err and "expected a local directory" in err, err
     assert list(tmp_path.iterdir()) == []  # no ./s3:/… tree, nothing written

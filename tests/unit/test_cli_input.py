@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ferd.cli import main
+from support.cli import status
 from support.faultlog import record
 
 CI = str(Path(__file__).resolve().parents[2] / "params" / "ci.yaml")
@@ -23,17 +24,10 @@ COUNTS = [  # (argv without the value, flag, a value out of range)
 ]
 
 
-def _status(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
-
-
 @pytest.mark.parametrize("argv, flag, value", COUNTS, ids=[f"{a[0]} {f} {v}" for a, f, v in COUNTS])
 def test_a_count_out_of_range_is_one_line_status_2(argv, flag, value, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert _status([*argv, value]) == 2
+    assert status([*argv, value]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"argument {flag}: expected an integer >=" in err, err
     assert list(tmp_path.iterdir()) == []
