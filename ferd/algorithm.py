@@ -29,6 +29,7 @@ stage graph on it (:mod:`ferd.stages.run`), each stage's ``step`` calling the fu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -42,6 +43,9 @@ from .pool import Shard
 from .round_state import RunState
 from .synthesis.diversity import batch_diversity
 from .synthesis.reweighting import reweight
+from .tracking import DISTILLATION, GENERATION, distillation_line, generation_line
+
+OnEpoch = Callable[[str, dict], None]  # (GENERATION or DISTILLATION, the epoch's history entry), as each epoch ends
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +54,10 @@ COLLAPSE_ITERATIONS = 5  # consecutive generator iterations with one class > 95 
 
 
 def generation_round(state: RunState, teacher: FerdModel, round_index: int, epochs: range,
-                     progress: bool = False, per_sample: list[dict] | None = None) -> Shard:
+                     progress: bool = False, per_sample: list[dict] | None = None,
+                     on_epoch: OnEpoch | None = None) -> Shard:
     """Lines 6-12 for every epoch of the round: synthesise, select, reweight. Returns the round's shard.
+    Each epoch logs one line (:func:`ferd.tracking.generation_line`) and is passed to ``on_epoch``.
 
     ``per_sample``, when given, receives one ``{"epoch", "labels", "values"}`` dict per reweighted
     epoch: the per-sample values behind p (PGD-20 margins, or least PGD steps for the A.6
@@ -86,6 +92,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                                   "best_loss": out.best_loss, "best_terms": out.best_terms,
                                   "collapse_iterations": out.collapse_iterations,
                                   "nonrobust_fraction": out.nonrobust_fraction, **diversity})
+            _epoch_done(GENERATION, state.history[-1], cfg.epochs, on_epoch)
     shard = Shard(round=round_index,
                   images=torch.cat([o.images for o, _ in parts]).cpu(),
                   labels=torch.cat([o.labels for o, _ in parts]).cpu(),
@@ -115,14 +122,24 @@ def _teacher_logits(teacher: FerdModel, x: torch.Tensor) -> torch.Tensor:
         return teacher(x).float()
 
 
-def distillation_round(state: RunState, teacher: FerdModel, epochs: range, progress: bool = False) -> None:
-    """Lines 13-17 for every epoch of the round."""
+def distillation_round(state: RunState, teacher: FerdModel, epochs: range, progress: bool = False,
+                       on_epoch: OnEpoch | None = None) -> None:
+    """Lines 13-17 for every epoch of the round; each epoch logs one line
+    (:func:`ferd.tracking.distillation_line`) and is passed to ``on_epoch``."""
     with no_data_access("distillation is data-free"):
         for epoch in epochs:
             losses = state.distiller.run_epoch(teacher, state.pool, epoch, progress=progress)
             for h in state.history:
                 if h["epoch"] == epoch:
                     h["distill"] = losses
+                    _epoch_done(DISTILLATION, h, state.cfg.epochs, on_epoch)
+
+
+def _epoch_done(side: str, h: dict, epochs: int, on_epoch: OnEpoch | None) -> None:
+    if distributed.is_main():
+        log.info(generation_line(h, epochs) if side == GENERATION else distillation_line(h, epochs))
+    if on_epoch is not None:
+        on_epoch(side, h)
 
 
 def collapse_warnings(history: list[dict]) -> list[str]:

@@ -22,7 +22,8 @@ Each stage declares as ``params`` exactly the keys its artifact's fingerprint co
 (:func:`ferd.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
 every synthesis, pool, distillation and the evaluation, never the teacher; a baseline's group
 (``baseline.cmi.*``) reruns nothing of a FERD run. Metrics and plots are
-the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`).
+the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`), and the run's
+per-epoch curves in DVCLive, ``out/live`` (:mod:`ferd.tracking`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .image import container_command
 
 OUT = "out"
 METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
+LIVE = "live"  # <out>/live: the DVCLive curves the tracked stages keep up to date (ferd.tracking)
 ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled; each round's stages are\n"
@@ -183,6 +185,7 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None) 
     for t in tasks:
         args = [f"--round {t.round}"] if t.round is not None else []
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
+        args += [f"--live {out}/{LIVE}"] if t.stage.tracked else []
         entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg, *args, f"--out {dirs[t.id]}", pin_version=pin)}
         deps = [dirs[task_id] for task_id in t.reads]
         if t.stage.name == "teacher-fetch":  # replacing the checkpoint file reruns the teacher stage
@@ -195,23 +198,26 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None) 
         if deps:
             entry["deps"] = deps
         entry["params"] = list(scope_keys(t.stage.scope, cfg.method))
-        stages[t.id] = {**entry, **(_evaluation_outputs(cfg, dirs[t.id]) if t.stage.name == "evaluation"
+        stages[t.id] = {**entry, **(_evaluation_outputs(cfg, dirs[t.id], f"{out}/{LIVE}") if t.stage.name == "evaluation"
                                     else {"outs": [dirs[t.id]]})}
     return stages
 
 
-def _evaluation_outputs(cfg: FerdConfig, ev: str) -> dict[str, Any]:
+def _evaluation_outputs(cfg: FerdConfig, ev: str, live: str) -> dict[str, Any]:
     """The evaluation directory's entries (:mod:`ferd.stages.evaluation`) as DVC outputs: ``metrics.json``
     and ``plots/`` outside the cache (``cache: false``: committed to git with the experiment, shown by
     ``dvc metrics``/``dvc plots`` from any commit), the rest cached. DVC refuses overlapping outputs, so
     the directory itself is not one; ``eval-aa/`` exists when AutoAttack runs on its own subset
-    (:func:`ferd.evaluation.quick.quick_evaluation`)."""
+    (:func:`ferd.evaluation.quick.quick_evaluation`). ``live``: the DVCLive directory, whose curves the
+    synthesis and distillation stages update while they run and the evaluation rewrites whole from the run's
+    history: its ``metrics.json`` (the last epoch's, for ``dvc exp show``) and ``plots/`` outside the cache."""
     e = cfg.evaluation
     separate_aa = "aa" in e.attacks and e.aa_examples is not None and (e.n_examples is None
                                                                        or e.aa_examples < e.n_examples)
     cached = ["eval", *(["eval-aa"] if separate_aa else []), "history.json", "class_weights.json", "manifest.json"]
-    return {"outs": [*(f"{ev}/{name}" for name in cached), {f"{ev}/{PLOTS}": {"cache": False}}],
-            "metrics": [{f"{ev}/{METRICS}": {"cache": False}}]}
+    return {"outs": [*(f"{ev}/{name}" for name in cached), {f"{ev}/{PLOTS}": {"cache": False}},
+                     {f"{live}/{PLOTS}": {"cache": False}}],
+            "metrics": [{f"{ev}/{METRICS}": {"cache": False}}, {f"{live}/{METRICS}": {"cache": False}}]}
 
 
 def round_file(r: int) -> str:
@@ -262,6 +268,7 @@ def _plots(cfg: FerdConfig, out: str) -> list[Any]:
     plots.append({"class-weights": {"template": "linear", "x": "epoch",
                                     "y": {f"{ev}/plots/class_weights.csv": classes},
                                     "title": "Class weights p (Eq. 7) per epoch", "y_label": "p"}})
+    plots.append({f"{out}/{LIVE}/{PLOTS}/metrics": {"x": "step"}})  # every DVCLive curve, per epoch (ferd.tracking)
     return plots
 
 

@@ -46,6 +46,7 @@ class Stage:
     chained: bool = False     # its artifact of round r names (and reads) its artifacts of rounds 0…r−1
     data_parallel: bool = False  # under torchrun every rank computes a share of it (ferd.distributed);
     #                              other stages run on rank 0 alone
+    tracked: bool = False     # it takes ``--live DIR``: the run's per-epoch curves in DVCLive (ferd.tracking)
 
     @property
     def component(self) -> str:
@@ -60,7 +61,7 @@ STAGES: tuple[Stage, ...] = (
           inputs=(Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", PREVIOUS, "student"),
                   Input("previous", "synthesis", PREVIOUS, "previous_generation")),
           output="generation", gpu_device=True, title="synthesis",
-          help="stage 2: one round of synthesis with reweighting", data_parallel=True),
+          help="stage 2: one round of synthesis with reweighting", data_parallel=True, tracked=True),
     Stage(name="pool-store", scope="pool", per_round=True, subdir="pool",
           inputs=(Input("synthesis", "synthesis", SAME, "generation"),
                   Input("previous", "pool-store", PREVIOUS, "previous_pool")),
@@ -70,11 +71,11 @@ STAGES: tuple[Stage, ...] = (
           inputs=(Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("synthesis", "synthesis", SAME, "generation"),
                   Input("pool", "pool-store", SAME, "pool"), Input("previous", "distillation", PREVIOUS, "previous_student")),
           output="student", gpu_device=True, title="distillation", help="stage 4: one round of UTAE distillation",
-          data_parallel=True),
+          data_parallel=True, tracked=True),
     Stage(name="evaluation", scope="evaluation", per_round=False, subdir="evaluation",
           inputs=(Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", LAST, "student")),
           output="metrics", gpu_device=True, title="evaluation",
-          help="stage 5: per-class robustness of teacher and final student"),
+          help="stage 5: per-class robustness of teacher and final student", tracked=True),
 )
 BY_NAME = {s.name: s for s in STAGES}
 

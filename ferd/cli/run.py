@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         return rc
     with distributed.process_group(cfg), \
             distributed.scratch_for_other_ranks(args.out, resume=True) as out:
-        metrics = run(cfg, out, progress=not args.no_progress)
+        metrics = run(cfg, out, progress=not args.no_progress, live=False if args.no_live else args.live or True)
     if not distributed.is_main():
         return 0
     keys = sorted(k for k in metrics if k.endswith((".avg", ".worst", ".nsd")))
@@ -42,4 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override a parameter, e.g. -S synthesis.lambda_uni=2 (repeatable)")
     p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    live = p.add_mutually_exclusive_group()
+    live.add_argument("--live", default=None, metavar="DIR",
+                      help="the DVCLive directory of the per-epoch curves (default: DIR/live when DVCLive is installed)")
+    live.add_argument("--no-live", action="store_true", help="no DVCLive curves (the per-epoch log lines remain)")
     p.set_defaults(func=_run)

@@ -68,7 +68,8 @@ def _stage(args: argparse.Namespace) -> int:
             return 0  # under torchrun a stage that is not data-parallel runs on rank 0 alone
         inputs = {inp.flag: io.input(getattr(args, inp.flag)) for inp in stage.inputs}
         with distributed.scratch_for_other_ranks(io.output(args.out)) as out, owned(out):  # one process per dir
-            a = run_task(cfg, stage.name, getattr(args, "round", None), inputs, out, progress=not args.no_progress)
+            a = run_task(cfg, stage.name, getattr(args, "round", None), inputs, out, progress=not args.no_progress,
+                         live=getattr(args, "live", None))
             return _print({**a.summary(), "uri": io.publish(a.dir)}) if distributed.is_main() else 0
 
 
@@ -125,6 +126,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             _round(p)
         for inp in st.inputs:
             p.add_argument(f"--{inp.flag}", required=inp.of != PREVIOUS, help=describe_input(inp))
+        if st.tracked:
+            p.add_argument("--live", default=None, metavar="DIR",
+                           help="a DVCLive directory for the run's per-epoch curves (rebuilt from the run's history, "
+                                "then this stage's epochs as they end; needs ferd[dvc])")
         p.set_defaults(func=_stage)
 
     p = ss.add_parser("all", help="every stage in order in one process (DIR/teacher, DIR/round-<r>/…, "

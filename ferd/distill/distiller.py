@@ -52,6 +52,7 @@ class Distiller:
         self.student, self.cfg, self.eps, self.step, self.seed, self.device = student, cfg, eps, step, seed, device
         self.side, self.flip = side, flip  # flip: the dataset is flip-invariant (with cfg.augment)
         self.compute = compute or ComputeConfig()
+        self._sums: dict[str, torch.Tensor] = {}  # the epoch's loss terms (record)
         self.passes = distributed.data_parallel(student)  # the training passes (DDP under torchrun)
         self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
@@ -91,7 +92,7 @@ class Distiller:
         sample_rng = rng.generator(self.seed, "pool-sample", epoch)
         attack_rng = rng.generator(self.seed, "utae", epoch)
         augment_rng = rng.generator(self.seed, "augment", epoch) if cfg.augment else None
-        total = 0.0
+        total, self._sums = 0.0, {}
         for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
             with autocast(self.compute.amp, self.device):
                 # every draw is made for the global batch; under torchrun each rank keeps its rows (ferd.distributed)
@@ -104,4 +105,12 @@ class Distiller:
             self.scheduler.step()
             total += loss.item()
             kill_point("student.iteration")
-        return {"loss": distributed.mean_across(total / cfg.iterations)}
+        return {"loss": distributed.mean_across(total / cfg.iterations),
+                **{k: distributed.mean_across(float(v) / cfg.iterations) for k, v in sorted(self._sums.items())}}
+
+    def record(self, **terms: torch.Tensor) -> None:
+        """Add an iteration's loss terms (e.g. the two of Eq. 11) to the epoch's means that :meth:`run_epoch`
+        returns beside ``loss``; summed on the device, read once per epoch."""
+        for name, value in terms.items():
+            value = value.detach().float()
+            self._sums[name] = self._sums[name] + value if name in self._sums else value

@@ -18,9 +18,8 @@ from torch import nn
 from .. import distributed
 from ..compute import attack_model
 from ..config import DistillConfig
-from ..divergence import kl_logits
 from ..numerics import NonFiniteLoss
-from .loss import robust_distillation_loss
+from .loss import robust_distillation_loss, robust_distillation_terms
 from .utae import generate_utae, utae_start
 
 if TYPE_CHECKING:
@@ -115,10 +114,13 @@ class UtaeSide(StudentSide):
         student.train()
         s_clean, s_adv = d.passes(x_f, x_u)
         loss = robust_distillation_loss(t_logits, s_clean, s_adv, cfg.lambda1, cfg.lambda2)
+        with torch.no_grad():  # the two weighted terms, for the epoch's record (the loss above is what trains)
+            kl_clean, kl_adv = robust_distillation_terms(t_logits, s_clean, s_adv)
+            kl_clean, kl_adv = cfg.lambda1 * kl_clean, cfg.lambda2 * kl_adv
+        d.record(kl_clean=kl_clean, kl_adv=kl_adv)
         if not torch.isfinite(loss):
             raise NonFiniteLoss("distillation", epoch, it, {
-                "kl_clean": float(cfg.lambda1 * kl_logits(t_logits, s_clean)),
-                "kl_adv": float(cfg.lambda2 * kl_logits(t_logits, s_adv)), "total": float(loss)},
+                "kl_clean": float(kl_clean), "kl_adv": float(kl_adv), "total": float(loss)},
                 {"fae": x_f, "utae": x_u, "teacher_logits": t_logits, "student_clean_logits": s_clean,
                  "student_adv_logits": s_adv})
         return loss

@@ -70,16 +70,20 @@ def stage_step(stage: Stage) -> Callable[..., object]:
 
 
 def run_task(cfg: FerdConfig, stage: str, round_index: int | None, inputs: dict[str, PathLike | None],
-             out_dir: PathLike, progress: bool = False) -> Artifact:
+             out_dir: PathLike, progress: bool = False, live: PathLike | None = None) -> Artifact:
     """Run one stage of the graph (:mod:`ferd.graph`): ``inputs`` by the stage's input flags (``teacher``,
-    ``student``, ``synthesis``, ``pool``, ``previous``; None where absent, as in round 0)."""
+    ``student``, ``synthesis``, ``pool``, ``previous``; None where absent, as in round 0). ``live``: the DVCLive
+    directory of a stage that tracks its epochs (``Stage.tracked``; :mod:`ferd.tracking`)."""
     if stage not in graph.BY_NAME:
         raise ValueError(f"stage: expected one of {list(graph.BY_NAME)}, got {stage!r}")
     st = graph.BY_NAME[stage]
     per_round = {"round_index": round_index} if st.per_round else {}
+    if live is not None and not st.tracked:
+        raise ValueError(f"--live: stage {stage} logs no epochs; only {[s.name for s in graph.STAGES if s.tracked]} do")
+    tracking = {"live": live} if st.tracked else {}
     claimed = claim_output(cfg, st, round_index, out_dir, inputs.get("previous"))
     artifact = stage_function(st)(cfg, out_dir, **per_round, **{i.flag: inputs.get(i.flag) for i in st.inputs},
-                                  progress=progress)
+                                  progress=progress, **tracking)
     if claimed is not None:
         claimed.unlink(missing_ok=True)
     return artifact

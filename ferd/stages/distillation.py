@@ -16,10 +16,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import distributed
 from ..algorithm import distillation_round
 from ..config import FerdConfig
 from ..models import FerdModel
 from ..numerics import saving_debug_batch
+from ..tracking import live_tracker
 from ..round_state import STUDENT_FILE, class_weights, load_distillation, load_history, save_distillation, save_history
 from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, write_json, write_manifest
 from .executor import InProcess
@@ -39,8 +41,10 @@ class DistillationArtifact(RoundArtifact):
 
 
 def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: PathLike, synthesis: PathLike,
-                 pool: PathLike, previous: PathLike | None = None, progress: bool = False) -> DistillationArtifact:
-    """The distillation stage of round ``round_index``."""
+                 pool: PathLike, previous: PathLike | None = None, progress: bool = False,
+                 live: PathLike | None = None) -> DistillationArtifact:
+    """The distillation stage of round ``round_index``; ``live``: a DVCLive directory for its curves
+    (:mod:`ferd.tracking`)."""
     start = start_round(cfg, "distillation", round_index, out_dir, teacher=teacher, synthesis=synthesis, pool=pool,
                         previous=previous)
     started, epochs, teacher_model, card, state = (start.started, start.epochs, start.teacher, start.card,
@@ -51,8 +55,9 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
     state.pool = load_pool(cfg, pool)
     if state.pool.rounds != list(range(round_index + 1)):
         raise ArtifactError(f"pool: {pool} holds rounds {state.pool.rounds}, expected 0..{round_index}")
+    tracker = live_tracker(live, state.history) if distributed.is_main() else None
     with saving_debug_batch(out_dir):
-        distillation_round(state, teacher_model, epochs, progress=progress)
+        distillation_round(state, teacher_model, epochs, progress=progress, on_epoch=tracker)
     state.next_round = round_index + 1
 
     out = Path(out_dir)
@@ -78,5 +83,6 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
 def step(ctx: InProcess, round_index: int, inputs: dict) -> FerdModel:
     """The stage in memory (``ferd run``, :mod:`ferd.stages.executor`): the student after the round."""
     state = ctx.state
-    distillation_round(state, inputs["teacher"], state.cfg.round_schedule[round_index], progress=ctx.progress)
+    distillation_round(state, inputs["teacher"], state.cfg.round_schedule[round_index], progress=ctx.progress,
+                       on_epoch=ctx.on_epoch)
     return state.student

@@ -26,6 +26,7 @@ from ..checkpoint import atomic_write_json, copy_file, save_state_dict
 from ..compute import set_memory_format
 from ..round_state import HISTORY_FILE, STUDENT_FILE, class_weights
 from ..run_dir import write_result
+from ..tracking import live_tracker
 from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, check_inputs, read_json, write_json, write_manifest
 from .executor import InProcess
 from .layout import EVALUATION
@@ -65,8 +66,10 @@ class EvaluationArtifact:
 
 
 def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str | os.PathLike[str],
-               student: str | os.PathLike[str], progress: bool = False) -> EvaluationArtifact:
-    """Evaluate the teacher and the student of the *final* distillation artifact."""
+               student: str | os.PathLike[str], progress: bool = False,
+               live: str | os.PathLike[str] | None = None) -> EvaluationArtifact:
+    """Evaluate the teacher and the student of the *final* distillation artifact; ``live``: a DVCLive directory
+    that receives the whole run's curves from its history (:mod:`ferd.tracking`)."""
     from ..evaluation.quick import quick_evaluation
 
     started = utc_now()
@@ -86,7 +89,9 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
     write_json(out / METRICS_FILE, metrics)
     for name in (HISTORY_FILE, CLASS_WEIGHTS_FILE):
         copy_file(student_dir / name, out / name)
-    write_class_weights(read_json(out / HISTORY_FILE), out / PLOTS_DIR, dataset_info(cfg.dataset).class_names)
+    history = read_json(out / HISTORY_FILE)
+    write_class_weights(history, out / PLOTS_DIR, dataset_info(cfg.dataset).class_names)
+    live_tracker(live, history)
     write_manifest(out, EVALUATION, cfg, started=started, inputs={"teacher": teacher, "student": student},
                    extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
     return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / "eval" / "report.md")

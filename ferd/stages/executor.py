@@ -45,3 +45,6 @@ class InProcess:
     evaluate_teacher: bool = True
     spent: Callable[[], float] = lambda: 0.0
     card: dict = field(default_factory=dict)
+    live: Path | None = None     # the DVCLive directory of the run's curves (ferd.tracking), opened after a resume
+    live_required: bool = True   # False: skipped with one line where DVCLive is not installed (the default's)
+    on_epoch: Callable[[str, dict], None] | None = None  # each epoch as it ends (ferd.tracking.LiveTracker)

@@ -16,6 +16,8 @@ Layout of ``--out DIR`` (every file written atomically):
 ``elapsed.json``       the wall time spent up to the last checkpoint, over every process that ran it
 ``result.json``        the parameter fingerprint the metrics were made with, and their sha256
 ``eval/``              per-class tables, figures and ``report.md``
+``live/``              the per-epoch curves in DVCLive (:mod:`ferd.tracking`; with the ``dvc`` extra): losses,
+                       p, within-label share, FAE mask
 ``manifest.json``      written last, when the run has finished: the sha256 and size of every file above,
                        sealed and, with ``$FERD_SIGNING_KEY``, signed, as a stage's
                        (:func:`ferd.stages.artifacts.write_manifest`, stage ``run``)
@@ -54,6 +56,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..checkpoint import atomic_write_json, read_json_object
 from ..compute import set_memory_format
 from ..config import FerdConfig
@@ -68,12 +71,14 @@ from ..preflight import preflight
 from ..round_state import RunState, load_checkpoint, read_round_record, save_checkpoint, verify_checkpoint
 from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, check_run_dir, owned, read_metrics
 from ..storage import MANIFEST
+from ..tracking import live_tracker
 from . import stage_step
 from .artifacts import write_manifest
 from .executor import InProcess, execute
 
 log = logging.getLogger(__name__)
 ELAPSED_FILE = "elapsed.json"
+LIVE_DIR = "live"  # DVCLive: the run's per-epoch curves (ferd.tracking)
 RUN_STAGE, TEACHER_PIN = "run", "teacher/teacher.safetensors"
 RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {"params_fingerprint": str, "scope": str,
                                                      "model_sha256": (str, type(None)), "metrics_sha256": str}
@@ -131,11 +136,13 @@ def _json_object(path: Path) -> dict[str, Any]:
 
 
 def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_teacher: bool = True,
-        records: Mapping[str, Any] | None = None) -> dict[str, float]:
+        records: Mapping[str, Any] | None = None, live: str | Path | bool = True) -> dict[str, float]:
     """Run FERD end to end into ``out_dir``: every task of the graph in one process, the teacher fetch and
     the evaluation included; returns the flat metrics (the teacher's too unless ``evaluate_teacher`` is false,
     e.g. in a comparison that evaluates its shared teacher once). ``records``: further JSON files (by name)
-    written beside the metrics before the manifest lists them all (a comparison's ``arm.json``)."""
+    written beside the metrics before the manifest lists them all (a comparison's ``arm.json``). ``live``: the
+    DVCLive directory of the run's per-epoch curves (:mod:`ferd.tracking`): True ``<out>/live`` when DVCLive is
+    installed, a path (DVCLive required), or False for none."""
     out = Path(out_dir)
     with owned(out):
         # before anything is written: another run's directory is refused, a checkpoint of this one checked
@@ -152,7 +159,9 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
         params = out / PARAMS_FILE
         if not params.is_file() or _json_object(params) != cfg.model_dump(mode="json"):
             atomic_write_json(params, cfg.model_dump(mode="json"))
-        ctx = InProcess(RunState.initial(resolve(cfg)), out, progress, evaluate_teacher, spent)
+        ctx = InProcess(RunState.initial(resolve(cfg)), out, progress, evaluate_teacher, spent,
+                        live=out / LIVE_DIR if live is True else Path(live) if live else None,
+                        live_required=live is not True)
         made = run_in_process(ctx, unroll(cfg.num_rounds), checkpoint_dir=out,
                               on_checkpoint=lambda r: atomic_write_json(out / ELAPSED_FILE,
                                                                         seal({"next_round": r, "seconds": spent()})))
@@ -184,6 +193,8 @@ def run_in_process(ctx: InProcess, tasks: list[Task], made: dict | None = None,
     state, cfg = ctx.state, ctx.state.cfg
     if checkpoint_dir is not None and load_checkpoint(state, checkpoint_dir):
         log.info("resuming from %s at round %d", checkpoint_dir, state.next_round)
+    if ctx.live is not None and distributed.is_main():  # the kept epochs replayed, then each as it ends
+        ctx.on_epoch = live_tracker(ctx.live, state.history, required=ctx.live_required)
     rounds = cfg.num_rounds
     bar = tqdm(total=rounds, initial=state.next_round, desc="FERD rounds", disable=not ctx.progress)
 

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..algorithm import collapse_warnings, generation_round
 from ..config import FerdConfig
 from ..numerics import saving_debug_batch
 from ..pool import Shard, write_shard
 from ..round_state import class_weights, load_generation, load_history, load_student, save_generation, save_history
 from ..synthesis.diversity import synthesis_rows
+from ..tracking import live_tracker
 from .artifacts import CLASS_WEIGHTS_FILE, RoundArtifact, write_json, write_manifest
 from .executor import InProcess
 from .layout import SYNTHESIS, shard_path
@@ -43,8 +45,9 @@ class SynthesisArtifact(RoundArtifact):
 
 def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: PathLike,
               student: PathLike | None = None, previous: PathLike | None = None,
-              progress: bool = False) -> SynthesisArtifact:
-    """The generation stage of round ``round_index``."""
+              progress: bool = False, live: PathLike | None = None) -> SynthesisArtifact:
+    """The generation stage of round ``round_index``; ``live``: a DVCLive directory for its curves
+    (:mod:`ferd.tracking`)."""
     start = start_round(cfg, "synthesis", round_index, out_dir, teacher=teacher, student=student, previous=previous)
     started, epochs, teacher_model, state = start.started, start.epochs, start.teacher, start.state
     if round_index > 0:
@@ -52,8 +55,10 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
         load_generation(state, previous)
         load_history(state, student)
     per_sample: list[dict] = []
+    tracker = live_tracker(live, state.history) if distributed.is_main() else None
     with saving_debug_batch(out_dir):
-        shard = generation_round(state, teacher_model, round_index, epochs, progress=progress, per_sample=per_sample)
+        shard = generation_round(state, teacher_model, round_index, epochs, progress=progress, per_sample=per_sample,
+                                 on_epoch=tracker)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +85,7 @@ def step(ctx: InProcess, round_index: int, inputs: dict) -> Shard:
     """The stage in memory (``ferd run``, :mod:`ferd.stages.executor`): the round's shard."""
     state = ctx.state
     return generation_round(state, inputs["teacher"], round_index, state.cfg.round_schedule[round_index],
-                            progress=ctx.progress)
+                            progress=ctx.progress, on_epoch=ctx.on_epoch)
 
 
 def _margin_by_class(m: dict | None, num_classes: int) -> list[float | None] | None:

@@ -1,6 +1,7 @@
-"""Issue 35 (6), with real DVC: a ferd code change reruns the stages that run it (and ``dvc status`` says
-so), the evaluation's metrics are outside the cache and shown by ``dvc metrics``, and ``git status``
-after ``dvc repro`` lists no lock file of ferd's.
+"""Issue 35 (3, 6), with real DVC: a ferd code change reruns the stages that run it (and ``dvc status`` says
+so), the evaluation's metrics are outside the cache and shown by ``dvc metrics``, the per-epoch DVCLive
+curves are listed by ``dvc exp show`` and drawn by ``dvc plots show``, and ``git status`` after ``dvc repro``
+lists no lock file of ferd's.
 
 A copy of the project (its ``ferd`` package included, imported from the copy through ``PYTHONPATH``) in
 a fresh git repository, the CI preset, run once for the module as ``make run`` runs it.
@@ -61,7 +62,8 @@ def test_git_status_after_repro_lists_no_lock_file(project):
     # what is left for git is what DVC asks to add: its lock files, .gitignore files, the uncached metrics and plots
     assert "out/evaluation/metrics.json" in listed and "dvc.lock" in listed
     assert all(p.endswith(("dvc.lock", ".gitignore")) or p.startswith(("out/evaluation/metrics.json",
-                                                                          "out/evaluation/plots/")) for p in listed), listed
+                                                                          "out/evaluation/plots/", "out/live/"))
+               for p in listed), listed
 
 
 def test_metrics_are_outside_the_cache_and_shown_by_dvc(project):
@@ -104,3 +106,22 @@ def test_metrics_json_is_strict_json(project):
 
     metrics = json.loads((repo / "out" / "evaluation" / "metrics.json").read_text(), parse_constant=refuse)
     assert "student.pgd20.nsd" in metrics
+
+
+def test_dvclive_curves_are_listed_by_exp_show_and_drawn_by_plots_show(project, tmp_path):
+    repo, env = project
+    epochs = len(json.loads((repo / "out" / "evaluation" / "history.json").read_text()))
+    live = repo / "out" / "live"
+    for name in ("student/loss", "student/kl_adv", "generator/gen", "p/max", "synthesis/within_label_share"):
+        rows = (live / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+        assert rows[0].split("\t") == ["step", name.split("/")[1]]
+        assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(epochs)), name  # one row per epoch, none twice
+    shown = json.loads(_run([str(BIN / "dvc"), "exp", "show", "--json"], repo, env))
+    data = shown[0]["data"] if isinstance(shown, list) else shown
+    metrics = json.dumps(data)
+    assert "out/live/metrics.json" in metrics and "kl_adv" in metrics and "within_label_share" in metrics
+    html = tmp_path / "plots"
+    _run([str(BIN / "dvc"), "plots", "show", "-o", str(html)], repo, env)
+    page = (html / "index.html").read_text()
+    assert "out/live/plots/metrics/student/loss.tsv" in page and "out/live/plots/metrics/p/min.tsv" in page
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], repo, env)

@@ -43,7 +43,13 @@ FILES = sorted([
     "eval/per_class_clean.png", "eval/per_class_pgd20.png", "eval/predictions.npz", "eval/report.md",
     "eval/retention.png", "eval/settings.json", "eval/synthesis.png", "history.json", "manifest.json",
     "metrics.json", "params.json", "pool/round=0/part-0.parquet", "pool/round=1/part-0.parquet", "result.json",
-    "student.safetensors", "teacher/model_card.json", "teacher/teacher.safetensors"])
+    "student.safetensors", "teacher/model_card.json", "teacher/teacher.safetensors",
+    "live/metrics.json", "live/plots/metrics/student/loss.tsv"])
+# the rest of the DVCLive curves (ferd.tracking): listed in the manifest like any file; two of them are cases above
+LIVE_CURVES = sorted(f"live/plots/metrics/{name}.tsv" for name in (
+    "generator/adv", "generator/bn", "generator/gen", "generator/oh", "generator/uni", "p/max", "p/min",
+    "student/kl_adv", "student/kl_clean", "synthesis/nonrobust_fraction", "synthesis/teacher_accuracy",
+    "synthesis/teacher_confidence", "synthesis/within_label_share"))
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -121,7 +127,8 @@ def _relist(out: Path, *names: str) -> None:
 # ---- every file of a finished run ----------------------------------------------------------------------------
 def test_every_file_of_the_run_is_a_case(signed):
     """The parametrized cases below cover every file the run wrote: nothing is skipped silently."""
-    assert sorted(p.relative_to(signed).as_posix() for p in signed.rglob("*") if p.is_file()) == FILES
+    assert sorted(p.relative_to(signed).as_posix() for p in signed.rglob("*") if p.is_file()) == sorted(
+        FILES + LIVE_CURVES)
 
 
 @pytest.mark.parametrize("rel", FILES)

@@ -88,8 +88,8 @@ def test_a_stage_refuses_another_ferd_version_than_the_graph_was_made_with(tmp_p
 def test_metrics_and_plots_are_uncached_outputs_that_overlap_no_other():
     cfg = load_config(CI)
     ev = dvc_stages(cfg)["evaluation"]
-    assert ev["metrics"] == [{"out/evaluation/metrics.json": {"cache": False}}]
-    assert {"out/evaluation/plots": {"cache": False}} in ev["outs"]
+    assert ev["metrics"] == [{"out/evaluation/metrics.json": {"cache": False}}, {"out/live/metrics.json": {"cache": False}}]
+    assert {"out/evaluation/plots": {"cache": False}} in ev["outs"] and {"out/live/plots": {"cache": False}} in ev["outs"]
     paths = [next(iter(o)) if isinstance(o, dict) else o for o in ev["outs"] + ev["metrics"]]
     assert not any(a != b and (b + "/").startswith(a + "/") for a in paths for b in paths)
     assert "metrics" not in dvc_files(cfg)["dvc.yaml"]  # the stage declares them
@@ -100,3 +100,12 @@ def test_the_student_is_a_model_artifact():
     art = dvc_files(cfg)["dvc.yaml"]["artifacts"]["student"]
     assert art["path"] == f"out/round-{cfg.num_rounds - 1}/distillation/student.safetensors"
     assert art["type"] == "model" and cfg.dataset in art["labels"] and art["desc"]
+
+
+def test_the_tracked_stages_keep_one_live_directory_and_the_evaluation_owns_it():
+    cfg = load_config(CI)
+    stages = dvc_stages(cfg)
+    tracked = sorted(name for name, st in stages.items() if "--live out/live " in st["cmd"])
+    assert tracked == sorted(["evaluation", *(f"{s}-r{r}" for s in ("synthesis", "distillation")
+                                              for r in range(cfg.num_rounds))])
+    assert {"out/live/plots/metrics": {"x": "step"}} in dvc_files(cfg)["dvc.yaml"]["plots"]

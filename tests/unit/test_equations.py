@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from ferd.distill.loss import robust_distillation_loss
+from ferd.distill.loss import robust_distillation_loss, robust_distillation_terms
 from ferd.distill.utae import generate_utae, utae_objective, utae_start
 from ferd.divergence import kl_logits, kl_uniform
 from ferd.synthesis.bottleneck import (bottleneck_objective, bottleneck_regulariser, channel_variance,
@@ -199,6 +199,8 @@ def test_eq11_student_loss():
     kl1 = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
     kl2 = 0.25 * math.log(1 / 3) + 0.75 * math.log(3)
     assert float(robust_distillation_loss(t, s_clean, s_adv, 5 / 6, 1 / 6)) == pytest.approx(5 / 6 * kl1 + 1 / 6 * kl2, rel=1e-6)
+    terms = robust_distillation_terms(t, s_clean, s_adv)  # the two KL terms before λ1, λ2 (what a run logs)
+    assert [float(v) for v in terms] == pytest.approx([kl1, kl2], rel=1e-6)
 
 
 def test_diversity_loss_mode_seeking_within_labels_by_hand():
