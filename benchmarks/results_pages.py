@@ -11,8 +11,12 @@ A page is hand-written prose around generated blocks; a block is the text betwee
 and is replaced by the table KIND renders from SOURCE (a path under benchmarks/results/), preceded by the
 command that produced it and the date it was kept (``SOURCES``). Kinds: ``runs`` (one row per run of a
 ``ferd compare`` report, from its ``comparison.json``), ``deltas`` (each arm minus ``ferd``, paired by seed, from
-the same file) and ``bench`` (``ferd bench`` JSON files in a folder). Deterministic: the same files give the same
-bytes; ``tests/unit/test_docs.py`` checks that the committed pages are current.
+the same file), ``bench`` (``ferd bench`` JSON files in a folder), ``table`` (``SOURCE:TABLE``, a table of a
+``record.json``) and ``figures`` (the single figures of a ``record.json``). A ``record.json`` is a measurement whose
+report was not kept, transcribed from the log that recorded it: its command, date, machine, the commit it was
+transcribed from, and its numbers as text, exactly as recorded. Deterministic: the same files give the same
+bytes; ``tests/unit/test_docs.py`` checks that the committed pages are current, and that every measured number
+on a page (``unsourced``) is among the numbers of that page's sources.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = ROOT / "docs" / "results"
-BLOCK = re.compile(r"(<!-- results: (\w+) (\S+) -->\n).*?(<!-- /results -->)", re.S)
+DOCS = ROOT / "docs"
+BLOCK = re.compile(r"(<!-- results: (\w+) ([\w.-]+)(?::([\w.-]+))? -->\n).*?(<!-- /results -->)", re.S)
 # figures the pages show, copied from where benchmarks/ draws them (MkDocs serves only docs/)
 COPIES = {PAGES / "budget.png": RESULTS / "tier2-budget" / "budget.png"}
 ATTACKS = (("clean", "clean"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("cw", "CW∞"), ("aa", "AA"))
@@ -41,10 +46,22 @@ class Source:
     date: str
     note: str = ""
 
+    @classmethod
+    def record(cls, name: str) -> "Source":
+        """The command, date and machine of a transcribed measurement (``benchmarks/results/NAME/record.json``)."""
+        r = _record(name)
+        settings = f"; {r['settings']}" if r.get("settings") else ""
+        return cls(r["command"], r["recorded"], f"recorded on {r['machine']}{settings}")
+
 
 _TIER2 = ("one arm at a time (`--method/--student/--seed`), two side by side on a 2-core AMD EPYC machine; "
           "`ferd compare --preset {preset} --out benchmarks/results/{name} --report-only --partial` rebuilds the "
           "report")
+# measurements transcribed from the logs that recorded them (benchmarks/results/NAME/record.json)
+RECORDS = ("embedded-run", "embedded-run-epyc", "make-run-vs-ferd-run", "compare-rounds", "storage-embedded",
+           "student-defaults", "fae-mask", "utae-target", "utae-cache", "bench-embedded", "ddp-scaling",
+           "compare-cpu", "compare-cpu-budget", "compare-cifar10", "teacher-eval", "image-build",
+           "architecture-check", "byo-teacher-trial", "tier2-budget-intervals")
 SOURCES = {
     "compare-cifar10-x3": Source("ferd compare --preset compare-cifar10-cpu-x3 --out runs/compare-cifar10-x3 "
                                  "--jobs 2 --threads 1", "2026-11-30",
@@ -55,10 +72,33 @@ SOURCES = {
     "compare-cifar10-x6": Source("ferd compare --preset compare-cifar10-cpu-x6 --out runs/compare-cifar10-x6 "
                                  "--jobs 2 --threads 1", "2026-11-30",
                                  _TIER2.format(preset="compare-cifar10-cpu-x6", name="compare-cifar10-x6")),
+    "tier2-budget": Source("python benchmarks/budget_curve.py benchmarks/results/compare-cifar10-x3 "
+                           "benchmarks/results/compare-cifar10-x4 benchmarks/results/compare-cifar10-x6 "
+                           "--out benchmarks/results/tier2-budget", "2026-11-30", "the figure docs/results/budget.png"),
     "bench-plan": Source("ferd bench --preset PRESET --threads 1 --iterations 3 --repeats 3 -S … --out FILE",
                          "2026-12-05", "the settings each file records are in the table; the full `-S` list "
                          "(the tier-2 shapes: WRN-16-2 teacher, cnn-32 student, batches of 64) was not kept"),
 }
+
+
+RECORD_FIELDS = {"command": str, "recorded": str, "machine": str, "transcribed_from": dict}
+
+
+def _record(name: str) -> dict:
+    """A transcribed measurement, its required fields checked."""
+    path = RESULTS / name / "record.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    for field, kind in RECORD_FIELDS.items():
+        if not isinstance(record.get(field), kind):
+            raise ValueError(f"{path}: field {field!r} missing or not a {kind.__name__}")
+    if not re.fullmatch(r"[0-9a-f]{7,40}", str(record["transcribed_from"].get("commit", ""))):
+        raise ValueError(f"{path}: field 'transcribed_from.commit' must name the commit whose log it transcribes")
+    if not record.get("tables") and not record.get("figures"):
+        raise ValueError(f"{path}: no 'tables' and no 'figures': a record holds numbers")
+    return record
+
+
+SOURCES.update({name: Source.record(name) for name in RECORDS})
 
 
 def _pct(value: float) -> str:
@@ -68,6 +108,8 @@ def _pct(value: float) -> str:
 def _header(name: str) -> str:
     source = SOURCES[name]
     note = f"; {source.note}" if source.note else ""
+    if name in RECORDS:
+        return f"`{source.command}` ({source.date}, {source.note}; `benchmarks/results/{name}/record.json`).\n"
     return f"`{source.command}` (kept in `benchmarks/results/{name}` on {source.date}{note}).\n"
 
 
@@ -126,24 +168,120 @@ def render_bench(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"runs": render_runs, "deltas": render_deltas, "bench": render_bench}
+def render_table(name: str, table: str) -> str:
+    """One table of a transcribed measurement, its cells as recorded."""
+    tables = _record(name)["tables"]
+    if table not in tables:
+        raise ValueError(f"benchmarks/results/{name}/record.json: no table {table!r}; expected one of {sorted(tables)}")
+    t = tables[table]
+    lines = [_header(name), "| " + " | ".join(t["columns"]) + " |", "|" + "---|" * len(t["columns"])]
+    lines += ["| " + " | ".join(row) + " |" for row in t["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def render_figures(name: str) -> str:
+    """The single figures of a transcribed measurement, as recorded."""
+    lines = [_header(name), "| measured | value |", "|---|---|"]
+    lines += [f"| {what} | {value} |" for what, value in _record(name)["figures"]]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"runs": render_runs, "deltas": render_deltas, "bench": render_bench, "figures": render_figures}
+PART_RENDERERS = {"table": render_table}  # kinds that name a part of their source: SOURCE:PART
 
 
 def render_page(text: str, page: str = "page") -> str:
     """The page with every generated block rendered afresh from its source."""
     def block(match: re.Match) -> str:
-        opening, kind, name, closing = match.groups()
-        if kind not in RENDERERS:
-            raise ValueError(f"{page}: unknown results block kind {kind!r}; expected one of {sorted(RENDERERS)}")
+        opening, kind, name, part, closing = match.groups()
+        if kind not in RENDERERS and kind not in PART_RENDERERS:
+            raise ValueError(f"{page}: unknown results block kind {kind!r}; "
+                             f"expected one of {sorted([*RENDERERS, *PART_RENDERERS])}")
         if name not in SOURCES:
             raise ValueError(f"{page}: results block source {name!r} has no entry in SOURCES")
-        return opening + RENDERERS[kind](name) + closing
+        if (kind in PART_RENDERERS) != (part is not None):
+            raise ValueError(f"{page}: results block {kind} {name}: "
+                             + ("expected SOURCE:PART" if kind in PART_RENDERERS else "expected SOURCE alone"))
+        body = PART_RENDERERS[kind](name, part) if part is not None else RENDERERS[kind](name)
+        return opening + body + closing
 
     return BLOCK.sub(block, text)
 
 
 def pages() -> list[Path]:
-    return sorted(PAGES.glob("*.md"))
+    """Every docs page: a results block may stand on any of them."""
+    return sorted(DOCS.rglob("*.md"))
+
+
+# What a page quotes as a measurement: every decimal number and every percentage outside code, link targets,
+# HTML comments and generated blocks. A results page may quote only the numbers of its own blocks' sources; any
+# other page those of the results pages it links to, the configuration reference's (settings, generated from the
+# schema) and the few constants below.
+QUOTED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)? ?%|\d+\.\d+(?:e-?\d+)?)")
+_NOT_PROSE = re.compile(r"```.*?```|`[^`\n]*`|\]\([^)]*\)|<!--.*?-->", re.S)
+_SOURCE_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e-?\d+)?")
+_NOT_NUMBERS = {"history.json", "params.json"}  # per-epoch losses and settings: thousands of numbers, none quoted
+CONFIGURATION = DOCS / "configuration.md"
+CONSTANTS = {  # page: {number as quoted: why it is no measurement}
+    "evaluation.md": {"10 %": "Worst-10 %, a metric's name", "0.1": "⌈0.1·C⌉, its definition"},
+    "faults.md": {"0.5": "the memory bound a test asserts (0.5 GiB)", "95 %": "the collapse warning's threshold"},
+    "methods.md": {"95 %": "the confidence level of the intervals", "5.1": "the paper's section §5.1",
+                   "9.1": "the paper's appendix A.9.1", "0.001": "RSLAD's and the authors' random start",
+                   "0.02": "the generator's initialisation N(0, 0.02)", "0.8333333333333": "5/6 as a setting",
+                   "0.1666666666667": "1/6 as a setting"},
+    "multi-gpu.md": {"7.5e-5": "a test's tolerance", "8.2e-7": "a test's tolerance", "99 %": "a test's bound"},
+    "concepts.md": {"1.05": "a test's bound"},
+    "contributing.md": {"3.11": "the Python version required"},
+    "kubeflow.md": {"3.11": "the image's Python version", "4.3": "podman's version"},
+    "dvc.md": {"127.0": "an address (127.0.0.1)", "0.1": "an address (127.0.0.1)"},
+}
+
+
+def quoted(text: str) -> list[str]:
+    """The decimal numbers and percentages a page's prose quotes, as written (``12.3`` or ``45 %``)."""
+    prose = _NOT_PROSE.sub(" ", BLOCK.sub(" ", text))
+    return [re.sub(r" ?%$", " %", q) for q in QUOTED.findall(prose)]
+
+
+def _key(number: str) -> str:
+    return number.removesuffix(" %")
+
+
+def source_numbers(name: str) -> set[str]:
+    """Every number in a source's files as written, and each decimal rounded to 0-3 places (as a fraction and as a
+    percentage): a page may round, and quote a fraction in %."""
+    numbers: set[str] = set()
+    for path in sorted((RESULTS / name).rglob("*")):
+        if path.suffix not in {".json", ".csv", ".md"} or path.name in _NOT_NUMBERS:
+            continue
+        for token in _SOURCE_NUMBER.findall(path.read_text(encoding="utf-8")):
+            numbers.add(token)
+            if not token.isdigit():
+                value = float(token)
+                numbers.update(f"{value:.{d}f}" for d in range(4))
+                numbers.update(f"{100 * value:.{d}f}" for d in range(3))
+    return numbers
+
+
+def block_sources(text: str) -> set[str]:
+    return {match.group(3) for match in BLOCK.finditer(text)}
+
+
+def unsourced(path: Path, text: str | None = None) -> list[str]:
+    """The numbers ``path`` (a docs page; ``text`` in place of its contents) quotes that come from no source."""
+    if path == CONFIGURATION:
+        return []  # generated from the schema: settings, not measurements
+    text = path.read_text(encoding="utf-8") if text is None else text
+    names = block_sources(text)
+    allowed: set[str] = set(CONSTANTS.get(path.name, {}) if path.parent == DOCS else {})
+    if path.parent == DOCS:
+        allowed |= set(_SOURCE_NUMBER.findall(_NOT_PROSE.sub(" ", CONFIGURATION.read_text(encoding="utf-8"))))
+        for target in re.findall(r"\]\((results/[\w.-]+\.md)(?:#[^)]*)?\)", text):
+            if (DOCS / target).exists():
+                names |= block_sources((DOCS / target).read_text(encoding="utf-8"))
+    for name in sorted(names & set(SOURCES)):
+        allowed |= source_numbers(name)
+    return [q for q in quoted(text) if q not in allowed and _key(q) not in allowed]
 
 
 def main(argv: list[str] | None = None) -> int:

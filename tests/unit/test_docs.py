@@ -110,3 +110,49 @@ def test_site_builds_strict(tmp_path):
                            "--site-dir", str(tmp_path / "site")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "site" / "configuration" / "index.html").exists()
+
+
+def test_every_quoted_number_has_a_source():
+    """Every decimal number and percentage a docs page quotes comes from a file under benchmarks/results/: a
+    results page's from the sources of its own generated blocks, any other page's from those of the results pages
+    it links to (or the configuration reference's settings, or the few named constants)."""
+    generator = _script(ROOT / "benchmarks" / "results_pages.py")
+    missing = {str(page.relative_to(ROOT)): generator.unsourced(page) for page in generator.pages()}
+    assert {page: numbers for page, numbers in missing.items() if numbers} == {}
+
+
+def test_an_unsourced_number_fails_the_check():
+    """The check finds a number no source holds, on a results page and on another page, and accepts a number on
+    another page once it links to the results page whose source holds it."""
+    generator = _script(ROOT / "benchmarks" / "results_pages.py")
+    tier1 = DOCS / "results" / "tier1.md"
+    assert generator.unsourced(tier1, tier1.read_text(encoding="utf-8") + "\nFERD keeps 99.9 % here.\n") == [
+        "99.9 %"]
+    dvc = DOCS / "dvc.md"
+    quote = "\n`ferd run` took 3 min 51.9 s.\n"
+    assert generator.unsourced(dvc, quote) == ["51.9"]
+    assert generator.unsourced(dvc, quote + "[measured](results/embedded-default.md)\n") == []
+    assert generator.quoted("`lr 0.001` in code, [a link](x-1.5.md), <!-- 2.5 -->, but 3.5 and 45 %") == [
+        "3.5", "45 %"]
+
+
+def test_every_source_is_registered_and_shown():
+    """Each folder under benchmarks/results/ is a registered source that some page's block renders; each record
+    names its command, date, machine and the commit it was transcribed from."""
+    generator = _script(ROOT / "benchmarks" / "results_pages.py")
+    folders = {p.name for p in generator.RESULTS.iterdir() if p.is_dir()}
+    assert folders - set(generator.SOURCES) == set(), "unregistered sources"
+    shown = set().union(*(generator.block_sources(p.read_text(encoding="utf-8")) for p in generator.pages()))
+    shown |= {src.parent.name for src in generator.COPIES.values()}
+    assert set(generator.SOURCES) - shown == set(), "sources no page shows"
+    for name in generator.RECORDS:
+        generator._record(name)  # raises on a missing field
+
+
+def test_a_record_missing_a_field_is_refused(tmp_path, monkeypatch):
+    generator = _script(ROOT / "benchmarks" / "results_pages.py")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "record.json").write_text('{"command": "ferd run", "recorded": "2026-11-30"}')
+    monkeypatch.setattr(generator, "RESULTS", tmp_path)
+    with pytest.raises(ValueError, match="record.json: field 'machine' missing"):
+        generator._record("x")
