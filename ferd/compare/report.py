@@ -36,35 +36,12 @@ from ..attacks import ATTACKS
 from ..checkpoint import atomic_write_bytes, atomic_write_json, json_safe
 from ..plan import Plan, resolve
 from ..run_dir import is_finished, read_metrics
+from .per_class import class_deltas, per_class_section, pool_share
+from .stats import paired_interval, verdict
 from .config import DELTAS, LEFT_OUT, Arm, CompareConfig, arm_status, arms, current_teacher, run_config, teacher_config
 
 STATS = ("avg", "worst", "nsd")
 log = logging.getLogger(__name__)
-
-
-def paired_interval(values: list[float], reference: list[float], level: float = 0.95
-                    ) -> tuple[float, float, float]:
-    """mean(d) and its two-sided t interval for paired differences d = values − reference."""
-    from scipy import stats
-
-    d = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
-    mean = float(d.mean())
-    if d.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
-    return mean, mean - half, mean + half
-
-
-def verdict(low: float, high: float) -> str:
-    if math.isnan(low):
-        return "one seed: no interval"
-    if low == high == 0:
-        return "equal in every seed (no difference)"
-    if high < 0:
-        return "worse than the reference beyond noise"
-    if low > 0:
-        return "better than the reference beyond noise"
-    return "within noise"
 
 
 def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bool = False
@@ -93,7 +70,7 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
         for a in group:
             log.warning("arm %s student %s seed %d (%s): %s, left out", a.method, a.student, a.seed, a.relpath, why)
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
-    per_class: dict[tuple[str, str], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    per_class: dict[tuple[str, str], dict[str, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
     metrics = {arm: read_metrics(out / arm.relpath / "metrics.json") for arm in finished}
     attacks = [a for a in ATTACKS if all(f"student.{a}.avg" in m for m in metrics.values())]
     for arm, m in metrics.items():
@@ -103,7 +80,7 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
         rows = _per_class_rows(out / arm.relpath / "eval")
         for a in attacks:
             accs = [float(r["accuracy"]) for r in rows if r["model"] == "student" and r["attack"] == a]
-            per_class[arm.method, arm.student][a].append(np.array(accs))
+            per_class[arm.method, arm.student][a][arm.seed] = np.array(accs)
     return runs, per_class, attacks, {why: [a.relpath for a in g] for why, g in left.items()}
 
 
@@ -176,10 +153,12 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
                 name = f"{method}.{student}.delta_{key.replace('.', '_')}"
                 flat[f"{name}.mean"], flat[f"{name}.low"], flat[f"{name}.high"] = mean, low, high
             deltas.append(tuple(row))
+    classes, by_class = _per_class_view(cc, out, runs, per_class, attacks, teacher)
     _write_csv(out / "comparison.csv", table)
     atomic_write_json(out / "comparison.json", json_safe({
-        "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()}}))
-    _write_markdown(cc, out, table, deltas, teacher, attacks, left)
+        "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()},
+        "per_class": by_class}))
+    _write_markdown(cc, out, table, deltas, teacher, attacks, left, classes)
     _plot(cc, out, per_class, teacher, attacks)
     return flat
 
@@ -201,7 +180,7 @@ def _write_csv(path: Path, table: list[dict[str, object]]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None) -> None:
+def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes=()) -> None:
     head = "| method | student | seeds | s/run | " + " | ".join(
         f"{a} {s.capitalize() if s != 'nsd' else 'NSD'}" for a in attacks for s in STATS) + " |"
     lines = [f"# Comparison: {', '.join(cc.methods)}", "",
@@ -241,7 +220,8 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None) -> None
     for method, student, n, worst, avg, clean in deltas:
         lines.append(f"| {method} | {student} | {n} | {_delta(*worst)} | {verdict(*worst[1:])} | {_delta(*avg)} "
                      f"| {_delta(*clean)} |")
-    lines += ["", f"## How each arm differs from `{cc.reference}`", "",
+    lines += ["", *classes]
+    lines += [f"## How each arm differs from `{cc.reference}`", "",
               "Every setting the arm runs with that differs from the reference's (the distillation as the method "
               "actually runs it, i.e. after the A.8 conversion; seed and student aside).", "",
               "| method | differs in |", "|---|---|"]
@@ -249,6 +229,38 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None) -> None
         lines.append(f"| {method} | {'; '.join(diff) if diff else '— (the reference)'} |")
     lines += ["", *[f"![per-class {a}](per_class_{a}.png)" for a in attacks], ""]
     atomic_write_bytes(out / "comparison.md", "\n".join(lines).encode())
+
+
+def _per_class_view(cc, out, runs, per_class, attacks, teacher) -> tuple[list[str], dict]:
+    """The per-class section of comparison.md (:mod:`.per_class`, under PGD-20 where it ran, else the last
+    attack) and its numbers for comparison.json: per student, the class names, the teacher's accuracies, each
+    reweighting arm's pool share and each arm's per-class difference to the reference (mean, low, high)."""
+    if not attacks:
+        return [], {}
+    attack = "pgd20" if "pgd20" in attacks else attacks[-1]
+    rows = _per_class_rows(out / "teacher" / "eval") if teacher else []
+    t_acc = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == attack] or None
+    lines, data = [], {}
+    for student in cc.students:
+        acc = {m: per_class[m, s][attack] for (m, s) in per_class if s == student}
+        if cc.reference not in acc:
+            continue
+        first = next(iter(runs[cc.reference, student]))
+        names = [r["class_name"] for r in _per_class_rows(out / next(
+            a.relpath for a in arms(cc) if (a.method, a.student, a.seed) == (cc.reference, student, first)) / "eval")
+            if r["model"] == "student" and r["attack"] == attack]
+        shares = {}
+        for m in acc:
+            found = [pool_share(out / a.relpath / "history.json", len(names)) for a in arms(cc)
+                     if a.method == m and a.student == student and a.seed in acc[m]]
+            found = [f for f in found if f is not None]
+            if found and not np.allclose(np.mean(found, axis=0), 1 / len(names)):  # reweighting arms only
+                shares[m] = np.mean(found, axis=0)
+        lines += per_class_section(cc.reference, student, attack, names, acc, shares, t_acc)
+        data[student] = {"attack": attack, "classes": names, "teacher": t_acc,
+                         "pool_share": {m: v.tolist() for m, v in shares.items()},
+                         "delta": {m: class_deltas(acc[m], acc[cc.reference]) for m in acc if m != cc.reference}}
+    return lines, data
 
 
 def _delta(mean: float, low: float, high: float) -> str:
@@ -318,7 +330,7 @@ def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
         if t:
             ax.plot(range(len(t)), np.array(t) * 100, "k--", label="teacher")
         for (method, student), by_attack in per_class.items():
-            acc = np.mean(by_attack[a], axis=0) * 100
+            acc = np.mean(list(by_attack[a].values()), axis=0) * 100
             ax.plot(range(len(acc)), acc, marker="o", ms=3, label=f"{method} ({student})")
         ax.set(xlabel="class", ylabel=f"{a} accuracy (%)", ylim=(0, 100),
                title=f"per-class {a} accuracy, mean over seeds {cc.seeds}")

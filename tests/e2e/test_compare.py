@@ -14,7 +14,7 @@ from pathlib import Path
 from ferd.cli import main
 from ferd.compare.config import Arm, arms, load_compare
 from ferd.presets import PRESETS
-from ferd.compare.report import paired_interval, verdict
+from ferd.compare.stats import paired_interval, verdict
 from ferd.params_io import ConfigError
 
 from support import golden
