@@ -22,7 +22,9 @@ Each stage declares as ``params`` exactly the keys its artifact's fingerprint co
 (:func:`ferd.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
 every synthesis, pool, distillation and the evaluation, never the teacher; a baseline's group
 (``baseline.cmi.*``) reruns nothing of a FERD run. Metrics and plots are
-the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`).
+the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`: per-class
+accuracy, confusion, class weights, a loss curve per file of ``plots/losses/``) and each round's grid of
+kept synthetic images, ``round-<r>/synthesis/samples.png`` (an image plot).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from .image import container_command
 
 OUT = "out"
 METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
+LOSSES_DIR, SAMPLES_FILE = "losses", "samples.png"  # ferd.evaluation.dvc_plots, ferd.evaluation.samples
 ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled; each round's stages are\n"
@@ -262,6 +265,8 @@ def _plots(cfg: FerdConfig, out: str) -> list[Any]:
     plots.append({"class-weights": {"template": "linear", "x": "epoch",
                                     "y": {f"{ev}/plots/class_weights.csv": classes},
                                     "title": "Class weights p (Eq. 7) per epoch", "y_label": "p"}})
+    plots.append({f"{ev}/plots/{LOSSES_DIR}": {"template": "linear", "x": "epoch"}})  # a curve per file
+    plots += [f"{t.dir(out)}/{SAMPLES_FILE}" for t in unroll(cfg.num_rounds) if t.stage.name == "synthesis"]
     return plots
 
 

@@ -5,20 +5,27 @@
 * ``predictions_<model>_<attack>.csv`` — ``actual,predicted``: one row per test example,
   class names (template ``confusion``: the paper's Fig. 2/9 adversarial confusion matrices);
 * ``class_weights.csv`` — ``epoch,round,<class…>``: the reweighting p of Eq. 7 per epoch
-  (template ``linear``: how the class weights move round by round).
+  (template ``linear``: how the class weights move round by round);
+* ``losses/<group>-<term>.csv`` — ``epoch,<term>``: one loss curve per file (:mod:`ferd.evaluation.losses`:
+  the generator's L_gen terms, the student's Eq. 11 losses), each drawn on its own scale (template
+  ``linear``, the folder declared as one plot entry: the terms are whatever the method records, so no
+  ``dvc.yaml`` needs to name them — DVCLive's layout).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..checkpoint import atomic_write_bytes
+from .losses import loss_series
 from .runner import EvaluationResult
 
 
@@ -57,3 +64,21 @@ def write_class_weights(history: Sequence[dict], out_dir: str | os.PathLike[str]
     """``class_weights.csv``: p (Eq. 7) of every epoch of the run's history."""
     rows = [[h["epoch"], h.get("round", ""), *(round(float(v), 6) for v in h["p"])] for h in history if "p" in h]
     return _write_csv(Path(out_dir) / "class_weights.csv", ["epoch", "round", *class_names], rows)
+
+
+LOSSES_DIR = "losses"
+
+
+def write_losses(history: Sequence[dict], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """``losses/<group>-<term>.csv`` for every curve of the run's history (a file of an earlier evaluation
+    that this history has no curve for is removed)."""
+    folder = Path(out_dir) / LOSSES_DIR
+    written = []
+    for group, terms in loss_series(history).items():
+        for term, points in terms.items():
+            name = re.sub(r"[^A-Za-z0-9_.]", "_", term)
+            written.append(_write_csv(folder / f"{group}-{name}.csv", ["epoch", name],
+                                      [[e, "" if math.isnan(v) else v] for e, v in points]))
+    for stale in set(folder.glob("*.csv")) - set(written):
+        stale.unlink()
+    return written

@@ -8,7 +8,7 @@ Output directory: ``metrics.json`` (flat ``<model>.<attack>.<statistic>`` keys, 
 [0, 1]), ``eval/`` (per-class tables, confusion matrices, figures, ``report.md``),
 ``history.json`` and ``class_weights.json`` of the whole run (from the final distillation
 artifact), ``plots/`` (CSV for ``dvc plots``: per-class accuracy per attack, per-example
-predictions for the confusion matrices, class weights per epoch), ``manifest.json``.
+predictions for the confusion matrices, class weights per epoch, ``losses/`` the loss curves), ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from ..config import FerdConfig
 from ..provenance import utc_now
 from ..models.loading import load_model
 from ..data import dataset_info
-from ..evaluation.dvc_plots import write_class_weights
+from ..evaluation.dvc_plots import write_class_weights, write_losses
+from ..evaluation.samples import SAMPLES_DIR, write_round_grids
 from ..checkpoint import atomic_write_json, copy_file, save_state_dict
 from ..compute import set_memory_format
 from ..round_state import HISTORY_FILE, STUDENT_FILE, class_weights
@@ -87,6 +88,7 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
     for name in (HISTORY_FILE, CLASS_WEIGHTS_FILE):
         copy_file(student_dir / name, out / name)
     write_class_weights(read_json(out / HISTORY_FILE), out / PLOTS_DIR, dataset_info(cfg.dataset).class_names)
+    write_losses(read_json(out / HISTORY_FILE), out / PLOTS_DIR)
     write_manifest(out, EVALUATION, cfg, started=started, inputs={"teacher": teacher, "student": student},
                    extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
     return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / "eval" / "report.md")
@@ -107,7 +109,10 @@ def step(ctx: InProcess, round_index: None, inputs: dict) -> dict[str, float]:
     atomic_write_json(out / CLASS_WEIGHTS_FILE, class_weights(state.history))
     atomic_write_json(out / HISTORY_FILE, state.history)
     models = {"teacher": teacher, "student": student} if ctx.evaluate_teacher else {"student": student}
-    metrics = quick_evaluation(cfg, models, out / "eval", ctx.progress, history=state.history)
+    grids = write_round_grids(map(state.pool.shard, state.pool.rounds), out / SAMPLES_DIR,
+                              dataset_info(cfg.dataset).class_names)  # every round's, also on a resumed run
+    metrics = quick_evaluation(cfg, models, out / "eval", ctx.progress, history=state.history,
+                               samples=[(r, f"../{SAMPLES_DIR}/{p.name}") for r, p in grids])
     metrics["run.seconds"] = ctx.spent()
     write_result(out, cfg, metrics)
     return metrics
