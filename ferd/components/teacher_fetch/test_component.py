@@ -31,5 +31,5 @@ def test_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_arti
     assert json.loads((out / "manifest.json").read_text())["stage"] == "teacher"
     (executed,) = tmp_path.glob("teacher-fetch-test-*/teacher-fetch/executor_output.json")
     meta = json.loads(executed.read_text())["artifacts"]["teacher"]["artifacts"][0]["metadata"]
-    assert {k: meta.get(k) for k in ("arch", "num_classes", "sha256", "source", "mean", "std")} == \
+    assert {k: meta[k] for k in ("arch", "num_classes", "sha256", "source", "mean", "std")} == \
         {k: card[k] for k in ("arch", "num_classes", "sha256", "source", "mean", "std")}  # the Model says what it is
