@@ -209,7 +209,7 @@ def plot_losses(series: dict[str, dict[str, list[tuple[int, float]]]], path: str
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title({"generator": "Generator: L_gen terms (kept iteration)",
-                      "student": "Student: Eq. 11 losses"}.get(group, group), fontsize=10)
+                      "student": "Student: distillation losses (Eq. 11)"}.get(group, group), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
     return save_figure(fig, path)
