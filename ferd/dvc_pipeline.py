@@ -22,8 +22,10 @@ Each stage declares as ``params`` exactly the keys its artifact's fingerprint co
 (:func:`ferd.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
 every synthesis, pool, distillation and the evaluation, never the teacher; a baseline's group
 (``baseline.cmi.*``) reruns nothing of a FERD run. Metrics and plots are
-the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`), and the run's
-per-epoch curves in DVCLive, ``out/live`` (:mod:`ferd.tracking`).
+the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`: per-class
+accuracy, confusion, class weights), the run's per-epoch curves in DVCLive, ``out/live`` (:mod:`ferd.tracking`:
+every loss term, p, diversity, FAE mask), and each round's grid of kept synthetic images,
+``round-<r>/synthesis/samples.png`` (an image plot).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .image import container_command
 OUT = "out"
 METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
 LIVE = "live"  # <out>/live: the DVCLive curves the tracked stages keep up to date (ferd.tracking)
+SAMPLES_FILE = "samples.png"  # ferd.evaluation.samples
 ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled; each round's stages are\n"
@@ -269,6 +272,7 @@ def _plots(cfg: FerdConfig, out: str) -> list[Any]:
                                     "y": {f"{ev}/plots/class_weights.csv": classes},
                                     "title": "Class weights p (Eq. 7) per epoch", "y_label": "p"}})
     plots.append({f"{out}/{LIVE}/{PLOTS}/metrics": {"x": "step"}})  # every DVCLive curve, per epoch (ferd.tracking)
+    plots += [f"{t.dir(out)}/{SAMPLES_FILE}" for t in unroll(cfg.num_rounds) if t.stage.name == "synthesis"]
     return plots
 
 

@@ -6,6 +6,8 @@
   class names (template ``confusion``: the paper's Fig. 2/9 adversarial confusion matrices);
 * ``class_weights.csv`` — ``epoch,round,<class…>``: the reweighting p of Eq. 7 per epoch
   (template ``linear``: how the class weights move round by round).
+
+The loss curves are DVCLive's (:mod:`ferd.tracking`, ``out/live``).
 """
 
 from __future__ import annotations

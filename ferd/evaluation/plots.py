@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..checkpoint import atomic_path
 from ..synthesis.diversity import FIGURES
@@ -188,4 +189,27 @@ def plot_synthesis(rows: list[dict], path: str | os.PathLike[str]) -> Path:
     ax.set_title("Synthesis: diversity within labels, teacher confidence and accuracy, FAE mask", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return save_figure(fig, path)
+
+
+def plot_losses(series: dict[str, dict[str, list[tuple[int, float]]]], path: str | os.PathLike[str]) -> Path:
+    """The loss curves of :func:`ferd.evaluation.losses.loss_series` against the epoch, one panel per group
+    (generator L_gen terms, student Eq. 11 losses); a panel whose terms differ by more than two orders of
+    magnitude is drawn on a symmetric log scale (L_adv is negative)."""
+    groups = list(series)
+    fig = Figure(figsize=(5.2 * max(1, len(groups)), 3.6), layout="constrained")
+    for g, group in enumerate(groups):
+        ax = fig.add_subplot(1, len(groups), g + 1)
+        for k, (term, points) in enumerate(series[group].items()):
+            epochs, values = zip(*points)
+            ax.plot(epochs, values, marker="o", markersize=3, color=COLORS[k % len(COLORS)], label=term)
+        sizes = [abs(v) for points in series[group].values() for _, v in points if np.isfinite(v) and v != 0]
+        if sizes and max(sizes) > 100 * min(sizes):
+            ax.set_yscale("symlog", linthresh=10.0 ** np.floor(np.log10(min(sizes))))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_title({"generator": "Generator: L_gen terms (kept iteration)",
+                      "student": "Student: distillation losses (Eq. 11)"}.get(group, group), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
     return save_figure(fig, path)

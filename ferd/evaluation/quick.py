@@ -4,6 +4,7 @@ the evaluation stage and ``ferd compare``'s teacher call."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,12 +13,13 @@ from ..config import FerdConfig
 
 
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
-                     progress: bool = True, plots_dir: Path | None = None, history: list[dict] | None = None
-                     ) -> dict[str, float]:
+                     progress: bool = True, plots_dir: Path | None = None, history: list[dict] | None = None,
+                     samples: Sequence[tuple[int, str]] = ()) -> dict[str, float]:
     """Per-class evaluation of the models on the dataset's test split (``cfg.evaluation``);
     with ``plots_dir``, also the DVC plot data (:mod:`ferd.evaluation.dvc_plots`); with the run's
     ``history``, its synthesis figures (diversity, teacher confidence, FAE mask) in the report and as
-    ``synthesis.*`` metrics (:mod:`ferd.synthesis.diversity`). With
+    ``synthesis.*`` metrics (:mod:`ferd.synthesis.diversity`) and its loss curves; ``samples``: the rounds'
+    grids of synthetic images to show, ``(round, link relative to out_dir)``. With
     ``evaluation.aa_examples`` smaller than the examples evaluated, AutoAttack runs on its own
     stratified subset (same seed) into ``<out_dir>-aa`` and its metrics join the others."""
     e = cfg.evaluation
@@ -25,7 +27,7 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     separate_aa = "aa" in attacks and e.aa_examples is not None and (e.n_examples is None
                                                                      or e.aa_examples < e.n_examples)
     metrics = _evaluate(cfg, models, out_dir, [a for a in attacks if not (separate_aa and a == "aa")],
-                        e.n_examples, progress, plots_dir, history)
+                        e.n_examples, progress, plots_dir, history, samples)
     if separate_aa:
         aa_dir = out_dir.with_name(out_dir.name + "-aa")
         metrics.update(_evaluate(cfg, models, aa_dir, ["aa"], e.aa_examples, progress, None))
@@ -38,7 +40,7 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
 
 def _evaluate(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path, attacks: list[str],
               n_examples: int | None, progress: bool, plots_dir: Path | None,
-              history: list[dict] | None = None) -> dict[str, float]:
+              history: list[dict] | None = None, samples: Sequence[tuple[int, str]] = ()) -> dict[str, float]:
     from ..data import dataset_info, load_split
     from .report import write_evaluation
     from .runner import evaluate_models, flat_metrics, stratified_subset
@@ -52,7 +54,7 @@ def _evaluate(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path
     result = evaluate_models(models, x, y, num_classes=info.num_classes, attacks=tuple(attacks),
                              eps=cfg.threat.eps, step=cfg.threat.step, batch_size=e.batch_size, seed=cfg.seed,
                              device=cfg.device, progress=progress)
-    write_evaluation(result, out_dir, list(info.class_names), history=history)
+    write_evaluation(result, out_dir, list(info.class_names), history=history, samples=samples)
     if plots_dir is not None:
         from .dvc_plots import write_dvc_plots
 

@@ -15,9 +15,11 @@
 - ``predictions.npz``: labels and per-sample predictions of every (model, attack).
 - ``per_class.png`` (all attacks), ``per_class_<attack>.png``,
   ``confusion_<model>_<attack>.png``: figures of :mod:`ferd.evaluation.plots`.
+- ``losses.png`` (with a history): the loss curves per epoch (:mod:`ferd.evaluation.losses`).
 - ``report.md``: Table-1-style summary (Avg / Worst / NSD per attack per model,
   plus Worst-10 % when it averages more than one class), per-class table, the
-  figures, the exact attack settings and the number of examples.
+  figures, the exact attack settings and the number of examples; with ``samples``, each round's grid of
+  kept synthetic images (section "Synthetic images").
 
 Every file is written atomically (temporary file in ``out_dir``, then ``os.replace``).
 """
@@ -29,6 +31,7 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,8 @@ import numpy as np
 from ..checkpoint import atomic_write_bytes, json_safe
 from ..synthesis.diversity import FIGURES, synthesis_rows
 from . import metrics, plots
+from .losses import loss_series
+from .samples import PER_CLASS
 from ..attacks import ATTACKS, attack_label
 from .runner import (REFERENCE, EvaluationResult, class_name_list, flat_metrics, per_class_table,
                      retention)
@@ -160,13 +165,15 @@ def _confusion_csv(cm: np.ndarray, names: list[str]) -> str:
 
 def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
                      class_names: list[str] | tuple[str, ...] | None = None,
-                     title: str = "Robustness and robust fairness", history: list[dict] | None = None
-                     ) -> dict[str, Path]:
+                     title: str = "Robustness and robust fairness", history: list[dict] | None = None,
+                     samples: Sequence[tuple[int, str]] = ()) -> dict[str, Path]:
     """Write metrics, tables, figures and ``report.md`` for ``result`` into ``out_dir`` (see module doc).
 
     Returns ``{file name: path}`` of everything written. ``class_names`` (length C)
     label tables and figures; class indices when None. ``history`` (a run's ``history.json``) adds
-    the synthesis figures per generation epoch (:func:`ferd.synthesis.diversity.synthesis_rows`).
+    the synthesis figures per generation epoch (:func:`ferd.synthesis.diversity.synthesis_rows`) and the loss
+    curves (:func:`ferd.evaluation.losses.loss_series`, ``losses.png``). ``samples``: ``(round, link)`` of each
+    round's grid of kept synthetic images (:mod:`ferd.evaluation.samples`), the link relative to ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,6 +252,15 @@ def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
                   _synthesis_md(rows), ""]
         written["synthesis.png"] = plots.plot_synthesis(rows, out / "synthesis.png")
         figures.append(("Synthesis per epoch", "synthesis.png"))
+    series = loss_series(history) if history else {}
+    if series:
+        written["losses.png"] = plots.plot_losses(series, out / "losses.png")
+        figures.append(("Loss curves", "losses.png"))
+    if samples:
+        parts += ["## Synthetic images", "",
+                  f"The FAEs each round kept: one row per class, up to {PER_CLASS} images each (the first of "
+                  "that class in the round's shard), pixels as generated.", ""]
+        parts += [line for r, link in samples for line in (f"### Round {r}", "", f"![Round {r}]({link})", "")]
     targets = _targets_md(result)
     if targets:
         parts += ["## Attack targets", "",

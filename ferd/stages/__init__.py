@@ -39,7 +39,7 @@ from ..graph import Stage, unroll
 from ..checkpoint import atomic_write_json
 from .artifacts import (MANIFEST, RUN_TIME_PARAMS, ArtifactError, config_from_text, node_overrides, params_fingerprint,
                         run_time_overrides, run_time_values)
-from .distillation import DistillationArtifact, distillation
+from .distillation import DistillationArtifact, distillation, student_card
 from .evaluation import EvaluationArtifact, evaluation
 from .executor import execute
 from .pool_store import PoolArtifact, pool_store
@@ -147,4 +147,4 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
 __all__ = ["Artifact", "ArtifactError", "DistillationArtifact", "EvaluationArtifact", "PoolArtifact",
            "RUN_TIME_PARAMS", "SynthesisArtifact", "TeacherArtifact", "config_from_text", "distillation", "evaluation",
            "load_teacher", "node_overrides", "params_fingerprint", "pool_store", "run_stages", "run_task", "run_time_overrides",
-           "run_time_values", "shard_path", "stage_function", "stage_step", "synthesis", "teacher_fetch"]
+           "run_time_values", "shard_path", "stage_function", "stage_step", "student_card", "synthesis", "teacher_fetch"]

@@ -23,7 +23,9 @@ from ..models import FerdModel
 from ..numerics import saving_debug_batch
 from ..tracking import live_tracker
 from ..round_state import STUDENT_FILE, class_weights, load_distillation, load_history, save_distillation, save_history
-from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, RoundArtifact, write_json, write_manifest
+from ..checkpoint import read_metadata
+from .artifacts import (CLASS_WEIGHTS_FILE, MANIFEST, ArtifactError, RoundArtifact, read_json, write_json,
+                        write_manifest)
 from .executor import InProcess
 from .layout import DISTILLATION
 from .pool_store import load_pool
@@ -78,6 +80,20 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
                           "complete": complete})
     losses = {h["epoch"]: h.get("distill", {}) for h in state.history if h["epoch"] in epochs}
     return DistillationArtifact(out, round_index, epochs, out / STUDENT_FILE, complete, losses)
+
+
+def student_card(directory: PathLike) -> dict:
+    """What a distillation artifact says of its student (for a Kubeflow ``Model``'s metadata): ``arch``,
+    ``num_classes`` and ``teacher_sha256`` as the student file's metadata records them, ``method`` and
+    ``dataset`` as its manifest's parameters do."""
+    d = Path(directory)
+    made, params = read_metadata(d / STUDENT_FILE), read_json(d / MANIFEST).get("params", {})
+    missing = [k for k in ("arch", "num_classes", "teacher_sha256") if k not in made]
+    missing += [f"params.{k}" for k in ("method", "dataset") if k not in params]
+    if missing:
+        raise ArtifactError(f"{d}: the distillation artifact records no {', '.join(missing)}")
+    return {"arch": made["arch"], "num_classes": int(made["num_classes"]), "teacher_sha256": made["teacher_sha256"],
+            "method": params["method"], "dataset": params["dataset"]}
 
 
 def step(ctx: InProcess, round_index: int, inputs: dict) -> FerdModel:

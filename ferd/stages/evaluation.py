@@ -22,6 +22,7 @@ from ..provenance import utc_now
 from ..models.loading import load_model
 from ..data import dataset_info
 from ..evaluation.dvc_plots import write_class_weights
+from ..evaluation.samples import SAMPLES_DIR, write_round_grids
 from ..checkpoint import atomic_write_json, copy_file, save_state_dict
 from ..compute import set_memory_format
 from ..round_state import HISTORY_FILE, STUDENT_FILE, class_weights
@@ -112,7 +113,10 @@ def step(ctx: InProcess, round_index: None, inputs: dict) -> dict[str, float]:
     atomic_write_json(out / CLASS_WEIGHTS_FILE, class_weights(state.history))
     atomic_write_json(out / HISTORY_FILE, state.history)
     models = {"teacher": teacher, "student": student} if ctx.evaluate_teacher else {"student": student}
-    metrics = quick_evaluation(cfg, models, out / "eval", ctx.progress, history=state.history)
+    grids = write_round_grids(map(state.pool.shard, state.pool.rounds), out / SAMPLES_DIR,
+                              dataset_info(cfg.dataset).class_names)  # every round's, also on a resumed run
+    metrics = quick_evaluation(cfg, models, out / "eval", ctx.progress, history=state.history,
+                               samples=[(r, f"../{SAMPLES_DIR}/{p.name}") for r, p in grids])
     metrics["run.seconds"] = ctx.spent()
     write_result(out, cfg, metrics)
     return metrics

@@ -15,9 +15,11 @@ Layout of ``--out DIR`` (every file written atomically):
                        from ``elapsed.json``, plus this process)
 ``elapsed.json``       the wall time spent up to the last checkpoint, over every process that ran it
 ``result.json``        the parameter fingerprint the metrics were made with, and their sha256
-``eval/``              per-class tables, figures and ``report.md``
+``eval/``              per-class tables, figures (loss curves included) and ``report.md``
 ``live/``              the per-epoch curves in DVCLive (:mod:`ferd.tracking`; with the ``dvc`` extra): losses,
                        p, within-label share, FAE mask
+``samples/``           ``round-NN.png``: each round's kept synthetic images, a row per class, written as the
+                       round ends and again by the evaluation, whose report shows them
 ``manifest.json``      written last, when the run has finished: the sha256 and size of every file above,
                        sealed and, with ``$FERD_SIGNING_KEY``, signed, as a stage's
                        (:func:`ferd.stages.artifacts.write_manifest`, stage ``run``)
@@ -60,6 +62,8 @@ from .. import distributed
 from ..checkpoint import atomic_write_json, read_json_object
 from ..compute import set_memory_format
 from ..config import FerdConfig
+from ..dataset_catalog import dataset_info
+from ..evaluation.samples import SAMPLES_DIR, write_round_grids
 from ..fingerprint import params_fingerprint
 from ..lineage import Report, verify_artifact
 from ..plan import resolve
@@ -67,6 +71,7 @@ from ..provenance import read_sealed, require_fields, seal, utc_now
 from ..graph import Task, unroll
 from ..models import FerdModel
 from ..numerics import saving_debug_batch
+from ..pool import Shard
 from ..preflight import preflight
 from ..round_state import RunState, load_checkpoint, read_round_record, save_checkpoint, verify_checkpoint
 from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, check_run_dir, owned, read_metrics
@@ -200,7 +205,10 @@ def run_in_process(ctx: InProcess, tasks: list[Task], made: dict | None = None,
 
     def run_one(task: Task, inputs: dict) -> object:
         with saving_debug_batch(checkpoint_dir):
-            return stage_step(task.stage)(ctx, task.round, inputs)
+            made = stage_step(task.stage)(ctx, task.round, inputs)
+        if isinstance(made, Shard) and ctx.out is not None:  # a round's FAEs: to look at while the run goes on
+            write_round_grids([made], ctx.out / SAMPLES_DIR, dataset_info(cfg.dataset).class_names)
+        return made
 
     def after_round(r: int) -> None:
         state.next_round = r + 1

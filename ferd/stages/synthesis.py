@@ -8,7 +8,8 @@ and runs the same :func:`ferd.algorithm.generation_round` as ``ferd run``.
 Out: ``shard/round=<r>/part-0.parquet`` (the round's FAEs); the generation part of the round state
 (:mod:`ferd.round_state`: ``generator.pt``, ``reweighting.pt`` with p, scores and, for the reader, p at
 generation and the per-sample margins and labels of every epoch); ``class_weights.json`` (the same,
-readable); ``history.json``; the manifest lists the round's synthesis figures (diversity within
+readable); ``samples.png`` (the round's kept images, a row per class: :mod:`ferd.evaluation.samples`);
+``history.json``; the manifest lists the round's synthesis figures (diversity within
 labels, teacher confidence and accuracy, FAE mask fraction) per epoch.
 """
 
@@ -23,6 +24,8 @@ import torch
 from .. import distributed
 from ..algorithm import collapse_warnings, generation_round
 from ..config import FerdConfig
+from ..dataset_catalog import dataset_info
+from ..evaluation.samples import SAMPLES_FILE, write_grid
 from ..numerics import saving_debug_batch
 from ..pool import Shard, write_shard
 from ..round_state import class_weights, load_generation, load_history, load_student, save_generation, save_history
@@ -63,6 +66,7 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_shard(shard, out / "shard")
+    write_grid(out / SAMPLES_FILE, shard.images, shard.labels, dataset_info(cfg.dataset).class_names)
     new = [h for h in state.history if h["round"] == round_index]
     save_generation(state, out, round=round_index, epochs=torch.tensor(list(epochs), dtype=torch.int64),
                     p_generation=torch.tensor([h["p_generation"] for h in new], dtype=torch.float64),

@@ -90,6 +90,12 @@ def test_sigkill_ferd_run_resumes_bit_identical(tmp_path):
     assert same, "the resumed student differs from the uninterrupted one"
     assert {k: v for k, v in metrics[0].items() if k != "run.seconds"} == \
         {k: v for k, v in metrics[1].items() if k != "run.seconds"}
+    # each round's grid of kept images, written as the round ends and by the evaluation: the same bytes
+    grids = [{p.name: sha256_file(p) for p in (d / "samples").glob("*.png")} for d in (out, tmp_path / "ref")]
+    assert grids[0] == grids[1] and sorted(grids[0]) == [f"round-{r:02d}.png" for r in range(4)]
+    from ferd.evaluation.portable import inline_images
+
+    inline_images((out / "eval" / "report.md").read_text(), out / "eval", root=out)  # every image link resolves
 
 
 STAGE_SETS = ["-S", "synthesis.iterations=4", "-S", "distill.iterations=6"]

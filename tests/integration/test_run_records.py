@@ -39,11 +39,12 @@ FILES = sorted([
     "eval/attack_targets.csv", "eval/confusion_student_clean.csv", "eval/confusion_student_clean.png",
     "eval/confusion_student_pgd20.csv", "eval/confusion_student_pgd20.png", "eval/confusion_teacher_clean.csv",
     "eval/confusion_teacher_clean.png", "eval/confusion_teacher_pgd20.csv", "eval/confusion_teacher_pgd20.png",
-    "eval/metrics.json", "eval/per_class.csv", "eval/per_class.json", "eval/per_class.png",
+    "eval/losses.png", "eval/metrics.json", "eval/per_class.csv", "eval/per_class.json", "eval/per_class.png",
     "eval/per_class_clean.png", "eval/per_class_pgd20.png", "eval/predictions.npz", "eval/report.md",
     "eval/retention.png", "eval/settings.json", "eval/synthesis.png", "history.json", "manifest.json",
     "metrics.json", "params.json", "pool/round=0/part-0.parquet", "pool/round=1/part-0.parquet", "result.json",
-    "student.safetensors", "teacher/model_card.json", "teacher/teacher.safetensors",
+    "samples/round-00.png", "samples/round-01.png", "student.safetensors", "teacher/model_card.json",
+    "teacher/teacher.safetensors",
     "live/metrics.json", "live/plots/metrics/student/loss.tsv"])
 # the rest of the DVCLive curves (ferd.tracking): listed in the manifest like any file; two of them are cases above
 LIVE_CURVES = sorted(f"live/plots/metrics/{name}.tsv" for name in (

@@ -34,7 +34,13 @@ def _round_1(a: Path, name: str, **launch: str):
     return p
 
 
-def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts):
+def _student_metadata(tmp_path: Path, name: str) -> dict:
+    """The ``student`` Model artifact's metadata, as the task reported it to Kubeflow."""
+    (out,) = tmp_path.glob(f"{name}-*/distillation/executor_output.json")
+    return json.loads(out.read_text())["artifacts"]["student"]["artifacts"][0]["metadata"]
+
+
+def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_cfg, ci_params_yaml, stage_artifacts):
     a = stage_artifacts
     run_locally(_round_1(a, "distillation-test"), tmp_path, params_yaml=ci_params_yaml, overrides=[])
     (out,) = tmp_path.glob("distillation-test-*/distillation/student")
@@ -42,10 +48,16 @@ def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, st
     assert all(torch.equal(got[k], ref[k]) for k in ref)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["next_round"] == 2
+    # the Model artifact says what model it is (from the student file the stage wrote), for the UI and lineage
+    meta = _student_metadata(tmp_path, "distillation-test")
+    teacher_sha = json.loads((a / "teacher" / "model_card.json").read_text())["sha256"]
+    assert {k: meta[k] for k in ("arch", "num_classes", "teacher_sha256", "method", "dataset", "round", "complete")} \
+        == {"arch": ci_cfg.student.arch, "num_classes": 10, "teacher_sha256": teacher_sha, "method": ci_cfg.method,
+            "dataset": "digits", "round": 1, "complete": True}
 
 
-def test_round_1_launched_as_a_two_process_trainjob_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts,
-                                                                       trainjob_runner):
+def test_round_1_launched_as_a_two_process_trainjob_matches_the_stage(tmp_path, ci_cfg, ci_params_yaml,
+                                                                       stage_artifacts, trainjob_runner):
     """With the cluster's ``distributed`` block the task submits the stage as a Kubeflow Trainer TrainJob
     (here to a local stand-in of the Kubernetes API that runs the job's command as one node with 2
     processes), waits, and copies its verified artifact: the student of the one-process stage."""
@@ -60,3 +72,5 @@ def test_round_1_launched_as_a_two_process_trainjob_matches_the_stage(tmp_path, 
     assert worst < 1e-3  # 2 processes against 1: float rounding only
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["next_round"] == 2
+    meta = _student_metadata(tmp_path, "distillation-launch-test")
+    assert meta["arch"] == ci_cfg.student.arch and meta["num_classes"] == 10 and meta["round"] == 1

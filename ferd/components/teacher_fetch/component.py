@@ -15,4 +15,5 @@ def teacher_fetch(params_yaml: str, overrides: list, teacher: Output[Model]):
     cfg = config_from_text(params_yaml, overrides)
     artifact = fetch(cfg, teacher.path)
     teacher.metadata.update({"arch": artifact.card["arch"], "num_classes": artifact.card["num_classes"],
-                             "sha256": artifact.card["sha256"], "source": artifact.card["source"]})
+                             "sha256": artifact.card["sha256"], "source": artifact.card["source"],
+                             "mean": artifact.card["mean"], "std": artifact.card["std"]})

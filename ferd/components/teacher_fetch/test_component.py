@@ -29,3 +29,7 @@ def test_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_arti
     # (not the files' sha256: safetensors 0.8 writes multi-key metadata in a per-process hash order)
     assert card["source"] == "train:digits" and card["arch"] == "cnn-8"
     assert json.loads((out / "manifest.json").read_text())["stage"] == "teacher"
+    (executed,) = tmp_path.glob("teacher-fetch-test-*/teacher-fetch/executor_output.json")
+    meta = json.loads(executed.read_text())["artifacts"]["teacher"]["artifacts"][0]["metadata"]
+    assert {k: meta[k] for k in ("arch", "num_classes", "sha256", "source", "mean", "std")} == \
+        {k: card[k] for k in ("arch", "num_classes", "sha256", "source", "mean", "std")}  # the Model says what it is
