@@ -48,7 +48,7 @@ from .image import container_command
 OUT = "out"
 METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
 LIVE = "live"  # <out>/live: the DVCLive curves the tracked stages keep up to date (ferd.tracking)
-SAMPLES_FILE = "samples.png"  # ferd.evaluation.samples
+SAMPLES_FILE = "samples.png"  # ferd.synthesis.samples
 ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled; each round's stages are\n"

@@ -41,7 +41,7 @@ from ..checkpoint import atomic_write_bytes, json_safe
 from ..synthesis.diversity import FIGURES, synthesis_rows
 from . import metrics, plots
 from .losses import loss_series
-from .samples import PER_CLASS
+from ..synthesis.samples import PER_CLASS
 from ..attacks import ATTACKS, attack_label
 from .runner import (REFERENCE, EvaluationResult, class_name_list, flat_metrics, per_class_table,
                      retention)
@@ -173,7 +173,7 @@ def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
     label tables and figures; class indices when None. ``history`` (a run's ``history.json``) adds
     the synthesis figures per generation epoch (:func:`ferd.synthesis.diversity.synthesis_rows`) and the loss
     curves (:func:`ferd.evaluation.losses.loss_series`, ``losses.png``). ``samples``: ``(round, link)`` of each
-    round's grid of kept synthetic images (:mod:`ferd.evaluation.samples`), the link relative to ``out_dir``.
+    round's grid of kept synthetic images (:mod:`ferd.synthesis.samples`), the link relative to ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from ..provenance import utc_now
 from ..models.loading import load_model
 from ..data import dataset_info
 from ..evaluation.dvc_plots import write_class_weights
-from ..evaluation.samples import SAMPLES_DIR, write_round_grids
+from ..synthesis.samples import SAMPLES_DIR, write_round_grids
 from ..checkpoint import atomic_write_json, copy_file, save_state_dict
 from ..compute import set_memory_format
 from ..round_state import HISTORY_FILE, STUDENT_FILE, class_weights

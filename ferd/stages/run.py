@@ -63,7 +63,7 @@ from ..checkpoint import atomic_write_json, read_json_object
 from ..compute import set_memory_format
 from ..config import FerdConfig
 from ..dataset_catalog import dataset_info
-from ..evaluation.samples import SAMPLES_DIR, write_round_grids
+from ..synthesis.samples import SAMPLES_DIR, write_round_grids
 from ..fingerprint import params_fingerprint
 from ..lineage import Report, verify_artifact
 from ..plan import resolve

@@ -8,7 +8,7 @@ and runs the same :func:`ferd.algorithm.generation_round` as ``ferd run``.
 Out: ``shard/round=<r>/part-0.parquet`` (the round's FAEs); the generation part of the round state
 (:mod:`ferd.round_state`: ``generator.pt``, ``reweighting.pt`` with p, scores and, for the reader, p at
 generation and the per-sample margins and labels of every epoch); ``class_weights.json`` (the same,
-readable); ``samples.png`` (the round's kept images, a row per class: :mod:`ferd.evaluation.samples`);
+readable); ``samples.png`` (the round's kept images, a row per class: :mod:`ferd.synthesis.samples`);
 ``history.json``; the manifest lists the round's synthesis figures (diversity within
 labels, teacher confidence and accuracy, FAE mask fraction) per epoch.
 """
@@ -25,7 +25,7 @@ from .. import distributed
 from ..algorithm import collapse_warnings, generation_round
 from ..config import FerdConfig
 from ..dataset_catalog import dataset_info
-from ..evaluation.samples import SAMPLES_FILE, write_grid
+from ..synthesis.samples import SAMPLES_FILE, write_grid
 from ..numerics import saving_debug_batch
 from ..pool import Shard, write_shard
 from ..round_state import class_weights, load_generation, load_history, load_student, save_generation, save_history

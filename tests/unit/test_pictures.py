@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ferd.evaluation import samples
+from ferd.synthesis import samples
 from ferd.evaluation.losses import loss_series
 from ferd.evaluation.plots import plot_losses
 from ferd.evaluation.portable import inline_images, render_html
