@@ -282,7 +282,8 @@ class FerdConfig(_Strict):
 
     @field_validator("teacher", "student")
     @classmethod
-    def _normalisation(cls, group: TeacherConfig | StudentConfig, info: ValidationInfo) -> TeacherConfig | StudentConfig:
+    def _normalisation(cls, group: TeacherConfig | StudentConfig,
+                       info: ValidationInfo) -> TeacherConfig | StudentConfig:
         check_normalisation(info.field_name or "", group.mean, group.std, info.data.get("dataset", ""))
         return group
 

@@ -145,9 +145,9 @@ def read_source(run: str | os.PathLike[str]) -> RunRecord:
 
 
 def export(run: str | os.PathLike[str], to: str | os.PathLike[str], onnx: bool | None = None) -> ExportResult:
-    """Export the student of the finished run or stage layout ``run`` into ``to`` (see the module docstring). ``onnx``: None
-    writes ``model.onnx`` when the extra is installed (a note says when it is not), True requires it, False
-    skips it."""
+    """Export the student of the finished run or stage layout ``run`` into ``to`` (see the module docstring).
+    ``onnx``: None writes ``model.onnx`` when the extra is installed (a note says when it is not), True requires
+    it, False skips it."""
     run, to = Path(run), Path(to)
     _check_apart(run, to)
     with_onnx, note = _onnx_wanted(onnx)
