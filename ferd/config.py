@@ -16,9 +16,10 @@ Errors name the key and what it expects: ``synthesis.lambda_uni: expected a numb
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .baseline_config import RSLAD_LAMBDA_ADV, RSLAD_LAMBDA_CLEAN, RSLAD_RANDOM_START, BaselineConfig
 from .params_io import StrictModel
@@ -51,14 +52,42 @@ class TeacherTrainConfig(_Strict):
     augment: bool = Field(False, description="random crop (pad 4); no flip (digits are not flip-invariant)")
 
 
+NORM_MEAN = ("per-channel mean {who} subtracts inside the model, (x - mean) / std on images in [0, 1]: what its "
+             "weights were trained on, one value per image channel (3, digits too), e.g. CIFAR-10's [0.4914, 0.4822, "
+             "0.4465]; given with std, or neither (None: no normalisation)")
+NORM_STD = ("per-channel std {who} divides by inside the model: one finite value > 0 per image channel (3), e.g. "
+            "CIFAR-10's [0.2471, 0.2435, 0.2616]; given with mean, or neither")
+
+
+def check_normalisation(group: str, mean: list[float] | None, std: list[float] | None, dataset: str) -> None:
+    """``<group>.mean`` / ``<group>.std``: both or neither, one finite value per channel of ``dataset``'s images,
+    every std > 0; a ValueError naming the field and what it expects otherwise."""
+    from .dataset_catalog import KNOWN_DATASETS, dataset_info
+
+    if (mean is None) != (std is None):
+        given, absent = ("mean", "std") if std is None else ("std", "mean")
+        raise ValueError(f"{group}.{absent}: expected a list as {group}.{given} is given (both or neither)")
+    if mean is None or std is None:
+        return
+    channels = dataset_info(dataset).channels if dataset in KNOWN_DATASETS else None
+    for key, values in (("mean", mean), ("std", std)):
+        if channels is not None and len(values) != channels:
+            raise ValueError(f"{group}.{key}: expected {channels} values (one per image channel of {dataset}), got "
+                             f"{len(values)}")
+        bad = next((v for v in values if not math.isfinite(v) or (key == "std" and v <= 0)), None)
+        if bad is not None:
+            what = "finite values > 0" if key == "std" else "finite values"
+            raise ValueError(f"{group}.{key}: expected {what}, got {bad}")
+
+
 class TeacherConfig(_Strict):
     source: str = Field("train:digits", description="a checkpoint path, or train:<dataset> to train one")
     arch: str = "wrn-34-10"
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     allow_unverified_url: bool = Field(False, description="fetch an http(s):// source without teacher.sha256 "
                                        "(refused by default: anyone on the path could swap the weights)")
-    mean: list[float] | None = None
-    std: list[float] | None = None
+    mean: list[float] | None = Field(None, description=NORM_MEAN.format(who="the teacher"))
+    std: list[float] | None = Field(None, description=NORM_STD.format(who="the teacher"))
     train: TeacherTrainConfig = TeacherTrainConfig()
 
     @property
@@ -75,8 +104,8 @@ class TeacherConfig(_Strict):
 
 class StudentConfig(_Strict):
     arch: str = "resnet18"
-    mean: list[float] | None = None
-    std: list[float] | None = None
+    mean: list[float] | None = Field(None, description=NORM_MEAN.format(who="the student"))
+    std: list[float] | None = Field(None, description=NORM_STD.format(who="the student"))
 
 
 class GeneratorConfig(_Strict):
@@ -250,6 +279,13 @@ class FerdConfig(_Strict):
         if device != "cpu" and not device.startswith("cuda"):
             raise ValueError(f"expected 'cpu' or 'cuda[:N]', got {device!r}")
         return device
+
+    @field_validator("teacher", "student")
+    @classmethod
+    def _normalisation(cls, group: TeacherConfig | StudentConfig,
+                       info: ValidationInfo) -> TeacherConfig | StudentConfig:
+        check_normalisation(info.field_name or "", group.mean, group.std, info.data.get("dataset", ""))
+        return group
 
     @model_validator(mode="after")
     def _cross(self) -> FerdConfig:

@@ -27,6 +27,7 @@ class DatasetInfo:
     num_classes: int
     class_names: tuple[str, ...]
     image_size: int
+    channels: int = 3  # images are N×channels×H×W (digits: grey, repeated to 3 channels, as every model takes)
     splits: tuple[str, ...] = ("train", "test")
     flip_invariant: bool = True  # a horizontal flip keeps the label (natural images; not digits)
 

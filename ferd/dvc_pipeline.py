@@ -127,12 +127,19 @@ def code_modules(stage: str) -> frozenset[str]:
     """The ferd modules ``ferd stage <stage>`` runs: the import closure of the command line and of the
     stage's module (``ferd.stages.<component>``). The dispatcher (``ferd.stages``) imports every stage's
     module but runs only this one, so its imports of the other stages' modules are not followed (a stage
-    module that imports another's, as distillation imports pool-store's loader, still brings it in)."""
+    module that imports another's, as distillation imports pool-store's loader, still brings it in).
+    ``stage`` may also name a command that is no graph stage (``compare``: ``ferd compare``'s DVC stages,
+    :mod:`ferd.compare.dvc`): the closure of the ``ferd`` script and ``ferd.cli.<stage>``, followed whole."""
     modules = _modules()
-    own = f"{DISPATCHER}.{BY_NAME[stage].component}"
-    others = {f"{DISPATCHER}.{s.component}" for s in STAGES} - {own}
+    if stage in BY_NAME:
+        own = f"{DISPATCHER}.{BY_NAME[stage].component}"
+        entries, others = (*ENTRY_MODULES, own), {f"{DISPATCHER}.{s.component}" for s in STAGES} - {own}
+    elif (own := f"{__package__}.cli.{stage}") in modules:
+        entries, others = (ENTRY_MODULES[0], own), set()
+    else:
+        raise ValueError(f"stage: expected a graph stage {sorted(BY_NAME)} or a ferd command, got {stage!r}")
     seen: set[str] = set()
-    todo = [m for m in (*ENTRY_MODULES, own) if m in modules]
+    todo = [m for m in entries if m in modules]
     while todo:
         name = todo.pop()
         if name in seen:

@@ -1,4 +1,5 @@
-"""``ferd export RUN --to DIR [--onnx | --no-onnx]``: a finished run's student as files to ship."""
+"""``ferd export RUN --to DIR [--onnx | --no-onnx]``: a finished run's student as files to ship (RUN: a ``ferd run
+--out`` directory, or a stage layout: ``ferd stage all --out``, DVC's ``out``)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ def _export(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="a finished run's student as a torch.export program, ONNX and a model card",
-                       description="Export the student of a finished `ferd run --out` directory: model.pt2 "
+                       description="Export the final student of a finished `ferd run --out` directory or of a stage "
+                                   "layout (`ferd stage all --out`, DVC's `out` after `dvc repro`): model.pt2 "
                                    "(torch.export, normalisation inside: float32 NCHW images in [0, 1]), model.onnx "
                                    "(with the onnx extra), model_card.json/.md, robustbench.json, export.json.")
-    p.add_argument("run", metavar="RUN", type=local_path, help="a finished `ferd run --out` directory")
+    p.add_argument("run", metavar="RUN", type=local_path,
+                   help="a finished `ferd run --out` directory, or a stage layout with its evaluation (`out` after "
+                        "`make run` / `dvc repro`, the --out of `ferd stage all`)")
     p.add_argument("--to", required=True, metavar="DIR",
                    help="output directory: absent, empty, or an earlier export of the same run (replaced whole)")
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=None,

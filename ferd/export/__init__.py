@@ -10,7 +10,9 @@
 ``export.json``           which run (student sha256, parameter fingerprint) and the sha256 of every file above
 ========================  ====================================================================================
 
-The run is read as untrusted input and cross-checked first (:func:`.source.read_run`). The directory is built
+``RUN`` is a finished ``ferd run --out`` directory or a stage layout (the ``--out`` of ``ferd stage all``, DVC's
+``out``): read as untrusted input and cross-checked first (:func:`.source.read_run`,
+:func:`.stage_layout.read_stage_layout`). The directory is built
 beside ``--to`` and moved into place once complete, so ``--to`` holds a whole export or none. ``--to`` must be
 absent, empty, or an earlier export of the same run (then replaced); anything else is refused before any work.
 """
@@ -34,11 +36,12 @@ from .card import build_card, card_markdown, robustbench_entry
 from .onnx_graph import ONNX_FILE, require_exporter, save_onnx
 from .program import PROGRAM_FILE, export_program, save_program
 from .source import ExportSourceError, RunRecord, read_run
+from .stage_layout import is_stage_layout, read_stage_layout
 
 EXPORT_RECORD, EXPORT_FORMAT = "export.json", "ferd-export/1"
 CARD_JSON, CARD_MD, ROBUSTBENCH_FILE = "model_card.json", "model_card.md", "robustbench.json"
 
-__all__ = ["ExportError", "ExportResult", "ExportSourceError", "export", "read_run"]
+__all__ = ["ExportError", "ExportResult", "ExportSourceError", "export", "read_run", "read_source", "read_stage_layout"]
 
 
 class ExportError(ValueError):
@@ -136,16 +139,21 @@ def _write(record: RunRecord, staging: Path, with_onnx: bool) -> dict[str, str]:
     return {name: sha256_file(staging / name) for name in (*models, CARD_JSON, CARD_MD, ROBUSTBENCH_FILE)}
 
 
+def read_source(run: str | os.PathLike[str]) -> RunRecord:
+    """The checked records of ``run``: a stage layout's (:func:`.stage_layout.is_stage_layout`) or a run's."""
+    return read_stage_layout(run) if is_stage_layout(Path(run)) else read_run(run)
+
+
 def export(run: str | os.PathLike[str], to: str | os.PathLike[str], onnx: bool | None = None) -> ExportResult:
-    """Export the student of the finished run ``run`` into ``to`` (see the module docstring). ``onnx``: None
-    writes ``model.onnx`` when the extra is installed (a note says when it is not), True requires it, False
-    skips it."""
+    """Export the student of the finished run or stage layout ``run`` into ``to`` (see the module docstring).
+    ``onnx``: None writes ``model.onnx`` when the extra is installed (a note says when it is not), True requires
+    it, False skips it."""
     run, to = Path(run), Path(to)
     _check_apart(run, to)
     with_onnx, note = _onnx_wanted(onnx)
     with owned(to, "--to"):
         previous = _previous_export(to)  # before any work: a directory that is no export of a run is refused
-        record = read_run(run)
+        record = read_source(run)
         identity = _run_identity(record)
         if previous is not None and previous["run"] != identity:
             raise ExportError(f"--to {to}: holds the export of another run (student sha256 "

@@ -147,6 +147,8 @@ def card_markdown(card: dict[str, Any]) -> str:
               f"- source: {lin['source']}; parameter fingerprints: " + ", ".join(
                   f"{k} `{v[:16]}…`" for k, v in lin["params_fingerprint"].items()),
               f"- metrics.json sha256 `{lin['metrics_sha256']}`",
+              *(f"- {name} artifact `{a['path']}`: manifest sha256 `{a['manifest_sha256']}`"
+                for name, a in lin.get("artifacts", {}).items()),
               f"- exported by ferd {code['ferd_version']} (git commit {code['git_commit'] or 'unknown'})", "",
               "## Files", ""] + [f"- `{name}` sha256 `{digest}`" for name, digest in sorted(card["files"].items())]
     return "\n".join(lines) + "\n"

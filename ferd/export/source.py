@@ -70,10 +70,10 @@ class RunRecord:
     lineage: dict[str, Any]
 
 
-def _json(path: Path, kind: type) -> Any:
+def json_file(path: Path, kind: type) -> Any:
     """A JSON file's content of type ``kind`` (NaN allowed: metrics.json writes it), or one line naming it."""
     if not path.is_file():
-        raise ExportSourceError(f"{path}: missing; expected the file a finished `ferd run --out` writes")
+        raise ExportSourceError(f"{path}: missing; expected the file a finished run (or its evaluation) writes")
     try:
         data = json.loads(path.read_bytes())
     except ValueError as exc:
@@ -86,12 +86,13 @@ def _json(path: Path, kind: type) -> Any:
 
 def _config(run: Path) -> FerdConfig:
     try:
-        return parse_config(_json(run / PARAMS_FILE, dict))
+        return parse_config(json_file(run / PARAMS_FILE, dict))
     except ConfigError as exc:
         raise ExportSourceError(f"{run / PARAMS_FILE}: {exc}") from None
 
 
-def _metrics(path: Path, cfg: FerdConfig) -> dict[str, float]:
+def checked_metrics(path: Path, cfg: FerdConfig) -> dict[str, float]:
+    """``metrics.json`` with every statistic of the student under each of ``evaluation.attacks``."""
     data = read_metrics(path)
     missing = [f"student.{a}.{s}" for a in cfg.evaluation.attacks for s in STATS if f"student.{a}.{s}" not in data]
     if missing:
@@ -99,14 +100,16 @@ def _metrics(path: Path, cfg: FerdConfig) -> dict[str, float]:
     return data
 
 
-def _per_class(run: Path, cfg: FerdConfig, metrics: dict[str, float]) -> list[PerClassRow]:
+def checked_per_class(directory: Path, cfg: FerdConfig, metrics: dict[str, float]) -> list[PerClassRow]:
+    """The per-class rows under ``directory`` (a run's, or an evaluation artifact's), which must average to
+    ``metrics``."""
     rows: list[PerClassRow] = []
     for rel in PER_CLASS_FILES:
-        path = run / rel
+        path = directory / rel
         if not path.is_file() and rel != PER_CLASS_FILES[0]:
             continue
         try:
-            rows += _ROWS.validate_python(_json(path, list))
+            rows += _ROWS.validate_python(json_file(path, list))
         except ValidationError as exc:
             err = exc.errors()[0]
             raise ExportSourceError(f"{path}: row {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
@@ -114,46 +117,56 @@ def _per_class(run: Path, cfg: FerdConfig, metrics: dict[str, float]) -> list[Pe
                           if f"{m}.{a}.avg" in metrics]:
         mine = [r for r in rows if r.model == model and r.attack == attack]
         if sorted(r.class_index for r in mine) != list(range(cfg.num_classes)):
-            raise ExportSourceError(f"{run / PER_CLASS_FILES[0]}: expected one row per class for {model}/{attack}")
+            raise ExportSourceError(f"{directory / PER_CLASS_FILES[0]}: expected one row per class for "
+                                    f"{model}/{attack}")
         total = sum(r.n for r in mine)
         avg = sum((r.accuracy or 0.0) * r.n for r in mine) / total if total else math.nan
         if not math.isclose(avg, metrics[f"{model}.{attack}.avg"], rel_tol=1e-9, abs_tol=1e-9):
-            raise ExportSourceError(f"{run / PER_CLASS_FILES[0]}: {model}/{attack} class accuracies average "
+            raise ExportSourceError(f"{directory / PER_CLASS_FILES[0]}: {model}/{attack} class accuracies average "
                                     f"{avg:.6f}, metrics.json says {metrics[f'{model}.{attack}.avg']:.6f}")
     return rows
 
 
-def _teacher_card(run: Path, cfg: FerdConfig, pinned: str) -> dict[str, Any]:
-    path = run / TEACHER_DIR / CARD_NAME
-    card = _json(path, dict)
+def checked_teacher(directory: Path, cfg: FerdConfig, pinned: str, student: Path) -> dict[str, Any]:
+    """The model card of the teacher in ``directory``: of ``cfg``'s teacher parameters, the teacher ``student``'s
+    metadata pins (``pinned``), and the sha256 of the checkpoint beside it."""
+    path = directory / CARD_NAME
+    card = json_file(path, dict)
     for key in ("arch", "sha256", "source", "params_sha256"):
         if not isinstance(card.get(key), str):
             raise ExportSourceError(f"{path}: {key}: expected a string, got {type(card.get(key)).__name__}")
     if card["params_sha256"] != params_fingerprint(cfg, "teacher") or card["arch"] != cfg.teacher.arch:
-        raise ExportSourceError(f"{path}: a teacher of other parameters than {run / PARAMS_FILE}")
+        raise ExportSourceError(f"{path}: a teacher of other parameters than the student's ({student.parent})")
     if card["sha256"] != pinned:
         raise ExportSourceError(f"{path}: sha256 {card['sha256'][:16]}… is not the teacher the student was "
-                                f"distilled from ({STUDENT_FILE} metadata teacher_sha256 {pinned[:16]}…)")
-    checkpoint = run / TEACHER_DIR / CHECKPOINT_NAME
+                                f"distilled from ({student} metadata teacher_sha256 {pinned[:16]}…)")
+    checkpoint = directory / CHECKPOINT_NAME
     if not checkpoint.is_file() or sha256_file(checkpoint) != pinned:
         raise ExportSourceError(f"{checkpoint}: missing, or its sha256 differs from {CARD_NAME}'s")
     return card
 
 
-def _student(run: Path, cfg: FerdConfig) -> tuple[FerdModel, str, str]:
-    """The student model, its file's sha256 and the teacher sha256 its metadata pins."""
-    path = run / STUDENT_FILE
+def checked_student(path: Path, cfg: FerdConfig) -> tuple[FerdModel, str, dict[str, str]]:
+    """The student in ``path`` (of ``cfg``'s architecture and classes), its file's sha256 and its metadata (the
+    teacher sha256 it pins included)."""
     if not path.is_file():
-        raise ExportSourceError(f"{path}: missing; expected the student a finished `ferd run --out` writes")
+        raise ExportSourceError(f"{path}: missing; expected the student a finished run writes")
     meta = read_metadata(path)
     if meta.get("arch") != cfg.student.arch or meta.get("num_classes") != str(cfg.num_classes):
         raise ExportSourceError(f"{path}: metadata names a {str(meta.get('arch'))[:40]} with "
-                                f"{str(meta.get('num_classes'))[:10]} classes, {PARAMS_FILE} a {cfg.student.arch} "
+                                f"{str(meta.get('num_classes'))[:10]} classes, the parameters a {cfg.student.arch} "
                                 f"with {cfg.num_classes}")
     if not isinstance(meta.get("teacher_sha256"), str):
         raise ExportSourceError(f"{path}: metadata teacher_sha256 missing")
     digest = sha256_file(path)
-    model = load_model(path, cfg.student.arch, cfg.num_classes, cfg.student.mean, cfg.student.std, sha256=digest)
+    return load_model(path, cfg.student.arch, cfg.num_classes, cfg.student.mean, cfg.student.std,
+                      sha256=digest), digest, meta
+
+
+def _student(run: Path, cfg: FerdConfig) -> tuple[FerdModel, str, str]:
+    """The run's student (the last checkpoint's), its file's sha256 and the teacher sha256 its metadata pins."""
+    path = run / STUDENT_FILE
+    model, digest, meta = checked_student(path, cfg)
     recorded = load_state_dict(checkpoint_dir(run) / STUDENT_FILE)
     if recorded.keys() != model.state_dict().keys() or not all(
             torch.equal(recorded[k], v) for k, v in model.state_dict().items()):
@@ -177,10 +190,10 @@ def read_run(run: str | Path) -> RunRecord:
     if record is None or verify_checkpoint(run, cfg, record) != cfg.num_rounds:
         raise ExportSourceError(f"{run}: its checkpoint is not the last round's ({cfg.num_rounds}); finish the run "
                                 "with `ferd run`")
-    metrics = _metrics(run / METRICS_FILE, cfg)
-    per_class = _per_class(run, cfg, metrics)
+    metrics = checked_metrics(run / METRICS_FILE, cfg)
+    per_class = checked_per_class(run, cfg, metrics)
     student, digest, teacher_sha256 = _student(run, cfg)
-    card = _teacher_card(run, cfg, teacher_sha256)
+    card = checked_teacher(run / TEACHER_DIR, cfg, teacher_sha256, run / STUDENT_FILE)
     lineage = {"source": "ferd run", "params_fingerprint": {s: params_fingerprint(cfg, s) for s in
                                                             ("teacher", "distillation", "evaluation")},
                "metrics_sha256": sha256_file(run / METRICS_FILE),

@@ -163,3 +163,112 @@ def test_without_the_onnx_extra_the_rest_is_written_and_the_extra_named(run, tmp
                    "pip install 'ferd[onnx]'"]
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [
         "export.json", "model.pt2", "model_card.json", "model_card.md", "robustbench.json"]
+
+
+# ---- a stage layout: what `ferd stage all --out DIR` and DVC (`make run`, `dvc repro`: out/) write ----
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export-stages") / "out"
+    assert main(["stage", "all", "--params", "params/ci.yaml", "--out", str(out), "--threads", "1",
+                 "--no-progress"]) == 0
+    return out
+
+
+def test_a_stage_layout_exports_as_a_run_does(layout, tmp_path, single_thread):
+    from ferd.checkpoint import sha256_file
+    from ferd.data import load_split
+    from ferd.export.program import load_program
+    from ferd.models.loading import load_model
+    from ferd.plan import load_config
+
+    to = tmp_path / "exported"
+    assert main(["export", str(layout), "--to", str(to)]) == 0
+    cfg = load_config("params/ci.yaml")
+    final = layout / "round-1" / "distillation"  # the evaluation's student: the last round's distillation
+    model = load_model(final / "student.safetensors", cfg.student.arch, cfg.num_classes, cfg.student.mean,
+                       cfg.student.std)
+    x, y = load_split(cfg.dataset, "test")
+    x, y = x[:N_IMAGES].float().contiguous(), y[:N_IMAGES]
+    program = load_program(to / "model.pt2")
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x), rtol=1e-5, atol=1e-5)
+    adv_model, acc_model = _pgd20_accuracy(model, cfg, x, y)
+    adv_program, acc_program = _pgd20_accuracy(program, cfg, x, y)
+    assert acc_program == acc_model
+    torch.testing.assert_close(adv_program, adv_model)
+
+    card = json.loads((to / "model_card.json").read_text())
+    metrics = json.loads((layout / "evaluation" / "metrics.json").read_text())
+    for attack in ("clean", "pgd20"):
+        for stat in ("avg", "worst", "nsd", "retention"):
+            assert card["metrics"][attack][stat] == metrics[f"student.{attack}.{stat}"], (attack, stat)
+    rows = {(r["attack"], r["class_index"]): r["accuracy"] for r in json.loads(
+        (layout / "evaluation" / "eval" / "per_class.json").read_text()) if r["model"] == "student"}
+    assert all(row[a] == rows[(a, row["class_index"])] for row in card["per_class"] for a in ("clean", "pgd20"))
+    assert card["teacher"]["sha256"] == json.loads((layout / "teacher" / "model_card.json").read_text())["sha256"]
+    assert card["student_sha256"] == sha256_file(final / "student.safetensors")
+    lineage = card["lineage"]
+    assert {name: a["path"] for name, a in lineage["artifacts"].items()} == {
+        "teacher": "teacher", "distillation": "round-1/distillation", "evaluation": "evaluation"}
+    for a in lineage["artifacts"].values():
+        assert a["manifest_sha256"] == sha256_file(layout / a["path"] / "manifest.json")
+    evaluation = json.loads((layout / "evaluation" / "manifest.json").read_text())
+    assert lineage["params_fingerprint"]["evaluation"] == evaluation["params_fingerprint"]
+    assert lineage["metrics_sha256"] == sha256_file(layout / "evaluation" / "metrics.json")
+    assert "round-1/distillation" in (to / "model_card.md").read_text()
+    assert json.loads((to / "export.json").read_text())["run"]["student_sha256"] == card["student_sha256"]
+
+
+def _reseal(manifest_path, change):
+    """Change a manifest and reseal it as anyone who can write the store can (no key: its checksum passes)."""
+    from ferd.provenance import seal
+
+    manifest = json.loads(manifest_path.read_text())
+    change(manifest)
+    manifest_path.write_text(json.dumps(seal(manifest)))
+
+
+def test_a_tampered_or_partial_stage_layout_is_refused(layout, tmp_path, capsys, monkeypatch):
+    from ferd.checkpoint import sha256_file
+
+    out, to = tmp_path / "out", tmp_path / "a"
+    shutil.copytree(layout, out)
+    ev = out / "evaluation"
+    saved = {p: p.read_bytes() for p in (ev / "metrics.json", ev / "manifest.json")}
+
+    def restore():
+        for p, data in saved.items():
+            p.write_bytes(data)
+
+    metrics = json.loads(saved[ev / "metrics.json"])
+    metrics["student.pgd20.avg"] = 0.99
+    (ev / "metrics.json").write_text(json.dumps(metrics))
+    assert "evaluation/metrics.json: sha256 mismatch" in _refused(capsys, out, "--to", to)  # every manifest verified
+
+    def listed(manifest):  # metrics.json changed and the manifest made to list it
+        manifest["outputs"]["metrics.json"] = {"sha256": sha256_file(ev / "metrics.json"),
+                                               "bytes": (ev / "metrics.json").stat().st_size}
+    _reseal(ev / "manifest.json", listed)
+    assert "per_class.json" in _refused(capsys, out, "--to", to)  # the class accuracies do not add up to it
+    restore()
+
+    def other_eps(manifest):
+        manifest["params"]["threat.eps"] = 4 / 255
+    _reseal(ev / "manifest.json", other_eps)
+    assert "evaluation/manifest.json: params do not give its params_fingerprint" in _refused(capsys, out, "--to", to)
+    restore()
+
+    final = out / "round-1" / "distillation" / "student.safetensors"
+    final.write_bytes((out / "round-0" / "distillation" / "student.safetensors").read_bytes())
+    assert "round-1/distillation/student.safetensors: sha256 mismatch" in _refused(capsys, out, "--to", to)
+    shutil.copy(layout / "round-1" / "distillation" / "student.safetensors", final)
+
+    with monkeypatch.context() as m:
+        m.setenv("FERD_SIGNING_KEY", "export-test-key")
+        assert "unsigned, and FERD_SIGNING_KEY is set" in _refused(capsys, out, "--to", to)
+
+    assert "one stage artifact" in _refused(capsys, ev, "--to", to)
+    shutil.rmtree(ev)
+    assert "no evaluation artifact" in _refused(capsys, out, "--to", to)
+    assert not to.exists()
