@@ -41,9 +41,10 @@ import yaml
 
 from . import __version__
 from .config import FerdConfig
-from .fingerprint import scope_keys
+from .fingerprint import SCOPES, scope_keys
 from .graph import STAGES, BY_NAME, unroll
 from .image import container_command
+from .method import SHIPPED
 
 OUT = "out"
 METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
@@ -128,7 +129,10 @@ def code_modules(stage: str) -> frozenset[str]:
     stage's module (``ferd.stages.<component>``). The dispatcher (``ferd.stages``) imports every stage's
     module but runs only this one, so its imports of the other stages' modules are not followed (a stage
     module that imports another's, as distillation imports pool-store's loader, still brings it in).
-    ``stage`` may also name a command that is no graph stage (``compare``: ``ferd compare``'s DVC stages,
+    The methods register when :mod:`ferd.method` imports :data:`ferd.method.SHIPPED` by name (and
+    ``ferd.baselines`` each of its modules: no import statement to read), so a stage whose artifact depends on the method (``method`` in its fingerprint scope:
+    every stage but the teacher's) also runs their closure. ``stage`` may also name a command that is no graph
+    stage (``compare``: ``ferd compare``'s DVC stages,
     :mod:`ferd.compare.dvc`): the closure of the ``ferd`` script and ``ferd.cli.<stage>``, followed whole."""
     modules = _modules()
     if stage in BY_NAME:
@@ -138,6 +142,8 @@ def code_modules(stage: str) -> frozenset[str]:
         entries, others = (ENTRY_MODULES[0], own), set()
     else:
         raise ValueError(f"stage: expected a graph stage {sorted(BY_NAME)} or a ferd command, got {stage!r}")
+    if stage not in BY_NAME or "method" in SCOPES[BY_NAME[stage].scope]:  # the method's code, loaded by name
+        entries = (*entries, *(m for m in modules if any(m == s or m.startswith(f"{s}.") for s in SHIPPED)))
     seen: set[str] = set()
     todo = [m for m in entries if m in modules]
     while todo:

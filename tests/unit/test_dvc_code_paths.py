@@ -113,3 +113,12 @@ def test_the_tracked_stages_keep_one_live_directory_and_the_evaluation_owns_it()
     assert tracked == sorted(["evaluation", *(f"{s}-r{r}" for s in ("synthesis", "distillation")
                                               for r in range(cfg.num_rounds))])
     assert {"out/live/plots/metrics": {"x": "step"}} in dvc_files(cfg)["dvc.yaml"]["plots"]
+
+
+def test_the_methods_loaded_by_name_are_code_of_every_stage_that_depends_on_the_method():
+    from ferd.dvc_pipeline import code_modules
+
+    for stage in ("synthesis", "pool-store", "distillation", "evaluation", "compare"):
+        mods = code_modules(stage)
+        assert {"ferd.synthesis.ferd", "ferd.synthesis.epoch", "ferd.baselines.cmi", "ferd.baselines.dfhl"} <= mods
+    assert not any(m.startswith(("ferd.baselines", "ferd.synthesis.ferd")) for m in code_modules("teacher-fetch"))
