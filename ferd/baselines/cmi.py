@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import rng
+from ..core import rng
 from ..synthesis.generator import Generator
 from .losses import contrastive_loss, masked_adversarial_kl
 from .method import BaselineMethod, register, value

@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import distributed
+from ..compute import distributed
 from ..distill.side import Draw, IterationPasses, StudentSide
-from ..numerics import NonFiniteLoss
+from ..compute.numerics import NonFiniteLoss
 from .losses import dfhl_generator_loss, hee_start, high_entropy_examples
 from .method import BaselineMethod, register, value
 from .views import crop_flip

@@ -9,7 +9,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .. import rng
+from ..core import rng
 from ..synthesis.losses import bn_batch_statistics
 from .losses import masked_adversarial_kl, momentum_bn_loss
 from .method import BaselineMethod, register, value

@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..divergence import kl_logits
+from ..compute.divergence import kl_logits
 from ..synthesis.losses import bn_statistics_loss
 
 

@@ -5,7 +5,7 @@ Same contract as FERD's :class:`ferd.synthesis.epoch.Synthesizer`: each epoch dr
 returns the lowest-loss batch, which the caller adds to the pool. What differs is the generator and
 its objective, per reference (``../shared/notes/baselines.md``; losses in :mod:`.losses`), one module
 each (:mod:`.deepinv`, :mod:`.cmi`, :mod:`.fast`, :mod:`.zskt`, :mod:`.dfhl`, registered in
-:data:`ferd.method.METHODS`):
+:data:`ferd.settings.method.METHODS`):
 
 =========  ======================================================================================
 deepinv    no generator: the pixels themselves, Adam (β = 0.5, 0.99), jitter (roll ± 4 px + flip),
@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .. import rng
-from ..method import METHODS
+from ..core import rng
+from ..settings.method import METHODS
 from ..synthesis.epoch import GenerationMethod, SynthesisContext
 from ..synthesis.generator import Generator
 
@@ -53,7 +53,7 @@ class BaselineMethod(GenerationMethod):
     """One baseline's generation (:class:`ferd.synthesis.epoch.GenerationMethod`), run by the one loop
     (:class:`ferd.synthesis.epoch.Synthesizer`). ``persistent_generator``: a generator kept across epochs.
     No baseline reweights (§3: labels are drawn from a uniform p). Its student side is A.8's conversion unless
-    it says ``own`` (:mod:`ferd.method`); it reads ``baseline.robust`` and its own group ``baseline.<name>``."""
+    it says ``own`` (:mod:`ferd.settings.method`); it reads ``baseline.robust`` and its own group ``baseline.<name>``."""
 
     persistent_generator: ClassVar[bool] = False
 

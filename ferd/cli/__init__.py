@@ -17,8 +17,8 @@ from typing import NoReturn
 from pathlib import Path
 
 from .. import __version__
-from ..environment import check as check_environment
-from ..provenance import signing_key
+from ..core.environment import check as check_environment
+from ..core.provenance import signing_key
 
 COMMAND_MODULES = (
     "ferd.cli.run",            # ferd run
@@ -49,9 +49,12 @@ def module_doc(name: str) -> str | None:
     import ast
     import importlib.util
 
-    spec = importlib.util.find_spec(name)
-    with open(spec.origin, encoding="utf-8") as f:
-        return ast.get_docstring(ast.parse(f.read()))
+    top, _, rest = name.partition(".")  # find_spec of a submodule would import its packages (ferd.stages: torch)
+    path = Path(importlib.util.find_spec(top).origin)
+    if rest:
+        path = path.parent.joinpath(*rest.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,18 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ferd {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:  # an optional dependency: name the extra that brings it
-        from ..extras import missing_extra
+        from ..core.extras import missing_extra
 
         line = missing_extra(exc)
         if line is None:
             raise
         print(f"ferd {args.command}: error: {line}", file=sys.stderr)
         return 2
-    except FloatingPointError as exc:  # a non-finite loss (ferd.numerics): step, loss terms, debug file
+    except FloatingPointError as exc:  # a non-finite loss (ferd.compute.numerics): step, loss terms, debug file
         print(f"ferd {args.command}: numerical error: {exc}", file=sys.stderr)
         return 3
     except RuntimeError as exc:
-        from ..storage import StorageError  # imported here: it brings torch, which `ferd --help` does not need
+        from ..core.storage import StorageError  # imported here: it brings torch, which `ferd --help` does not need
 
         if not isinstance(exc, StorageError):
             raise

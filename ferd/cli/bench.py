@@ -1,5 +1,5 @@
 """``ferd bench --preset P``: generator and student iterations timed against their bare passes
-(:mod:`ferd.bench`)."""
+(:mod:`ferd.algorithm.bench`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..plan import load_config
-from ..presets import preset_path
+from ..plan.resolve import load_config
+from ..plan.presets import preset_path
 from . import at_least, local_directory, module_doc
 
 
@@ -56,9 +56,9 @@ def _torchrun(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def _main(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import distributed
-    from ..bench import bench
-    from ..checkpoint import atomic_write_json
+    from ..compute import distributed
+    from ..algorithm.bench import bench
+    from ..core.checkpoint import atomic_write_json
 
     local_directory(args.out)
     cfg = load_config(preset_path(args.preset), [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
@@ -92,7 +92,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="time generator and student iterations against their bare passes",
-                       description=module_doc("ferd.bench"), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=module_doc("ferd.algorithm.bench"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True, help="a name in params/ or a .yaml path")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter")
     p.add_argument("--device", default=None)

@@ -37,7 +37,7 @@ def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple
 def _compare(args: argparse.Namespace) -> int:
     from ..compare.config import Arm, arms, load_compare, teacher_config
     from ..compare.report import write_report
-    from ..preflight import preflight
+    from ..algorithm.preflight import preflight
     from ..compare.runner import prepare_teacher, run_comparison
 
     local_directory(args.out)

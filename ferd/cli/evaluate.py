@@ -38,8 +38,8 @@ def parse_attacks(text: str) -> tuple[str, ...]:
 
 
 def parse_eps(text: str) -> float:
-    """``"8/255"`` or ``"0.0314"`` → float, in the range :class:`ferd.config.ThreatConfig` allows."""
-    from ..config import ThreatConfig
+    """``"8/255"`` or ``"0.0314"`` → float, in the range :class:`ferd.settings.config.ThreatConfig` allows."""
+    from ..settings.config import ThreatConfig
 
     try:
         value = float(Fraction(text.strip())) if "/" in text else float(text)
@@ -80,9 +80,9 @@ def _check_file(path: str, flag: str) -> Path:
 
 def validate(args: argparse.Namespace) -> None:
     """Check every argument (and normalise ``attacks``, ``eps``) without loading models or data: the
-    values that are also parameters through the configuration's validators (:mod:`ferd.config`)."""
-    from ..compute import require_device
-    from ..config import EvalConfig
+    values that are also parameters through the configuration's validators (:mod:`ferd.settings.config`)."""
+    from ..compute.switches import require_device
+    from ..settings.config import EvalConfig
 
     local_directory(args.out)
     if args.attacks is None:  # every registered attack

@@ -1,4 +1,4 @@
-"""``ferd lineage show | verify`` (:mod:`ferd.lineage`)."""
+"""``ferd lineage show | verify`` (:mod:`ferd.stages.lineage`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from . import module_doc
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ..lineage import chain, describe_node
+    from ..stages.lineage import chain, describe_node
 
     nodes = chain(args.artifact)
     if args.json:
@@ -22,7 +22,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..lineage import verify_run
+    from ..stages.lineage import verify_run
 
     report = verify_run(args.run)
     for line in report.problems:
@@ -35,7 +35,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lineage", help="show or verify where an artifact came from",
-                       description=module_doc("ferd.lineage"),
+                       description=module_doc("ferd.stages.lineage"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls = p.add_subparsers(dest="lineage", required=True, metavar="ACTION")
     s = ls.add_parser("show", help="the chain from an artifact (or a file in one) back to the teacher")

@@ -8,7 +8,7 @@
     ferd params dvc-yaml                     # rewrite dvc.yaml from params.yaml
 
 ``params.yaml`` lists every key with its resolved value (a preset in ``params/`` sets only
-what differs from the paper's defaults in :mod:`ferd.config`), grouped as the stages read
+what differs from the paper's defaults in :mod:`ferd.settings.config`), grouped as the stages read
 them, each with its description as a comment. DVC reads it (``params:`` of each stage); every
 stage validates it again before any work.
 """
@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..plan import load_config
-from ..presets import preset_path, render_params
+from ..plan.resolve import load_config
+from ..plan.presets import preset_path, render_params
 
 
 def _use(args: argparse.Namespace) -> int:
-    from ..checkpoint import atomic_write_bytes
-    from ..dvc_pipeline import write_dvc_yaml
+    from ..core.checkpoint import atomic_write_bytes
+    from ..stages.dvc_yaml import write_dvc_yaml
 
     path = preset_path(args.preset)
     cfg = load_config(path, args.set or ())
@@ -35,7 +35,7 @@ def _use(args: argparse.Namespace) -> int:
 
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
-    from ..dvc_pipeline import mismatches, write_dvc_yaml
+    from ..stages.dvc_yaml import mismatches, write_dvc_yaml
 
     cfg = load_config(args.params)
     if args.check:

@@ -21,10 +21,10 @@ import json
 import os
 from pathlib import Path
 
-from ..image import resolve
-from ..params_io import load_yaml
+from ..core.image import resolve
+from ..core.params_io import load_yaml
 from ..pipeline import DEFAULT_CLUSTER
-from ..presets import PRESETS
+from ..plan.presets import PRESETS
 from . import at_least, local_path
 
 

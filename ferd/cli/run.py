@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..plan import load_config
+from ..plan.resolve import load_config
 from . import at_least, local_directory
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..checkpoint import json_safe
+    from ..compute import distributed
+    from ..core.checkpoint import json_safe
     from ..stages.run import run
 
     local_directory(args.out)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import __version__, graph
-from ..graph import PREVIOUS, describe_input
+from .. import __version__
+from ..plan import graph
+from ..plan.graph import PREVIOUS, describe_input
 from . import at_least
 
 
 def _config(args: argparse.Namespace):
-    from ..plan import load_config
+    from ..plan.resolve import load_config
 
     cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
     if args.graph_rounds is not None and args.graph_rounds != cfg.num_rounds:
@@ -50,9 +51,9 @@ def _print(data: dict) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..preflight import preflight
-    from ..run_dir import owned
+    from ..compute import distributed
+    from ..algorithm.preflight import preflight
+    from ..algorithm.run_dir import owned
     from ..stages import run_task
     from ..stages.io import StageIO
 
@@ -74,11 +75,11 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _all(args: argparse.Namespace) -> int:
-    from .. import distributed
+    from ..compute import distributed
     from ..stages import run_stages
 
-    from ..preflight import preflight
-    from ..run_dir import owned
+    from ..algorithm.preflight import preflight
+    from ..algorithm.run_dir import owned
     from ..stages.io import StageIO
 
     cfg = _config(args)
@@ -119,7 +120,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ss = stage.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
-    for st in graph.STAGES:  # ferd.graph: each stage's inputs as flags (optional where absent in round 0)
+    for st in graph.STAGES:  # ferd.plan.graph: each stage's inputs as flags (optional where absent in round 0)
         p = ss.add_parser(st.name, help=st.help)
         _common(p)
         if st.per_round:

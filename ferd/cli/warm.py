@@ -37,7 +37,7 @@ IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_T
                    "PYTORCH_CUDA_ALLOC_CONF", "LD_LIBRARY_PATH", "LD_PRELOAD")
 # imported by the worker besides every command module: torch._dynamo is what torch.optim imports on the
 # first optimiser (3.5 s, ~900 modules), in every synthesis and distillation stage
-PRELOAD = ("ferd.distributed", "ferd.stages", "ferd.stages.io", "ferd.preflight", "ferd.run_dir", "pyarrow.parquet",
+PRELOAD = ("ferd.compute.distributed", "ferd.stages", "ferd.stages.io", "ferd.algorithm.preflight", "ferd.algorithm.run_dir", "pyarrow.parquet",
            "torch._dynamo", "ferd.cli.warm_request")
 _GONE = "the stage process closed its connection before its request ended"
 MAX_PENDING = 64  # connections that sent no request yet: the oldest goes when another comes
@@ -303,7 +303,7 @@ class Worker:
     def _run_child(self, request, env: dict[str, str], conn: _Connection) -> None:
         rc = 1
         try:
-            from ..lifetime import die_with_parent
+            from ..compute.lifetime import die_with_parent
 
             die_with_parent()  # no stage outlives the worker that waits for it
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

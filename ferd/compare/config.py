@@ -33,15 +33,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..checkpoint import sha256_file
-from ..config import FerdConfig
-from ..fingerprint import legacy_fingerprint, params_fingerprint
-from ..params_io import ConfigError
-from ..plan import load_config
-from ..params_io import load_yaml
-from ..presets import find_preset, known_presets
-from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, RunDirError, check_run_dir, is_finished, read_metrics
-from ..storage import MANIFEST
+from ..core.checkpoint import sha256_file
+from ..settings.config import FerdConfig
+from ..settings.fingerprint import legacy_fingerprint, params_fingerprint
+from ..core.params_io import ConfigError
+from ..plan.resolve import load_config
+from ..core.params_io import load_yaml
+from ..plan.presets import find_preset, known_presets
+from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, RunDirError, check_run_dir, is_finished, read_metrics
+from ..core.storage import MANIFEST
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 MAX_EXTENDS = 8  # a chain of presets deeper than this is a mistake, not a design
@@ -109,7 +109,7 @@ class Arm:
 
 
 def preset_path(preset: str | Path) -> Path:
-    """``compare-smoke`` → its file (``./params/`` or ferd's own presets, :func:`ferd.presets.find_preset`);
+    """``compare-smoke`` → its file (``./params/`` or ferd's own presets, :func:`ferd.plan.presets.find_preset`);
     a path is taken as is (a name found nowhere stays ``params/<name>.yaml``, refused by the caller)."""
     path = Path(preset)
     if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
@@ -247,7 +247,7 @@ def finished_arm_metrics(run_dir: Path, cfg: FerdConfig) -> dict[str, float] | N
     added or unsigned file is a :class:`~ferd.stages.run.RunRecordError`, never a finished arm). A run recorded
     without one (a kept result of an earlier ferd) counts by its ``result.json`` alone, and only when no
     signing key is set: with a key, every record that decides what is reported must be signed."""
-    from ..provenance import signing_key
+    from ..core.provenance import signing_key
     from ..stages.run import finished_metrics
 
     if (run_dir / MANIFEST).is_file():
@@ -258,7 +258,7 @@ def finished_arm_metrics(run_dir: Path, cfg: FerdConfig) -> dict[str, float] | N
 
 
 def _finished_before_pinning(run_dir: Path, cfg: FerdConfig) -> bool:
-    """A result recorded with :func:`~ferd.fingerprint.legacy_fingerprint` (its teacher's path in it): finished
+    """A result recorded with :func:`~ferd.settings.fingerprint.legacy_fingerprint` (its teacher's path in it): finished
     when its own ``params.json`` gives that fingerprint and, without the path, ``cfg``'s."""
     record, stored = _read_object(run_dir / RESULT_FILE), _read_object(run_dir / PARAMS_FILE)
     if record is None or stored is None or not (run_dir / METRICS_FILE).is_file():
@@ -287,7 +287,7 @@ def current_teacher(cc: CompareConfig, out: Path) -> tuple[str, str]:
     """The shared teacher under ``out/teacher`` (checkpoint path, sha256) as its model card gives it, refused
     unless the card was made with this preset's teacher parameters (``teacher_seed``, the teacher group, …) and
     the checkpoint, where it is kept, has the card's sha256. A report checks the arms against it."""
-    from ..teacher_source import CARD_NAME
+    from ..algorithm.teacher_source import CARD_NAME
 
     path = out / "teacher" / CARD_NAME
     if not path.is_file():

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from ..attacks import ATTACKS
-from ..checkpoint import atomic_write_bytes, atomic_write_json, json_safe
-from ..plan import Plan, resolve
-from ..run_dir import is_finished, read_metrics
+from ..core.checkpoint import atomic_write_bytes, atomic_write_json, json_safe
+from ..plan.resolve import Plan, resolve
+from ..algorithm.run_dir import is_finished, read_metrics
 from .per_class import class_deltas, per_class_section, pool_share
 from .stats import paired_interval, verdict
 from .config import DELTAS, LEFT_OUT, Arm, CompareConfig, arm_status, arms, current_teacher, run_config, teacher_config
@@ -268,7 +268,7 @@ def _delta(mean: float, low: float, high: float) -> str:
 
 
 def effective_settings(plan: Plan) -> dict[str, object]:
-    """The settings a run actually uses (:class:`ferd.plan.Plan`), flattened: method, budget, threat, synthesis
+    """The settings a run actually uses (:class:`ferd.plan.resolve.Plan`), flattened: method, budget, threat, synthesis
     (reweighting as the plan decides: the baselines draw labels uniformly), the distillation its student side
     runs with, and the method's own parameter groups."""
     cfg = plan.cfg

@@ -7,7 +7,7 @@ Layout of ``--out DIR``::
     comparison.md, comparison.csv, comparison.json, per_class_<attack>.png   (:mod:`.report`)
 
 A finished run (``metrics.json`` with a ``result.json`` carrying the current parameters'
-:func:`~ferd.fingerprint.params_fingerprint`: :func:`~ferd.compare.config.arm_status`, which the report uses
+:func:`~ferd.settings.fingerprint.params_fingerprint`: :func:`~ferd.compare.config.arm_status`, which the report uses
 too) is not run again, so an interrupted comparison resumes where it stopped; a run made with other
 parameters (a changed preset) is moved to ``.stale/`` beside it and run again, and the DVC matrix stage and the
 Kubeflow ``ParallelFor`` can each run one arm (``--method/--student/--seed``) and share the report.
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import FerdConfig
+from ..settings.config import FerdConfig
 from ..evaluation.quick import quick_evaluation
 from ..stages.run import run
-from ..run_dir import is_finished, set_aside, write_result
-from ..teacher_source import obtain_teacher
+from ..algorithm.run_dir import is_finished, set_aside, write_result
+from ..algorithm.teacher_source import obtain_teacher
 from .config import Arm, CompareConfig, arm_status, arms, finished_arm_metrics, run_config, teacher_config
 
 log = logging.getLogger(__name__)

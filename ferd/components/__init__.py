@@ -5,18 +5,18 @@ install_kfp_package=False)`` whose body imports ``ferd.stages`` and calls the st
 function; nothing about the algorithm lives here. Every component runs in the project's one
 image (``Dockerfile``), which has ferd and kfp installed. A component is declared with a placeholder
 image; the DAG that uses it names the image it was built for, pinned by digest (:func:`use_image`,
-:mod:`ferd.image`), so no compiled pipeline runs what a tag names.
+:mod:`ferd.core.image`), so no compiled pipeline runs what a tag names.
 """
 
 from __future__ import annotations
 
 import copy
 
-from ferd.image import PLACEHOLDER
+from ferd.core.image import PLACEHOLDER
 
 
 def base_image() -> str:
-    """The image a component is declared with: :data:`ferd.image.PLACEHOLDER` until a DAG names its own."""
+    """The image a component is declared with: :data:`ferd.core.image.PLACEHOLDER` until a DAG names its own."""
     return PLACEHOLDER
 
 

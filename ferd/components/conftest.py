@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ferd.plan import load_config
-from ferd.presets import PRESETS
+from ferd.plan.resolve import load_config
+from ferd.plan.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/ beside ferd/)
 CI = PRESETS / "ci.yaml"
@@ -65,7 +65,7 @@ def run_locally(pipeline_func, root: Path, **arguments):
 def check_component(component, inputs: dict[str, str], outputs: dict[str, str], optional: set[str] = frozenset(),
                     library: str = "ferd.stages"):
     """The component's interface, image and command: a thin lightweight component over ``library``."""
-    from ferd.image import PLACEHOLDER
+    from ferd.core.image import PLACEHOLDER
 
     spec = component.component_spec
     got_in = {k: v.type for k, v in spec.inputs.items()}
@@ -90,7 +90,7 @@ def trainjob_runner(tmp_path, monkeypatch):
     import sys
     import threading
 
-    from ferd.launch import Launch
+    from ferd.stages.launch import Launch
 
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
     from support.k8s_standin import K8sStandIn

@@ -6,7 +6,7 @@ Only teacher training and evaluation may load data; synthesis and distillation r
 
 from __future__ import annotations
 
-from ..dataset_catalog import KNOWN_DATASETS, SPLITS, DatasetInfo, dataset_info
+from ..core.dataset_catalog import KNOWN_DATASETS, SPLITS, DatasetInfo, dataset_info
 from .dataset_json import DatasetError, dataset_problems
 from .datasets import load_split, require_split
 from .guard import DataAccessError, check_data_access, data_access_blocked, no_data_access

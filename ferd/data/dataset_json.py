@@ -3,9 +3,9 @@ consumer checks before it uses one byte of them (issue 34: datasets held to the 
 
 Schema (every field required; a file read back is untrusted): ``dataset`` (a packable dataset), ``files``
 (``{"<dataset>_<split>.npz": {"split", "rows", "bytes", "sha256"}}``, the name exactly the split's file name, so a
-listed name is never a path), ``manifest_sha256`` (:func:`ferd.provenance.manifest_digest`) and, when it was packed
+listed name is never a path), ``manifest_sha256`` (:func:`ferd.core.provenance.manifest_digest`) and, when it was packed
 under ``$FERD_SIGNING_KEY``, ``signature``. It is sealed and checked with the artifacts' own primitives
-(:func:`ferd.provenance.seal`, :func:`ferd.provenance.authenticity_problem`): with the key set on the consumer an
+(:func:`ferd.core.provenance.seal`, :func:`ferd.core.provenance.authenticity_problem`): with the key set on the consumer an
 unsigned or wrongly signed ``dataset.json`` is refused. A split's bytes are used only after their length and sha256
 matched their entry (:func:`verified`), and the bytes parsed are the bytes hashed.
 """
@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..dataset_catalog import dataset_info
-from ..provenance import SELF_KEY, authenticity_problem, manifest_digest, seal
+from ..core.dataset_catalog import dataset_info
+from ..core.provenance import SELF_KEY, authenticity_problem, manifest_digest, seal
 
 DATASET_MANIFEST = "dataset.json"
 PACKABLE = ("cifar10", "cifar100")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..dataset_catalog import dataset_info
+from ..core.dataset_catalog import dataset_info
 from .dataset_json import DATASET_MANIFEST, entry, file_name, folder_manifest, folder_split, is_packed
 from .guard import check_data_access
 

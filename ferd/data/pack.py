@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write_json, copy_file, sha256_file
-from ..dataset_catalog import dataset_info
-from ..storage import is_s3, join_uri, s3_client, upload_file
+from ..core.checkpoint import atomic_write_json, copy_file, sha256_file
+from ..core.dataset_catalog import dataset_info
+from ..core.storage import is_s3, join_uri, s3_client, upload_file
 from .datasets import load_split
 from .dataset_json import DATASET_MANIFEST, PACKABLE, build, file_name
 

@@ -11,7 +11,7 @@ under ``$FERD_SIGNING_KEY`` (:mod:`ferd.data.dataset_json`). A run with ``data_r
   ``.``, empty part or backslash), so every key is ``<prefix>/<listed name>`` and every cache path lies inside
   the cache (:func:`cache_file`, which also refuses a symbolic link leading out of it);
 * an object whose size is not the listed one is refused before it is downloaded; a download is checked against
-  its sha256 before it is renamed into place (:func:`ferd.storage.download_file`, atomic);
+  its sha256 before it is renamed into place (:func:`ferd.core.storage.download_file`, atomic);
 * a cached copy is read once, hashed, and those bytes are used; one that no longer matches is fetched again.
 
 CIFAR-10 and CIFAR-100 (Tiny-ImageNet is an image folder: mount it on Kubeflow with ``data_pvc`` in
@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..storage import StorageError, download_file, s3_client
+from ..core.storage import StorageError, download_file, s3_client
 from .dataset_json import (DATASET_MANIFEST, MAX_MANIFEST_BYTES, PACKABLE, DatasetError, entry, file_name, mismatch,
                            parse, verified)
 

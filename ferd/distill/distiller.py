@@ -6,7 +6,7 @@ x_U (Eq. 10) and takes one SGD step on L_stu (Eq. 11) in train mode. With
 f^T(x_F) come from the pool (:func:`ferd.distill.utae.cache_utaes`): no teacher pass at all.
 
 ``distill.augment`` (default on, every method): the sampled batch is random-cropped (pad 4) and,
-where the dataset is flip-invariant, flipped (:func:`ferd.augment.crop_flip`) before anything
+where the dataset is flip-invariant, flipped (:func:`ferd.data.augment.crop_flip`) before anything
 sees it, as Fast, RSLAD and the authors' code do; the paper is silent. The teacher's logits are
 then taken on the augmented view (one teacher pass). With the UTAE cache the cached x_U is moved
 by the same crop and flip as its FAE — a whole-pixel move, so it stays in the ε-ball of the
@@ -20,7 +20,7 @@ cosine over all epochs). During the optional warm-up epochs (authors' code: 20
 generator-only epochs) the schedule is stepped without training, as in their code.
 
 What the iteration computes from the drawn batch is the run's student side
-(:mod:`ferd.distill.side`, chosen by :func:`ferd.plan.resolve`): Eq. 10-11 (:class:`~ferd.distill.side.UtaeSide`)
+(:mod:`ferd.distill.side`, chosen by :func:`ferd.plan.resolve.resolve`): Eq. 10-11 (:class:`~ferd.distill.side.UtaeSide`)
 or a method's own (DFHL's high-entropy examples, :mod:`ferd.baselines.dfhl`).
 """
 
@@ -33,13 +33,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import distributed, rng
-from ..augment import crop_flip
-from ..compute import keep_pool_on_device
-from ..config import ComputeConfig, DistillConfig
-from ..numerics import autocast
-from ..kill_points import kill_point
-from ..pool import FaePool
+from ..compute import distributed
+from ..core import rng
+from ..data.augment import crop_flip
+from ..compute.switches import keep_pool_on_device
+from ..settings.config import ComputeConfig, DistillConfig
+from ..compute.numerics import autocast
+from ..core.kill_points import kill_point
+from ..data.pool import FaePool
 from .side import Draw, StudentSide
 
 
@@ -95,7 +96,7 @@ class Distiller:
         total, self._sums = 0.0, {}
         for it in tqdm(range(cfg.iterations), desc=f"epoch {epoch} student", leave=False, disable=not progress):
             with autocast(self.compute.amp, self.device):
-                # every draw is made for the global batch; under torchrun each rank keeps its rows (ferd.distributed)
+                # every draw is made for the global batch; under torchrun each rank keeps its rows (ferd.compute.distributed)
                 idx = pool.sample_indices(cfg.batch_size, sample_rng)
                 draw = Draw(idx, images[idx], pool_logits, cached, attack_rng, augment_rng)
                 loss = self.side.loss(self, teacher, draw, epoch, it)

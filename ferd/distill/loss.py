@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..divergence import kl_logits
+from ..compute.divergence import kl_logits
 
 
 def robust_distillation_loss(teacher_clean_logits: torch.Tensor, student_clean_logits: torch.Tensor,

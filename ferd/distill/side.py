@@ -3,7 +3,7 @@
 The :class:`~ferd.distill.distiller.Distiller` owns what every method shares — the optimiser, the LR
 schedule, the draw of the batch from the pool and its augmentation streams — and asks its side for
 the loss. :class:`UtaeSide` is FERD's (Eq. 10-11) and, with RSLAD's settings, the A.8 conversion of the
-baselines (:func:`ferd.plan.resolve` decides which settings); a method with a student side of its own
+baselines (:func:`ferd.plan.resolve.resolve` decides which settings); a method with a student side of its own
 (DFHL's high-entropy examples, :mod:`ferd.baselines.dfhl`) subclasses :class:`StudentSide`.
 """
 
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
-from .. import distributed
-from ..compute import attack_model
-from ..config import DistillConfig
-from ..numerics import NonFiniteLoss
+from ..compute import distributed
+from ..compute.switches import attack_model
+from ..settings.config import DistillConfig
+from ..compute.numerics import NonFiniteLoss
 from .loss import robust_distillation_loss, robust_distillation_terms
 from .utae import generate_utae, utae_start
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..attacks import project
-from ..divergence import kl_logits, kl_uniform
+from ..compute.divergence import kl_logits, kl_uniform
 
 
 def utae_objective(clean_logits: torch.Tensor, adv_logits: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -7,7 +7,7 @@
 * ``class_weights.csv`` — ``epoch,round,<class…>``: the reweighting p of Eq. 7 per epoch
   (template ``linear``: how the class weights move round by round).
 
-The loss curves are DVCLive's (:mod:`ferd.tracking`, ``out/live``).
+The loss curves are DVCLive's (:mod:`ferd.core.tracking`, ``out/live``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes
+from ..core.checkpoint import atomic_write_bytes
 from .runner import EvaluationResult
 
 

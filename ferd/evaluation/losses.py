@@ -1,6 +1,6 @@
 """The loss curves of a run's history (``history.json``), per epoch: every term of the generator's objective
 L_gen at the kept iteration (e.g. gen, adv, bn, oh, uni) and every Eq. 11 student loss (loss, kl_clean, kl_adv),
-as :mod:`ferd.tracking` names them for the live curves (``generator/<term>``, ``student/<term>``), so the
+as :mod:`ferd.core.tracking` names them for the live curves (``generator/<term>``, ``student/<term>``), so the
 report's figure and the DVCLive curves show the same numbers. An epoch whose student was not trained
 (``distill.warmup_epochs``) has no student point; a non-finite value has no point."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..tracking import distillation_metrics, generation_metrics
+from ..core.tracking import distillation_metrics, generation_metrics
 
 GROUPS = ("generator", "student")
 Series = dict[str, dict[str, list[tuple[int, float]]]]

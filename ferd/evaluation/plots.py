@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..checkpoint import atomic_path
+from ..core.checkpoint import atomic_path
 from ..synthesis.diversity import FIGURES
 from ..attacks import attack_label
 from .runner import REFERENCE, EvaluationResult, class_name_list, retention
@@ -38,7 +38,7 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e3
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
-    """Render ``fig`` to PNG at ``path`` atomically (:func:`ferd.checkpoint.atomic_path`)."""
+    """Render ``fig`` to PNG at ``path`` atomically (:func:`ferd.core.checkpoint.atomic_path`)."""
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import FerdConfig
+from ..settings.config import FerdConfig
 
 
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,

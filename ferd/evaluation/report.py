@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes, json_safe
+from ..core.checkpoint import atomic_write_bytes, json_safe
 from ..synthesis.diversity import FIGURES, synthesis_rows
 from . import metrics, plots
 from .losses import loss_series

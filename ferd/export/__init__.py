@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_bytes, atomic_write_json, sha256_file
-from ..dataset_catalog import dataset_info
-from ..extras import missing_extra
-from ..fingerprint import params_fingerprint
-from ..run_dir import owned
+from ..core.checkpoint import atomic_write_bytes, atomic_write_json, sha256_file
+from ..core.dataset_catalog import dataset_info
+from ..core.extras import missing_extra
+from ..settings.fingerprint import params_fingerprint
+from ..algorithm.run_dir import owned
 from .card import build_card, card_markdown, robustbench_entry
 from .onnx_graph import ONNX_FILE, require_exporter, save_onnx
 from .program import PROGRAM_FILE, export_program, save_program

@@ -14,8 +14,8 @@ from typing import Any
 
 from .. import __version__
 from ..attacks import attack_label
-from ..dataset_catalog import dataset_info
-from ..provenance import code_version
+from ..core.dataset_catalog import dataset_info
+from ..core.provenance import code_version
 from .program import input_contract
 from .source import RunRecord
 

@@ -2,7 +2,7 @@
 
 ``torch.onnx.export`` (the dynamo exporter, from the ``torch.export`` program) needs ``onnxscript`` and
 ``onnx``, which the core install does not bring: :func:`require_exporter` raises ``ModuleNotFoundError`` naming
-the missing module, which :func:`ferd.extras.missing_extra` turns into ``pip install 'ferd[onnx]'``.
+the missing module, which :func:`ferd.core.extras.missing_extra` turns into ``pip install 'ferd[onnx]'``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from ..checkpoint import atomic_write_bytes
+from ..core.checkpoint import atomic_write_bytes
 from .program import BATCH
 
 ONNX_FILE = "model.onnx"

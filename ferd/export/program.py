@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write_bytes
+from ..core.checkpoint import atomic_write_bytes
 
 PROGRAM_FILE = "model.pt2"
 BATCH = "batch"  # the one dynamic dimension, named so in the ONNX graph too

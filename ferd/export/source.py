@@ -1,9 +1,9 @@
 """What an export reads: a finished ``ferd run --out`` directory, every file checked before it is used.
 
 A run directory is untrusted input. :func:`read_run` accepts it only when its records agree:
-``params.json`` validates; ``result.json`` pins ``metrics.json`` to these parameters (:func:`ferd.run_dir.is_finished`);
+``params.json`` validates; ``result.json`` pins ``metrics.json`` to these parameters (:func:`ferd.algorithm.run_dir.is_finished`);
 the checkpoint is the last round's and every file it names has the sha256 ``round.json`` recorded
-(:func:`ferd.round_state.verify_checkpoint`); ``student.safetensors`` holds exactly the checkpoint's student, of
+(:func:`ferd.algorithm.round_state.verify_checkpoint`); ``student.safetensors`` holds exactly the checkpoint's student, of
 the architecture and classes the parameters name; the teacher's sha256 is the same in the student's metadata,
 ``teacher/model_card.json`` and the bytes of ``teacher/teacher.safetensors``; ``eval/per_class.json`` has its
 schema and its accuracies add up to ``metrics.json``'s averages (student's and teacher's). Any disagreement is one line naming the file.
@@ -20,17 +20,17 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from ..checkpoint import load_state_dict, read_metadata, sha256_file
-from ..config import FerdConfig
-from ..fingerprint import params_fingerprint
+from ..core.checkpoint import load_state_dict, read_metadata, sha256_file
+from ..settings.config import FerdConfig
+from ..settings.fingerprint import params_fingerprint
 from ..models import FerdModel
 from ..models.loading import load_model
-from ..params_io import ConfigError
-from ..plan import parse_config
-from ..round_state import ROUND_FILE, STUDENT_FILE, checkpoint_dir, read_round_record, verify_checkpoint
-from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, is_finished, read_metrics
+from ..core.params_io import ConfigError
+from ..plan.resolve import parse_config
+from ..algorithm.round_state import ROUND_FILE, STUDENT_FILE, checkpoint_dir, read_round_record, verify_checkpoint
+from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, is_finished, read_metrics
 from ..stages.run import verify_finished
-from ..teacher_source import CARD_NAME, CHECKPOINT_NAME
+from ..algorithm.teacher_source import CARD_NAME, CHECKPOINT_NAME
 
 TEACHER_DIR = "teacher"
 PER_CLASS_FILES = ("eval/per_class.json", "eval-aa/per_class.json")  # AutoAttack on its own subset: eval-aa/

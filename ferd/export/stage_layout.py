@@ -17,16 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import sha256_file
-from ..config import FerdConfig
-from ..fingerprint import params_fingerprint
-from ..graph import BY_NAME
-from ..lineage import verify_run
-from ..params_io import ConfigError
-from ..plan import parse_config
-from ..provenance import read_sealed
-from ..round_state import STUDENT_FILE
-from ..run_dir import METRICS_FILE, PARAMS_FILE
+from ..core.checkpoint import sha256_file
+from ..settings.config import FerdConfig
+from ..settings.fingerprint import params_fingerprint
+from ..plan.graph import BY_NAME
+from ..stages.lineage import verify_run
+from ..core.params_io import ConfigError
+from ..plan.resolve import parse_config
+from ..core.provenance import read_sealed
+from ..algorithm.round_state import STUDENT_FILE
+from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE
 from ..stages.artifacts import MANIFEST, ArtifactError, read_manifest
 from ..stages.layout import DISTILLATION, EVALUATION, TEACHER
 from .source import (ExportSourceError, RunRecord, checked_metrics, checked_per_class, checked_student,

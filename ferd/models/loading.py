@@ -1,7 +1,7 @@
 """Safe, strict loading of a model checkpoint (a teacher's or a student's).
 
 :func:`load_model` builds the architecture from the registry and loads a checkpoint strictly (via
-:mod:`ferd.checkpoint`, never plain unpickling), naming missing, unexpected or misshapen keys.
+:mod:`ferd.core.checkpoint`, never plain unpickling), naming missing, unexpected or misshapen keys.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 import torch
 from torch import nn
 
-from ..checkpoint import _PREFIXES as STRIPPED_PREFIXES  # what load_state_dict strips from every key
-from ..checkpoint import load_state_dict
+from ..core.checkpoint import _PREFIXES as STRIPPED_PREFIXES  # what load_state_dict strips from every key
+from ..core.checkpoint import load_state_dict
 from .base import FerdModel
 from .registry import create_model
 
@@ -32,7 +32,7 @@ def _classifier_key(model: nn.Module) -> str | None:
 
 
 def _restore_prefixes(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Give back a ``module.``/``model.`` prefix that :func:`ferd.checkpoint.load_state_dict` stripped where the
+    """Give back a ``module.``/``model.`` prefix that :func:`ferd.core.checkpoint.load_state_dict` stripped where the
     architecture itself has it (a model with a top-level ``model`` attribute)."""
     for key in set(expected) - set(state):
         bare = key

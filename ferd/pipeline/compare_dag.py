@@ -20,7 +20,7 @@ from ferd.components.compare_run.component import compare_run
 from ferd.components.compare_teacher.component import compare_teacher
 from ferd.compare.config import arms, load_compare, run_config, teacher_config
 from ferd.components import use_image
-from ferd.image import PLACEHOLDER, Image, resolve
+from ferd.core.image import PLACEHOLDER, Image, resolve
 from ferd.pipeline.dag import ClusterSettings, _configure, image_note, load_cluster
 
 COMPILED_COMPARE = Path("pipeline") / "compare_pipeline.yaml"

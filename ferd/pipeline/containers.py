@@ -11,7 +11,7 @@ Two adaptations of kfp's runner, both installed only for the run (:func:`docker_
   image's entrypoint, as a Kubernetes ``command`` does (kfp hands it to Docker as arguments to the
   entrypoint, ``ferd``). The image is looked up by its
   pinned reference, never pulled implicitly, and the task's environment gets
-  :data:`ferd.image.PASS_ENV` (threads, CPU-kernel pins, S3 credentials, signing key) as set here.
+  :data:`ferd.core.image.PASS_ENV` (threads, CPU-kernel pins, S3 credentials, signing key) as set here.
 * **The user inside** (:func:`container_user`). Tasks write into the pipeline root, bind-mounted from this
   machine. They run as the image's own non-root user when that user can write there (the caller's uid is
   the image's, or the caller is root and hands it the run's folder); otherwise as the caller's uid:gid, the
@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ferd.image import PASS_ENV
+from ferd.core.image import PASS_ENV
 
 IMAGE_UID = 1000  # the image's user (Dockerfile: USER 1000:1000)
 DOCKER_SOCKET = Path("/var/run/docker.sock")

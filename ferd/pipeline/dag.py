@@ -1,4 +1,4 @@
-"""The FERD DAG as a Kubeflow pipeline: the stage graph of :mod:`ferd.graph` (teacher fetch → R × (synthesis →
+"""The FERD DAG as a Kubeflow pipeline: the stage graph of :mod:`ferd.plan.graph` (teacher fetch → R × (synthesis →
 pool storage → distillation) → evaluation), unrolled at compile time: R = ``rounds`` (or ``epochs``) of
 the parameter file.
 
@@ -32,21 +32,21 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ferd.components import use_image
 from ferd.components.run_params import run_params
 from ferd.components.stage.component import MAX_INPUTS, stage as generic_stage
-from ferd.plan import load_config
+from ferd.plan.resolve import load_config
 from ferd.stages.artifacts import run_time_values
-from ferd.graph import BY_NAME, COMPONENTS, STAGES, Stage, Task, unroll
-from ferd.launch import Engine, Launch
-from ferd.image import IMAGE_ENV, PLACEHOLDER, Image, resolve
+from ferd.plan.graph import BY_NAME, COMPONENTS, STAGES, Stage, Task, unroll
+from ferd.stages.launch import Engine, Launch
+from ferd.core.image import IMAGE_ENV, PLACEHOLDER, Image, resolve
 from ferd.pipeline import DEFAULT_CLUSTER
-from ferd.params_io import short_repr
-from ferd.presets import PRESETS, find_preset
-from ferd.provenance import SIGNING_KEY_ENV
+from ferd.core.params_io import short_repr
+from ferd.plan.presets import PRESETS, find_preset
+from ferd.core.provenance import SIGNING_KEY_ENV
 
 DEFAULT_PARAMS = PRESETS / "embedded.yaml"
 COMPILED = Path("pipeline") / "ferd_pipeline.yaml"  # where `ferd pipeline compile` writes (working directory)
 PIPELINE_NAME = "ferd"
 
-STAGE_NAMES: tuple[str, ...] = COMPONENTS  # the components of the stage graph (ferd.graph)
+STAGE_NAMES: tuple[str, ...] = COMPONENTS  # the components of the stage graph (ferd.plan.graph)
 TASK_COMPONENTS = (*COMPONENTS, "run_params")  # and the task resolving the run's parameters
 StageName = Literal[TASK_COMPONENTS]  # type: ignore[valid-type]
 DATA_PARALLEL = tuple(s.component for s in STAGES if s.data_parallel)  # what a `distributed` block launches
@@ -143,7 +143,7 @@ class RetrySettings(_Strict):
 
 
 class SigningSecret(_Strict):
-    """The Kubernetes secret holding the manifest signing key (``ferd.provenance``): its ``key`` becomes
+    """The Kubernetes secret holding the manifest signing key (``ferd.core.provenance``): its ``key`` becomes
     ``$FERD_SIGNING_KEY`` in every stage and in every process of a ``distributed`` stage's job, so each stage
     signs what it writes and refuses unsigned inputs."""
 
@@ -173,13 +173,13 @@ class DataVolume(_Strict):
 
 class DistributedSettings(_Strict):
     """``distributed``: the synthesis and distillation tasks submit their stage as a job of an existing engine
-    (:mod:`ferd.launch`: a Kubeflow Trainer ``TrainJob`` or a training-operator ``PyTorchJob``) running
+    (:mod:`ferd.stages.launch`: a Kubeflow Trainer ``TrainJob`` or a training-operator ``PyTorchJob``) running
     torchrun on ``nodes`` × ``gpus_per_node``, wait for it, and pass its artifact on; the tasks themselves
     then need no GPU. Needs a service account that may create the jobs in ``namespace``."""
 
     namespace: str
     scratch_uri: str = Field(description="s3://bucket/prefix where the jobs write their artifacts")
-    engine: Engine = Launch.engine  # the defaults are ferd.launch.Launch's
+    engine: Engine = Launch.engine  # the defaults are ferd.stages.launch.Launch's
     nodes: int = Field(Launch.nodes, ge=1)
     gpus_per_node: int = Field(Launch.gpus_per_node, ge=0)
     runtime: str = Launch.runtime
@@ -211,7 +211,7 @@ class ClusterSettings(_Strict):
                 **({SIGNING_KEY_ENV: (k.name, k.key)} if k is not None else {})}
 
     def launch(self) -> str:
-        """The ``distributed`` block as the data-parallel tasks receive it (JSON of :class:`ferd.launch.Launch`,
+        """The ``distributed`` block as the data-parallel tasks receive it (JSON of :class:`ferd.stages.launch.Launch`,
         the secrets of :meth:`secret_env` by reference), or "" when the stages run in their task."""
         if self.distributed is None:
             return ""
@@ -262,7 +262,7 @@ def compiled_params_file(package: "str | Path" = COMPILED) -> Path:
 
 def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, name: str) -> dsl.PipelineTask:
     task.set_display_name(name)
-    # recorded in every manifest (ferd.provenance)
+    # recorded in every manifest (ferd.core.provenance)
     task.set_env_variable(IMAGE_ENV, task.component_spec.implementation.container.image)
     r = cluster.retry
     if r.num_retries:
@@ -335,7 +335,7 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
                                          teacher_sha256=teacher_sha256, eps=eps, gamma=gamma, lambda1=lambda1,
                                          lambda2=lambda2, lambda_uni=lambda_uni), "run_params", cluster, "parameters")
         produced: dict[str, dsl.PipelineTask] = {}
-        for t in unroll(rounds):  # ferd.graph: the same tasks as dvc.yaml and `ferd stage all`
+        for t in unroll(rounds):  # ferd.plan.graph: the same tasks as dvc.yaml and `ferd stage all`
             produced[t.id] = _configure(_stage_call(t, produced, params_yaml, resolved.output, gpu_device, ref, launch),
                                         t.stage.component, cluster, t.title)
             if t.id in uncached:
@@ -356,7 +356,7 @@ def image_note(image: Image | None) -> str:
 def compile_pipeline(out: str | Path = COMPILED, params: str | Path = DEFAULT_PARAMS,
                      cluster: str | Path | ClusterSettings = DEFAULT_CLUSTER, image: Image | None = None) -> Path:
     """Compile the DAG to ``out`` (two YAML documents: PipelineSpec and the kubernetes PlatformSpec), every task
-    on ``image`` (pinned by digest; default :func:`ferd.image.resolve`: ``$FERD_IMAGE``, or refused)."""
+    on ``image`` (pinned by digest; default :func:`ferd.core.image.resolve`: ``$FERD_IMAGE``, or refused)."""
     image = image or resolve()
     settings = cluster if isinstance(cluster, ClusterSettings) else load_cluster(cluster)
     out = Path(out)

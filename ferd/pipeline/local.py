@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferd.image import Image
+from ferd.core.image import Image
 from ferd.stages import config_from_text
 from ferd.stages.artifacts import write_json
 
@@ -63,7 +63,7 @@ def run_local(params: str | Path = DEFAULT_PARAMS, out: str | Path = "runs/pipel
                 os.environ[var] = value
 
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # containers get them through ferd.image.PASS_ENV
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # containers get them through ferd.core.image.PASS_ENV
 
 
 def _run(params: str | Path, out: Path, overrides: list[str], text: str, cfg, started: float,

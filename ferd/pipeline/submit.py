@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ferd.params_io import ConfigError
+from ferd.core.params_io import ConfigError
 from ferd.stages import RUN_TIME_PARAMS, config_from_text, run_time_overrides
 
 COMPILED = Path("pipeline") / "ferd_pipeline.yaml"  # what `ferd pipeline compile` writes (working directory)

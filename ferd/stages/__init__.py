@@ -4,7 +4,7 @@ One code path, three front doors: ``ferd stage <name>`` (:mod:`ferd.cli.stage`, 
 ``dvc.yaml`` calls), the Kubeflow components in ``components/<stage>/`` and ``ferd run``
 (:mod:`ferd.stages.run`: the whole graph in one process, each stage by its module's ``step`` on the
 in-memory round state) all run the same ``generation_round`` /
-``distillation_round`` on the same round state (:mod:`ferd.round_state`).
+``distillation_round`` on the same round state (:mod:`ferd.algorithm.round_state`).
 
 =================  ==================================  ==============================================
 stage              function                            output directory
@@ -17,7 +17,7 @@ evaluation         :func:`.evaluation.evaluation`        ``metrics.json``, ``eva
 =================  ==================================  ==============================================
 
 Every stage is ``ferd.stages.<component>.<component>(cfg, out_dir, *, [round_index,] <inputs>,
-progress)``, its inputs named as in the graph (:mod:`ferd.graph`), so :func:`run_task` runs any stage
+progress)``, its inputs named as in the graph (:mod:`ferd.plan.graph`), so :func:`run_task` runs any stage
 the graph declares: a new stage is its module here and its entry in the graph (on Kubeflow the generic
 ``components/stage`` runs it until it gets a component folder of its own).
 Every output directory carries a ``manifest.json`` (:mod:`ferd.stages.artifacts`); every input
@@ -33,10 +33,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import FerdConfig
-from .. import graph
-from ..graph import Stage, unroll
-from ..checkpoint import atomic_write_json
+from ..settings.config import FerdConfig
+from ..plan import graph
+from ..plan.graph import Stage, unroll
+from ..core.checkpoint import atomic_write_json
 from .artifacts import (MANIFEST, RUN_TIME_PARAMS, ArtifactError, config_from_text, node_overrides, params_fingerprint,
                         run_time_overrides, run_time_values)
 from .distillation import DistillationArtifact, distillation, student_card
@@ -71,9 +71,9 @@ def stage_step(stage: Stage) -> Callable[..., object]:
 
 def run_task(cfg: FerdConfig, stage: str, round_index: int | None, inputs: dict[str, PathLike | None],
              out_dir: PathLike, progress: bool = False, live: PathLike | None = None) -> Artifact:
-    """Run one stage of the graph (:mod:`ferd.graph`): ``inputs`` by the stage's input flags (``teacher``,
+    """Run one stage of the graph (:mod:`ferd.plan.graph`): ``inputs`` by the stage's input flags (``teacher``,
     ``student``, ``synthesis``, ``pool``, ``previous``; None where absent, as in round 0). ``live``: the DVCLive
-    directory of a stage that tracks its epochs (``Stage.tracked``; :mod:`ferd.tracking`)."""
+    directory of a stage that tracks its epochs (``Stage.tracked``; :mod:`ferd.core.tracking`)."""
     if stage not in graph.BY_NAME:
         raise ValueError(f"stage: expected one of {list(graph.BY_NAME)}, got {stage!r}")
     st = graph.BY_NAME[stage]
@@ -124,7 +124,7 @@ def claim_output(cfg: FerdConfig, st: Stage, round_index: int | None, out_dir: P
 
 def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bool = True,
                progress: bool = False) -> dict[str, Path]:
-    """Every task of the unrolled graph in order (:func:`ferd.graph.unroll`), each into its own directory
+    """Every task of the unrolled graph in order (:func:`ferd.plan.graph.unroll`), each into its own directory
     under ``out_dir`` (``teacher/``, ``round-<r>/{synthesis,pool,distillation}/``, ``evaluation/``); what
     the DAG runs. With ``storage.uri`` each artifact is also published there as soon as it is written.
     Returns the last directory of each stage (``teacher``, ``synthesis``, ``pool``, ``student``,

@@ -7,7 +7,7 @@ back to the teacher). A stage reading an artifact checks its stage name, its rou
 parameter fingerprint and the sha256 of every file before using it.
 
 The *parameter fingerprint* of a stage is the sha256 of the parameters that stage depends
-on (:data:`ferd.fingerprint.SCOPES`, the same lists ``dvc.yaml`` declares as each stage's ``params``):
+on (:data:`ferd.settings.fingerprint.SCOPES`, the same lists ``dvc.yaml`` declares as each stage's ``params``):
 the teacher depends on the seed, the dataset, ε and the teacher group; synthesis and the pool
 also on the epochs, rounds, student, method, baseline and synthesis groups; distillation also on the distill
 group; evaluation on everything. So changing ``synthesis.lambda_uni`` keeps the teacher
@@ -17,7 +17,7 @@ artifact valid and invalidates every later one. ``device``, ``data_root``,
 Lineage (``ferd lineage``): a manifest also records the stage's resolved parameters, each
 input's URI (path relative to the artifact, or ``s3://`` with ETag and version id) and the
 sha256 of the input's manifest, each output's URI, sha256 and size, the code version, torch /
-CUDA / device, start and end time, and its own checksum (:mod:`ferd.provenance`).
+CUDA / device, start and end time, and its own checksum (:mod:`ferd.core.provenance`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, graph
-from ..checkpoint import atomic_write_json as write_json
-from ..checkpoint import sha256_file
-from ..kill_points import kill_point
-from ..config import FerdConfig
-from ..plan import load_config
-from ..fingerprint import params_fingerprint, scoped_params
-from ..storage import listed_files
-from ..provenance import SELF_KEY, authenticity_problem, code_version, environment, manifest_digest, seal, utc_now
+from .. import __version__
+from ..plan import graph
+from ..core.checkpoint import atomic_write_json as write_json
+from ..core.checkpoint import sha256_file
+from ..core.kill_points import kill_point
+from ..settings.config import FerdConfig
+from ..plan.resolve import load_config
+from ..settings.fingerprint import params_fingerprint, scoped_params
+from ..core.storage import listed_files
+from ..core.provenance import SELF_KEY, authenticity_problem, code_version, environment, manifest_digest, seal, utc_now
 
 MANIFEST = "manifest.json"
 CLASS_WEIGHTS_FILE = "class_weights.json"
@@ -86,7 +87,7 @@ def check_previous(round_index: int, what: str, path: str | os.PathLike[str] | N
 
 def check_inputs(cfg: FerdConfig, stage: str, round_index: int | None = None, out_dir: str | os.PathLike[str] | None = None,
                  **given: str | os.PathLike[str] | None) -> dict[str, dict]:
-    """Every input of ``stage`` checked as the graph declares it (:data:`ferd.graph.STAGES`), in declared order,
+    """Every input of ``stage`` checked as the graph declares it (:data:`ferd.plan.graph.STAGES`), in declared order,
     before the stage does any work: present or absent (an input of round r−1 is absent in round 0 and
     required after), and each present one a complete artifact of its producer (manifest stage, round, parameter
     fingerprint, sha256 of every file). A chained artifact kept in place (the pool: ``--previous`` = ``--out``)
@@ -201,7 +202,7 @@ def write_manifest(directory: str | os.PathLike[str], stage: str, cfg: FerdConfi
                    extra: Mapping[str, Any] | None = None, started: str | None = None,
                    scope: str | None = None) -> dict:
     """Hash every file of ``directory`` and write its ``manifest.json`` (last, atomically); its parameters
-    are those of ``scope`` (:data:`ferd.fingerprint.SCOPES`; default: the stage's own name)."""
+    are those of ``scope`` (:data:`ferd.settings.fingerprint.SCOPES`; default: the stage's own name)."""
     scope = scope or stage
     directory = Path(directory)
     parents = {name: _input_record(directory, path) for name, path in (inputs or {}).items() if path is not None}

@@ -3,9 +3,9 @@ the round's epochs, ``cfg.round_schedule[r]``).
 
 In: the teacher, the synthesis artifact of r (history), the pool artifact of r; for r > 0 the
 distillation artifact of r−1 (student, optimiser, scheduler). It runs the same
-:func:`ferd.algorithm.distillation_round` as ``ferd run``.
+:func:`ferd.algorithm.rounds.distillation_round` as ``ferd run``.
 
-Out: the distillation part of the round state (:mod:`ferd.round_state`: ``student.safetensors``,
+Out: the distillation part of the round state (:mod:`ferd.algorithm.round_state`: ``student.safetensors``,
 ``trainer.pt`` with the SGD and LR-scheduler state), ``rng.json`` (the seed and next epoch every stream
 is derived from), ``history.json``, ``class_weights.json``.
 """
@@ -16,14 +16,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import distributed
-from ..algorithm import distillation_round
-from ..config import FerdConfig
+from ..compute import distributed
+from ..algorithm.rounds import distillation_round
+from ..settings.config import FerdConfig
 from ..models import FerdModel
-from ..numerics import saving_debug_batch
-from ..tracking import live_tracker
-from ..round_state import STUDENT_FILE, class_weights, load_distillation, load_history, save_distillation, save_history
-from ..checkpoint import read_metadata
+from ..compute.numerics import saving_debug_batch
+from ..core.tracking import live_tracker
+from ..algorithm.round_state import STUDENT_FILE, class_weights, load_distillation, load_history, save_distillation, save_history
+from ..core.checkpoint import read_metadata
 from .artifacts import (CLASS_WEIGHTS_FILE, MANIFEST, ArtifactError, RoundArtifact, read_json, write_json,
                         write_manifest)
 from .executor import InProcess
@@ -46,7 +46,7 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
                  pool: PathLike, previous: PathLike | None = None, progress: bool = False,
                  live: PathLike | None = None) -> DistillationArtifact:
     """The distillation stage of round ``round_index``; ``live``: a DVCLive directory for its curves
-    (:mod:`ferd.tracking`)."""
+    (:mod:`ferd.core.tracking`)."""
     start = start_round(cfg, "distillation", round_index, out_dir, teacher=teacher, synthesis=synthesis, pool=pool,
                         previous=previous)
     started, epochs, teacher_model, card, state = (start.started, start.epochs, start.teacher, start.card,
@@ -69,7 +69,7 @@ def distillation(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teache
                                             "complete": str(complete).lower()},
                       round=round_index, next_epoch=epochs.stop)
     write_json(out / "rng.json", {"seed": cfg.seed, "next_epoch": epochs.stop, "streams": list(RNG_STREAMS),
-                                  "derivation": "ferd.rng.derive_seed(seed, stream, epoch): no generator state "
+                                  "derivation": "ferd.core.rng.derive_seed(seed, stream, epoch): no generator state "
                                                 "crosses a round; the next round derives its streams from the "
                                                 "seed and its epochs"})
     save_history(state, out)

@@ -17,17 +17,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import FerdConfig
-from ..provenance import utc_now
+from ..settings.config import FerdConfig
+from ..core.provenance import utc_now
 from ..models.loading import load_model
 from ..data import dataset_info
 from ..evaluation.dvc_plots import write_class_weights
 from ..synthesis.samples import SAMPLES_DIR, write_round_grids
-from ..checkpoint import atomic_write_json, copy_file, save_state_dict
-from ..compute import set_memory_format
-from ..round_state import HISTORY_FILE, STUDENT_FILE, class_weights
-from ..run_dir import write_result
-from ..tracking import live_tracker
+from ..core.checkpoint import atomic_write_json, copy_file, save_state_dict
+from ..compute.switches import set_memory_format
+from ..algorithm.round_state import HISTORY_FILE, STUDENT_FILE, class_weights
+from ..algorithm.run_dir import write_result
+from ..core.tracking import live_tracker
 from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, check_inputs, read_json, write_json, write_manifest
 from .executor import InProcess
 from .layout import EVALUATION
@@ -70,7 +70,7 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
                student: str | os.PathLike[str], progress: bool = False,
                live: str | os.PathLike[str] | None = None) -> EvaluationArtifact:
     """Evaluate the teacher and the student of the *final* distillation artifact; ``live``: a DVCLive directory
-    that receives the whole run's curves from its history (:mod:`ferd.tracking`)."""
+    that receives the whole run's curves from its history (:mod:`ferd.core.tracking`)."""
     from ..evaluation.quick import quick_evaluation
 
     started = utc_now()
@@ -104,7 +104,7 @@ def step(ctx: InProcess, round_index: None, inputs: dict) -> dict[str, float]:
     from ..evaluation.quick import quick_evaluation
 
     cfg, state, out = ctx.state.cfg, ctx.state, ctx.out
-    teacher = set_memory_format(inputs["teacher"], False)  # evaluation runs contiguous (ferd.compute)
+    teacher = set_memory_format(inputs["teacher"], False)  # evaluation runs contiguous (ferd.compute.switches)
     student = inputs["student"] if inputs["student"] is not None else state.student  # a finished run resumed
     student = set_memory_format(student.eval(), False)
     save_state_dict(student.state_dict(), out / STUDENT_FILE,

@@ -1,4 +1,4 @@
-"""The one executor of the stage graph: the tasks of :func:`ferd.graph.unroll`, in order, each given the
+"""The one executor of the stage graph: the tasks of :func:`ferd.plan.graph.unroll`, in order, each given the
 artifacts of its producers by input flag.
 
 Two kinds of artifact go through the same loop: directories (``ferd stage all``, :func:`ferd.stages.run_stages`:
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..graph import Task
-from ..round_state import RunState
+from ..plan.graph import Task
+from ..algorithm.round_state import RunState
 
 
 def execute(tasks: list[Task], run_one: Callable[[Task, dict[str, Any]], Any], made: dict[str, Any] | None = None,
@@ -45,6 +45,6 @@ class InProcess:
     evaluate_teacher: bool = True
     spent: Callable[[], float] = lambda: 0.0
     card: dict = field(default_factory=dict)
-    live: Path | None = None     # the DVCLive directory of the run's curves (ferd.tracking), opened after a resume
+    live: Path | None = None     # the DVCLive directory of the run's curves (ferd.core.tracking), opened after a resume
     live_required: bool = True   # False: skipped with one line where DVCLive is not installed (the default's)
-    on_epoch: Callable[[str, dict], None] | None = None  # each epoch as it ends (ferd.tracking.LiveTracker)
+    on_epoch: Callable[[str, dict], None] | None = None  # each epoch as it ends (ferd.core.tracking.LiveTracker)

@@ -26,9 +26,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import FerdConfig
-from ..provenance import seal
-from ..storage import (MANIFEST, S3Settings, StorageError, abort_incomplete_uploads, fetch_dir, head, is_s3, join_uri,
+from ..settings.config import FerdConfig
+from ..core.provenance import seal
+from ..core.storage import (MANIFEST, S3Settings, StorageError, abort_incomplete_uploads, fetch_dir, head, is_s3, join_uri,
                        listed_files, member, s3_client, upload_file)
 from .artifacts import write_json
 

@@ -2,7 +2,7 @@
 
 In: the synthesis artifact of r; for r > 0 the pool artifact of r−1. Out: the pool after round r as
 an index, ``pool.json``, plus the one shard the round adds, ``round=<r>/part-0.parquet``
-(:mod:`ferd.pool`). Storage grows linearly with the rounds: the index names where every earlier shard
+(:mod:`ferd.data.pool`). Storage grows linearly with the rounds: the index names where every earlier shard
 lives (the pool artifact of its round, by a path relative to this one) and pins it by sha256, so pool r
 is the pool D after round r without holding a copy of rounds 0…r−1. :func:`load_pool` follows the index
 and checks every shard; a shard whose artifact is not on this machine (another Kubeflow pod, a fresh
@@ -18,10 +18,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import copy_file, sha256_file
-from ..config import FerdConfig
-from ..pool import FaePool, read_shard
-from ..provenance import utc_now
+from ..core.checkpoint import copy_file, sha256_file
+from ..settings.config import FerdConfig
+from ..data.pool import FaePool, read_shard
+from ..core.provenance import utc_now
 from .io import StageIO
 from .artifacts import (ArtifactError, StageArtifact, check_inputs, read_json, round_epochs, write_json,
                         write_manifest)

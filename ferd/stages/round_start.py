@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..compute import set_memory_format
-from ..config import FerdConfig
+from ..compute.switches import set_memory_format
+from ..settings.config import FerdConfig
 from ..models import FerdModel
-from ..plan import resolve
-from ..provenance import utc_now
-from ..round_state import RunState
+from ..plan.resolve import resolve
+from ..core.provenance import utc_now
+from ..algorithm.round_state import RunState
 from .artifacts import check_inputs, round_epochs
 from .teacher_fetch import load_teacher
 

@@ -5,7 +5,7 @@ Layout of ``--out DIR`` (every file written atomically):
 =====================  ===================================================================
 ``params.json``        the resolved, validated parameters
 ``teacher/``           ``teacher.safetensors`` and ``model_card.json``
-``checkpoint/``        the round state after the last checkpointed round (``ferd.round_state``)
+``checkpoint/``        the round state after the last checkpointed round (``ferd.algorithm.round_state``)
 ``pool/``              the FAE pool, Parquet partitioned by round
 ``student.safetensors``  the distilled student (metadata: arch, num_classes)
 ``class_weights.json`` p (and the scores behind it) after every generation epoch
@@ -16,7 +16,7 @@ Layout of ``--out DIR`` (every file written atomically):
 ``elapsed.json``       the wall time spent up to the last checkpoint, over every process that ran it
 ``result.json``        the parameter fingerprint the metrics were made with, and their sha256
 ``eval/``              per-class tables, figures (loss curves included) and ``report.md``
-``live/``              the per-epoch curves in DVCLive (:mod:`ferd.tracking`; with the ``dvc`` extra): losses,
+``live/``              the per-epoch curves in DVCLive (:mod:`ferd.core.tracking`; with the ``dvc`` extra): losses,
                        p, within-label share, FAE mask
 ``samples/``           ``round-NN.png``: each round's kept synthetic images, a row per class, written as the
                        round ends and again by the evaluation, whose report shows them
@@ -27,7 +27,7 @@ Layout of ``--out DIR`` (every file written atomically):
 
 Every record is untrusted when read back. ``checkpoint/round.json`` and ``elapsed.json`` are sealed (and
 signed) themselves, since a killed run resumes from them before any ``manifest.json`` exists
-(:func:`ferd.provenance.read_sealed`); the checkpoint also pins the teacher's weights. A finished run is
+(:func:`ferd.core.provenance.read_sealed`); the checkpoint also pins the teacher's weights. A finished run is
 whatever its ``manifest.json`` lists and nothing else: re-running the command verifies it (every file,
 and no unlisted one) before the manifest is removed and the run re-evaluated, ``ferd compare`` takes a run as
 finished only through :func:`finished_metrics`, which verifies it the same way, and ``ferd lineage verify``
@@ -36,14 +36,14 @@ checks it as any artifact.
 Re-running the same command resumes from ``checkpoint/`` (a finished run re-evaluates only). A
 directory that holds another run (other parameters up to the student) or files that are no run's is
 refused before anything is written, and a second process on the same directory is refused by its
-lock (:mod:`ferd.run_dir`).
+lock (:mod:`ferd.algorithm.run_dir`).
 
-The rounds are the stage graph (:mod:`ferd.graph`) executed in one process on one round state:
-the per-round tasks of :func:`ferd.graph.unroll` run in order, each by its stage module's ``step`` (the
-stage on the in-memory :class:`ferd.round_state.RunState`, its artifact handed to the next task as an
+The rounds are the stage graph (:mod:`ferd.plan.graph`) executed in one process on one round state:
+the per-round tasks of :func:`ferd.plan.graph.unroll` run in order, each by its stage module's ``step`` (the
+stage on the in-memory :class:`ferd.algorithm.round_state.RunState`, its artifact handed to the next task as an
 object instead of a directory). So a stage added to the graph runs here as under DVC and Kubeflow, and
 ``ferd run`` and the stage split give the same bytes (``tests/support/golden.json``). After a round's last task
-the state is checkpointed (:func:`ferd.round_state.save_checkpoint`), the one layout the stages' artifacts
+the state is checkpointed (:func:`ferd.algorithm.round_state.save_checkpoint`), the one layout the stages' artifacts
 use too; a checkpoint taken after any round resumes bit-identically.
 """
 
@@ -58,32 +58,32 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .. import distributed
-from ..checkpoint import atomic_write_json, read_json_object
-from ..compute import set_memory_format
-from ..config import FerdConfig
-from ..dataset_catalog import dataset_info
+from ..compute import distributed
+from ..core.checkpoint import atomic_write_json, read_json_object
+from ..compute.switches import set_memory_format
+from ..settings.config import FerdConfig
+from ..core.dataset_catalog import dataset_info
 from ..synthesis.samples import SAMPLES_DIR, write_round_grids
-from ..fingerprint import params_fingerprint
-from ..lineage import Report, verify_artifact
-from ..plan import resolve
-from ..provenance import read_sealed, require_fields, seal, utc_now
-from ..graph import Task, unroll
+from ..settings.fingerprint import params_fingerprint
+from .lineage import Report, verify_artifact
+from ..plan.resolve import resolve
+from ..core.provenance import read_sealed, require_fields, seal, utc_now
+from ..plan.graph import Task, unroll
 from ..models import FerdModel
-from ..numerics import saving_debug_batch
-from ..pool import Shard
-from ..preflight import preflight
-from ..round_state import RunState, load_checkpoint, read_round_record, save_checkpoint, verify_checkpoint
-from ..run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, check_run_dir, owned, read_metrics
-from ..storage import MANIFEST
-from ..tracking import live_tracker
+from ..compute.numerics import saving_debug_batch
+from ..data.pool import Shard
+from ..algorithm.preflight import preflight
+from ..algorithm.round_state import RunState, load_checkpoint, read_round_record, save_checkpoint, verify_checkpoint
+from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, check_run_dir, owned, read_metrics
+from ..core.storage import MANIFEST
+from ..core.tracking import live_tracker
 from . import stage_step
 from .artifacts import write_manifest
 from .executor import InProcess, execute
 
 log = logging.getLogger(__name__)
 ELAPSED_FILE = "elapsed.json"
-LIVE_DIR = "live"  # DVCLive: the run's per-epoch curves (ferd.tracking)
+LIVE_DIR = "live"  # DVCLive: the run's per-epoch curves (ferd.core.tracking)
 RUN_STAGE, TEACHER_PIN = "run", "teacher/teacher.safetensors"
 RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {"params_fingerprint": str, "scope": str,
                                                      "model_sha256": (str, type(None)), "metrics_sha256": str}
@@ -146,7 +146,7 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
     the evaluation included; returns the flat metrics (the teacher's too unless ``evaluate_teacher`` is false,
     e.g. in a comparison that evaluates its shared teacher once). ``records``: further JSON files (by name)
     written beside the metrics before the manifest lists them all (a comparison's ``arm.json``). ``live``: the
-    DVCLive directory of the run's per-epoch curves (:mod:`ferd.tracking`): True ``<out>/live`` when DVCLive is
+    DVCLive directory of the run's per-epoch curves (:mod:`ferd.core.tracking`): True ``<out>/live`` when DVCLive is
     installed, a path (DVCLive required), or False for none."""
     out = Path(out_dir)
     with owned(out):

@@ -2,11 +2,11 @@
 of the round's epochs, ``cfg.round_schedule[r]``).
 
 In: the teacher; for r > 0 the distillation artifact of r−1 (student, history) and the synthesis
-artifact of r−1 (generator, p, scores). It loads them into :meth:`ferd.round_state.RunState.initial`
-and runs the same :func:`ferd.algorithm.generation_round` as ``ferd run``.
+artifact of r−1 (generator, p, scores). It loads them into :meth:`ferd.algorithm.round_state.RunState.initial`
+and runs the same :func:`ferd.algorithm.rounds.generation_round` as ``ferd run``.
 
 Out: ``shard/round=<r>/part-0.parquet`` (the round's FAEs); the generation part of the round state
-(:mod:`ferd.round_state`: ``generator.pt``, ``reweighting.pt`` with p, scores and, for the reader, p at
+(:mod:`ferd.algorithm.round_state`: ``generator.pt``, ``reweighting.pt`` with p, scores and, for the reader, p at
 generation and the per-sample margins and labels of every epoch); ``class_weights.json`` (the same,
 readable); ``samples.png`` (the round's kept images, a row per class: :mod:`ferd.synthesis.samples`);
 ``history.json``; the manifest lists the round's synthesis figures (diversity within
@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from .. import distributed
-from ..algorithm import collapse_warnings, generation_round
-from ..config import FerdConfig
-from ..dataset_catalog import dataset_info
+from ..compute import distributed
+from ..algorithm.rounds import collapse_warnings, generation_round
+from ..settings.config import FerdConfig
+from ..core.dataset_catalog import dataset_info
 from ..synthesis.samples import SAMPLES_FILE, write_grid
-from ..numerics import saving_debug_batch
-from ..pool import Shard, write_shard
-from ..round_state import class_weights, load_generation, load_history, load_student, save_generation, save_history
+from ..compute.numerics import saving_debug_batch
+from ..data.pool import Shard, write_shard
+from ..algorithm.round_state import class_weights, load_generation, load_history, load_student, save_generation, save_history
 from ..synthesis.diversity import synthesis_rows
-from ..tracking import live_tracker
+from ..core.tracking import live_tracker
 from .artifacts import CLASS_WEIGHTS_FILE, RoundArtifact, write_json, write_manifest
 from .executor import InProcess
 from .layout import SYNTHESIS, shard_path
@@ -50,7 +50,7 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
               student: PathLike | None = None, previous: PathLike | None = None,
               progress: bool = False, live: PathLike | None = None) -> SynthesisArtifact:
     """The generation stage of round ``round_index``; ``live``: a DVCLive directory for its curves
-    (:mod:`ferd.tracking`)."""
+    (:mod:`ferd.core.tracking`)."""
     start = start_round(cfg, "synthesis", round_index, out_dir, teacher=teacher, student=student, previous=previous)
     started, epochs, teacher_model, state = start.started, start.epochs, start.teacher, start.state
     if round_index > 0:

@@ -1,7 +1,7 @@
 """Stage 1, teacher fetch: a verified teacher checkpoint plus its model card.
 
 Every kind of ``teacher.source`` (train, local file, URL, S3, RobustBench) is
-:func:`ferd.teacher_source.obtain_teacher`'s, the same as ``ferd run`` and ``ferd compare`` use.
+:func:`ferd.algorithm.teacher_source.obtain_teacher`'s, the same as ``ferd run`` and ``ferd compare`` use.
 
 Output directory: ``teacher.safetensors`` (the state_dict, normalised and checked against
 ``teacher.arch`` / ``num_classes``, NaN/Inf refused), ``model_card.json`` (arch,
@@ -16,12 +16,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compute import set_memory_format
-from ..config import FerdConfig
-from ..provenance import utc_now
+from ..compute.switches import set_memory_format
+from ..settings.config import FerdConfig
+from ..core.provenance import utc_now
 from ..models import FerdModel
 from ..models.loading import load_model
-from ..teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher
+from ..algorithm.teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher
 from .executor import InProcess
 from .layout import TEACHER
 from .artifacts import ArtifactError, read_json, read_manifest, write_manifest

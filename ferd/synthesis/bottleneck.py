@@ -51,11 +51,11 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
+from ..compute import distributed
 from ..models import FerdModel
 
 if TYPE_CHECKING:
-    from ..config import BottleneckConfig
+    from ..settings.config import BottleneckConfig
 
 Mode = Literal["paper", "authors"]
 Threshold = Literal["global", "own"]

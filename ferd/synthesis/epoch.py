@@ -10,7 +10,7 @@ across epochs, how an epoch starts, its objective, and hooks around the shared o
 The teacher is frozen and in eval mode (its BatchNorm running statistics are the targets
 of L_bn); the student is put in eval mode with gradients off for its parameters while the
 generator trains (gradients flow through it to x only), then restored. A ``data_parallel`` method splits
-the batch across torchrun's processes (:mod:`ferd.distributed`); the others make the whole batch on
+the batch across torchrun's processes (:mod:`ferd.compute.distributed`); the others make the whole batch on
 every process.
 """
 
@@ -26,13 +26,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import distributed, rng
-from ..baseline_config import BaselineConfig
-from ..config import SynthesisConfig
-from ..method import Method
+from ..compute import distributed
+from ..core import rng
+from ..settings.baseline_config import BaselineConfig
+from ..settings.config import SynthesisConfig
+from ..settings.method import Method
 from ..models import FerdModel
-from ..numerics import autocast, check_finite_loss
-from ..kill_points import kill_point
+from ..compute.numerics import autocast, check_finite_loss
+from ..core.kill_points import kill_point
 from .losses import BatchNormStatistics
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class GenerationMethod(Method):
     """A method's generation (as zju-vipa ``datafree``'s ``BaseSynthesis``): what it keeps across epochs
     (``generator``, ``optimizer``, anything else in ``state_dict``), how an epoch starts, its objective, and the
     few steps around the shared optimiser step. ``relabel_by_teacher``: the pool takes the teacher's top-1
-    instead of the drawn labels. Registered in :data:`ferd.method.METHODS` with its traits."""
+    instead of the drawn labels. Registered in :data:`ferd.settings.method.METHODS` with its traits."""
 
     relabel_by_teacher: ClassVar[bool] = False
 

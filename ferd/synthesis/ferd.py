@@ -1,9 +1,9 @@
-"""FERD as a method (:mod:`ferd.method`): its generation (Eq. 4-9) in the one loop of
+"""FERD as a method (:mod:`ferd.settings.method`): its generation (Eq. 4-9) in the one loop of
 :class:`~ferd.synthesis.epoch.Synthesizer`, the reweighted labels (Eq. 1-2), its student side ``distill.*`` as
 written (Eq. 10-11), no baseline group, and a generation that splits the batch across torchrun's processes.
 
 z ~ N(0, 1) is drawn once per epoch (line 6) for the global batch; ``synthesis.generator.kind`` says which
-generator makes x from it (:class:`ferd.config.GeneratorConfig`). The objective is L_gen (Eq. 9):
+generator makes x from it (:class:`ferd.settings.config.GeneratorConfig`). The objective is L_gen (Eq. 9):
 λ_adv·L_adv (Eq. 7) + λ_bn·L_bn (Eq. 8, inside the teacher's forward) + λ_oh·L_oh + λ_uni·L_uni (the
 uniform prediction of the teacher's head on the non-robust channels of Eq. 4-6) [+ λ_div·L_div].
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import distributed, rng
-from ..method import register
+from ..compute import distributed
+from ..core import rng
+from ..settings.method import register
 from .bottleneck import non_robust_features
 from .epoch import GenerationMethod, SynthesisContext
 from .generator import ConditionalGenerator, Generator, authors_init
@@ -48,7 +49,7 @@ class Ferd(GenerationMethod):
         """The epoch's generator, its optimiser and a closure making this process's rows of the batch.
 
         ``labels`` are the global batch's; z is drawn for the global batch and under torchrun each process
-        makes its rows (:mod:`ferd.distributed`): the generator in DistributedDataParallel with global-batch
+        makes its rows (:mod:`ferd.compute.distributed`): the generator in DistributedDataParallel with global-batch
         BatchNorm, z's gradient scaled by the process's share (its loss is a mean over its rows, L_bn counted
         once per process) so that each row of z takes the one-process step."""
         ctx, cfg = self.ctx, self.ctx.cfg

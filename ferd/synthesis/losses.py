@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import channel_moments
-from ..divergence import kl_logits, kl_uniform
+from ..compute.distributed import channel_moments
+from ..compute.divergence import kl_logits, kl_uniform
 
 
 def adversarial_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ def bn_statistics_loss(mean: torch.Tensor, var: torch.Tensor, running_mean: torc
 def bn_batch_statistics(x: torch.Tensor, global_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance of a BatchNorm layer's input over N, H, W (as BatchNorm
     computes them): the batch side of L_bn (Eq. 8) and of Fast's momentum L_BN. ``global_batch``: of the
-    global batch when several ranks each hold a share of it (:func:`ferd.distributed.channel_moments`)."""
+    global batch when several ranks each hold a share of it (:func:`ferd.compute.distributed.channel_moments`)."""
     return channel_moments(x, global_batch)
 
 
@@ -98,7 +98,7 @@ class BatchNormStatistics:
 
     def __init__(self, model: nn.Module, global_batch: bool = False) -> None:
         self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-        self.global_batch = global_batch  # statistics of the global batch under torchrun (ferd.distributed)
+        self.global_batch = global_batch  # statistics of the global batch under torchrun (ferd.compute.distributed)
         self._pending: list[tuple[nn.BatchNorm2d, torch.Tensor]] = []
         self._captured: list[torch.Tensor] | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write_bytes
-from ..pool import Shard
+from ..core.checkpoint import atomic_write_bytes
+from ..data.pool import Shard
 
 PER_CLASS = 8
 """Images per class (row) in a grid."""

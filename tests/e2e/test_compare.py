@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ferd.cli import main
 from ferd.compare.config import Arm, arms, load_compare
-from ferd.presets import PRESETS
+from ferd.plan.presets import PRESETS
 from ferd.compare.stats import paired_interval, verdict
-from ferd.params_io import ConfigError
+from ferd.core.params_io import ConfigError
 
 from support import golden
 
@@ -35,7 +35,7 @@ def test_paired_interval_by_hand():
 
 def test_undefined_nsd_is_reported_not_averaged_into_nan():
     from ferd.compare.report import _fmt
-    from ferd.checkpoint import json_safe
+    from ferd.core.checkpoint import json_safe
 
     assert _fmt(math.nan, math.nan, "nsd", 0, 3) == "n/a (all classes 0)"
     assert _fmt(2.5, 0.5, "nsd", 2, 3) == "2.500 ± 0.500 (2 of 3 seeds)"

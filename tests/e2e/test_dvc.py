@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from support import golden
-from ferd.plan import load_config
-from ferd.dvc_pipeline import dvc_stages, mismatches, render
-from ferd.presets import render_params
-from ferd.fingerprint import scope_keys
+from ferd.plan.resolve import load_config
+from ferd.stages.dvc_yaml import dvc_stages, mismatches, render
+from ferd.plan.presets import render_params
+from ferd.settings.fingerprint import scope_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -108,7 +108,7 @@ def test_replacing_a_local_teacher_file_reruns_the_teacher_stage(tmp_path):
     """Issue 18: the teacher checkpoint (when a local file) is a dependency of the teacher stage."""
     import torch
 
-    from ferd.checkpoint import save_state_dict
+    from ferd.core.checkpoint import save_state_dict
     from ferd.models import create_model
 
     repo = tmp_path / "project"
@@ -174,7 +174,7 @@ def test_committed_dvc_yaml_matches_params_yaml_and_params_yaml_is_the_embedded_
 def test_each_round_has_its_own_file_and_fewer_rounds_remove_the_others(tmp_path):
     """A lock per round keeps DVC's per-stage rewrite of dvc.lock constant (docs/results/embedded-default.md, "What
     the stage split costs"); ``ferd params dvc-yaml`` after a smaller ``rounds`` leaves no stale round behind."""
-    from ferd.dvc_pipeline import write_dvc_yaml
+    from ferd.stages.dvc_yaml import write_dvc_yaml
 
     three = load_config(ROOT / "params" / "ci.yaml", ["epochs=3", "rounds=3"])
     written = write_dvc_yaml(three, tmp_path / "dvc.yaml")

@@ -35,7 +35,7 @@ def exported(run):
 def student_and_images(run):
     from ferd.data import load_split
     from ferd.models.loading import load_model
-    from ferd.plan import parse_config
+    from ferd.plan.resolve import parse_config
 
     cfg = parse_config(json.loads((run / "params.json").read_text()))
     model = load_model(run / "student.safetensors", cfg.student.arch, cfg.num_classes, cfg.student.mean,
@@ -176,11 +176,11 @@ def layout(tmp_path_factory):
 
 
 def test_a_stage_layout_exports_as_a_run_does(layout, tmp_path, single_thread):
-    from ferd.checkpoint import sha256_file
+    from ferd.core.checkpoint import sha256_file
     from ferd.data import load_split
     from ferd.export.program import load_program
     from ferd.models.loading import load_model
-    from ferd.plan import load_config
+    from ferd.plan.resolve import load_config
 
     to = tmp_path / "exported"
     assert main(["export", str(layout), "--to", str(to)]) == 0
@@ -222,7 +222,7 @@ def test_a_stage_layout_exports_as_a_run_does(layout, tmp_path, single_thread):
 
 def _reseal(manifest_path, change):
     """Change a manifest and reseal it as anyone who can write the store can (no key: its checksum passes)."""
-    from ferd.provenance import seal
+    from ferd.core.provenance import seal
 
     manifest = json.loads(manifest_path.read_text())
     change(manifest)
@@ -230,7 +230,7 @@ def _reseal(manifest_path, change):
 
 
 def test_a_tampered_or_partial_stage_layout_is_refused(layout, tmp_path, capsys, monkeypatch):
-    from ferd.checkpoint import sha256_file
+    from ferd.core.checkpoint import sha256_file
 
     out, to = tmp_path / "out", tmp_path / "a"
     shutil.copytree(layout, out)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ferd.checkpoint import load_state_dict
-from ferd.plan import load_config
+from ferd.core.checkpoint import load_state_dict
+from ferd.plan.resolve import load_config
 from ferd.stages.pool_store import load_pool
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ferd.cli import main
-from ferd.method import METHODS
+from ferd.settings.method import METHODS
 
 CI = ["--params", "params/ci.yaml", "--threads", "1"]
 
@@ -27,7 +27,7 @@ def throwaway():
 
 @pytest.mark.slow
 def test_a_method_from_one_module_runs_through_every_front_door(throwaway, tmp_path):
-    from ferd.plan import load_config, resolve
+    from ferd.plan.resolve import load_config, resolve
 
     plan = resolve(load_config("params/ci.yaml", ["method=pixel-ce"]))
     assert plan.method is throwaway.PixelCE and plan.reweighting is None and plan.groups == ()
@@ -55,7 +55,7 @@ def test_the_throwaway_method_runs_in_the_shared_generation_loop(throwaway):
     import torch
 
     from ferd.models import create_model
-    from ferd.plan import load_config, resolve
+    from ferd.plan.resolve import load_config, resolve
 
     plan = resolve(load_config("params/ci.yaml", ["method=pixel-ce", "synthesis.iterations=3",
                                                   "synthesis.batch_size=8"]))

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ferd.checkpoint import load_state_dict
+from ferd.core.checkpoint import load_state_dict
 from ferd.cli import main
-from ferd.plan import load_config
-from ferd.graph import unroll
+from ferd.plan.resolve import load_config
+from ferd.plan.graph import unroll
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"

@@ -45,8 +45,8 @@ def test_bad_parameter_is_refused_before_any_work(tmp_path, capsys):
 
 
 def test_teacher_is_reused_only_for_identical_teacher_parameters():
-    from ferd.plan import load_config
-    from ferd.fingerprint import params_fingerprint
+    from ferd.plan.resolve import load_config
+    from ferd.settings.fingerprint import params_fingerprint
 
     def fp(*changes):
         return params_fingerprint(load_config("params/embedded.yaml", list(changes)), "teacher")
@@ -71,8 +71,8 @@ def test_autoattack_on_its_own_smaller_subset(tmp_path):
 def test_a_resumed_run_counts_the_time_of_its_earlier_processes(tmp_path, monkeypatch):
     """``run.seconds`` of a run killed after round 0 and resumed = the first process's time up to its
     checkpoint (``elapsed.json``) + the second process's; not the second process's alone."""
-    from ferd.plan import load_config
-    from ferd.provenance import seal
+    from ferd.plan.resolve import load_config
+    from ferd.core.provenance import seal
     from ferd.stages.run import ELAPSED_FILE, run
     from support.resume import die_at_round_1, revive
 

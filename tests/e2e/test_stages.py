@@ -11,10 +11,10 @@ import pytest
 import yaml
 import torch
 
-from ferd.checkpoint import load_state_dict
+from ferd.core.checkpoint import load_state_dict
 from ferd.cli import main
-from ferd.plan import load_config
-from ferd.pool import FaePool
+from ferd.plan.resolve import load_config
+from ferd.data.pool import FaePool
 from ferd.stages.io import remote_of
 from ferd.stages.pool_store import load_pool
 from ferd.stages import (ArtifactError, distillation, evaluation, node_overrides, pool_store, run_stages, synthesis,
@@ -74,7 +74,7 @@ def test_two_round_stage_split_is_bit_identical_to_ferd_run(cfg, single, split):
     assert ref.keys() == got.keys()
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
-    # the rest of the state that crossed the round boundary, in the one layout (ferd.round_state)
+    # the rest of the state that crossed the round boundary, in the one layout (ferd.algorithm.round_state)
     ckpt, d1, s1 = single / "checkpoint", split / "round-1" / "distillation", split / "round-1" / "synthesis"
     assert json.loads((ckpt / "round.json").read_text())["next_round"] == 2
     assert (ckpt / "generator.pt").read_bytes() == (s1 / "generator.pt").read_bytes()
@@ -271,7 +271,7 @@ def test_teacher_fetch_from_a_url_needs_and_checks_the_sha256(cfg, split, tmp_pa
     c.teacher.sha256 = sha
     a = teacher_fetch(c, tmp_path / "c")
     assert a.card["source"] == c.teacher.source and a.card["source_sha256"] == sha
-    from ferd.fingerprint import params_fingerprint
+    from ferd.settings.fingerprint import params_fingerprint
 
     assert a.card["params_sha256"] == params_fingerprint(c, "teacher")
     # the verified download is kept, hidden, for the next use to re-hash against the pin (not part of the artifact)
@@ -279,7 +279,7 @@ def test_teacher_fetch_from_a_url_needs_and_checks_the_sha256(cfg, split, tmp_pa
     assert ".download/t.safetensors" not in json.loads((tmp_path / "c" / "manifest.json").read_text())["outputs"]
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["source"] == c.teacher.source
     # the same source behind `ferd run` and `ferd compare` (one teacher source for every entry point)
-    from ferd.teacher_source import obtain_teacher
+    from ferd.algorithm.teacher_source import obtain_teacher
 
     _, card = obtain_teacher(c, tmp_path / "run" / "teacher", progress=False)
     assert card["sha256"] == a.card["sha256"] and card["source"] == c.teacher.source
@@ -328,8 +328,8 @@ def test_a_new_stage_is_one_module_plus_its_graph_entry(cfg, split, tmp_path, mo
     import sys
     import types
 
-    from ferd import graph
-    from ferd.dvc_pipeline import dvc_stages
+    from ferd.plan import graph
+    from ferd.stages.dvc_yaml import dvc_stages
     from ferd.stages import run_task
     from ferd.stages.artifacts import write_json, write_manifest
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from support.faultlog import record
-from ferd.checkpoint import sha256_file
+from ferd.core.checkpoint import sha256_file
 from ferd.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +27,8 @@ def _forge_teacher(s3, prefix: str) -> None:
     (what anyone who can write the bucket can do; no key)."""
     import os
 
-    from ferd.provenance import seal
-    from ferd.storage import s3_client
+    from ferd.core.provenance import seal
+    from ferd.core.storage import s3_client
 
     client = s3_client()
     get = lambda key: client.get_object(Bucket="ferd", Key=f"{prefix}/{key}")["Body"].read()  # noqa: E731
@@ -82,9 +82,9 @@ def test_a_forged_artifact_in_the_bucket_is_refused_with_a_signing_key(s3, tmp_p
 
 
 def test_a_symlink_or_a_path_outside_is_never_published_or_followed(s3, tmp_path):
-    from ferd.plan import load_config
+    from ferd.plan.resolve import load_config
     from ferd.stages.artifacts import ArtifactError, write_manifest
-    from ferd.storage import abort_incomplete_uploads, fetch_dir, s3_client
+    from ferd.core.storage import abort_incomplete_uploads, fetch_dir, s3_client
 
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the bucket")
@@ -112,10 +112,10 @@ def test_a_symlink_or_a_path_outside_is_never_published_or_followed(s3, tmp_path
 
 
 def test_a_pinned_teacher_is_checked_against_its_source_bytes_not_its_card(tmp_path):
-    from ferd.checkpoint import save_state_dict
-    from ferd.plan import load_config
+    from ferd.core.checkpoint import save_state_dict
+    from ferd.plan.resolve import load_config
     from ferd.models import create_model
-    from ferd.teacher_source import obtain_teacher
+    from ferd.algorithm.teacher_source import obtain_teacher
 
     src = tmp_path / "teacher.safetensors"
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ferd.checkpoint import load_state_dict
-from ferd.plan import load_config
+from ferd.core.checkpoint import load_state_dict
+from ferd.plan.resolve import load_config
 
 CI = Path(__file__).resolve().parents[2] / "params" / "ci.yaml"
 
@@ -27,11 +27,11 @@ def test_bf16_autocast_runs_and_changes_only_rounding(tmp_path, monkeypatch, sin
     assert all(torch.isfinite(torch.tensor(h["distill"]["loss"])) for h in history)
 
 
-# ---- compute.fold_bn, compute.channels_last, compute.pool_on_device (ferd/compute.py) -------------
+# ---- compute.fold_bn, compute.channels_last, compute.pool_on_device (ferd/compute/switches.py) -------------
 import pytest  # noqa: E402
 
-from ferd.compute import attack_model, fold_batchnorm, keep_pool_on_device  # noqa: E402
-from ferd.config import ComputeConfig  # noqa: E402
+from ferd.compute.switches import attack_model, fold_batchnorm, keep_pool_on_device  # noqa: E402
+from ferd.settings.config import ComputeConfig  # noqa: E402
 from ferd.models import create_model  # noqa: E402
 
 FOLD_TOLERANCE = 1e-5  # relative to the largest logit magnitude

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ferd.checkpoint import save_state_dict
+from ferd.core.checkpoint import save_state_dict
 from ferd.cli import main
 from ferd.data import load_split, require_split
-from ferd.dataset_catalog import CIFAR10_CLASSES
+from ferd.core.dataset_catalog import CIFAR10_CLASSES
 from ferd.models import create_model
 
 
@@ -47,7 +47,7 @@ def test_pack_to_a_bucket_then_evaluate_from_it(s3, small_cifar, tmp_path, monke
     size = s3.client().head_object(Bucket="ferd", Key="data/cifar10/cifar10_test.npz")["ContentLength"]
     s3.client().put_object(Bucket="ferd", Key="data/cifar10/cifar10_test.npz", Body=b"t" * size)  # same size
     (next((tmp_path / "cache").rglob("cifar10_test.npz"))).write_bytes(b"also tampered")
-    from ferd.storage import StorageError
+    from ferd.core.storage import StorageError
 
     with pytest.raises(StorageError, match="sha256"):
         load_split("cifar10", "test", root=uri)

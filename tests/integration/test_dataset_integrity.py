@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferd.checkpoint import save_state_dict
+from ferd.core.checkpoint import save_state_dict
 from ferd.cli import main
 from ferd.data import load_split, require_split
-from ferd.dataset_catalog import CIFAR10_CLASSES
+from ferd.core.dataset_catalog import CIFAR10_CLASSES
 from ferd.models import create_model
-from ferd.provenance import manifest_digest
+from ferd.core.provenance import manifest_digest
 from support.faultlog import record
 
 URI = "s3://ferd/data/cifar10"

@@ -17,9 +17,9 @@ import torch
 from support import ddp_step
 from support.faultlog import record
 from support.processes import wait_for_stopped
-from ferd.checkpoint import load_state_dict
+from ferd.core.checkpoint import load_state_dict
 from ferd.cli import main
-from ferd.kill_points import KILL_ENV, STOP_ENV
+from ferd.core.kill_points import KILL_ENV, STOP_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "params" / "ci.yaml"
@@ -31,7 +31,7 @@ FERD = [*TORCHRUN, "--no-python", str(BIN / "ferd")]
 
 def _wait_until_unlocked(directory: Path, timeout: float) -> None:
     """Wait until no process holds ``directory``'s run lock (fails after ``timeout`` seconds)."""
-    from ferd.run_dir import RunDirError, owned
+    from ferd.algorithm.run_dir import RunDirError, owned
 
     deadline = time.time() + timeout
     while True:
@@ -60,7 +60,7 @@ def two_ranks(tmp_path_factory) -> Path:
 def test_one_iteration_gradient_equals_one_process_with_the_same_global_batch(two_ranks, tmp_path, single_thread):
     """Each student side (UTAEs against the student, cached UTAEs, DFHL's HEEs): the student's gradient of
     one iteration, 2 processes × 8 rows against 1 process × 16 rows (the CI preset's batch)."""
-    from ferd.plan import load_config
+    from ferd.plan.resolve import load_config
 
     for name, overrides in ddp_step.VARIANTS.items():
         ddp_step.step(load_config(CI, [*overrides, "distill.iterations=1"]), tmp_path / f"{name}.pt")
@@ -76,7 +76,7 @@ def test_one_generation_epoch_equals_one_process_with_the_same_global_batch(two_
     """FERD's synthesis on 2 ranks × 8 rows (generator in DDP with global-batch BatchNorm, L_bn on the global
     batch's statistics, the bottleneck on each rank's rows, the kept iteration chosen on the global loss):
     the kept batch and every iteration's loss terms of one process with the batch of 16."""
-    from ferd.plan import load_config
+    from ferd.plan.resolve import load_config
 
     for name, overrides in ddp_step.SYNTHESIS.items():
         ddp_step.synthesis(load_config(CI, overrides), tmp_path / f"synthesis-{name}.pt")
@@ -137,7 +137,7 @@ def test_a_killed_rank_fails_the_job_leaves_no_manifest_and_the_rerun_completes(
            "--no-progress", "--round", "0", "--teacher", str(one / "teacher"),
            "--synthesis", str(one / "round-0" / "synthesis"), "--pool", str(one / "round-0" / "pool"),
            "--out", str(out)]
-    # rank 1 kills itself at its fourth student iteration (ferd.kill_points): the stage has claimed ``out``
+    # rank 1 kills itself at its fourth student iteration (ferd.core.kill_points): the stage has claimed ``out``
     env = {**ENV, "TMPDIR": str(tmp_path), KILL_ENV: "student.iteration:4@1"}  # TMPDIR: the rank's scratch
     job = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
     assert job.returncode != 0, job.stderr[-2000:]
@@ -149,9 +149,9 @@ def test_a_killed_rank_fails_the_job_leaves_no_manifest_and_the_rerun_completes(
 
 
 def test_several_processes_refuse_a_device_that_names_one_gpu(monkeypatch):
-    from ferd.distributed import init_from_env
+    from ferd.compute.distributed import init_from_env
 
-    from ferd.plan import load_config
+    from ferd.plan.resolve import load_config
 
     with pytest.raises(ValueError, match="device: cuda:1 names one GPU, but nproc_per_node is 2"):
         load_config(CI, ["device=cuda:1", "nproc_per_node=2"])  # at load, before any process starts
@@ -161,7 +161,7 @@ def test_several_processes_refuse_a_device_that_names_one_gpu(monkeypatch):
 
 
 def test_nproc_per_node_must_divide_the_batch():
-    from ferd.plan import load_config
+    from ferd.plan.resolve import load_config
 
     with pytest.raises(ValueError, match="nproc_per_node: expected a divisor of distill.batch_size"):
         load_config(CI, ["nproc_per_node=3"])
@@ -188,7 +188,7 @@ def test_ferd_run_killed_on_two_processes_resumes_on_one(runs, tmp_path):
     one-process student of the stage split (within float rounding)."""
     out = tmp_path / "run"
     cmd = [str(BIN / "ferd"), "run", "--params", str(CI), "--threads", "1", "--no-progress", "--out", str(out)]
-    # rank 0 stops itself once round 0's checkpoint is in place (ferd.kill_points); then the launcher's group dies
+    # rank 0 stops itself once round 0's checkpoint is in place (ferd.core.kill_points); then the launcher's group dies
     job = subprocess.Popen([*cmd, "-S", "nproc_per_node=2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            env={**ENV, "TMPDIR": str(tmp_path), STOP_ENV: "checkpoint.saved:1@0"},
                            start_new_session=True)

@@ -24,14 +24,14 @@ import pytest
 import torch
 
 from support.faultlog import record
-from ferd.checkpoint import save_state_dict, sha256_file
+from ferd.core.checkpoint import save_state_dict, sha256_file
 from ferd.cli import main
-from ferd.kill_points import KILL_ENV
-from ferd.plan import load_config, resolve
-from ferd.round_state import RunState, load_checkpoint
-from ferd.lineage import verify_run
+from ferd.core.kill_points import KILL_ENV
+from ferd.plan.resolve import load_config, resolve
+from ferd.algorithm.round_state import RunState, load_checkpoint
+from ferd.stages.lineage import verify_run
 from ferd.models import create_model
-from ferd.numerics import NonFiniteLoss
+from ferd.compute.numerics import NonFiniteLoss
 from ferd.stages import distillation, pool_store, synthesis, teacher_fetch
 from support.tcpproxy import CuttableProxy
 
@@ -47,7 +47,7 @@ def _hashes(d: Path) -> dict[str, str]:
 
 
 def _killed_at(cmd: list[str], cwd: Path, point: str) -> bool:
-    """Run ``cmd`` with ``FERD_KILL_AT=point`` (:mod:`ferd.kill_points`): True when the process died of
+    """Run ``cmd`` with ``FERD_KILL_AT=point`` (:mod:`ferd.core.kill_points`): True when the process died of
     its SIGKILL there, False when it finished without reaching the point."""
     proc = subprocess.run(cmd, cwd=cwd, env={**ENV, KILL_ENV: point}, capture_output=True, text=True)
     assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
@@ -161,8 +161,8 @@ def test_s3_outage_mid_upload_fails_cleanly_then_rerun_completes(s3, tmp_path, m
     assert partial == []  # no partial object under a final key
     proxy.restore()
     assert main(cmd) == 0  # rerun after the outage
-    from ferd.pool import FaePool
-    from ferd.storage import fetch_dir, s3_client
+    from ferd.data.pool import FaePool
+    from ferd.core.storage import fetch_dir, s3_client
 
     fetched = fetch_dir("s3://ferd/outage/w/r0/pool-s3", tmp_path / "fetched", client=s3_client())
     pool = FaePool.load(fetched)
@@ -183,7 +183,7 @@ def _pool_ids(pool_dir: Path):
 
 @pytest.mark.slow
 def test_s3_outage_during_a_multipart_upload_leaves_no_object(s3, tmp_path):
-    from ferd.storage import S3Settings, StorageError, abort_incomplete_uploads, s3_client, upload_file
+    from ferd.core.storage import S3Settings, StorageError, abort_incomplete_uploads, s3_client, upload_file
 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(12 * 1024 * 1024))  # > 8 MiB: a multipart upload

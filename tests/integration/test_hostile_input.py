@@ -16,11 +16,11 @@ import torch
 import yaml
 
 from support.faultlog import record
-from ferd.checkpoint import save_state_dict, sha256_file
-from ferd.plan import load_config
+from ferd.core.checkpoint import save_state_dict, sha256_file
+from ferd.plan.resolve import load_config
 from ferd.models import create_model
-from ferd.pool import Shard, shard_table
-from ferd.provenance import seal
+from ferd.data.pool import Shard, shard_table
+from ferd.core.provenance import seal
 from support.inputs import BOMB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def _cases(d: Path, s3_endpoint: str) -> list[dict]:
     (ckpt / "checkpoint").mkdir(parents=True)
     (ckpt / "params.json").write_text(json.dumps(cfg.model_dump(mode="json")))
     (ckpt / "checkpoint" / "generator.pt").write_bytes(b"PK\x03\x04 not a torch file")
-    from ferd.fingerprint import params_fingerprint
+    from ferd.settings.fingerprint import params_fingerprint
 
     pool0 = ckpt / "pool" / "round=0" / "part-0.parquet"
     pool0.parent.mkdir(parents=True)
@@ -176,7 +176,7 @@ def _garbage_manifest(a: Path, content: bytes) -> Path:
 def _escaping_manifest(teacher_dir: Path, a: Path) -> Path:
     import shutil
 
-    from ferd.provenance import seal
+    from ferd.core.provenance import seal
 
     shutil.copytree(teacher_dir, a)
     m = json.loads((a / "manifest.json").read_text())

@@ -15,10 +15,10 @@ import torch
 import yaml
 
 from support.faultlog import record
-from ferd.checkpoint import sha256_file
+from ferd.core.checkpoint import sha256_file
 from ferd.cli import main
-from ferd.provenance import seal
-from ferd.pool import read_shard, shard_table, write_shard
+from ferd.core.provenance import seal
+from ferd.data.pool import read_shard, shard_table, write_shard
 from support.inputs import BOMB, TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_another_runs_directory_is_refused_before_anything_is_written(finished, 
 
 
 def test_foreign_files_and_a_second_process_are_refused(tmp_path, capsys):
-    from ferd.run_dir import owned
+    from ferd.algorithm.run_dir import owned
 
     foreign = tmp_path / "foreign"
     (foreign / "pool" / "round=0").mkdir(parents=True)
@@ -184,7 +184,7 @@ def test_a_changed_preset_reruns_its_arms_and_keeps_the_old_ones_aside(tmp_path,
 
 # ---- 7: pool writers ---------------------------------------------------------------------------------
 def test_concurrent_writers_of_one_shard_leave_one_whole_shard(tmp_path):
-    from ferd.pool import Shard
+    from ferd.data.pool import Shard
 
     def shard(value: float) -> Shard:
         n = 64

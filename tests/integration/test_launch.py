@@ -1,4 +1,4 @@
-"""A data-parallel stage's job on Kubernetes (ferd/launch.py): the TrainJob the kubeflow SDK posts and the
+"""A data-parallel stage's job on Kubernetes (ferd/stages/launch.py): the TrainJob the kubeflow SDK posts and the
 PyTorchJob manifest against golden files, and submit/wait against a local stand-in of the Kubernetes API.
 
 Regenerate the golden files deliberately: ``PYTHONPATH=tests python tests/integration/test_launch.py``.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ferd.launch import JobSpec, pytorchjob_manifest, stage_command, submit, wait
+from ferd.stages.launch import JobSpec, pytorchjob_manifest, stage_command, submit, wait
 from support.k8s_standin import K8sStandIn
 
 GOLDEN = Path(__file__).with_name("launch_golden.json")

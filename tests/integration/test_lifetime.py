@@ -1,4 +1,4 @@
-"""No ferd child outlives its parent (ferd/lifetime.py): a SIGKILLed parent takes its children along."""
+"""No ferd child outlives its parent (ferd/compute/lifetime.py): a SIGKILLed parent takes its children along."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR
 # pid and sleeps; ``how`` says which side arms the parent-death signal
 PARENT = textwrap.dedent("""
     import subprocess, sys, time
-    from ferd.lifetime import child_dies_with_us
+    from ferd.compute.lifetime import child_dies_with_us
     how = sys.argv[1]
-    child = "import time\\n" + ("from ferd.lifetime import die_with_parent\\ndie_with_parent()\\n" if how == "child" else "")
+    child = "import time\\n" + ("from ferd.compute.lifetime import die_with_parent\\ndie_with_parent()\\n" if how == "child" else "")
     child += "print('armed', flush=True)\\ntime.sleep(60)"
     p = subprocess.Popen([sys.executable, "-c", child], start_new_session=True, stdout=subprocess.PIPE, text=True,
                          preexec_fn=child_dies_with_us() if how == "parent" else None)
@@ -58,5 +58,5 @@ def test_a_child_armed_by_either_side_dies_with_its_parent(how):
 
 
 def test_an_unarmed_child_would_outlive_its_parent():
-    """The control: without ferd/lifetime.py the child of a killed parent runs on."""
+    """The control: without ferd/compute/lifetime.py the child of a killed parent runs on."""
     assert _child_after_parent_killed("none")

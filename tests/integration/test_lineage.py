@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from ferd.cli import main
-from ferd.plan import load_config
-from ferd.lineage import chain, verify_run
-from ferd.provenance import manifest_digest
+from ferd.plan.resolve import load_config
+from ferd.stages.lineage import chain, verify_run
+from ferd.core.provenance import manifest_digest
 from ferd.stages import run_stages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def test_manifest_records_lineage(run_dir):
     assert m["params"]["distill"]["iterations"] == 3 and "evaluation" not in m["params"]
     assert set(m["inputs"]) == {"teacher", "synthesis", "pool", "previous"}
     teacher_manifest = run_dir / "teacher" / "manifest.json"
-    from ferd.checkpoint import sha256_file
+    from ferd.core.checkpoint import sha256_file
 
     assert m["inputs"]["teacher"]["manifest_sha256"] == sha256_file(teacher_manifest)
     assert m["inputs"]["teacher"]["relpath"] == "../../teacher"

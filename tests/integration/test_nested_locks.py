@@ -1,7 +1,7 @@
 """Nested output directories exclude each other (issue 34, item 7): ``ferd run --out cx`` and
 ``ferd stage teacher-fetch -S seed=7 --out cx/teacher`` started together must not both run, or a seed-7
 teacher ends up beside a student distilled from another teacher. The holder is a real process frozen at a
-named point (``FERD_STOP_AT``, :mod:`ferd.kill_points`) while the other command starts: no timing.
+named point (``FERD_STOP_AT``, :mod:`ferd.core.kill_points`) while the other command starts: no timing.
 Rows of the fault suite table."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 
 from support.faultlog import record
 from support.processes import wait_for_stopped
-from ferd.checkpoint import sha256_file
+from ferd.core.checkpoint import sha256_file
 from ferd.cli import main
-from ferd.kill_points import STOP_ENV
+from ferd.core.kill_points import STOP_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = str(ROOT / "params" / "ci.yaml")

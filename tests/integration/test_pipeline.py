@@ -14,7 +14,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from ferd.plan import load_config
+from ferd.plan.resolve import load_config
 from ferd.stages import RUN_TIME_PARAMS
 from support.images import IMAGE, TEST_IMAGE, compiled_image, image_of
 
@@ -228,8 +228,8 @@ PRESETS = sorted(p for p in (ROOT / "params").glob("*.yaml")
 def test_every_preset_states_its_rounds_and_compiles_under_one_mib(preset, tmp_path):
     """Issue 18: Argo/etcd accept a workflow object of about 1.5 MiB; every preset compiles well under
     1 MiB, with 3 tasks a round plus teacher fetch and evaluation, and dvc.yaml stays ≤ 100 stages."""
-    from ferd.plan import load_config
-    from ferd.dvc_pipeline import dvc_stages
+    from ferd.plan.resolve import load_config
+    from ferd.stages.dvc_yaml import dvc_stages
 
     assert "rounds" in yaml.safe_load(preset.read_text()), f"{preset.name}: state `rounds` explicitly"
     cfg = load_config(preset)

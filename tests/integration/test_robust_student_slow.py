@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ferd.plan import load_config
+from ferd.plan.resolve import load_config
 from ferd.synthesis.diversity import within_label_share
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ def _ci_pool_share(kind: str | None) -> float:
     from ferd.stages.run import run_algorithm1
     from ferd.data import load_split
     from ferd.models import create_model
-    from ferd.adversarial_training import train_robust_teacher
+    from ferd.algorithm.adversarial_training import train_robust_teacher
 
     over = ["synthesis.iterations=10", "synthesis.batch_size=40"] + (
         [f"synthesis.generator.kind={kind}"] if kind else [])

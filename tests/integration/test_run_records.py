@@ -21,12 +21,12 @@ import pytest
 import torch
 
 from support.faultlog import record
-from ferd.checkpoint import atomic_write_json, load_state_dict, read_metadata, save_state_dict, sha256_file
+from ferd.core.checkpoint import atomic_write_json, load_state_dict, read_metadata, save_state_dict, sha256_file
 from ferd.cli import main
 from ferd.compare.config import Arm
 from ferd.compare.runner import run_arm_dir
-from ferd.plan import load_config
-from ferd.provenance import SIGNATURE_KEY, seal
+from ferd.plan.resolve import load_config
+from ferd.core.provenance import SIGNATURE_KEY, seal
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "params" / "ci.yaml"
@@ -46,7 +46,7 @@ FILES = sorted([
     "samples/round-00.png", "samples/round-01.png", "student.safetensors", "teacher/model_card.json",
     "teacher/teacher.safetensors",
     "live/metrics.json", "live/plots/metrics/student/loss.tsv"])
-# the rest of the DVCLive curves (ferd.tracking): listed in the manifest like any file; two of them are cases above
+# the rest of the DVCLive curves (ferd.core.tracking): listed in the manifest like any file; two of them are cases above
 LIVE_CURVES = sorted(f"live/plots/metrics/{name}.tsv" for name in (
     "generator/adv", "generator/bn", "generator/gen", "generator/oh", "generator/uni", "p/max", "p/min",
     "student/kl_adv", "student/kl_clean", "synthesis/nonrobust_fraction", "synthesis/teacher_accuracy",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ferd.launch import Launch, run_stage_job, stage_job, submit
+from ferd.stages.launch import Launch, run_stage_job, stage_job, submit
 from ferd.pipeline.dag import DEFAULT_CLUSTER, compile_pipeline, load_cluster, params_text
 from ferd.stages.artifacts import config_from_text, read_manifest, write_manifest
 from support.faultlog import record
@@ -186,7 +186,7 @@ def test_a_job_artifact_in_s3_that_does_not_verify_is_refused_and_nothing_is_cop
                                                                                    monkeypatch, case):
     """The same with the jobs' scratch in S3 (what a cluster uses): a changed file fails its download's sha256
     check (a storage error naming the object), a wrong manifest fails verification; nothing reaches the task."""
-    from ferd.storage import publish_dir
+    from ferd.core.storage import publish_dir
 
     monkeypatch.setenv("FERD_SIGNING_KEY", KEY)
     made = CASES[case][0](tmp_path / "made", params_yaml, monkeypatch)

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from ferd.cli import main
-from ferd.params_io import ConfigError
-from ferd.plan import load_config
-from ferd.lineage import verify_run
+from ferd.core.params_io import ConfigError
+from ferd.plan.resolve import load_config
+from ferd.stages.lineage import verify_run
 from ferd.stages import run_stages
 from ferd.stages.io import StageIO
 from ferd.stages.pool_store import load_pool
-from ferd.storage import StorageError, fetch_dir, join_uri, publish_dir, s3_client, split_s3
+from ferd.core.storage import StorageError, fetch_dir, join_uri, publish_dir, s3_client, split_s3
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "params" / "ci.yaml"
@@ -30,7 +30,7 @@ def _same(a: dict[str, str], b: dict[str, str]) -> None:
 
 
 def _files(run: Path) -> dict[str, str]:
-    from ferd.checkpoint import sha256_file
+    from ferd.core.checkpoint import sha256_file
 
     return {p.relative_to(run).as_posix(): sha256_file(p) for p in sorted(run.rglob("*"))
             if p.is_file() and p.name != "manifest.json"}

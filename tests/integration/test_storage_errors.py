@@ -49,12 +49,12 @@ def test_an_s3_out_is_refused_where_only_local_outputs_are_written(command, tmp_
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
 def test_a_full_disk_is_one_line_naming_the_file_status_4(code, tmp_path, monkeypatch, capsys):
-    import ferd.checkpoint
+    import ferd.core.checkpoint
 
     def full(fd):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(ferd.checkpoint.os, "fsync", full)
+    monkeypatch.setattr(ferd.core.checkpoint.os, "fsync", full)
     params = tmp_path / "params.yaml"
     assert main(["params", "use", "ci", "--params", str(params), "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 4
     err = capsys.readouterr().err.strip()

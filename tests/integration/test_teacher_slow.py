@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ferd.checkpoint import sha256_file
+from ferd.core.checkpoint import sha256_file
 from ferd.data import load_split
 from ferd.models.loading import load_model
 
@@ -50,14 +50,14 @@ def test_safetensors_bytes_are_deterministic_across_processes(tmp_path):
     import subprocess
     import sys
 
-    code = ("import torch, sys; from ferd.checkpoint import save_state_dict, sha256_file; "
+    code = ("import torch, sys; from ferd.core.checkpoint import save_state_dict, sha256_file; "
             "save_state_dict({'w': torch.ones(3), 'b': torch.zeros(2)}, sys.argv[1], "
             "metadata={'arch': 'cnn-4', 'num_classes': '10', 'teacher_sha256': 'x', 'z': 'y'}); "
             "print(sha256_file(sys.argv[1]))")
     hashes = {subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.safetensors")], check=True,
                              capture_output=True, text=True).stdout.strip() for i in range(4)}
     assert len(hashes) == 1
-    from ferd.checkpoint import load_state_dict, read_metadata
+    from ferd.core.checkpoint import load_state_dict, read_metadata
 
     assert read_metadata(tmp_path / "0.safetensors")["num_classes"] == "10"
     assert torch.equal(load_state_dict(tmp_path / "0.safetensors")["w"], torch.ones(3))

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ferd import rng
-from ferd.checkpoint import load_state_dict
-from ferd.params_io import ConfigError
-from ferd.plan import load_config
+from ferd.core import rng
+from ferd.core.checkpoint import load_state_dict
+from ferd.core.params_io import ConfigError
+from ferd.plan.resolve import load_config
 from ferd.distill.utae import cache_utaes, generate_utae, utae_start
 from ferd.models import create_model
-from ferd.pool import FaePool, Shard, read_shard, write_shard
+from ferd.data.pool import FaePool, Shard, read_shard, write_shard
 from ferd.stages.pool_store import load_pool
 from ferd.stages import run_stages
 

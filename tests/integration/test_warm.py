@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from ferd.kill_points import STOP_ENV
+from ferd.core.kill_points import STOP_ENV
 from support.processes import wait_for_stopped
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def _children(pid: int) -> set[int]:
 
 def _warm_stage_stopped_before_its_manifest(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
     """``ferd warm`` running one teacher-fetch stage in the background (its pid in ``client.pid``, its status
-    to ``rc``) whose fork stopped itself just before its manifest (ferd.kill_points): (warm, fork pid, out)."""
+    to ``rc``) whose fork stopped itself just before its manifest (ferd.core.kill_points): (warm, fork pid, out)."""
     out = tmp_path / "teacher"
     stage = f"ferd stage teacher-fetch --params {ROOT}/params/ci.yaml --out {out} --no-progress"
     warm = subprocess.Popen([FERD, "warm", "--", "bash", "-c", f"{stage} & echo $! > client.pid; wait $!; echo $? > rc"],

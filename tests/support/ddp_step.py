@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ferd import distributed, rng
-from ferd.config import FerdConfig
-from ferd.plan import load_config, resolve
+from ferd.compute import distributed
+from ferd.core import rng
+from ferd.settings.config import FerdConfig
+from ferd.plan.resolve import load_config, resolve
 from ferd.models import create_model
-from ferd.pool import Shard
-from ferd.round_state import RunState
+from ferd.data.pool import Shard
+from ferd.algorithm.round_state import RunState
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {

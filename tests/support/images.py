@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ferd.image import Image
+from ferd.core.image import Image
 
 TEST_IMAGE = "registry.example/team/ferd@sha256:" + "ab" * 32
 IMAGE = Image(TEST_IMAGE, "given with --image")

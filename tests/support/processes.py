@@ -27,7 +27,7 @@ def state(pid: int) -> str | None:
 
 def wait_for_stopped(root: subprocess.Popen, deadline_s: float = 600) -> int:
     """The pid of the descendant of ``root`` (or ``root`` itself) that stopped itself at a named point
-    (:mod:`ferd.kill_points`). Waits on the state, not on a delay: the deadline only bounds a hang, and
+    (:mod:`ferd.core.kill_points`). Waits on the state, not on a delay: the deadline only bounds a hang, and
     ``root`` ending first fails at once."""
     deadline = time.monotonic() + deadline_s
     while True:

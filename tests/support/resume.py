@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 from ferd.stages.run import run_algorithm1
-from ferd.round_state import RunState, read_round_record
+from ferd.algorithm.round_state import RunState, read_round_record
 
 synthesis_stage = importlib.import_module("ferd.stages.synthesis")  # the module (ferd.stages.synthesis is its function)
 

@@ -1,7 +1,7 @@
 """A throwaway stage and a throwaway attack, each written as its module would be (issue 33):
 
 * ``pool-rows``: a per-round stage after the distillation that records the pool's rows, declared in the graph
-  (:data:`ferd.graph.STAGES`) with its function (on disk: ``ferd stage all``, DVC, Kubeflow) and its ``step``
+  (:data:`ferd.plan.graph.STAGES`) with its function (on disk: ``ferd stage all``, DVC, Kubeflow) and its ``step``
   (in memory: ``ferd run``), as ``ferd/stages/pool_rows.py`` would hold them;
 * ``corner``: an attack, one registered class (every pixel moved by ε towards its nearer bound).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ferd import graph
+from ferd.plan import graph
 from ferd.attacks import ATTACKS, Attack, register
 from ferd.stages.artifacts import RoundArtifact, check_inputs, round_epochs, write_json, write_manifest
 from ferd.stages.pool_store import load_pool

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from ferd.baselines.method import BaselineMethod, value
 from ferd.distill.side import IterationPasses, StudentSide
-from ferd.divergence import kl_logits
-from ferd.method import register
+from ferd.compute.divergence import kl_logits
+from ferd.settings.method import register
 
 
 class CleanDistillation(StudentSide):

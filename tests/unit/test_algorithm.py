@@ -7,8 +7,8 @@ import torch
 
 import ferd.data.datasets as datasets
 from ferd.stages.run import run_algorithm1
-from ferd.config import round_epochs
-from ferd.plan import parse_config
+from ferd.settings.config import round_epochs
+from ferd.plan.resolve import parse_config
 from ferd.models import create_model
 from support.resume import killed_then_resumed
 

@@ -10,8 +10,8 @@ import yaml
 
 from ferd.models import FerdModel, ForeignModel, check_arch, create_model, list_models
 from ferd.models.foreign import entry_points
-from ferd.params_io import ConfigError
-from ferd.plan import load_config
+from ferd.core.params_io import ConfigError
+from ferd.plan.resolve import load_config
 
 PKG = "support.my_models"  # tests/ is on sys.path under pytest; a user's module comes via PYTHONPATH
 
@@ -67,7 +67,7 @@ def test_validation_leaves_the_global_rng_as_it_was():
 
 
 def test_a_plain_module_gets_ferds_normalisation_and_keeps_its_own_keys(tmp_path):
-    from ferd.checkpoint import save_state_dict
+    from ferd.core.checkpoint import save_state_dict
     from ferd.models.loading import load_model
     from support.my_models.tiny import plain
 
@@ -85,10 +85,10 @@ def test_a_plain_module_gets_ferds_normalisation_and_keeps_its_own_keys(tmp_path
 def test_a_model_attribute_named_model_survives_the_prefix_stripping(tmp_path):
     """checkpoint.load_state_dict strips ``model.`` from every key; a module whose top-level child is named
     ``model`` gets it back, so ferd's own students round-trip."""
-    from ferd.checkpoint import save_state_dict
+    from ferd.core.checkpoint import save_state_dict
     from ferd.models.foreign import adopt
     from ferd.models.loading import check_state_dict
-    from ferd.checkpoint import load_state_dict
+    from ferd.core.checkpoint import load_state_dict
 
     class Wrapped(torch.nn.Module):
         def __init__(self):

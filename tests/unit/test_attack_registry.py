@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ferd.attacks import ATTACKS, ThreatContext, attack_label, build_attack, register
-from ferd.params_io import ConfigError
-from ferd.plan import load_config
+from ferd.core.params_io import ConfigError
+from ferd.plan.resolve import load_config
 from ferd.evaluation import evaluate_models
 from ferd.evaluation.report import _settings_md
 

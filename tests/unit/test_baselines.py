@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from ferd.stages.run import run_algorithm1
-from ferd.round_state import RunState
-from ferd.method import method_class
-from ferd.plan import resolve
+from ferd.algorithm.round_state import RunState
+from ferd.settings.method import method_class
+from ferd.plan.resolve import resolve
 from ferd.baselines.cmi import channel_means
 from ferd.synthesis.epoch import SynthesisContext, Synthesizer
 from ferd.baselines.views import crop_flip, resized_crop_flip, roll_flip
-from ferd.params_io import ConfigError
-from ferd.plan import load_config, parse_config
+from ferd.core.params_io import ConfigError
+from ferd.plan.resolve import load_config, parse_config
 from ferd.models import create_model
 from support.resume import killed_then_resumed
 
@@ -185,9 +185,9 @@ def test_fast_fomaml_meta_step_by_hand():
 
 def test_every_method_is_registered_once_with_its_parameter_group():
     """FERD and each baseline are one registered class; a baseline's module is named after it and its
-    parameter group (ferd.baseline_config.BASELINE_CONFIGS) after its name."""
-    from ferd.baseline_config import BASELINE_CONFIGS
-    from ferd.method import known_methods
+    parameter group (ferd.settings.baseline_config.BASELINE_CONFIGS) after its name."""
+    from ferd.settings.baseline_config import BASELINE_CONFIGS
+    from ferd.settings.method import known_methods
 
     names = known_methods()
     assert set(names) == {"ferd", *BASELINE_CONFIGS}

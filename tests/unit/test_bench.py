@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ferd.bench import bench, timed_plan
+from ferd.algorithm.bench import bench, timed_plan
 from ferd.cli import main
-from ferd.plan import load_config
+from ferd.plan.resolve import load_config
 
 CI = Path(__file__).resolve().parents[2] / "params" / "ci.yaml"
 
@@ -41,7 +41,7 @@ class _Captured(Exception):
 
 def _plan_given_to_the_run_state(monkeypatch, call):
     """The plan ``call`` builds its RunState from (stopped there: no model is built)."""
-    from ferd.round_state import RunState
+    from ferd.algorithm.round_state import RunState
 
     seen = []
 
@@ -59,8 +59,8 @@ def _plan_given_to_the_run_state(monkeypatch, call):
 def test_bench_and_run_train_with_the_same_plan_for_every_method(preset, monkeypatch):
     import torch
 
-    from ferd.method import known_methods
-    from ferd.params_io import ConfigError
+    from ferd.settings.method import known_methods
+    from ferd.core.params_io import ConfigError
     from ferd.stages.run import run_algorithm1
 
     for method in known_methods():
@@ -95,7 +95,7 @@ def test_the_student_iterations_flop_count_follows_the_attack_target_by_hand():
 def test_bench_of_a_baseline_under_the_printed_paper_attacks_the_student(monkeypatch):
     """paper-as-printed attacks the teacher with γ = 0.5; a baseline's A.8 conversion attacks the student with
     γ = 0, and bench times and counts that."""
-    from ferd.plan import resolve
+    from ferd.plan.resolve import resolve
 
     plan = resolve(load_config(ROOT / "params" / "paper-as-printed.yaml", ["method=fast"]))
     assert (plan.distill.utae.target, plan.distill.utae.gamma) == ("student", 0.0)

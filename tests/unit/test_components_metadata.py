@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ferd.graph import COMPONENTS
+from ferd.plan.graph import COMPONENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

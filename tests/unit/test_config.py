@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ferd.config import FerdConfig
-from ferd.params_io import ConfigError
-from ferd.plan import load_config, parse_config
+from ferd.settings.config import FerdConfig
+from ferd.core.params_io import ConfigError
+from ferd.plan.resolve import load_config, parse_config
 
 
 def test_paper_defaults():

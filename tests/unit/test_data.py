@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ferd.data import (KNOWN_DATASETS, DataAccessError, dataset_info, load_split, no_data_access)
-from ferd.dataset_catalog import CIFAR10_CLASSES
+from ferd.core.dataset_catalog import CIFAR10_CLASSES
 from ferd.data.datasets import digits_split_indices
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"

@@ -9,7 +9,7 @@ import pytest
 
 from ferd.data.dataset_json import DatasetError, build, parse
 from ferd.data.remote import dataset_root
-from ferd.provenance import manifest_digest
+from ferd.core.provenance import manifest_digest
 
 SHA = "ab" * 32
 GOOD = {"cifar10_test.npz": {"split": "test", "rows": 3, "bytes": 10, "sha256": SHA}}

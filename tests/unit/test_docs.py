@@ -58,14 +58,14 @@ def test_readme_links_exist():
 
 
 def test_configuration_reference_is_current():
-    """docs/configuration.md is what docs/gen_reference.py makes from ferd.config.FerdConfig now."""
+    """docs/configuration.md is what docs/gen_reference.py makes from ferd.settings.config.FerdConfig now."""
     generator = _script(DOCS / "gen_reference.py")
     assert generator.PAGE.read_text(encoding="utf-8") == generator.render(), (
         "docs/configuration.md differs from the schema: run python docs/gen_reference.py")
 
 
 def test_configuration_reference_lists_every_field():
-    from ferd.config import FerdConfig
+    from ferd.settings.config import FerdConfig
 
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     for key in ("method", "synthesis.generator.kind", "distill.utae.gamma", "storage.retries.max_attempts",

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from ferd import __version__, dvc_pipeline
-from ferd.dvc_pipeline import code_paths, dvc_files, dvc_stages, mismatches, render
-from ferd.graph import STAGES
-from ferd.plan import load_config
+from ferd import __version__
+from ferd.stages import dvc_yaml
+from ferd.stages.dvc_yaml import code_paths, dvc_files, dvc_stages, mismatches, render
+from ferd.plan.graph import STAGES
+from ferd.plan.resolve import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "params" / "ci.yaml"
@@ -39,15 +40,15 @@ def test_code_paths_are_sorted_existing_and_the_same_every_time():
     for s in STAGES:
         paths = code_paths(s.name)
         assert list(paths) == sorted(set(paths)) and all((ROOT / p).exists() for p in paths)
-        dvc_pipeline.code_paths.cache_clear()
-        dvc_pipeline.code_modules.cache_clear()
+        dvc_yaml.code_paths.cache_clear()
+        dvc_yaml.code_modules.cache_clear()
         assert code_paths(s.name) == paths
     cfg = load_config(CI)
     assert render(cfg, root=ROOT) == render(cfg, root=ROOT)
 
 
 def test_computing_every_stage_takes_well_under_a_second_or_two():
-    for cached in (dvc_pipeline._modules, dvc_pipeline._imports, dvc_pipeline.code_modules, dvc_pipeline.code_paths):
+    for cached in (dvc_yaml._modules, dvc_yaml._imports, dvc_yaml.code_modules, dvc_yaml.code_paths):
         cached.cache_clear()
     start = time.perf_counter()
     for s in STAGES:
@@ -61,9 +62,9 @@ def test_the_committed_files_list_the_code_and_params_check_sees_a_new_import(mo
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert _under(stages["evaluation"]["deps"], "ferd/evaluation")
     assert not _under(stages["teacher-fetch"]["deps"], "ferd/evaluation")
-    real = dvc_pipeline.code_paths
-    monkeypatch.setattr(dvc_pipeline, "code_paths", lambda stage: tuple(sorted({*real(stage), "ferd/bench.py"})))
-    assert str(ROOT / "dvc.yaml") in mismatches(cfg, ROOT / "dvc.yaml")  # as if a stage now imported ferd/bench.py
+    real = dvc_yaml.code_paths
+    monkeypatch.setattr(dvc_yaml, "code_paths", lambda stage: tuple(sorted({*real(stage), "ferd/algorithm/bench.py"})))
+    assert str(ROOT / "dvc.yaml") in mismatches(cfg, ROOT / "dvc.yaml")  # as if a stage now imported ferd/algorithm/bench.py
 
 
 def test_installed_elsewhere_the_command_pins_the_version_instead(tmp_path):
@@ -116,7 +117,7 @@ def test_the_tracked_stages_keep_one_live_directory_and_the_evaluation_owns_it()
 
 
 def test_the_methods_loaded_by_name_are_code_of_every_stage_that_depends_on_the_method():
-    from ferd.dvc_pipeline import code_modules
+    from ferd.stages.dvc_yaml import code_modules
 
     for stage in ("synthesis", "pool-store", "distillation", "evaluation", "compare"):
         mods = code_modules(stage)

@@ -1,4 +1,4 @@
-"""ferd.environment: every variable ferd computes with or records is checked before any work."""
+"""ferd.core.environment: every variable ferd computes with or records is checked before any work."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ferd.cli import main
-from ferd.environment import VARIABLES, check
+from ferd.core.environment import VARIABLES, check
 from support.faultlog import record
 
 CI = str(Path(__file__).resolve().parents[2] / "params" / "ci.yaml")

@@ -14,7 +14,7 @@ from torch import nn
 
 from ferd.distill.loss import robust_distillation_loss, robust_distillation_terms
 from ferd.distill.utae import generate_utae, utae_objective, utae_start
-from ferd.divergence import kl_logits, kl_uniform
+from ferd.compute.divergence import kl_logits, kl_uniform
 from ferd.synthesis.bottleneck import (bottleneck_objective, bottleneck_regulariser, channel_variance,
                                        noisy_features, non_robust_mask)
 from ferd.synthesis.losses import (BatchNormStatistics, GeneratorLossTerms, adversarial_loss, bn_statistics_loss,

@@ -12,7 +12,7 @@ from ferd.cli.evaluate import parse_attacks, parse_eps
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    from ferd.checkpoint import save_state_dict
+    from ferd.core.checkpoint import save_state_dict
     from ferd.models import create_model
 
     path = tmp_path / "cnn.safetensors"

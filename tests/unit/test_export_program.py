@@ -8,7 +8,7 @@ import torch
 
 from ferd.export.card import eps_fraction, robustbench_entry
 from ferd.export.program import export_program, load_program, save_program
-from ferd.extras import missing_extra
+from ferd.core.extras import missing_extra
 from ferd.models import create_model
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)

@@ -1,12 +1,12 @@
-"""The stage graph declared once (ferd.graph) and what is generated from it."""
+"""The stage graph declared once (ferd.plan.graph) and what is generated from it."""
 
 from __future__ import annotations
 
 import yaml
 
-from ferd.plan import load_config
-from ferd.dvc_pipeline import dvc_stages
-from ferd.graph import COMPONENTS, STAGES, unroll
+from ferd.plan.resolve import load_config
+from ferd.stages.dvc_yaml import dvc_stages
+from ferd.plan.graph import COMPONENTS, STAGES, unroll
 
 
 def test_two_rounds_unroll_to_the_dag_of_algorithm_1():

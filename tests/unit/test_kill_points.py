@@ -1,4 +1,4 @@
-"""ferd.kill_points: the fault suite's named, deterministic kills."""
+"""ferd.core.kill_points: the fault suite's named, deterministic kills."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from ferd.cli import main
-from ferd.kill_points import KILL_ENV, STOP_ENV, parse
+from ferd.core.kill_points import KILL_ENV, STOP_ENV, parse
 
 ROOT = Path(__file__).resolve().parents[2]
-COUNT_TO_THREE = ("from ferd.kill_points import kill_point\n"
+COUNT_TO_THREE = ("from ferd.core.kill_points import kill_point\n"
                   "for i in range(3):\n    print(i, flush=True)\n    kill_point('student.iteration')\n")
 
 

@@ -61,3 +61,9 @@ def test_test_files_have_unique_names_across_the_lanes():
     file name fail collection of the whole suite."""
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_the_package_root_holds_packages_only():
+    """The tree shows the layers (issue 33): every module lives in the package of its layer (``.importlinter``
+    names them), none flat at ``ferd/`` beside them."""
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py"]

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from ferd.cli import main
-from ferd.params_io import ConfigError
-from ferd.plan import parse_config
+from ferd.core.params_io import ConfigError
+from ferd.plan.resolve import parse_config
 
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]
 

@@ -70,7 +70,7 @@ def test_the_png_is_deterministic_and_carries_no_metadata(tmp_path):
 
 
 def test_the_round_grids_are_named_by_round(tmp_path):
-    from ferd.pool import Shard
+    from ferd.data.pool import Shard
 
     shards = [Shard(r, _images(4), torch.tensor([0, 1, 0, 1]), torch.zeros(4, 2), torch.zeros(4, dtype=torch.float64),
                     torch.full((4,), r, dtype=torch.int32)) for r in (0, 3)]
@@ -95,14 +95,14 @@ def test_the_loss_figure_is_drawn(tmp_path):
 
 
 def test_dvc_yaml_declares_the_loss_curves_and_each_rounds_grid():
-    from ferd import dvc_pipeline
-    from ferd.plan import load_config
-    from ferd.presets import PRESETS
+    from ferd.stages import dvc_yaml
+    from ferd.plan.resolve import load_config
+    from ferd.plan.presets import PRESETS
 
-    assert dvc_pipeline.SAMPLES_FILE == samples.SAMPLES_FILE
+    assert dvc_yaml.SAMPLES_FILE == samples.SAMPLES_FILE
     cfg = load_config(PRESETS / "ci.yaml")
-    plots = dvc_pipeline.dvc_files(cfg)["dvc.yaml"]["plots"]
-    assert {"out/live/plots/metrics": {"x": "step"}} in plots  # the loss curves: DVCLive's (ferd.tracking)
+    plots = dvc_yaml.dvc_files(cfg)["dvc.yaml"]["plots"]
+    assert {"out/live/plots/metrics": {"x": "step"}} in plots  # the loss curves: DVCLive's (ferd.core.tracking)
     assert [p for p in plots if isinstance(p, str)] == [f"out/round-{r}/synthesis/samples.png"
                                                         for r in range(cfg.num_rounds)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
-from ferd.pool import FaePool, Shard
+from ferd.data.pool import FaePool, Shard
 
 
 def _shard(r: int, n: int = 5) -> Shard:

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ferd.augment import crop_flip, random_crop
-from ferd.plan import resolve
-from ferd.plan import load_config
+from ferd.data.augment import crop_flip, random_crop
+from ferd.plan.resolve import resolve
+from ferd.plan.resolve import load_config
 from ferd.evaluation.runner import EvaluationResult, flat_metrics, retention
 from ferd.synthesis.bottleneck import initial_noise_scale, non_robust_mask
 from ferd.synthesis.diversity import batch_diversity, within_label_share
@@ -47,7 +47,7 @@ def test_crop_without_flip_never_mirrors_and_matches_random_crop():
 
 
 def test_distillation_augments_only_when_asked_and_stays_deterministic(tmp_path):
-    from ferd.algorithm import RunState, generation_round
+    from ferd.algorithm.rounds import RunState, generation_round
     from ferd.models import create_model
 
     cfg = load_config(ROOT / "params" / "ci.yaml", ["teacher.arch=cnn-4", "student.arch=cnn-4"])

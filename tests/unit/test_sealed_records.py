@@ -1,4 +1,4 @@
-"""Sealed JSON records (:func:`ferd.provenance.read_sealed`) and the signing key (issue 34): a record ferd
+"""Sealed JSON records (:func:`ferd.core.provenance.read_sealed`) and the signing key (issue 34): a record ferd
 reads back is an object with every required field of its type, sealed, and signed under the key."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ferd.provenance import SIGNATURE_KEY, read_sealed, seal, signing_key
+from ferd.core.provenance import SIGNATURE_KEY, read_sealed, seal, signing_key
 from ferd.stages.run import ELAPSED_FILE, RunRecordError, elapsed_before
 
 FIELDS = {"next_round": int, "seconds": (int, float)}

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from ferd.checkpoint import atomic_write_json
-from ferd.run_dir import RunDirError, read_metrics
+from ferd.core.checkpoint import atomic_write_json
+from ferd.algorithm.run_dir import RunDirError, read_metrics
 
 
 def _refuse(constant: str) -> None:

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from ferd.attacks import pgd
-from ferd.checkpoint import (atomic_path, atomic_write_bytes, load_state_dict, read_metadata,
+from ferd.core.checkpoint import (atomic_path, atomic_write_bytes, load_state_dict, read_metadata,
                              save_state_dict, sha256_file)
 from ferd.data import load_split
 from ferd.models import create_model
-from ferd.augment import random_crop
-from ferd.adversarial_training import train_robust_teacher
+from ferd.data.augment import random_crop
+from ferd.algorithm.adversarial_training import train_robust_teacher
 from ferd.models.loading import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")  # tiny models: one intra-op thread

@@ -1,4 +1,4 @@
-"""ferd.tracking: the per-epoch numbers a run shows (log lines and DVCLive), checked by hand on small histories."""
+"""ferd.core.tracking: the per-epoch numbers a run shows (log lines and DVCLive), checked by hand on small histories."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ferd import tracking
-from ferd.tracking import DISTILLATION, GENERATION, LiveTracker, live_tracker
+from ferd.core import tracking
+from ferd.core.tracking import DISTILLATION, GENERATION, LiveTracker, live_tracker
 
 pytest.importorskip("dvclive")
 

@@ -1,4 +1,4 @@
-"""One owner per directory tree (issue 34, item 7): :func:`ferd.run_dir.owned` on a directory excludes its
+"""One owner per directory tree (issue 34, item 7): :func:`ferd.algorithm.run_dir.owned` on a directory excludes its
 ancestors and descendants, in this process as in another; sibling directories stay independent. The
 refused side holds its lock in the test itself, so nothing here depends on timing."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from support.faultlog import record
-from ferd import run_dir
-from ferd.run_dir import RunDirError, owned
+from ferd.algorithm import run_dir
+from ferd.algorithm.run_dir import RunDirError, owned
 
 
 def _everything(d: Path) -> list[str]:
@@ -113,7 +113,7 @@ def test_dot_dot_components_resolving_into_a_held_directory_are_refused(tmp_path
 
 def test_a_lock_file_left_by_a_killed_process_is_no_lock(tmp_path):
     cx = tmp_path / "cx"
-    code = ("import os, signal; from ferd.run_dir import owned\n"
+    code = ("import os, signal; from ferd.algorithm.run_dir import owned\n"
             f"with owned({str(cx)!r}):\n    os.kill(os.getpid(), signal.SIGKILL)\n")
     killed = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert killed.returncode == -signal.SIGKILL

@@ -15,7 +15,7 @@ def compare_run(arm: dict, device: str, teacher: Input[Model], run: Output[Artif
 
     from ferd.compare.config import Arm
     from ferd.compare.runner import run_arm_dir
-    from ferd.plan import parse_config
+    from ferd.plan.resolve import parse_config
 
     params = json.loads(arm["params_json"])
     params["device"] = device or params["device"]

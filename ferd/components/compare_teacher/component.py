@@ -13,7 +13,7 @@ def compare_teacher(params_json: str, evaluate: bool, teacher: Output[Model]):
     from pathlib import Path
 
     from ferd.compare.runner import prepare_teacher_dir
-    from ferd.plan import parse_config
+    from ferd.plan.resolve import parse_config
 
     ckpt, sha = prepare_teacher_dir(parse_config(json.loads(params_json)), Path(teacher.path), evaluate=evaluate)
     teacher.metadata.update({"checkpoint": Path(ckpt).name, "sha256": sha})

@@ -14,7 +14,7 @@ def distillation(params_yaml: str, overrides: list, round_index: int, device: st
 
     ``generation`` / ``pool`` are this round's synthesis / pool outputs; ``previous_student``
     the distillation output of round ``round_index - 1`` (absent in round 0). ``launch`` (the cluster's
-    ``distributed`` block): run the stage as a data-parallel job (:func:`ferd.launch.run_stage_job`).
+    ``distributed`` block): run the stage as a data-parallel job (:func:`ferd.stages.launch.run_stage_job`).
     ``student``'s metadata: what the artifact made says of its model (arch, num_classes, teacher_sha256,
     method, dataset: :func:`ferd.stages.student_card`), the round, and without ``launch`` its epochs and losses.
     """
@@ -23,7 +23,7 @@ def distillation(params_yaml: str, overrides: list, round_index: int, device: st
 
     sets = node_overrides(overrides, device)
     if launch:
-        from ferd.launch import run_stage_job
+        from ferd.stages.launch import run_stage_job
 
         inputs = {"teacher": teacher.uri, "synthesis": generation.uri, "pool": pool.uri,
                   "previous": previous_student.uri if previous_student is not None else None}

@@ -8,7 +8,7 @@ from kfp import dsl
 
 from ferd.components.conftest import check_component, run_locally
 from ferd.components.distillation.component import distillation
-from ferd.checkpoint import load_state_dict
+from ferd.core.checkpoint import load_state_dict
 
 
 def test_interface():

@@ -12,7 +12,7 @@ MAX_INPUTS = 4  # input_0 … input_3
 def stage(name: str, params_yaml: str, overrides: list, round_index: int, device: str, flags: list,
           output: Output[Artifact], input_0: Input[Artifact] = None, input_1: Input[Artifact] = None,
           input_2: Input[Artifact] = None, input_3: Input[Artifact] = None):
-    """Run the stage ``name`` of ``ferd.graph`` (``round_index`` < 0: a stage that runs once) with its input
+    """Run the stage ``name`` of ``ferd.plan.graph`` (``round_index`` < 0: a stage that runs once) with its input
     flags ``flags[i]`` bound to ``input_i``, into ``output``: what ``ferd stage <name>`` does. The DAG uses it
     for a stage declared in the graph whose component folder does not exist, so a new stage runs on Kubeflow
     as its module plus its graph entry; a folder of its own adds typed artifacts and UI metadata."""

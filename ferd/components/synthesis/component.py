@@ -15,14 +15,14 @@ def synthesis(params_yaml: str, overrides: list, round_index: int, device: str, 
     ``student`` / ``previous_generation`` are the distillation / synthesis outputs of round
     ``round_index - 1`` (absent in round 0). ``device`` overrides the parameters' device
     (``cuda`` on a GPU node) unless empty. ``launch`` (the cluster's ``distributed`` block): run the stage
-    as a data-parallel job (:func:`ferd.launch.run_stage_job`).
+    as a data-parallel job (:func:`ferd.stages.launch.run_stage_job`).
     """
     from ferd.stages import config_from_text, node_overrides
     from ferd.stages import synthesis as synthesize
 
     sets = node_overrides(overrides, device)
     if launch:
-        from ferd.launch import run_stage_job
+        from ferd.stages.launch import run_stage_job
 
         inputs = {"teacher": teacher.uri, "student": student.uri if student is not None else None,
                   "previous": previous_generation.uri if previous_generation is not None else None}

@@ -7,7 +7,7 @@ from kfp import dsl
 
 from ferd.components.conftest import check_component, run_locally
 from ferd.components.synthesis.component import synthesis
-from ferd.pool import read_shard
+from ferd.data.pool import read_shard
 
 
 def test_interface():

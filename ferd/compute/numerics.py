@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_bytes
+from ..core.checkpoint import atomic_write_bytes
 
 DEBUG_DIR = ".debug"
 

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .config import FerdConfig
+from ..settings.config import FerdConfig
 
 GROUP_NOTES = {
     "seed": "run: read by every stage",
@@ -59,13 +59,13 @@ def render_params(cfg: FerdConfig, source: str) -> str:
 
 
 def load_config_text(text: str) -> FerdConfig:
-    from .plan import parse_config
-    from .params_io import load_yaml
+    from .resolve import parse_config
+    from ..core.params_io import load_yaml
 
     return parse_config(load_yaml(text, "params.yaml"))
 
 
-PRESETS = Path(__file__).resolve().parent / "params"  # the presets shipped with ferd (package data)
+PRESETS = Path(__file__).resolve().parents[1] / "params"  # the presets shipped with ferd (package data)
 
 
 def find_preset(name: str) -> Path | None:

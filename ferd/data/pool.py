@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .checkpoint import atomic_path
+from ..core.checkpoint import atomic_path
 
 SCHEMA_VERSION = "1"
 
@@ -159,7 +159,7 @@ def shard_table(shard: Shard) -> pa.Table:
 
 def write_shard(shard: Shard, root: str | Path) -> Path:
     """Write ``root/round=<r>/part-0.parquet`` atomically: a temporary name unique to the writer, fsync,
-    rename (:func:`ferd.checkpoint.atomic_path`), so two writers never mix their bytes and a reader
+    rename (:func:`ferd.core.checkpoint.atomic_path`), so two writers never mix their bytes and a reader
     sees one whole shard; temporaries left by writers that died are removed."""
     path = Path(root) / f"round={shard.round}" / "part-0.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)

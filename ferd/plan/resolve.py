@@ -1,18 +1,18 @@
 """The resolved plan of a run: every setting that depends on another, decided once.
 
 Each entry point (``ferd run``, ``ferd stage``, ``ferd bench``, ``ferd compare``, the DVC and Kubeflow
-generators) validates the parameters (:func:`load_config` / :func:`parse_config`: the schema of :mod:`ferd.config`, then the
+generators) validates the parameters (:func:`load_config` / :func:`parse_config`: the schema of :mod:`ferd.settings.config`, then the
 registered names) and calls :func:`resolve`; everything downstream
 reads the :class:`Plan`, never the raw groups it was made from. The rules that tie one field to another
 across groups live here alone:
 
-* the method (:mod:`ferd.method`) by its name;
+* the method (:mod:`ferd.settings.method`) by its name;
 * reweighting: ``synthesis.reweighting`` when the method reweights and it is enabled, else none (p stays
   uniform: the baselines draw labels uniformly, §3; ``enabled: false`` is the 'w/o reweighting' ablation);
 * the student side and the distillation settings it runs with (:func:`distill_settings`), with γ
   effective (0 when ``distill.utae.enabled`` is off: plain PGD on the KL, the 'w/o UTAEs' ablation) and the
   attack target decided;
-* the parameter groups the method's results depend on (:func:`ferd.fingerprint.scope_keys`).
+* the parameter groups the method's results depend on (:func:`ferd.settings.fingerprint.scope_keys`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import DistillConfig, FerdConfig, ReweightConfig, SynthesisConfig
-from .method import Method, StudentSideKind, known_methods, method_class
-from .params_io import ConfigError, load_yaml, read_yaml_file, short_repr
+from ..settings.config import DistillConfig, FerdConfig, ReweightConfig, SynthesisConfig
+from ..settings.method import Method, StudentSideKind, known_methods, method_class
+from ..core.params_io import ConfigError, load_yaml, read_yaml_file, short_repr
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Plan:
         """The student side (:mod:`ferd.distill.side`): Eq. 10-11, or the method's own."""
         if self.student_side == "own":
             return self.method.own_student_side(self)
-        from .distill.side import UtaeSide
+        from ..distill.side import UtaeSide
 
         return UtaeSide()
 
@@ -121,9 +121,9 @@ def parse_config(data: dict[str, Any]) -> FerdConfig:
 
 def unknown_names(cfg: FerdConfig) -> list[str]:
     """One line per field naming something no registry knows: architectures, attacks, dataset, method."""
-    from .attacks import check_attack_names
-    from .data import KNOWN_DATASETS, dataset_info
-    from .models import check_arch, check_split
+    from ..attacks import check_attack_names
+    from ..data import KNOWN_DATASETS, dataset_info
+    from ..models import check_arch, check_split
 
     out = []
     # an architecture from outside ferd is built and run once on the dataset's image size (ferd.models.registry)

@@ -1,15 +1,15 @@
 """The one parameter fingerprint: which parameters a result depends on, and their sha256.
 
 A *scope* names a result and lists the parameter keys it depends on (dotted keys of the resolved
-:class:`~ferd.config.FerdConfig`): the teacher depends on the seed, the dataset, ε and the teacher
+:class:`~ferd.settings.config.FerdConfig`): the teacher depends on the seed, the dataset, ε and the teacher
 group; a round's synthesis and pool also on the schedule, the student, the method, the baseline
-groups the method reads (:func:`scope_keys`: the method's ``groups``, :mod:`ferd.method` — none for
+groups the method reads (:func:`scope_keys`: the method's ``groups``, :mod:`ferd.settings.method` — none for
 ``ferd``, ``baseline.robust`` and ``baseline.<method>`` for a baseline), the synthesis group and the UTAE group (synthesis caches UTAEs
 with ``distill.utae.cache: pool``); the distillation on the whole distill group; the evaluation on
 everything. ``device``, ``nproc_per_node``, ``data_root``,
 ``checkpoint_every``, ``storage`` and ``container`` are in no scope: they say where, in what, on how many
 processes and how often,
-not what (a run resumes on another number of processes: :mod:`ferd.distributed`). Nor is the
+not what (a run resumes on another number of processes: :mod:`ferd.compute.distributed`). Nor is the
 ``teacher.source`` of a *pinned* teacher (:func:`pinned_teacher`: a checkpoint, URL or model named with its
 ``teacher.sha256``): its bytes are its identity, so a moved comparison directory or teacher file changes no
 fingerprint.

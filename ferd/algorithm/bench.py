@@ -11,13 +11,13 @@ random weights: speed does not depend on them):
   head pass;
 * a **student iteration** (:meth:`Distiller.run_epoch` over ``--iterations`` iterations, per
   iteration) and its bare passes, as the run's student side makes them
-  (:meth:`ferd.distill.side.StudentSide.passes` of the resolved plan, :mod:`ferd.plan`): for Eq. 10-11 the
+  (:meth:`ferd.distill.side.StudentSide.passes` of the resolved plan, :mod:`ferd.plan.resolve`): for Eq. 10-11 the
   UTAE steps (``steps`` × forward and input-backward of the attacked model, the teacher or the student
   as the plan decides; none when cached) and the teacher forward (cached: only on an augmented view),
   then the two student forwards and one backward; DFHL's side: the HEE steps on the student, one teacher
   forward, one student pass.
 
-The run's settings are the plan's (:func:`ferd.plan.resolve`), the same object ``ferd run`` trains
+The run's settings are the plan's (:func:`ferd.plan.resolve.resolve`), the same object ``ferd run`` trains
 with: a baseline's A.8 conversion, γ and the attack target are decided there once.
 
 It prints the ratio iteration / bare passes (the overhead of everything else: sampling,
@@ -25,7 +25,7 @@ optimiser steps, bookkeeping), the achieved FLOP/s of the bare passes and, on a 
 fraction of the device's bf16 peak (``--peak-tflops``, e.g. 989 for an H100 SXM dense bf16).
 
 ``--nproc N`` then times the same student iteration under ``torchrun --nproc_per_node N`` (the same
-global batch split across N processes, :mod:`ferd.distributed`) and reports the speed-up and the scaling
+global batch split across N processes, :mod:`ferd.compute.distributed`) and reports the speed-up and the scaling
 efficiency (speed-up / N); under torchrun only the iterations are timed, not the bare passes.
 
 FLOP counting (stated, not measured): MACs of one forward pass from
@@ -45,9 +45,9 @@ from typing import Any
 
 import torch
 
-from .compute import attack_model
-from .config import FerdConfig
-from .plan import Plan, resolve
+from ..compute.switches import attack_model
+from ..settings.config import FerdConfig
+from ..plan.resolve import Plan, resolve
 
 
 def _sync(device: str) -> None:
@@ -75,12 +75,12 @@ def timed_plan(plan: Plan, iterations: int) -> Plan:
 
 
 def _setup(plan: Plan):
-    from . import rng
+    from ..core import rng
     from .round_state import RunState
-    from .compute import set_memory_format
-    from .data import dataset_info
-    from .models import create_model
-    from .pool import Shard
+    from ..compute.switches import set_memory_format
+    from ..data import dataset_info
+    from ..models import create_model
+    from ..data.pool import Shard
 
     cfg = plan.cfg
     info = dataset_info(cfg.dataset)
@@ -98,7 +98,7 @@ def _setup(plan: Plan):
                   teacher_logits=logits, class_weight=torch.full((n,), 1.0 / info.num_classes, dtype=torch.float64),
                   epochs=torch.zeros(n, dtype=torch.int32))
     if plan.distill.utae.cache == "pool":
-        from .algorithm import shard_utaes
+        from .rounds import shard_utaes
 
         shard.utaes = shard_utaes(plan, teacher, images, logits, 0)
     state.pool.append(shard)
@@ -106,7 +106,7 @@ def _setup(plan: Plan):
 
 
 def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
-    from . import distributed
+    from ..compute import distributed
 
     dev, plan = cfg.device, resolve(cfg)
     teacher, state, info = _setup(timed_plan(plan, iterations))
@@ -123,7 +123,7 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
            "amp": cfg.compute.amp, "generator_iteration_s": gen_epoch, "student_iteration_s": stu_epoch,
            "epoch_s": s_cfg.iterations * gen_epoch + d_cfg.iterations * stu_epoch}
     out["paper_220_epochs_h"] = 220 * (200 * gen_epoch + 400 * stu_epoch) / 3600
-    if distributed.world()[1] > 1:  # under torchrun: the data-parallel iterations only (ferd.distributed)
+    if distributed.world()[1] > 1:  # under torchrun: the data-parallel iterations only (ferd.compute.distributed)
         return out
     return {**out, **_bare_passes(plan, teacher, state, info, gen_epoch, stu_epoch, repeats, warmup)}
 
@@ -131,9 +131,9 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
 def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, gen_epoch: float,
                  stu_epoch: float, repeats: int, warmup: int) -> dict[str, Any]:
     """The bare passes of a generator and a student iteration, their ratio to the iterations and FLOP/s."""
-    from . import rng
-    from .synthesis.bottleneck import non_robust_features
-    from .synthesis.losses import BatchNormStatistics
+    from ..core import rng
+    from ..synthesis.bottleneck import non_robust_features
+    from ..synthesis.losses import BatchNormStatistics
 
     cfg = plan.cfg
     dev, s_cfg, d_cfg = cfg.device, plan.synthesis, plan.distill
@@ -162,7 +162,7 @@ def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, ge
         loss.backward()
         student.requires_grad_(True)
 
-    passes = state.distiller.side.passes(d_cfg)  # what the run's student iteration makes (ferd.plan)
+    passes = state.distiller.side.passes(d_cfg)  # what the run's student iteration makes (ferd.plan.resolve)
     target = attack_model(teacher, cfg.compute) if passes.attacked == "teacher" else student
     xs = torch.rand(bs, *size, device=dev)
 
@@ -177,7 +177,7 @@ def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, ge
         student.train()
         sum(student(xs).sum() for _ in range(passes.student_passes)).backward()
 
-    from .numerics import autocast
+    from ..compute.numerics import autocast
 
     def amp(fn: Callable[[], None]) -> Callable[[], None]:  # the bare passes under the same autocast
         def run() -> None:
@@ -188,7 +188,7 @@ def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, ge
     gen_bare_s = median_seconds(amp(gen_bare), repeats, warmup, dev)
     stu_bare_s = median_seconds(amp(stu_bare), repeats, warmup, dev)
 
-    from .models import count_macs
+    from ..models import count_macs
 
     mt, ms = count_macs(teacher, (1, *size)), count_macs(student, (1, *size))
     # generator: teacher and student forward + input-backward (the generator itself is not counted)

@@ -1,5 +1,5 @@
 """PGD adversarial training (Madry et al., 2018) of a teacher where none can be downloaded (the embedded
-digits task; ``teacher.source: train:<dataset>``, :mod:`ferd.teacher_source`). FERD itself distils a *given*
+digits task; ``teacher.source: train:<dataset>``, :mod:`ferd.algorithm.teacher_source`). FERD itself distils a *given*
 robust teacher (§3, §5.1: RobustBench WRN-34-10 on CIFAR, PreActResNet-34 on Tiny-ImageNet).
 """
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attacks import pgd
-from .augment import random_crop
+from ..attacks import pgd
+from ..data.augment import random_crop
 
 
 def train_robust_teacher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,

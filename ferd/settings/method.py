@@ -1,6 +1,6 @@
 """The one registry of methods by ``method:`` name — FERD and the §5.1 baselines alike.
 
-A method is one class registered here with its traits; :func:`ferd.plan.resolve` reads them, and nothing
+A method is one class registered here with its traits; :func:`ferd.plan.resolve.resolve` reads them, and nothing
 downstream asks which method it is:
 
 * ``synthesizer(plan, num_classes, img_size)`` — its generation stage (an object with ``run_epoch``,
@@ -26,10 +26,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .registry import Registry
+from ..core.registry import Registry
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from ..plan.resolve import Plan
 
 StudentSideKind = Literal["given", "a8", "own"]
 SHIPPED = ("ferd.synthesis.ferd", "ferd.baselines")  # the packages whose import registers the shipped methods

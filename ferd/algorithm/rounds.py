@@ -20,8 +20,8 @@ The paper presets use 22 rounds of 10 epochs (a DAG of 68 tasks instead of 662);
 "Rounds" section measures what rounds of several epochs cost on the embedded default.
 
 Every random number comes from a generator derived from (seed, stream, epoch)
-(:mod:`ferd.rng`), so the state that crosses a round boundary is small:
-:class:`ferd.round_state.RunState`, saved one way by the stages and by ``ferd run``'s checkpoint,
+(:mod:`ferd.core.rng`), so the state that crosses a round boundary is small:
+:class:`ferd.algorithm.round_state.RunState`, saved one way by the stages and by ``ferd run``'s checkpoint,
 and a checkpoint of it taken after any round resumes bit-identically. ``ferd run`` executes the
 stage graph on it (:mod:`ferd.stages.run`), each stage's ``step`` calling the functions here.
 """
@@ -33,17 +33,18 @@ from collections.abc import Callable
 
 import torch
 
-from . import distributed, rng
-from .compute import attack_model
-from .data import no_data_access
-from .distill.utae import cache_utaes
-from .models import FerdModel
-from .plan import Plan
-from .pool import Shard
+from ..compute import distributed
+from ..core import rng
+from ..compute.switches import attack_model
+from ..data import no_data_access
+from ..distill.utae import cache_utaes
+from ..models import FerdModel
+from ..plan.resolve import Plan
+from ..data.pool import Shard
 from .round_state import RunState
-from .synthesis.diversity import batch_diversity
-from .synthesis.reweighting import reweight
-from .tracking import DISTILLATION, GENERATION, distillation_line, generation_line
+from ..synthesis.diversity import batch_diversity
+from ..synthesis.reweighting import reweight
+from ..core.tracking import DISTILLATION, GENERATION, distillation_line, generation_line
 
 OnEpoch = Callable[[str, dict], None]  # (GENERATION or DISTILLATION, the epoch's history entry), as each epoch ends
 
@@ -57,7 +58,7 @@ def generation_round(state: RunState, teacher: FerdModel, round_index: int, epoc
                      progress: bool = False, per_sample: list[dict] | None = None,
                      on_epoch: OnEpoch | None = None) -> Shard:
     """Lines 6-12 for every epoch of the round: synthesise, select, reweight. Returns the round's shard.
-    Each epoch logs one line (:func:`ferd.tracking.generation_line`) and is passed to ``on_epoch``.
+    Each epoch logs one line (:func:`ferd.core.tracking.generation_line`) and is passed to ``on_epoch``.
 
     ``per_sample``, when given, receives one ``{"epoch", "labels", "values"}`` dict per reweighted
     epoch: the per-sample values behind p (PGD-20 margins, or least PGD steps for the A.6
@@ -125,7 +126,7 @@ def _teacher_logits(teacher: FerdModel, x: torch.Tensor) -> torch.Tensor:
 def distillation_round(state: RunState, teacher: FerdModel, epochs: range, progress: bool = False,
                        on_epoch: OnEpoch | None = None) -> None:
     """Lines 13-17 for every epoch of the round; each epoch logs one line
-    (:func:`ferd.tracking.distillation_line`) and is passed to ``on_epoch``."""
+    (:func:`ferd.core.tracking.distillation_line`) and is passed to ``on_epoch``."""
     with no_data_access("distillation is data-free"):
         for epoch in epochs:
             losses = state.distiller.run_epoch(teacher, state.pool, epoch, progress=progress)

@@ -3,7 +3,7 @@
 Every stage writes ``manifest.json`` beside its outputs (:mod:`ferd.stages.artifacts`): the
 stage, its resolved parameters and their hash, each input's URI and the sha256 of the input's
 manifest, each output's sha256 and size, the code version, torch/CUDA/device, start and end
-time, and the manifest's own checksum (:mod:`ferd.provenance`). Because an input is named by
+time, and the manifest's own checksum (:mod:`ferd.core.provenance`). Because an input is named by
 the hash of its manifest, and a manifest by the hashes of its files, one manifest pins the whole
 chain back to the teacher.
 
@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import sha256_file
-from .provenance import SELF_KEY, authenticity_problem, manifest_digest, signing_key
-from .storage import MANIFEST, listed_files
-from .data.dataset_json import DATASET_MANIFEST, dataset_problems
+from ..core.checkpoint import sha256_file
+from ..core.provenance import SELF_KEY, authenticity_problem, manifest_digest, signing_key
+from ..core.storage import MANIFEST, listed_files
+from ..data.dataset_json import DATASET_MANIFEST, dataset_problems
 
 
 @dataclass

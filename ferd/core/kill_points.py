@@ -7,7 +7,7 @@ a test can act on a process frozen at a known instant (kill its client, its laun
 suite proves "a kill at any instant loses nothing" at the instants that matter (between the two
 renames of a checkpoint swap, in the middle of a student epoch, just before a manifest is written)
 without timing a kill against a reference run. Unset, :func:`kill_point` is two dictionary lookups.
-A malformed value is refused by :func:`ferd.environment.check` (``ferd``'s entry point) with one
+A malformed value is refused by :func:`ferd.core.environment.check` (``ferd``'s entry point) with one
 line, before any work.
 """
 

@@ -1,7 +1,7 @@
-"""``dvc.yaml`` and ``rounds/round-NN/dvc.yaml``: the stage graph (:mod:`ferd.graph`) as DVC stages,
+"""``dvc.yaml`` and ``rounds/round-NN/dvc.yaml``: the stage graph (:mod:`ferd.plan.graph`) as DVC stages,
 generated from ``params.yaml``.
 
-Rounds are unrolled exactly as the Kubeflow DAG unrolls them at compile time (:func:`ferd.graph.unroll`)::
+Rounds are unrolled exactly as the Kubeflow DAG unrolls them at compile time (:func:`ferd.plan.graph.unroll`)::
 
     teacher-fetch → synthesis-r0 → pool-store-r0 → distillation-r0 → synthesis-r1 → … → evaluation
 
@@ -19,11 +19,11 @@ round 0, so the files are generated rather than templated; ``ferd params use`` a
 longer exist, and a test checks the committed files match ``params.yaml``.)
 
 Each stage declares as ``params`` exactly the keys its artifact's fingerprint covers
-(:func:`ferd.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
+(:func:`ferd.settings.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
 every synthesis, pool, distillation and the evaluation, never the teacher; a baseline's group
 (``baseline.cmi.*``) reruns nothing of a FERD run. Metrics and plots are
 the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`: per-class
-accuracy, confusion, class weights), the run's per-epoch curves in DVCLive, ``out/live`` (:mod:`ferd.tracking`:
+accuracy, confusion, class weights), the run's per-epoch curves in DVCLive, ``out/live`` (:mod:`ferd.core.tracking`:
 every loss term, p, diversity, FAE mask), and each round's grid of kept synthetic images,
 ``round-<r>/synthesis/samples.png`` (an image plot).
 """
@@ -39,16 +39,16 @@ from typing import Any
 
 import yaml
 
-from . import __version__
-from .config import FerdConfig
-from .fingerprint import SCOPES, scope_keys
-from .graph import STAGES, BY_NAME, unroll
-from .image import container_command
-from .method import SHIPPED
+from .. import __version__
+from ..settings.config import FerdConfig
+from ..settings.fingerprint import SCOPES, scope_keys
+from ..plan.graph import STAGES, BY_NAME, unroll
+from ..core.image import container_command
+from ..settings.method import SHIPPED
 
 OUT = "out"
 METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
-LIVE = "live"  # <out>/live: the DVCLive curves the tracked stages keep up to date (ferd.tracking)
+LIVE = "live"  # <out>/live: the DVCLive curves the tracked stages keep up to date (ferd.core.tracking)
 SAMPLES_FILE = "samples.png"  # ferd.synthesis.samples
 ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
@@ -65,11 +65,11 @@ def _cmd(stage: str, cfg: FerdConfig, *args: str, pin_version: bool = False) -> 
     outside the project, so its source cannot be a dependency; ``--graph-ferd-version`` names the version the
     file was made with (another version changes the command, so DVC reruns the stage once the file is
     regenerated, and a stage refuses to run under another version). With ``container`` set, the command runs
-    in that image (:func:`ferd.image.container_command`)."""
+    in that image (:func:`ferd.core.image.container_command`)."""
     pin = ["--graph-ferd-version", __version__] if pin_version else []
     argv = ["stage", stage, "--params", "params.yaml", "--graph-rounds", str(cfg.num_rounds), "--graph-method",
             cfg.method, *pin, *(word for arg in args for word in arg.split(" ")), "--no-progress"]
-    if cfg.container is not None:  # the stage in ferd's image, the project mounted (ferd.image)
+    if cfg.container is not None:  # the stage in ferd's image, the project mounted (ferd.core.image)
         return container_command(cfg.container.engine, cfg.container.image, argv)
     return " ".join(["ferd", *argv])
 
@@ -79,9 +79,10 @@ def _local_path(path: str | None) -> str | None:
     return None if not path or "://" in path else path
 
 
-PACKAGE = Path(__file__).resolve().parent  # the ferd package whose code the stages run
-ENTRY_MODULES = (f"{__package__}.cli", f"{__package__}.cli.stage")  # the `ferd` script and `ferd stage`
-DISPATCHER = f"{__package__}.stages"  # imports every stage's module; runs only the one asked for
+PACKAGE = Path(__file__).resolve().parents[1]  # the ferd package whose code the stages run
+ROOT = __package__.partition(".")[0]  # its name: ferd
+ENTRY_MODULES = (f"{ROOT}.cli", f"{ROOT}.cli.stage")  # the `ferd` script and `ferd stage`
+DISPATCHER = f"{ROOT}.stages"  # imports every stage's module; runs only the one asked for
 
 
 @functools.cache
@@ -129,7 +130,7 @@ def code_modules(stage: str) -> frozenset[str]:
     stage's module (``ferd.stages.<component>``). The dispatcher (``ferd.stages``) imports every stage's
     module but runs only this one, so its imports of the other stages' modules are not followed (a stage
     module that imports another's, as distillation imports pool-store's loader, still brings it in).
-    The methods register when :mod:`ferd.method` imports :data:`ferd.method.SHIPPED` by name (and
+    The methods register when :mod:`ferd.settings.method` imports :data:`ferd.settings.method.SHIPPED` by name (and
     ``ferd.baselines`` each of its modules: no import statement to read), so a stage whose artifact depends on the method (``method`` in its fingerprint scope:
     every stage but the teacher's) also runs their closure. ``stage`` may also name a command that is no graph
     stage (``compare``: ``ferd compare``'s DVC stages,
@@ -138,7 +139,7 @@ def code_modules(stage: str) -> frozenset[str]:
     if stage in BY_NAME:
         own = f"{DISPATCHER}.{BY_NAME[stage].component}"
         entries, others = (*ENTRY_MODULES, own), {f"{DISPATCHER}.{s.component}" for s in STAGES} - {own}
-    elif (own := f"{__package__}.cli.{stage}") in modules:
+    elif (own := f"{ROOT}.cli.{stage}") in modules:
         entries, others = (ENTRY_MODULES[0], own), set()
     else:
         raise ValueError(f"stage: expected a graph stage {sorted(BY_NAME)} or a ferd command, got {stage!r}")
@@ -157,7 +158,7 @@ def code_modules(stage: str) -> frozenset[str]:
 
 @functools.cache
 def code_paths(stage: str) -> tuple[str, ...]:
-    """:func:`code_modules` as sorted paths relative to the package's parent directory (``ferd/config.py``),
+    """:func:`code_modules` as sorted paths relative to the package's parent directory (``ferd/settings/config.py``),
     a package whose every module is used collapsed to its directory (``ferd/attacks``)."""
     used = {_modules()[m] for m in code_modules(stage)}
     everything = set(_modules().values())
@@ -190,8 +191,8 @@ def code_deps(stage: str, cfg: FerdConfig, root: str | Path) -> list[str]:
 
 
 def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None) -> dict[str, Any]:
-    """One DVC stage per task of the unrolled graph (:func:`ferd.graph.unroll`): its ``ferd stage`` command,
-    the directories it reads as ``deps`` (:attr:`ferd.graph.Task.reads`), its fingerprint scope as ``params``
+    """One DVC stage per task of the unrolled graph (:func:`ferd.plan.graph.unroll`): its ``ferd stage`` command,
+    the directories it reads as ``deps`` (:attr:`ferd.plan.graph.Task.reads`), its fingerprint scope as ``params``
     and its directory as ``outs`` (the evaluation's split: :func:`_evaluation_outputs`). With ``root`` (the
     ``dvc.yaml``'s directory), also the ferd code each stage runs (:func:`code_deps`, or the version pin)."""
     tasks = unroll(cfg.num_rounds)
@@ -284,13 +285,13 @@ def _plots(cfg: FerdConfig, out: str) -> list[Any]:
     plots.append({"class-weights": {"template": "linear", "x": "epoch",
                                     "y": {f"{ev}/plots/class_weights.csv": classes},
                                     "title": "Class weights p (Eq. 7) per epoch", "y_label": "p"}})
-    plots.append({f"{out}/{LIVE}/{PLOTS}/metrics": {"x": "step"}})  # every DVCLive curve, per epoch (ferd.tracking)
+    plots.append({f"{out}/{LIVE}/{PLOTS}/metrics": {"x": "step"}})  # every DVCLive curve, per epoch (ferd.core.tracking)
     plots += [f"{t.dir(out)}/{SAMPLES_FILE}" for t in unroll(cfg.num_rounds) if t.stage.name == "synthesis"]
     return plots
 
 
 def _class_names(cfg: FerdConfig) -> tuple[str, ...]:
-    from .data import dataset_info
+    from ..data import dataset_info
 
     return tuple(dataset_info(cfg.dataset).class_names)
 
@@ -337,7 +338,7 @@ def mismatches(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[str]:
 def write_dvc_yaml(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[Path]:
     """Write the pipeline files (``path`` the root file; the rounds' beside it) and remove the files, and
     their ``dvc.lock``, of rounds the graph no longer has. Returns the files written."""
-    from .checkpoint import atomic_write_bytes
+    from ..core.checkpoint import atomic_write_bytes
 
     root = Path(path).parent
     for stale in stale_files(root, cfg):

@@ -1,5 +1,5 @@
 """How a run computes and where it keeps its artifacts: parameter groups that change neither what Algorithm 1
-computes nor (except ``compute.amp``) its results, kept apart from :mod:`ferd.config`'s method parameters."""
+computes nor (except ``compute.amp``) its results, kept apart from :mod:`ferd.settings.config`'s method parameters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .params_io import StrictModel as _Strict
+from ..core.params_io import StrictModel as _Strict
 
 
 class RetryConfig(_Strict):
@@ -21,7 +21,7 @@ class RetryConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    """Where stage artifacts and the pool are kept besides the local working copy (``ferd.storage``)."""
+    """Where stage artifacts and the pool are kept besides the local working copy (``ferd.core.storage``)."""
 
     uri: str | None = Field(None, description="s3://bucket/prefix or a local directory: relative stage paths "
                             "are placed under it; None = the paths as given")
@@ -45,7 +45,7 @@ class StorageConfig(_Strict):
 class ContainerConfig(_Strict):
     """Run each of ``dvc.yaml``'s stages in ferd's image (``podman/docker run`` with the project mounted at its
     own path, as the calling user), for a workstation with a container engine but not ferd's Python
-    environment (:func:`ferd.image.container_command`)."""
+    environment (:func:`ferd.core.image.container_command`)."""
 
     engine: Literal["podman", "docker"] = Field("podman", description="the container engine's command")
     image: str = Field(description="the image, pinned by digest: REF@sha256:… (make image prints it)")
@@ -53,7 +53,7 @@ class ContainerConfig(_Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, ref: str) -> str:
-        from .image import pinned
+        from ..core.image import pinned
 
         return pinned(ref, None)
 

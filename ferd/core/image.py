@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 IMAGE_ENV = "FERD_IMAGE"
 PLACEHOLDER = f"ghcr.io/ferd/ferd:{__version__}"  # what an uncompiled component names (local subprocess runs)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compute import require_device
-from .config import FerdConfig
-from .data import require_split
+from ..compute.switches import require_device
+from ..settings.config import FerdConfig
+from ..data import require_split
 
 
 def require_teacher_source(cfg: FerdConfig) -> None:

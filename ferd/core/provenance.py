@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .. import __version__
 
 SELF_KEY = "manifest_sha256"
 SIGNATURE_KEY, SIGNING_KEY_ENV = "signature", "FERD_SIGNING_KEY"
@@ -57,7 +57,7 @@ def _git(args: list[str], cwd: Path) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    src = Path(__file__).resolve().parent.parent
+    src = Path(__file__).resolve().parents[2]  # the checkout above the ferd package
     commit = dirty = None
     if (src / ".git").exists():
         commit = _git(["rev-parse", "HEAD"], src)

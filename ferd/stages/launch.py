@@ -10,7 +10,7 @@ with torchrun's nodes, processes per node and rendezvous taken from the ``PET_*`
 
 The stage reads its input artifacts from and writes its output to S3 (``ferd stage`` takes ``s3://`` paths,
 :mod:`ferd.stages.io`); inside torchrun the stage splits its global batch across every process of every node
-(:mod:`ferd.distributed`) and only rank 0 writes. A job that fails (any rank) fails as a whole.
+(:mod:`ferd.compute.distributed`) and only rank 0 writes. A job that fails (any rank) fails as a whole.
 
 Every process of a job gets the secrets of the task that launched it by reference (``secret_env``: the S3
 credentials and, with a ``signing_secret``, ``$FERD_SIGNING_KEY``), so its rank 0 signs what it writes; the
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import graph
-from .config import FerdConfig
-from .stages.artifacts import ArtifactError, config_from_text, read_manifest
-from .storage import fetch_dir, is_s3, publish_dir
+from ..plan import graph
+from ..settings.config import FerdConfig
+from .artifacts import ArtifactError, config_from_text, read_manifest
+from ..core.storage import fetch_dir, is_s3, publish_dir
 
 Engine = Literal["trainer", "pytorchjob"]
 ENGINES: tuple[str, ...] = ("trainer", "pytorchjob")

@@ -4,7 +4,7 @@
 parameter (one line naming the variable and what it expects, status 2), not a traceback deep in a run or
 a wrong value written into an artifact's provenance. An empty value means unset, as everywhere in ferd.
 The variables ferd only passes on (S3 credentials, thread counts) are the libraries' to check; the
-signing key is checked where it is read (:mod:`ferd.provenance`).
+signing key is checked where it is read (:mod:`ferd.core.provenance`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ _COUNT = _matching(r"[0-9]{1,6}", "a non-negative integer")
 VARIABLES: dict[str, Callable[[str, str], None]] = {
     KILL_ENV: _kill_spec,
     STOP_ENV: _kill_spec,
-    # torchrun's: the world a rank belongs to (ferd.distributed)
+    # torchrun's: the world a rank belongs to (ferd.compute.distributed)
     "WORLD_SIZE": _matching(r"[1-9][0-9]{0,5}", "a positive integer (the number of processes)"),
     "RANK": _COUNT,
     "LOCAL_RANK": _COUNT,
-    # provenance recorded in every manifest (ferd.provenance.code_version); the image sets them
+    # provenance recorded in every manifest (ferd.core.provenance.code_version); the image sets them
     "FERD_GIT_COMMIT": _matching(r"[0-9a-f]{7,40}|unknown", "a git commit (7-40 hex digits) or 'unknown'"),
     "FERD_IMAGE_DIGEST": _matching(r"sha256:[0-9a-f]{64}", "sha256:<64 hex digits>"),
 }

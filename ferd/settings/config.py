@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .baseline_config import RSLAD_LAMBDA_ADV, RSLAD_LAMBDA_CLEAN, RSLAD_RANDOM_START, BaselineConfig
-from .params_io import StrictModel
+from ..core.params_io import StrictModel
 from .run_settings import ComputeConfig, ContainerConfig, StorageConfig
 
 
@@ -62,7 +62,7 @@ NORM_STD = ("per-channel std {who} divides by inside the model: one finite value
 def check_normalisation(group: str, mean: list[float] | None, std: list[float] | None, dataset: str) -> None:
     """``<group>.mean`` / ``<group>.std``: both or neither, one finite value per channel of ``dataset``'s images,
     every std > 0; a ValueError naming the field and what it expects otherwise."""
-    from .dataset_catalog import KNOWN_DATASETS, dataset_info
+    from ..core.dataset_catalog import KNOWN_DATASETS, dataset_info
 
     if (mean is None) != (std is None):
         given, absent = ("mean", "std") if std is None else ("std", "mean")
@@ -243,7 +243,7 @@ class EvalConfig(_Strict):
 
 
 class FerdConfig(_Strict):
-    # any registered method (ferd.method), checked by ferd.plan.resolve
+    # any registered method (ferd.settings.method), checked by ferd.plan.resolve.resolve
     method: str = Field("ferd", pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="ferd (this paper), or a baseline "
                         "of §5.1 made robust as A.8 says: deepinv, cmi, fast, zskt, dfhl (parameters in the baseline "
                         "group)")
@@ -251,7 +251,7 @@ class FerdConfig(_Strict):
     device: str = "cpu"
     nproc_per_node: int = Field(1, ge=1, le=64, description="processes for the data-parallel stages (distillation, "
                                 "and ferd run / ferd stage all): above 1 the command starts itself under "
-                                "torchrun --standalone --nproc_per_node N (ferd.distributed); how, not what")
+                                "torchrun --standalone --nproc_per_node N (ferd.compute.distributed); how, not what")
     dataset: str = Field("cifar10", description="the task: sets num_classes; read only to train the "
                          "teacher and to evaluate")
     data_root: str | None = None
@@ -315,7 +315,7 @@ class FerdConfig(_Strict):
 
     @property
     def num_classes(self) -> int:
-        from .dataset_catalog import dataset_info
+        from ..core.dataset_catalog import dataset_info
 
         return dataset_info(self.dataset).num_classes
 

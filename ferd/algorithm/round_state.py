@@ -1,9 +1,9 @@
 """The state that crosses a round boundary of Algorithm 1, and its one on-disk layout.
 
-Algorithm 1 grouped in rounds (:mod:`ferd.algorithm`) carries from round r to round r+1 only: the
+Algorithm 1 grouped in rounds (:mod:`ferd.algorithm.rounds`) carries from round r to round r+1 only: the
 student θ_s with its optimiser and LR schedule, the generator with its optimiser, the class
 distribution p with its scores, the pool 𝒫 and the history. Every random number is derived from
-(seed, stream, epoch) (:mod:`ferd.rng`), so no generator state crosses a round. :class:`RunState`
+(seed, stream, epoch) (:mod:`ferd.core.rng`), so no generator state crosses a round. :class:`RunState`
 holds exactly that, and its parts are saved and loaded one way, whoever writes them:
 
 =============  ===============  ===============================================================
@@ -12,13 +12,13 @@ part           written by       files
 generation     synthesis r      ``generator.pt`` (generator + Adam state), ``reweighting.pt`` (p, scores)
 distillation   distillation r   ``student.safetensors`` (θ_s), ``trainer.pt`` (SGD + LR schedule)
 history        both             ``history.json``
-pool           pool store r     ``round=<k>/part-0.parquet`` (:mod:`ferd.pool`)
+pool           pool store r     ``round=<k>/part-0.parquet`` (:mod:`ferd.data.pool`)
 =============  ===============  ===============================================================
 
 The stage split writes each part into its stage's artifact (:mod:`ferd.stages`). ``ferd run`` writes
 all of them into ``<out>/checkpoint/`` with ``round.json`` (the next round, the parameter fingerprint,
 the sha256 of every file of the checkpoint, of every pool shard and of the files outside it the run
-pins, e.g. its teacher; sealed and, with ``$FERD_SIGNING_KEY``, signed: :func:`ferd.provenance.seal`)
+pins, e.g. its teacher; sealed and, with ``$FERD_SIGNING_KEY``, signed: :func:`ferd.core.provenance.seal`)
 and the pool into ``<out>/pool/``. ``round.json`` is untrusted input when read back: every field is
 required, ``files`` must name exactly :data:`CHECKPOINT_FILES` (an empty or partial map is refused, never
 "nothing to check"), and its seal and signature are verified before anything it names is used. A checkpoint is
@@ -39,18 +39,19 @@ from typing import Any
 
 import torch
 
-from . import distributed, rng
-from .provenance import read_sealed, seal
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict, save_state_dict, sha256_file
-from .kill_points import kill_point
-from .compute import compile_in_place, compile_settings, set_memory_format
-from .config import FerdConfig
-from .data import dataset_info
-from .distill.distiller import Distiller
-from .fingerprint import params_fingerprint
-from .models import FerdModel, create_model
-from .plan import Plan
-from .pool import FaePool
+from ..compute import distributed
+from ..core import rng
+from ..core.provenance import read_sealed, seal
+from ..core.checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict, save_state_dict, sha256_file
+from ..core.kill_points import kill_point
+from ..compute.switches import compile_in_place, compile_settings, set_memory_format
+from ..settings.config import FerdConfig
+from ..data import dataset_info
+from ..distill.distiller import Distiller
+from ..settings.fingerprint import params_fingerprint
+from ..models import FerdModel, create_model
+from ..plan.resolve import Plan
+from ..data.pool import FaePool
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class StateError(ValueError):
 
 def build_student(cfg: FerdConfig) -> FerdModel:
     """The student f^S with a seeded initialisation (θ_s, Algorithm 1 line 1); under torchrun its
-    BatchNorm layers use global-batch statistics (:func:`ferd.distributed.sync_batchnorm`)."""
+    BatchNorm layers use global-batch statistics (:func:`ferd.compute.distributed.sync_batchnorm`)."""
     with rng.seeded(cfg.seed, "student-init"):
         student = create_model(cfg.student.arch, num_classes=cfg.num_classes, mean=cfg.student.mean,
                                std=cfg.student.std).to(cfg.device)

@@ -2,14 +2,14 @@
 
 Each :class:`Stage` names its inputs (a stage of the same round, of round r−1, of the last round, or
 the once-only teacher), its output directory, the fingerprint scope of the parameters it depends on
-(:data:`ferd.fingerprint.SCOPES`) and how the Kubeflow component calls it. :func:`unroll` turns the
-declaration into the tasks of R rounds; ``dvc.yaml`` (:mod:`ferd.dvc_pipeline`), the Kubeflow DAG
+(:data:`ferd.settings.fingerprint.SCOPES`) and how the Kubeflow component calls it. :func:`unroll` turns the
+declaration into the tasks of R rounds; ``dvc.yaml`` (:mod:`ferd.stages.dvc_yaml`), the Kubeflow DAG
 (``pipeline/dag.py``), ``ferd stage all`` (:func:`ferd.stages.run_stages`) and the stage table of the
 cluster settings are all generated from it, so a new stage is one entry here plus its function.
 
 Round r's synthesis needs the student of round r−1 (L_adv is a teacher–student divergence) and the
 generator, p and scores of round r−1; its pool step the pool of round r−1; its distillation the
-student, optimiser and scheduler of round r−1 (Algorithm 1, grouped in rounds: :mod:`ferd.algorithm`).
+student, optimiser and scheduler of round r−1 (Algorithm 1, grouped in rounds: :mod:`ferd.algorithm.rounds`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Input:
 @dataclass(frozen=True, kw_only=True)
 class Stage:
     name: str                 # ``ferd stage <name>``, and the task id (``<name>-r<r>`` per round)
-    scope: str                # the parameters it depends on: ferd.fingerprint.SCOPES[scope]
+    scope: str                # the parameters it depends on: ferd.settings.fingerprint.SCOPES[scope]
     per_round: bool
     subdir: str               # ``<out>/<subdir>``, or ``<out>/round-<r>/<subdir>`` per round
     inputs: tuple[Input, ...]
@@ -44,9 +44,9 @@ class Stage:
     title: str                # the display name (``… round r`` per round)
     help: str                 # ``ferd stage --help``
     chained: bool = False     # its artifact of round r names (and reads) its artifacts of rounds 0…r−1
-    data_parallel: bool = False  # under torchrun every rank computes a share of it (ferd.distributed);
+    data_parallel: bool = False  # under torchrun every rank computes a share of it (ferd.compute.distributed);
     #                              other stages run on rank 0 alone
-    tracked: bool = False     # it takes ``--live DIR``: the run's per-epoch curves in DVCLive (ferd.tracking)
+    tracked: bool = False     # it takes ``--live DIR``: the run's per-epoch curves in DVCLive (ferd.core.tracking)
 
     @property
     def component(self) -> str:

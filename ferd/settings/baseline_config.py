@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, create_model
 
-from .params_io import StrictModel
+from ..core.params_io import StrictModel
 
 _Strict = StrictModel
 

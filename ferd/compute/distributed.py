@@ -5,7 +5,7 @@ starts N copies of the same command; :func:`init_from_env` joins them into one p
 CUDA, gloo on the CPU). What makes N ranks compute what one process computes with the same global batch:
 
 * **the draws**: every rank draws the whole global batch from the seeded streams (pool indices, crop
-  and flip, attack starts; labels, z and the bottleneck's noise in synthesis; :mod:`ferd.rng`) and keeps
+  and flip, attack starts; labels, z and the bottleneck's noise in synthesis; :mod:`ferd.core.rng`) and keeps
   its own contiguous rows (:func:`shard`, :func:`draw_rows`), so the union of the ranks' batches is
   exactly the single-process batch and no stream depends on N;
 * **BatchNorm**: the student's BatchNorm layers normalise with the statistics of the global batch
@@ -41,7 +41,7 @@ from torch import nn
 from .lifetime import child_dies_with_us, die_with_parent
 
 if TYPE_CHECKING:
-    from .config import FerdConfig
+    from ..settings.config import FerdConfig
 
 
 def world() -> tuple[int, int]:

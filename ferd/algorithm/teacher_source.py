@@ -26,13 +26,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from . import rng
-from .checkpoint import atomic_path, atomic_write_bytes, save_state_dict, sha256_file, verify_sha256
-from .config import FerdConfig
-from .fingerprint import params_fingerprint
-from .models import FerdModel, create_model
+from ..core import rng
+from ..core.checkpoint import atomic_path, atomic_write_bytes, save_state_dict, sha256_file, verify_sha256
+from ..settings.config import FerdConfig
+from ..settings.fingerprint import params_fingerprint
+from ..models import FerdModel, create_model
 from .adversarial_training import train_robust_teacher
-from .models.loading import load_model
+from ..models.loading import load_model
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _card(cfg: FerdConfig, path: Path, source: str, extra: dict[str, Any] | None
 
 def train_teacher(cfg: FerdConfig, dataset: str, out_dir: Path, progress: bool = True) -> tuple[FerdModel, dict]:
     """Train ``teacher.arch`` on ``dataset``'s train split with PGD-AT; write checkpoint and card."""
-    from .data import load_split
+    from ..data import load_split
 
     t, tr = cfg.teacher, cfg.teacher.train
     x, y = load_split(dataset, "train", root=cfg.data_root)
