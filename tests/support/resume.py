@@ -15,10 +15,10 @@ synthesis_stage = importlib.import_module("ferd.stages.synthesis")  # the module
 REAL_ROUND = synthesis_stage.generation_round
 
 
-def _dying(state, teacher, r, epochs, progress=False):
+def _dying(state, teacher, r, epochs, **kwargs):
     if r == 1:
         raise RuntimeError("killed")
-    return REAL_ROUND(state, teacher, r, epochs, progress)
+    return REAL_ROUND(state, teacher, r, epochs, **kwargs)
 
 
 def die_at_round_1(monkeypatch) -> None:
