@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import fmean
 
-from ferd.checkpoint import atomic_write_bytes
+from ferd.core.checkpoint import atomic_write_bytes
 
 PANELS = (("student.clean.avg", "clean accuracy (%)", 100), ("student.pgd20.avg", "PGD-20 accuracy (%)", 100),
           ("student.pgd20.worst", "worst-class PGD-20 accuracy (%)", 100), ("student.pgd20.nsd", "PGD-20 NSD", 1))

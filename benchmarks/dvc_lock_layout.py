@@ -1,10 +1,10 @@
 """What DVC itself costs for the embedded default's stage graph: one ``dvc.lock`` for every stage against
-one per round (the layout :mod:`ferd.dvc_pipeline` writes).
+one per round (the layout :mod:`ferd.stages.dvc_yaml` writes).
 
 Builds two throw-away DVC projects with the stages, ``deps``, ``params`` and ``outs`` of ``params.yaml``'s
 graph, each stage's command replaced by one that writes a 200 kB file into its output directory, so
 the time measured is DVC's alone (graph, hashing, lock files, run cache): ``single`` puts every stage in
-``dvc.yaml``, ``split`` is :func:`ferd.dvc_pipeline.dvc_files`. Each layout runs ``dvc repro`` from
+``dvc.yaml``, ``split`` is :func:`ferd.stages.dvc_yaml.dvc_files`. Each layout runs ``dvc repro`` from
 scratch ``--repeats`` times, alternating; the medians and every run go to ``--out``.
 
 Run from the repository root::
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from ferd.plan import load_config
-from ferd.dvc_pipeline import ROOT_FILE, dvc_files
+from ferd.plan.resolve import load_config
+from ferd.stages.dvc_yaml import ROOT_FILE, dvc_files
 
 BIN = Path(sys.executable).parent
 

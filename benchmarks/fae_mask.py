@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from ferd.attacks import pgd
-from ferd.config import BottleneckConfig
-from ferd.plan import load_config, resolve
+from ferd.settings.config import BottleneckConfig
+from ferd.plan.resolve import load_config, resolve
 from ferd.data import load_split
 from ferd.evaluation.runner import stratified_subset
 from ferd.synthesis.bottleneck import channel_variance, fit_noise_scale, non_robust_mask
