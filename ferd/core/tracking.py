@@ -88,8 +88,16 @@ class LiveTracker:
     def __init__(self, directory: str | os.PathLike[str], history: Iterable[dict]) -> None:
         from dvclive import Live
 
-        logging.getLogger("dvclive").setLevel(logging.WARNING)  # not its "Logging to experiment …" per process
-        self.live = Live(str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
+        class FilesOnly(Live):
+            """DVCLive's files and nothing else: no DVC repository opened. DVCLive's own integration would
+            create one (``.dvc/``) in any Git checkout that has none, fails in a Git repository without a
+            commit, and saves experiments; here DVC reads the files through ``dvc.yaml`` instead."""
+
+            def _init_dvc(self) -> None:
+                return None
+
+        logging.getLogger("dvclive").setLevel(logging.WARNING)
+        self.live = FilesOnly(str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
         for h in history:
             self._log(epoch_metrics(h), h["epoch"])
         self.live.make_summary()

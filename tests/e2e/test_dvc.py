@@ -79,8 +79,8 @@ def test_repro_metrics_noop_and_selective_rerun(project):
     assert not shown.get("errors"), shown.get("errors")
     for r in range(2):  # each round's grid of kept synthetic images, as an image plot
         assert [p["type"] for p in shown["data"][f"out/round-{r}/synthesis/samples.png"]] == ["image"]
-    curves = {k.rsplit("/", 1)[1] for k in shown["data"] if k.startswith("out/evaluation/plots/losses/")}
-    assert {"generator-gen.csv", "generator-adv.csv", "student-loss.csv"} <= curves  # a loss curve per file
+    curves = {k.removeprefix("out/live/plots/metrics/") for k in shown["data"] if k.startswith("out/live/plots/")}
+    assert {"generator/gen.tsv", "generator/adv.tsv", "student/loss.tsv"} <= curves  # the DVCLive loss curves
     dag = _run([dvc, "dag", "--dot"], repo, env)
     r0, r1 = "rounds/round-00/dvc.yaml:", "rounds/round-01/dvc.yaml:"
     assert f'"teacher-fetch" -> "{r0}synthesis-r0"' in dag and f'"{r0}distillation-r0" -> "{r1}synthesis-r1"' in dag

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ferd.evaluation.portable import inline_images
 from ferd.core.checkpoint import load_state_dict
 from ferd.plan.resolve import load_config
 from ferd.stages.pool_store import load_pool
@@ -58,8 +59,9 @@ def test_run_local_completes_and_writes_the_report(local_run):
         assert (local_run.report / name).is_file(), name
     assert json.loads((local_run.out / "metrics.json").read_text()) == local_run.metrics
     assert json.loads((local_run.report / "manifest.json").read_text())["stage"] == "evaluation"
-    # what the Kubeflow UI draws besides the metrics: the report as Markdown, a confusion matrix
-    assert local_run.summary.read_text() == (local_run.report / "eval" / "report.md").read_text()
+    # what the Kubeflow UI draws besides the metrics: the report as Markdown (its figures inlined), a confusion matrix
+    report = local_run.report / "eval" / "report.md"
+    assert local_run.summary.read_text() == inline_images(report.read_text(), report.parent, local_run.report)
     assert local_run.confusion["attack"] == "pgd20"
     matrix = local_run.confusion["confusionMatrix"]["rows"]
     assert sum(sum(r["row"]) for r in matrix) == load_config(CI).evaluation.n_examples

@@ -80,3 +80,16 @@ def test_no_directory_no_tracker_and_a_requested_one_needs_dvclive(tmp_path, mon
     with caplog.at_level("INFO"):
         assert live_tracker(tmp_path / "live", [], required=False) is None
     assert "DVCLive is not installed" in caplog.text and not (tmp_path / "live").exists()
+
+
+def test_live_writes_its_files_only_even_in_a_git_checkout_without_dvc_or_commits(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("no git here")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)  # a Git repository with no commit, no DVC
+    monkeypatch.chdir(tmp_path)
+    LiveTracker("live", [_epoch(0)])(GENERATION, _epoch(1, distilled=False))
+    assert _rows(tmp_path / "live", "generator/gen") == [(0, 10.0), (1, 11.0)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".git", "live"]  # DVCLive created no .dvc/ here
