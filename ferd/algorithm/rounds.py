@@ -115,7 +115,7 @@ def shard_utaes(plan: Plan, teacher: FerdModel, images: torch.Tensor, teacher_lo
                        alpha=cfg.threat.step, steps=utae.steps, gamma=utae.gamma,
                        random_start=utae.random_start,
                        starts=utae.cache_starts, generator=rng.generator(cfg.seed, "utae-cache", round_index),
-                       batch_size=cfg.distill.batch_size, device=cfg.device)
+                       batch_size=plan.distill.batch_size, device=cfg.device)
 
 
 def _teacher_logits(teacher: FerdModel, x: torch.Tensor) -> torch.Tensor:

@@ -18,13 +18,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from ..core.checkpoint import atomic_write_json, read_json_object, sha256_file
+from ..core.checkpoint import atomic_write_json, read_json_object, read_json_object_or_none, sha256_file
+from ..core.numbers import is_number
 from ..settings.config import FerdConfig
 from ..settings.fingerprint import params_fingerprint
 
@@ -117,14 +117,6 @@ def owned(directory: PathLike, what: str = "out") -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def check_run_dir(out: PathLike, cfg: FerdConfig) -> Literal["new", "resume"]:
     """``new`` (absent or empty) or ``resume`` (``params.json`` of the same run: same parameters up to
     the student; the evaluation may differ and is then redone); anything else is refused."""
@@ -137,7 +129,7 @@ def check_run_dir(out: PathLike, cfg: FerdConfig) -> Literal["new", "resume"]:
     if not params.is_file():
         raise RunDirError(f"out: {out} holds files but no ferd run ({PARAMS_FILE} missing); use an empty or new "
                           "directory")
-    stored = _read_json(params)
+    stored = read_json_object_or_none(params)
     try:
         same = stored is not None and params_fingerprint(stored, "distillation") == params_fingerprint(cfg,
                                                                                                       "distillation")
@@ -164,8 +156,7 @@ def read_metrics(path: PathLike) -> dict[str, float]:
     statistic (read as NaN); a :class:`RunDirError` naming the file and the key otherwise."""
     path = Path(path)
     data = read_json_object(path, RunDirError, "JSON metrics file")
-    bad = next((k for k, v in data.items() if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))),
-               None)
+    bad = next((k for k, v in data.items() if v is not None and not is_number(v)), None)
     if bad is not None:
         raise RunDirError(f"{path}: {str(bad)[:80]}: expected a number or null, got {data[bad]!r:.80}")
     return {k: float("nan") if v is None else float(v) for k, v in data.items()}
@@ -174,7 +165,7 @@ def read_metrics(path: PathLike) -> dict[str, float]:
 def is_finished(out: PathLike, cfg: FerdConfig, scope: str = "evaluation", model_sha256: str | None = None) -> bool:
     """``out`` holds metrics made with ``cfg``'s parameters (``scope``) and model, unchanged since."""
     out = Path(out)
-    record = _read_json(out / RESULT_FILE)
+    record = read_json_object_or_none(out / RESULT_FILE)
     return (record is not None and (out / METRICS_FILE).is_file()
             and record.get("params_fingerprint") == params_fingerprint(cfg, scope)
             and record.get("model_sha256") == model_sha256

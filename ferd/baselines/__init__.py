@@ -2,7 +2,7 @@
 
 * :mod:`.losses` — each baseline's characteristic loss terms (hand-checked in
   ``tests/unit/test_baseline_losses.py``);
-* :mod:`.method` — their generation: one module per baseline subclasses :class:`.method.BaselineMethod` and
+* :mod:`.generation` — their generation: one module per baseline subclasses :class:`.generation.BaselineMethod` and
   registers it in :data:`ferd.settings.method.METHODS`; the one generation loop
   (:class:`ferd.synthesis.epoch.Synthesizer`) runs any of them, and FERD;
 * their distillation (:func:`ferd.plan.resolve.resolve`): deepinv, cmi, fast and zskt are made robust as A.8 says

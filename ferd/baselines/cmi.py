@@ -12,7 +12,7 @@ from torch import nn
 from ..core import rng
 from ..synthesis.generator import Generator
 from .losses import contrastive_loss, masked_adversarial_kl
-from .method import BaselineMethod, register, value
+from .generation import BaselineMethod, register, value
 from .views import crop_flip, resized_crop_flip
 
 

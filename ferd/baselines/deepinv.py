@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .losses import deepinversion_loss
-from .method import BaselineMethod, register, value
+from .generation import BaselineMethod, register, value
 from .views import roll_flip
 
 

@@ -11,7 +11,7 @@ from ..compute import distributed
 from ..distill.side import Draw, IterationPasses, StudentSide
 from ..compute.numerics import NonFiniteLoss
 from .losses import dfhl_generator_loss, hee_start, high_entropy_examples
-from .method import BaselineMethod, register, value
+from .generation import BaselineMethod, register, value
 from .views import crop_flip
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..core import rng
 from ..synthesis.losses import bn_batch_statistics
 from .losses import masked_adversarial_kl, momentum_bn_loss
-from .method import BaselineMethod, register, value
+from .generation import BaselineMethod, register, value
 from .views import crop_flip
 
 

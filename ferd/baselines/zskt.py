@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .losses import zskt_generator_loss
-from .method import BaselineMethod, register, value
+from .generation import BaselineMethod, register, value
 
 
 @register

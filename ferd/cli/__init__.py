@@ -18,7 +18,6 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.environment import check as check_environment
-from ..core.provenance import signing_key
 
 COMMAND_MODULES = (
     "ferd.cli.run",            # ferd run
@@ -105,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in CREDENTIAL_LOGGERS:  # their DEBUG records carry signed headers: access key id, session token
         logging.getLogger(name).setLevel(logging.INFO)
     try:
-        check_environment()  # the environment variables ferd obeys: a malformed one is bad input too
-        signing_key()  # FERD_SIGNING_KEY set but empty: refused before any work, never "no signing"
+        check_environment()  # the environment variables ferd obeys (signing key included): bad input too
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"ferd {args.command}: error: {exc}", file=sys.stderr)

@@ -29,11 +29,11 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..core.checkpoint import sha256_file
+from ..core.checkpoint import read_json_object_or_none, sha256_file
 from ..settings.config import FerdConfig
 from ..settings.fingerprint import legacy_fingerprint, params_fingerprint
 from ..core.params_io import ConfigError
@@ -260,7 +260,7 @@ def finished_arm_metrics(run_dir: Path, cfg: FerdConfig) -> dict[str, float] | N
 def _finished_before_pinning(run_dir: Path, cfg: FerdConfig) -> bool:
     """A result recorded with :func:`~ferd.settings.fingerprint.legacy_fingerprint` (its teacher's path in it): finished
     when its own ``params.json`` gives that fingerprint and, without the path, ``cfg``'s."""
-    record, stored = _read_object(run_dir / RESULT_FILE), _read_object(run_dir / PARAMS_FILE)
+    record, stored = read_json_object_or_none(run_dir / RESULT_FILE), read_json_object_or_none(run_dir / PARAMS_FILE)
     if record is None or stored is None or not (run_dir / METRICS_FILE).is_file():
         return False
     try:
@@ -270,14 +270,6 @@ def _finished_before_pinning(run_dir: Path, cfg: FerdConfig) -> bool:
         return False
     return (same and record.get("model_sha256") is None
             and record.get("metrics_sha256") == sha256_file(run_dir / METRICS_FILE))
-
-
-def _read_object(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -293,7 +285,7 @@ def current_teacher(cc: CompareConfig, out: Path) -> tuple[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"comparison: {path} is missing (no shared teacher under {out}); run `ferd compare` "
                                 "first")
-    card = _read_object(path) or {}
+    card = read_json_object_or_none(path) or {}
     for field, ok in (("sha256", lambda v: isinstance(v, str) and SHA256.match(v)),
                       ("params_sha256", lambda v: isinstance(v, str)),
                       ("checkpoint", lambda v: isinstance(v, str) and v and Path(v).name == v)):

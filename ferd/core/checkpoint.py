@@ -116,6 +116,15 @@ def read_json_object(path: PathLike, error: type[ValueError] = ValueError, what:
     return data
 
 
+def read_json_object_or_none(path: PathLike) -> dict | None:
+    """:func:`read_json_object`, or None where the file is missing, unreadable or not an object (a record whose
+    absence is itself the answer, e.g. a run that has not finished)."""
+    try:
+        return read_json_object(path)
+    except ValueError:
+        return None
+
+
 def atomic_write_json(path: PathLike, data: object) -> Path:
     """Write ``data`` as indented, key-sorted, strict JSON (:func:`json_safe`; one trailing newline) to ``path``,
     atomically."""

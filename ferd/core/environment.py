@@ -2,9 +2,9 @@
 
 ``ferd``'s entry point calls :func:`check` before any work: a malformed value is bad input like a bad
 parameter (one line naming the variable and what it expects, status 2), not a traceback deep in a run or
-a wrong value written into an artifact's provenance. An empty value means unset, as everywhere in ferd.
-The variables ferd only passes on (S3 credentials, thread counts) are the libraries' to check; the
-signing key is checked where it is read (:mod:`ferd.core.provenance`).
+a wrong value written into an artifact's provenance. An empty value means unset, as everywhere in ferd, but for
+the signing key: set but empty is refused, never read as "no signing" (:func:`ferd.core.provenance.signing_key`).
+The variables ferd only passes on (S3 credentials, thread counts) are the libraries' to check.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 
 from .kill_points import KILL_ENV, STOP_ENV, parse
+from .provenance import signing_key
 
 
 def _matching(pattern: str, expected: str) -> Callable[[str, str], None]:
@@ -43,7 +44,9 @@ VARIABLES: dict[str, Callable[[str, str], None]] = {
 
 
 def check() -> None:
-    """Refuse the first malformed variable of :data:`VARIABLES` (ValueError, one line)."""
+    """Refuse the first malformed variable of :data:`VARIABLES`, then a set but empty signing key (ValueError,
+    one line)."""
     for name, validate in VARIABLES.items():
         if value := os.environ.get(name):
             validate(name, value)
+    signing_key()

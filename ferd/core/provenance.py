@@ -94,7 +94,7 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 def signing_key() -> bytes | None:
     """``$FERD_SIGNING_KEY`` (on Kubeflow from the secret that ``ferd/pipeline/cluster.yaml`` names), or None
     when unset; set but empty (or only blanks) is a ValueError, not "no signing" (``ferd``'s entry point
-    calls this before any work)."""
+    checks it before any work: :func:`ferd.core.environment.check`)."""
     key = os.environ.get(SIGNING_KEY_ENV)
     if key is None:
         return None

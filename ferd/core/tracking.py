@@ -23,24 +23,22 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from .numbers import is_finite_number
+
 log = logging.getLogger(__name__)
 
 GENERATION, DISTILLATION = "generation", "distillation"
 SYNTHESIS_FIGURES = ("within_label_share", "teacher_confidence", "teacher_accuracy", "nonrobust_fraction")
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def generation_metrics(h: dict) -> dict[str, float]:
     """The generation side of one epoch of a run's history: ``generator/<term>`` of L_gen, ``p/max``, ``p/min``,
     ``synthesis/<figure>``. Absent or non-finite values are left out."""
-    out = {f"generator/{k}": float(v) for k, v in sorted((h.get("best_terms") or {}).items()) if _finite(v)}
-    p = [float(v) for v in h.get("p") or [] if _finite(v)]
+    out = {f"generator/{k}": float(v) for k, v in sorted((h.get("best_terms") or {}).items()) if is_finite_number(v)}
+    p = [float(v) for v in h.get("p") or [] if is_finite_number(v)]
     if p:
         out["p/max"], out["p/min"] = max(p), min(p)
-    out.update({f"synthesis/{k}": float(h[k]) for k in SYNTHESIS_FIGURES if _finite(h.get(k))})
+    out.update({f"synthesis/{k}": float(h[k]) for k in SYNTHESIS_FIGURES if is_finite_number(h.get(k))})
     return out
 
 
@@ -49,7 +47,7 @@ def distillation_metrics(h: dict) -> dict[str, float]:
     losses = h.get("distill") or {}
     if "warmup" in losses:
         return {}
-    return {f"student/{k}": float(v) for k, v in sorted(losses.items()) if _finite(v)}
+    return {f"student/{k}": float(v) for k, v in sorted(losses.items()) if is_finite_number(v)}
 
 
 def epoch_metrics(h: dict) -> dict[str, float]:

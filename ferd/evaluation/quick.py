@@ -24,8 +24,7 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     stratified subset (same seed) into ``<out_dir>-aa`` and its metrics join the others."""
     e = cfg.evaluation
     attacks = list(e.attacks)
-    separate_aa = "aa" in attacks and e.aa_examples is not None and (e.n_examples is None
-                                                                     or e.aa_examples < e.n_examples)
+    separate_aa = e.aa_on_own_subset
     metrics = _evaluate(cfg, models, out_dir, [a for a in attacks if not (separate_aa and a == "aa")],
                         e.n_examples, progress, plots_dir, history, samples)
     if separate_aa:

@@ -241,6 +241,13 @@ class EvalConfig(_Strict):
                                     "eval-aa/ folder; the other attacks keep n_examples); None = the same examples")
     batch_size: int = Field(256, ge=1)
 
+    @property
+    def aa_on_own_subset(self) -> bool:
+        """AutoAttack runs on its own smaller subset (into ``eval-aa/``): ``aa`` is evaluated and
+        ``aa_examples`` is below the examples the other attacks see."""
+        return "aa" in self.attacks and self.aa_examples is not None and (
+            self.n_examples is None or self.aa_examples < self.n_examples)
+
 
 class FerdConfig(_Strict):
     # any registered method (ferd.settings.method), checked by ferd.plan.resolve.resolve

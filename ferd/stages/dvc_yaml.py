@@ -228,10 +228,7 @@ def _evaluation_outputs(cfg: FerdConfig, ev: str, live: str) -> dict[str, Any]:
     (:func:`ferd.evaluation.quick.quick_evaluation`). ``live``: the DVCLive directory, whose curves the
     synthesis and distillation stages update while they run and the evaluation rewrites whole from the run's
     history: its ``metrics.json`` (the last epoch's, for ``dvc exp show``) and ``plots/`` outside the cache."""
-    e = cfg.evaluation
-    separate_aa = "aa" in e.attacks and e.aa_examples is not None and (e.n_examples is None
-                                                                       or e.aa_examples < e.n_examples)
-    cached = ["eval", *(["eval-aa"] if separate_aa else []), "history.json", "class_weights.json", "manifest.json"]
+    cached = ["eval", *(["eval-aa"] if cfg.evaluation.aa_on_own_subset else []), "history.json", "class_weights.json", "manifest.json"]
     return {"outs": [*(f"{ev}/{name}" for name in cached), {f"{ev}/{PLOTS}": {"cache": False}},
                      {f"{live}/{PLOTS}": {"cache": False}}],
             "metrics": [{f"{ev}/{METRICS}": {"cache": False}}, {f"{live}/{METRICS}": {"cache": False}}]}

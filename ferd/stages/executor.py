@@ -45,6 +45,6 @@ class InProcess:
     evaluate_teacher: bool = True
     spent: Callable[[], float] = lambda: 0.0
     card: dict = field(default_factory=dict)
-    live: Path | None = None     # the DVCLive directory of the run's curves (ferd.core.tracking), opened after a resume
-    live_required: bool = True   # False: skipped with one line where DVCLive is not installed (the default's)
+    # the run's curves (ferd.core.tracking.live_tracker on a directory): opened on the history after a resume
+    open_live: Callable[[list[dict]], Callable[[str, dict], None] | None] | None = None
     on_epoch: Callable[[str, dict], None] | None = None  # each epoch as it ends (ferd.core.tracking.LiveTracker)

@@ -140,6 +140,15 @@ def _json_object(path: Path) -> dict[str, Any]:
     return read_json_object(path, RunRecordError)
 
 
+def _live(out: Path, live: str | Path | bool) -> Callable[[list[dict]], Any] | None:
+    """How ``ferd run`` opens its curves (:func:`ferd.core.tracking.live_tracker`): ``<out>/live`` by default, skipped
+    with one log line where DVCLive is not installed; a named directory needs DVCLive; False: none."""
+    if not live:
+        return None
+    directory, required = (out / LIVE_DIR, False) if live is True else (Path(live), True)
+    return lambda history: live_tracker(directory, history, required=required)
+
+
 def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_teacher: bool = True,
         records: Mapping[str, Any] | None = None, live: str | Path | bool = True) -> dict[str, float]:
     """Run FERD end to end into ``out_dir``: every task of the graph in one process, the teacher fetch and
@@ -165,8 +174,7 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
         if not params.is_file() or _json_object(params) != cfg.model_dump(mode="json"):
             atomic_write_json(params, cfg.model_dump(mode="json"))
         ctx = InProcess(RunState.initial(resolve(cfg)), out, progress, evaluate_teacher, spent,
-                        live=out / LIVE_DIR if live is True else Path(live) if live else None,
-                        live_required=live is not True)
+                        open_live=_live(out, live))
         made = run_in_process(ctx, unroll(cfg.num_rounds), checkpoint_dir=out,
                               on_checkpoint=lambda r: atomic_write_json(out / ELAPSED_FILE,
                                                                         seal({"next_round": r, "seconds": spent()})))
@@ -198,8 +206,8 @@ def run_in_process(ctx: InProcess, tasks: list[Task], made: dict | None = None,
     state, cfg = ctx.state, ctx.state.cfg
     if checkpoint_dir is not None and load_checkpoint(state, checkpoint_dir):
         log.info("resuming from %s at round %d", checkpoint_dir, state.next_round)
-    if ctx.live is not None and distributed.is_main():  # the kept epochs replayed, then each as it ends
-        ctx.on_epoch = live_tracker(ctx.live, state.history, required=ctx.live_required)
+    if ctx.open_live is not None and distributed.is_main():  # the kept epochs replayed, then each as it ends
+        ctx.on_epoch = ctx.open_live(state.history)
     rounds = cfg.num_rounds
     bar = tqdm(total=rounds, initial=state.next_round, desc="FERD rounds", disable=not ctx.progress)
 

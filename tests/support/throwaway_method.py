@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ferd.baselines.method import BaselineMethod, value
+from ferd.baselines.generation import BaselineMethod, value
 from ferd.distill.side import IterationPasses, StudentSide
 from ferd.compute.divergence import kl_logits
 from ferd.settings.method import register

@@ -48,3 +48,15 @@ def test_load_with_overrides(tmp_path):
         load_config(p, ["nonsense"])
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("evaluation, own", [
+    ({"attacks": ["clean", "aa"], "aa_examples": 100}, True),
+    ({"attacks": ["clean", "aa"], "aa_examples": 100, "n_examples": 1000}, True),
+    ({"attacks": ["clean", "aa"], "aa_examples": 1000, "n_examples": 1000}, False),
+    ({"attacks": ["clean", "aa"], "aa_examples": 2000, "n_examples": 1000}, False),
+    ({"attacks": ["clean", "aa"]}, False),
+    ({"attacks": ["clean", "pgd20"], "aa_examples": 100}, False),
+])
+def test_autoattack_runs_on_its_own_subset_only_when_that_subset_is_smaller(evaluation, own):
+    assert parse_config({"evaluation": evaluation}).evaluation.aa_on_own_subset is own

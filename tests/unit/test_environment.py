@@ -40,6 +40,16 @@ def test_a_malformed_variable_is_one_line_naming_it_status_2_before_any_work(nam
 
 
 def test_an_empty_variable_means_unset(monkeypatch):
+    monkeypatch.delenv("FERD_SIGNING_KEY", raising=False)
     for name in VARIABLES:
         monkeypatch.setenv(name, "")
     check()
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_the_environment_check_refuses_a_set_but_empty_signing_key(value, monkeypatch):
+    monkeypatch.setenv("FERD_SIGNING_KEY", "secret")
+    check()
+    monkeypatch.setenv("FERD_SIGNING_KEY", value)
+    with pytest.raises(ValueError, match="^FERD_SIGNING_KEY is set but empty"):
+        check()

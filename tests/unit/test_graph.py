@@ -47,3 +47,24 @@ def test_the_kubeflow_dag_runs_every_task_of_the_graph():
     names = {t["taskInfo"]["name"] for t in tasks.values()}
     assert {"teacher fetch", "evaluation", f"distillation round {cfg.num_rounds - 1}"} <= names
     assert len(STAGES) == 5
+
+
+def test_every_stage_component_takes_exactly_what_the_graph_wires():
+    """Each component's signature, checked against its stage's declaration: the parameters, ``round_index`` per
+    round, ``device`` on GPU stages, ``launch`` on data-parallel ones, one input per graph input (optional when
+    absent in round 0), and the output the graph's consumers read."""
+    from ferd.pipeline.dag import component_function, generic_stage
+
+    for stage in STAGES:
+        fn = component_function(stage)
+        if fn is generic_stage:
+            continue
+        spec = fn.component_spec
+        want = {"params_yaml", "overrides", *(["round_index"] if stage.per_round else []),
+                *(["device"] if stage.gpu_device else []), *(["launch"] if stage.data_parallel else []),
+                *(inp.kfp for inp in stage.inputs)}
+        assert set(spec.inputs) == want, stage.name
+        optional = {k for k, v in spec.inputs.items() if v.optional}
+        assert optional == {inp.kfp for inp in stage.inputs if inp.of == "previous"} | (
+            {"launch"} if stage.data_parallel else set()), stage.name
+        assert stage.output in spec.outputs, stage.name

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from ferd.core.checkpoint import atomic_write_json
+from ferd.core.checkpoint import atomic_write_json, read_json_object_or_none
+from ferd.core.numbers import is_finite_number, is_number
 from ferd.algorithm.run_dir import RunDirError, read_metrics
 
 
@@ -37,3 +38,20 @@ def test_a_metrics_file_that_is_not_numbers_is_one_line_naming_the_key(text, mes
     path.write_text(text)
     with pytest.raises(RunDirError, match=rf"metrics.json: {message}"):
         read_metrics(path)
+
+
+@pytest.mark.parametrize("text", [None, "", "{", "[1, 2]", '"run"', "\xff\xfe{"])
+def test_a_record_that_is_missing_or_not_an_object_reads_as_absent(text, tmp_path):
+    path = tmp_path / "result.json"
+    if text is not None:
+        path.write_bytes(text.encode("latin-1"))
+    assert read_json_object_or_none(path) is None
+    path.write_text('{"a": 1}')
+    assert read_json_object_or_none(path) == {"a": 1}
+
+
+@pytest.mark.parametrize("value, number, finite", [(1, True, True), (0.5, True, True), (True, False, False),
+                                                   (float("nan"), True, False), (float("inf"), True, False),
+                                                   ("1", False, False), (None, False, False)])
+def test_which_json_values_are_numbers(value, number, finite):
+    assert (is_number(value), is_finite_number(value)) == (number, finite)
