@@ -51,7 +51,7 @@ from ..distill.distiller import Distiller
 from ..settings.fingerprint import params_fingerprint
 from ..models import FerdModel, create_model
 from ..plan.resolve import Plan
-from ..data.pool import FaePool
+from ..data.pool import FaePool, shard_file, shards_under
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +215,6 @@ def load_history(state: RunState, directory: PathLike) -> None:
 
 
 # ---- ferd run's checkpoint: every part in one directory ------------------------------------------
-def _pool_shards(pool_dir: Path) -> dict[int, Path]:
-    return {int(p.parent.name.split("=")[1]): p for p in pool_dir.glob("round=*/part-0.parquet")}
-
-
 def save_checkpoint(state: RunState, out: PathLike, pinned: tuple[str, ...] = ()) -> None:
     """The whole state after round ``state.next_round - 1``: the pool's new shards under ``<out>/pool``
     first (a checkpoint never names a round that is not on disk), then every part into
@@ -278,7 +274,7 @@ def load_checkpoint(state: RunState, out: PathLike) -> bool:
     out, cfg = Path(out), state.cfg
     record = read_round_record(out)
     if record is None:
-        stale = _pool_shards(out / "pool")
+        stale = shards_under(out / "pool")
         if stale:
             log.warning("pool: %s holds rounds %s but no checkpoint (a run killed before its first checkpoint): "
                         "removed", out / "pool", sorted(stale))
@@ -286,7 +282,7 @@ def load_checkpoint(state: RunState, out: PathLike) -> bool:
                 shutil.rmtree(path.parent)
         return False
     next_round = verify_checkpoint(out, cfg, record)
-    for r, path in _pool_shards(out / "pool").items():
+    for r, path in shards_under(out / "pool").items():
         if r >= next_round:
             log.warning("pool: removing round %d under %s, written after the last checkpoint", r, out / "pool")
             shutil.rmtree(path.parent)
@@ -332,7 +328,7 @@ def verify_checkpoint(out: PathLike, cfg: FerdConfig, record: dict | None = None
         if not isinstance(rel, str) or rel.startswith("/") or any(p in ("", ".", "..") for p in rel.split("/")):
             raise StateError(f"{d / ROUND_FILE}: pinned names {str(rel)[:80]!r}, not a path inside {out}")
     named = [*((f"files[{n!r}]", d / n, h) for n, h in files.items()),
-             *((f"pool[{r}]", out / "pool" / f"round={r}" / "part-0.parquet", h) for r, h in pool.items()),
+             *((f"pool[{r}]", out / "pool" / shard_file(r), h) for r, h in pool.items()),
              *((f"pinned[{rel!r}]", out / rel, h) for rel, h in pinned.items())]
     for field_name, path, digest in named:
         if not isinstance(digest, str) or len(digest) != 64:

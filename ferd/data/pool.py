@@ -124,8 +124,7 @@ class FaePool:
     @classmethod
     def load(cls, root: str | Path) -> FaePool:
         pool = cls()
-        root = Path(root)
-        for path in sorted(root.glob("round=*/part-0.parquet"), key=lambda p: int(p.parent.name.split("=")[1])):
+        for path in shards_under(root).values():
             pool.append(read_shard(path))
         return pool
 
@@ -157,11 +156,27 @@ def shard_table(shard: Shard) -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
+def partition(round_index: int | str) -> str:
+    """The pool's partition of round r, ``round=<r>`` (``partition("*")``: every round's, as a glob)."""
+    return f"round={round_index}"
+
+
+def shard_file(round_index: int | str) -> str:
+    """Round r's shard under a pool root: ``round=<r>/part-0.parquet``."""
+    return f"{partition(round_index)}/part-0.parquet"
+
+
+def shards_under(root: str | Path) -> dict[int, Path]:
+    """Every shard under ``root`` by its partition's round, in round order."""
+    found = {int(p.parent.name.removeprefix(partition(""))): p for p in Path(root).glob(shard_file("*"))}
+    return dict(sorted(found.items()))
+
+
 def write_shard(shard: Shard, root: str | Path) -> Path:
     """Write ``root/round=<r>/part-0.parquet`` atomically: a temporary name unique to the writer, fsync,
     rename (:func:`ferd.core.checkpoint.atomic_path`), so two writers never mix their bytes and a reader
     sees one whole shard; temporaries left by writers that died are removed."""
-    path = Path(root) / f"round={shard.round}" / "part-0.parquet"
+    path = Path(root) / shard_file(shard.round)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     with atomic_path(path) as tmp:
@@ -193,7 +208,7 @@ def _check_shard(shard: Shard, path: Path, rounds: np.ndarray) -> None:
     if n and (rounds != rounds[0]).any():
         raise ValueError(f"{path}: rows of several rounds in one shard")
     part = path.parent.name
-    if n and part.startswith("round=") and part != f"round={shard.round}":
+    if n and part.startswith(partition("")) and part != partition(shard.round):
         raise ValueError(f"{path}: holds round {shard.round} in partition {part}")
     if n and not (float(shard.images.min()) >= 0.0 and float(shard.images.max()) <= 1.0):
         raise ValueError(f"{path}: images outside [0, 1] (range {float(shard.images.min()):.4g} to "

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from ..plan.graph import BY_NAME
+from ..data.pool import shard_file
 
 TEACHER, SYNTHESIS, POOL, DISTILLATION, EVALUATION = (
     BY_NAME[name].scope for name in ("teacher-fetch", "synthesis", "pool-store", "distillation", "evaluation"))
@@ -16,4 +17,4 @@ POOL_INDEX = "pool.json"  # the pool artifact's index of every round's shard
 
 def shard_path(synthesis_dir: str | os.PathLike[str], round_index: int) -> Path:
     """The FAE shard a synthesis artifact holds (the pool's partition layout, :mod:`ferd.data.pool`)."""
-    return Path(synthesis_dir) / "shard" / f"round={round_index}" / "part-0.parquet"
+    return Path(synthesis_dir) / "shard" / shard_file(round_index)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..core.checkpoint import copy_file, sha256_file
 from ..settings.config import FerdConfig
-from ..data.pool import FaePool, read_shard
+from ..data.pool import FaePool, partition, read_shard, shard_file
 from ..core.provenance import utc_now
 from .io import StageIO
 from .artifacts import (ArtifactError, StageArtifact, check_inputs, read_json, round_epochs, write_json,
@@ -39,10 +39,6 @@ class PoolArtifact(StageArtifact):
     round: int
     rounds: list[int]
     rows: int
-
-
-def shard_file(round_index: int) -> str:
-    return f"round={round_index}/part-0.parquet"
 
 
 def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesis: PathLike,
@@ -76,8 +72,8 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
     target = out / shard_file(round_index)
     copy_file(src, target)
     entries.append({"round": round_index, "dir": HERE, "sha256": sha256_file(target), "rows": len(shard.labels)})
-    kept_here = {f"round={e['round']}" for e in entries if e["dir"] == HERE}
-    for stale in out.glob("round=*"):
+    kept_here = {partition(e["round"]) for e in entries if e["dir"] == HERE}
+    for stale in out.glob(partition("*")):
         if stale.name not in kept_here:
             log.warning("pool: removing %s, left by another round of an earlier run", stale)
             shutil.rmtree(stale)
@@ -86,7 +82,7 @@ def pool_store(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, synthesi
         raise ArtifactError(f"pool: {out} holds rounds {rounds} after round {round_index}; expected 0..{round_index}")
     write_json(out / POOL_INDEX, {"rounds": rounds, "rows": {str(e["round"]): e["rows"] for e in entries},
                                   "total_rows": total, "shards": entries,
-                                  "layout": "round=<r>/part-0.parquet under each shard's dir (relative to this "
+                                  "layout": f"{shard_file('<r>')} under each shard's dir (relative to this "
                                             "artifact; '.' = here)",
                                   "columns": pool_columns(out, round_index)})
     write_manifest(out, POOL, cfg, round_index=round_index, started=started,
