@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from kfp import dsl
 
 from ferd.plan.resolve import load_config
 from ferd.plan.presets import PRESETS
@@ -60,6 +61,44 @@ def run_locally(pipeline_func, root: Path, **arguments):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local runner).*")
         return pipeline_func(**arguments)
+
+
+def stage_pipeline(stage: str, artifacts: Path, rounds: int, round_index: int | None, name: str,
+                   generic: bool = False, **extra):
+    """A test pipeline of one graph task (``stage``, round ``round_index``; None for a stage that runs once) wired
+    as :mod:`ferd.pipeline.dag` wires it, from the graph: each input imported from its producer's directory under
+    ``artifacts`` (``ferd stage all``'s layout), as the artifact class the component declares; ``generic``: through
+    the generic ``stage`` component instead of the stage's own. ``extra`` goes to the component (``launch``)."""
+    from ferd.components.stage.component import stage as generic_stage
+    from ferd.pipeline.dag import component_function
+    from ferd.plan.graph import unroll
+
+    tasks = {t.id: t for t in unroll(rounds)}
+    task = tasks[stage if round_index is None else f"{stage}-r{round_index}"]
+    fn = generic_stage if generic else component_function(task.stage)
+    classes = {"system.Model": dsl.Model, "system.Artifact": dsl.Artifact, "system.Dataset": dsl.Dataset}
+    declared = {k: v.type.split("@")[0] for k, v in fn.component_spec.inputs.items()}
+
+    def p(params_yaml, overrides):
+        def imported(inp, producer: str):
+            cls = dsl.Artifact if generic else classes[declared[inp.kfp]]
+            return dsl.importer(artifact_uri=tasks[producer].dir(str(artifacts)), artifact_class=cls).output
+
+        kwargs = {"params_yaml": params_yaml, "overrides": overrides}
+        if generic:
+            kwargs.update(name=task.stage.name, round_index=-1 if round_index is None else round_index,
+                          device="cpu" if task.stage.gpu_device else "", flags=[inp.flag for inp, _ in task.inputs],
+                          **{f"input_{i}": imported(inp, producer) for i, (inp, producer) in enumerate(task.inputs)})
+        else:
+            if round_index is not None:
+                kwargs["round_index"] = round_index
+            if task.stage.gpu_device:
+                kwargs["device"] = "cpu"
+            kwargs.update({inp.kfp: imported(inp, producer) for inp, producer in task.inputs})
+        fn(**kwargs, **extra)
+
+    p.__annotations__ = {"params_yaml": str, "overrides": list}  # types, not this module's postponed strings
+    return dsl.pipeline(name=name)(p)
 
 
 def check_component(component, inputs: dict[str, str], outputs: dict[str, str], optional: set[str] = frozenset(),

@@ -4,9 +4,8 @@ import json
 from pathlib import Path
 
 import torch
-from kfp import dsl
 
-from ferd.components.conftest import check_component, run_locally
+from ferd.components.conftest import check_component, run_locally, stage_pipeline
 from ferd.components.distillation.component import distillation
 from ferd.core.checkpoint import load_state_dict
 
@@ -19,21 +18,6 @@ def test_interface():
                     outputs={"student": "system.Model@0.0.1"}, optional={"previous_student", "launch"})
 
 
-def _round_1(a: Path, name: str, **launch: str):
-    """A test pipeline: round 1's distillation task on the imported stage artifacts under ``a``."""
-
-    @dsl.pipeline(name=name)
-    def p(params_yaml: str, overrides: list):
-        teacher = dsl.importer(artifact_uri=str(a / "teacher"), artifact_class=dsl.Model).output
-        generation = dsl.importer(artifact_uri=str(a / "round-1" / "synthesis"), artifact_class=dsl.Artifact).output
-        pool = dsl.importer(artifact_uri=str(a / "round-1" / "pool"), artifact_class=dsl.Dataset).output
-        previous = dsl.importer(artifact_uri=str(a / "round-0" / "distillation"), artifact_class=dsl.Model).output
-        distillation(params_yaml=params_yaml, overrides=overrides, round_index=1, device="cpu", teacher=teacher,
-                     generation=generation, pool=pool, previous_student=previous, **launch)
-
-    return p
-
-
 def _student_metadata(tmp_path: Path, name: str) -> dict:
     """The ``student`` Model artifact's metadata, as the task reported it to Kubeflow."""
     (out,) = tmp_path.glob(f"{name}-*/distillation/executor_output.json")
@@ -42,7 +26,8 @@ def _student_metadata(tmp_path: Path, name: str) -> dict:
 
 def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_cfg, ci_params_yaml, stage_artifacts):
     a = stage_artifacts
-    run_locally(_round_1(a, "distillation-test"), tmp_path, params_yaml=ci_params_yaml, overrides=[])
+    run_locally(stage_pipeline("distillation", a, 2, 1, "distillation-test"), tmp_path,
+                params_yaml=ci_params_yaml, overrides=[])
     (out,) = tmp_path.glob("distillation-test-*/distillation/student")
     got, ref = (load_state_dict(d / "student.safetensors") for d in (out, a / "round-1" / "distillation"))
     assert all(torch.equal(got[k], ref[k]) for k in ref)
@@ -62,8 +47,8 @@ def test_round_1_launched_as_a_two_process_trainjob_matches_the_stage(tmp_path, 
     (here to a local stand-in of the Kubernetes API that runs the job's command as one node with 2
     processes), waits, and copies its verified artifact: the student of the one-process stage."""
     a, (api, launch) = stage_artifacts, trainjob_runner
-    run_locally(_round_1(a, "distillation-launch-test", launch=launch), tmp_path, params_yaml=ci_params_yaml,
-                overrides=[])
+    run_locally(stage_pipeline("distillation", a, 2, 1, "distillation-launch-test", launch=launch), tmp_path,
+                params_yaml=ci_params_yaml, overrides=[])
     assert len([k for k in api.created if k.startswith("trainjobs/")]) == 1
     (out,) = tmp_path.glob("distillation-launch-test-*/distillation/student")
     got, ref = (load_state_dict(d / "student.safetensors") for d in (out, a / "round-1" / "distillation"))

@@ -3,9 +3,8 @@
 import json
 import re
 
-from kfp import dsl
 
-from ferd.components.conftest import check_component, run_locally
+from ferd.components.conftest import check_component, run_locally, stage_pipeline
 from ferd.components.evaluation.component import evaluation
 from ferd.evaluation.portable import inline_images
 
@@ -23,12 +22,7 @@ def test_runs_locally_and_matches_the_stage(tmp_path, ci_cfg, ci_params_yaml, st
 
     a = stage_artifacts
 
-    @dsl.pipeline(name="evaluation-test")
-    def p(params_yaml: str, overrides: list):
-        teacher = dsl.importer(artifact_uri=str(a / "teacher"), artifact_class=dsl.Model).output
-        student = dsl.importer(artifact_uri=str(a / "round-1" / "distillation"), artifact_class=dsl.Model).output
-        evaluation(params_yaml=params_yaml, overrides=overrides, device="cpu", teacher=teacher, student=student)
-
+    p = stage_pipeline("evaluation", a, 2, None, "evaluation-test")
     run_locally(p, tmp_path / "kfp", params_yaml=ci_params_yaml, overrides=[])
     (out,) = (tmp_path / "kfp").glob("evaluation-test-*/evaluation/report")
     ref = evaluate(ci_cfg, tmp_path / "ref", teacher=a / "teacher", student=a / "round-1" / "distillation")

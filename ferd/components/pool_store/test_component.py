@@ -1,9 +1,8 @@
 """The pool-store component: interface, and round 1 run locally from imported artifacts."""
 
 import torch
-from kfp import dsl
 
-from ferd.components.conftest import check_component, run_locally
+from ferd.components.conftest import check_component, run_locally, stage_pipeline
 from ferd.components.pool_store.component import pool_store
 from ferd.stages.pool_store import load_pool
 
@@ -17,14 +16,7 @@ def test_interface():
 
 def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts, ci_cfg):
     a = stage_artifacts
-
-    @dsl.pipeline(name="pool-test")
-    def p(params_yaml: str, overrides: list):
-        generation = dsl.importer(artifact_uri=str(a / "round-1" / "synthesis"), artifact_class=dsl.Artifact).output
-        previous = dsl.importer(artifact_uri=str(a / "round-0" / "pool"), artifact_class=dsl.Dataset).output
-        pool_store(params_yaml=params_yaml, overrides=overrides, round_index=1, generation=generation,
-                   previous_pool=previous)
-
+    p = stage_pipeline("pool-store", a, 2, 1, "pool-test")
     task = run_locally(p, tmp_path, params_yaml=ci_params_yaml, overrides=[])
     del task
     (out,) = tmp_path.glob("pool-test-*/pool-store/pool")

@@ -1,9 +1,8 @@
 """The generic stage component: interface, and pool-store of round 1 run through it equals the stage's output."""
 
 import torch
-from kfp import dsl
 
-from ferd.components.conftest import run_locally
+from ferd.components.conftest import run_locally, stage_pipeline
 from ferd.components.stage.component import MAX_INPUTS, stage
 from ferd.stages.pool_store import load_pool
 
@@ -21,13 +20,7 @@ def test_pool_store_through_the_generic_component_equals_the_stage(tmp_path, ci_
                                                                     ci_cfg):
     a = stage_artifacts
 
-    @dsl.pipeline(name="stage-test")
-    def p(params_yaml: str, overrides: list):
-        generation = dsl.importer(artifact_uri=str(a / "round-1" / "synthesis"), artifact_class=dsl.Artifact).output
-        previous = dsl.importer(artifact_uri=str(a / "round-0" / "pool"), artifact_class=dsl.Dataset).output
-        stage(name="pool-store", params_yaml=params_yaml, overrides=overrides, round_index=1, device="",
-              flags=["synthesis", "previous"], input_0=generation, input_1=previous)
-
+    p = stage_pipeline("pool-store", a, 2, 1, "stage-test", generic=True)
     run_locally(p, tmp_path, params_yaml=ci_params_yaml, overrides=[])
     (out,) = tmp_path.glob("stage-test-*/stage/output")
     got, ref = load_pool(ci_cfg, out), load_pool(ci_cfg, a / "round-1" / "pool")

@@ -1,11 +1,8 @@
 """The synthesis component: interface, and round 1 run locally from imported round-0 artifacts."""
 
-from pathlib import Path
-
 import torch
-from kfp import dsl
 
-from ferd.components.conftest import check_component, run_locally
+from ferd.components.conftest import check_component, run_locally, stage_pipeline
 from ferd.components.synthesis.component import synthesis
 from ferd.data.pool import read_shard
 
@@ -19,23 +16,10 @@ def test_interface():
                     optional={"student", "previous_generation", "launch"})
 
 
-def _round_1(a: Path, name: str, **launch: str):
-    """A test pipeline: round 1's synthesis task on the imported round-0 artifacts under ``a``."""
-
-    @dsl.pipeline(name=name)
-    def p(params_yaml: str, overrides: list):
-        teacher = dsl.importer(artifact_uri=str(a / "teacher"), artifact_class=dsl.Model).output
-        student = dsl.importer(artifact_uri=str(a / "round-0" / "distillation"), artifact_class=dsl.Model).output
-        previous = dsl.importer(artifact_uri=str(a / "round-0" / "synthesis"), artifact_class=dsl.Artifact).output
-        synthesis(params_yaml=params_yaml, overrides=overrides, round_index=1, device="cpu", teacher=teacher,
-                  student=student, previous_generation=previous, **launch)
-
-    return p
-
-
 def test_round_1_runs_locally_and_matches_the_stage(tmp_path, ci_params_yaml, stage_artifacts):
     a = stage_artifacts
-    run_locally(_round_1(a, "synthesis-test"), tmp_path, params_yaml=ci_params_yaml, overrides=[])
+    run_locally(stage_pipeline("synthesis", a, 2, 1, "synthesis-test"), tmp_path,
+                params_yaml=ci_params_yaml, overrides=[])
     (out,) = tmp_path.glob("synthesis-test-*/synthesis/generation")
     ref = a / "round-1" / "synthesis"
     got_shard, ref_shard = (read_shard(d / "shard" / "round=1" / "part-0.parquet") for d in (out, ref))
@@ -49,8 +33,8 @@ def test_round_1_launched_as_a_two_process_trainjob_matches_the_stage(tmp_path, 
     """The synthesis task with the ``distributed`` block: a TrainJob run by the Kubernetes stand-in on 2
     processes (the generator in DDP, each rank its rows); the kept batch and p of the one-process stage."""
     a, (api, launch) = stage_artifacts, trainjob_runner
-    run_locally(_round_1(a, "synthesis-launch-test", launch=launch), tmp_path, params_yaml=ci_params_yaml,
-                overrides=[])
+    run_locally(stage_pipeline("synthesis", a, 2, 1, "synthesis-launch-test", launch=launch), tmp_path,
+                params_yaml=ci_params_yaml, overrides=[])
     assert len([k for k in api.created if k.startswith("trainjobs/")]) == 1
     (out,) = tmp_path.glob("synthesis-launch-test-*/synthesis/generation")
     ref = a / "round-1" / "synthesis"
