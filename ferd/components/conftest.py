@@ -69,8 +69,7 @@ def stage_pipeline(stage: str, artifacts: Path, rounds: int, round_index: int | 
     as :mod:`ferd.pipeline.dag` wires it, from the graph: each input imported from its producer's directory under
     ``artifacts`` (``ferd stage all``'s layout), as the artifact class the component declares; ``generic``: through
     the generic ``stage`` component instead of the stage's own. ``extra`` goes to the component (``launch``)."""
-    from ferd.components.stage.component import stage as generic_stage
-    from ferd.pipeline.dag import component_function
+    from ferd.pipeline.dag import component_function, generic_stage
     from ferd.plan.graph import unroll
 
     tasks = {t.id: t for t in unroll(rounds)}
