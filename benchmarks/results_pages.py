@@ -11,18 +11,22 @@ A page is hand-written prose around generated blocks; a block is the text betwee
 and is replaced by the table KIND renders from SOURCE (a path under benchmarks/results/), preceded by the
 command that produced it and the date it was kept (``SOURCES``). Kinds: ``runs`` (one row per run of a
 ``ferd compare`` report, from its ``comparison.json``), ``deltas`` (each arm minus ``ferd``, paired by seed, from
-the same file), ``bench`` (``ferd bench`` JSON files in a folder), ``table`` (``SOURCE:TABLE``, a table of a
-``record.json``) and ``figures`` (the single figures of a ``record.json``). A ``record.json`` is a measurement whose
-report was not kept, transcribed from the log that recorded it: its command, date, machine, the commit it was
-transcribed from, and its numbers as text, exactly as recorded. Deterministic: the same files give the same
-bytes; ``tests/unit/test_docs.py`` checks that the committed pages are current, and that every measured number
-on a page (``unsourced``) is among the numbers of that page's sources.
+the same file), ``verdicts``, ``switches`` and ``per_class`` (the fairness claims, the presets' fairness switches
+the rule of ``benchmarks/fairness.py`` chooses, and the classes reweighting moves, from the same file and the
+compare preset the source names), ``bench`` (``ferd bench`` JSON files in a folder), ``table`` (``SOURCE:TABLE``, a
+table of a ``record.json``) and ``figures`` (the single figures of a ``record.json``). A ``record.json`` is a
+measurement whose report was not kept, transcribed from the log that recorded it: its command, date, machine, the
+commit it was transcribed from, and its numbers as text, exactly as recorded. Deterministic: the same files give
+the same bytes; ``tests/unit/test_docs.py`` checks that the committed pages are current, and that every measured
+number on a page (``unsourced``) is among the numbers of that page's sources.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -34,17 +38,21 @@ PAGES = ROOT / "docs" / "results"
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"(<!-- results: (\w+) ([\w.-]+)(?::([\w.-]+))? -->\n).*?(<!-- /results -->)", re.S)
 # figures the pages show, copied from where benchmarks/ draws them (MkDocs serves only docs/)
-COPIES = {PAGES / "budget.png": RESULTS / "tier2-budget" / "budget.png"}
+COPIES = {PAGES / "budget.png": RESULTS / "tier2-budget" / "budget.png",
+          PAGES / "tier2-fairness-pgd20.png": RESULTS / "compare-cifar10-x6" / "per_class_pgd20.png"}
 ATTACKS = (("clean", "clean"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("cw", "CW∞"), ("aa", "AA"))
 
 
 @dataclass(frozen=True)
 class Source:
-    """How a folder under benchmarks/results/ was produced, and when it was kept (its last commit's date)."""
+    """How a folder under benchmarks/results/ was produced, and when it was kept (the day its latest run was kept,
+    written here by hand: the kept files record no date); ``preset``: the compare preset of a ``ferd compare``
+    report."""
 
     command: str
     date: str
     note: str = ""
+    preset: str = ""
 
     @classmethod
     def record(cls, name: str) -> "Source":
@@ -65,13 +73,16 @@ RECORDS = ("embedded-run", "embedded-run-epyc", "make-run-vs-ferd-run", "compare
 SOURCES = {
     "compare-cifar10-x3": Source("ferd compare --preset compare-cifar10-cpu-x3 --out runs/compare-cifar10-x3 "
                                  "--jobs 2 --threads 1", "2026-11-30",
-                                 _TIER2.format(preset="compare-cifar10-cpu-x3", name="compare-cifar10-x3")),
+                                 _TIER2.format(preset="compare-cifar10-cpu-x3", name="compare-cifar10-x3"),
+                                 "compare-cifar10-cpu-x3"),
     "compare-cifar10-x4": Source("ferd compare --preset compare-cifar10-cpu-x4 --out runs/compare-cifar10-x4 "
                                  "--jobs 2 --threads 1", "2026-11-30",
-                                 _TIER2.format(preset="compare-cifar10-cpu-x4", name="compare-cifar10-x4")),
+                                 _TIER2.format(preset="compare-cifar10-cpu-x4", name="compare-cifar10-x4"),
+                                 "compare-cifar10-cpu-x4"),
     "compare-cifar10-x6": Source("ferd compare --preset compare-cifar10-cpu-x6 --out runs/compare-cifar10-x6 "
-                                 "--jobs 2 --threads 1", "2026-11-30",
-                                 _TIER2.format(preset="compare-cifar10-cpu-x6", name="compare-cifar10-x6")),
+                                 "--jobs 2 --threads 1", "2026-12-05",
+                                 _TIER2.format(preset="compare-cifar10-cpu-x6", name="compare-cifar10-x6"),
+                                 "compare-cifar10-cpu-x6"),
     "tier2-budget": Source("python benchmarks/budget_curve.py benchmarks/results/compare-cifar10-x3 "
                            "benchmarks/results/compare-cifar10-x4 benchmarks/results/compare-cifar10-x6 "
                            "--out benchmarks/results/tier2-budget", "2026-11-30", "the figure docs/results/budget.png"),
@@ -144,12 +155,32 @@ def render_deltas(name: str) -> str:
     lines = [_header(name), "Each arm minus `ferd`, paired by seed, points, 95 % t interval.\n",
              "| arm | " + " | ".join(f"{label} [95 %]" for _, label in cols) + " |", "|---|" + "---|" * len(cols)]
     for arm in arms:
-        cells = []
-        for key, _ in cols:
-            mean, low, high = (100 * metrics[f"{arm}.{key}.{s}"] for s in ("mean", "low", "high"))
-            cells.append(f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]")
+        cells = [_fairness().points(tuple(math.nan if metrics[f"{arm}.{key}.{s}"] is None  # null: one seed
+                                          else metrics[f"{arm}.{key}.{s}"] for s in ("mean", "low", "high")))
+                 for key, _ in cols]
         lines.append(f"| {arm.replace('.', ' (') + ')'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _fairness():
+    """benchmarks/fairness.py (benchmarks/ is no package: imported by its path, once)."""
+    if "fairness" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("fairness", Path(__file__).with_name("fairness.py"))
+        sys.modules["fairness"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["fairness"])
+    return sys.modules["fairness"]
+
+
+def _fairness_block(name: str, kind: str) -> str:
+    """A block of ``benchmarks/fairness.py`` (its ``KIND_table``: verdicts, switches, per_class) on the report of a
+    source that names its compare preset."""
+    if not SOURCES[name].preset:
+        raise ValueError(f"results block {kind} {name}: its source names no compare preset")
+    table = f"{kind}_table"
+    fairness, path = _fairness(), f"benchmarks/results/{name}/comparison.json"
+    cc = fairness.compare_preset(SOURCES[name].preset)
+    args = (RESULTS / name,) if table == "per_class_table" else ()
+    return "\n".join([_header(name), *getattr(fairness, table)(*args, _comparison(name), cc, path)]) + "\n"
 
 
 def render_bench(name: str) -> str:
@@ -186,7 +217,9 @@ def render_figures(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"runs": render_runs, "deltas": render_deltas, "bench": render_bench, "figures": render_figures}
+RENDERERS = {"runs": render_runs, "deltas": render_deltas, "bench": render_bench, "figures": render_figures,
+             **{kind: (lambda name, k=kind: _fairness_block(name, k))
+                for kind in ("verdicts", "switches", "per_class")}}
 PART_RENDERERS = {"table": render_table}  # kinds that name a part of their source: SOURCE:PART
 
 

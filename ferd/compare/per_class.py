@@ -48,15 +48,18 @@ def _cell(mean: float, low: float, high: float) -> str:
 
 
 def per_class_section(reference: str, student: str, attack: str, names: list[str], accuracies: dict[str, PerSeed],
-                      shares: dict[str, np.ndarray], teacher: list[float] | None) -> list[str]:
+                      shares: dict[str, np.ndarray], teacher: list[float] | None,
+                      deltas: dict[str, list[tuple[float, float, float]]] | None = None) -> list[str]:
     """The Markdown section of one student: a row per class (ordered by the teacher's accuracy, weakest first),
     the teacher's and the reference's accuracy, each reweighting arm's pool share, and each other arm minus the
-    reference with its interval (points)."""
+    reference with its interval (points); ``deltas``: those differences (:func:`class_deltas`) when the caller
+    has them already."""
     ref = accuracies.get(reference)
     if not ref:
         return []
     others = [m for m in accuracies if m != reference and set(accuracies[m]) & set(ref)]
-    deltas = {m: class_deltas(accuracies[m], ref) for m in others}
+    deltas = {m: deltas[m] if deltas is not None and m in deltas else class_deltas(accuracies[m], ref)
+              for m in others}
     ref_mean = np.mean(np.stack(list(ref.values())), axis=0)
     order = sorted(range(len(names)), key=lambda c: (teacher[c] if teacher else ref_mean[c], c))
     seeds = {m: len(set(accuracies[m]) & set(ref)) for m in others}

@@ -45,10 +45,11 @@ log = logging.getLogger(__name__)
 
 
 def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bool = False
-             ) -> tuple[dict, dict, list[str], dict[str, list[str]]]:
+             ) -> tuple[dict, dict, dict, list[str], dict[str, list[str]]]:
     """Every finished run's metrics and per-class accuracies (finished: :func:`~.config.arm_status` against the
-    shared teacher, the decision ``ferd compare`` runs by), the attacks, and the runs left out by why (one
-    warning line each) — with ``partial`` only; otherwise a run that is not finished is refused."""
+    shared teacher, the decision ``ferd compare`` runs by), the class names per student and attack (those of the
+    reference's first finished run), the attacks, and the runs left out by why (one warning line each) — with
+    ``partial`` only; otherwise a run that is not finished is refused."""
     left: dict[str, list[Arm]] = defaultdict(list)
     finished: list[Arm] = []
     for arm in arms(cc):
@@ -71,6 +72,7 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
             log.warning("arm %s student %s seed %d (%s): %s, left out", a.method, a.student, a.seed, a.relpath, why)
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     per_class: dict[tuple[str, str], dict[str, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
+    names: dict[str, dict[str, list[str]]] = defaultdict(dict)  # student → attack → class names
     metrics = {arm: read_metrics(out / arm.relpath / "metrics.json") for arm in finished}
     attacks = [a for a in ATTACKS if all(f"student.{a}.avg" in m for m in metrics.values())]
     for arm, m in metrics.items():
@@ -79,9 +81,11 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
         runs[arm.method, arm.student][arm.seed] = m
         rows = _per_class_rows(out / arm.relpath / "eval")
         for a in attacks:
-            accs = [float(r["accuracy"]) for r in rows if r["model"] == "student" and r["attack"] == a]
-            per_class[arm.method, arm.student][a][arm.seed] = np.array(accs)
-    return runs, per_class, attacks, {why: [a.relpath for a in g] for why, g in left.items()}
+            mine = [r for r in rows if r["model"] == "student" and r["attack"] == a]
+            per_class[arm.method, arm.student][a][arm.seed] = np.array([float(r["accuracy"]) for r in mine])
+            if arm.method == cc.reference:
+                names[arm.student].setdefault(a, [r["class_name"] for r in mine])
+    return runs, per_class, names, attacks, {why: [a.relpath for a in g] for why, g in left.items()}
 
 
 def _check_numbers(path: Path, metrics: dict, keys: list[str]) -> None:
@@ -115,7 +119,7 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
     ``partial``, from those that have finished so far (a long tier's progress), naming the others in
     comparison.md: a paired difference then uses the seeds both methods finished."""
     shared = current_teacher(cc, out)  # what every arm's result must have been made with
-    runs, per_class, attacks, left = _collect(cc, out, shared, partial)
+    runs, per_class, names, attacks, left = _collect(cc, out, shared, partial)
     teacher = _teacher_metrics(cc, out, shared[1])  # {}: evaluate_teacher: false, or other parameters
     if teacher:
         _check_numbers(out / "teacher" / "eval" / "metrics.json", teacher,
@@ -153,7 +157,7 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
                 name = f"{method}.{student}.delta_{key.replace('.', '_')}"
                 flat[f"{name}.mean"], flat[f"{name}.low"], flat[f"{name}.high"] = mean, low, high
             deltas.append(tuple(row))
-    classes, by_class = _per_class_view(cc, out, runs, per_class, attacks, teacher)
+    classes, by_class = _per_class_view(cc, out, per_class, names, attacks, teacher)
     _write_csv(out / "comparison.csv", table)
     atomic_write_json(out / "comparison.json", json_safe({
         "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()},
@@ -231,7 +235,7 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes
     atomic_write_bytes(out / "comparison.md", "\n".join(lines).encode())
 
 
-def _per_class_view(cc, out, runs, per_class, attacks, teacher) -> tuple[list[str], dict]:
+def _per_class_view(cc, out, per_class, names, attacks, teacher) -> tuple[list[str], dict]:
     """The per-class section of comparison.md (:mod:`.per_class`, under PGD-20 where it ran, else the last
     attack) and its numbers for comparison.json: per student, the class names, the teacher's accuracies, each
     reweighting arm's pool share and each arm's per-class difference to the reference (mean, low, high)."""
@@ -245,21 +249,19 @@ def _per_class_view(cc, out, runs, per_class, attacks, teacher) -> tuple[list[st
         acc = {m: per_class[m, s][attack] for (m, s) in per_class if s == student}
         if cc.reference not in acc:
             continue
-        first = next(iter(runs[cc.reference, student]))
-        names = [r["class_name"] for r in _per_class_rows(out / next(
-            a.relpath for a in arms(cc) if (a.method, a.student, a.seed) == (cc.reference, student, first)) / "eval")
-            if r["model"] == "student" and r["attack"] == attack]
+        classes = names[student][attack]
         shares = {}
         for m in acc:
-            found = [pool_share(out / a.relpath / "history.json", len(names)) for a in arms(cc)
+            found = [pool_share(out / a.relpath / "history.json", len(classes)) for a in arms(cc)
                      if a.method == m and a.student == student and a.seed in acc[m]]
             found = [f for f in found if f is not None]
-            if found and not np.allclose(np.mean(found, axis=0), 1 / len(names)):  # reweighting arms only
-                shares[m] = np.mean(found, axis=0)
-        lines += per_class_section(cc.reference, student, attack, names, acc, shares, t_acc)
-        data[student] = {"attack": attack, "classes": names, "teacher": t_acc,
-                         "pool_share": {m: v.tolist() for m, v in shares.items()},
-                         "delta": {m: class_deltas(acc[m], acc[cc.reference]) for m in acc if m != cc.reference}}
+            share = np.mean(found, axis=0) if found else None
+            if share is not None and not np.allclose(share, 1 / len(classes)):  # reweighting arms only
+                shares[m] = share
+        deltas = {m: class_deltas(acc[m], acc[cc.reference]) for m in acc if m != cc.reference}
+        lines += per_class_section(cc.reference, student, attack, classes, acc, shares, t_acc, deltas)
+        data[student] = {"attack": attack, "classes": classes, "teacher": t_acc,
+                         "pool_share": {m: v.tolist() for m, v in shares.items()}, "delta": deltas}
     return lines, data
 
 

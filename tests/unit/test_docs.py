@@ -156,3 +156,9 @@ def test_a_record_missing_a_field_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(generator, "RESULTS", tmp_path)
     with pytest.raises(ValueError, match="record.json: field 'machine' missing"):
         generator._record("x")
+
+
+def test_a_fairness_block_needs_a_source_that_names_its_compare_preset():
+    generator = _script(ROOT / "benchmarks" / "results_pages.py")
+    with pytest.raises(ValueError, match="results block verdicts tier2-budget: its source names no compare preset"):
+        generator.render_page("<!-- results: verdicts tier2-budget -->\n<!-- /results -->\n")

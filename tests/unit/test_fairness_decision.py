@@ -1,0 +1,112 @@
+"""The fairness decision (``benchmarks/fairness.py``): the paper presets carry the switches the rule chooses from the
+kept tier-2 6× report, and the rule and verdicts on hand-made reports."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KEPT = ROOT / "benchmarks" / "results" / "compare-cifar10-x6" / "comparison.json"
+
+
+def _fairness():
+    spec = importlib.util.spec_from_file_location("fairness", ROOT / "benchmarks" / "fairness.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+fairness = _fairness()
+
+
+def _report(deltas: dict[str, tuple[tuple, tuple]], seeds: int = 5) -> dict:
+    """A comparison.json of the 6× preset: arm → ((Δ worst mean, low, high), (Δ clean mean, low, high))."""
+    runs = {f"{arm}.cnn-32.seed={s}": {} for arm in ("ferd", *deltas) for s in range(seeds)}
+    metrics = {}
+    for arm, (worst, clean) in deltas.items():
+        for what, values in (("pgd20_worst", worst), ("clean_avg", clean)):
+            metrics.update({f"{arm}.cnn-32.delta_{what}.{s}": v for s, v in zip(("mean", "low", "high"), values)})
+    return {"metrics": metrics, "runs": runs, "per_class": {}}
+
+
+NOTHING = ((-0.01, -0.05, 0.03), (0.01, -0.02, 0.04))  # every interval holds 0
+ALL_NOTHING = {c.arm: NOTHING for c in fairness.CLAIMS}
+
+
+def test_the_paper_presets_carry_what_the_rule_chooses_from_the_kept_report():
+    """Every paper preset runs with the λ_uni, reweighting and λ_adv that the rule chooses from the kept report,
+    and its comment names the page that shows the decision."""
+    choices = fairness.fairness_switches(json.loads(KEPT.read_text(encoding="utf-8")), source=str(KEPT))
+    assert set(choices) == {"synthesis.lambda_uni", "synthesis.reweighting.enabled", "synthesis.lambda_adv"}
+    assert fairness.preset_mismatches(choices) == []
+    for name in fairness.PAPER_PRESETS:
+        text = (ROOT / "ferd" / "params" / f"{name}.yaml").read_text(encoding="utf-8")
+        assert fairness.PAGE in text, f"ferd/params/{name}.yaml: no comment naming {fairness.PAGE}"
+
+
+def test_a_preset_that_departs_from_the_rule_is_named(tmp_path):
+    """A paper preset with λ_uni 0 where the rule keeps the paper's 5 is a mismatch, named with both values."""
+    choices = fairness.fairness_switches(_report(ALL_NOTHING))
+    assert {k: c.value for k, c in choices.items()} == {
+        "synthesis.reweighting.enabled": True, "synthesis.lambda_uni": 5.0, "synthesis.lambda_adv": 1.0}
+    preset = tmp_path / "cifar10-resnet18.yaml"
+    preset.write_text((ROOT / "ferd" / "params" / "cifar10-resnet18.yaml").read_text(encoding="utf-8")
+                      + "synthesis:\n  lambda_uni: 0\n", encoding="utf-8")
+    assert fairness.preset_mismatches(choices, (preset,)) == [
+        f"{preset}: synthesis.lambda_uni = 0.0, the rule chooses 5.0"]
+
+
+@pytest.mark.parametrize("worst, clean, chosen, why", [
+    ((0.02, 0.01, 0.03), (0.01, -0.01, 0.03), 0.0, "measured best: `ferd-no-uni` is better"),  # refuted, equal clean
+    ((0.02, 0.01, 0.03), (-0.04, -0.05, -0.03), 5.0, "not at equal clean accuracy"),  # refuted, 4 points less clean
+    ((-0.02, -0.03, -0.01), (0.0, -0.01, 0.01), 5.0, "the paper's value, measured best"),  # confirmed
+    ((0.02, None, None), (0.0, None, None), 5.0, "nothing separates at 5 of 5 seeds"),  # no interval
+])
+def test_the_rule_takes_the_ablation_only_where_it_is_better_at_equal_clean_accuracy(worst, clean, chosen, why):
+    report = _report({**ALL_NOTHING, "ferd-no-uni": (worst, clean)})
+    choice = fairness.fairness_switches(report)["synthesis.lambda_uni"]
+    assert (choice.paper, choice.ablation, choice.value) == (5.0, 0.0, chosen)
+    assert why in choice.why()
+    assert fairness.fairness_switches(report)["synthesis.lambda_adv"].value == 1.0  # the other switches keep theirs
+
+
+def test_verdicts_say_confirmed_refuted_or_not_separated_at_the_seeds_each_arm_has():
+    deltas = {"fast": ((-0.05, -0.08, -0.02), NOTHING[1]), "ferd-no-reweighting": ((0.03, 0.01, 0.05), NOTHING[1]),
+              "ferd-no-uni": NOTHING}  # ferd-no-fae: no run yet
+    report = _report(deltas, seeds=2)
+    report["runs"].pop("ferd-no-uni.cnn-32.seed=1")
+    cc = fairness.compare_preset()
+    words = {v.claim.arm: (v.outcome, v.seeds, v.words()) for v in fairness.verdicts(report, cc)}
+    assert words == {"fast": ("confirmed", 2, "**confirmed** at 2 seeds"),
+                     "ferd-no-reweighting": ("refuted", 2, "**refuted** at 2 seeds"),
+                     "ferd-no-uni": ("not separated", 1, "**not separated at 1 seed**"),
+                     "ferd-no-fae": ("not separated", 0, "**not separated at 0 seeds**")}
+    assert fairness.kept_line(report, cc, "c.json") == (
+        "**Partial**: 7 of 25 runs kept; each verdict is at the seeds its arm has (of 5): `ferd` 2, `fast` 2, "
+        "`ferd-no-reweighting` 2, `ferd-no-uni` 1, `ferd-no-fae` 0.")
+    assert fairness.kept_line(_report(ALL_NOTHING), cc, "c.json") == (
+        "All 25 runs kept: 5 seeds for each of the 5 arms.")
+    assert math.isnan(fairness.verdicts(report, cc)[3].worst[0])
+
+
+def test_a_report_with_a_wrong_field_is_refused_naming_it():
+    cc = fairness.compare_preset()
+    report = _report(ALL_NOTHING)
+    bad = copy.deepcopy(report)
+    bad["metrics"]["fast.cnn-32.delta_pgd20_worst.low"] = "-0.05"
+    with pytest.raises(ValueError, match=r"c\.json: metrics\.fast\.cnn-32\.delta_pgd20_worst\.low: expected a number"):
+        fairness.verdicts(bad, cc, "c.json")
+    bad = copy.deepcopy(report)
+    bad["runs"]["ferd.cnn-32.seed=x"] = {}
+    with pytest.raises(ValueError, match=r"c\.json: runs: key 'ferd\.cnn-32\.seed=x' is not method\.student\.seed=N"):
+        fairness.verdicts(bad, cc, "c.json")
+    with pytest.raises(ValueError, match=r"c\.json: per_class\.cnn-32: expected an object with a list of classes"):
+        fairness.per_class_table(KEPT.parent, report, cc, "c.json")
