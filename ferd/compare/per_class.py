@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.numbers import is_finite_number
 from .stats import paired_interval
 
 PerSeed = dict[int, np.ndarray]  # seed → per-class accuracies of one (method, student, attack)
@@ -30,7 +31,7 @@ def pool_share(history_path: Path, num_classes: int) -> np.ndarray | None:
         return None
     rows = [h.get("p_generation") for h in history if isinstance(h, dict)] if isinstance(history, list) else []
     rows = [r for r in rows if isinstance(r, list) and len(r) == num_classes
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r)]
+            and all(is_finite_number(v) for v in r)]
     return np.mean(np.array(rows, dtype=float), axis=0) if rows else None
 
 
