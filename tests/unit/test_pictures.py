@@ -153,3 +153,16 @@ def test_the_report_shows_the_grids_and_the_loss_curves(tmp_path):
     plain = write_evaluation(result, tmp_path / "plain")["report.md"].read_text()
     assert "## Synthetic images" not in plain and "losses.png" not in plain
     assert io.BytesIO(written["losses.png"].read_bytes()).read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_grid_of_many_classes_shows_twenty_spread_evenly():
+    assert samples.shown_classes(10) == list(range(10))
+    assert samples.shown_classes(200) == list(range(0, 200, 10)) and samples.shown_classes(100)[:3] == [0, 5, 10]
+    labels = torch.arange(200).repeat_interleave(2)  # two images of every class
+    grid = samples.class_grid(_images(400), labels, num_classes=200, per_class=2)
+    side = 32 + samples.PAD
+    assert grid.shape == (3, samples.PAD + samples.MAX_ROWS * side, samples.PAD + 2 * side)
+    y = samples.PAD + 3 * side  # the fourth row is class 30: its first image is image 60
+    assert torch.all(grid[:, y:y + 32, samples.PAD:samples.PAD + 32] == _images(400)[60, 0, 0, 0])
+    png = Image.open(io.BytesIO(samples.grid_png(_images(400), labels, [f"c{k}" for k in range(200)], 2)))
+    assert png.height == grid.shape[1]
