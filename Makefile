@@ -20,7 +20,8 @@ env: $(BIN)/ferd
 ## each stage from one process that imported torch once (same results; plain `dvc repro` works too).
 run: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ferd warm -- $(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	@awk '/^## Summary/{f=1; next} /^## /{f=0} f && NF' out/evaluation/eval/report.md
+	@echo "report: out/evaluation/eval/report.md; every metric: dvc metrics show; curves: dvc plots show"
 
 ## make run-single: the same algorithm in one process (`ferd run`, resumable; no DVC)
 run-single: env
