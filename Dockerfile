@@ -41,7 +41,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && mkdir -p ferd && touch ferd/__init__.py README.md \
-    && pip install --constraint constraints.txt '.[all]' 'setuptools>=68' 'wheel>=0.41' \
+    && pip install --constraint constraints.txt '.[all]' 'setuptools>=77' 'wheel>=0.41' \
     && pip uninstall --yes ferd \
     && rm -rf ferd build ./*.egg-info README.md
 
