@@ -193,7 +193,7 @@ def plot_synthesis(rows: list[dict], path: str | os.PathLike[str]) -> Path:
 
 
 def plot_losses(series: dict[str, dict[str, list[tuple[int, float]]]], path: str | os.PathLike[str]) -> Path:
-    """The loss curves of :func:`ferd.evaluation.losses.loss_series` against the epoch, one panel per group
+    """The loss curves of :func:`ferd.evaluation.loss_curves.loss_series` against the epoch, one panel per group
     (generator L_gen terms, student Eq. 11 losses); a panel whose terms differ by more than two orders of
     magnitude is drawn on a symmetric log scale (L_adv is negative)."""
     groups = list(series)

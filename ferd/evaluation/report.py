@@ -15,7 +15,7 @@
 - ``predictions.npz``: labels and per-sample predictions of every (model, attack).
 - ``per_class.png`` (all attacks), ``per_class_<attack>.png``,
   ``confusion_<model>_<attack>.png``: figures of :mod:`ferd.evaluation.plots`.
-- ``losses.png`` (with a history): the loss curves per epoch (:mod:`ferd.evaluation.losses`).
+- ``losses.png`` (with a history): the loss curves per epoch (:mod:`ferd.evaluation.loss_curves`).
 - ``report.md``: Table-1-style summary (Avg / Worst / NSD per attack per model,
   plus Worst-10 % when it averages more than one class), per-class table, the
   figures, the exact attack settings and the number of examples; with ``samples``, each round's grid of
@@ -40,7 +40,7 @@ import numpy as np
 from ..core.checkpoint import atomic_write_bytes, json_safe
 from ..synthesis.diversity import FIGURES, synthesis_rows
 from . import metrics, plots
-from .losses import loss_series
+from .loss_curves import loss_series
 from ..synthesis.samples import PER_CLASS
 from ..attacks import ATTACKS, attack_label
 from .runner import (REFERENCE, EvaluationResult, class_name_list, flat_metrics, per_class_table,
@@ -172,7 +172,7 @@ def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
     Returns ``{file name: path}`` of everything written. ``class_names`` (length C)
     label tables and figures; class indices when None. ``history`` (a run's ``history.json``) adds
     the synthesis figures per generation epoch (:func:`ferd.synthesis.diversity.synthesis_rows`) and the loss
-    curves (:func:`ferd.evaluation.losses.loss_series`, ``losses.png``). ``samples``: ``(round, link)`` of each
+    curves (:func:`ferd.evaluation.loss_curves.loss_series`, ``losses.png``). ``samples``: ``(round, link)`` of each
     round's grid of kept synthetic images (:mod:`ferd.synthesis.samples`), the link relative to ``out_dir``.
     """
     out = Path(out_dir)

@@ -12,7 +12,7 @@
 
 ``RUN`` is a finished ``ferd run --out`` directory or a stage layout (the ``--out`` of ``ferd stage all``, DVC's
 ``out``): read as untrusted input and cross-checked first (:func:`.source.read_run`,
-:func:`.stage_layout.read_stage_layout`). The directory is built
+:func:`.stage_outputs.read_stage_layout`). The directory is built
 beside ``--to`` and moved into place once complete, so ``--to`` holds a whole export or none. ``--to`` must be
 absent, empty, or an earlier export of the same run (then replaced); anything else is refused before any work.
 """
@@ -36,7 +36,7 @@ from .card import build_card, card_markdown, robustbench_entry
 from .onnx_graph import ONNX_FILE, require_exporter, save_onnx
 from .program import PROGRAM_FILE, export_program, save_program
 from .source import ExportSourceError, RunRecord, read_run
-from .stage_layout import is_stage_layout, read_stage_layout
+from .stage_outputs import is_stage_layout, read_stage_layout
 
 EXPORT_RECORD, EXPORT_FORMAT = "export.json", "ferd-export/1"
 CARD_JSON, CARD_MD, ROBUSTBENCH_FILE = "model_card.json", "model_card.md", "robustbench.json"
@@ -140,7 +140,7 @@ def _write(record: RunRecord, staging: Path, with_onnx: bool) -> dict[str, str]:
 
 
 def read_source(run: str | os.PathLike[str]) -> RunRecord:
-    """The checked records of ``run``: a stage layout's (:func:`.stage_layout.is_stage_layout`) or a run's."""
+    """The checked records of ``run``: a stage layout's (:func:`.stage_outputs.is_stage_layout`) or a run's."""
     return read_stage_layout(run) if is_stage_layout(Path(run)) else read_run(run)
 
 

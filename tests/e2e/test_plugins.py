@@ -99,10 +99,27 @@ def test_a_stage_and_an_attack_from_one_module_each_run_through_every_front_door
     preset = tmp_path / "p.yaml"
     preset.write_text(yaml.safe_dump({"base": "ci", "students": ["cnn-8"], "seeds": [0], "set": [attacks],
                                       "methods": {"ferd": [], "fast": ["method=fast"]}}))
+    extensions.SEEN.clear()
     assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "cmp"), "--threads", "1",
                  "--no-progress"]) == 0
+    assert sorted(extensions.SEEN) == [(0, 16), (0, 16), (1, 32), (1, 32)]  # the stage ran in both arms' rounds
     assert (tmp_path / "cmp" / "per_class_corner.png").is_file()
     preset.write_text(yaml.safe_dump({"base": "ci", "students": ["cnn-8"], "seeds": [0],
                                       "set": ["evaluation.attacks=[clean,corner]"], "methods": {"ferd": []}}))
     assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "never")]) == 2  # the report pairs PGD-20
     assert "corner" in (tmp_path / "cmp" / "comparison.md").read_text().lower()
+
+
+def test_a_stage_from_one_module_is_in_dvc_yaml_and_the_kubeflow_dag(extensions):
+    """The throwaway stage needs no other file: the generated dvc.yaml runs it after each round's pool, and the
+    Kubeflow DAG runs it through the generic stage component."""
+    from ferd.pipeline.dag import build_pipeline
+    from ferd.plan.resolve import load_config
+    from ferd.stages.dvc_yaml import dvc_stages
+
+    stages = dvc_stages(load_config(CI[1]))
+    assert stages["pool-rows-r1"]["deps"][-1] == "out/round-1/pool" and "ferd stage pool-rows" in stages[
+        "pool-rows-r1"]["cmd"]
+    spec = build_pipeline(CI[1]).pipeline_spec
+    assert {"pool-rows-r0", "pool-rows-r1"} <= {t.task_info.name.replace("pool rows round ", "pool-rows-r")
+                                                for t in spec.root.dag.tasks.values()}

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ferd.synthesis import samples
-from ferd.evaluation.losses import loss_series
+from ferd.evaluation.loss_curves import loss_series
 from ferd.evaluation.plots import plot_losses
 from ferd.evaluation.portable import inline_images, render_html
 
