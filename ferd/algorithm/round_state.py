@@ -48,7 +48,7 @@ from ..compute.switches import compile_in_place, compile_settings, set_memory_fo
 from ..settings.config import FerdConfig
 from ..data import dataset_info
 from ..distill.distiller import Distiller
-from ..settings.fingerprint import params_fingerprint
+from ..plan.fingerprint import params_fingerprint
 from ..models import FerdModel, create_model
 from ..plan.resolve import Plan
 from ..data.pool import FaePool, shard_file, shards_under

@@ -8,7 +8,7 @@
   independent). Paths are compared resolved (symlinks, ``..``).
 * :func:`check_run_dir` decides, **before anything is written**, whether ``ferd run``'s ``--out`` is
   new, this run's (resume, or re-evaluate a finished run), or another run's: refused with the reason
-  (a different :func:`~ferd.settings.fingerprint.params_fingerprint` of everything up to the student, or files
+  (a different :func:`~ferd.plan.fingerprint.params_fingerprint` of everything up to the student, or files
   that are no ferd run's).
 * :func:`write_result` stores beside ``metrics.json`` a ``result.json`` with the fingerprint of the
   parameters that made it and the sha256 of the metrics; :func:`is_finished` reads it back, so a
@@ -26,7 +26,7 @@ from typing import Literal
 from ..core.checkpoint import atomic_write_json, read_json_object, read_json_object_or_none, sha256_file
 from ..core.numbers import is_number
 from ..settings.config import FerdConfig
-from ..settings.fingerprint import params_fingerprint
+from ..plan.fingerprint import params_fingerprint
 
 PARAMS_FILE, METRICS_FILE, RESULT_FILE = "params.json", "metrics.json", "result.json"
 PathLike = str | os.PathLike[str]

@@ -29,7 +29,7 @@ from typing import Any
 from ..core import rng
 from ..core.checkpoint import atomic_path, atomic_write_bytes, save_state_dict, sha256_file, verify_sha256
 from ..settings.config import FerdConfig
-from ..settings.fingerprint import params_fingerprint
+from ..plan.fingerprint import params_fingerprint
 from ..models import FerdModel, create_model
 from .adversarial_training import train_robust_teacher
 from ..models.loading import load_model

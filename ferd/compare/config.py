@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..core.checkpoint import read_json_object_or_none, sha256_file
 from ..settings.config import FerdConfig
-from ..settings.fingerprint import legacy_fingerprint, params_fingerprint
+from ..plan.fingerprint import legacy_fingerprint, params_fingerprint
 from ..core.params_io import ConfigError
 from ..plan.resolve import load_config
 from ..core.params_io import load_yaml
@@ -258,7 +258,7 @@ def finished_arm_metrics(run_dir: Path, cfg: FerdConfig) -> dict[str, float] | N
 
 
 def _finished_before_pinning(run_dir: Path, cfg: FerdConfig) -> bool:
-    """A result recorded with :func:`~ferd.settings.fingerprint.legacy_fingerprint` (its teacher's path in it): finished
+    """A result recorded with :func:`~ferd.plan.fingerprint.legacy_fingerprint` (its teacher's path in it): finished
     when its own ``params.json`` gives that fingerprint and, without the path, ``cfg``'s."""
     record, stored = read_json_object_or_none(run_dir / RESULT_FILE), read_json_object_or_none(run_dir / PARAMS_FILE)
     if record is None or stored is None or not (run_dir / METRICS_FILE).is_file():

@@ -7,7 +7,7 @@ Layout of ``--out DIR``::
     comparison.md, comparison.csv, comparison.json, per_class_<attack>.png   (:mod:`.report`)
 
 A finished run (``metrics.json`` with a ``result.json`` carrying the current parameters'
-:func:`~ferd.settings.fingerprint.params_fingerprint`: :func:`~ferd.compare.config.arm_status`, which the report uses
+:func:`~ferd.plan.fingerprint.params_fingerprint`: :func:`~ferd.compare.config.arm_status`, which the report uses
 too) is not run again, so an interrupted comparison resumes where it stopped; a run made with other
 parameters (a changed preset) is moved to ``.stale/`` beside it and run again, and the DVC matrix stage and the
 Kubeflow ``ParallelFor`` can each run one arm (``--method/--student/--seed``) and share the report.

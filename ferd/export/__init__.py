@@ -30,7 +30,7 @@ from typing import Any
 from ..core.checkpoint import atomic_write_bytes, atomic_write_json, sha256_file
 from ..core.dataset_catalog import dataset_info
 from ..core.extras import missing_extra
-from ..settings.fingerprint import params_fingerprint
+from ..plan.fingerprint import params_fingerprint
 from ..algorithm.run_dir import owned
 from .card import build_card, card_markdown, robustbench_entry
 from .onnx_graph import ONNX_FILE, require_exporter, save_onnx

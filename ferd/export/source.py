@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ..core.checkpoint import load_state_dict, read_metadata, sha256_file
 from ..settings.config import FerdConfig
-from ..settings.fingerprint import params_fingerprint
+from ..plan.fingerprint import params_fingerprint
 from ..models import FerdModel
 from ..models.loading import load_model
 from ..core.params_io import ConfigError

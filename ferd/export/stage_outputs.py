@@ -19,7 +19,7 @@ from typing import Any
 
 from ..core.checkpoint import sha256_file
 from ..settings.config import FerdConfig
-from ..settings.fingerprint import params_fingerprint
+from ..plan.fingerprint import params_fingerprint
 from ..plan.graph import BY_NAME
 from ..stages.lineage import verify_run
 from ..core.params_io import ConfigError

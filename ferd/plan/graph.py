@@ -2,7 +2,7 @@
 
 Each :class:`Stage` names its inputs (a stage of the same round, of round r−1, of the last round, or
 the once-only teacher), its output directory, the fingerprint scope of the parameters it depends on
-(:data:`ferd.settings.fingerprint.SCOPES`) and how the Kubeflow component calls it. :func:`unroll` turns the
+(:data:`ferd.plan.fingerprint.SCOPES`) and how the Kubeflow component calls it. :func:`unroll` turns the
 declaration into the tasks of R rounds; ``dvc.yaml`` (:mod:`ferd.stages.dvc_yaml`), the Kubeflow DAG
 (``pipeline/dag.py``), ``ferd stage all`` (:func:`ferd.stages.run_stages`) and the stage table of the
 cluster settings are all generated from it, so a new stage is one entry here plus its function.
@@ -35,7 +35,7 @@ class Input:
 @dataclass(frozen=True, kw_only=True)
 class Stage:
     name: str                 # ``ferd stage <name>``, and the task id (``<name>-r<r>`` per round)
-    scope: str                # the parameters it depends on: ferd.settings.fingerprint.SCOPES[scope]
+    scope: str                # the parameters it depends on: ferd.plan.fingerprint.SCOPES[scope]
     per_round: bool
     subdir: str               # ``<out>/<subdir>``, or ``<out>/round-<r>/<subdir>`` per round
     inputs: tuple[Input, ...]

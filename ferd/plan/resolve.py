@@ -12,7 +12,7 @@ across groups live here alone:
 * the student side and the distillation settings it runs with (:func:`distill_settings`), with γ
   effective (0 when ``distill.utae.enabled`` is off: plain PGD on the KL, the 'w/o UTAEs' ablation) and the
   attack target decided;
-* the parameter groups the method's results depend on (:func:`ferd.settings.fingerprint.scope_keys`).
+* the parameter groups the method's results depend on (:func:`ferd.plan.fingerprint.scope_keys`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..settings.config import DistillConfig, FerdConfig, ReweightConfig, SynthesisConfig
-from ..settings.method import Method, StudentSideKind, known_methods, method_class
+from ..settings.method import Method, StudentSideKind
+from .methods import known_methods, method_class
 from ..core.params_io import ConfigError, load_yaml, read_yaml_file, short_repr
 
 

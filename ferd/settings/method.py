@@ -18,12 +18,12 @@ downstream asks which method it is:
   such a method needs a teacher with split points (:func:`ferd.models.check_split`).
 
 The shipped methods live in :mod:`ferd.synthesis.ferd` and :mod:`ferd.baselines` (one module each); they
-register on import, which :func:`method_class` triggers the first time a name is looked up.
+register on import, which :func:`ferd.plan.methods.method_class` triggers the first time a name is looked up (this
+module is a leaf: it imports no method).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..core.registry import Registry
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from ..plan.resolve import Plan
 
 StudentSideKind = Literal["given", "a8", "own"]
-SHIPPED = ("ferd.synthesis.ferd", "ferd.baselines")  # the packages whose import registers the shipped methods
 
 
 class Method:
@@ -59,19 +58,3 @@ METHODS = Registry("method")
 """Registered methods by name."""
 register = METHODS.register
 
-
-def method_class(name: str) -> type[Method]:
-    """The method registered as ``name`` (one line naming the known ones otherwise)."""
-    if name not in METHODS:
-        for module in SHIPPED:
-            importlib.import_module(module)
-    if name not in METHODS:
-        raise KeyError(f"method: expected one of {known_methods()}, got {name!r}")
-    return METHODS[name]
-
-
-def known_methods() -> list[str]:
-    """Every registered method's name, sorted."""
-    for module in SHIPPED:
-        importlib.import_module(module)
-    return sorted(METHODS)

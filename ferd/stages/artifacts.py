@@ -7,7 +7,7 @@ back to the teacher). A stage reading an artifact checks its stage name, its rou
 parameter fingerprint and the sha256 of every file before using it.
 
 The *parameter fingerprint* of a stage is the sha256 of the parameters that stage depends
-on (:data:`ferd.settings.fingerprint.SCOPES`, the same lists ``dvc.yaml`` declares as each stage's ``params``):
+on (:data:`ferd.plan.fingerprint.SCOPES`, the same lists ``dvc.yaml`` declares as each stage's ``params``):
 the teacher depends on the seed, the dataset, ε and the teacher group; synthesis and the pool
 also on the epochs, rounds, student, method, baseline and synthesis groups; distillation also on the distill
 group; evaluation on everything. So changing ``synthesis.lambda_uni`` keeps the teacher
@@ -37,7 +37,7 @@ from ..core.checkpoint import sha256_file
 from ..core.kill_points import kill_point
 from ..settings.config import FerdConfig
 from ..plan.resolve import load_config
-from ..settings.fingerprint import params_fingerprint, scoped_params
+from ..plan.fingerprint import params_fingerprint, scoped_params
 from ..core.storage import listed_files
 from ..core.provenance import SELF_KEY, authenticity_problem, code_version, environment, manifest_digest, seal, utc_now
 
@@ -202,7 +202,7 @@ def write_manifest(directory: str | os.PathLike[str], stage: str, cfg: FerdConfi
                    extra: Mapping[str, Any] | None = None, started: str | None = None,
                    scope: str | None = None) -> dict:
     """Hash every file of ``directory`` and write its ``manifest.json`` (last, atomically); its parameters
-    are those of ``scope`` (:data:`ferd.settings.fingerprint.SCOPES`; default: the stage's own name)."""
+    are those of ``scope`` (:data:`ferd.plan.fingerprint.SCOPES`; default: the stage's own name)."""
     scope = scope or stage
     directory = Path(directory)
     parents = {name: _input_record(directory, path) for name, path in (inputs or {}).items() if path is not None}

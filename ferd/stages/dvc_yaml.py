@@ -19,7 +19,7 @@ round 0, so the files are generated rather than templated; ``ferd params use`` a
 longer exist, and a test checks the committed files match ``params.yaml``.)
 
 Each stage declares as ``params`` exactly the keys its artifact's fingerprint covers
-(:func:`ferd.settings.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
+(:func:`ferd.plan.fingerprint.scope_keys`, for the file's ``method``): changing ``synthesis.lambda_uni`` reruns
 every synthesis, pool, distillation and the evaluation, never the teacher; a baseline's group
 (``baseline.cmi.*``) reruns nothing of a FERD run. Metrics and plots are
 the evaluation stage's ``metrics.json`` and ``plots/`` (:mod:`ferd.evaluation.dvc_plots`: per-class
@@ -41,10 +41,10 @@ import yaml
 
 from .. import __version__
 from ..settings.config import FerdConfig
-from ..settings.fingerprint import SCOPES, scope_keys
+from ..plan.fingerprint import SCOPES, scope_keys
 from ..plan.graph import STAGES, BY_NAME, unroll
 from ..core.image import container_command
-from ..settings.method import SHIPPED
+from ..plan.methods import SHIPPED, method_class
 
 OUT = "out"
 METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
@@ -124,15 +124,19 @@ def _imports(name: str) -> frozenset[str]:
     return frozenset(found - {name})
 
 
+LOADER = method_class.__module__  # ferd.plan.methods: loads the shipped methods by name
+
+
 @functools.cache
 def code_modules(stage: str) -> frozenset[str]:
     """The ferd modules ``ferd stage <stage>`` runs: the import closure of the command line and of the
     stage's module (``ferd.stages.<component>``). The dispatcher (``ferd.stages``) imports every stage's
     module but runs only this one, so its imports of the other stages' modules are not followed (a stage
     module that imports another's, as distillation imports pool-store's loader, still brings it in).
-    The methods register when :mod:`ferd.settings.method` imports :data:`ferd.settings.method.SHIPPED` by name (and
-    ``ferd.baselines`` each of its modules: no import statement to read), so a stage whose artifact depends on the method (``method`` in its fingerprint scope:
-    every stage but the teacher's) also runs their closure. ``stage`` may also name a command that is no graph
+    The methods register when :mod:`ferd.plan.methods` imports :data:`ferd.plan.methods.SHIPPED` on the first
+    lookup by name (and ``ferd.baselines`` each of its modules: no import statement to read), so a stage whose
+    artifact depends on the method (``method`` in its fingerprint scope: every stage but the teacher's) runs their
+    closure, and no other stage follows that import. ``stage`` may also name a command that is no graph
     stage (``compare``: ``ferd compare``'s DVC stages,
     :mod:`ferd.compare.dvc`): the closure of the ``ferd`` script and ``ferd.cli.<stage>``, followed whole."""
     modules = _modules()
@@ -143,8 +147,10 @@ def code_modules(stage: str) -> frozenset[str]:
         entries, others = (ENTRY_MODULES[0], own), set()
     else:
         raise ValueError(f"stage: expected a graph stage {sorted(BY_NAME)} or a ferd command, got {stage!r}")
+    shipped = {m for m in modules if any(m == s or m.startswith(f"{s}.") for s in SHIPPED)}
+    loaded = shipped | {".".join(s.split(".")[:i]) for s in SHIPPED for i in range(2, s.count(".") + 1)}
     if stage not in BY_NAME or "method" in SCOPES[BY_NAME[stage].scope]:  # the method's code, loaded by name
-        entries = (*entries, *(m for m in modules if any(m == s or m.startswith(f"{s}.") for s in SHIPPED)))
+        entries = (*entries, *sorted(shipped))
     seen: set[str] = set()
     todo = [m for m in entries if m in modules]
     while todo:
@@ -152,7 +158,8 @@ def code_modules(stage: str) -> frozenset[str]:
         if name in seen:
             continue
         seen.add(name)
-        todo += [m for m in _imports(name) if not (name == DISPATCHER and m in others)]
+        todo += [m for m in _imports(name) if not (name == DISPATCHER and m in others)
+                 and not (name == LOADER and m in loaded)]
     return frozenset(seen)
 
 

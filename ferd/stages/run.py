@@ -64,7 +64,7 @@ from ..compute.switches import set_memory_format
 from ..settings.config import FerdConfig
 from ..core.dataset_catalog import dataset_info
 from ..synthesis.samples import SAMPLES_DIR, write_round_grids
-from ..settings.fingerprint import params_fingerprint
+from ..plan.fingerprint import params_fingerprint
 from .lineage import Report, verify_artifact
 from ..plan.resolve import resolve
 from ..core.provenance import read_sealed, require_fields, seal, utc_now

@@ -21,7 +21,7 @@ from support import golden
 from ferd.plan.resolve import load_config
 from ferd.stages.dvc_yaml import dvc_stages, mismatches, render
 from ferd.plan.presets import render_params
-from ferd.settings.fingerprint import scope_keys
+from ferd.plan.fingerprint import scope_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

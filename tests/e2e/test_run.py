@@ -46,7 +46,7 @@ def test_bad_parameter_is_refused_before_any_work(tmp_path, capsys):
 
 def test_teacher_is_reused_only_for_identical_teacher_parameters():
     from ferd.plan.resolve import load_config
-    from ferd.settings.fingerprint import params_fingerprint
+    from ferd.plan.fingerprint import params_fingerprint
 
     def fp(*changes):
         return params_fingerprint(load_config("params/embedded.yaml", list(changes)), "teacher")

@@ -271,7 +271,7 @@ def test_teacher_fetch_from_a_url_needs_and_checks_the_sha256(cfg, split, tmp_pa
     c.teacher.sha256 = sha
     a = teacher_fetch(c, tmp_path / "c")
     assert a.card["source"] == c.teacher.source and a.card["source_sha256"] == sha
-    from ferd.settings.fingerprint import params_fingerprint
+    from ferd.plan.fingerprint import params_fingerprint
 
     assert a.card["params_sha256"] == params_fingerprint(c, "teacher")
     # the verified download is kept, hidden, for the next use to re-hash against the pin (not part of the artifact)

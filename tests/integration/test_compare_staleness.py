@@ -19,7 +19,7 @@ import yaml
 from ferd.core.checkpoint import sha256_file
 from ferd.cli import main
 from ferd.compare.config import arms, load_compare, run_config
-from ferd.settings.fingerprint import params_fingerprint
+from ferd.plan.fingerprint import params_fingerprint
 from ferd.plan.resolve import load_config
 from support.faultlog import record
 
@@ -154,7 +154,7 @@ def test_a_pinned_teachers_fingerprint_is_its_sha256_not_its_path():
         "teacher.source=/a/t.safetensors", f"teacher.sha256={'cd' * 32}")
     assert fps("teacher.source=/a/t.safetensors") != fps("teacher.source=/b/t.safetensors")  # unpinned: the path
     assert fps() != fps(f"teacher.sha256={sha}") and fps("teacher.source=train:digits") == fps()
-    from ferd.settings.fingerprint import legacy_fingerprint
+    from ferd.plan.fingerprint import legacy_fingerprint
 
     cfg = load_config("params/ci.yaml", ["teacher.source=/a/t.safetensors", f"teacher.sha256={sha}"])
     assert legacy_fingerprint(cfg, "evaluation") != params_fingerprint(cfg, "evaluation")  # read back only
@@ -165,7 +165,7 @@ def test_a_result_recorded_with_the_teachers_old_path_stays_finished(finished, t
     reported) when their own params.json reproduces it and, without the path, gives the current one; a forged
     params.json that reproduces the record but other parameters does not pass."""
     from ferd.compare.config import arm_status, current_teacher
-    from ferd.settings.fingerprint import legacy_fingerprint
+    from ferd.plan.fingerprint import legacy_fingerprint
 
     out = _copy(finished, tmp_path)
     cc = load_compare(finished[0] / "child.yaml")

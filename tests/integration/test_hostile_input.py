@@ -86,7 +86,7 @@ def _cases(d: Path, s3_endpoint: str) -> list[dict]:
     (ckpt / "checkpoint").mkdir(parents=True)
     (ckpt / "params.json").write_text(json.dumps(cfg.model_dump(mode="json")))
     (ckpt / "checkpoint" / "generator.pt").write_bytes(b"PK\x03\x04 not a torch file")
-    from ferd.settings.fingerprint import params_fingerprint
+    from ferd.plan.fingerprint import params_fingerprint
 
     pool0 = ckpt / "pool" / "round=0" / "part-0.parquet"
     pool0.parent.mkdir(parents=True)

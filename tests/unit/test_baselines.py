@@ -7,7 +7,7 @@ import torch
 
 from ferd.stages.run import run_algorithm1
 from ferd.algorithm.round_state import RunState
-from ferd.settings.method import method_class
+from ferd.plan.methods import method_class
 from ferd.plan.resolve import resolve
 from ferd.baselines.cmi import channel_means
 from ferd.synthesis.epoch import SynthesisContext, Synthesizer
@@ -187,7 +187,7 @@ def test_every_method_is_registered_once_with_its_parameter_group():
     """FERD and each baseline are one registered class; a baseline's module is named after it and its
     parameter group (ferd.settings.baseline_config.BASELINE_CONFIGS) after its name."""
     from ferd.settings.baseline_config import BASELINE_CONFIGS
-    from ferd.settings.method import known_methods
+    from ferd.plan.methods import known_methods
 
     names = known_methods()
     assert set(names) == {"ferd", *BASELINE_CONFIGS}

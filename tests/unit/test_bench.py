@@ -59,7 +59,7 @@ def _plan_given_to_the_run_state(monkeypatch, call):
 def test_bench_and_run_train_with_the_same_plan_for_every_method(preset, monkeypatch):
     import torch
 
-    from ferd.settings.method import known_methods
+    from ferd.plan.methods import known_methods
     from ferd.core.params_io import ConfigError
     from ferd.stages.run import run_algorithm1
 

@@ -1,4 +1,4 @@
-"""The one parameter fingerprint (ferd.settings.fingerprint): scopes, what is in none, dumped configs."""
+"""The one parameter fingerprint (ferd.plan.fingerprint): scopes, what is in none, dumped configs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ferd.plan.resolve import load_config
-from ferd.settings.fingerprint import NOT_IN_ANY_SCOPE, SCOPES, params_fingerprint, scope_keys, scoped_params
+from ferd.plan.fingerprint import NOT_IN_ANY_SCOPE, SCOPES, params_fingerprint, scope_keys, scoped_params
 
 
 def _cfg(*changes):

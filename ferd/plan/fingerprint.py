@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .config import FerdConfig
+from ..settings.config import FerdConfig
 
 NOT_IN_ANY_SCOPE = ("device", "nproc_per_node", "data_root", "checkpoint_every", "storage", "container")
 _TEACHER = ("seed", "dataset", "threat.eps", "teacher")
@@ -47,7 +47,7 @@ def scope_keys(scope: str, method: str) -> tuple[str, ...]:
     """The keys of ``SCOPES[scope]`` for a run of ``method``: its ``baseline`` entry narrowed to the groups the
     method reads (its registered ``groups``: none for ``ferd``), so tuning one baseline never invalidates
     FERD's or another baseline's results (``dvc exp run -S baseline.cmi.lr=…`` reruns nothing of a FERD run)."""
-    from .method import method_class
+    from .methods import method_class
 
     if scope not in SCOPES:
         raise ValueError(f"scope: expected one of {sorted(SCOPES)}, got {scope!r}")

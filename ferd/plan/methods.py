@@ -1,0 +1,35 @@
+"""The registered methods by name (:data:`ferd.settings.method.METHODS`), the shipped ones loaded first.
+
+The shipped methods register on import; this module imports them the first time a name is looked up (not at
+import time: ``ferd --help`` loads no torch), so the registry itself stays a leaf of :mod:`ferd.settings`.
+"""
+
+from __future__ import annotations
+
+from ..settings.method import METHODS, Method
+
+SHIPPED = ("ferd.synthesis.ferd", "ferd.baselines")
+"""The modules whose import registers the shipped methods (the code of every stage whose results depend on the
+method: :func:`ferd.stages.dvc_yaml.code_modules`)."""
+
+
+def _load_shipped() -> None:
+    from .. import baselines
+    from ..synthesis import ferd
+
+    del baselines, ferd  # imported for their registrations: deepinv, cmi, fast, zskt, dfhl; ferd
+
+
+def method_class(name: str) -> type[Method]:
+    """The method registered as ``name`` (one line naming the known ones otherwise)."""
+    if name not in METHODS:
+        _load_shipped()
+    if name not in METHODS:
+        raise KeyError(f"method: expected one of {known_methods()}, got {name!r}")
+    return METHODS[name]
+
+
+def known_methods() -> list[str]:
+    """Every registered method's name, sorted."""
+    _load_shipped()
+    return sorted(METHODS)
