@@ -209,3 +209,25 @@ def test_the_utae_cache_needs_ferds_student_side_whatever_the_method():
     for method in ("fast", "dfhl"):
         with pytest.raises(ConfigError, match=r"distill\.utae\.cache: 'pool' needs UTAEs against the teacher"):
             parse_config({**TINY, **cache, "method": method})
+
+
+def test_a_method_of_an_installed_package_registers_through_its_entry_point(monkeypatch):
+    import importlib.metadata
+    import sys
+
+    from ferd.plan import methods
+    from ferd.settings.method import METHODS
+
+    sys.modules.pop("support.throwaway_method", None)  # imported afresh, so it registers
+    found = [importlib.metadata.EntryPoint("pixel-ce", "support.throwaway_method", methods.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: found if group == methods.ENTRY_POINT_GROUP
+                        else [])
+    try:
+        assert methods.method_class("pixel-ce").name == "pixel-ce" and "pixel-ce" in methods.known_methods()
+    finally:
+        METHODS.pop("pixel-ce", None)
+        sys.modules.pop("support.throwaway_method", None)
+    found[:] = [importlib.metadata.EntryPoint("broken", "no_such_module_of_anyone", methods.ENTRY_POINT_GROUP)]
+    with pytest.raises(ValueError, match=r"^method plugin 'broken' \(no_such_module_of_anyone, entry point group "
+                                         r"ferd.methods\): cannot be imported \(ModuleNotFoundError"):
+        methods.known_methods()
