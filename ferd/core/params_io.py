@@ -18,9 +18,10 @@ MAX_YAML_BYTES = 1 << 20  # a parameter file or override; the presets are a few 
 
 
 class StrictModel(BaseModel):
-    """A parameter group: unknown keys refused, assignments validated."""
+    """A parameter group: unknown keys refused, and immutable once validated (a resolved plan cannot be changed
+    behind the resolver's back: a changed setting is a new ``model_copy(update=…)``, validated again)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ConfigError(ValueError):
