@@ -4,11 +4,12 @@ For a preset it times, with the preset's shapes and models (a teacher of ``teach
 random weights: speed does not depend on them):
 
 * a **generator iteration** (:meth:`Synthesizer.run_epoch` over ``--iterations`` iterations,
-  per iteration) and its **bare passes** — the same calls timed alone: generator forward and
-  backward, teacher forward (features, head, and the BatchNorm-statistics hooks that compute L_bn
-  inside that forward, Eq. 8) with the backward to the input, student forward
-  with the backward to the input, and, when L_uni is on, the bottleneck fit plus the masked
-  head pass;
+  per iteration) and its **bare passes** — the method's generator forward and backward, then the model passes
+  its objective makes, as the method declares them
+  (:meth:`ferd.synthesis.epoch.GenerationMethod.generator_passes`): teacher forwards with the backward to the
+  input (FERD's split at ``synthesis.layer``, with the BatchNorm-statistics hooks that compute L_bn inside the
+  forward, Eq. 8), student forwards with the backward to the input, and, when L_uni is on, the bottleneck fit
+  plus the masked head pass; DFHL's: the student alone; CMI's: the teacher on two views;
 * a **student iteration** (:meth:`Distiller.run_epoch` over ``--iterations`` iterations, per
   iteration) and its bare passes, as the run's student side makes them
   (:meth:`ferd.distill.side.StudentSide.passes` of the resolved plan, :mod:`ferd.plan.resolve`): for Eq. 10-11 the
@@ -31,8 +32,9 @@ efficiency (speed-up / N); under torchrun only the iterations are timed, not the
 FLOP counting (stated, not measured): MACs of one forward pass from
 :func:`ferd.models.count_macs` (conv and linear layers only), 2 FLOPs per MAC; a backward pass
 to the input only costs one forward (the data-gradient GEMMs), a backward to the input and the
-weights two forwards. The bottleneck fit is not counted (it runs the head only). Medians over
-``--repeats`` repeats after ``--warmup`` untimed ones.
+weights two forwards; the passes counted are the declared ones (``GeneratorPasses.flops``,
+``IterationPasses.flops``), the bottleneck's as passes of the teacher's head; the generator itself is not
+counted. Medians over ``--repeats`` repeats after ``--warmup`` untimed ones.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import torch
 from ..compute.switches import attack_model
 from ..settings.config import FerdConfig
 from ..plan.resolve import Plan, resolve
+from ..synthesis.epoch import GeneratorPasses
 
 
 def _sync(device: str) -> None:
@@ -110,6 +113,7 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
 
     dev, plan = cfg.device, resolve(cfg)
     teacher, state, info = _setup(timed_plan(plan, iterations))
+    gen_passes = state.synthesizer.method.generator_passes(0)  # declared (or refused) before anything is timed
     s_cfg, d_cfg = plan.synthesis, plan.distill
     p = torch.full((info.num_classes,), 1.0 / info.num_classes, dtype=torch.float64)
 
@@ -125,15 +129,33 @@ def bench(cfg: FerdConfig, iterations: int = 5, repeats: int = 5, warmup: int = 
     out["paper_220_epochs_h"] = 220 * (200 * gen_epoch + 400 * stu_epoch) / 3600
     if distributed.world()[1] > 1:  # under torchrun: the data-parallel iterations only (ferd.compute.distributed)
         return out
-    return {**out, **_bare_passes(plan, teacher, state, info, gen_epoch, stu_epoch, repeats, warmup)}
+    return {**out, **_bare_passes(plan, teacher, state, info, gen_passes, gen_epoch, stu_epoch, repeats, warmup)}
 
 
-def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, gen_epoch: float,
-                 stu_epoch: float, repeats: int, warmup: int) -> dict[str, Any]:
-    """The bare passes of a generator and a student iteration, their ratio to the iterations and FLOP/s."""
+def _head_macs(teacher: torch.nn.Module, layer: str, size: tuple[int, ...]) -> int:
+    """MACs of one pass of the teacher's head from ``layer`` (:func:`ferd.models.count_macs` on the split)."""
+    from ..models import count_macs
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.teacher = teacher
+
+        def forward(self, f: torch.Tensor) -> torch.Tensor:
+            return teacher.head(f, layer)
+
+    with torch.no_grad():
+        f = teacher.features(torch.zeros((1, *size), device=next(teacher.parameters()).device), layer)
+    return count_macs(Head().train(teacher.training), tuple(f.shape))  # count_macs restores that mode
+
+
+def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, gen_passes: GeneratorPasses,
+                 gen_epoch: float, stu_epoch: float, repeats: int, warmup: int) -> dict[str, Any]:
+    """The bare passes of a generator iteration (``gen_passes``: the method's declaration for epoch 0, the one
+    timed) and of a student iteration, their ratio to the iterations and FLOP/s."""
     from ..core import rng
-    from ..synthesis.bottleneck import non_robust_features
-    from ..synthesis.losses import BatchNormStatistics
+    from ..models import count_macs
+    from ..synthesis.epoch import frozen_student
 
     cfg = plan.cfg
     dev, s_cfg, d_cfg = cfg.device, plan.synthesis, plan.distill
@@ -141,26 +163,14 @@ def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, ge
 
     # ---- bare passes, same shapes ----
     bg, bs = s_cfg.batch_size, d_cfg.batch_size
-    student = state.student
-    layer = teacher.check_layer(s_cfg.layer)
+    student, method = state.student, state.synthesizer.method
     y = torch.randint(0, info.num_classes, (bg,), device=dev)
     # the method's own generator of epoch 0 and what it optimises (FERD: persistent or re-initialised, with z)
-    synthesize, _ = state.synthesizer.method.start_epoch(0, y, rng.generator(cfg.seed, "latent", 0))
-    use_uni = s_cfg.fae and s_cfg.lambda_uni > 0
+    synthesize, _ = method.start_epoch(0, y, rng.generator(cfg.seed, "latent", 0))
 
     def gen_bare() -> None:
-        student.eval().requires_grad_(False)
-        x = synthesize()
-        with BatchNormStatistics(teacher) as bn_stats:  # L_bn (Eq. 8) is computed inside the teacher's forward
-            f = teacher.features(x, layer)
-            loss = teacher.head(f, layer).sum() + student(x).sum() + bn_stats.pop()
-            if use_uni:
-                bo = s_cfg.bottleneck
-                with bn_stats.paused():
-                    f_nr, _ = non_robust_features(teacher, f, y, layer, bo, torch.Generator().manual_seed(0))
-                    loss = loss + teacher.head(f_nr, layer).sum()
-        loss.backward()
-        student.requires_grad_(True)
+        with frozen_student(student):
+            gen_passes.loss(teacher, student, synthesize(), y, torch.Generator().manual_seed(0)).backward()
 
     passes = state.distiller.side.passes(d_cfg)  # what the run's student iteration makes (ferd.plan.resolve)
     target = attack_model(teacher, cfg.compute) if passes.attacked == "teacher" else student
@@ -188,13 +198,10 @@ def _bare_passes(plan: Plan, teacher: torch.nn.Module, state: Any, info: Any, ge
     gen_bare_s = median_seconds(amp(gen_bare), repeats, warmup, dev)
     stu_bare_s = median_seconds(amp(stu_bare), repeats, warmup, dev)
 
-    from ..models import count_macs
-
     mt, ms = count_macs(teacher, (1, *size)), count_macs(student, (1, *size))
-    # generator: teacher and student forward + input-backward (the generator itself is not counted)
-    gen_flops = 2 * bg * (2 * mt + 2 * ms)
-    # student: the side's passes (attack steps on the attacked model, teacher forwards, student passes)
-    stu_flops = passes.flops(mt, ms, bs)
+    mh = _head_macs(teacher, teacher.check_layer(gen_passes.layer), size) if gen_passes.bottleneck else 0
+    gen_flops = gen_passes.flops(mt, ms, bg, mh)  # the method's declared passes
+    stu_flops = passes.flops(mt, ms, bs)  # the side's passes (attack steps, teacher forwards, student passes)
     return {"teacher_macs": mt, "student_macs": ms, "generator_bare_s": gen_bare_s,
             "generator_ratio": gen_epoch / gen_bare_s, "student_bare_s": stu_bare_s,
             "student_ratio": stu_epoch / stu_bare_s, "generator_tflops": gen_flops / gen_bare_s / 1e12,

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import rng
+from ..synthesis.epoch import GeneratorPasses
 from ..synthesis.generator import Generator
 from .losses import contrastive_loss, masked_adversarial_kl
 from .generation import BaselineMethod, register, value
@@ -78,6 +79,11 @@ class CMI(BaselineMethod):
         opt = torch.optim.Adam([*gen.parameters(), z], lr=ctx.b.cmi.lr, betas=(0.5, 0.999))
         gen.train()
         return (lambda: gen(z)), opt
+
+    def generator_passes(self, epoch):
+        """The teacher on the global view (L_BN in its forward) and on the local one, the student on the global
+        view (the projection head and the bank are not model passes)."""
+        return GeneratorPasses(teacher_passes=2, student_passes=1, bn_statistics=True)
 
     def objective(self, x, labels, teacher, student, bn, aug, epoch):
         c = self.ctx.b.cmi

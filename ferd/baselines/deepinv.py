@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..synthesis.epoch import GeneratorPasses
 from .losses import deepinversion_loss
 from .generation import BaselineMethod, register, value
 from .views import roll_flip
@@ -21,6 +22,10 @@ class DeepInversion(BaselineMethod):
         self.x_param = x_param.clamp(0, 1).to(self.ctx.device).requires_grad_(True)
         opt = torch.optim.Adam([self.x_param], lr=self.ctx.b.deepinv.lr, betas=(0.5, 0.99))
         return (lambda: self.x_param), opt
+
+    def generator_passes(self, epoch):
+        """Teacher (L_BN in its forward) and student (JS) on the jittered pixels."""
+        return GeneratorPasses(teacher_passes=1, student_passes=1, bn_statistics=True)
 
     def objective(self, x, labels, teacher, student, bn, aug, epoch):
         d = self.ctx.b.deepinv

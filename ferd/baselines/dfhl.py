@@ -10,6 +10,7 @@ from torch import nn
 from ..compute import distributed
 from ..distill.side import Draw, IterationPasses, StudentSide
 from ..compute.numerics import NonFiniteLoss
+from ..synthesis.epoch import GeneratorPasses
 from .losses import dfhl_generator_loss, hee_start, high_entropy_examples
 from .generation import BaselineMethod, register, value
 from .views import crop_flip
@@ -34,6 +35,10 @@ class DFHL(BaselineMethod):
                                lr=d.lr, betas=(g.beta1, g.beta2))
         gen.train()
         return (lambda: gen(z)), opt
+
+    def generator_passes(self, epoch):
+        """The student alone, on the crop + flip view: no teacher pass."""
+        return GeneratorPasses(teacher_passes=0, student_passes=1)
 
     def objective(self, x, labels, teacher, student, bn, aug, epoch):
         d = self.ctx.b.dfhl

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import rng
+from ..synthesis.epoch import GeneratorPasses
 from ..synthesis.losses import bn_batch_statistics
 from .losses import masked_adversarial_kl, momentum_bn_loss
 from .generation import BaselineMethod, register, value
@@ -60,6 +61,14 @@ class Fast(BaselineMethod):
                     mod.weight.copy_(torch.randn(mod.weight.shape) * 0.02)  # CPU draw under the seed
                     mod.bias.zero_()
 
+    def adversarial(self, epoch: int) -> bool:
+        """Whether the masked −KL (and so the student's pass) is on in ``epoch``: after ``adv_warmup`` epochs."""
+        return epoch >= self.ctx.b.fast.adv_warmup
+
+    def generator_passes(self, epoch):
+        """The teacher on the crop + flip view (its BN inputs make L_BN^mmt), the student once adversarial."""
+        return GeneratorPasses(teacher_passes=1, student_passes=int(self.adversarial(epoch)), bn_statistics=True)
+
     def objective(self, x, labels, teacher, student, bn, aug, epoch):
         f = self.ctx.b.fast
         xa = crop_flip(x, 4, aug)
@@ -70,7 +79,7 @@ class Fast(BaselineMethod):
         l_bn = sum(momentum_bn_loss(mu, var, layer.running_mean, layer.running_var, em, ev, f.bn_momentum)
                    for (mu, var), (em, ev), layer in zip(stats, ema, bn.layers))
         l_oh = F.cross_entropy(t, labels)
-        l_adv = masked_adversarial_kl(t, student(xa)) if epoch >= f.adv_warmup else x.new_zeros(())
+        l_adv = masked_adversarial_kl(t, student(xa)) if self.adversarial(epoch) else x.new_zeros(())
         loss = f.lambda_bn * l_bn + f.lambda_oh * l_oh + f.lambda_adv * l_adv
         return loss, {"bn": value(l_bn), "oh": value(l_oh), "adv": value(l_adv)}, t, stats
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..synthesis.epoch import GeneratorPasses
 from .losses import zskt_generator_loss
 from .generation import BaselineMethod, register, value
 
@@ -23,6 +24,10 @@ class ZSKT(BaselineMethod):
     def start_epoch(self, epoch, labels, latent):
         n, nz, device = self.ctx.cfg.batch_size, self.ctx.cfg.generator.nz, self.ctx.device
         return (lambda: self.generator(torch.randn((n, nz), generator=latent).to(device))), self.optimizer
+
+    def generator_passes(self, epoch):
+        """Teacher and student on the generated batch, no BatchNorm statistics."""
+        return GeneratorPasses(teacher_passes=1, student_passes=1)
 
     def objective(self, x, labels, teacher, student, bn, aug, epoch):
         with bn.paused():

@@ -29,11 +29,12 @@ from tqdm.auto import tqdm
 from ..compute import distributed
 from ..core import rng
 from ..settings.baseline_config import BaselineConfig
-from ..settings.config import SynthesisConfig
+from ..settings.config import BottleneckConfig, SynthesisConfig
 from ..settings.method import Method
 from ..models import FerdModel
 from ..compute.numerics import autocast, check_finite_loss
 from ..core.kill_points import kill_point
+from .bottleneck import non_robust_features
 from .losses import BatchNormStatistics
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,62 @@ def _global_figures(terms: dict[str, float], counts: torch.Tensor | None, split:
 Objective = tuple[torch.Tensor, dict[str, float], "torch.Tensor | None", Any]
 """(loss, its terms as floats, the teacher's logits on the batch or None, what :meth:`GenerationMethod.end_epoch`
 and :meth:`GenerationMethod.after_epoch` need)"""
+
+
+@dataclass(frozen=True)
+class GeneratorPasses:
+    """The model passes one generator iteration makes on its batch: what ``ferd bench`` times bare and counts
+    (:meth:`GenerationMethod.generator_passes`; the student side's are :class:`ferd.distill.side.IterationPasses`).
+
+    ``teacher_passes`` teacher forwards with the backward to the input (one per view), the first split at
+    ``synthesis.layer`` (features, then head) when ``split``, with the BatchNorm statistics of its forward in
+    the loss when ``bn_statistics`` (L_bn, Eq. 8, or a method's variant); ``student_passes`` forwards of the
+    frozen student with the backward to the input; with ``bottleneck`` (L_uni: split only), the Eq. 4-6 fit on
+    the split features (``bottleneck.iterations`` head passes with the backward to the head's input) and the
+    masked head pass with the backward to the input."""
+
+    teacher_passes: int
+    student_passes: int
+    bn_statistics: bool = False
+    split: bool = False
+    layer: str | None = None  # synthesis.layer (None: the teacher's default)
+    bottleneck: BottleneckConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.bottleneck is not None and not (self.split and self.teacher_passes):
+            raise ValueError("GeneratorPasses: the bottleneck runs on the split teacher's features; expected "
+                             "split=True and teacher_passes >= 1 with bottleneck")
+
+    def flops(self, teacher_macs: int, student_macs: int, batch: int, head_macs: int = 0) -> int:
+        """FLOPs of the passes for ``batch`` samples, counted as ``ferd bench`` states: 2 FLOPs per MAC, a
+        forward with the backward to the input two forwards; ``head_macs``: one pass of the teacher's head from
+        ``layer`` (counted only with ``bottleneck``: its fit's passes and the masked one)."""
+        head = 2 * (self.bottleneck.iterations + 1) * head_macs if self.bottleneck is not None else 0
+        return 2 * batch * (2 * self.teacher_passes * teacher_macs + 2 * self.student_passes * student_macs + head)
+
+    def loss(self, teacher: FerdModel, student: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+             noise: torch.Generator) -> torch.Tensor:
+        """The passes alone on ``x`` (the student frozen: :func:`frozen_student`), summed into one tensor whose
+        backward makes their input-backward passes: what ``ferd bench`` times as the bare passes."""
+        loss = x.new_zeros(())
+        with BatchNormStatistics(teacher) as bn:
+            for i in range(self.teacher_passes):
+                with contextlib.nullcontext() if self.bn_statistics and i == 0 else bn.paused():
+                    if self.split and i == 0:
+                        layer = teacher.check_layer(self.layer)
+                        f = teacher.features(x, layer)
+                        loss = loss + teacher.head(f, layer).sum()
+                    else:
+                        loss = loss + teacher(x).sum()
+                if self.bn_statistics and i == 0:
+                    loss = loss + bn.pop()
+                if self.bottleneck is not None and i == 0:
+                    with bn.paused():
+                        f_nr, _ = non_robust_features(teacher, f, labels, layer, self.bottleneck, noise)
+                        loss = loss + teacher.head(f_nr, layer).sum()
+        for _ in range(self.student_passes):
+            loss = loss + student(x).sum()
+        return loss
 
 
 @dataclass(frozen=True)
@@ -174,6 +231,16 @@ class GenerationMethod(Method):
                     ) -> float | None:
         """After the epoch, hooks off; may return the share of non-robust channels on the kept batch."""
         return None
+
+    # ---- what an iteration costs -------------------------------------------------------------------
+    def generator_passes(self, epoch: int) -> GeneratorPasses:
+        """The model passes :meth:`objective` makes in an iteration of ``epoch`` (``ferd bench`` times them bare and
+        counts their FLOPs). No default: one would be silently wrong for any objective that differs from it, and
+        bench would time and count passes the method never makes; only ``ferd bench`` asks, so a method that
+        declares nothing still runs everywhere else."""
+        raise NotImplementedError(f"method {self.name!r} declares no generator passes: define "
+                                  f"{type(self).__name__}.generator_passes(epoch) returning a "
+                                  "ferd.synthesis.epoch.GeneratorPasses (what ferd bench times and counts)")
 
 
 class Synthesizer:

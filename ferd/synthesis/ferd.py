@@ -16,7 +16,7 @@ from ..compute import distributed
 from ..core import rng
 from ..settings.method import register
 from .bottleneck import non_robust_features
-from .epoch import GenerationMethod, SynthesisContext
+from .epoch import GenerationMethod, GeneratorPasses, SynthesisContext
 from .generator import ConditionalGenerator, Generator, authors_init
 from .losses import (GeneratorLossTerms, adversarial_loss, diversity_loss, generator_loss, one_hot_loss,
                      uniform_prediction_loss)
@@ -45,6 +45,24 @@ class Ferd(GenerationMethod):
         if self.generator is not None and state:
             super().load_state_dict(state)
 
+    @property
+    def use_adv(self) -> bool:
+        """Whether L_adv (and so the student's pass) enters L_gen: λ_adv > 0."""
+        return self.ctx.cfg.lambda_adv > 0
+
+    @property
+    def use_uni(self) -> bool:
+        """Whether L_uni (and so the bottleneck of Eq. 4-6) enters L_gen: ``synthesis.fae`` on and λ_uni > 0."""
+        return self.ctx.cfg.fae and self.ctx.cfg.lambda_uni > 0
+
+    def generator_passes(self, epoch: int) -> GeneratorPasses:
+        """The teacher split at ``synthesis.layer`` with L_bn in its forward, the student when L_adv is on, the
+        bottleneck fit and masked head pass when L_uni is on."""
+        cfg = self.ctx.cfg
+        return GeneratorPasses(teacher_passes=1, student_passes=int(self.use_adv), bn_statistics=True,
+                               split=self.splits_teacher, layer=cfg.layer,
+                               bottleneck=cfg.bottleneck if self.use_uni else None)
+
     def start_epoch(self, epoch, labels, latent):
         """The epoch's generator, its optimiser and a closure making this process's rows of the batch.
 
@@ -60,7 +78,6 @@ class Ferd(GenerationMethod):
         z, mine = distributed.shard(torch.randn((labels.shape[0], g.nz), generator=latent).to(ctx.device), labels)
         self.latents = z
         self.ib_rng = rng.generator(ctx.seed, "bottleneck", epoch)
-        self.use_uni = cfg.fae and cfg.lambda_uni > 0
         if g.kind == "conditional":
             dp = self._generator_dp
             return (lambda: dp(z, mine)), self.optimizer
@@ -92,7 +109,7 @@ class Ferd(GenerationMethod):
         t_logits = teacher.head(z, layer)
         l_bn = bn.pop()
         zero = x.new_zeros(())
-        l_adv = adversarial_loss(t_logits, student(x)) if cfg.lambda_adv > 0 else zero
+        l_adv = adversarial_loss(t_logits, student(x)) if self.use_adv else zero
         l_uni = zero
         if self.use_uni:
             with bn.paused():
