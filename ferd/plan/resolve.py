@@ -12,11 +12,15 @@ across groups live here alone:
 * the student side and the distillation settings it runs with (:func:`distill_settings`), with γ
   effective (0 when ``distill.utae.enabled`` is off: plain PGD on the KL, the 'w/o UTAEs' ablation) and the
   attack target decided;
-* the parameter groups the method's results depend on (:func:`ferd.plan.fingerprint.scope_keys`).
+* the parameter groups the method's results depend on (:func:`ferd.plan.fingerprint.scope_keys`);
+* the fields that must agree across groups (:func:`cross_field_errors`): rounds and epochs, the student's warm-up
+  and the epochs, the processes and the device and batches, mean/std and the dataset's channels, the UTAE cache
+  and its target.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,9 @@ class Plan:
 
 def resolve(cfg: FerdConfig) -> Plan:
     """The plan of ``cfg``; :class:`ConfigError` (one line naming the field) when fields contradict."""
+    errors = cross_field_errors(cfg)
+    if errors:
+        raise ConfigError("invalid parameters: " + "; ".join(errors))
     try:
         method = method_class(cfg.method)
     except KeyError as exc:
@@ -69,6 +76,53 @@ def resolve(cfg: FerdConfig) -> Plan:
     return Plan(cfg=cfg, method=method, synthesis=cfg.synthesis,
                 reweighting=rw if method.reweights and rw.enabled else None, student_side=side,
                 distill=distill_settings(cfg, side), groups=method.groups)
+
+
+def cross_field_errors(cfg: FerdConfig) -> list[str]:
+    """One line per rule that ties fields of different groups and that ``cfg`` breaks, naming the field."""
+    out = []
+    if cfg.rounds is not None and cfg.rounds > cfg.epochs:
+        out.append(f"rounds: expected at most epochs ({cfg.epochs}), got {cfg.rounds}")
+    if cfg.distill.warmup_epochs >= cfg.epochs:
+        out.append(f"distill.warmup_epochs: expected fewer than epochs ({cfg.epochs}), got {cfg.distill.warmup_epochs}")
+    if cfg.nproc_per_node > 1 and ":" in cfg.device:
+        out.append(f"device: {cfg.device} names one GPU, but nproc_per_node is {cfg.nproc_per_node}; expected cuda "
+                   "(each process then takes the GPU of its LOCAL_RANK)")
+    for field, size in (("distill.batch_size", cfg.distill.batch_size),
+                        ("synthesis.batch_size", cfg.synthesis.batch_size)):
+        if size % cfg.nproc_per_node:
+            out.append(f"nproc_per_node: expected a divisor of {field} ({size}: each process takes an equal share of "
+                       f"the batch), got {cfg.nproc_per_node}")
+    for group in ("teacher", "student"):
+        try:
+            check_normalisation(group, getattr(cfg, group).mean, getattr(cfg, group).std, cfg.dataset)
+        except ValueError as exc:
+            out.append(str(exc))
+    if cfg.distill.utae.cache == "pool" and cfg.distill.utae.target != "teacher":
+        out.append("distill.utae.cache: 'pool' needs distill.utae.target: teacher (a UTAE that attacks the student "
+                   "changes as the student learns; there is nothing to cache)")
+    return out
+
+
+def check_normalisation(group: str, mean: list[float] | None, std: list[float] | None, dataset: str) -> None:
+    """``<group>.mean`` / ``<group>.std``: both or neither, one finite value per channel of ``dataset``'s images,
+    every std > 0; a ValueError naming the field and what it expects otherwise."""
+    from ..core.dataset_catalog import KNOWN_DATASETS, dataset_info
+
+    if (mean is None) != (std is None):
+        given, absent = ("mean", "std") if std is None else ("std", "mean")
+        raise ValueError(f"{group}.{absent}: expected a list as {group}.{given} is given (both or neither)")
+    if mean is None or std is None:
+        return
+    channels = dataset_info(dataset).channels if dataset in KNOWN_DATASETS else None
+    for key, values in (("mean", mean), ("std", std)):
+        if channels is not None and len(values) != channels:
+            raise ValueError(f"{group}.{key}: expected {channels} values (one per image channel of {dataset}), got "
+                             f"{len(values)}")
+        bad = next((v for v in values if not math.isfinite(v) or (key == "std" and v <= 0)), None)
+        if bad is not None:
+            what = "finite values > 0" if key == "std" else "finite values"
+            raise ValueError(f"{group}.{key}: expected {what}, got {bad}")
 
 
 def student_side(method: type[Method], cfg: FerdConfig) -> StudentSideKind:

@@ -11,15 +11,17 @@ says so (docs/results/student-defaults.md): the student side is RSLAD's (λ1 = 1
 ``params/paper-as-printed.yaml`` sets every printed value back; ``params/embedded.yaml`` is the
 small CPU default.
 
-Errors name the key and what it expects: ``synthesis.lambda_uni: expected a number >= 0, got -1``.
+Errors name the key and what it expects: ``synthesis.lambda_uni: expected a number >= 0, got -1``. Each field and
+group is checked here; the rules that tie fields of different groups together (rounds and epochs, the processes and
+the batches, mean/std and the dataset's channels, the UTAE cache and its target) are checked by the resolver,
+:func:`ferd.plan.resolve.cross_field_errors`, which every entry point runs.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .baseline_config import RSLAD_LAMBDA_ADV, RSLAD_LAMBDA_CLEAN, RSLAD_RANDOM_START, BaselineConfig
 from ..core.params_io import StrictModel
@@ -57,27 +59,6 @@ NORM_MEAN = ("per-channel mean {who} subtracts inside the model, (x - mean) / st
              "0.4465]; given with std, or neither (None: no normalisation)")
 NORM_STD = ("per-channel std {who} divides by inside the model: one finite value > 0 per image channel (3), e.g. "
             "CIFAR-10's [0.2471, 0.2435, 0.2616]; given with mean, or neither")
-
-
-def check_normalisation(group: str, mean: list[float] | None, std: list[float] | None, dataset: str) -> None:
-    """``<group>.mean`` / ``<group>.std``: both or neither, one finite value per channel of ``dataset``'s images,
-    every std > 0; a ValueError naming the field and what it expects otherwise."""
-    from ..core.dataset_catalog import KNOWN_DATASETS, dataset_info
-
-    if (mean is None) != (std is None):
-        given, absent = ("mean", "std") if std is None else ("std", "mean")
-        raise ValueError(f"{group}.{absent}: expected a list as {group}.{given} is given (both or neither)")
-    if mean is None or std is None:
-        return
-    channels = dataset_info(dataset).channels if dataset in KNOWN_DATASETS else None
-    for key, values in (("mean", mean), ("std", std)):
-        if channels is not None and len(values) != channels:
-            raise ValueError(f"{group}.{key}: expected {channels} values (one per image channel of {dataset}), got "
-                             f"{len(values)}")
-        bad = next((v for v in values if not math.isfinite(v) or (key == "std" and v <= 0)), None)
-        if bad is not None:
-            what = "finite values > 0" if key == "std" else "finite values"
-            raise ValueError(f"{group}.{key}: expected {what}, got {bad}")
 
 
 class TeacherConfig(_Strict):
@@ -202,14 +183,6 @@ class UTAEConfig(_Strict):
     cache_starts: int = Field(1, ge=1, le=16, description="K cached UTAEs per FAE (K random starts); a student "
                               "iteration picks one of the K at random")
 
-    @model_validator(mode="after")
-    def _cache(self) -> UTAEConfig:
-        if self.cache == "pool" and self.target != "teacher":
-            raise ValueError("distill.utae.cache: 'pool' needs distill.utae.target: teacher (a UTAE that attacks "
-                             "the student changes as the student learns; there is nothing to cache)")
-        return self
-
-
 class DistillConfig(_Strict):
     """The robust distillation stage of Algorithm 1 (lines 13-17)."""
 
@@ -286,29 +259,6 @@ class FerdConfig(_Strict):
         if device != "cpu" and not device.startswith("cuda"):
             raise ValueError(f"expected 'cpu' or 'cuda[:N]', got {device!r}")
         return device
-
-    @field_validator("teacher", "student")
-    @classmethod
-    def _normalisation(cls, group: TeacherConfig | StudentConfig,
-                       info: ValidationInfo) -> TeacherConfig | StudentConfig:
-        check_normalisation(info.field_name or "", group.mean, group.std, info.data.get("dataset", ""))
-        return group
-
-    @model_validator(mode="after")
-    def _cross(self) -> FerdConfig:
-        if self.rounds is not None and self.rounds > self.epochs:
-            raise ValueError(f"rounds: expected at most epochs ({self.epochs}), got {self.rounds}")
-        if self.distill.warmup_epochs >= self.epochs:
-            raise ValueError(f"distill.warmup_epochs ({self.distill.warmup_epochs}) must be < epochs ({self.epochs})")
-        if self.nproc_per_node > 1 and ":" in self.device:
-            raise ValueError(f"device: {self.device} names one GPU, but nproc_per_node is {self.nproc_per_node}; "
-                             "expected cuda (each process then takes the GPU of its LOCAL_RANK)")
-        for field, size in (("distill.batch_size", self.distill.batch_size),
-                            ("synthesis.batch_size", self.synthesis.batch_size)):
-            if size % self.nproc_per_node:
-                raise ValueError(f"nproc_per_node: expected a divisor of {field} ({size}: each process takes an "
-                                 f"equal share of the batch), got {self.nproc_per_node}")
-        return self
 
     @property
     def num_rounds(self) -> int:
