@@ -60,3 +60,18 @@ def test_load_with_overrides(tmp_path):
 ])
 def test_autoattack_runs_on_its_own_subset_only_when_that_subset_is_smaller(evaluation, own):
     assert parse_config({"evaluation": evaluation}).evaluation.aa_on_own_subset is own
+
+
+def test_rules_across_groups_are_the_resolvers_and_reported_together():
+    from ferd.plan.resolve import resolve
+    from ferd.settings.config import FerdConfig
+
+    data = {"epochs": 2, "rounds": 3, "distill": {"warmup_epochs": 2}, "teacher": {"mean": [0.5]}}
+    cfg = FerdConfig.model_validate(data)  # each field and group is valid on its own
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg)
+    assert str(exc.value) == ("invalid parameters: rounds: expected at most epochs (2), got 3; distill.warmup_epochs: "
+                              "expected fewer than epochs (2), got 2; teacher.std: expected a list as teacher.mean is "
+                              "given (both or neither)")
+    with pytest.raises(ConfigError, match=r"^invalid parameters: rounds: .*; distill\.warmup_epochs: .*; teacher\.std"):
+        parse_config(data)
