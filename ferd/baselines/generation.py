@@ -60,7 +60,8 @@ class BaselineMethod(GenerationMethod):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__ and "groups" not in cls.__dict__:
-            cls.groups = ("baseline.robust", f"baseline.{cls.name}")
+            cls.synthesis_groups = (f"baseline.{cls.name}",)
+            cls.groups = ("baseline.robust", *cls.synthesis_groups)
 
     def __init__(self, ctx: SynthesisContext) -> None:
         super().__init__(ctx)

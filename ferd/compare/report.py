@@ -279,9 +279,8 @@ def effective_settings(plan: Plan) -> dict[str, object]:
     data["distill"] = plan.distill.model_dump(mode="json")
     if plan.student_side == "own":
         data["distill"]["loss"] = plan.side().description
-    for group in plan.groups:
-        if group != "baseline.robust":
-            data[group] = f"its own synthesis ({group}.*)"
+    for group in plan.method.synthesis_groups:
+        data[group] = f"its own synthesis ({group}.*)"
     flat: dict[str, object] = {}
 
     def walk(prefix: str, node: object) -> None:
@@ -304,7 +303,7 @@ def arm_differences(cc: CompareConfig) -> dict[str, list[str]]:
         plan = resolve(run_config(cc, Arm(method, student, seed)))
         mine = effective_settings(plan)
         # a method with its own synthesis group does not read FERD's generator settings
-        unused = any(g != "baseline.robust" for g in plan.groups)
+        unused = bool(plan.method.synthesis_groups)
         out[method] = [f"{k}: {_short(mine.get(k))}" for k in sorted(set(ref) | set(mine))
                        if mine.get(k) != ref.get(k) and not (unused and k.startswith("synthesis.")
                                                               and k != "synthesis.reweighting.enabled"

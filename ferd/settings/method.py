@@ -13,6 +13,8 @@ downstream asks which method it is:
   that separates synthesis from distillation);
 * ``groups`` — the parameter groups it reads beyond the shared ones (``baseline.robust``,
   ``baseline.<name>``): its results' fingerprint depends on these and on no other method's;
+* ``synthesis_groups`` — those of its ``groups`` that hold a synthesis of its own (``baseline.<name>``): such a
+  method does not read ``synthesis.*``'s generator settings;
 * ``data_parallel`` — whether its generation splits the batch across torchrun's processes.
 * ``splits_teacher`` — whether it splits the teacher at ``synthesis.layer`` (``features``/``head``, Eq. 4-7):
   such a method needs a teacher with split points (:func:`ferd.models.check_split`).
@@ -41,6 +43,7 @@ class Method:
     reweights: ClassVar[bool] = False
     student_side: ClassVar[StudentSideKind] = "a8"
     groups: ClassVar[tuple[str, ...]] = ()
+    synthesis_groups: ClassVar[tuple[str, ...]] = ()
     data_parallel: ClassVar[bool] = False
     splits_teacher: ClassVar[bool] = False
 
