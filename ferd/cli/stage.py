@@ -60,7 +60,7 @@ def _stage(args: argparse.Namespace) -> int:
     cfg = _config(args)
     io = StageIO(cfg)
     stage = graph.BY_NAME[args.stage]
-    preflight(cfg, teacher=stage.name == "teacher-fetch", evaluation=stage.name == "evaluation")
+    preflight(cfg, teacher=stage.fetches_teacher, evaluation=stage.final)
     rc = distributed.torchrun(cfg.nproc_per_node, args.argv) if stage.data_parallel else None
     if rc is not None:
         return rc

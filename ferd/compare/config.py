@@ -42,6 +42,7 @@ from ..core.params_io import load_yaml
 from ..plan.presets import find_preset, known_presets
 from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, RunDirError, check_run_dir, is_finished, read_metrics
 from ..core.storage import MANIFEST
+from ..stages.layout import TEACHER_DIR
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 MAX_EXTENDS = 8  # a chain of presets deeper than this is a mistake, not a design
@@ -281,7 +282,7 @@ def current_teacher(cc: CompareConfig, out: Path) -> tuple[str, str]:
     the checkpoint, where it is kept, has the card's sha256. A report checks the arms against it."""
     from ..algorithm.teacher_source import CARD_NAME
 
-    path = out / "teacher" / CARD_NAME
+    path = out / TEACHER_DIR / CARD_NAME
     if not path.is_file():
         raise FileNotFoundError(f"comparison: {path} is missing (no shared teacher under {out}); run `ferd compare` "
                                 "first")

@@ -35,7 +35,9 @@ import numpy as np
 from ..attacks import ATTACKS
 from ..core.checkpoint import atomic_write_bytes, atomic_write_json, json_safe
 from ..plan.resolve import Plan, resolve
-from ..algorithm.run_dir import is_finished, read_metrics
+from ..algorithm.round_state import HISTORY_FILE
+from ..algorithm.run_dir import METRICS_FILE, is_finished, read_metrics
+from ..stages.layout import REPORT_DIR, TEACHER_DIR
 from .per_class import class_deltas, per_class_section, pool_share
 from .stats import paired_interval, verdict
 from .config import DELTAS, LEFT_OUT, Arm, CompareConfig, arm_status, arms, current_teacher, run_config, teacher_config
@@ -73,13 +75,13 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     per_class: dict[tuple[str, str], dict[str, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
     names: dict[str, dict[str, list[str]]] = defaultdict(dict)  # student → attack → class names
-    metrics = {arm: read_metrics(out / arm.relpath / "metrics.json") for arm in finished}
+    metrics = {arm: read_metrics(out / arm.relpath / METRICS_FILE) for arm in finished}
     attacks = [a for a in ATTACKS if all(f"student.{a}.avg" in m for m in metrics.values())]
     for arm, m in metrics.items():
-        _check_numbers(out / arm.relpath / "metrics.json", m, ["run.seconds", *(f"student.{k}" for k in DELTAS),
+        _check_numbers(out / arm.relpath / METRICS_FILE, m, ["run.seconds", *(f"student.{k}" for k in DELTAS),
                                                                *(f"student.{a}.{s}" for a in attacks for s in STATS)])
         runs[arm.method, arm.student][arm.seed] = m
-        rows = _per_class_rows(out / arm.relpath / "eval")
+        rows = _per_class_rows(out / arm.relpath / REPORT_DIR)
         for a in attacks:
             mine = [r for r in rows if r["model"] == "student" and r["attack"] == a]
             per_class[arm.method, arm.student][a][arm.seed] = np.array([float(r["accuracy"]) for r in mine])
@@ -122,7 +124,7 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
     runs, per_class, names, attacks, left = _collect(cc, out, shared, partial)
     teacher = _teacher_metrics(cc, out, shared[1])  # {}: evaluate_teacher: false, or other parameters
     if teacher:
-        _check_numbers(out / "teacher" / "eval" / "metrics.json", teacher,
+        _check_numbers(out / TEACHER_DIR / REPORT_DIR / METRICS_FILE, teacher,
                        [f"teacher.{a}.{s}" for a in attacks for s in STATS])
     flat: dict[str, float] = {}
     table: list[dict[str, object]] = []
@@ -169,10 +171,10 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
 
 def _teacher_metrics(cc: CompareConfig, out: Path, sha: str) -> dict:
     """The shared teacher's evaluation when it was made with this preset's parameters and teacher, else {}."""
-    ev = out / "teacher" / "eval"
+    ev = out / TEACHER_DIR / REPORT_DIR
     if not is_finished(ev, teacher_config(cc), "teacher-evaluation", sha):
         return {}
-    return read_metrics(ev / "metrics.json")
+    return read_metrics(ev / METRICS_FILE)
 
 
 def _write_csv(path: Path, table: list[dict[str, object]]) -> None:
@@ -205,7 +207,7 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes
         t_cells = [f"{100 * teacher[f'teacher.{a}.{s}']:.1f}" if s != "nsd" else f"{teacher[f'teacher.{a}.{s}']:.3f}"
                    for a in attacks for s in STATS]
         lines.append("| teacher | — | — | — | " + " | ".join(t_cells) + " |")
-    elif (out / "teacher" / "eval" / "metrics.json").is_file():
+    elif (out / TEACHER_DIR / REPORT_DIR / METRICS_FILE).is_file():
         lines.insert(-2, "The teacher's evaluation (`teacher/eval`) was made with other parameters and is left out.\n")
     else:
         lines.insert(-2, "The teacher was not evaluated here (`evaluate_teacher: false`).\n")
@@ -242,7 +244,7 @@ def _per_class_view(cc, out, per_class, names, attacks, teacher) -> tuple[list[s
     if not attacks:
         return [], {}
     attack = "pgd20" if "pgd20" in attacks else attacks[-1]
-    rows = _per_class_rows(out / "teacher" / "eval") if teacher else []
+    rows = _per_class_rows(out / TEACHER_DIR / REPORT_DIR) if teacher else []
     t_acc = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == attack] or None
     lines, data = [], {}
     for student in cc.students:
@@ -252,7 +254,7 @@ def _per_class_view(cc, out, per_class, names, attacks, teacher) -> tuple[list[s
         classes = names[student][attack]
         shares = {}
         for m in acc:
-            found = [pool_share(out / a.relpath / "history.json", len(classes)) for a in arms(cc)
+            found = [pool_share(out / a.relpath / HISTORY_FILE, len(classes)) for a in arms(cc)
                      if a.method == m and a.student == student and a.seed in acc[m]]
             found = [f for f in found if f is not None]
             share = np.mean(found, axis=0) if found else None
@@ -324,7 +326,7 @@ def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _per_class_rows(out / "teacher" / "eval") if teacher_metrics else []
+    rows = _per_class_rows(out / TEACHER_DIR / REPORT_DIR) if teacher_metrics else []
     for a in attacks:
         fig, ax = plt.subplots(figsize=(9, 4))
         t = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == a]

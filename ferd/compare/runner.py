@@ -28,6 +28,7 @@ from ..evaluation.quick import quick_evaluation
 from ..stages.run import run
 from ..algorithm.run_dir import is_finished, set_aside, write_result
 from ..algorithm.teacher_source import obtain_teacher
+from ..stages.layout import REPORT_DIR, TEACHER_DIR
 from .config import Arm, CompareConfig, arm_status, arms, finished_arm_metrics, run_config, teacher_config
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 def prepare_teacher(cc: CompareConfig, out: Path, progress: bool = False) -> tuple[str, str]:
     """Train or load the shared teacher into ``out/teacher`` and evaluate it once (``teacher/eval``).
     Returns (checkpoint path, sha256)."""
-    return prepare_teacher_dir(teacher_config(cc), out / "teacher", progress, cc.evaluate_teacher)
+    return prepare_teacher_dir(teacher_config(cc), out / TEACHER_DIR, progress, cc.evaluate_teacher)
 
 
 def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = False, evaluate: bool = True
@@ -44,7 +45,7 @@ def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = Fal
     """:func:`prepare_teacher` for one folder (what the Kubeflow teacher task writes)."""
     teacher, card = obtain_teacher(cfg, teacher_dir, progress=progress)
     ckpt = (teacher_dir / card["checkpoint"]).resolve()
-    ev = teacher_dir / "eval"
+    ev = teacher_dir / REPORT_DIR
     if evaluate and not is_finished(ev, cfg, "teacher-evaluation", card["sha256"]):
         metrics = quick_evaluation(cfg, {"teacher": teacher.to(cfg.device).eval()}, ev, progress)
         write_result(ev, cfg, metrics, "teacher-evaluation", card["sha256"])
@@ -76,7 +77,7 @@ def assemble(out: Path, teacher_dir: Path, run_dirs: list[Path]) -> Path:
     """Lay out separately produced artifacts (Kubeflow's collected runs) as ``ferd compare --out``
     does, with symbolic links, so :func:`ferd.compare.report.write_report` can read them."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "teacher").symlink_to(teacher_dir.resolve(), target_is_directory=True)
+    (out / TEACHER_DIR).symlink_to(teacher_dir.resolve(), target_is_directory=True)
     for d in run_dirs:
         arm = Arm(**json.loads((d / "arm.json").read_text()))
         (out / arm.relpath).parent.mkdir(parents=True, exist_ok=True)

@@ -29,11 +29,11 @@ from ..core.params_io import ConfigError
 from ..plan.resolve import parse_config
 from ..algorithm.round_state import ROUND_FILE, STUDENT_FILE, checkpoint_dir, read_round_record, verify_checkpoint
 from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, is_finished, read_metrics
+from ..stages.layout import AA_REPORT_DIR, REPORT_DIR, TEACHER_DIR
 from ..stages.run import verify_finished
 from ..algorithm.teacher_source import CARD_NAME, CHECKPOINT_NAME
 
-TEACHER_DIR = "teacher"
-PER_CLASS_FILES = ("eval/per_class.json", "eval-aa/per_class.json")  # AutoAttack on its own subset: eval-aa/
+PER_CLASS_FILES = (f"{REPORT_DIR}/per_class.json", f"{AA_REPORT_DIR}/per_class.json")  # AA on its own subset: the second
 STATS = ("avg", "worst", "nsd")  # the statistics every (model, attack) of metrics.json has
 
 

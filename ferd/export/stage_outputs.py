@@ -28,11 +28,11 @@ from ..core.provenance import read_sealed
 from ..algorithm.round_state import STUDENT_FILE
 from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE
 from ..stages.artifacts import MANIFEST, ArtifactError, read_manifest
-from ..stages.layout import DISTILLATION, EVALUATION, TEACHER
+from ..stages.layout import DISTILLATION, EVALUATION, TEACHER, TEACHER_DIR
 from .source import (ExportSourceError, RunRecord, checked_metrics, checked_per_class, checked_student,
                      checked_teacher)
 
-EVALUATION_DIR, TEACHER_DIR = BY_NAME["evaluation"].subdir, BY_NAME["teacher-fetch"].subdir
+EVALUATION_DIR = BY_NAME["evaluation"].subdir
 
 
 def is_stage_layout(path: Path) -> bool:

@@ -318,8 +318,7 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
     default_yaml, rounds = params_text(params)
     cfg = load_config(params)
     typed = run_time_values(cfg)  # the typed run-time parameters' defaults: the file's values
-    uncached = set() if cluster.cache_remote_teacher or not cfg.teacher.remote \
-        else {"teacher-fetch"}
+    cache_teacher = cluster.cache_remote_teacher or not cfg.teacher.remote  # else a changed remote one is fetched
     launch = cluster.launch()
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=cluster.pipeline_root,
@@ -338,13 +337,13 @@ def build_pipeline(params: "str | Path" = DEFAULT_PARAMS, cluster: "ClusterSetti
         for t in unroll(rounds):  # ferd.plan.graph: the same tasks as dvc.yaml and `ferd stage all`
             produced[t.id] = _configure(_stage_call(t, produced, params_yaml, resolved.output, gpu_device, ref, launch),
                                         t.stage.component, cluster, t.title)
-            if t.id in uncached:
+            if t.stage.fetches_teacher and not cache_teacher:
                 produced[t.id].set_caching_options(False)
-        ev, last = produced["evaluation"], f"-r{rounds - 1}"
+        last = {t.stage.output: produced[t.id] for t in unroll(rounds)}  # each output's producer, its last round
+        ev = last["metrics"]
         return Outputs(metrics=ev.outputs["metrics"], report=ev.outputs["report"], summary=ev.outputs["summary"],
-                       confusion=ev.outputs["confusion"],
-                       student=produced["distillation" + last].outputs["student"],
-                       pool=produced["pool-store" + last].outputs["pool"])
+                       confusion=ev.outputs["confusion"], student=last["student"].outputs["student"],
+                       pool=last["pool"].outputs["pool"])
 
     return ferd_pipeline
 

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ferd.algorithm.run_dir import METRICS_FILE
 from ferd.core.image import Image
 from ferd.stages import config_from_text
 from ferd.stages.artifacts import write_json
@@ -88,7 +89,7 @@ def _run(params: str | Path, out: Path, overrides: list[str], text: str, cfg, st
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(report, dest)
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS_FILE, metrics)
     return LocalRun(out, dest, Path(task.outputs["student"].path), Path(task.outputs["pool"].path), metrics,
                     round(time.time() - started, 1), Path(task.outputs["summary"].path),
                     dict(task.outputs["confusion"].metadata))

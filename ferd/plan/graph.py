@@ -47,6 +47,10 @@ class Stage:
     data_parallel: bool = False  # under torchrun every rank computes a share of it (ferd.compute.distributed);
     #                              other stages run on rank 0 alone
     tracked: bool = False     # it takes ``--live DIR``: the run's per-epoch curves in DVCLive (ferd.core.tracking)
+    fetches_teacher: bool = False  # it reads the teacher source (cfg.teacher): checked before it runs, its local file
+    #                                a DVC dependency, its data too when it trains; uncached on Kubeflow when remote
+    final: bool = False       # it evaluates the last student on the test split: its artifact is the run's result
+    #                           (dvc.yaml's metrics and plots, the DAG's outputs, what `ferd run` returns)
 
     @property
     def component(self) -> str:
@@ -56,7 +60,8 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage(name="teacher-fetch", scope="teacher", per_round=False, subdir="teacher", inputs=(), output="teacher",
-          gpu_device=False, title="teacher fetch", help="stage 1: a verified teacher checkpoint + model card"),
+          gpu_device=False, title="teacher fetch", help="stage 1: a verified teacher checkpoint + model card",
+          fetches_teacher=True),
     Stage(name="synthesis", scope="synthesis", per_round=True, subdir="synthesis",
           inputs=(Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", PREVIOUS, "student"),
                   Input("previous", "synthesis", PREVIOUS, "previous_generation")),
@@ -75,7 +80,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(name="evaluation", scope="evaluation", per_round=False, subdir="evaluation",
           inputs=(Input("teacher", "teacher-fetch", ONCE, "teacher"), Input("student", "distillation", LAST, "student")),
           output="metrics", gpu_device=True, title="evaluation",
-          help="stage 5: per-class robustness of teacher and final student", tracked=True),
+          help="stage 5: per-class robustness of teacher and final student", tracked=True, final=True),
 )
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -139,3 +144,8 @@ def unroll(rounds: int) -> list[Task]:
     after = [task(s, None) for s in STAGES if not s.per_round and any(i.of != ONCE for i in s.inputs)]
     per_round = [task(s, r) for r in range(rounds) for s in STAGES if s.per_round]
     return before + per_round + after
+
+
+def final_task(rounds: int) -> Task:
+    """The task whose artifact is the run's result (:attr:`Stage.final`) in a run of ``rounds`` rounds."""
+    return next(t for t in unroll(rounds) if t.stage.final)

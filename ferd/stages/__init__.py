@@ -127,12 +127,12 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
     """Every task of the unrolled graph in order (:func:`ferd.plan.graph.unroll`), each into its own directory
     under ``out_dir`` (``teacher/``, ``round-<r>/{synthesis,pool,distillation}/``, ``evaluation/``); what
     the DAG runs. With ``storage.uri`` each artifact is also published there as soon as it is written.
-    Returns the last directory of each stage (``teacher``, ``synthesis``, ``pool``, ``student``,
-    ``evaluation``)."""
+    Returns the last directory of each stage, by stage name (``teacher-fetch``, ``synthesis``, ``pool-store``,
+    ``distillation``, ``evaluation``)."""
     from .io import StageIO
 
     io, out = StageIO(cfg), str(out_dir)
-    tasks = [t for t in unroll(cfg.num_rounds) if evaluate or t.stage.name != "evaluation"]
+    tasks = [t for t in unroll(cfg.num_rounds) if evaluate or not t.stage.final]
 
     def run_one(task: graph.Task, inputs: dict) -> Path:
         artifact = run_task(cfg, task.stage.name, task.round, inputs, io.output(task.dir(out)), progress)
@@ -140,8 +140,7 @@ def run_stages(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, evaluate: bo
         return artifact.dir
 
     dirs = execute(tasks, run_one)
-    last = {t.stage.subdir: dirs[t.id] for t in tasks}
-    return {("student" if k == "distillation" else k): v for k, v in last.items()}
+    return {t.stage.name: dirs[t.id] for t in tasks}
 
 
 __all__ = ["Artifact", "ArtifactError", "DistillationArtifact", "EvaluationArtifact", "PoolArtifact",

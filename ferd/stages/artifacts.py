@@ -38,11 +38,9 @@ from ..core.kill_points import kill_point
 from ..settings.config import FerdConfig
 from ..plan.resolve import load_config
 from ..plan.fingerprint import params_fingerprint, scoped_params
-from ..core.storage import listed_files
+from ..core.storage import MANIFEST, listed_files
 from ..core.provenance import SELF_KEY, authenticity_problem, code_version, environment, manifest_digest, seal, utc_now
 
-MANIFEST = "manifest.json"
-CLASS_WEIGHTS_FILE = "class_weights.json"
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from ..compute.numerics import saving_debug_batch
 from ..core.tracking import live_tracker
 from ..algorithm.round_state import STUDENT_FILE, class_weights, load_distillation, load_history, save_distillation, save_history
 from ..core.checkpoint import read_metadata
-from .artifacts import (CLASS_WEIGHTS_FILE, MANIFEST, ArtifactError, RoundArtifact, read_json, write_json,
+from .artifacts import (MANIFEST, ArtifactError, RoundArtifact, read_json, write_json,
                         write_manifest)
 from .executor import InProcess
-from .layout import DISTILLATION
+from .layout import CLASS_WEIGHTS_FILE, DISTILLATION
 from .pool_store import load_pool
 from .round_start import start_round
 

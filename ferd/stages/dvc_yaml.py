@@ -42,14 +42,17 @@ import yaml
 from .. import __version__
 from ..settings.config import FerdConfig
 from ..plan.fingerprint import SCOPES, scope_keys
-from ..plan.graph import STAGES, BY_NAME, unroll
+from ..plan.graph import STAGES, BY_NAME, final_task, unroll
 from ..core.image import container_command
 from ..plan.methods import SHIPPED, method_class
+from ..core.storage import MANIFEST
+from ..synthesis.samples import SAMPLES_FILE
+from ..algorithm.round_state import HISTORY_FILE, STUDENT_FILE
+from ..algorithm.run_dir import METRICS_FILE
+from .layout import AA_REPORT_DIR, CLASS_WEIGHTS_FILE, LIVE_DIR, PLOTS_DIR, REPORT_DIR
 
 OUT = "out"
-METRICS, PLOTS, STUDENT = "metrics.json", "plots", "student.safetensors"  # ferd.stages.evaluation, round_state
-LIVE = "live"  # <out>/live: the DVCLive curves the tracked stages keep up to date (ferd.core.tracking)
-SAMPLES_FILE = "samples.png"  # ferd.synthesis.samples
+LIVE_METRICS, LIVE_PLOTS = "metrics.json", "plots"  # DVCLive's own names in its directory (ferd.core.tracking)
 ROOT_FILE, ROUNDS_DIR = "dvc.yaml", "rounds"
 HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml` (or `ferd params use <preset>`): do not edit.\n"
           "# The stages and graph of the Kubeflow DAG (pipeline/dag.py), rounds unrolled; each round's stages are\n"
@@ -209,20 +212,20 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None) 
     for t in tasks:
         args = [f"--round {t.round}"] if t.round is not None else []
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
-        args += [f"--live {out}/{LIVE}"] if t.stage.tracked else []
+        args += [f"--live {out}/{LIVE_DIR}"] if t.stage.tracked else []
         entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg, *args, f"--out {dirs[t.id]}", pin_version=pin)}
         deps = [dirs[task_id] for task_id in t.reads]
-        if t.stage.name == "teacher-fetch":  # replacing the checkpoint file reruns the teacher stage
+        if t.stage.fetches_teacher:  # replacing the checkpoint file reruns the teacher stage
             deps += [d for d in (cfg.teacher.local_file,) if d]
-        trains = t.stage.name == "teacher-fetch" and cfg.teacher.source.startswith("train:")
-        if t.stage.name == "evaluation" or trains:
+        trains = t.stage.fetches_teacher and cfg.teacher.source.startswith("train:")
+        if t.stage.final or trains:
             deps += [d for d in (_local_path(cfg.data_root),) if d]  # the test (and training) data
         if root is not None:
             deps += code_deps(t.stage.name, cfg, root)
         if deps:
             entry["deps"] = deps
         entry["params"] = list(scope_keys(t.stage.scope, cfg.method))
-        stages[t.id] = {**entry, **(_evaluation_outputs(cfg, dirs[t.id], f"{out}/{LIVE}") if t.stage.name == "evaluation"
+        stages[t.id] = {**entry, **(_evaluation_outputs(cfg, dirs[t.id], f"{out}/{LIVE_DIR}") if t.stage.final
                                     else {"outs": [dirs[t.id]]})}
     return stages
 
@@ -235,10 +238,11 @@ def _evaluation_outputs(cfg: FerdConfig, ev: str, live: str) -> dict[str, Any]:
     (:func:`ferd.evaluation.quick.quick_evaluation`). ``live``: the DVCLive directory, whose curves the
     synthesis and distillation stages update while they run and the evaluation rewrites whole from the run's
     history: its ``metrics.json`` (the last epoch's, for ``dvc exp show``) and ``plots/`` outside the cache."""
-    cached = ["eval", *(["eval-aa"] if cfg.evaluation.aa_on_own_subset else []), "history.json", "class_weights.json", "manifest.json"]
-    return {"outs": [*(f"{ev}/{name}" for name in cached), {f"{ev}/{PLOTS}": {"cache": False}},
-                     {f"{live}/{PLOTS}": {"cache": False}}],
-            "metrics": [{f"{ev}/{METRICS}": {"cache": False}}, {f"{live}/{METRICS}": {"cache": False}}]}
+    cached = [REPORT_DIR, *([AA_REPORT_DIR] if cfg.evaluation.aa_on_own_subset else []), HISTORY_FILE,
+              CLASS_WEIGHTS_FILE, MANIFEST]
+    return {"outs": [*(f"{ev}/{name}" for name in cached), {f"{ev}/{PLOTS_DIR}": {"cache": False}},
+                     {f"{live}/{LIVE_PLOTS}": {"cache": False}}],
+            "metrics": [{f"{ev}/{METRICS_FILE}": {"cache": False}}, {f"{live}/{LIVE_METRICS}": {"cache": False}}]}
 
 
 def round_file(r: int) -> str:
@@ -266,8 +270,8 @@ def dvc_files(cfg: FerdConfig, out: str = OUT, root: str | Path = ".") -> dict[s
 def _artifacts(cfg: FerdConfig, out: str) -> dict[str, Any]:
     """The final student in DVC's model registry (``dvc artifacts get``, DVC Studio)."""
     tasks = {t.id: t for t in unroll(cfg.num_rounds)}
-    student = next(producer for inp, producer in tasks["evaluation"].inputs if inp.flag == "student")
-    return {"student": {"path": f"{tasks[student].dir(out)}/{STUDENT}",
+    student = next(producer for inp, producer in final_task(cfg.num_rounds).inputs if inp.flag == "student")
+    return {"student": {"path": f"{tasks[student].dir(out)}/{STUDENT_FILE}",
                         "type": "model",
                         "desc": f"{cfg.student.arch} student distilled by {cfg.method} from a {cfg.teacher.arch} "
                                 f"teacher on {cfg.dataset}, {cfg.num_rounds} rounds",
@@ -275,21 +279,22 @@ def _artifacts(cfg: FerdConfig, out: str) -> dict[str, Any]:
 
 
 def _plots(cfg: FerdConfig, out: str) -> list[Any]:
-    ev = f"{out}/evaluation"
+    ev = final_task(cfg.num_rounds).dir(out)
     plots: list[Any] = []
     for attack in cfg.evaluation.attacks:
-        plots.append({f"{ev}/plots/per_class_{attack}.csv": {
+        plots.append({f"{ev}/{PLOTS_DIR}/per_class_{attack}.csv": {
             "template": "bar_horizontal", "x": "student", "y": "class",
             "title": f"Student per-class accuracy (%), {attack}"}})
         if attack != "clean":
-            plots.append({f"{ev}/plots/predictions_student_{attack}.csv": {
+            plots.append({f"{ev}/{PLOTS_DIR}/predictions_student_{attack}.csv": {
                 "template": "confusion", "x": "actual", "y": "predicted",
                 "title": f"Student predictions under {attack}: true (x) vs predicted (y)"}})
     classes = list(_class_names(cfg))
     plots.append({"class-weights": {"template": "linear", "x": "epoch",
-                                    "y": {f"{ev}/plots/class_weights.csv": classes},
+                                    "y": {f"{ev}/{PLOTS_DIR}/class_weights.csv": classes},
                                     "title": "Class weights p (Eq. 7) per epoch", "y_label": "p"}})
-    plots.append({f"{out}/{LIVE}/{PLOTS}/metrics": {"x": "step"}})  # every DVCLive curve, per epoch (ferd.core.tracking)
+    # every DVCLive curve, per epoch (ferd.core.tracking)
+    plots.append({f"{out}/{LIVE_DIR}/{LIVE_PLOTS}/metrics": {"x": "step"}})
     plots += [f"{t.dir(out)}/{SAMPLES_FILE}" for t in unroll(cfg.num_rounds) if t.stage.name == "synthesis"]
     return plots
 

@@ -26,15 +26,12 @@ from ..synthesis.samples import SAMPLES_DIR, write_round_grids
 from ..core.checkpoint import atomic_write_json, copy_file, save_state_dict
 from ..compute.switches import set_memory_format
 from ..algorithm.round_state import HISTORY_FILE, STUDENT_FILE, class_weights
-from ..algorithm.run_dir import write_result
+from ..algorithm.run_dir import METRICS_FILE, write_result
 from ..core.tracking import live_tracker
-from .artifacts import CLASS_WEIGHTS_FILE, ArtifactError, check_inputs, read_json, write_json, write_manifest
+from .artifacts import ArtifactError, check_inputs, read_json, write_json, write_manifest
 from .executor import InProcess
-from .layout import EVALUATION
+from .layout import AA_REPORT_DIR, CLASS_WEIGHTS_FILE, EVALUATION, PLOTS_DIR, REPORT_DIR
 from .teacher_fetch import load_teacher
-
-METRICS_FILE = "metrics.json"
-PLOTS_DIR = "plots"  # DVC plot data (ferd.evaluation.dvc_plots)
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class EvaluationArtifact:
         import csv
 
         name = f"confusion_{model}_{attack}.csv"
-        path = next((d / name for d in (self.dir / "eval", self.dir / "eval-aa") if (d / name).is_file()), None)
+        path = next((d / name for d in (self.dir / REPORT_DIR, self.dir / AA_REPORT_DIR) if (d / name).is_file()), None)
         if path is None:
             raise ArtifactError(f"evaluation: no {name} in {self.dir}; attacks evaluated: "
                                 f"{sorted(self.evaluated_attacks())}")
@@ -85,7 +82,7 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
                                cfg.student.std).to(cfg.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = quick_evaluation(cfg, {"teacher": teacher_model, "student": student_model}, out / "eval", progress,
+    metrics = quick_evaluation(cfg, {"teacher": teacher_model, "student": student_model}, out / REPORT_DIR, progress,
                                plots_dir=out / PLOTS_DIR, history=read_json(student_dir / HISTORY_FILE))
     write_json(out / METRICS_FILE, metrics)
     for name in (HISTORY_FILE, CLASS_WEIGHTS_FILE):
@@ -95,7 +92,7 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
     live_tracker(live, history)
     write_manifest(out, EVALUATION, cfg, started=started, inputs={"teacher": teacher, "student": student},
                    extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
-    return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / "eval" / "report.md")
+    return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / REPORT_DIR / "report.md")
 
 
 def step(ctx: InProcess, round_index: None, inputs: dict) -> dict[str, float]:
@@ -115,7 +112,7 @@ def step(ctx: InProcess, round_index: None, inputs: dict) -> dict[str, float]:
     models = {"teacher": teacher, "student": student} if ctx.evaluate_teacher else {"student": student}
     grids = write_round_grids(map(state.pool.shard, state.pool.rounds), out / SAMPLES_DIR,
                               dataset_info(cfg.dataset).class_names)  # every round's, also on a resumed run
-    metrics = quick_evaluation(cfg, models, out / "eval", ctx.progress, history=state.history,
+    metrics = quick_evaluation(cfg, models, out / REPORT_DIR, ctx.progress, history=state.history,
                                samples=[(r, f"../{SAMPLES_DIR}/{p.name}") for r, p in grids])
     metrics["run.seconds"] = ctx.spent()
     write_result(out, cfg, metrics)

@@ -37,6 +37,8 @@ from ..core.checkpoint import sha256_file
 from ..core.provenance import SELF_KEY, authenticity_problem, manifest_digest, signing_key
 from ..core.storage import MANIFEST, listed_files
 from ..data.dataset_json import DATASET_MANIFEST, dataset_problems
+from ..algorithm.round_state import STUDENT_FILE
+from .layout import TEACHER
 
 
 @dataclass
@@ -196,8 +198,8 @@ def describe_node(node: dict[str, Any]) -> str:
             + (f" @{code['git_commit'][:10]}" if code.get("git_commit") else ""),
             f"torch {m.get('environment', {}).get('torch')} on {m.get('environment', {}).get('device')}",
             f"{m.get('started_at')} → {m.get('finished_at')}"]
-    if m.get("stage") == "teacher":
+    if m.get("stage") == TEACHER:
         bits.append(f"source {m.get('source')} sha256 {str(m.get('sha256'))[:16]}…")
-    if "student.safetensors" in _outputs(m):
-        bits.append(f"student sha256 {_outputs(m)['student.safetensors']['sha256'][:16]}…")
+    if STUDENT_FILE in _outputs(m):
+        bits.append(f"student sha256 {_outputs(m)[STUDENT_FILE]['sha256'][:16]}…")
     return head + "\n" + " " * len(pad) + "   " + " | ".join(bits)

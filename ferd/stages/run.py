@@ -68,23 +68,24 @@ from ..plan.fingerprint import params_fingerprint
 from .lineage import Report, verify_artifact
 from ..plan.resolve import resolve
 from ..core.provenance import read_sealed, require_fields, seal, utc_now
-from ..plan.graph import Task, unroll
+from ..plan.graph import Task, final_task, unroll
 from ..models import FerdModel
 from ..compute.numerics import saving_debug_batch
 from ..data.pool import Shard
 from ..algorithm.preflight import preflight
+from ..algorithm.teacher_source import CHECKPOINT_NAME
 from ..algorithm.round_state import RunState, load_checkpoint, read_round_record, save_checkpoint, verify_checkpoint
 from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE, RESULT_FILE, check_run_dir, owned, read_metrics
 from ..core.storage import MANIFEST
 from ..core.tracking import live_tracker
 from . import stage_step
 from .artifacts import write_manifest
+from .layout import LIVE_DIR, TEACHER_DIR
 from .executor import InProcess, execute
 
 log = logging.getLogger(__name__)
 ELAPSED_FILE = "elapsed.json"
-LIVE_DIR = "live"  # DVCLive: the run's per-epoch curves (ferd.core.tracking)
-RUN_STAGE, TEACHER_PIN = "run", "teacher/teacher.safetensors"
+RUN_STAGE, TEACHER_PIN = "run", f"{TEACHER_DIR}/{CHECKPOINT_NAME}"
 RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {"params_fingerprint": str, "scope": str,
                                                      "model_sha256": (str, type(None)), "metrics_sha256": str}
 
@@ -181,7 +182,7 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
         for name, data in (records or {}).items():
             atomic_write_json(out / Path(name).name, data)
         write_manifest(out, RUN_STAGE, cfg, scope="evaluation", started=started_at, extra={"complete": True})
-    return made["evaluation"]
+    return made[final_task(cfg.num_rounds).id]
 
 
 def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str | Path | None = None,
@@ -192,7 +193,7 @@ def run_algorithm1(teacher: FerdModel, cfg: FerdConfig, *, checkpoint_dir: str |
     ctx = InProcess(RunState.initial(resolve(cfg)), progress=progress)
     set_memory_format(teacher.eval().requires_grad_(False), cfg.compute.channels_last)
     tasks = [t for t in unroll(cfg.num_rounds) if t.round is not None]
-    run_in_process(ctx, tasks, made={t.id: teacher for t in unroll(cfg.num_rounds) if t.stage.name == "teacher-fetch"},
+    run_in_process(ctx, tasks, made={t.id: teacher for t in unroll(cfg.num_rounds) if t.stage.fetches_teacher},
                    checkpoint_dir=checkpoint_dir, on_checkpoint=on_checkpoint)
     return ctx.state
 

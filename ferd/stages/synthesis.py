@@ -31,9 +31,9 @@ from ..data.pool import Shard, write_shard
 from ..algorithm.round_state import class_weights, load_generation, load_history, load_student, save_generation, save_history
 from ..synthesis.diversity import synthesis_rows
 from ..core.tracking import live_tracker
-from .artifacts import CLASS_WEIGHTS_FILE, RoundArtifact, write_json, write_manifest
+from .artifacts import RoundArtifact, write_json, write_manifest
 from .executor import InProcess
-from .layout import SYNTHESIS, shard_path
+from .layout import CLASS_WEIGHTS_FILE, SHARD_DIR, SYNTHESIS, shard_path
 from .round_start import start_round
 
 PathLike = str | os.PathLike[str]
@@ -65,7 +65,7 @@ def synthesis(cfg: FerdConfig, out_dir: PathLike, *, round_index: int, teacher: 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_shard(shard, out / "shard")
+    write_shard(shard, out / SHARD_DIR)
     write_grid(out / SAMPLES_FILE, shard.images, shard.labels, dataset_info(cfg.dataset).class_names)
     new = [h for h in state.history if h["round"] == round_index]
     save_generation(state, out, round=round_index, epochs=torch.tensor(list(epochs), dtype=torch.int64),

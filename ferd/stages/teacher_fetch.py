@@ -23,7 +23,7 @@ from ..models import FerdModel
 from ..models.loading import load_model
 from ..algorithm.teacher_source import CARD_NAME, CHECKPOINT_NAME, obtain_teacher
 from .executor import InProcess
-from .layout import TEACHER
+from .layout import TEACHER, TEACHER_DIR
 from .artifacts import ArtifactError, read_json, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def step(ctx: InProcess, round_index: None, inputs: dict) -> FerdModel:
     """The stage in memory (``ferd run``, :mod:`ferd.stages.executor`): the teacher, obtained into
     ``<out>/teacher`` (reused when its model card matches), on the device, frozen, in the run's memory format."""
     cfg = ctx.state.cfg
-    teacher, ctx.card = obtain_teacher(cfg, ctx.out / "teacher", progress=ctx.progress)
+    teacher, ctx.card = obtain_teacher(cfg, ctx.out / TEACHER_DIR, progress=ctx.progress)
     return set_memory_format(teacher.to(cfg.device).eval().requires_grad_(False), cfg.compute.channels_last)
 
 

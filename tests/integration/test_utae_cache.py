@@ -88,7 +88,7 @@ def test_cached_run_is_bit_identical_across_the_stage_split_and_skips_the_teache
     paths = run_stages(cfg, tmp_path / "split", evaluate=False)
     assert calls["generate_utae"] == 0
     ref = load_state_dict(tmp_path / "single" / "student.safetensors")
-    got = load_state_dict(paths["student"] / "student.safetensors")
+    got = load_state_dict(paths["distillation"] / "student.safetensors")
     assert all(torch.equal(ref[k], got[k]) for k in ref)
-    pool = load_pool(cfg, paths["pool"])
+    pool = load_pool(cfg, paths["pool-store"])
     assert pool.utaes().shape[1] == 2 and len(pool) == pool.utaes().shape[0]

@@ -6,7 +6,7 @@ import yaml
 
 from ferd.plan.resolve import load_config
 from ferd.stages.dvc_yaml import dvc_stages
-from ferd.plan.graph import COMPONENTS, STAGES, unroll
+from ferd.plan.graph import COMPONENTS, STAGES, final_task, unroll
 
 
 def test_two_rounds_unroll_to_the_dag_of_algorithm_1():
@@ -23,6 +23,34 @@ def test_two_rounds_unroll_to_the_dag_of_algorithm_1():
     assert by_id["evaluation"] == {"teacher": "teacher-fetch", "student": "distillation-r1"}
     assert [t.dir("out") for t in tasks][:2] == ["out/teacher", "out/round-0/synthesis"]
     assert COMPONENTS == ("teacher_fetch", "synthesis", "pool_store", "distillation", "evaluation")
+
+
+def test_the_traits_name_the_teacher_fetch_and_the_final_stage():
+    """The stages the generated files and commands single out are found by their traits, not their names."""
+    assert [s.name for s in STAGES if s.fetches_teacher] == ["teacher-fetch"]
+    assert [s.name for s in STAGES if s.final] == ["evaluation"]
+    assert final_task(3) == unroll(3)[-1]
+
+
+def test_the_generated_paths_follow_the_graph(monkeypatch):
+    """A stage's directory is its graph entry's: changed there, every path of the DVC files that is in it
+    follows (the evaluation's outputs, metrics and plots, the student of the model registry)."""
+    from dataclasses import replace
+
+    from ferd.plan import graph
+    from ferd.stages.dvc_yaml import dvc_files
+
+    moved = tuple(replace(s, subdir=f"{s.subdir}-x") for s in graph.STAGES)
+    monkeypatch.setattr(graph, "STAGES", moved)
+    monkeypatch.setattr(graph, "BY_NAME", {s.name: s for s in moved})
+    cfg = load_config("params/ci.yaml")
+    files = dvc_files(cfg)
+    text = yaml.safe_dump(files)
+    assert "out/evaluation/" not in text and "out/teacher " not in text and "/distillation/" not in text
+    assert {"out/evaluation-x/metrics.json": {"cache": False}} in files["dvc.yaml"]["stages"]["evaluation"]["metrics"]
+    assert files["dvc.yaml"]["artifacts"]["student"]["path"] == (
+        f"out/round-{cfg.num_rounds - 1}/distillation-x/student.safetensors")
+    assert any("out/evaluation-x/plots/" in str(p) for p in files["dvc.yaml"]["plots"])
 
 
 def test_dvc_yaml_is_the_graph():
