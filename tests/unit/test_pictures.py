@@ -99,7 +99,6 @@ def test_dvc_yaml_declares_the_loss_curves_and_each_rounds_grid():
     from ferd.plan.resolve import load_config
     from ferd.plan.presets import PRESETS
 
-    assert dvc_yaml.SAMPLES_FILE == samples.SAMPLES_FILE
     cfg = load_config(PRESETS / "ci.yaml")
     plots = dvc_yaml.dvc_files(cfg)["dvc.yaml"]["plots"]
     assert {"out/live/plots/metrics": {"x": "step"}} in plots  # the loss curves: DVCLive's (ferd.core.tracking)
