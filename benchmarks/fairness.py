@@ -149,16 +149,9 @@ def setting(cfg: Any, key: str) -> Any:
 
 
 def _flat(cfg: Any) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
+    from ferd.core.params_io import dotted
 
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = node
-    walk("", cfg.model_dump(mode="json"))
-    return flat
+    return dotted(cfg.model_dump(mode="json"))
 
 
 @dataclass(frozen=True)

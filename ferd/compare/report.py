@@ -34,6 +34,7 @@ import numpy as np
 
 from ..attacks import ATTACKS
 from ..core.checkpoint import atomic_write_bytes, atomic_write_json, json_safe
+from ..core.params_io import dotted
 from ..plan.resolve import Plan, resolve
 from ..algorithm.round_state import HISTORY_FILE
 from ..algorithm.run_dir import METRICS_FILE, is_finished, read_metrics
@@ -283,16 +284,7 @@ def effective_settings(plan: Plan) -> dict[str, object]:
         data["distill"]["loss"] = plan.side().description
     for group in plan.method.synthesis_groups:
         data[group] = f"its own synthesis ({group}.*)"
-    flat: dict[str, object] = {}
-
-    def walk(prefix: str, node: object) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = node
-    walk("", data)
-    return flat
+    return dotted(data)
 
 
 def arm_differences(cc: CompareConfig) -> dict[str, list[str]]:

@@ -8,6 +8,7 @@ Parameters arrive from files, ``-S KEY=VALUE`` overrides, comparison presets and
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,15 @@ class StrictModel(BaseModel):
     behind the resolver's back: a changed setting is a new ``model_copy(update=…)``, validated again)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (a dumped parameter file) as ``{"group.key": value}``, leaves in order."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(dotted(v, key) if isinstance(v, Mapping) else {key: v})
+    return out
 
 
 class ConfigError(ValueError):
