@@ -224,17 +224,20 @@ def test_stages_refuse_inputs_of_the_wrong_kind_round_or_run(cfg, split, tmp_pat
         distillation(cfg, tmp_path / "d", round_index=1, teacher=t, synthesis=r1 / "synthesis", pool=r0 / "pool", previous=r0 / "distillation")
 
 
+def _teacher(cfg, **fields):
+    """``cfg`` with teacher fields replaced (parameter groups are immutable once validated)."""
+    return cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update=fields)})
+
+
 def test_teacher_fetch_reuses_a_local_checkpoint(cfg, split, tmp_path):
     ckpt = split / "teacher" / "teacher.safetensors"
     sha = json.loads((split / "teacher" / "model_card.json").read_text())["sha256"]
-    local = cfg.model_copy(deep=True)
-    local.teacher.source = str(ckpt)
-    local.teacher.sha256 = sha
+    local = _teacher(cfg, source=str(ckpt), sha256=sha)
     a = teacher_fetch(local, tmp_path / "t")
     assert a.card["source"] == str(ckpt) and a.card["source_sha256"] == sha
     got, ref = load_state_dict(a.checkpoint), load_state_dict(ckpt)
     assert all(torch.equal(got[k], ref[k]) for k in ref)
-    local.teacher.sha256 = "0" * 64
+    local = _teacher(local, sha256="0" * 64)
     with pytest.raises(ValueError, match="sha256 mismatch"):
         teacher_fetch(local, tmp_path / "t2")
 
@@ -261,14 +264,13 @@ def test_teacher_fetch_from_a_url_needs_and_checks_the_sha256(cfg, split, tmp_pa
     www, url = http_file_server
     shutil.copy(split / "teacher" / "teacher.safetensors", www / "t.safetensors")
     sha = json.loads((split / "teacher" / "model_card.json").read_text())["sha256"]
-    c = cfg.model_copy(deep=True)
-    c.teacher.source = f"{url}/t.safetensors"
+    c = _teacher(cfg, source=f"{url}/t.safetensors")
     with pytest.raises(ValueError, match="teacher.sha256: required for a URL"):
         teacher_fetch(c, tmp_path / "a")
-    c.teacher.sha256 = "f" * 64
+    c = _teacher(c, sha256="f" * 64)
     with pytest.raises(ValueError, match="sha256 mismatch"):
         teacher_fetch(c, tmp_path / "b")
-    c.teacher.sha256 = sha
+    c = _teacher(c, sha256=sha)
     a = teacher_fetch(c, tmp_path / "c")
     assert a.card["source"] == c.teacher.source and a.card["source_sha256"] == sha
     from ferd.plan.fingerprint import params_fingerprint
@@ -299,8 +301,7 @@ def test_teacher_fetch_from_s3(cfg, split, tmp_path, monkeypatch):
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="models")
         s3.upload_file(str(split / "teacher" / "teacher.safetensors"), "models", "digits/teacher.safetensors")
-        c = cfg.model_copy(deep=True)
-        c.teacher.source = "s3://models/digits/teacher.safetensors"
+        c = _teacher(cfg, source="s3://models/digits/teacher.safetensors")
         a = teacher_fetch(c, tmp_path / "t")
         assert a.card["source"] == c.teacher.source
         got, ref = load_state_dict(a.checkpoint), load_state_dict(split / "teacher" / "teacher.safetensors")
@@ -310,8 +311,7 @@ def test_teacher_fetch_from_s3(cfg, split, tmp_path, monkeypatch):
 
 
 def test_teacher_fetch_from_robustbench_says_what_it_needs(cfg, tmp_path):
-    c = cfg.model_copy(deep=True)
-    c.teacher.source = "robustbench:Carmon2019Unlabeled"
+    c = _teacher(cfg, source="robustbench:Carmon2019Unlabeled")
     try:
         import robustbench  # noqa: F401
     except ImportError:
