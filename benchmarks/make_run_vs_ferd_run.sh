@@ -1,5 +1,5 @@
 #!/bin/bash
-# `make run` (ferd warm -- dvc repro && dvc metrics show) against `ferd run` of the same parameters, timed in
+# The DVC path of `make run` (ferd warm -- dvc repro && dvc metrics show) against `ferd run` of the same parameters, timed in
 # turn, each from a fresh clone of this repository's HEAD with the venv of this checkout (README "What the
 # stage split costs"). Run on an otherwise idle machine from the repository root:
 #   bash benchmarks/make_run_vs_ferd_run.sh AB BA AB > benchmarks/results/make_run_vs_ferd_run.txt

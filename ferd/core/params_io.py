@@ -19,8 +19,10 @@ MAX_YAML_BYTES = 1 << 20  # a parameter file or override; the presets are a few 
 
 
 class StrictModel(BaseModel):
-    """A parameter group: unknown keys refused, and immutable once validated (a resolved plan cannot be changed
-    behind the resolver's back: a changed setting is a new ``model_copy(update=…)``, validated again)."""
+    """A parameter group: unknown keys refused, and immutable once validated, so a resolved plan cannot be changed
+    behind the resolver's back. ``model_copy(update=…)`` makes a changed copy WITHOUT validating it: only the resolver
+    and ``ferd bench`` use it, for settings they derive from valid ones; user input goes through
+    :func:`ferd.plan.resolve.parse_config`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -41,7 +41,7 @@ from ..core.checkpoint import atomic_write_bytes, json_safe
 from ..synthesis.diversity import FIGURES, synthesis_rows
 from . import metrics, plots
 from .loss_curves import loss_series
-from ..synthesis.samples import PER_CLASS
+from ..synthesis.samples import MAX_ROWS, PER_CLASS
 from ..attacks import ATTACKS, attack_label
 from .runner import (REFERENCE, EvaluationResult, class_name_list, flat_metrics, per_class_table,
                      retention)
@@ -258,8 +258,8 @@ def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
         figures.append(("Loss curves", "losses.png"))
     if samples:
         parts += ["## Synthetic images", "",
-                  f"The FAEs each round kept: one row per class, up to {PER_CLASS} images each (the first of "
-                  "that class in the round's shard), pixels as generated.", ""]
+                  f"The FAEs each round kept: {_grid_rows(result.num_classes)}, up to {PER_CLASS} images each "
+                  "(the first of that class in the round's shard), pixels as generated.", ""]
         parts += [line for r, link in samples for line in (f"### Round {r}", "", f"![Round {r}]({link})", "")]
     targets = _targets_md(result)
     if targets:
@@ -278,3 +278,10 @@ def write_evaluation(result: EvaluationResult, out_dir: str | os.PathLike[str],
 
 
 __all__ = ["write_evaluation", "summary_table", "atomic_write_text"]
+
+
+def _grid_rows(num_classes: int) -> str:
+    """What a round grid's rows are (:func:`ferd.synthesis.samples.shown_classes`)."""
+    if num_classes <= MAX_ROWS:
+        return "one row per class"
+    return f"one row for each of {MAX_ROWS} classes spread evenly over the {num_classes}"

@@ -18,7 +18,7 @@ Layout of ``--out DIR`` (every file written atomically):
 ``eval/``              per-class tables, figures (loss curves included) and ``report.md``
 ``live/``              the per-epoch curves in DVCLive (:mod:`ferd.core.tracking`; with the ``dvc`` extra): losses,
                        p, within-label share, FAE mask
-``samples/``           ``round-NN.png``: each round's kept synthetic images, a row per class, written as the
+``samples/``           ``round-NN.png``: each round's kept synthetic images, a row per class (at most 20), written as the
                        round ends and again by the evaluation, whose report shows them
 ``manifest.json``      written last, when the run has finished: the sha256 and size of every file above,
                        sealed and, with ``$FERD_SIGNING_KEY``, signed, as a stage's

@@ -8,7 +8,7 @@ and runs the same :func:`ferd.algorithm.rounds.generation_round` as ``ferd run``
 Out: ``shard/round=<r>/part-0.parquet`` (the round's FAEs); the generation part of the round state
 (:mod:`ferd.algorithm.round_state`: ``generator.pt``, ``reweighting.pt`` with p, scores and, for the reader, p at
 generation and the per-sample margins and labels of every epoch); ``class_weights.json`` (the same,
-readable); ``samples.png`` (the round's kept images, a row per class: :mod:`ferd.synthesis.samples`);
+readable); ``samples.png`` (the round's kept images, a row per class, at most 20: :mod:`ferd.synthesis.samples`);
 ``history.json``; the manifest lists the round's synthesis figures (diversity within
 labels, teacher confidence and accuracy, FAE mask fraction) per epoch.
 """

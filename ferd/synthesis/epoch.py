@@ -101,6 +101,11 @@ Objective = tuple[torch.Tensor, dict[str, float], "torch.Tensor | None", Any]
 and :meth:`GenerationMethod.after_epoch` need)"""
 
 
+class UndeclaredPasses(ValueError):
+    """A method that declares no generator passes (:meth:`GenerationMethod.generator_passes`): refused by ``ferd
+    bench`` in one line, like any other bad input."""
+
+
 @dataclass(frozen=True)
 class GeneratorPasses:
     """The model passes one generator iteration makes on its batch: what ``ferd bench`` times bare and counts
@@ -238,7 +243,7 @@ class GenerationMethod(Method):
         counts their FLOPs). No default: one would be silently wrong for any objective that differs from it, and
         bench would time and count passes the method never makes; only ``ferd bench`` asks, so a method that
         declares nothing still runs everywhere else."""
-        raise NotImplementedError(f"method {self.name!r} declares no generator passes: define "
+        raise UndeclaredPasses(f"method {self.name!r} declares no generator passes: define "
                                   f"{type(self).__name__}.generator_passes(epoch) returning a "
                                   "ferd.synthesis.epoch.GeneratorPasses (what ferd bench times and counts)")
 

@@ -212,7 +212,7 @@ def test_bench_refuses_a_method_that_declares_no_generator_passes_before_timing(
     register(Undeclared)
     monkeypatch.setattr(Synthesizer, "run_epoch", lambda *a, **k: pytest.fail("timed before the refusal"))
     try:
-        with pytest.raises(NotImplementedError, match="'undeclared' declares no generator passes.*"
+        with pytest.raises(ValueError, match="'undeclared' declares no generator passes.*"
                                                       "Undeclared.generator_passes"):
             bench(load_config(CI, ["method=undeclared"]), iterations=1, repeats=1, warmup=0)
     finally:

@@ -52,6 +52,14 @@ def test_the_paper_presets_carry_what_the_rule_chooses_from_the_kept_report():
         assert fairness.PAGE in text, f"ferd/params/{name}.yaml: no comment naming {fairness.PAGE}"
 
 
+def test_paper_as_printed_keeps_the_printed_fairness_switches():
+    """``paper-as-printed`` is the paper's text whatever tier 2 decides: λ_uni 5, reweighting on, λ_adv 1."""
+    assert "paper-as-printed" not in fairness.PAPER_PRESETS
+    switches = [c.switch for c in fairness.CLAIMS if c.switch]
+    assert fairness.preset_switches("paper-as-printed", switches) == {
+        "synthesis.reweighting.enabled": True, "synthesis.lambda_uni": 5.0, "synthesis.lambda_adv": 1.0}
+
+
 def test_a_preset_that_departs_from_the_rule_is_named(tmp_path):
     """A paper preset with λ_uni 0 where the rule keeps the paper's 5 is a mismatch, named with both values."""
     choices = fairness.fairness_switches(_report(ALL_NOTHING))
@@ -66,11 +74,12 @@ def test_a_preset_that_departs_from_the_rule_is_named(tmp_path):
 
 @pytest.mark.parametrize("worst, clean, chosen, why", [
     ((0.02, 0.01, 0.03), (0.01, -0.01, 0.03), 0.0, "measured best: `ferd-no-uni` is better"),  # refuted, equal clean
-    ((0.02, 0.01, 0.03), (-0.04, -0.05, -0.03), 5.0, "not at equal clean accuracy"),  # refuted, 4 points less clean
+    ((0.02, 0.01, 0.03), (-0.04, -0.05, -0.03), 5.0, "loses clean accuracy"),  # refuted, 4 points less clean
+    ((0.02, 0.01, 0.03), (0.04, 0.03, 0.05), 0.0, "and keeps clean accuracy"),  # refuted, 4 points more clean
     ((-0.02, -0.03, -0.01), (0.0, -0.01, 0.01), 5.0, "the paper's value, measured best"),  # confirmed
     ((0.02, None, None), (0.0, None, None), 5.0, "nothing separates at 5 of 5 seeds"),  # no interval
 ])
-def test_the_rule_takes_the_ablation_only_where_it_is_better_at_equal_clean_accuracy(worst, clean, chosen, why):
+def test_the_rule_takes_the_ablation_only_where_it_is_better_and_keeps_clean_accuracy(worst, clean, chosen, why):
     report = _report({**ALL_NOTHING, "ferd-no-uni": (worst, clean)})
     choice = fairness.fairness_switches(report)["synthesis.lambda_uni"]
     assert (choice.paper, choice.ablation, choice.value) == (5.0, 0.0, chosen)

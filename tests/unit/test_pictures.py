@@ -165,3 +165,10 @@ def test_a_grid_of_many_classes_shows_twenty_spread_evenly():
     assert torch.all(grid[:, y:y + 32, samples.PAD:samples.PAD + 32] == _images(400)[60, 0, 0, 0])
     png = Image.open(io.BytesIO(samples.grid_png(_images(400), labels, [f"c{k}" for k in range(200)], 2)))
     assert png.height == grid.shape[1]
+
+
+def test_the_report_says_which_rows_a_grid_shows():
+    from ferd.evaluation.report import _grid_rows
+
+    assert _grid_rows(10) == "one row per class"
+    assert _grid_rows(200) == "one row for each of 20 classes spread evenly over the 200"
