@@ -10,6 +10,7 @@ front door.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 
 from ..settings.method import METHODS, Method
@@ -21,6 +22,7 @@ SHIPPED = ("ferd.synthesis.ferd", "ferd.baselines")
 method: :func:`ferd.stages.dvc_yaml.code_modules`)."""
 
 
+@functools.cache  # once per process (a failed plugin import is not cached: it is raised again next time)
 def _load_shipped() -> None:
     from .. import baselines
     from ..synthesis import ferd

@@ -219,6 +219,7 @@ def test_a_method_of_an_installed_package_registers_through_its_entry_point(monk
     from ferd.settings.method import METHODS
 
     sys.modules.pop("support.throwaway_method", None)  # imported afresh, so it registers
+    methods._load_shipped.cache_clear()  # the entry points are read once per process: read them again here
     found = [importlib.metadata.EntryPoint("pixel-ce", "support.throwaway_method", methods.ENTRY_POINT_GROUP)]
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: found if group == methods.ENTRY_POINT_GROUP
                         else [])
@@ -228,6 +229,7 @@ def test_a_method_of_an_installed_package_registers_through_its_entry_point(monk
         METHODS.pop("pixel-ce", None)
         sys.modules.pop("support.throwaway_method", None)
     found[:] = [importlib.metadata.EntryPoint("broken", "no_such_module_of_anyone", methods.ENTRY_POINT_GROUP)]
+    methods._load_shipped.cache_clear()
     with pytest.raises(ValueError, match=r"^method plugin 'broken' \(no_such_module_of_anyone, entry point group "
                                          r"ferd.methods\): cannot be imported \(ModuleNotFoundError"):
         methods.known_methods()
