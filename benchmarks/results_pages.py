@@ -140,7 +140,8 @@ def render_runs(name: str) -> str:
         arm, student, seed = key.split(".", 2)
         m = runs[key]
         cells = [arm, student, seed.removeprefix("seed="),
-                 *(f"{_pct(m[f'student.{a}.avg'])} / {_pct(m[f'student.{a}.worst'])}" for a, _ in attacks),
+                 *(f"{_pct(m[f'student.{a}.avg'])} / {_pct(m[f'student.{a}.worst'])}" if f"student.{a}.avg" in m
+                   else "—" for a, _ in attacks),  # — : an attack the preset runs on other seeds (attack_seeds)
                  f"{m['student.pgd20.nsd']:.2f}", f"{m['run.seconds'] / 60:.0f} min"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

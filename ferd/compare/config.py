@@ -46,6 +46,8 @@ from ..stages.layout import TEACHER_DIR
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 MAX_EXTENDS = 8  # a chain of presets deeper than this is a mistake, not a design
+DELTAS = ("pgd20.worst", "pgd20.avg", "clean.avg")  # paired differences to the reference, in this order
+PAIRED_ATTACKS = tuple(dict.fromkeys(k.split(".")[0] for k in DELTAS))  # the attacks every seed must run
 
 
 class CompareConfig(BaseModel):
@@ -61,6 +63,10 @@ class CompareConfig(BaseModel):
     teacher_seed: int = Field(0, ge=0, description="seed of the shared teacher (when the base trains one)")
     evaluate_teacher: bool = Field(True, description="evaluate the shared teacher once (false: its figures are "
                                    "known, e.g. ../shared/models/README.md, and the attacks would cost hours)")
+    attack_seeds: dict[str, list[int]] = Field({}, description="attack → the seeds whose runs it evaluates, for "
+                                               "an attack too costly for every seed (`{aa: [0, 1]}`: AutoAttack on "
+                                               "seeds 0-1 only; on a CPU it can cost as much as the training); an "
+                                               "attack not named here evaluates every seed")
 
     @field_validator("methods")
     @classmethod
@@ -94,6 +100,20 @@ class CompareConfig(BaseModel):
         if self.reference not in self.methods:
             raise ValueError(f"reference: {self.reference!r} is not one of methods {sorted(self.methods)}")
         return self
+
+    @model_validator(mode="after")
+    def _attack_seeds(self) -> CompareConfig:
+        for attack, seeds in self.attack_seeds.items():
+            if attack in PAIRED_ATTACKS:
+                raise ValueError(f"attack_seeds: {attack!r}: the paired differences ({', '.join(DELTAS)}) need it on "
+                                 "every seed; expected another attack")
+            if not seeds or len(set(seeds)) != len(seeds) or set(seeds) - set(self.seeds):
+                raise ValueError(f"attack_seeds: {attack}: expected distinct seeds of {self.seeds}, got {seeds}")
+        return self
+
+    def seeds_for(self, attack: str) -> list[int]:
+        """The seeds whose runs ``attack`` evaluates (where their parameters name it), in the preset's order."""
+        return [s for s in self.seeds if s in self.attack_seeds.get(attack, self.seeds)]
 
 
 @dataclass(frozen=True)
@@ -181,16 +201,19 @@ def load_compare(preset: str | Path) -> CompareConfig:
         lines = [f"{'.'.join(map(str, e['loc']))[:200]}: {e['msg'].removeprefix('Value error, ')[:300]}"
                  for e in exc.errors()]
         raise ConfigError(f"{path}: invalid comparison preset: " + "; ".join(lines[:10])) from None
+    evaluated: set[str] = set()
     for arm in arms(cc):
         cfg = run_config(cc, arm)  # refuses a bad override now, not an hour in
-        missing = sorted({k.split(".")[0] for k in DELTAS} - set(cfg.evaluation.attacks))
+        missing = sorted(set(PAIRED_ATTACKS) - set(cfg.evaluation.attacks))
         if missing:
             raise ConfigError(f"method {arm.method!r}: evaluation.attacks must include {missing} (the report pairs "
                               f"{', '.join(DELTAS)} with the reference's), got {cfg.evaluation.attacks}")
+        evaluated.update(cfg.evaluation.attacks)
+    for attack in cc.attack_seeds:
+        if attack not in evaluated:
+            raise ConfigError(f"{path}: attack_seeds: {attack!r}: expected an attack of evaluation.attacks "
+                              f"{sorted(evaluated)}")
     return cc
-
-
-DELTAS = ("pgd20.worst", "pgd20.avg", "clean.avg")  # paired differences to the reference, in this order
 
 
 def base_path(cc: CompareConfig) -> Path:
@@ -210,11 +233,16 @@ def teacher_config(cc: CompareConfig) -> FerdConfig:
 
 def run_config(cc: CompareConfig, arm: Arm, teacher: tuple[str, str] | None = None) -> FerdConfig:
     """One run's parameters: base, then ``set``, then the method's overrides, then student and seed
-    (and, once the shared teacher exists, its checkpoint path and sha256)."""
+    (and, once the shared teacher exists, its checkpoint path and sha256), less the attacks its seed is not
+    evaluated with (:meth:`CompareConfig.seeds_for`)."""
     extra = [f"teacher.source={json.dumps(teacher[0])}", f"teacher.sha256={json.dumps(teacher[1])}"] if teacher else []
+    overrides = [*cc.set, *cc.methods[arm.method], f"student.arch={arm.student}", f"seed={arm.seed}", *extra]
     try:
-        return load_config(base_path(cc), [*cc.set, *cc.methods[arm.method], f"student.arch={arm.student}",
-                                           f"seed={arm.seed}", *extra])
+        cfg = load_config(base_path(cc), overrides)
+        kept = [a for a in cfg.evaluation.attacks if arm.seed in cc.seeds_for(a)]
+        if kept == list(cfg.evaluation.attacks):
+            return cfg
+        return load_config(base_path(cc), [*overrides, f"evaluation.attacks=[{','.join(kept)}]"])
     except ConfigError as exc:
         raise ConfigError(f"method {arm.method!r} (student {arm.student}, seed {arm.seed}): {exc}") from None
 

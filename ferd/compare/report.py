@@ -77,13 +77,14 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
     per_class: dict[tuple[str, str], dict[str, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
     names: dict[str, dict[str, list[str]]] = defaultdict(dict)  # student → attack → class names
     metrics = {arm: read_metrics(out / arm.relpath / METRICS_FILE) for arm in finished}
-    attacks = [a for a in ATTACKS if all(f"student.{a}.avg" in m for m in metrics.values())]
+    attacks = [a for a in ATTACKS if any(f"student.{a}.avg" in m for m in metrics.values())]
     for arm, m in metrics.items():
+        ran = [a for a in attacks if f"student.{a}.avg" in m]  # a seed left out of AutoAttack has no aa
         _check_numbers(out / arm.relpath / METRICS_FILE, m, ["run.seconds", *(f"student.{k}" for k in DELTAS),
-                                                               *(f"student.{a}.{s}" for a in attacks for s in STATS)])
+                                                               *(f"student.{a}.{s}" for a in ran for s in STATS)])
         runs[arm.method, arm.student][arm.seed] = m
         rows = _per_class_rows(out / arm.relpath / REPORT_DIR)
-        for a in attacks:
+        for a in ran:
             mine = [r for r in rows if r["model"] == "student" and r["attack"] == a]
             per_class[arm.method, arm.student][a][arm.seed] = np.array([float(r["accuracy"]) for r in mine])
             if arm.method == cc.reference:
@@ -117,6 +118,16 @@ def _fmt(mean: float, std: float, stat: str, seeds: int, of: int) -> str:
     return f"{100 * mean:.1f}" + ("" if of == 1 else f" ± {100 * std:.1f}")
 
 
+def _cell(row: dict[str, object], attack: str, stat: str) -> str:
+    """A table cell: :func:`_fmt` over the seeds evaluated with ``attack``, naming how many when not every seed was."""
+    ran, seeds = row.get(f"{attack}_seeds", row["seeds"]), row["seeds"]
+    if ran == 0:
+        return "—"
+    cell = _fmt(row[f"{attack}_{stat}_mean"], row[f"{attack}_{stat}_std"], stat,
+                row.get(f"{attack}_{stat}_seeds", 0), ran)
+    return cell + (f" ({ran} of {seeds} seeds)" if stat != "nsd" and ran < seeds else "")
+
+
 def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[str, float]:
     """Write comparison.{csv,json,md} and the per-class plots from the finished runs under ``out``; with
     ``partial``, from those that have finished so far (a long tier's progress), naming the others in
@@ -129,12 +140,16 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
                        [f"teacher.{a}.{s}" for a in attacks for s in STATS])
     flat: dict[str, float] = {}
     table: list[dict[str, object]] = []
+    uneven = any(f"student.{a}.avg" not in m for d in runs.values() for m in d.values() for a in attacks)
     for (method, student), by_seed in runs.items():
         row: dict[str, object] = {"method": method, "student": student, "seeds": len(by_seed),
                                   "seconds": round(float(np.mean([m["run.seconds"] for m in by_seed.values()])), 1)}
         for a in attacks:
+            ran = [m for m in by_seed.values() if f"student.{a}.avg" in m]
+            if uneven:  # some seeds are not evaluated with every attack (attack_seeds)
+                row[f"{a}_seeds"] = len(ran)
             for s in STATS:
-                vals = np.array([m[f"student.{a}.{s}"] for m in by_seed.values()], dtype=float)
+                vals = np.array([m[f"student.{a}.{s}"] for m in ran], dtype=float)
                 vals = vals[~np.isnan(vals)]  # NSD: 0 / 0 when every class is at 0 %
                 mean = float(vals.mean()) if vals.size else math.nan
                 std = float(vals.std(ddof=1)) if vals.size > 1 else (0.0 if vals.size else math.nan)
@@ -194,7 +209,9 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes
              f"Base parameters: `{cc.base}` with {cc.set or 'no'} overrides; budget: equal {cc.budget} (the same "
              f"epochs, generator iterations, synthetic batch, student iterations and batch for every method; "
              f"wall time differs and is shown). Seeds {cc.seeds}; accuracies in % (mean ± std over seeds), "
-             f"NSD = std/mean of the class-wise accuracies.", "", head,
+             f"NSD = std/mean of the class-wise accuracies."
+             + "".join(f" {a} on seeds {cc.seeds_for(a)} only (`attack_seeds`)." for a in cc.attack_seeds),
+             "", head,
              "|" + "---|" * (4 + 3 * len(attacks))]
     missing, other = (left or {}).get(LEFT_OUT["absent"], []), (left or {}).get(LEFT_OUT["stale"], [])
     if missing:
@@ -213,8 +230,7 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes
     else:
         lines.insert(-2, "The teacher was not evaluated here (`evaluate_teacher: false`).\n")
     for row in table:
-        cells = [_fmt(row[f"{a}_{s}_mean"], row[f"{a}_{s}_std"], s, row.get(f"{a}_{s}_seeds", 0), row["seeds"])
-                 for a in attacks for s in STATS]
+        cells = [_cell(row, a, s) for a in attacks for s in STATS]
         lines.append(f"| {row['method']} | {row['student']} | {row['seeds']} | {row['seconds']} | "
                      + " | ".join(cells) + " |")
     if teacher and "pgd20" in attacks:
@@ -325,10 +341,12 @@ def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
         if t:
             ax.plot(range(len(t)), np.array(t) * 100, "k--", label="teacher")
         for (method, student), by_attack in per_class.items():
+            if not by_attack[a]:  # none of its finished seeds is evaluated with this attack
+                continue
             acc = np.mean(list(by_attack[a].values()), axis=0) * 100
             ax.plot(range(len(acc)), acc, marker="o", ms=3, label=f"{method} ({student})")
         ax.set(xlabel="class", ylabel=f"{a} accuracy (%)", ylim=(0, 100),
-               title=f"per-class {a} accuracy, mean over seeds {cc.seeds}")
+               title=f"per-class {a} accuracy, mean over seeds {cc.seeds_for(a)}")
         ax.legend(fontsize=7, ncol=2)
         buf = io.BytesIO()
         fig.tight_layout()

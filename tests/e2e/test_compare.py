@@ -65,6 +65,12 @@ def test_bad_presets_are_refused_before_any_run(tmp_path):
         load_compare("compare-nonexistent")
     cc = load_compare(_preset(tmp_path, seeds=[0, 1]))
     assert arms(cc)[0] == Arm("ferd", "cnn-8", 0) and len(arms(cc)) == 4
+    with pytest.raises(ConfigError, match=r"attack_seeds: fgsm: expected distinct seeds of \[0, 1\], got \[2\]"):
+        load_compare(_preset(tmp_path, seeds=[0, 1], attack_seeds={"fgsm": [2]}))
+    with pytest.raises(ConfigError, match=r"attack_seeds: 'pgd20': the paired differences .* need it on every seed"):
+        load_compare(_preset(tmp_path, seeds=[0, 1], attack_seeds={"pgd20": [0]}))  # the paired differences need it
+    with pytest.raises(ConfigError, match=r"attack_seeds: 'fgsm': expected an attack of evaluation.attacks"):
+        load_compare(_preset(tmp_path, seeds=[0, 1], attack_seeds={"fgsm": [0]}))  # the ci preset does not run FGSM
 
 
 def test_a_preset_extends_another_merging_set_by_key(tmp_path, capsys):
@@ -184,6 +190,35 @@ def test_a_partial_report_leaves_out_unfinished_runs_and_names_them(smoke, tmp_p
                     for m in ("ferd", "fast"))
     assert flat["fast.cnn-8.delta_pgd20_worst.mean"] == pytest.approx(fast0 - ferd0)  # seed 0 only
     assert "cmi.cnn-8.delta_pgd20_worst.mean" not in flat
+
+
+def test_an_attack_limited_to_some_seeds_is_reported_over_those_seeds(smoke, tmp_path):
+    """``attack_seeds``: the other seeds' runs are evaluated without the attack (their trained students reused),
+    and the report gives its columns over the seeds that ran it, saying how many."""
+    import shutil
+
+    from ferd.compare.config import run_config
+
+    out = tmp_path / "limited"
+    shutil.copytree(smoke, out, symlinks=True)
+    preset = tmp_path / "limited.yaml"
+    preset.write_text(yaml.safe_dump({"extends": "compare-smoke", "methods": ["ferd", "fast"],
+                                      "set": ["evaluation.attacks=[clean,fgsm,pgd20]"], "attack_seeds": {"fgsm": [0]}}))
+    cc = load_compare(preset)
+    assert [run_config(cc, a).evaluation.attacks for a in arms(cc)[:2]] == [["clean", "fgsm", "pgd20"],
+                                                                           ["clean", "pgd20"]]
+    student = (out / "runs/ferd/cnn-8/seed=1/student.safetensors").read_bytes()
+    assert main(["compare", "--preset", str(preset), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "runs/ferd/cnn-8/seed=1/student.safetensors").read_bytes() == student  # evaluated again only
+    seed = {s: json.loads((out / f"runs/ferd/cnn-8/seed={s}/metrics.json").read_text()) for s in (0, 1)}
+    assert "student.fgsm.avg" in seed[0] and "student.fgsm.avg" not in seed[1]
+    rows = {r["method"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    assert (rows["ferd"]["seeds"], rows["ferd"]["fgsm_seeds"], rows["ferd"]["pgd20_seeds"]) == ("2", "1", "2")
+    assert float(rows["ferd"]["fgsm_avg_mean"]) == pytest.approx(seed[0]["student.fgsm.avg"])
+    md = (out / "comparison.md").read_text()
+    assert "fgsm on seeds [0] only (`attack_seeds`)." in md
+    assert "| ferd | cnn-8 | 2 |" in md and f"{100 * seed[0]['student.fgsm.avg']:.1f} (1 of 2 seeds)" in md
+    assert (out / "per_class_fgsm.png").stat().st_size > 1000
 
 
 def test_parallel_jobs_give_the_same_runs(tmp_path, smoke):
