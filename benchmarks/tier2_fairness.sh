@@ -11,6 +11,8 @@ RUNS=${1:-runs/compare-cifar10-x6}
 KEEP=${2:-benchmarks/results/compare-cifar10-x6}
 PY=${PYTHON:-.venv/bin/python}
 PRESET=compare-cifar10-cpu-x6
+# the AVX2 pins (docs/reproducibility.md): a seed gives the same bytes on any x86-64 machine, whichever runs it
+export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 mkdir -p "$(dirname "$RUNS")"
 ORDER="ferd-no-uni:0 ferd-no-fae:0 ferd-no-uni:1 ferd-no-fae:1"
 for s in 2 3 4; do
