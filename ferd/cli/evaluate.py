@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import dataset_info, load_split
     from ..models.loading import load_model
     from ..evaluation.report import summary_table, write_evaluation
+    from ..evaluation.resume import partial_dir
     from ..evaluation.runner import evaluate_models, stratified_subset
 
     info = dataset_info(args.dataset)
@@ -138,13 +140,15 @@ def run(args: argparse.Namespace) -> int:
         idx = torch.from_numpy(stratified_subset(y, args.n_examples, seed=args.seed))
         x, y = x[idx].contiguous(), y[idx]
     t0 = time.perf_counter()
+    partial = partial_dir(Path(args.out))  # finished attacks: a stopped evaluation resumes at the one it was in
     result = evaluate_models(models, x, y, num_classes=num_classes, attacks=args.attacks, eps=args.eps,
                              batch_size=args.batch_size, seed=args.seed, device=args.device,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, partial=partial)
     result.settings.update(dataset=args.dataset, split=args.split, teacher=str(args.teacher),
                            teacher_arch=args.teacher_arch, student=args.student, student_arch=args.student_arch)
     written = write_evaluation(result, args.out, class_names,
                                title=f"Robustness and robust fairness on {args.dataset} ({args.split})")
+    shutil.rmtree(partial, ignore_errors=True)
     print(summary_table(result))
     print(f"{len(written)} files written to {args.out} in {time.perf_counter() - t0:.1f} s "
           f"({result.n_examples} examples)")

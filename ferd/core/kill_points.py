@@ -28,6 +28,7 @@ POINTS = {
     "checkpoint.between-renames": "ferd run: checkpoint/ renamed to checkpoint.old/, checkpoint.partial/ not yet in place",
     "checkpoint.saved": "ferd run: a round's checkpoint is in place",
     "manifest.before-write": "a stage's files are written, its manifest.json not yet",
+    "evaluation.attack": "after each (model, attack) of an evaluation is kept in its .partial folder",
 }
 
 _reached: Counter[str] = Counter()

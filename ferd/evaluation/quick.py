@@ -4,12 +4,14 @@ the evaluation stage and ``ferd compare``'s teacher call."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from ..settings.config import FerdConfig
+from .resume import partial_dir
 
 
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
@@ -21,15 +23,19 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     ``synthesis.*`` metrics (:mod:`ferd.synthesis.diversity`) and its loss curves; ``samples``: the rounds'
     grids of synthetic images to show, ``(round, link relative to out_dir)``. With
     ``evaluation.aa_examples`` smaller than the examples evaluated, AutoAttack runs on its own
-    stratified subset (same seed) into ``<out_dir>-aa`` and its metrics join the others."""
+    stratified subset (same seed) into ``<out_dir>-aa`` and its metrics join the others. Each finished attack is
+    kept in ``<out_dir>.partial`` until the evaluation is written, so a stopped one resumes at the attack it was
+    in (:mod:`ferd.evaluation.resume`)."""
     e = cfg.evaluation
     attacks = list(e.attacks)
     separate_aa = e.aa_on_own_subset
+    partial = partial_dir(out_dir)  # each finished attack, until the whole evaluation is written
     metrics = _evaluate(cfg, models, out_dir, [a for a in attacks if not (separate_aa and a == "aa")],
-                        e.n_examples, progress, plots_dir, history, samples)
+                        e.n_examples, progress, plots_dir, partial, history, samples)
     if separate_aa:
         aa_dir = out_dir.with_name(out_dir.name + "-aa")
-        metrics.update(_evaluate(cfg, models, aa_dir, ["aa"], e.aa_examples, progress, None))
+        metrics.update(_evaluate(cfg, models, aa_dir, ["aa"], e.aa_examples, progress, None, partial))
+    shutil.rmtree(partial, ignore_errors=True)
     if history is not None:
         from ..synthesis.diversity import synthesis_metrics
 
@@ -38,7 +44,7 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
 
 
 def _evaluate(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path, attacks: list[str],
-              n_examples: int | None, progress: bool, plots_dir: Path | None,
+              n_examples: int | None, progress: bool, plots_dir: Path | None, partial: Path,
               history: list[dict] | None = None, samples: Sequence[tuple[int, str]] = ()) -> dict[str, float]:
     from ..data import dataset_info, load_split
     from .report import write_evaluation
@@ -52,7 +58,7 @@ def _evaluate(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path
         x, y = x[idx], y[idx]
     result = evaluate_models(models, x, y, num_classes=info.num_classes, attacks=tuple(attacks),
                              eps=cfg.threat.eps, step=cfg.threat.step, batch_size=e.batch_size, seed=cfg.seed,
-                             device=cfg.device, progress=progress)
+                             device=cfg.device, progress=progress, partial=partial)
     write_evaluation(result, out_dir, list(info.class_names), history=history, samples=samples)
     if plots_dir is not None:
         from .dvc_plots import write_dvc_plots

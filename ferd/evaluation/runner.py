@@ -18,7 +18,8 @@ import logging
 import math
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import ATTACKS, Attack, ThreatContext, build_attack, check_attack_names
-from . import metrics
+from ..core.kill_points import kill_point
+from . import metrics, resume
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +215,8 @@ def _predict_attacked(model: nn.Module, attack: Attack, x: torch.Tensor, y: torc
 def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *, num_classes: int,
                     attacks: tuple[str, ...] | list[str] = tuple(ATTACKS), eps: float = 8 / 255,
                     batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu",
-                    progress: bool = True, step: float | None = None) -> EvaluationResult:
+                    progress: bool = True, step: float | None = None,
+                    partial: Path | None = None) -> EvaluationResult:
     """Run every attack in ``attacks`` on every model in ``models`` over the examples ``(x, y)``.
 
     ``models`` maps a name (``teacher``, ``student``, …; no ``.`` or ``/``) to a
@@ -231,6 +234,9 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
     :func:`attack_seed` (seed, model name, attack), AutoAttack gets ``seed``
     directly; the global torch RNG is left as it was. ``step`` is the PGD-20 / CW∞
     step size (default 2/255 at ε = 8/255, scaled as ε/4 for other ε).
+
+    ``partial``: a folder where each finished (model, attack) is kept as soon as it is known, and from which an
+    evaluation stopped part-way resumes (:mod:`ferd.evaluation.resume`); the caller removes it.
     """
     attacks = tuple(attacks)
     device = torch.device(device)
@@ -245,19 +251,32 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
                               settings=attack_settings(eps, seed, int(x.shape[0]), batch_size, str(device),
                                                        attacks, num_classes, step))
     ctx = _attack_context(eps, seed, batch_size, device, num_classes, step)
+    examples_sha = resume.examples_digest(x, y) if partial is not None else ""
     for name, model in models.items():
+        model_sha = resume.model_digest(model) if partial is not None else ""
         for attack in attacks:
             t0 = time.perf_counter()
-            gen = torch.Generator(device=device)
-            gen.manual_seed(attack_seed(seed, name, attack))
-            with _no_autocast(device):
-                pred = _predict_attacked(model, build_attack(attack, ctx), x, y, batch_size=batch_size,
-                                         generator=gen, device=device, progress=progress, desc=f"{name}/{attack}")
+            built = build_attack(attack, ctx)
+            key = resume.attack_key(name, attack, model_sha, examples_sha,
+                                    {"context": asdict(ctx), "attack": built.settings()})
+            kept = resume.load_attack(partial, name, attack, key, len(y_np), num_classes) if partial else None
+            if kept is not None:
+                pred, seconds = kept
+            else:
+                gen = torch.Generator(device=device)
+                gen.manual_seed(attack_seed(seed, name, attack))
+                with _no_autocast(device):
+                    pred = _predict_attacked(model, built, x, y, batch_size=batch_size, generator=gen,
+                                             device=device, progress=progress, desc=f"{name}/{attack}")
+                seconds = time.perf_counter() - t0
+                if partial is not None:
+                    resume.save_attack(partial, name, attack, key, pred, seconds)
+                    kill_point("evaluation.attack")
             result.predictions[(name, attack)] = pred
             result.correct[(name, attack)] = pred == y_np
-            result.seconds[(name, attack)] = time.perf_counter() - t0
-            logger.info("%s/%s: accuracy %.2f%% (%.1f s)", name, attack,
-                        100 * result.correct[(name, attack)].mean(), result.seconds[(name, attack)])
+            result.seconds[(name, attack)] = seconds
+            logger.info("%s/%s: accuracy %.2f%% (%.1f s%s)", name, attack, 100 * result.correct[(name, attack)].mean(),
+                        seconds, f" when it ran; read back from {partial}" if kept is not None else "")
     return result
 
 

@@ -62,8 +62,10 @@ def _ran(cmd: list[str], cwd: Path) -> None:
 # ---- kill and resume -----------------------------------------------------------------------
 RUN_SETS = ["-S", "epochs=4", "-S", "rounds=4", "-S", "synthesis.iterations=4", "-S", "distill.iterations=6"]
 # each kill resumes from the checkpoint the one before left: the second swap between its renames, a student
-# epoch half done, a checkpoint whole but not swapped in, a generator epoch half done
-RUN_KILLS = ("checkpoint.between-renames:2", "student.iteration:4", "checkpoint.written:1", "generator.iteration:3")
+# epoch half done, a checkpoint whole but not swapped in, a generator epoch half done; then the evaluation with
+# its first attack kept
+RUN_KILLS = ("checkpoint.between-renames:2", "student.iteration:4", "checkpoint.written:1", "generator.iteration:3",
+             "evaluation.attack:1")
 
 
 @pytest.mark.slow
@@ -77,11 +79,14 @@ def test_sigkill_ferd_run_resumes_bit_identical(tmp_path):
         kills += _killed_at(cmd(out), tmp_path, point)
         if point.startswith("checkpoint.between-renames"):  # the state the swap's design is for
             assert (out / "checkpoint.old").is_dir() and not (out / "checkpoint").exists()
+        if point.startswith("evaluation.attack"):  # the finished attack is kept for the resumed evaluation
+            assert [p.name for p in (out / "eval.partial").iterdir()] == ["teacher.clean.npz"]
         try:  # the last checkpoint must still load whole
             load_checkpoint(RunState.initial(resolve(load_config(CI, RUN_SETS[1::2]))), out)
         except Exception:  # noqa: BLE001
             lost += 1
     _ran(cmd(out), tmp_path)
+    assert not (out / "eval.partial").exists()
     same = sha256_file(out / "student.safetensors") == sha256_file(tmp_path / "ref" / "student.safetensors")
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "ref")]
     record("SIGKILL `ferd run`", f"{kills} kills at named points ({', '.join(p.split(':')[0] for p in RUN_KILLS)})",
