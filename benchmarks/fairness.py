@@ -22,6 +22,7 @@ compare`` does for a user: it lives beside the results pages that show it (``ben
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -121,6 +122,14 @@ def compare_preset(preset: str = PRESET):
     if len(cc.students) != 1:
         raise ValueError(f"{preset}: {len(cc.students)} students; the fairness verdicts read one")
     return cc
+
+
+def teacher_checkpoint(cc) -> tuple[str, str | None]:
+    """The teacher checkpoint every run of the comparison distils from and its pinned sha256 (``teacher.*``)."""
+    from ferd.compare.config import teacher_config
+
+    teacher = teacher_config(cc).teacher
+    return teacher.source, teacher.sha256
 
 
 def verdicts(comparison: dict, cc, source: str = "comparison.json") -> list[Verdict]:
@@ -327,13 +336,39 @@ def _per_class(comparison: dict, student: str, source: str) -> dict:
     return data
 
 
-def per_class_table(folder: Path, comparison: dict, cc, source: str) -> list[str]:
+def teacher_accuracies(folder: Path, attack: str, classes: list[str], checkpoint: str,
+                       sha256: str | None) -> list[float]:
+    """The teacher's per-class accuracy under ``attack`` from a kept ``ferd evaluate`` of it (``folder``: its
+    ``per_class.csv`` and ``settings.json``), read as untrusted: it must be the evaluation of ``checkpoint`` (its
+    file name, and its ``sha256`` where the settings record one) on the test split, with ``classes`` in order and
+    each accuracy a number in [0, 1]."""
+    settings_path, path = folder / "settings.json", folder / "per_class.csv"
+    settings = json.loads(settings_path.read_text(encoding="utf-8"))
+    if not isinstance(settings, dict) or Path(str(settings.get("teacher"))).name != Path(checkpoint).name \
+            or settings.get("split") != "test" or settings.get("teacher_sha256", sha256) != sha256:
+        raise ValueError(f"{settings_path}: teacher, split: expected the evaluation of {checkpoint} on the test split")
+    rows = [r for r in csv.DictReader(path.open(encoding="utf-8"))
+            if r.get("model") == "teacher" and r.get("attack") == attack]
+    if [r.get("class_name") for r in rows] != classes:
+        raise ValueError(f"{path}: class_name: expected the classes {classes} under {attack}")
+    accs = [_number(str(path), f"accuracy of {r['class_name']}", _float(r.get("accuracy"))) for r in rows]
+    if not all(0 <= a <= 1 for a in accs):
+        raise ValueError(f"{path}: accuracy: expected fractions in [0, 1] under {attack}")
+    return accs
+
+
+def per_class_table(folder: Path, comparison: dict, cc, source: str, teacher_eval: Path | None = None,
+                    checkpoint: tuple[str, str | None] = ("", None)) -> list[str]:
     """Which classes reweighting moves: ``ferd``'s per-class accuracy and pool share, and the arm without
-    reweighting minus ``ferd`` per class."""
+    reweighting minus ``ferd`` per class; the teacher's per-class accuracy beside them, from the report or (when
+    the comparison did not evaluate the teacher) from ``teacher_eval``, a kept ``ferd evaluate`` of
+    ``checkpoint`` (path, sha256)."""
     student, ref = cc.students[0], cc.reference
     arm = next(c.arm for c in CLAIMS if c.switch == "synthesis.reweighting.enabled")
     data = _per_class(comparison, student, source)
     classes, attack, teacher = data["classes"], data["attack"], data.get("teacher")
+    if not teacher and teacher_eval is not None:
+        teacher = teacher_accuracies(teacher_eval, attack, classes, *checkpoint)
     kept = seeds_kept(comparison, source)
     ref_seeds = kept.get((ref, student), set())
     acc = class_accuracies(folder, ref, student, ref_seeds, attack, classes)

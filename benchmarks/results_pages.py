@@ -53,6 +53,7 @@ class Source:
     date: str
     note: str = ""
     preset: str = ""
+    teacher_eval: str = ""  # a kept `ferd evaluate` of the comparison's teacher (its per-class figures)
 
     @classmethod
     def record(cls, name: str) -> "Source":
@@ -180,8 +181,15 @@ def _fairness_block(name: str, kind: str) -> str:
     table = f"{kind}_table"
     fairness, path = _fairness(), f"benchmarks/results/{name}/comparison.json"
     cc = fairness.compare_preset(SOURCES[name].preset)
-    args = (RESULTS / name,) if table == "per_class_table" else ()
-    return "\n".join([_header(name), *getattr(fairness, table)(*args, _comparison(name), cc, path)]) + "\n"
+    if table != "per_class_table":
+        return "\n".join([_header(name), *getattr(fairness, table)(_comparison(name), cc, path)]) + "\n"
+    teacher = SOURCES[name].teacher_eval
+    kept = RESULTS / teacher if teacher else None
+    lines = fairness.per_class_table(RESULTS / name, _comparison(name), cc, path, kept,
+                                     fairness.teacher_checkpoint(cc))
+    if teacher:
+        lines = [f"The teacher's column: {_header(teacher).strip()}", "", *lines]
+    return "\n".join([_header(name), *lines]) + "\n"
 
 
 def render_bench(name: str) -> str:

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import dataset_info, load_split
     from ..models.loading import load_model
     from ..evaluation.report import summary_table, write_evaluation
+    from ..core.checkpoint import sha256_file
     from ..evaluation.resume import partial_dir
     from ..evaluation.runner import evaluate_models, stratified_subset
 
@@ -145,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, seed=args.seed, device=args.device,
                              progress=not args.no_progress, partial=partial)
     result.settings.update(dataset=args.dataset, split=args.split, teacher=str(args.teacher),
-                           teacher_arch=args.teacher_arch, student=args.student, student_arch=args.student_arch)
+                           teacher_sha256=sha256_file(args.teacher), teacher_arch=args.teacher_arch,
+                           student=args.student, student_sha256=args.student and sha256_file(args.student),
+                           student_arch=args.student_arch)
     written = write_evaluation(result, args.out, class_names,
                                title=f"Robustness and robust fairness on {args.dataset} ({args.split})")
     shutil.rmtree(partial, ignore_errors=True)

@@ -92,6 +92,8 @@ def test_validation_order_and_unknown_names(tmp_path, capsys, no_loading, checkp
 
 
 def test_end_to_end_digits(checkpoint, tmp_path, capsys):
+    from ferd.core.checkpoint import sha256_file
+
     out = tmp_path / "out"
     rc = main(base_args(checkpoint, out) + ["--student", str(checkpoint), "--student-arch", "cnn-4",
                                             "--attacks", "clean,fgsm", "--n-examples", "30", "--eps", "8/255",
@@ -106,5 +108,6 @@ def test_end_to_end_digits(checkpoint, tmp_path, capsys):
     assert metrics["teacher.fgsm.avg"] == metrics["student.fgsm.avg"]
     settings = json.loads((out / "settings.json").read_text())
     assert settings["n_examples"] == 30 and settings["dataset"] == "digits"
+    assert settings["teacher_sha256"] == settings["student_sha256"] == sha256_file(checkpoint)  # what was evaluated
     assert settings["class_counts"] == [3] * 10
     assert (out / "per_class_fgsm.png").exists() and (out / "report.md").exists()

@@ -119,3 +119,28 @@ def test_a_report_with_a_wrong_field_is_refused_naming_it():
         fairness.verdicts(bad, cc, "c.json")
     with pytest.raises(ValueError, match=r"c\.json: per_class\.cnn-32: expected an object with a list of classes"):
         fairness.per_class_table(KEPT.parent, report, cc, "c.json")
+
+
+def test_the_teacher_column_comes_only_from_an_evaluation_of_that_teacher(tmp_path):
+    """A kept ``ferd evaluate`` of the comparison's teacher gives the per-class view its teacher column; one of
+    another checkpoint, split or class list is refused naming the file."""
+    classes = ["cat", "dog"]
+
+    def kept(teacher="../m/t.safetensors", sha="ab" * 32, split="test", names=classes, acc=("0.25", "0.5")):
+        (tmp_path / "settings.json").write_text(json.dumps({"teacher": teacher, "teacher_sha256": sha,
+                                                            "split": split}))
+        rows = ["model,attack,class_index,class_name,accuracy,n"]
+        rows += [f"teacher,pgd20,{i},{n},{a},5" for i, (n, a) in enumerate(zip(names, acc))]
+        rows += [f"teacher,clean,{i},{n},0.9,5" for i, n in enumerate(names)]
+        (tmp_path / "per_class.csv").write_text("\n".join(rows) + "\n")
+        return fairness.teacher_accuracies(tmp_path, "pgd20", classes, "x/t.safetensors", "ab" * 32)
+
+    assert kept() == [0.25, 0.5]
+    for bad, match in [({"teacher": "../m/other.safetensors"}, r"settings\.json: teacher, split: expected"),
+                       ({"sha": "cd" * 32}, r"settings\.json: teacher, split"),
+                       ({"split": "train"}, r"settings\.json: teacher, split"),
+                       ({"names": ["dog", "cat"]}, r"per_class\.csv: class_name: expected the classes"),
+                       ({"acc": ("0.25", "1.5")}, r"per_class\.csv: accuracy: expected fractions in \[0, 1\]"),
+                       ({"acc": ("0.25", "nan")}, r"per_class\.csv")]:
+        with pytest.raises(ValueError, match=match):
+            kept(**bad)
