@@ -80,10 +80,14 @@ SOURCES = {
                                  "--jobs 2 --threads 1", "2026-11-30",
                                  _TIER2.format(preset="compare-cifar10-cpu-x4", name="compare-cifar10-x4"),
                                  "compare-cifar10-cpu-x4"),
-    "compare-cifar10-x6": Source("ferd compare --preset compare-cifar10-cpu-x6 --out runs/compare-cifar10-x6 "
-                                 "--jobs 2 --threads 1", "2026-12-05",
-                                 _TIER2.format(preset="compare-cifar10-cpu-x6", name="compare-cifar10-x6"),
-                                 "compare-cifar10-cpu-x6"),
+    "compare-cifar10-x6": Source("benchmarks/tier2_fairness.sh runs/compare-cifar10-x6 "
+                                 "benchmarks/results/compare-cifar10-x6", "2026-12-05",
+                                 "each run `ferd compare --preset compare-cifar10-cpu-x6 --method M --student cnn-32 "
+                                 "--seed S --threads 1`, kept as it finished; `ferd`, `fast` and "
+                                 "`ferd-no-reweighting` at seeds 0-1 two side by side on a 2-core AVX-512 machine, the "
+                                 "others one at a time on a 2-core AVX2 one; `ferd compare --preset "
+                                 "compare-cifar10-cpu-x6 --out benchmarks/results/compare-cifar10-x6 --report-only "
+                                 "--partial` rebuilds the report", "compare-cifar10-cpu-x6"),
     "tier2-budget": Source("python benchmarks/budget_curve.py benchmarks/results/compare-cifar10-x3 "
                            "benchmarks/results/compare-cifar10-x4 benchmarks/results/compare-cifar10-x6 "
                            "--out benchmarks/results/tier2-budget", "2026-11-30", "the figure docs/results/budget.png"),
