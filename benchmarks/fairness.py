@@ -124,12 +124,26 @@ def compare_preset(preset: str = PRESET):
     return cc
 
 
-def teacher_checkpoint(cc) -> tuple[str, str | None]:
-    """The teacher checkpoint every run of the comparison distils from and its pinned sha256 (``teacher.*``)."""
+@dataclass(frozen=True)
+class TeacherCheckpoint:
+    """What a kept evaluation of the comparison's teacher must have evaluated: the checkpoint (``teacher.source``),
+    its sha256 (pinned in the preset, else the shared teacher's model card) and the L∞ budget (``threat.eps``)."""
+
+    source: str
+    sha256: str | None
+    eps: float
+
+
+def teacher_checkpoint(cc, folder: Path) -> TeacherCheckpoint:
+    """The teacher every run of the comparison kept in ``folder`` distils from."""
     from ferd.compare.config import teacher_config
 
-    teacher = teacher_config(cc).teacher
-    return teacher.source, teacher.sha256
+    cfg = teacher_config(cc)
+    sha = cfg.teacher.sha256
+    card = folder / "teacher" / "model_card.json"
+    if sha is None and card.is_file():
+        sha = json.loads(card.read_text(encoding="utf-8")).get("sha256")
+    return TeacherCheckpoint(cfg.teacher.source, sha, cfg.threat.eps)
 
 
 def verdicts(comparison: dict, cc, source: str = "comparison.json") -> list[Verdict]:
@@ -336,17 +350,26 @@ def _per_class(comparison: dict, student: str, source: str) -> dict:
     return data
 
 
-def teacher_accuracies(folder: Path, attack: str, classes: list[str], checkpoint: str,
-                       sha256: str | None) -> list[float]:
+def teacher_accuracies(folder: Path, attack: str, classes: list[str], teacher: TeacherCheckpoint) -> list[float]:
     """The teacher's per-class accuracy under ``attack`` from a kept ``ferd evaluate`` of it (``folder``: its
-    ``per_class.csv`` and ``settings.json``), read as untrusted: it must be the evaluation of ``checkpoint`` (its
-    file name, and its ``sha256`` where the settings record one) on the test split, with ``classes`` in order and
-    each accuracy a number in [0, 1]."""
+    ``per_class.csv`` and ``settings.json``), read as untrusted: it must be the evaluation of ``teacher`` (the
+    checkpoint's file name, its sha256 where either side knows one, the same ε) on the test split, with ``classes``
+    in order and each accuracy a number in [0, 1]."""
     settings_path, path = folder / "settings.json", folder / "per_class.csv"
     settings = json.loads(settings_path.read_text(encoding="utf-8"))
-    if not isinstance(settings, dict) or Path(str(settings.get("teacher"))).name != Path(checkpoint).name \
-            or settings.get("split") != "test" or settings.get("teacher_sha256", sha256) != sha256:
-        raise ValueError(f"{settings_path}: teacher, split: expected the evaluation of {checkpoint} on the test split")
+    if not isinstance(settings, dict):
+        raise ValueError(f"{settings_path}: expected an object of evaluation settings")
+    checks = [("teacher", Path(str(settings.get("teacher"))).name, Path(teacher.source).name),
+              ("split", settings.get("split"), "test"),
+              ("eps", settings.get("eps"), teacher.eps)]
+    if teacher.sha256 is not None or settings.get("teacher_sha256") is not None:
+        checks.append(("teacher_sha256", settings.get("teacher_sha256"), teacher.sha256))
+    for field, found, expected in checks:
+        same = (isinstance(found, (int, float)) and math.isclose(found, expected, rel_tol=1e-9)) if field == "eps" \
+            else found == expected
+        if not same:
+            raise ValueError(f"{settings_path}: {field}: expected {expected!r} (the comparison's teacher), "
+                             f"got {found!r:.80}")
     rows = [r for r in csv.DictReader(path.open(encoding="utf-8"))
             if r.get("model") == "teacher" and r.get("attack") == attack]
     if [r.get("class_name") for r in rows] != classes:
@@ -357,18 +380,17 @@ def teacher_accuracies(folder: Path, attack: str, classes: list[str], checkpoint
     return accs
 
 
-def per_class_table(folder: Path, comparison: dict, cc, source: str, teacher_eval: Path | None = None,
-                    checkpoint: tuple[str, str | None] = ("", None)) -> list[str]:
+def per_class_table(folder: Path, comparison: dict, cc, source: str, teacher_eval: Path | None = None) -> list[str]:
     """Which classes reweighting moves: ``ferd``'s per-class accuracy and pool share, and the arm without
     reweighting minus ``ferd`` per class; the teacher's per-class accuracy beside them, from the report or (when
-    the comparison did not evaluate the teacher) from ``teacher_eval``, a kept ``ferd evaluate`` of
-    ``checkpoint`` (path, sha256)."""
+    the comparison did not evaluate the teacher) from ``teacher_eval``, a kept ``ferd evaluate`` of that teacher
+    (:func:`teacher_accuracies`)."""
     student, ref = cc.students[0], cc.reference
     arm = next(c.arm for c in CLAIMS if c.switch == "synthesis.reweighting.enabled")
     data = _per_class(comparison, student, source)
     classes, attack, teacher = data["classes"], data["attack"], data.get("teacher")
     if not teacher and teacher_eval is not None:
-        teacher = teacher_accuracies(teacher_eval, attack, classes, *checkpoint)
+        teacher = teacher_accuracies(teacher_eval, attack, classes, teacher_checkpoint(cc, folder))
     kept = seeds_kept(comparison, source)
     ref_seeds = kept.get((ref, student), set())
     acc = class_accuracies(folder, ref, student, ref_seeds, attack, classes)

@@ -189,8 +189,7 @@ def _fairness_block(name: str, kind: str) -> str:
         return "\n".join([_header(name), *getattr(fairness, table)(_comparison(name), cc, path)]) + "\n"
     teacher = SOURCES[name].teacher_eval
     kept = RESULTS / teacher if teacher else None
-    lines = fairness.per_class_table(RESULTS / name, _comparison(name), cc, path, kept,
-                                     fairness.teacher_checkpoint(cc))
+    lines = fairness.per_class_table(RESULTS / name, _comparison(name), cc, path, kept)
     if teacher:
         lines = [f"The teacher's column: {_header(teacher).strip()}", "", *lines]
     return "\n".join([_header(name), *lines]) + "\n"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -126,15 +125,16 @@ def run(args: argparse.Namespace) -> int:
     from ..models.loading import load_model
     from ..evaluation.report import summary_table, write_evaluation
     from ..core.checkpoint import sha256_file
-    from ..evaluation.resume import partial_dir
+    from ..evaluation.resume import partial_dir, remove_partial
     from ..evaluation.runner import evaluate_models, stratified_subset
 
     info = dataset_info(args.dataset)
     num_classes = args.num_classes or info.num_classes
     class_names = list(info.class_names) if len(info.class_names) == num_classes else None
-    models = {"teacher": load_model(args.teacher, args.teacher_arch, num_classes)}  # small files first
-    if args.student is not None:
-        models["student"] = load_model(args.student, args.student_arch, num_classes)
+    shas = {"teacher": sha256_file(args.teacher), "student": args.student and sha256_file(args.student)}
+    models = {"teacher": load_model(args.teacher, args.teacher_arch, num_classes, sha256=shas["teacher"])}
+    if args.student is not None:  # small files first; each loaded as the bytes hashed
+        models["student"] = load_model(args.student, args.student_arch, num_classes, sha256=shas["student"])
     x, y = load_split(args.dataset, args.split, root=args.data_root)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if args.n_examples is not None and args.n_examples < len(y):
@@ -146,12 +146,11 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, seed=args.seed, device=args.device,
                              progress=not args.no_progress, partial=partial)
     result.settings.update(dataset=args.dataset, split=args.split, teacher=str(args.teacher),
-                           teacher_sha256=sha256_file(args.teacher), teacher_arch=args.teacher_arch,
-                           student=args.student, student_sha256=args.student and sha256_file(args.student),
-                           student_arch=args.student_arch)
+                           teacher_sha256=shas["teacher"], teacher_arch=args.teacher_arch,
+                           student=args.student, student_sha256=shas["student"], student_arch=args.student_arch)
     written = write_evaluation(result, args.out, class_names,
                                title=f"Robustness and robust fairness on {args.dataset} ({args.split})")
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_partial(partial)
     print(summary_table(result))
     print(f"{len(written)} files written to {args.out} in {time.perf_counter() - t0:.1f} s "
           f"({result.n_examples} examples)")

@@ -123,9 +123,11 @@ def _cell(row: dict[str, object], attack: str, stat: str) -> str:
     ran, seeds = row.get(f"{attack}_seeds", row["seeds"]), row["seeds"]
     if ran == 0:
         return "—"
-    cell = _fmt(row[f"{attack}_{stat}_mean"], row[f"{attack}_{stat}_std"], stat,
-                row.get(f"{attack}_{stat}_seeds", 0), ran)
-    return cell + (f" ({ran} of {seeds} seeds)" if stat != "nsd" and ran < seeds else "")
+    if stat == "nsd":  # NSD names the seeds it is defined on, of all the row's seeds when the attack ran on fewer
+        return _fmt(row[f"{attack}_nsd_mean"], row[f"{attack}_nsd_std"], stat, row[f"{attack}_nsd_seeds"],
+                    seeds if ran < seeds else ran)
+    cell = _fmt(row[f"{attack}_{stat}_mean"], row[f"{attack}_{stat}_std"], stat, 0, ran)
+    return cell + (f" ({ran} of {seeds} seeds)" if ran < seeds else "")
 
 
 def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[str, float]:
@@ -140,14 +142,15 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
                        [f"teacher.{a}.{s}" for a in attacks for s in STATS])
     flat: dict[str, float] = {}
     table: list[dict[str, object]] = []
-    uneven = any(f"student.{a}.avg" not in m for d in runs.values() for m in d.values() for a in attacks)
+    counted = bool(cc.attack_seeds) or any(  # some seeds are not evaluated with every attack: say how many are
+        f"student.{a}.avg" not in m for d in runs.values() for m in d.values() for a in attacks)
     for (method, student), by_seed in runs.items():
         row: dict[str, object] = {"method": method, "student": student, "seeds": len(by_seed),
                                   "seconds": round(float(np.mean([m["run.seconds"] for m in by_seed.values()])), 1)}
         for a in attacks:
             ran = [m for m in by_seed.values() if f"student.{a}.avg" in m]
-            if uneven:  # some seeds are not evaluated with every attack (attack_seeds)
-                row[f"{a}_seeds"] = len(ran)
+            if counted:
+                row[f"{a}_seeds"] = flat[f"{method}.{student}.{a}.seeds"] = len(ran)
             for s in STATS:
                 vals = np.array([m[f"student.{a}.{s}"] for m in ran], dtype=float)
                 vals = vals[~np.isnan(vals)]  # NSD: 0 / 0 when every class is at 0 %
@@ -345,8 +348,9 @@ def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
                 continue
             acc = np.mean(list(by_attack[a].values()), axis=0) * 100
             ax.plot(range(len(acc)), acc, marker="o", ms=3, label=f"{method} ({student})")
+        seeds = sorted({seed for by_attack in per_class.values() for seed in by_attack[a]})  # those in the means
         ax.set(xlabel="class", ylabel=f"{a} accuracy (%)", ylim=(0, 100),
-               title=f"per-class {a} accuracy, mean over seeds {cc.seeds_for(a)}")
+               title=f"per-class {a} accuracy, mean over seeds {seeds}")
         ax.legend(fontsize=7, ncol=2)
         buf = io.BytesIO()
         fig.tight_layout()

@@ -4,14 +4,13 @@ the evaluation stage and ``ferd compare``'s teacher call."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from ..settings.config import FerdConfig
-from .resume import partial_dir
+from .resume import partial_dir, remove_partial
 
 
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
@@ -35,7 +34,7 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     if separate_aa:
         aa_dir = out_dir.with_name(out_dir.name + "-aa")
         metrics.update(_evaluate(cfg, models, aa_dir, ["aa"], e.aa_examples, progress, None, partial))
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_partial(partial)
     if history is not None:
         from ..synthesis.diversity import synthesis_metrics
 

@@ -3,10 +3,12 @@
 An evaluation is the longest step after training (AutoAttack on a CIFAR test set takes hours), and a run stopped
 in it would otherwise attack every model again from the first attack. Each (model, attack) outcome is written,
 as soon as it is known, to ``<partial>/<model>.<attack>.npz``: its predictions, its wall time, and the key it was
-made under, the sha256 of the model's parameters and buffers, the examples and labels, and every setting the
-attack draws on (its own settings, ε, step, seed, batch size, number of classes, device, torch). The attacks are
-seeded per (seed, model, attack) and leave the global RNG alone (:func:`ferd.evaluation.runner.attack_seed`), so
-an attack read back is the attack the evaluation would have run, and the report is the same bytes.
+made under, the sha256 of the model (its layers as ``repr`` gives them, every parameter and every buffer,
+the normalisation's included), the examples and labels, every setting the attack draws on (its own settings, ε,
+step, seed, batch size, number of classes, device) and what decides the arithmetic (torch, the CPU kernels it
+uses, its thread count, the GPU's name). The attacks are seeded per (seed, model, attack) and leave the global RNG
+alone (:func:`ferd.evaluation.runner.attack_seed`), so an attack read back gives the predictions the evaluation
+would have made; the report's time for it is the time it took when it ran.
 
 A file is read back only when its key is the evaluation's and it holds N predictions in [0, C); anything else (a
 file from another model or setting, a truncated or edited one) is ignored with a warning and the attack runs
@@ -19,7 +21,8 @@ import hashlib
 import io
 import json
 import logging
-import zipfile
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +37,17 @@ PARTIAL_SUFFIX = ".partial"
 
 
 def partial_dir(out_dir: Path) -> Path:
-    """Where the finished attacks of the evaluation written to ``out_dir`` are kept until it is written."""
+    """Where the finished attacks of the evaluation written to ``out_dir`` are kept until it is written (beside
+    it: ``eval`` → ``eval.partial``)."""
+    out_dir = out_dir.resolve()
     return out_dir.with_name(out_dir.name + PARTIAL_SUFFIX)
+
+
+def remove_partial(folder: Path) -> None:
+    """Remove the kept attacks once the evaluation is written (an error if they cannot be: they must not stay
+    beside files a manifest then lists)."""
+    if folder.exists():
+        shutil.rmtree(folder)
 
 
 def _update(h: "hashlib._Hash", t: torch.Tensor) -> None:
@@ -45,12 +57,22 @@ def _update(h: "hashlib._Hash", t: torch.Tensor) -> None:
 
 
 def model_digest(model: nn.Module) -> str:
-    """sha256 of a model's class and every parameter and buffer (names, dtypes, shapes, bytes)."""
-    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
-    for name, t in model.state_dict().items():
+    """sha256 of a model's class and layers (``repr``) and every parameter and buffer, those left out of its
+    ``state_dict`` included (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}".encode())
+    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
         h.update(name.encode())
         _update(h, t)
     return h.hexdigest()
+
+
+def arithmetic(device: str) -> dict[str, object]:
+    """What decides an attack's floating-point sums besides its inputs: torch, the CPU kernels (their instruction
+    set, as the AVX2 pins of docs/reproducibility.md set it), the thread count and, on a GPU, its name."""
+    dev = torch.device(device)
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
 
 
 def examples_digest(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -62,9 +84,10 @@ def examples_digest(x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 def attack_key(model: str, attack: str, model_sha: str, examples_sha: str, settings: dict) -> str:
-    """The key one (model, attack) outcome is kept under: everything that decides its predictions."""
+    """The key one (model, attack) outcome is kept under: everything that decides its predictions (``settings``:
+    the attack's and the evaluation's, with :func:`arithmetic`)."""
     data = {"model": model, "attack": attack, "model_sha256": model_sha, "examples_sha256": examples_sha,
-            "settings": settings, "torch": torch.__version__}
+            "settings": settings}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -90,7 +113,7 @@ def load_attack(folder: Path, model: str, attack: str, key: str, n: int,
     try:
         with np.load(path, allow_pickle=False) as data:
             kept_key, pred, seconds = str(data["key"][()]), np.asarray(data["predictions"]), float(data["seconds"])
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001  an untrusted file: whatever numpy or zlib raise on it
         logger.warning("%s: not a kept attack (%s); running %s/%s again", path, exc, model, attack)
         return None
     if kept_key != key:

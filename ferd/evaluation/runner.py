@@ -252,13 +252,14 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
                                                        attacks, num_classes, step))
     ctx = _attack_context(eps, seed, batch_size, device, num_classes, step)
     examples_sha = resume.examples_digest(x, y) if partial is not None else ""
+    arithmetic = resume.arithmetic(str(device)) if partial is not None else {}
     for name, model in models.items():
         model_sha = resume.model_digest(model) if partial is not None else ""
         for attack in attacks:
             t0 = time.perf_counter()
             built = build_attack(attack, ctx)
-            key = resume.attack_key(name, attack, model_sha, examples_sha,
-                                    {"context": asdict(ctx), "attack": built.settings()})
+            key = resume.attack_key(name, attack, model_sha, examples_sha, {
+                "context": asdict(ctx), "attack": built.settings(), "arithmetic": arithmetic})
             kept = resume.load_attack(partial, name, attack, key, len(y_np), num_classes) if partial else None
             if kept is not None:
                 pred, seconds = kept

@@ -54,18 +54,20 @@ def _killed_at(cmd: list[str], cwd: Path, point: str) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
-def _ran(cmd: list[str], cwd: Path) -> None:
+def _ran(cmd: list[str], cwd: Path) -> str:
+    """Run ``cmd`` to the end; its log (stderr)."""
     proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
 
 
 # ---- kill and resume -----------------------------------------------------------------------
 RUN_SETS = ["-S", "epochs=4", "-S", "rounds=4", "-S", "synthesis.iterations=4", "-S", "distill.iterations=6"]
 # each kill resumes from the checkpoint the one before left: the second swap between its renames, a student
 # epoch half done, a checkpoint whole but not swapped in, a generator epoch half done; then the evaluation with
-# its first attack kept
+# two attacks kept (the second, PGD-20, from a seeded random start)
 RUN_KILLS = ("checkpoint.between-renames:2", "student.iteration:4", "checkpoint.written:1", "generator.iteration:3",
-             "evaluation.attack:1")
+             "evaluation.attack:2")
 
 
 @pytest.mark.slow
@@ -80,13 +82,14 @@ def test_sigkill_ferd_run_resumes_bit_identical(tmp_path):
         if point.startswith("checkpoint.between-renames"):  # the state the swap's design is for
             assert (out / "checkpoint.old").is_dir() and not (out / "checkpoint").exists()
         if point.startswith("evaluation.attack"):  # the finished attack is kept for the resumed evaluation
-            assert [p.name for p in (out / "eval.partial").iterdir()] == ["teacher.clean.npz"]
+            assert sorted(p.name for p in (out / "eval.partial").iterdir()) == ["teacher.clean.npz",
+                                                                                 "teacher.pgd20.npz"]
         try:  # the last checkpoint must still load whole
             load_checkpoint(RunState.initial(resolve(load_config(CI, RUN_SETS[1::2]))), out)
         except Exception:  # noqa: BLE001
             lost += 1
-    _ran(cmd(out), tmp_path)
-    assert not (out / "eval.partial").exists()
+    log = _ran(cmd(out), tmp_path)
+    assert log.count("read back from") == 2 and not (out / "eval.partial").exists()
     same = sha256_file(out / "student.safetensors") == sha256_file(tmp_path / "ref" / "student.safetensors")
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "ref")]
     record("SIGKILL `ferd run`", f"{kills} kills at named points ({', '.join(p.split(':')[0] for p in RUN_KILLS)})",

@@ -78,7 +78,7 @@ def test_a_kept_attack_of_another_seed_model_or_examples_is_run_again(tmp_path, 
     partial = tmp_path / "p"
     evaluate(partial)
     ran = attacked_with(monkeypatch)
-    evaluate(partial, seed=1)  # other random starts: every attack but clean runs again
+    evaluate(partial, seed=1)  # another seed: every attack runs again (the seed is in every key)
     assert ran == ["teacher/clean", "teacher/fgsm", "teacher/pgd20", "student/clean", "student/fgsm",
                    "student/pgd20"]
     ran.clear()
@@ -124,14 +124,20 @@ def test_the_key_covers_the_weights_the_examples_and_the_settings():
     assert key() == key() and key() != key(eps=4 / 255) and key() != key(steps=10)
 
 
-def test_ferd_evaluate_leaves_no_kept_attacks_behind(tmp_path):
+def test_ferd_evaluate_stopped_part_way_resumes_and_leaves_no_kept_attacks_behind(tmp_path, monkeypatch):
     from ferd.cli import main
-    from ferd.models import create_model
     from ferd.core.checkpoint import save_state_dict
+    from ferd.models import create_model
 
     ckpt = tmp_path / "t.safetensors"
     save_state_dict(create_model("cnn-4", 10).state_dict(), ckpt)
     out = tmp_path / "eval"
-    assert main(["evaluate", "--teacher", str(ckpt), "--teacher-arch", "cnn-4", "--dataset", "digits",
-                 "--attacks", "clean,fgsm", "--n-examples", "20", "--out", str(out), "--no-progress"]) == 0
+    argv = ["evaluate", "--teacher", str(ckpt), "--teacher-arch", "cnn-4", "--dataset", "digits",
+            "--attacks", "clean,fgsm", "--n-examples", "20", "--out", str(out), "--no-progress"]
+    attacked_with(monkeypatch, stop_at=("teacher", "fgsm"))
+    with pytest.raises(Stop):
+        main(argv)
+    assert [p.name for p in resume.partial_dir(out).iterdir()] == ["teacher.clean.npz"]
+    ran = attacked_with(monkeypatch)
+    assert main(argv) == 0 and ran == ["teacher/fgsm"]  # clean read back
     assert (out / "metrics.json").is_file() and not resume.partial_dir(out).exists()

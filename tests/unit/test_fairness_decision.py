@@ -123,24 +123,36 @@ def test_a_report_with_a_wrong_field_is_refused_naming_it():
 
 def test_the_teacher_column_comes_only_from_an_evaluation_of_that_teacher(tmp_path):
     """A kept ``ferd evaluate`` of the comparison's teacher gives the per-class view its teacher column; one of
-    another checkpoint, split or class list is refused naming the file."""
-    classes = ["cat", "dog"]
+    another checkpoint, split, ε or class list is refused naming the file and the field."""
+    classes, eps = ["cat", "dog"], 8 / 255
+    teacher = fairness.TeacherCheckpoint("x/t.safetensors", "ab" * 32, eps)
 
-    def kept(teacher="../m/t.safetensors", sha="ab" * 32, split="test", names=classes, acc=("0.25", "0.5")):
-        (tmp_path / "settings.json").write_text(json.dumps({"teacher": teacher, "teacher_sha256": sha,
-                                                            "split": split}))
+    def kept(teacher=teacher, name="../m/t.safetensors", sha="ab" * 32, split="test", e=eps, names=classes,
+             acc=("0.25", "0.5")):
+        settings = {"teacher": name, "split": split, "eps": e, **({"teacher_sha256": sha} if sha else {})}
+        (tmp_path / "settings.json").write_text(json.dumps(settings))
         rows = ["model,attack,class_index,class_name,accuracy,n"]
         rows += [f"teacher,pgd20,{i},{n},{a},5" for i, (n, a) in enumerate(zip(names, acc))]
         rows += [f"teacher,clean,{i},{n},0.9,5" for i, n in enumerate(names)]
         (tmp_path / "per_class.csv").write_text("\n".join(rows) + "\n")
-        return fairness.teacher_accuracies(tmp_path, "pgd20", classes, "x/t.safetensors", "ab" * 32)
+        return fairness.teacher_accuracies(tmp_path, "pgd20", classes, teacher)
 
-    assert kept() == [0.25, 0.5]
-    for bad, match in [({"teacher": "../m/other.safetensors"}, r"settings\.json: teacher, split: expected"),
-                       ({"sha": "cd" * 32}, r"settings\.json: teacher, split"),
-                       ({"split": "train"}, r"settings\.json: teacher, split"),
+    unpinned = fairness.TeacherCheckpoint("x/t.safetensors", None, eps)
+    assert kept() == [0.25, 0.5] and kept(teacher=unpinned, sha=None) == [0.25, 0.5]  # no sha256 on either side
+    for bad, match in [({"name": "../m/other.safetensors"}, r"settings\.json: teacher: expected 't\.safetensors'"),
+                       ({"sha": "cd" * 32}, r"settings\.json: teacher_sha256: expected 'abab"),
+                       ({"sha": None}, r"settings\.json: teacher_sha256: expected 'abab.*got None"),
+                       ({"teacher": unpinned}, r"settings\.json: teacher_sha256: expected None"),
+                       ({"split": "train"}, r"settings\.json: split: expected 'test'"),
+                       ({"e": 4 / 255}, r"settings\.json: eps: expected 0\.031"),
                        ({"names": ["dog", "cat"]}, r"per_class\.csv: class_name: expected the classes"),
                        ({"acc": ("0.25", "1.5")}, r"per_class\.csv: accuracy: expected fractions in \[0, 1\]"),
                        ({"acc": ("0.25", "nan")}, r"per_class\.csv")]:
         with pytest.raises(ValueError, match=match):
             kept(**bad)
+    card = tmp_path / "cmp" / "teacher" / "model_card.json"
+    card.parent.mkdir(parents=True)
+    card.write_text(json.dumps({"sha256": "ef" * 32}))
+    cc = fairness.compare_preset()
+    assert fairness.teacher_checkpoint(cc, tmp_path / "cmp").sha256 == "ea9aa5239a83078d311c161c9caa40d2d8a08c906ae" \
+        "17099edfc0ce88887ce5a"  # the preset pins it: the card is not read
