@@ -24,6 +24,7 @@ number on a page (``unsourced``) is among the numbers of that page's sources.
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import math
@@ -87,7 +88,11 @@ SOURCES = {
                                  "`ferd-no-reweighting` at seeds 0-1 two side by side on a 2-core AVX-512 machine, the "
                                  "others one at a time on a 2-core AVX2 one; `ferd compare --preset "
                                  "compare-cifar10-cpu-x6 --out benchmarks/results/compare-cifar10-x6 --report-only "
-                                 "--partial` rebuilds the report", "compare-cifar10-cpu-x6"),
+                                 "--partial` rebuilds the report", "compare-cifar10-cpu-x6", "teacher-cifar10"),
+    "teacher-cifar10": Source("OMP_NUM_THREADS=1 ferd evaluate --teacher ../shared/models/wrn-16-2_cifar10_linf."
+                              "safetensors --teacher-arch wrn-16-2 --dataset cifar10 --data-root ../shared/data "
+                              "--attacks clean,pgd20 --out runs/teacher-eval-10k", "2026-12-05",
+                              "all 10,000 test images, one thread; its metrics.json, per_class.csv and settings.json"),
     "tier2-budget": Source("python benchmarks/budget_curve.py benchmarks/results/compare-cifar10-x3 "
                            "benchmarks/results/compare-cifar10-x4 benchmarks/results/compare-cifar10-x6 "
                            "--out benchmarks/results/tier2-budget", "2026-11-30", "the figure docs/results/budget.png"),
@@ -190,8 +195,6 @@ def _fairness_block(name: str, kind: str) -> str:
     teacher = SOURCES[name].teacher_eval
     kept = RESULTS / teacher if teacher else None
     lines = fairness.per_class_table(RESULTS / name, _comparison(name), cc, path, kept)
-    if teacher:
-        lines = [f"The teacher's column: {_header(teacher).strip()}", "", *lines]
     return "\n".join([_header(name), *lines]) + "\n"
 
 
@@ -229,7 +232,26 @@ def render_figures(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_evaluation(name: str) -> str:
+    """A kept ``ferd evaluate``: per model and attack, average / worst class / NSD and every class's accuracy."""
+    folder = RESULTS / name
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    rows = list(csv.DictReader((folder / "per_class.csv").open(encoding="utf-8")))
+    pairs = list(dict.fromkeys((r["model"], r["attack"]) for r in rows))
+    classes = [r["class_name"] for r in rows if (r["model"], r["attack"]) == pairs[0]]
+    labels = dict(ATTACKS)
+    head = ["model", "attack", "avg", "worst", "NSD", *classes]
+    lines = [_header(name), "Accuracies in %.\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, attack in pairs:
+        accs = [_pct(float(r["accuracy"])) for r in rows if (r["model"], r["attack"]) == (model, attack)]
+        cells = [model, labels.get(attack, attack), _pct(metrics[f"{model}.{attack}.avg"]),
+                 _pct(metrics[f"{model}.{attack}.worst"]), f"{metrics[f'{model}.{attack}.nsd']:.3f}", *accs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {"runs": render_runs, "deltas": render_deltas, "bench": render_bench, "figures": render_figures,
+             "evaluation": render_evaluation,
              **{kind: (lambda name, k=kind: _fairness_block(name, k))
                 for kind in ("verdicts", "switches", "per_class")}}
 PART_RENDERERS = {"table": render_table}  # kinds that name a part of their source: SOURCE:PART
