@@ -58,10 +58,12 @@ def _main(args: argparse.Namespace) -> int:
 
     from ..compute import distributed
     from ..algorithm.bench import bench
+    from ..algorithm.preflight import preflight
     from ..core.checkpoint import atomic_write_json
 
     local_directory(args.out)
     cfg = load_config(preset_path(args.preset), [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
+    preflight(cfg, teacher=False, evaluation=False)  # the device, in one line (bench's teacher has random weights)
     if args.nproc is not None and args.nproc < 2:
         raise ValueError(f"--nproc: expected 2 or more processes, got {args.nproc}")
     if args.threads:

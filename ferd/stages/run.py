@@ -159,9 +159,9 @@ def run(cfg: FerdConfig, out_dir: str | Path, progress: bool = True, evaluate_te
     DVCLive directory of the run's per-epoch curves (:mod:`ferd.core.tracking`): True ``<out>/live`` when DVCLive is
     installed, a path (DVCLive required), or False for none."""
     out = Path(out_dir)
+    preflight(cfg)  # the device, the teacher source, the test set: before anything is written, the lock included
     with owned(out):
         # before anything is written: another run's directory is refused, a checkpoint of this one checked
-        preflight(cfg)  # the device, the teacher source, the test set
         if check_run_dir(out, cfg) == "resume":
             if (out / MANIFEST).exists():
                 verify_finished(out)

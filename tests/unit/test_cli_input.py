@@ -49,3 +49,15 @@ def test_a_huge_params_file_is_refused_by_its_size(tmp_path, capsys):
     assert main(["params", "check", "--params", str(huge)]) == 2
     assert f"{huge}: {8 << 30} bytes; parameters are at most" in capsys.readouterr().err
     record("`--params` an 8 GiB file", "sparse file, refused by size", True, 0)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the machine has the GPU the preset asks for")
+@pytest.mark.parametrize("command", ["bench", "run"])
+def test_a_gpu_preset_on_a_machine_without_one_is_one_line_status_2(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "--preset", "paper-as-printed"] if command == "bench" else \
+        ["run", "--params", str(Path(CI).with_name("paper-as-printed.yaml")), "--out", "r"]
+    assert status(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "device: cuda requested but CUDA is not available on this machine" in err, err
+    assert list(tmp_path.iterdir()) == []
