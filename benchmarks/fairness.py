@@ -265,15 +265,21 @@ def class_accuracies(folder: Path, method: str, student: str, seeds: set[int], a
     for seed in sorted(seeds):
         path = folder / "runs" / method / student / f"seed={seed}" / ("eval-aa" if attack == "aa" else "eval") \
             / "per_class.csv"
-        rows = [r for r in csv.DictReader(path.open(encoding="utf-8"))
-                if r.get("model") == "student" and r.get("attack") == attack]
-        if [r.get("class_name") for r in rows] != classes:
-            raise ValueError(f"{path}: class_name: expected the classes {classes} under {attack}")
-        accs = [_number(str(path), f"accuracy of {r['class_name']}", _float(r.get("accuracy"))) for r in rows]
-        if not all(0 <= a <= 1 for a in accs):
-            raise ValueError(f"{path}: accuracy: expected fractions in [0, 1] under {attack}")
-        per_seed.append(accs)
+        per_seed.append(class_column(path, "student", attack, classes))
     return [sum(col) / len(col) for col in zip(*per_seed)]
+
+
+def class_column(path: Path, model: str, attack: str, classes: list[str]) -> list[float]:
+    """One model's per-class accuracy under ``attack`` from an evaluation's ``per_class.csv``, read as untrusted:
+    the classes must be ``classes``, in order, and each accuracy a number in [0, 1]."""
+    rows = [r for r in csv.DictReader(path.open(encoding="utf-8"))
+            if r.get("model") == model and r.get("attack") == attack]
+    if [r.get("class_name") for r in rows] != classes:
+        raise ValueError(f"{path}: class_name: expected the classes {classes} under {attack}")
+    accs = [_number(str(path), f"accuracy of {r['class_name']}", _float(r.get("accuracy"))) for r in rows]
+    if not all(0 <= a <= 1 for a in accs):
+        raise ValueError(f"{path}: accuracy: expected fractions in [0, 1] under {attack}")
+    return accs
 
 
 def _float(text: str | None) -> float | str | None:
@@ -370,14 +376,7 @@ def teacher_accuracies(folder: Path, attack: str, classes: list[str], teacher: T
         if not same:
             raise ValueError(f"{settings_path}: {field}: expected {expected!r} (the comparison's teacher), "
                              f"got {found!r:.80}")
-    rows = [r for r in csv.DictReader(path.open(encoding="utf-8"))
-            if r.get("model") == "teacher" and r.get("attack") == attack]
-    if [r.get("class_name") for r in rows] != classes:
-        raise ValueError(f"{path}: class_name: expected the classes {classes} under {attack}")
-    accs = [_number(str(path), f"accuracy of {r['class_name']}", _float(r.get("accuracy"))) for r in rows]
-    if not all(0 <= a <= 1 for a in accs):
-        raise ValueError(f"{path}: accuracy: expected fractions in [0, 1] under {attack}")
-    return accs
+    return class_column(path, "teacher", attack, classes)
 
 
 def per_class_table(folder: Path, comparison: dict, cc, source: str, teacher_eval: Path | None = None) -> list[str]:
