@@ -258,9 +258,9 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
         for attack in attacks:
             t0 = time.perf_counter()
             built = build_attack(attack, ctx)
-            key = resume.attack_key(name, attack, model_sha, examples_sha, {
+            key = "" if partial is None else resume.attack_key(name, attack, model_sha, examples_sha, {
                 "context": asdict(ctx), "attack": built.settings(), "arithmetic": arithmetic})
-            kept = resume.load_attack(partial, name, attack, key, len(y_np), num_classes) if partial else None
+            kept = None if partial is None else resume.load_attack(partial, name, attack, key, len(y_np), num_classes)
             if kept is not None:
                 pred, seconds = kept
             else:
