@@ -5,7 +5,9 @@
   lock covers the whole tree: a second process is refused at once, naming the holder, when it asks for the
   same directory, one inside it or one that contains it (``ferd run --out cx`` excludes
   ``ferd stage … --out cx/teacher`` and the other way round; sibling directories ``cx/a``, ``cx/b`` are
-  independent). Paths are compared resolved (symlinks, ``..``).
+  independent). Paths are compared resolved (symlinks, ``..``). ``owned(…, wait=True)`` waits instead while
+  another process holds the directory itself (a comparison's shared teacher, which arms started together
+  prepare once: the second finds it finished).
 * :func:`check_run_dir` decides, **before anything is written**, whether ``ferd run``'s ``--out`` is
   new, this run's (resume, or re-evaluate a finished run), or another run's: refused with the reason
   (a different :func:`~ferd.plan.fingerprint.params_fingerprint` of everything up to the student, or files
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +33,8 @@ from ..plan.fingerprint import params_fingerprint
 
 PARAMS_FILE, METRICS_FILE, RESULT_FILE = "params.json", "metrics.json", "result.json"
 PathLike = str | os.PathLike[str]
+
+log = logging.getLogger(__name__)
 
 
 class RunDirError(ValueError):
@@ -82,10 +87,11 @@ def _refuse_if_tree_held(directory: PathLike, real: Path, what: str) -> None:
 
 
 @contextlib.contextmanager
-def owned(directory: PathLike, what: str = "out") -> Iterator[Path]:
+def owned(directory: PathLike, what: str = "out", wait: bool = False) -> Iterator[Path]:
     """Hold the advisory lock of ``directory``'s tree for the block (its lock file is created if needed,
     not the directory). Refused, before anything is written when no start races this one, if another
-    process holds the directory, an ancestor or a descendant.
+    process holds the directory, an ancestor or a descendant; with ``wait``, a holder of the directory
+    itself is waited for (logged once, naming it), an ancestor or descendant still refused.
 
     Two starts at the same instant: each first takes its own lock, then checks the locks of its ancestors
     and descendants. Of two overlapping directories, whichever takes its lock second sees the first's
@@ -107,8 +113,11 @@ def owned(directory: PathLike, what: str = "out") -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise RunDirError(f"{what}: {directory} is in use by another ferd process (pid {holder}); wait for it "
-                              "or use another directory") from None
+            if not wait:
+                raise RunDirError(f"{what}: {directory} is in use by another ferd process (pid {holder}); wait for "
+                                  "it or use another directory") from None
+            log.info("%s: waiting for the ferd process (pid %s) that holds %s", what, holder, directory)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _refuse_if_tree_held(directory, real, what)  # again, now that this lock is visible to a racing start

@@ -26,7 +26,7 @@ import torch
 from ..settings.config import FerdConfig
 from ..evaluation.quick import quick_evaluation
 from ..stages.run import run
-from ..algorithm.run_dir import is_finished, set_aside, write_result
+from ..algorithm.run_dir import is_finished, owned, set_aside, write_result
 from ..algorithm.teacher_source import obtain_teacher
 from ..stages.layout import REPORT_DIR, TEACHER_DIR
 from .config import Arm, CompareConfig, arm_status, arms, finished_arm_metrics, run_config, teacher_config
@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 
 
 def prepare_teacher(cc: CompareConfig, out: Path, progress: bool = False) -> tuple[str, str]:
-    """Train or load the shared teacher into ``out/teacher`` and evaluate it once (``teacher/eval``).
-    Returns (checkpoint path, sha256)."""
-    return prepare_teacher_dir(teacher_config(cc), out / TEACHER_DIR, progress, cc.evaluate_teacher)
+    """Train or load the shared teacher into ``out/teacher`` and evaluate it once (``teacher/eval``), holding
+    the folder's lock: arms started together into one ``--out`` wait for the first, which prepares it, and find it
+    finished. Returns (checkpoint path, sha256)."""
+    with owned(out / TEACHER_DIR, "teacher", wait=True) as teacher_dir:
+        return prepare_teacher_dir(teacher_config(cc), teacher_dir, progress, cc.evaluate_teacher)
 
 
 def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = False, evaluate: bool = True

@@ -123,3 +123,52 @@ def test_a_lock_file_left_by_a_killed_process_is_no_lock(tmp_path):
     with owned(cx):
         pass
     record("a lock file left by a killed process", "holder of cx SIGKILLed, then cx/teacher and cx", True, 0)
+
+
+def test_wait_waits_for_the_holder_of_the_directory_itself_and_still_refuses_its_tree(tmp_path, caplog):
+    """``owned(…, wait=True)`` blocks while another open lock holds the directory (here the test's own, on
+    another descriptor), says so once, and enters when it is released; an ancestor's holder is still refused.
+    The waiting side is observed by its log line and the lock, never by a delay."""
+    import logging
+    import threading
+
+    teacher, entered, waiting = tmp_path / "cx" / "teacher", threading.Event(), threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for the ferd process" in record.getMessage():
+                waiting.set()
+
+    def second_start() -> None:
+        with owned(teacher, "teacher", wait=True):
+            entered.set()
+
+    seen = Seen()
+    logging.getLogger(run_dir.__name__).addHandler(seen)
+    try:
+        with caplog.at_level(logging.INFO, logger=run_dir.__name__), owned(teacher):
+            other = threading.Thread(target=second_start)
+            other.start()
+            assert waiting.wait(120), "the second start neither waited nor said so"
+            assert not entered.is_set()  # the lock is still held here: it cannot have entered
+        other.join(120)
+        assert entered.is_set() and not other.is_alive()
+    finally:
+        logging.getLogger(run_dir.__name__).removeHandler(seen)
+    assert f"teacher: waiting for the ferd process (pid {os.getpid()}) that holds {teacher}" in caplog.text
+    with owned(tmp_path / "cx"), pytest.raises(RunDirError, match="is inside"):
+        with owned(teacher, "teacher", wait=True):
+            pass
+
+
+def test_a_comparison_prepares_its_shared_teacher_holding_the_teacher_folder(tmp_path, monkeypatch):
+    """Arms of one ``--out`` started together: the teacher is prepared under its folder's lock (the others wait
+    for it, :func:`test_wait_waits_for_the_holder_of_the_directory_itself_and_still_refuses_its_tree`)."""
+    from ferd.compare import runner
+    from ferd.compare.config import load_compare
+
+    holders = []
+    monkeypatch.setattr(runner, "prepare_teacher_dir", lambda cfg, d, *a: holders.append(
+        run_dir._holder(run_dir.lock_path(d))) or ("teacher.safetensors", "0" * 64))
+    runner.prepare_teacher(load_compare("compare-smoke"), tmp_path)
+    assert holders == [str(os.getpid())]
