@@ -1,5 +1,5 @@
-"""The fairness decision (``benchmarks/fairness.py``): the paper presets carry the switches the rule chooses from the
-kept tier-2 6× report, and the rule and verdicts on hand-made reports."""
+"""The fairness decision (``benchmarks/fairness.py``, ``benchmarks/kept_evaluations.py``): the paper presets carry the
+switches the rule chooses from the kept tier-2 6× report, and the rule and verdicts on hand-made reports."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def _fairness():
 
 
 fairness = _fairness()
+import kept_evaluations  # noqa: E402  (benchmarks/kept_evaluations.py: loading fairness put benchmarks/ on the path)
 
 
 def _report(deltas: dict[str, tuple[tuple, tuple]], seeds: int = 5) -> dict:
@@ -125,7 +126,7 @@ def test_the_teacher_column_comes_only_from_an_evaluation_of_that_teacher(tmp_pa
     """A kept ``ferd evaluate`` of the comparison's teacher gives the per-class view its teacher column; one of
     another checkpoint, split, ε or class list is refused naming the file and the field."""
     classes, eps = ["cat", "dog"], 8 / 255
-    teacher = fairness.TeacherCheckpoint("x/t.safetensors", "ab" * 32, eps)
+    teacher = kept_evaluations.TeacherCheckpoint("x/t.safetensors", "ab" * 32, eps)
 
     def kept(teacher=teacher, name="../m/t.safetensors", sha="ab" * 32, split="test", e=eps, names=classes,
              acc=("0.25", "0.5")):
@@ -135,9 +136,9 @@ def test_the_teacher_column_comes_only_from_an_evaluation_of_that_teacher(tmp_pa
         rows += [f"teacher,pgd20,{i},{n},{a},5" for i, (n, a) in enumerate(zip(names, acc))]
         rows += [f"teacher,clean,{i},{n},0.9,5" for i, n in enumerate(names)]
         (tmp_path / "per_class.csv").write_text("\n".join(rows) + "\n")
-        return fairness.teacher_accuracies(tmp_path, "pgd20", classes, teacher)
+        return kept_evaluations.teacher_accuracies(tmp_path, "pgd20", classes, teacher)
 
-    unpinned = fairness.TeacherCheckpoint("x/t.safetensors", None, eps)
+    unpinned = kept_evaluations.TeacherCheckpoint("x/t.safetensors", None, eps)
     assert kept() == [0.25, 0.5] and kept(teacher=unpinned, sha=None) == [0.25, 0.5]  # no sha256 on either side
     for bad, match in [({"name": "../m/other.safetensors"}, r"settings\.json: teacher: expected 't\.safetensors'"),
                        ({"sha": "cd" * 32}, r"settings\.json: teacher_sha256: expected 'abab"),
@@ -154,5 +155,5 @@ def test_the_teacher_column_comes_only_from_an_evaluation_of_that_teacher(tmp_pa
     card.parent.mkdir(parents=True)
     card.write_text(json.dumps({"sha256": "ef" * 32}))
     cc = fairness.compare_preset()
-    assert fairness.teacher_checkpoint(cc, tmp_path / "cmp").sha256 == "ea9aa5239a83078d311c161c9caa40d2d8a08c906ae" \
+    assert kept_evaluations.teacher_checkpoint(cc, tmp_path / "cmp").sha256 == "ea9aa5239a83078d311c161c9caa40d2d8a08c906ae" \
         "17099edfc0ce88887ce5a"  # the preset pins it: the card is not read
