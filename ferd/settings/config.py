@@ -229,8 +229,8 @@ class FerdConfig(_Strict):
                         "group)")
     seed: int = Field(0, ge=0)
     device: str = "cpu"
-    nproc_per_node: int = Field(1, ge=1, le=64, description="processes for the data-parallel stages (distillation, "
-                                "and ferd run / ferd stage all): above 1 the command starts itself under "
+    nproc_per_node: int = Field(1, ge=1, le=64, description="processes for the data-parallel stages (synthesis "
+                                "and distillation, and ferd run / ferd stage all): above 1 the command starts itself under "
                                 "torchrun --standalone --nproc_per_node N (ferd.compute.distributed); how, not what")
     dataset: str = Field("cifar10", description="the task: sets num_classes; read only to train the "
                          "teacher and to evaluate")
