@@ -116,6 +116,8 @@ def owned(directory: PathLike, what: str = "out", wait: bool = False) -> Iterato
             if not wait:
                 raise RunDirError(f"{what}: {directory} is in use by another ferd process (pid {holder}); wait for "
                                   "it or use another directory") from None
+            if holder == str(os.getpid()):  # this process's own lock: a wait would never end
+                raise RunDirError(f"{what}: {directory} is already held by this process (pid {holder})") from None
             log.info("%s: waiting for the ferd process (pid %s) that holds %s", what, holder, directory)
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)

@@ -108,6 +108,9 @@ def validate(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: exists and is not a directory: {args.out}")
+    if not out.resolve().name:
+        raise ValueError(f"--out: expected a folder inside another (its finished attacks are kept beside it), got "
+                         f"{args.out}")
     from ..data import dataset_info
 
     try:
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.loading import load_model
     from ..evaluation.report import summary_table, write_evaluation
     from ..core.checkpoint import sha256_file
+    from ..algorithm.run_dir import owned
     from ..evaluation.resume import partial_dir, remove_partial
     from ..evaluation.runner import evaluate_models, stratified_subset
 
@@ -142,15 +146,16 @@ def run(args: argparse.Namespace) -> int:
         x, y = x[idx].contiguous(), y[idx]
     t0 = time.perf_counter()
     partial = partial_dir(Path(args.out))  # finished attacks: a stopped evaluation resumes at the one it was in
-    result = evaluate_models(models, x, y, num_classes=num_classes, attacks=args.attacks, eps=args.eps,
-                             batch_size=args.batch_size, seed=args.seed, device=args.device,
-                             progress=not args.no_progress, partial=partial)
-    result.settings.update(dataset=args.dataset, split=args.split, teacher=str(args.teacher),
-                           teacher_sha256=shas["teacher"], teacher_arch=args.teacher_arch,
-                           student=args.student, student_sha256=shas["student"], student_arch=args.student_arch)
-    written = write_evaluation(result, args.out, class_names,
-                               title=f"Robustness and robust fairness on {args.dataset} ({args.split})")
-    remove_partial(partial)
+    with owned(args.out, "--out"):  # one evaluation at a time in a folder and its kept attacks
+        result = evaluate_models(models, x, y, num_classes=num_classes, attacks=args.attacks, eps=args.eps,
+                                 batch_size=args.batch_size, seed=args.seed, device=args.device,
+                                 progress=not args.no_progress, partial=partial)
+        result.settings.update(dataset=args.dataset, split=args.split, teacher=str(args.teacher),
+                               teacher_sha256=shas["teacher"], teacher_arch=args.teacher_arch,
+                               student=args.student, student_sha256=shas["student"], student_arch=args.student_arch)
+        written = write_evaluation(result, args.out, class_names,
+                                   title=f"Robustness and robust fairness on {args.dataset} ({args.split})")
+        remove_partial(partial)
     print(summary_table(result))
     print(f"{len(written)} files written to {args.out} in {time.perf_counter() - t0:.1f} s "
           f"({result.n_examples} examples)")

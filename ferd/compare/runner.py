@@ -25,6 +25,7 @@ import torch
 
 from ..settings.config import FerdConfig
 from ..evaluation.quick import quick_evaluation
+from ..evaluation.resume import partial_dir, remove_partial
 from ..stages.run import run
 from ..algorithm.run_dir import is_finished, owned, set_aside, write_result
 from ..algorithm.teacher_source import obtain_teacher
@@ -51,6 +52,7 @@ def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = Fal
     if evaluate and not is_finished(ev, cfg, "teacher-evaluation", card["sha256"]):
         metrics = quick_evaluation(cfg, {"teacher": teacher.to(cfg.device).eval()}, ev, progress)
         write_result(ev, cfg, metrics, "teacher-evaluation", card["sha256"])
+        remove_partial(partial_dir(ev))  # the result is recorded: the kept attacks go
     return str(ckpt), card["sha256"]
 
 

@@ -29,6 +29,7 @@ POINTS = {
     "checkpoint.saved": "ferd run: a round's checkpoint is in place",
     "manifest.before-write": "a stage's files are written, its manifest.json not yet",
     "evaluation.attack": "after each (model, attack) of an evaluation is kept in its .partial folder",
+    "evaluation.written": "an evaluation's report is written, its result not yet recorded (its .partial folder kept)",
 }
 
 _reached: Counter[str] = Counter()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.kill_points import kill_point
 from ..settings.config import FerdConfig
-from .resume import partial_dir, remove_partial
+from .resume import partial_dir
 
 
 def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path,
@@ -23,8 +24,9 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     grids of synthetic images to show, ``(round, link relative to out_dir)``. With
     ``evaluation.aa_examples`` smaller than the examples evaluated, AutoAttack runs on its own
     stratified subset (same seed) into ``<out_dir>-aa`` and its metrics join the others. Each finished attack is
-    kept in ``<out_dir>.partial`` until the evaluation is written, so a stopped one resumes at the attack it was
-    in (:mod:`ferd.evaluation.resume`)."""
+    kept in ``<out_dir>.partial`` (:func:`~ferd.evaluation.resume.partial_dir`), so a stopped one resumes at the
+    attack it was in (:mod:`ferd.evaluation.resume`); the caller removes it
+    (:func:`~ferd.evaluation.resume.remove_partial`) once it has recorded the result, before any manifest."""
     e = cfg.evaluation
     attacks = list(e.attacks)
     separate_aa = e.aa_on_own_subset
@@ -34,7 +36,7 @@ def quick_evaluation(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_di
     if separate_aa:
         aa_dir = out_dir.with_name(out_dir.name + "-aa")
         metrics.update(_evaluate(cfg, models, aa_dir, ["aa"], e.aa_examples, progress, None, partial))
-    remove_partial(partial)
+    kill_point("evaluation.written")
     if history is not None:
         from ..synthesis.diversity import synthesis_metrics
 

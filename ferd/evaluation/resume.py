@@ -4,25 +4,32 @@ An evaluation is the longest step after training (AutoAttack on a CIFAR test set
 in it would otherwise attack every model again from the first attack. Each (model, attack) outcome is written,
 as soon as it is known, to ``<partial>/<model>.<attack>.npz``: its predictions, its wall time, and the key it was
 made under, the sha256 of the model (its layers as ``repr`` gives them, every parameter and every buffer,
-the normalisation's included), the examples and labels, every setting the attack draws on (its own settings, ε,
-step, seed, batch size, number of classes, device) and what decides the arithmetic (torch, the CPU kernels it
-uses, its thread count, the GPU's name). The attacks are seeded per (seed, model, attack) and leave the global RNG
+the normalisation's included), of the code that computes it (ferd's sources, and the source files of a model's or
+attack's classes defined elsewhere: a plugin), the examples and labels, every setting the attack draws on (its own
+settings, ε, step, seed, batch size, number of classes, device) and what decides the arithmetic (torch, the CPU and
+the kernels it uses, its thread count, the GPU's name). The attacks are seeded per (seed, model, attack) and leave the global RNG
 alone (:func:`ferd.evaluation.runner.attack_seed`), so an attack read back gives the predictions the evaluation
 would have made; the report's time for it is the time it took when it ran.
 
 A file is read back only when its key is the evaluation's and it holds N predictions in [0, C); anything else (a
-file from another model or setting, a truncated or edited one) is ignored with a warning and the attack runs
-again. The caller removes the folder once the evaluation is written (:func:`partial_dir`), before any manifest.
+file from another model, code or setting, a truncated or edited one) is ignored with a warning naming what is wrong,
+and the attack runs again; a folder or a kept file that is not one (a file in place of the folder, a folder in
+place of a file) is refused in one line before any attack. The caller removes the folder once it has recorded the
+evaluation's result (:func:`remove_partial`), before any manifest lists the files beside it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import io
 import json
 import logging
 import os
+import platform
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +50,20 @@ def partial_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + PARTIAL_SUFFIX)
 
 
+def check_partial(folder: Path) -> None:
+    """Before any attack: the folder of kept attacks is a folder (created if absent, so an unwritable place fails
+    now, not after the first attack), and each kept entry a file; else one line naming it."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: expected the folder of an evaluation's kept attacks, found a file; move it away")
+    folder.mkdir(parents=True, exist_ok=True)
+    odd = sorted(p.name for p in folder.iterdir() if p.suffix == ".npz" and not p.is_file())
+    if odd:
+        raise ValueError(f"{folder}: {odd[0]}: expected a kept attack's file, found something else; move it away")
+
+
 def remove_partial(folder: Path) -> None:
-    """Remove the kept attacks once the evaluation is written (an error if they cannot be: they must not stay
-    beside files a manifest then lists)."""
+    """Remove the kept attacks once the evaluation's result is recorded (an error if they cannot be: they must not
+    stay beside files a manifest then lists)."""
     if folder.exists():
         shutil.rmtree(folder)
 
@@ -67,12 +85,62 @@ def model_digest(model: nn.Module) -> str:
 
 
 def arithmetic(device: str) -> dict[str, object]:
-    """What decides an attack's floating-point sums besides its inputs: torch, the CPU kernels (their instruction
-    set, as the AVX2 pins of docs/reproducibility.md set it), the thread count and, on a GPU, its name."""
+    """What decides an attack's floating-point sums besides its inputs: torch, the CPU (its model: oneDNN picks its
+    kernels by it unless pinned) and its kernels (their instruction set, as the AVX2 pins of
+    docs/reproducibility.md set it), the thread count and, on a GPU, its name."""
     dev = torch.device(device)
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"torch": torch.__version__, "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
+
+
+@functools.cache
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}".strip()
+
+
+_FERD = Path(__file__).resolve().parents[1]
+_TORCH = Path(torch.__file__).resolve().parent
+
+
+@functools.cache
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.cache
+def _ferd_sources() -> str:
+    """sha256 of ferd's own sources: every ``.py`` of the package, by path and bytes."""
+    h = hashlib.sha256()
+    for path in sorted(_FERD.rglob("*.py")):
+        h.update(f"{path.relative_to(_FERD).as_posix()}\n{_file_digest(path)}\n".encode())
+    return h.hexdigest()
+
+
+def code_digest(objects: Iterable[object]) -> str:
+    """sha256 of the code that computes an attack on a model: ferd's sources and, for each class of ``objects``
+    (a model's modules, the attack) and its bases defined outside ferd and torch, its source file (a plugin's
+    model or attack; torch's is its version in :func:`arithmetic`)."""
+    files = set()
+    for cls in {c for obj in objects for c in type(obj).__mro__}:
+        try:
+            source = inspect.getsourcefile(cls)
+        except TypeError:  # a builtin
+            continue
+        path = Path(source).resolve() if source else None
+        if path is not None and path.is_file() and _FERD not in path.parents and _TORCH not in path.parents:
+            files.add(path)
+    h = hashlib.sha256(_ferd_sources().encode())
+    for path in sorted(files):
+        h.update(f"{path}\n{_file_digest(path)}\n".encode())
+    return h.hexdigest()
 
 
 def examples_digest(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -117,11 +185,13 @@ def load_attack(folder: Path, model: str, attack: str, key: str, n: int,
         logger.warning("%s: not a kept attack (%s); running %s/%s again", path, exc, model, attack)
         return None
     if kept_key != key:
-        logger.warning("%s: kept under other settings, model or examples; running %s/%s again", path, model, attack)
-        return None
-    if pred.dtype != np.int64 or pred.shape != (n,) or (n and (pred.min() < 0 or pred.max() >= num_classes)) \
-            or not np.isfinite(seconds) or seconds < 0:
-        logger.warning("%s: expected %d predictions in [0, %d); running %s/%s again", path, n, num_classes, model,
+        logger.warning("%s: kept under other settings, code, model or examples; running %s/%s again", path, model,
                        attack)
+        return None
+    wrong = ("predictions", f"expected {n} int64 labels in [0, {num_classes})") \
+        if pred.dtype != np.int64 or pred.shape != (n,) or (n and (pred.min() < 0 or pred.max() >= num_classes)) \
+        else ("seconds", "expected a finite number ≥ 0") if not np.isfinite(seconds) or seconds < 0 else None
+    if wrong is not None:
+        logger.warning("%s: %s: %s; running %s/%s again", path, *wrong, model, attack)
         return None
     return pred, seconds

@@ -251,6 +251,8 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
                               settings=attack_settings(eps, seed, int(x.shape[0]), batch_size, str(device),
                                                        attacks, num_classes, step))
     ctx = _attack_context(eps, seed, batch_size, device, num_classes, step)
+    if partial is not None:
+        resume.check_partial(partial)
     examples_sha = resume.examples_digest(x, y) if partial is not None else ""
     arithmetic = resume.arithmetic(str(device)) if partial is not None else {}
     for name, model in models.items():
@@ -259,7 +261,8 @@ def evaluate_models(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
             t0 = time.perf_counter()
             built = build_attack(attack, ctx)
             key = "" if partial is None else resume.attack_key(name, attack, model_sha, examples_sha, {
-                "context": asdict(ctx), "attack": built.settings(), "arithmetic": arithmetic})
+                "context": asdict(ctx), "attack": built.settings(), "arithmetic": arithmetic,
+                "code": resume.code_digest([*model.modules(), built])})
             kept = None if partial is None else resume.load_attack(partial, name, attack, key, len(y_np), num_classes)
             if kept is not None:
                 pred, seconds = kept

@@ -22,6 +22,7 @@ from ..core.provenance import utc_now
 from ..models.loading import load_model
 from ..data import dataset_info
 from ..evaluation.dvc_plots import write_class_weights
+from ..evaluation.resume import partial_dir, remove_partial
 from ..synthesis.samples import SAMPLES_DIR, write_round_grids
 from ..core.checkpoint import atomic_write_json, copy_file, save_state_dict
 from ..compute.switches import set_memory_format
@@ -90,6 +91,7 @@ def evaluation(cfg: FerdConfig, out_dir: str | os.PathLike[str], *, teacher: str
     history = read_json(out / HISTORY_FILE)
     write_class_weights(history, out / PLOTS_DIR, dataset_info(cfg.dataset).class_names)
     live_tracker(live, history)
+    remove_partial(partial_dir(out / REPORT_DIR))  # the result is recorded: the kept attacks go, before the manifest
     write_manifest(out, EVALUATION, cfg, started=started, inputs={"teacher": teacher, "student": student},
                    extra={"attacks": list(cfg.evaluation.attacks), "n_examples": cfg.evaluation.n_examples})
     return EvaluationArtifact(out, metrics, out / METRICS_FILE, out / REPORT_DIR / "report.md")
@@ -116,4 +118,5 @@ def step(ctx: InProcess, round_index: None, inputs: dict) -> dict[str, float]:
                                samples=[(r, f"../{SAMPLES_DIR}/{p.name}") for r, p in grids])
     metrics["run.seconds"] = ctx.spent()
     write_result(out, cfg, metrics)
+    remove_partial(partial_dir(out / REPORT_DIR))  # the result is recorded: the kept attacks go, before the manifest
     return metrics

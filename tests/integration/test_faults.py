@@ -65,9 +65,12 @@ def _ran(cmd: list[str], cwd: Path) -> str:
 RUN_SETS = ["-S", "epochs=4", "-S", "rounds=4", "-S", "synthesis.iterations=4", "-S", "distill.iterations=6"]
 # each kill resumes from the checkpoint the one before left: the second swap between its renames, a student
 # epoch half done, a checkpoint whole but not swapped in, a generator epoch half done; then the evaluation with
-# two attacks kept (the second, PGD-20, from a seeded random start)
+# two attacks kept (the second, PGD-20, from a seeded random start), and the evaluation written with its result not
+# yet recorded (every attack kept)
 RUN_KILLS = ("checkpoint.between-renames:2", "student.iteration:4", "checkpoint.written:1", "generator.iteration:3",
-             "evaluation.attack:2")
+             "evaluation.attack:2", "evaluation.written:1")
+KEPT = {"evaluation.attack": ["teacher.clean.npz", "teacher.pgd20.npz"],
+        "evaluation.written": ["student.clean.npz", "student.pgd20.npz", "teacher.clean.npz", "teacher.pgd20.npz"]}
 
 
 @pytest.mark.slow
@@ -81,15 +84,14 @@ def test_sigkill_ferd_run_resumes_bit_identical(tmp_path):
         kills += _killed_at(cmd(out), tmp_path, point)
         if point.startswith("checkpoint.between-renames"):  # the state the swap's design is for
             assert (out / "checkpoint.old").is_dir() and not (out / "checkpoint").exists()
-        if point.startswith("evaluation.attack"):  # the finished attack is kept for the resumed evaluation
-            assert sorted(p.name for p in (out / "eval.partial").iterdir()) == ["teacher.clean.npz",
-                                                                                 "teacher.pgd20.npz"]
+        if point.startswith("evaluation."):  # the finished attacks are kept for the resumed evaluation
+            assert sorted(p.name for p in (out / "eval.partial").iterdir()) == KEPT[point.split(":")[0]]
         try:  # the last checkpoint must still load whole
             load_checkpoint(RunState.initial(resolve(load_config(CI, RUN_SETS[1::2]))), out)
         except Exception:  # noqa: BLE001
             lost += 1
     log = _ran(cmd(out), tmp_path)
-    assert log.count("read back from") == 2 and not (out / "eval.partial").exists()
+    assert log.count("read back from") == 4 and not (out / "eval.partial").exists()
     same = sha256_file(out / "student.safetensors") == sha256_file(tmp_path / "ref" / "student.safetensors")
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "ref")]
     record("SIGKILL `ferd run`", f"{kills} kills at named points ({', '.join(p.split(':')[0] for p in RUN_KILLS)})",

@@ -75,6 +75,15 @@ def test_validation_errors(checkpoint, tmp_path, capsys, no_loading, extra, mess
     assert not (tmp_path / "out").exists()
 
 
+def test_out_at_the_root_is_refused_before_loading(checkpoint, tmp_path, capsys, no_loading):
+    """``--out /``: its finished attacks would be kept beside it, and the root has no beside."""
+    args = base_args(checkpoint, tmp_path)
+    args[args.index("--out") + 1] = "/"
+    assert main(args) == 2
+    assert "--out: expected a folder inside another (its finished attacks are kept beside it), got /" in \
+        capsys.readouterr().err
+
+
 def test_validation_order_and_unknown_names(tmp_path, capsys, no_loading, checkpoint):
     # a bad --attacks is reported even when the teacher file does not exist
     assert main(base_args(tmp_path / "nope.pt", tmp_path / "o") + ["--attacks", "bogus"]) == 2

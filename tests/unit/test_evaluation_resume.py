@@ -27,10 +27,11 @@ def examples() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(N, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(N) % C
 
 
-def evaluate(partial=None, seed: int = 0, models=None):
+def evaluate(partial=None, seed: int = 0, models=None, **settings):
     x, y = examples()
     return evaluate_models(models or {"teacher": tiny(0), "student": tiny(1)}, x, y, num_classes=C,
-                           attacks=ATTACKS, batch_size=8, seed=seed, progress=False, partial=partial)
+                           attacks=settings.pop("attacks", ATTACKS), **{"batch_size": 8, **settings}, seed=seed,
+                           progress=False, partial=partial)
 
 
 PREDICT = runner._predict_attacked  # the real one, whatever a test patches in
@@ -112,16 +113,80 @@ def test_a_damaged_kept_attack_is_ignored_with_a_warning_and_run_again(tmp_path,
     assert np.array_equal(again.predictions["student", "pgd20"], whole.predictions["student", "pgd20"])
 
 
-def test_the_key_covers_the_weights_the_examples_and_the_settings():
-    x, y = examples()
-    a, b = tiny(0), tiny(0)
-    assert resume.model_digest(a) == resume.model_digest(b)
-    with torch.no_grad():
-        b[0].bias[0] += 1e-7
-    assert resume.model_digest(a) != resume.model_digest(b)
-    assert resume.examples_digest(x, y) != resume.examples_digest(x, (y + 1) % C)
-    key = lambda **s: resume.attack_key("student", "pgd20", "m", "e", {"eps": 8 / 255, **s})  # noqa: E731
-    assert key() == key() and key() != key(eps=4 / 255) and key() != key(steps=10)
+def _with_bn(shift: float = 0.0) -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 8 * 8, C))
+    torch.manual_seed(0)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.1)
+    model[1].running_mean += shift  # a buffer: no parameter changes
+    return model
+
+
+PLUGIN = """import torch
+from torch import nn
+
+
+class Plugin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) {sign} 0.0
+"""
+
+
+@pytest.mark.parametrize("change", ["eps", "step", "batch size", "a buffer", "threads", "the CPU", "oneDNN's ISA",
+                                    "a plugin's code"])
+def test_an_attack_kept_under_anything_else_is_run_again(tmp_path, monkeypatch, change):
+    """Each thing that decides an attack's predictions, changed alone after a whole evaluation, makes it run again
+    (and nothing unchanged does: the same evaluation repeated reads every attack back)."""
+    import importlib
+    import sys
+
+    partial = tmp_path / "p"
+    (tmp_path / "plugin_model.py").write_text(PLUGIN.format(sign="+"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    def plugin() -> dict[str, nn.Module]:
+        torch.manual_seed(0)  # the same weights each time
+        return {"student": importlib.import_module("plugin_model").Plugin()}
+
+    models = {"student": _with_bn()} if change == "a buffer" else plugin() if change == "a plugin's code" else None
+    one = ("pgd20",)
+    evaluate(partial, models=models, attacks=one)
+    ran = attacked_with(monkeypatch)
+    evaluate(partial, models=models, attacks=one)
+    assert ran == [], "the same evaluation must read its attacks back"
+    settings: dict = {}
+    if change in ("eps", "step", "batch size"):
+        settings = {"eps": {"eps": 4 / 255}, "step": {"step": 1 / 255}, "batch size": {"batch_size": 12}}[change]
+    elif change == "a buffer":
+        models = {"student": _with_bn(shift=0.5)}
+    elif change == "threads":
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    elif change == "the CPU":
+        monkeypatch.setattr(resume, "_cpu_model", lambda: "another CPU")
+    elif change == "oneDNN's ISA":
+        # the key reads os.environ; a plain dict leaves the process's real environment (which oneDNN reads) alone
+        monkeypatch.setattr(resume.os, "environ", {**resume.os.environ, "ONEDNN_MAX_CPU_ISA": "ANOTHER"})
+    else:  # the same weights, another forward
+        (tmp_path / "plugin_model.py").write_text(PLUGIN.format(sign="-"))
+        sys.modules.pop("plugin_model")
+        resume._file_digest.cache_clear()
+        models = plugin()
+    evaluate(partial, models=models, attacks=one, **settings)
+    assert ran == ["student/pgd20"] if models else ran == ["teacher/pgd20", "student/pgd20"]
+
+
+def test_an_odd_partial_folder_is_refused_in_one_line_before_any_attack(tmp_path, monkeypatch):
+    ran = attacked_with(monkeypatch)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"file: expected the folder of an evaluation's kept attacks, found a file"):
+        evaluate(tmp_path / "file")
+    (tmp_path / "p" / "student.pgd20.npz").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"p: student\.pgd20\.npz: expected a kept attack's file, found something"):
+        evaluate(tmp_path / "p")
+    assert ran == []
 
 
 def test_ferd_evaluate_stopped_part_way_resumes_and_leaves_no_kept_attacks_behind(tmp_path, monkeypatch):

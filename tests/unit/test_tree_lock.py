@@ -126,13 +126,17 @@ def test_a_lock_file_left_by_a_killed_process_is_no_lock(tmp_path):
 
 
 def test_wait_waits_for_the_holder_of_the_directory_itself_and_still_refuses_its_tree(tmp_path, caplog):
-    """``owned(…, wait=True)`` blocks while another open lock holds the directory (here the test's own, on
-    another descriptor), says so once, and enters when it is released; an ancestor's holder is still refused.
-    The waiting side is observed by its log line and the lock, never by a delay."""
+    """``owned(…, wait=True)`` blocks while another process holds the directory, says so naming it, and enters
+    once it lets go; an ancestor's holder is still refused, and so is a wait on this process's own lock (which
+    would never end). The waiting side is observed by its log line and the lock, never by a delay."""
     import logging
     import threading
 
     teacher, entered, waiting = tmp_path / "cx" / "teacher", threading.Event(), threading.Event()
+    code = ("import sys; from ferd.algorithm.run_dir import owned\n"
+            f"with owned({str(teacher)!r}):\n    print('held', flush=True); sys.stdin.readline()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
 
     class Seen(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -146,18 +150,24 @@ def test_wait_waits_for_the_holder_of_the_directory_itself_and_still_refuses_its
     seen = Seen()
     logging.getLogger(run_dir.__name__).addHandler(seen)
     try:
-        with caplog.at_level(logging.INFO, logger=run_dir.__name__), owned(teacher):
+        assert holder.stdout.readline().strip() == "held"
+        with caplog.at_level(logging.INFO, logger=run_dir.__name__):
             other = threading.Thread(target=second_start)
             other.start()
             assert waiting.wait(120), "the second start neither waited nor said so"
-            assert not entered.is_set()  # the lock is still held here: it cannot have entered
-        other.join(120)
+            assert not entered.is_set()  # the other process still holds the lock: it cannot have entered
+            holder.communicate("go\n", timeout=120)  # the holder lets go and exits
+            other.join(120)
         assert entered.is_set() and not other.is_alive()
     finally:
         logging.getLogger(run_dir.__name__).removeHandler(seen)
-    assert f"teacher: waiting for the ferd process (pid {os.getpid()}) that holds {teacher}" in caplog.text
+        holder.kill()
+    assert f"teacher: waiting for the ferd process (pid {holder.pid}) that holds {teacher}" in caplog.text
     with owned(tmp_path / "cx"), pytest.raises(RunDirError, match="is inside"):
         with owned(teacher, "teacher", wait=True):
+            pass
+    with owned(teacher), pytest.raises(RunDirError, match=rf"already held by this process \(pid {os.getpid()}\)"):
+        with owned(teacher, "teacher", wait=True):  # this process's own lock: refused, not waited for
             pass
 
 
