@@ -331,6 +331,19 @@ def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def plot_lines(per_class: dict[tuple[str, str], dict[str, dict[int, np.ndarray]]], attack: str
+               ) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """A per-class plot's lines: each (method, student)'s per-class accuracy under ``attack``, the mean over its
+    finished seeds evaluated with it (none: no line), labelled; and what the title says of the seeds, which are
+    named there when every line has the same, else in each line's label."""
+    seeds = {line: sorted(by_attack[attack]) for line, by_attack in per_class.items() if by_attack[attack]}
+    shared = len({tuple(s) for s in seeds.values()}) <= 1
+    lines = [(f"{method} ({student})" if shared else f"{method} ({student}; seeds {s})",
+              np.mean([per_class[method, student][attack][seed] for seed in s], axis=0))
+             for (method, student), s in seeds.items()]
+    return (f"mean over seeds {next(iter(seeds.values()), [])}" if shared else "mean over each line's seeds"), lines
+
+
 def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
     import matplotlib
 
@@ -343,14 +356,10 @@ def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
         t = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == a]
         if t:
             ax.plot(range(len(t)), np.array(t) * 100, "k--", label="teacher")
-        for (method, student), by_attack in per_class.items():
-            if not by_attack[a]:  # none of its finished seeds is evaluated with this attack
-                continue
-            acc = np.mean(list(by_attack[a].values()), axis=0) * 100
-            ax.plot(range(len(acc)), acc, marker="o", ms=3, label=f"{method} ({student})")
-        seeds = sorted({seed for by_attack in per_class.values() for seed in by_attack[a]})  # those in the means
-        ax.set(xlabel="class", ylabel=f"{a} accuracy (%)", ylim=(0, 100),
-               title=f"per-class {a} accuracy, mean over seeds {seeds}")
+        title, lines = plot_lines(per_class, a)
+        for label, acc in lines:
+            ax.plot(range(len(acc)), acc * 100, marker="o", ms=3, label=label)
+        ax.set(xlabel="class", ylabel=f"{a} accuracy (%)", ylim=(0, 100), title=f"per-class {a} accuracy, {title}")
         ax.legend(fontsize=7, ncol=2)
         buf = io.BytesIO()
         fig.tight_layout()

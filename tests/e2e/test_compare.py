@@ -54,6 +54,24 @@ def _preset(tmp_path, **changes):
     return path
 
 
+def test_a_per_class_plot_names_the_seeds_of_each_line_when_they_differ():
+    """A partial comparison (or ``attack_seeds``) can average its lines over different seeds: the title names the
+    seeds only when every line has the same, each line's label otherwise; a line with no seed is left out."""
+    import numpy as np
+
+    from ferd.compare.report import plot_lines
+
+    ferd = {"pgd20": {1: np.array([0.3, 0.5]), 0: np.array([0.1, 0.3])}}
+    per_class = {("ferd", "s"): ferd, ("fast", "s"): {"pgd20": {0: np.array([0.2, 0.2])}},
+                 ("cmi", "s"): {"pgd20": {}}}
+    title, lines = plot_lines(per_class, "pgd20")
+    assert title == "mean over each line's seeds"
+    assert [label for label, _ in lines] == ["ferd (s; seeds [0, 1])", "fast (s; seeds [0])"]
+    assert np.allclose(lines[0][1], [0.2, 0.4])
+    title, lines = plot_lines({("ferd", "s"): ferd, ("fast", "s"): ferd}, "pgd20")
+    assert title == "mean over seeds [0, 1]" and [label for label, _ in lines] == ["ferd (s)", "fast (s)"]
+
+
 def test_bad_presets_are_refused_before_any_run(tmp_path):
     with pytest.raises(ConfigError, match="reference"):
         load_compare(_preset(tmp_path, reference="deepinv"))
