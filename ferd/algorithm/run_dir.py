@@ -47,6 +47,11 @@ def lock_path(directory: PathLike) -> Path:
     return d.with_name(f".{d.name}.lock")
 
 
+def is_lock_file(name: str) -> bool:
+    """A file name :func:`lock_path` gives (``.<name>.lock``)."""
+    return name.startswith(".") and name.endswith(".lock") and len(name) > len("..lock")
+
+
 def _holder(lock: Path) -> str | None:
     """The pid written in ``lock`` when another open file description holds its flock (this process's own
     lock on another descriptor counts too), None when it is absent, unreadable or free (a lock file left by
@@ -75,7 +80,7 @@ def _tree_locks(real: Path) -> Iterator[tuple[Path, Path, str]]:
             yield lock_path(ancestor), ancestor, "is inside"
     for root, _dirs, files in os.walk(real):
         for name in files:
-            if name.startswith(".") and name.endswith(".lock") and len(name) > len("..lock"):
+            if is_lock_file(name):
                 yield Path(root) / name, Path(root) / name[1:-len(".lock")], "contains"
 
 

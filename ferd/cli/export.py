@@ -1,4 +1,4 @@
-"""``ferd export RUN --to DIR [--onnx | --no-onnx]``: a finished run's student as files to ship (RUN: a ``ferd run
+"""``ferd export RUN --to DIR [--onnx | --no-onnx] [--trust-arch MODULE:FACTORY]``: a finished run's student as files to ship (RUN: a ``ferd run
 --out`` directory, or a stage layout: ``ferd stage all --out``, DVC's ``out``)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def _export(args: argparse.Namespace) -> int:
     local_directory(args.to, "--to")
     from ..export import export
 
-    result = export(args.run, args.to, onnx=args.onnx)
+    result = export(args.run, args.to, onnx=args.onnx, trust_arch=args.trust_arch)
     for note in result.notes:
         print(f"ferd export: note: {note}", file=sys.stderr)
     print(json.dumps(result.summary(), indent=1))
@@ -35,4 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=None,
                    help="--onnx: require model.onnx (refused without `pip install 'ferd[onnx]'`); --no-onnx: skip "
                         "it; default: written when the onnx extra is installed, else a note says how to get it")
+    p.add_argument("--trust-arch", action="append", default=[], metavar="MODULE:FACTORY",
+                   help="an architecture from outside ferd (package.module:factory) that RUN's parameters may name: "
+                        "exporting imports that module and runs its code, so a name read from RUN is refused "
+                        "unless given here (repeat for the teacher's); ferd's own and installed ferd.models entry "
+                        "points need none")
     p.set_defaults(func=_export)

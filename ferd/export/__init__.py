@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from ..core.checkpoint import atomic_write_bytes, atomic_write_json, sha256_file
 from ..core.dataset_catalog import dataset_info
 from ..core.extras import missing_extra
 from ..plan.fingerprint import params_fingerprint
-from ..algorithm.run_dir import owned
+from ..algorithm.run_dir import is_lock_file, owned
 from .card import build_card, card_markdown, robustbench_entry
 from .onnx_graph import ONNX_FILE, require_exporter, save_onnx
 from .program import PROGRAM_FILE, export_program, save_program
@@ -76,7 +77,8 @@ def _previous_export(to: Path) -> dict | None:
             record.get("files"), dict) or not isinstance(record.get("run"), dict):
         raise ExportError(f"--to {to}: holds files but no ferd export ({EXPORT_RECORD} missing or unreadable); "
                           "use an empty or new directory")
-    stray = sorted(_files_under(to) - set(record["files"]) - {EXPORT_RECORD})
+    stray = sorted(f for f in _files_under(to) - set(record["files"]) - {EXPORT_RECORD}
+                   if not is_lock_file(Path(f).name))  # another command's lock (run_dir.owned) is no file of it
     if stray:
         raise ExportError(f"--to {to}: holds {stray[0][:120]}, which is no part of the ferd export there; use an "
                           "empty or new directory")
@@ -126,11 +128,23 @@ def _swap_in(staging: Path, to: Path) -> None:
         os.close(fd)
 
 
+def _captured(what: str, arch: str, make: Callable[[], Any]) -> Any:
+    """``make()``, or one line when torch cannot capture the architecture (data-dependent control flow, an
+    operator it cannot export): the user's model, not ferd, is what must change."""
+    try:
+        return make()
+    except Exception as exc:  # noqa: BLE001  torch.export / the ONNX exporter raise many kinds
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ExportError(f"student.arch {arch}: {what} cannot capture it ({type(exc).__name__}: {first})") from None
+
+
 def _write(record: RunRecord, staging: Path, with_onnx: bool) -> dict[str, str]:
-    program = export_program(record.student, dataset_info(record.cfg.dataset).image_size)
+    arch = record.cfg.student.arch
+    program = _captured("torch.export", arch,
+                        lambda: export_program(record.student, dataset_info(record.cfg.dataset).image_size))
     models = {PROGRAM_FILE: sha256_file(save_program(program, staging / PROGRAM_FILE))}
     if with_onnx:
-        save_onnx(program, staging / ONNX_FILE)
+        _captured("the ONNX exporter", arch, lambda: save_onnx(program, staging / ONNX_FILE))
         models[ONNX_FILE] = sha256_file(staging / ONNX_FILE)
     card = build_card(record, models)
     atomic_write_json(staging / CARD_JSON, card)
@@ -139,21 +153,29 @@ def _write(record: RunRecord, staging: Path, with_onnx: bool) -> dict[str, str]:
     return {name: sha256_file(staging / name) for name in (*models, CARD_JSON, CARD_MD, ROBUSTBENCH_FILE)}
 
 
-def read_source(run: str | os.PathLike[str]) -> RunRecord:
-    """The checked records of ``run``: a stage layout's (:func:`.stage_outputs.is_stage_layout`) or a run's."""
-    return read_stage_layout(run) if is_stage_layout(Path(run)) else read_run(run)
+def read_source(run: str | os.PathLike[str], trusted: Collection[str] = ()) -> RunRecord:
+    """The checked records of ``run``: a stage layout's (:func:`.stage_outputs.is_stage_layout`) or a run's;
+    ``trusted``: the architectures from outside ferd its parameters may name (:func:`.source.check_arch_trust`)."""
+    return read_stage_layout(run, trusted) if is_stage_layout(Path(run)) else read_run(run, trusted)
 
 
-def export(run: str | os.PathLike[str], to: str | os.PathLike[str], onnx: bool | None = None) -> ExportResult:
+def export(run: str | os.PathLike[str], to: str | os.PathLike[str], onnx: bool | None = None,
+           trust_arch: Collection[str] = ()) -> ExportResult:
     """Export the student of the finished run or stage layout ``run`` into ``to`` (see the module docstring).
     ``onnx``: None writes ``model.onnx`` when the extra is installed (a note says when it is not), True requires
-    it, False skips it."""
+    it, False skips it. ``trust_arch``: the ``package.module:factory`` architectures the run's parameters may name
+    (importing runs their code; ferd's own and installed entry points need no mention)."""
     run, to = Path(run), Path(to)
+    if not run.is_dir():  # the cheap refusals first: nothing (not even a lock file) written for them
+        raise FileNotFoundError(f"RUN {run}: no such directory (expected a `ferd run --out` directory or a stage "
+                                "layout)")
+    if to.exists() and not to.is_dir():
+        raise ExportError(f"--to {to}: exists and is not a directory")
     _check_apart(run, to)
     with_onnx, note = _onnx_wanted(onnx)
     with owned(to, "--to"):
         previous = _previous_export(to)  # before any work: a directory that is no export of a run is refused
-        record = read_source(run)
+        record = read_source(run, trust_arch)
         identity = _run_identity(record)
         if previous is not None and previous["run"] != identity:
             raise ExportError(f"--to {to}: holds the export of another run (student sha256 "

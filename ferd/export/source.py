@@ -7,6 +7,10 @@ the checkpoint is the last round's and every file it names has the sha256 ``roun
 the architecture and classes the parameters name; the teacher's sha256 is the same in the student's metadata,
 ``teacher/model_card.json`` and the bytes of ``teacher/teacher.safetensors``; ``eval/per_class.json`` has its
 schema and its accuracies add up to ``metrics.json``'s averages (student's and teacher's). Any disagreement is one line naming the file.
+
+The architecture names in the parameters read back are resolved only when they are ferd's own or an installed
+``ferd.models`` entry point, or when the user named them (``--trust-arch``, :func:`check_arch_trust`): resolving a
+``package.module:factory`` imports that module and runs its code, which a file read back must never decide.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -23,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from ..core.checkpoint import load_state_dict, read_metadata, sha256_file
 from ..settings.config import FerdConfig
 from ..plan.fingerprint import params_fingerprint
-from ..models import FerdModel
+from ..models import FerdModel, is_known_model
 from ..models.loading import load_model
 from ..core.params_io import ConfigError
 from ..plan.resolve import parse_config
@@ -84,9 +89,23 @@ def json_file(path: Path, kind: type) -> Any:
     return data
 
 
-def _config(run: Path) -> FerdConfig:
+def check_arch_trust(data: dict[str, Any], where: Path, trusted: Collection[str]) -> None:
+    """Before the parameters read back from ``where`` are resolved: each of ``teacher.arch``/``student.arch`` that
+    is neither ferd's nor an installed entry point must be one the user named in ``trusted`` (``--trust-arch``), or
+    one line says so; nothing is imported."""
+    for side in ("teacher", "student"):
+        name = data[side].get("arch") if isinstance(data.get(side), dict) else None
+        if isinstance(name, str) and not is_known_model(name) and name not in trusted:
+            raise ExportSourceError(f"{where}: {side}.arch: {name[:120]!r} is code from outside ferd, which "
+                                    "exporting would import and run; if it is your own architecture, pass it as "
+                                    "--trust-arch")
+
+
+def _config(run: Path, trusted: Collection[str]) -> FerdConfig:
+    data = json_file(run / PARAMS_FILE, dict)
+    check_arch_trust(data, run / PARAMS_FILE, trusted)
     try:
-        return parse_config(json_file(run / PARAMS_FILE, dict))
+        return parse_config(data)
     except ConfigError as exc:
         raise ExportSourceError(f"{run / PARAMS_FILE}: {exc}") from None
 
@@ -175,13 +194,14 @@ def _student(run: Path, cfg: FerdConfig) -> tuple[FerdModel, str, str]:
     return model, digest, meta["teacher_sha256"]
 
 
-def read_run(run: str | Path) -> RunRecord:
-    """Read and cross-check a finished ``ferd run --out`` directory (see the module docstring)."""
+def read_run(run: str | Path, trusted: Collection[str] = ()) -> RunRecord:
+    """Read and cross-check a finished ``ferd run --out`` directory (see the module docstring); ``trusted``: the
+    architectures from outside ferd the user allows it to name."""
     run = Path(run)
     if not run.is_dir():
         raise FileNotFoundError(f"RUN {run}: no such directory (expected a `ferd run --out` directory)")
     manifest = verify_finished(run)  # every file against the run's manifest (its signature under FERD_SIGNING_KEY)
-    cfg = _config(run)
+    cfg = _config(run, trusted)
     if not is_finished(run, cfg):
         raise ExportSourceError(f"{run / METRICS_FILE}: not this run's finished result ({RESULT_FILE} missing, or "
                                 f"its params_fingerprint / metrics_sha256 does not match {PARAMS_FILE} / "

@@ -14,6 +14,7 @@ line naming the file.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ from ..algorithm.round_state import STUDENT_FILE
 from ..algorithm.run_dir import METRICS_FILE, PARAMS_FILE
 from ..stages.artifacts import MANIFEST, ArtifactError, read_manifest
 from ..stages.layout import DISTILLATION, EVALUATION, TEACHER, TEACHER_DIR
-from .source import (ExportSourceError, RunRecord, checked_metrics, checked_per_class, checked_student,
-                     checked_teacher)
+from .source import (ExportSourceError, RunRecord, check_arch_trust, checked_metrics, checked_per_class,
+                     checked_student, checked_teacher)
 
 EVALUATION_DIR = BY_NAME["evaluation"].subdir
 
@@ -58,12 +59,14 @@ def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _config(evaluation: dict[str, Any], teacher: dict[str, Any], where: Path) -> FerdConfig:
+def _config(evaluation: dict[str, Any], teacher: dict[str, Any], where: Path, trusted: Collection[str]
+            ) -> FerdConfig:
     """The configuration the evaluation manifest's parameters give (a pinned teacher's ``source`` is in no
     fingerprint: the teacher manifest records it); it must reproduce the manifest's fingerprint."""
     data = _nested(evaluation["params"])
     if isinstance(data.get("teacher"), dict) and "source" not in data["teacher"]:
         data["teacher"]["source"] = teacher["source"]
+    check_arch_trust(data, where, trusted)
     try:
         cfg = parse_config(data)
     except ConfigError as exc:
@@ -88,8 +91,9 @@ def _verified(layout: Path) -> None:
         raise ExportSourceError(f"{report.problems[0]}{more}")
 
 
-def read_stage_layout(layout: str | Path) -> RunRecord:
-    """Read and cross-check a stage layout (see the module docstring)."""
+def read_stage_layout(layout: str | Path, trusted: Collection[str] = ()) -> RunRecord:
+    """Read and cross-check a stage layout (see the module docstring); ``trusted`` as for
+    :func:`.source.read_run`."""
     layout = Path(layout)
     if (layout / MANIFEST).is_file():
         raise ExportSourceError(f"RUN {layout}: one stage artifact; export the directory that holds the whole "
@@ -101,7 +105,7 @@ def read_stage_layout(layout: str | Path) -> RunRecord:
     _verified(layout)
     ev_manifest = _sealed(ev_dir / MANIFEST, {"params": dict, "params_fingerprint": str, "inputs": dict})
     teacher_dir, student_dir = _input_dir(ev_dir, ev_manifest, "teacher"), _input_dir(ev_dir, ev_manifest, "student")
-    cfg = _config(ev_manifest, _sealed(teacher_dir / MANIFEST, {"source": str}), ev_dir / MANIFEST)
+    cfg = _config(ev_manifest, _sealed(teacher_dir / MANIFEST, {"source": str}), ev_dir / MANIFEST, trusted)
     last = cfg.num_rounds - 1
     try:
         read_manifest(ev_dir, EVALUATION, cfg, what="evaluation")

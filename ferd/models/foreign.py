@@ -12,7 +12,8 @@ other module is wrapped in :class:`ForeignModel`, whose state_dict keys stay the
 Security: resolving such a name imports that module and calls the factory — it runs that code with the
 rights of the process, as unpickling a checkpoint would. The name comes only from the run's own
 parameters (params file, ``-S``, DVC params; for Kubeflow, the overrides of whoever owns the pipeline),
-never from a file ferd reads back; use references to code you trust.
+never from a file ferd reads back (``ferd export`` resolves a name its run directory gives only when the user
+repeats it as ``--trust-arch``); use references to code you trust.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def test_a_run_changed_after_it_finished_is_refused(run, tmp_path, capsys):
 def test_the_destination_holds_this_runs_export_or_nothing(run, exported, tmp_path, capsys):
     before = json.loads((exported / "export.json").read_text())
     assert main(["export", str(run), "--to", str(exported)]) == 0  # again: the same run's export is replaced
-    assert json.loads((exported / "export.json").read_text())["run"] == before["run"]
+    assert json.loads((exported / "export.json").read_text()) == before  # by the same bytes, model.pt2 included
     capsys.readouterr()
     other = tmp_path / "other"
     shutil.copytree(exported, other)
@@ -150,6 +150,42 @@ def test_the_destination_holds_this_runs_export_or_nothing(run, exported, tmp_pa
     assert "no ferd export" in _refused(capsys, run, "--to", stray)
     assert [p.name for p in stray.iterdir()] == ["notes.txt"]
     assert "inside RUN" in _refused(capsys, run, "--to", run / "export")
+
+
+def test_a_run_naming_code_from_outside_ferd_is_not_imported_unless_trusted(run, exported, tmp_path, capsys,
+                                                                            monkeypatch):
+    """A run directory is untrusted: parameters that name a ``package.module:factory`` (even with the manifest
+    resealed to match, as anyone without the signing key can) are refused before that module is imported, unless
+    the user names it with ``--trust-arch``; nor does a mistyped ``--to`` leave a lock file that spoils a later
+    export."""
+    from ferd.core.checkpoint import sha256_file
+    from ferd.core.provenance import seal
+
+    (tmp_path / "planted.py").write_text("from pathlib import Path\n"
+                                         f"Path({str(tmp_path / 'IMPORTED')!r}).write_text('ran')\n"
+                                         "def build(num_classes):\n    raise ValueError('never built')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    forged = tmp_path / "run"
+    shutil.copytree(run, forged)
+    params = json.loads((forged / "params.json").read_text())
+    params["student"]["arch"] = "planted:build"
+    (forged / "params.json").write_text(json.dumps(params))
+    manifest = json.loads((forged / "manifest.json").read_text())
+    manifest["outputs"]["params.json"] = {"bytes": (forged / "params.json").stat().st_size,
+                                          "sha256": sha256_file(forged / "params.json")}
+    (forged / "manifest.json").write_text(json.dumps(seal(manifest)))
+    message = _refused(capsys, forged, "--to", tmp_path / "a")
+    assert "params.json: student.arch: 'planted:build' is code from outside ferd" in message and \
+        "--trust-arch" in message
+    assert not (tmp_path / "IMPORTED").exists() and not (tmp_path / "a").exists()
+    assert main(["export", str(forged), "--to", str(tmp_path / "a"), "--trust-arch", "planted:build"]) == 2
+    assert (tmp_path / "IMPORTED").read_text() == "ran"  # named by the user: resolved (and here refused after)
+    capsys.readouterr()
+    shipped = tmp_path / "shipped"
+    shutil.copytree(exported, shipped)
+    assert "exists and is not a directory" in _refused(capsys, run, "--to", shipped / "model.pt2")
+    assert not any(p.name.endswith(".lock") for p in shipped.iterdir())  # refused before any lock file
+    assert main(["export", str(run), "--to", str(shipped)]) == 0
 
 
 def test_without_the_onnx_extra_the_rest_is_written_and_the_extra_named(run, tmp_path, capsys, monkeypatch):

@@ -54,3 +54,26 @@ def test_eps_is_written_as_robustbench_writes_it():
 def test_a_missing_onnx_exporter_names_the_onnx_extra(module):
     line = missing_extra(ModuleNotFoundError(f"No module named {module!r}", name=module))
     assert line == f"needs the optional dependency {module!r}: pip install 'ferd[onnx]'"
+
+
+def test_the_same_model_exported_twice_gives_the_same_bytes_whatever_the_global_rng(tmp_path, single_thread):
+    model = create_model("cnn-4", num_classes=10).eval()
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # another global RNG state each time: the program must not depend on it
+        paths.append(save_program(export_program(model, 32), tmp_path / f"{seed}.pt2"))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_an_architecture_torch_export_cannot_capture_is_one_line_naming_the_student(single_thread):
+    """Data-dependent control flow: torch.export refuses it; ``ferd export`` says so in one line (status 2)."""
+    from ferd.export import ExportError, _captured
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :10] if x.sum() > 0 else -x.flatten(1)[:, :10]
+
+    with pytest.raises(ExportError) as err:
+        _captured("torch.export", "my_models:branchy", lambda: export_program(Branchy(), 32))
+    message = str(err.value)
+    assert message.startswith("student.arch my_models:branchy: torch.export cannot capture it (") and "\n" not in message
