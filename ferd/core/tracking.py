@@ -79,6 +79,10 @@ def distillation_line(h: dict, epochs: int) -> str:
     return f"epoch {h['epoch'] + 1}/{epochs} (round {h.get('round')}) distillation: {what}"
 
 
+def _sorted_keys(tree: dict) -> dict:
+    return {k: _sorted_keys(v) if isinstance(v, dict) else v for k, v in sorted(tree.items())}
+
+
 class LiveTracker:
     """DVCLive in ``directory``, one step per epoch: opened fresh (``resume=False`` clears it), the kept
     ``history`` replayed into it, then each new epoch logged as it ends (:meth:`__call__`)."""
@@ -93,6 +97,14 @@ class LiveTracker:
 
             def _init_dvc(self) -> None:
                 return None
+
+            def make_summary(self) -> None:
+                """``metrics.json`` with its keys sorted (``step`` among them): a run logged epoch by epoch and
+                the same history replayed at once give the same bytes."""
+                if self._step is not None:
+                    self.summary["step"] = self.step
+                self.summary = _sorted_keys(self.summary)
+                super().make_summary()
 
         logging.getLogger("dvclive").setLevel(logging.WARNING)
         self.live = FilesOnly(str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)

@@ -65,9 +65,13 @@ def test_live_replays_the_kept_history_then_each_epoch_once(tmp_path):
 
 
 def test_the_same_history_gives_the_same_bytes(tmp_path):
+    """Replayed at once (a resumed run's past epochs) or logged epoch by epoch as a run goes: the same files."""
     history = [_epoch(e) for e in range(3)]
-    for d in ("a", "b"):
-        LiveTracker(tmp_path / d, history)
+    LiveTracker(tmp_path / "a", history)
+    live = LiveTracker(tmp_path / "b", [])
+    for h in history:
+        live(GENERATION, h)
+        live(DISTILLATION, h)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
 
