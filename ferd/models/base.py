@@ -59,6 +59,14 @@ def residual_stages(block: type[nn.Module], num_blocks: tuple[int, ...], width: 
     return stages, in_planes
 
 
+def check_width(width: float) -> float:
+    """``width`` (channels, or a multiplier) when positive; a one-line ValueError naming it otherwise."""
+    if width <= 0:
+        raise ValueError(f"width: expected a positive {'integer' if isinstance(width, int) else 'multiplier'}, "
+                         f"got {width}")
+    return width
+
+
 class FerdModel(nn.Module):
     """Base class: ``forward = head ∘ features`` at any named layer.
 
@@ -75,9 +83,8 @@ class FerdModel(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes}")
-        if width is not None and width <= 0:
-            raise ValueError(f"width: expected a positive {'integer' if isinstance(width, int) else 'multiplier'}, "
-                             f"got {width}")
+        if width is not None:
+            check_width(width)
         self.num_classes = num_classes
         if width is not None:
             self.width = width

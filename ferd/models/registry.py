@@ -38,7 +38,9 @@ def register_model(name: str) -> Callable[[Callable[..., FerdModel]], Callable[.
 
 def register_pattern(pattern: str, parse: Callable[[re.Match[str]], dict[str, Any]], example: str
                      ) -> Callable[[Callable[..., FerdModel]], Callable[..., FerdModel]]:
-    """Decorator: register a constructor for every name matching ``pattern`` (full match)."""
+    """Decorator: register a constructor for every name matching ``pattern`` (full match); ``parse`` turns the
+    match into its keyword arguments, with a one-line ValueError for numbers the family has no model of (what
+    :func:`check_arch` checks when the parameters are read)."""
 
     def deco(fn: Callable[..., FerdModel]) -> Callable[..., FerdModel]:
         _PATTERNS.append((re.compile(pattern), fn, parse, example))
@@ -85,12 +87,15 @@ def _reference(name: str) -> str:
 def check_arch(name: str, num_classes: int | None = None, image_size: int = 32) -> str:
     """``name`` when it resolves; a one-line ValueError otherwise.
 
-    A built-in name is only looked up. Any other (entry point, ``module:factory``) has its module imported
+    A built-in name is only looked up (a pattern family's numbers checked by its ``parse``). Any other (entry point, ``module:factory``) has its module imported
     and its factory found callable; with ``num_classes`` the model is also built and run once on a
     1×3×S×S zero image (:func:`probe`), so a factory that raises, returns no ``nn.Module`` or gives logits
     of the wrong shape is refused before any work.
     """
     if is_builtin(name):
+        for pattern, _, parse, _ in _PATTERNS:  # a family's numbers (cnn-0, wrn-11-2), checked without building
+            if name not in _EXACT and (m := pattern.fullmatch(name)):
+                parse(m)
         return name
     if num_classes is None:
         load_factory(_reference(name))

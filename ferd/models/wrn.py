@@ -18,12 +18,13 @@ Split points for Eq. 4-7 (``features`` / ``head``):
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import StagedModel
+from .base import StagedModel, check_width
 from .registry import register_pattern
 
 
@@ -72,10 +73,8 @@ class WideResNet(StagedModel):
     def __init__(self, num_classes: int, depth: int = 34, width: int = 10,
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
         super().__init__(num_classes, mean, std, width=width)
-        if depth < 10 or (depth - 4) % 6 != 0:
-            raise ValueError(f"depth: expected 6n+4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth}")
         self.depth = depth
-        n = (depth - 4) // 6
+        n = blocks_per_stage(depth)
         ch = [16, 16 * width, 32 * width, 64 * width]
         self.conv1 = nn.Conv2d(3, ch[0], 3, 1, 1, bias=False)
         self.block1 = NetworkBlock(n, ch[0], ch[1], 1)
@@ -108,7 +107,20 @@ class WideResNet(StagedModel):
         return self.fc(F.adaptive_avg_pool2d(self.relu(out), 1).flatten(1))
 
 
-@register_pattern(r"wrn-(\d+)-(\d+)", lambda m: {"depth": int(m.group(1)), "width": int(m.group(2))},
+def blocks_per_stage(depth: int) -> int:
+    """The n of a WRN of ``depth`` = 6n + 4 (n ≥ 1); a one-line ValueError naming the depth otherwise."""
+    if depth < 10 or (depth - 4) % 6 != 0:
+        raise ValueError(f"depth: expected 6n+4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth}")
+    return (depth - 4) // 6
+
+
+def _numbers(m: re.Match[str]) -> dict[str, int]:
+    depth, width = int(m.group(1)), int(m.group(2))
+    blocks_per_stage(depth)
+    return {"depth": depth, "width": int(check_width(width))}
+
+
+@register_pattern(r"wrn-(\d+)-(\d+)", _numbers,
                   example="wrn-<depth>-<width>")
 def wrn(num_classes: int, depth: int, width: int, **kwargs: object) -> WideResNet:
     """``wrn-34-10`` (paper teacher), ``wrn-16-2`` (shared teacher), ``wrn-10-1`` (tests)."""

@@ -39,6 +39,9 @@ def _refusal(*overrides: str) -> str:
     ("my-models.tiny:build", "'my-models.tiny:build' is not a module:factory reference; expected "
                               "package.module:callable"),
     ("vgg16", "student.arch: unknown architecture 'vgg16'; expected one of"),
+    ("wrn-11-2", "student.arch: depth: expected 6n+4 with n >= 1 (10, 16, 22, 28, 34, ...), got 11 (got 'wrn-11-2')"),
+    ("wrn-16-0", "student.arch: width: expected a positive integer, got 0 (got 'wrn-16-0')"),
+    ("cnn-0", "student.arch: width: expected a positive integer, got 0 (got 'cnn-0')"),
 ])
 def test_each_wrong_architecture_is_one_line_before_any_work(arch, expected):
     assert expected in _refusal(f"student.arch={arch}")
