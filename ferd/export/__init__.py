@@ -166,6 +166,7 @@ def export(run: str | os.PathLike[str], to: str | os.PathLike[str], onnx: bool |
     it, False skips it. ``trust_arch``: the ``package.module:factory`` architectures the run's parameters may name
     (importing runs their code; ferd's own and installed entry points need no mention)."""
     run, to = Path(run), Path(to)
+    to = to if to.name else to.resolve()  # `--to .`: the folder by its name (the export is built beside it)
     if not run.is_dir():  # the cheap refusals first: nothing (not even a lock file) written for them
         raise FileNotFoundError(f"RUN {run}: no such directory (expected a `ferd run --out` directory or a stage "
                                 "layout)")

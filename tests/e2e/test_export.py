@@ -186,6 +186,10 @@ def test_a_run_naming_code_from_outside_ferd_is_not_imported_unless_trusted(run,
     assert "exists and is not a directory" in _refused(capsys, run, "--to", shipped / "model.pt2")
     assert not any(p.name.endswith(".lock") for p in shipped.iterdir())  # refused before any lock file
     assert main(["export", str(run), "--to", str(shipped)]) == 0
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["export", str(run), "--to", "."]) == 0 and (here / "export.json").is_file()  # `--to .` by its name
 
 
 def test_without_the_onnx_extra_the_rest_is_written_and_the_extra_named(run, tmp_path, capsys, monkeypatch):
