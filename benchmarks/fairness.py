@@ -10,8 +10,10 @@ than ``ferd``'s beyond noise), **refuted** when it is above 0, and otherwise **n
 The rule (:func:`fairness_switches`, the one place it is decided): a switch takes the value its ablation arm runs
 with only where that arm is better on worst-class PGD-20 beyond noise (the claim refuted) without paying for it in
 clean accuracy (the mean paired clean difference at most 3 points below ``ferd``'s: equal within ±3 points, or
-higher); everywhere else it keeps the paper's value (the schema
+higher), and only once the arm has every seed of the preset; everywhere else it keeps the paper's value (the schema
 default, ``ferd/settings/config.py``) — measured best where the claim is confirmed, kept where nothing separates.
+An interval needs two seeds whose differences vary: with one seed, or identical differences (accuracies move in
+steps of 1/N), the t interval is degenerate and the claim is not separated.
 The paper presets (:data:`PAPER_PRESETS`) must carry the chosen values (``tests/unit/test_fairness_decision.py``);
 ``paper-as-printed`` is not one of them: it keeps the paper's text whatever this measures.
 
@@ -69,16 +71,24 @@ class Verdict:
 
     @property
     def outcome(self) -> str:
-        """``confirmed``, ``refuted`` or ``not separated`` (no interval: fewer than 2 seeds)."""
+        """``confirmed``, ``refuted`` or ``not separated`` (no interval: fewer than 2 seeds, or no spread between
+        them, where the t interval is degenerate)."""
         _, low, high = self.worst
-        if math.isnan(low) or math.isnan(high):
+        if self.seeds < 2 or math.isnan(low) or math.isnan(high) or math.isclose(low, high, abs_tol=1e-12):
             return "not separated"
         return "confirmed" if high < 0 else "refuted" if low > 0 else "not separated"
 
     @property
     def clean_kept(self) -> bool:
-        """The arm's clean accuracy is not lower than ``ferd``'s by more than :data:`CLEAN_POINTS` (mean)."""
-        return self.clean[0] >= -CLEAN_POINTS
+        """The arm's clean accuracy is not lower than ``ferd``'s by more than :data:`CLEAN_POINTS` (mean, compared
+        in points to 6 decimals, so exactly 3 points is kept): the switch rule's condition."""
+        return round(100 * self.clean[0], 6) >= -100 * CLEAN_POINTS
+
+    @property
+    def clean_equal(self) -> bool:
+        """The mean clean difference is within ±:data:`CLEAN_POINTS` either way (what the verdicts table shows:
+        a claim holds at equal clean accuracy only then)."""
+        return abs(round(100 * self.clean[0], 6)) <= 100 * CLEAN_POINTS
 
     def words(self) -> str:
         """The verdict as the page states it."""
@@ -88,15 +98,17 @@ class Verdict:
 
 
 def points(value: Interval) -> str:
-    """Δ in points with its interval, ``+1.23 [-0.45, +2.91]`` (the interval left out with one seed)."""
+    """Δ in points with its interval, ``+1.23 [-0.45, +2.91]`` (left out with one seed or no spread)."""
     mean, low, high = (100 * v for v in value)
     if math.isnan(mean):
         return "—"
-    return f"{mean:+.2f}" + (" (one seed: no interval)" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]")
+    return f"{mean:+.2f}" + (" (no interval)" if math.isnan(low) or math.isclose(low, high, abs_tol=1e-12)
+                             else f" [{low:+.2f}, {high:+.2f}]")
 
 
-def seeds_kept(comparison: dict, source: str) -> dict[tuple[str, str], set[int]]:
-    """(method, student) → the seeds of the runs the report holds (``runs``: ``method.student.seed=N``)."""
+def seeds_kept(comparison: dict, source: str, cc=None) -> dict[tuple[str, str], set[int]]:
+    """(method, student) → the seeds of the runs the report holds (``runs``: ``method.student.seed=N``); with the
+    compare preset ``cc``, a run that is not one of its arms is refused."""
     runs = comparison.get("runs")
     if not isinstance(runs, dict):
         raise ValueError(f"{source}: runs: expected an object of runs keyed method.student.seed=N")
@@ -105,6 +117,10 @@ def seeds_kept(comparison: dict, source: str) -> dict[tuple[str, str], set[int]]
         match = re.fullmatch(r"([\w.-]+)\.([\w-]+)\.seed=(\d+)", key)
         if not match:
             raise ValueError(f"{source}: runs: key {key!r} is not method.student.seed=N")
+        if cc is not None and (match[1] not in cc.methods or match[2] not in cc.students or
+                               int(match[3]) not in cc.seeds):
+            raise ValueError(f"{source}: runs: {key!r} is no run of the preset (methods {sorted(cc.methods)}, "
+                             f"students {cc.students}, seeds {cc.seeds})")
         kept.setdefault((match[1], match[2]), set()).add(int(match[3]))
     return kept
 
@@ -119,12 +135,26 @@ def compare_preset(preset: str = PRESET):
     return cc
 
 
+def _interval(metrics: dict, key: str, paired: int, source: str) -> Interval:
+    """``key``'s mean, low and high, checked: a finite mean; with one seed no interval, else one that holds the
+    mean (or none at all, as a report gives when the differences do not vary)."""
+    mean, low, high = (number(source, f"metrics.{key}.{s}", metrics.get(f"{key}.{s}"), s != "mean")
+                       for s in ("mean", "low", "high"))
+    bounds = [x for x in (low, high) if not math.isnan(x)]
+    if not math.isfinite(mean) or (paired < 2 and bounds) or len(bounds) == 1 or (
+            bounds and not (math.isfinite(low) and math.isfinite(high) and low <= mean <= high)):
+        raise ValueError(f"{source}: metrics.{key}: expected a finite mean and, over {paired} paired seeds, "
+                         f"{'no interval' if paired < 2 else 'an interval low ≤ mean ≤ high, or none'}; got "
+                         f"[{mean}, {low}, {high}]")
+    return mean, low, high
+
+
 def verdicts(comparison: dict, cc, source: str = "comparison.json") -> list[Verdict]:
     """Each claim of :data:`CLAIMS` as far as ``comparison`` (a ``comparison.json``, read as untrusted) supports it."""
     metrics = comparison.get("metrics")
     if not isinstance(metrics, dict):
         raise ValueError(f"{source}: metrics: expected an object of flat keys")
-    student, kept = cc.students[0], seeds_kept(comparison, source)
+    student, kept = cc.students[0], seeds_kept(comparison, source, cc)
     out = []
     for claim in CLAIMS:
         paired = len(kept.get((claim.arm, student), set()) & kept.get((cc.reference, student), set()))
@@ -132,8 +162,7 @@ def verdicts(comparison: dict, cc, source: str = "comparison.json") -> list[Verd
         for what in ("pgd20_worst", "clean_avg"):
             key = f"{claim.arm}.{student}.delta_{what}"
             if paired:
-                values[what] = tuple(number(source, f"metrics.{key}.{s}", metrics.get(f"{key}.{s}"), s != "mean")
-                                     for s in ("mean", "low", "high"))
+                values[what] = _interval(metrics, key, paired, source)
             else:
                 values[what] = (math.nan,) * 3
         out.append(Verdict(claim, paired, len(cc.seeds), values["pgd20_worst"], values["clean_avg"]))
@@ -170,6 +199,9 @@ class Choice:
             return f"measured best: `{v.claim.arm}` is better on the worst class and keeps clean accuracy ({numbers})"
         if v.outcome == "confirmed":
             return f"the paper's value, measured best ({numbers})"
+        if v.outcome == "refuted" and v.clean_kept:
+            return f"the paper's value until all {v.of} seeds are in: `{v.claim.arm}` is better on the worst class " \
+                   f"at {v.seeds} ({numbers})"
         if v.outcome == "refuted":
             return f"the paper's value: `{v.claim.arm}` is better on the worst class but loses clean accuracy " \
                    f"({numbers})"
@@ -198,7 +230,7 @@ def fairness_switches(comparison: dict, cc=None, source: str = "comparison.json"
             raise ValueError(f"arm {v.claim.arm!r}: expected it to differ from {cc.reference!r} in "
                              f"{v.claim.switch} only, it differs in {differs}")
         paper, ablation = setting(FerdConfig(), v.claim.switch), arm[v.claim.switch]
-        value = ablation if v.outcome == "refuted" and v.clean_kept else paper
+        value = ablation if v.outcome == "refuted" and v.clean_kept and v.seeds == v.of else paper
         choices[v.claim.switch] = Choice(v, paper, ablation, value)
     return choices
 
@@ -240,7 +272,7 @@ def _value(value: Any) -> str:
 
 def kept_line(comparison: dict, cc, source: str) -> str:
     """How many of the preset's runs the report holds, and each arm's seeds."""
-    kept, student = seeds_kept(comparison, source), cc.students[0]
+    kept, student = seeds_kept(comparison, source, cc), cc.students[0]
     n, of = sum(len(kept.get((m, student), ())) for m in cc.methods), len(cc.methods) * len(cc.seeds)
     arms = ", ".join(f"`{m}` {len(kept.get((m, student), ()))}" for m in cc.methods)
     if n == of:
@@ -253,11 +285,12 @@ def verdicts_table(comparison: dict, cc, source: str) -> list[str]:
     lines = [kept_line(comparison, cc, source), "",
              f"Δ: the arm minus `{cc.reference}`, paired by seed, in points, with the 95 % t interval (n − 1 "
              "degrees of freedom). A claim is confirmed when the interval of Δ worst-class PGD-20 is below 0, refuted "
-             f"when above 0; clean kept: the mean Δ clean at least −{100 * CLEAN_POINTS:g} points.", "",
-             "| claim | arm | seeds | Δ worst-class PGD-20 [95 %] | Δ clean [95 %] | clean kept | verdict |",
+             f"when above 0 (no interval with one seed, or when the differences do not vary); equal clean: the mean Δ "
+             f"clean within ±{100 * CLEAN_POINTS:g} points.", "",
+             "| claim | arm | seeds | Δ worst-class PGD-20 [95 %] | Δ clean [95 %] | equal clean | verdict |",
              "|---|---|---|---|---|---|---|"]
     for v in verdicts(comparison, cc, source):
-        equal = "—" if math.isnan(v.clean[0]) else "yes" if v.clean_kept else "no"
+        equal = "—" if math.isnan(v.clean[0]) else "yes" if v.clean_equal else "no"
         lines.append(f"| {v.claim.says} | `{v.claim.arm}` | {v.seeds} of {v.of} | {points(v.worst)} | "
                      f"{points(v.clean)} | {equal} | {v.words()} |")
     return lines
@@ -308,7 +341,7 @@ def per_class_table(folder: Path, comparison: dict, cc, source: str, teacher_eva
     classes, attack, teacher = data["classes"], data["attack"], data.get("teacher")
     if not teacher and teacher_eval is not None:
         teacher = teacher_accuracies(teacher_eval, attack, classes, teacher_checkpoint(cc, folder))
-    kept = seeds_kept(comparison, source)
+    kept = seeds_kept(comparison, source, cc)
     ref_seeds = kept.get((ref, student), set())
     acc = class_accuracies(folder, ref, student, ref_seeds, attack, classes)
     share = (data.get("pool_share") or {}).get(ref)
@@ -320,13 +353,14 @@ def per_class_table(folder: Path, comparison: dict, cc, source: str, teacher_eva
     weakest = "the teacher" if teacher else f"`{ref}`"
     lines = [f"Under {ATTACKS.get(attack, attack)}, `{student}`, accuracies in % (mean over seeds), classes from the "
              f"weakest ({weakest}'s accuracy). Pool share: the mean class weight p that drew `{ref}`'s synthetic "
-             f"labels (Eq. 7; uniform is {100 / len(classes):.1f} %). `{arm}` − `{ref}`: paired by seed, points; "
-             "below 0 beyond noise, reweighting raised the class; above 0, it lowered it.", "",
+             f"labels (Eq. 1-2; uniform is {100 / len(classes):.1f} %). `{arm}` − `{ref}`: paired by seed, points; "
+             "below 0 beyond noise, reweighting raised the class; above 0, it lowered it. Each class has its own interval, "
+             f"not adjusted for the {len(classes)} classes: read the last column as exploratory.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     moved: dict[str, list[str]] = {"raises": [], "lowers": []}
     for c in order:
         d = tuple(math.nan if x is None else x for x in delta[c]) if delta else (math.nan,) * 3
-        effect = "raises" if d[2] < 0 else "lowers" if d[1] > 0 else "—"
+        effect = "—" if math.isclose(d[1], d[2], abs_tol=1e-12) else "raises" if d[2] < 0 else "lowers" if d[1] > 0 else "—"  # no spread: none
         if effect != "—":
             moved[effect].append(classes[c])
         cells = [classes[c], *([f"{100 * teacher[c]:.1f}"] if teacher else []), f"{100 * acc[c]:.1f}",

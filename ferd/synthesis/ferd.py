@@ -4,7 +4,7 @@ written (Eq. 10-11), no baseline group, and a generation that splits the batch a
 
 z ~ N(0, 1) is drawn once per epoch (line 6) for the global batch; ``synthesis.generator.kind`` says which
 generator makes x from it (:class:`ferd.settings.config.GeneratorConfig`). The objective is L_gen (Eq. 9):
-λ_adv·L_adv (Eq. 7) + λ_bn·L_bn (Eq. 8, inside the teacher's forward) + λ_oh·L_oh + λ_uni·L_uni (the
+λ_adv·L_adv + λ_bn·L_bn + λ_oh·L_oh (Eq. 8; L_bn inside the teacher's forward) + λ_uni·L_uni (Eq. 7: the
 uniform prediction of the teacher's head on the non-robust channels of Eq. 4-6) [+ λ_div·L_div].
 """
 

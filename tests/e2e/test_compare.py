@@ -28,7 +28,10 @@ def test_paired_interval_by_hand():
     assert verdict(-2.0, -0.5) == "worse than the reference beyond noise"
     assert verdict(-1.0, 1.0) == "within noise"
     mean, low, high = paired_interval([0.4], [0.5])
-    assert mean == pytest.approx(-0.1) and math.isnan(low) and verdict(low, high) == "one seed: no interval"
+    assert mean == pytest.approx(-0.1) and math.isnan(low) and verdict(low, high) == \
+        "no interval (one seed, or the same difference in every seed)"
+    mean, low, high = paired_interval([0.568, 0.468], [0.5, 0.4])  # +0.068 twice: a tie, not a zero-width interval
+    assert mean == pytest.approx(0.068) and math.isnan(low) and math.isnan(high)
     mean, low, high = paired_interval([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])  # both at 0 % in every seed
     assert (mean, low, high) == (0.0, 0.0, 0.0) and verdict(low, high) == "equal in every seed (no difference)"
 

@@ -90,7 +90,7 @@ def test_the_rule_takes_the_ablation_only_where_it_is_better_and_keeps_clean_acc
 
 def test_verdicts_say_confirmed_refuted_or_not_separated_at_the_seeds_each_arm_has():
     deltas = {"fast": ((-0.05, -0.08, -0.02), NOTHING[1]), "ferd-no-reweighting": ((0.03, 0.01, 0.05), NOTHING[1]),
-              "ferd-no-uni": NOTHING}  # ferd-no-fae: no run yet
+              "ferd-no-uni": ((-0.01, None, None), (0.01, None, None))}  # one seed: no interval; no-fae: no run
     report = _report(deltas, seeds=2)
     report["runs"].pop("ferd-no-uni.cnn-32.seed=1")
     cc = fairness.compare_preset()
@@ -120,6 +120,40 @@ def test_a_report_with_a_wrong_field_is_refused_naming_it():
         fairness.verdicts(bad, cc, "c.json")
     with pytest.raises(ValueError, match=r"c\.json: per_class\.cnn-32: expected an object with a list of classes"):
         fairness.per_class_table(KEPT.parent, report, cc, "c.json")
+    for interval, what in [((-0.05, 0.02, 0.01), "inverted"), ((-0.05, -0.04, -0.01), "not holding the mean"),
+                           ((float("nan"), None, None), "no mean"), ((-0.05, -0.06, None), "half an interval")]:
+        bad = _report({**ALL_NOTHING, "fast": (interval, NOTHING[1])})
+        with pytest.raises(ValueError, match=r"c\.json: metrics\.fast\.cnn-32\.delta_pgd20_worst: expected a finite "
+                                             r"mean and, over 5 paired seeds, an interval low ≤ mean ≤ high"):
+            fairness.verdicts(bad, cc, "c.json")
+    one = _report({**ALL_NOTHING, "fast": ((-0.05, -0.08, -0.02), NOTHING[1])}, seeds=1)
+    with pytest.raises(ValueError, match=r"over 1 paired seeds, no interval; got"):  # an interval from one seed
+        fairness.verdicts(one, cc, "c.json")
+    stray = copy.deepcopy(report)
+    stray["runs"]["ferd.cnn-32.seed=7"] = {}
+    with pytest.raises(ValueError, match=r"c\.json: runs: 'ferd\.cnn-32\.seed=7' is no run of the preset"):
+        fairness.kept_line(stray, cc, "c.json")
+
+
+def test_no_spread_is_no_interval_and_exactly_three_points_less_clean_is_kept():
+    """Two seeds with the same difference (accuracies move in steps of 1/N) give a degenerate t interval: not
+    separated. A clean difference of exactly −3 points, however the floats round, keeps clean accuracy."""
+    cc = fairness.compare_preset()
+    flat = _report({**ALL_NOTHING, "ferd-no-uni": ((0.006, 0.006, 0.006), NOTHING[1])})
+    verdict = next(v for v in fairness.verdicts(flat, cc) if v.claim.arm == "ferd-no-uni")
+    assert verdict.outcome == "not separated" and fairness.points(verdict.worst) == "+0.60 (no interval)"
+    assert fairness.fairness_switches(flat)["synthesis.lambda_uni"].value == 5.0
+    minus3 = 0.361 - 0.391  # −0.030000000000000027
+    v = fairness.Verdict(fairness.CLAIMS[2], 5, 5, (0.02, 0.01, 0.03), (minus3, minus3 - 0.01, minus3 + 0.01))
+    assert v.clean_kept and v.clean_equal
+    assert not fairness.Verdict(fairness.CLAIMS[0], 5, 5, (0.02, 0.01, 0.03), (0.0319, 0.0027, 0.0611)).clean_equal
+
+
+def test_a_switch_flips_only_once_its_arm_has_every_seed():
+    cc = fairness.compare_preset()
+    early = _report({**ALL_NOTHING, "ferd-no-uni": ((0.02, 0.01, 0.03), (0.01, -0.01, 0.03))}, seeds=2)
+    choice = fairness.fairness_switches(early, cc)["synthesis.lambda_uni"]
+    assert choice.value == 5.0 and "until all 5 seeds are in" in choice.why()
 
 
 def test_the_teacher_column_comes_only_from_an_evaluation_of_that_teacher(tmp_path):
