@@ -34,6 +34,7 @@ import numpy as np
 
 from ..attacks import ATTACKS
 from ..core.checkpoint import atomic_write_bytes, atomic_write_json, json_safe
+from ..core.dataset_catalog import dataset_info
 from ..core.params_io import dotted
 from ..plan.resolve import Plan, resolve
 from ..algorithm.round_state import HISTORY_FILE
@@ -85,10 +86,12 @@ def _collect(cc: CompareConfig, out: Path, teacher: tuple[str, str], partial: bo
         runs[arm.method, arm.student][arm.seed] = m
         rows = _per_class_rows(out / arm.relpath / REPORT_DIR)
         for a in ran:
-            mine = [r for r in rows if r["model"] == "student" and r["attack"] == a]
-            per_class[arm.method, arm.student][a][arm.seed] = np.array([float(r["accuracy"]) for r in mine])
-            if arm.method == cc.reference:
-                names[arm.student].setdefault(a, [r["class_name"] for r in mine])
+            mine = _class_rows(rows, "student", a, out / arm.relpath / REPORT_DIR)
+            known = names[arm.student].setdefault(a, list(dataset_info(run_config(cc, arm).dataset).class_names))
+            if [r["class_name"] for r in mine] != known:  # the dataset's classes, in its order
+                raise ValueError(f"{out / arm.relpath / REPORT_DIR / 'per_class.csv'}: class_name: expected {known} "
+                                 f"under {a}, in class_index order")
+            per_class[arm.method, arm.student][a][arm.seed] = np.array([r["accuracy"] for r in mine])
     return runs, per_class, names, attacks, {why: [a.relpath for a in g] for why, g in left.items()}
 
 
@@ -99,13 +102,41 @@ def _check_numbers(path: Path, metrics: dict, keys: list[str]) -> None:
             raise ValueError(f"comparison: {path}: {key}: expected a number, got {value!r:.80}")
 
 
-def _per_class_rows(eval_dir: Path) -> list[dict[str, str]]:
-    """per_class.csv of an evaluation, plus ``eval-aa/`` when AutoAttack ran on its own subset."""
+PER_CLASS_FIELDS = ("model", "attack", "class_index", "class_name", "accuracy")
+
+
+def _per_class_rows(eval_dir: Path) -> list[dict]:
+    """per_class.csv of an evaluation, plus ``eval-aa/`` when AutoAttack ran on its own subset, read as untrusted:
+    every row has :data:`PER_CLASS_FIELDS`, an integer class_index ≥ 0 and an accuracy in [0, 1] (parsed), or one
+    line names the file, the row and the field."""
     rows = []
     for d in (eval_dir, eval_dir.with_name(eval_dir.name + "-aa")):
-        if (d / "per_class.csv").is_file():
-            rows += list(csv.DictReader((d / "per_class.csv").open()))
+        path = d / "per_class.csv"
+        if not path.is_file():
+            continue
+        with path.open(encoding="utf-8", newline="") as f:
+            for i, row in enumerate(csv.DictReader(f), start=2):
+                where = f"{path}: row {i}"
+                missing = [k for k in PER_CLASS_FIELDS if not row.get(k)]
+                if missing:
+                    raise ValueError(f"{where}: {missing[0]}: expected a value")
+                try:
+                    index, acc = int(row["class_index"]), float(row["accuracy"])
+                except ValueError:
+                    raise ValueError(f"{where}: class_index, accuracy: expected an integer and a number") from None
+                if index < 0 or not 0 <= acc <= 1:
+                    raise ValueError(f"{where}: expected class_index ≥ 0 and accuracy in [0, 1], got {index}, {acc}")
+                rows.append({**row, "class_index": index, "accuracy": acc})
     return rows
+
+
+def _class_rows(rows: list[dict], model: str, attack: str, where: Path) -> list[dict]:
+    """``model``'s rows under ``attack``, one per class, in class_index order 0…C−1 (else one line)."""
+    mine = sorted((r for r in rows if r["model"] == model and r["attack"] == attack), key=lambda r: r["class_index"])
+    if [r["class_index"] for r in mine] != list(range(len(mine))) or not mine:
+        raise ValueError(f"{where / 'per_class.csv'}: class_index: expected one row per class 0…C−1 for "
+                         f"{model}/{attack}")
+    return mine
 
 
 def _fmt(mean: float, std: float, stat: str, seeds: int, of: int) -> str:

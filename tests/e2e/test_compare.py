@@ -213,6 +213,37 @@ def test_a_partial_report_leaves_out_unfinished_runs_and_names_them(smoke, tmp_p
     assert "cmi.cnn-8.delta_pgd20_worst.mean" not in flat
 
 
+def test_a_tampered_per_class_file_is_refused_naming_it(smoke, tmp_path, capsys):
+    """A run's per_class.csv read back as untrusted: two classes' rows swapped (names and all), an accuracy out of
+    [0, 1] or a missing column give one line naming the file, never a silently reordered or wrong report."""
+    import shutil
+
+    path = "runs/fast/cnn-8/seed=1/eval/per_class.csv"
+    for damage, message in [("swap", "class_name: expected"), ("accuracy", "accuracy in [0, 1]"),
+                            ("column", "row 2: accuracy: expected a value")]:
+        out = tmp_path / damage
+        shutil.copytree(smoke, out, symlinks=True)
+        (out / path).parent.parent.joinpath("manifest.json").unlink()  # as kept (keep_comparison): no manifest
+        lines = (out / path).read_text().splitlines()
+        header, rows = lines[0], lines[1:]
+        if damage == "swap":
+            student = [i for i, r in enumerate(rows) if r.startswith("student,pgd20,")]
+            rows[student[0]], rows[student[1]] = rows[student[1]], rows[student[0]]
+            rows = [r.replace("student,pgd20,1,", "student,pgd20,X,").replace("student,pgd20,0,", "student,pgd20,1,")
+                    .replace("student,pgd20,X,", "student,pgd20,0,") for r in rows]
+        elif damage == "accuracy":
+            cells = rows[0].split(",")
+            cells[header.split(",").index("accuracy")] = "7"
+            rows[0] = ",".join(cells)
+        else:
+            header = header.replace("accuracy", "acc")
+        (out / path).write_text("\n".join([header, *rows]) + "\n")
+        capsys.readouterr()
+        assert main(["compare", "--preset", "compare-smoke", "--out", str(out), "--report-only", "--partial"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "per_class.csv" in err[0] and message in err[0], err
+
+
 def test_an_attack_limited_to_some_seeds_is_reported_over_those_seeds(smoke, tmp_path):
     """``attack_seeds``: the other seeds' runs are evaluated without the attack (their trained students reused),
     and the report gives its columns over the seeds that ran it, saying how many."""
