@@ -52,6 +52,13 @@ def test_keep_comparison_keeps_finished_runs_records_and_metrics_but_no_weights_
     assert kept == sorted(["comparison.md", "teacher/model_card.json", f"{run}/arm.json", f"{run}/history.json",
                            f"{run}/metrics.json", f"{run}/params.json"])
     assert keep.main([str(tmp_path / "nothing"), str(tmp_path / "kept")]) == 2
+    import shutil  # a run set aside as stale is not kept; a run kept again replaces its folder whole
+
+    shutil.copytree(out / run, out / "runs/ferd/cnn-32/.stale/seed=0-0")
+    (tmp_path / "kept" / run / "old.json").write_text("{}")
+    assert keep.main([str(out), str(tmp_path / "kept")]) == 0
+    again = sorted(str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*") if p.is_file())
+    assert again == kept
 
 
 def test_budget_curve_has_one_row_per_run_with_its_student_iterations_and_draws_the_figure(tmp_path, capsys):
