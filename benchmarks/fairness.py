@@ -74,7 +74,7 @@ class Verdict:
         """``confirmed``, ``refuted`` or ``not separated`` (no interval: fewer than 2 seeds, or no spread between
         them, where the t interval is degenerate)."""
         _, low, high = self.worst
-        if self.seeds < 2 or math.isnan(low) or math.isnan(high) or math.isclose(low, high, abs_tol=1e-12):
+        if self.seeds < 2 or no_interval(low, high):
             return "not separated"
         return "confirmed" if high < 0 else "refuted" if low > 0 else "not separated"
 
@@ -97,13 +97,20 @@ class Verdict:
         return f"**not separated at {self.seeds} seed{'' if self.seeds == 1 else 's'}**"
 
 
+def no_interval(low: float, high: float) -> bool:
+    """No interval to read: none given (one seed), or one of no width (differences tied across seeds, within
+    :data:`ferd.compare.stats.SAME`)."""
+    from ferd.compare.stats import SAME
+
+    return math.isnan(low) or math.isnan(high) or math.isclose(low, high, abs_tol=SAME)
+
+
 def points(value: Interval) -> str:
     """Δ in points with its interval, ``+1.23 [-0.45, +2.91]`` (left out with one seed or no spread)."""
     mean, low, high = (100 * v for v in value)
     if math.isnan(mean):
         return "—"
-    return f"{mean:+.2f}" + (" (no interval)" if math.isnan(low) or math.isclose(low, high, abs_tol=1e-12)
-                             else f" [{low:+.2f}, {high:+.2f}]")
+    return f"{mean:+.2f}" + (" (no interval)" if no_interval(low, high) else f" [{low:+.2f}, {high:+.2f}]")
 
 
 def seeds_kept(comparison: dict, source: str, cc=None) -> dict[tuple[str, str], set[int]]:
@@ -360,7 +367,7 @@ def per_class_table(folder: Path, comparison: dict, cc, source: str, teacher_eva
     moved: dict[str, list[str]] = {"raises": [], "lowers": []}
     for c in order:
         d = tuple(math.nan if x is None else x for x in delta[c]) if delta else (math.nan,) * 3
-        effect = "—" if math.isclose(d[1], d[2], abs_tol=1e-12) else "raises" if d[2] < 0 else "lowers" if d[1] > 0 else "—"  # no spread: none
+        effect = "—" if no_interval(d[1], d[2]) else "raises" if d[2] < 0 else "lowers" if d[1] > 0 else "—"
         if effect != "—":
             moved[effect].append(classes[c])
         cells = [classes[c], *([f"{100 * teacher[c]:.1f}"] if teacher else []), f"{100 * acc[c]:.1f}",

@@ -12,6 +12,8 @@ f_{l+}(Z), with ``head(features(x, l), l) == forward(x)`` exactly.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
@@ -59,7 +61,10 @@ def residual_stages(block: type[nn.Module], num_blocks: tuple[int, ...], width: 
     return stages, in_planes
 
 
-def check_width(width: float) -> float:
+W = TypeVar("W", int, float)
+
+
+def check_width(width: W) -> W:
     """``width`` (channels, or a multiplier) when positive; a one-line ValueError naming it otherwise."""
     if width <= 0:
         raise ValueError(f"width: expected a positive {'integer' if isinstance(width, int) else 'multiplier'}, "

@@ -55,7 +55,7 @@ class SmallCNN(FerdModel):
         return self.fc(F.adaptive_avg_pool2d(F.relu(z), 1).flatten(1))
 
 
-@register_pattern(r"cnn-(\d+)", lambda m: {"width": int(check_width(int(m.group(1))))}, example="cnn-<width>")
+@register_pattern(r"cnn-(\d+)", lambda m: {"width": check_width(int(m.group(1)))}, example="cnn-<width>")
 def cnn(num_classes: int, width: int, **kwargs: object) -> SmallCNN:
     """``cnn-32`` (embedded teacher), ``cnn-16`` (embedded student)."""
     return SmallCNN(num_classes, width=width, **kwargs)  # type: ignore[arg-type]

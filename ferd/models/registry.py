@@ -93,9 +93,8 @@ def check_arch(name: str, num_classes: int | None = None, image_size: int = 32) 
     of the wrong shape is refused before any work.
     """
     if is_builtin(name):
-        for pattern, _, parse, _ in _PATTERNS:  # a family's numbers (cnn-0, wrn-11-2), checked without building
-            if name not in _EXACT and (m := pattern.fullmatch(name)):
-                parse(m)
+        if name not in _EXACT:
+            _family(name)  # a family's numbers (cnn-0, wrn-11-2), checked without building
         return name
     if num_classes is None:
         load_factory(_reference(name))
@@ -129,6 +128,15 @@ def check_split(name: str, layer: str | None, num_classes: int, image_size: int 
                          f"{list(layers)}")
 
 
+def _family(name: str) -> tuple[Callable[..., FerdModel], dict[str, Any]] | None:
+    """The pattern family ``name`` belongs to: its constructor and the keyword arguments its numbers give (its
+    ``parse`` refuses numbers the family has no model of), or None."""
+    for pattern, fn, parse, _ in _PATTERNS:
+        if m := pattern.fullmatch(name):
+            return fn, parse(m)
+    return None
+
+
 def create_model(name: str, num_classes: int, **kwargs: Any) -> FerdModel:
     """Build the model ``name`` resolves to (see the module docstring); a ValueError (one line) otherwise.
 
@@ -138,10 +146,9 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> FerdModel:
     """
     if name in _EXACT:
         return _EXACT[name](num_classes=num_classes, **kwargs)
-    for pattern, fn, parse, _ in _PATTERNS:
-        m = pattern.fullmatch(name)
-        if m:
-            return fn(num_classes=num_classes, **parse(m), **kwargs)
+    if (family := _family(name)) is not None:
+        fn, numbers = family
+        return fn(num_classes=num_classes, **numbers, **kwargs)
     try:
         return build(name, _reference(name), num_classes, **kwargs)
     except ValueError as exc:

@@ -117,7 +117,7 @@ def blocks_per_stage(depth: int) -> int:
 def _numbers(m: re.Match[str]) -> dict[str, int]:
     depth, width = int(m.group(1)), int(m.group(2))
     blocks_per_stage(depth)
-    return {"depth": depth, "width": int(check_width(width))}
+    return {"depth": depth, "width": check_width(width)}
 
 
 @register_pattern(r"wrn-(\d+)-(\d+)", _numbers,
