@@ -86,7 +86,8 @@ def s3_client(settings: S3Settings | None = None):
     from botocore.config import Config
 
     s = settings or S3Settings()
-    config = Config(retries={"mode": s.retry_mode, "max_attempts": s.max_attempts},
+    # botocore's own "max_attempts" counts retries after the first try; "total_max_attempts" is ours
+    config = Config(retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
                     connect_timeout=s.connect_timeout, read_timeout=s.read_timeout)
     return boto3.client("s3", endpoint_url=s.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
                         region_name=s.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", config=config)

@@ -54,7 +54,7 @@ def single(tmp_path_factory):
 
 
 def test_run_local_completes_and_writes_the_report(local_run):
-    assert local_run.seconds < 600
+    assert math.isfinite(local_run.seconds) and local_run.seconds > 0  # timed, not bounded: no test on wall time
     for name in ("metrics.json", "history.json", "class_weights.json", "manifest.json", "eval/report.md"):
         assert (local_run.report / name).is_file(), name
     assert json.loads((local_run.out / "metrics.json").read_text()) == local_run.metrics

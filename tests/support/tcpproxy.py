@@ -1,8 +1,10 @@
 """A TCP proxy in front of the moto server that a test can cut (mid-transfer) and restore.
 
-Cutting closes every connection and the listening socket, so the endpoint refuses
-connections like a store that is down; restoring listens again on the same port. The moto
-server behind it keeps its buckets, so a rerun after the outage sees what was written before.
+Cutting closes every open connection; while the store is down, each new connection is
+accepted and closed at once (a store that drops every request) and counted in
+``attempts_while_down``, so a test bounds a client's retries by a count, not by the time they
+took. Restoring forwards again on the same port. The moto server behind it keeps its buckets,
+so a rerun after the outage sees what was written before.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ class CuttableProxy:
         self.cut_after = cut_after_bytes
         self.sent = 0  # client → server bytes forwarded
         self.cuts = 0
+        self.attempts_while_down = 0  # connections made while cut, each dropped at once
+        self._down = False
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -40,6 +44,12 @@ class CuttableProxy:
                 client, _ = ls.accept()
             except OSError:
                 return
+            with self._lock:
+                down = self._down
+                self.attempts_while_down += down
+            if down:
+                client.close()
+                continue
             server = socket.create_connection(self.upstream)
             with self._lock:
                 self._conns += [client, server]
@@ -67,13 +77,13 @@ class CuttableProxy:
                     pass
 
     def cut(self) -> None:
-        """The store goes down: every connection dropped, new ones refused."""
+        """The store goes down: every connection dropped, new ones dropped as they come."""
         with self._lock:
             self.cut_after = None
             self.cuts += 1
+            self._down = True
             conns, self._conns = self._conns, []
-            ls, self._listener = self._listener, None
-        for s in [*conns, *([ls] if ls else [])]:
+        for s in conns:
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -81,4 +91,5 @@ class CuttableProxy:
             s.close()
 
     def restore(self) -> None:
-        self.start()
+        with self._lock:
+            self._down = False
