@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from ..stages.dvc_yaml import PACKAGE, code_deps
+from ..core.provenance import PACKAGE
+from ..stages.dvc_yaml import code_deps
 from ..stages.layout import TEACHER_DIR
 from .config import CompareConfig, arms, base_path, preset_files, preset_path, teacher_config
 

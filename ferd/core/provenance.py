@@ -55,9 +55,18 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.strip()
 
 
+PACKAGE = Path(__file__).resolve().parents[1]  # the ferd package whose code every stage runs
+
+
+def package_sources() -> list[Path]:
+    """Every ``.py`` file of the ferd package, sorted: the code a stage's DVC deps and a kept evaluation's key
+    cover."""
+    return sorted(PACKAGE.rglob("*.py"))
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    src = Path(__file__).resolve().parents[2]  # the checkout above the ferd package
+    src = PACKAGE.parent  # the checkout above the ferd package
     commit = dirty = None
     if (src / ".git").exists():
         commit = _git(["rev-parse", "HEAD"], src)

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..core.checkpoint import atomic_write_bytes
+from ..core.provenance import PACKAGE, package_sources
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,6 @@ def _cpu_model() -> str:
     return f"{platform.machine()} {platform.processor()}".strip()
 
 
-_FERD = Path(__file__).resolve().parents[1]
 _TORCH = Path(torch.__file__).resolve().parent
 
 
@@ -119,8 +119,8 @@ def _file_digest(path: Path) -> str:
 def _ferd_sources() -> str:
     """sha256 of ferd's own sources: every ``.py`` of the package, by path and bytes."""
     h = hashlib.sha256()
-    for path in sorted(_FERD.rglob("*.py")):
-        h.update(f"{path.relative_to(_FERD).as_posix()}\n{_file_digest(path)}\n".encode())
+    for path in package_sources():
+        h.update(f"{path.relative_to(PACKAGE).as_posix()}\n{_file_digest(path)}\n".encode())
     return h.hexdigest()
 
 
@@ -135,7 +135,7 @@ def code_digest(objects: Iterable[object]) -> str:
         except TypeError:  # a builtin
             continue
         path = Path(source).resolve() if source else None
-        if path is not None and path.is_file() and _FERD not in path.parents and _TORCH not in path.parents:
+        if path is not None and path.is_file() and PACKAGE not in path.parents and _TORCH not in path.parents:
             files.add(path)
     h = hashlib.sha256(_ferd_sources().encode())
     for path in sorted(files):

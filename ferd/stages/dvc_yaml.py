@@ -46,6 +46,7 @@ from ..plan.graph import STAGES, BY_NAME, final_task, unroll
 from ..core.image import container_command
 from ..plan.methods import SHIPPED, method_class
 from ..core.storage import MANIFEST
+from ..core.provenance import PACKAGE, package_sources
 from ..synthesis.samples import SAMPLES_FILE
 from ..algorithm.round_state import HISTORY_FILE, STUDENT_FILE
 from ..algorithm.run_dir import METRICS_FILE
@@ -82,7 +83,6 @@ def _local_path(path: str | None) -> str | None:
     return None if not path or "://" in path else path
 
 
-PACKAGE = Path(__file__).resolve().parents[1]  # the ferd package whose code the stages run
 ROOT = __package__.partition(".")[0]  # its name: ferd
 ENTRY_MODULES = (f"{ROOT}.cli", f"{ROOT}.cli.stage")  # the `ferd` script and `ferd stage`
 DISPATCHER = f"{ROOT}.stages"  # imports every stage's module; runs only the one asked for
@@ -92,7 +92,7 @@ DISPATCHER = f"{ROOT}.stages"  # imports every stage's module; runs only the one
 def _modules() -> dict[str, Path]:
     """Every module of the ferd package, by dotted name → its source file."""
     found = {}
-    for f in sorted(PACKAGE.rglob("*.py")):
+    for f in package_sources():
         parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
         found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
     return found
