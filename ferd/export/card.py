@@ -22,6 +22,15 @@ from .source import RunRecord
 CARD_FORMAT = "ferd-model-card/1"
 
 
+def _normalisation_line(norm: dict) -> str:
+    """The card's line on normalisation: ferd's mean/std when set; otherwise none from ferd (an architecture of
+    the user's own may normalise in its own ``forward``, which ferd cannot see)."""
+    if norm["mean"] is None and norm["std"] is None:
+        return ("- no mean/std set in the params (`student.mean`, `student.std`); an architecture of your own "
+                "normalises, if at all, in its own forward.")
+    return f"- mean {norm['mean'] or 'none'}, std {norm['std'] or 'none'} (applied inside the model)."
+
+
 def _num(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
 
@@ -122,8 +131,7 @@ def card_markdown(card: dict[str, Any]) -> str:
              "## Input", "",
              f"- float32 {inp['layout']} tensor of shape (N, {', '.join(map(str, inp['shape'][1:]))}), pixels in "
              "[0, 1]; the normalisation is inside the model: feed raw pixels.",
-             f"- mean {card['normalisation']['mean'] or 'none'}, std {card['normalisation']['std'] or 'none'} "
-             "(applied inside the model).",
+             _normalisation_line(card["normalisation"]),
              f"- output: (N, {card['num_classes']}) logits.", "",
              "## Threat model", "",
              f"L∞, ε = {eps_fraction(tm['eps'])} ({tm['eps']:.6f}); PGD step {tm['pgd_step'] * 255:g}/255.", "",

@@ -77,3 +77,12 @@ def test_an_architecture_torch_export_cannot_capture_is_one_line_naming_the_stud
         _captured("torch.export", "my_models:branchy", lambda: export_program(Branchy(), 32))
     message = str(err.value)
     assert message.startswith("student.arch my_models:branchy: torch.export cannot capture it (") and "\n" not in message
+
+
+def test_the_card_names_the_mean_and_std_or_says_ferd_set_none():
+    from ferd.export.card import _normalisation_line
+
+    assert _normalisation_line({"mean": list(MEAN), "std": list(STD)}) == \
+        f"- mean {list(MEAN)}, std {list(STD)} (applied inside the model)."
+    line = _normalisation_line({"mean": None, "std": None})  # e.g. an architecture of the user's own
+    assert "no mean/std set in the params" in line and "its own forward" in line
