@@ -5,9 +5,9 @@
 * a local path — a state_dict (safetensors, or ``torch.load(weights_only=True)``);
 * ``https://…`` (or ``http://``) — downloaded, then checked against ``teacher.sha256``,
   which is **required** for URLs;
-* ``s3://bucket/key`` — downloaded with boto3 (credentials and ``AWS_ENDPOINT_URL`` from the
-  environment; in Kubeflow from the ``use_secret_as_env`` secret), checked against
-  ``teacher.sha256`` when given;
+* ``s3://bucket/key`` — downloaded with the run's ``storage`` settings (``storage.endpoint_url``, else
+  ``AWS_ENDPOINT_URL``; region, retries, time-outs; credentials from the environment, in Kubeflow from the
+  ``use_secret_as_env`` secret), checked against ``teacher.sha256`` when given;
 * ``robustbench:<model name>`` — a RobustBench model (``dataset``, L∞); needs the
   ``robustbench`` package and internet access, neither of which the image or CI has.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import urllib.parse
 import urllib.request
@@ -28,6 +27,7 @@ from typing import Any
 
 from ..core import rng
 from ..core.checkpoint import atomic_path, atomic_write_bytes, save_state_dict, sha256_file, verify_sha256
+from ..core.storage import S3Settings, download_file, s3_client, split_s3
 from ..settings.config import FerdConfig
 from ..plan.fingerprint import params_fingerprint
 from ..models import FerdModel, create_model
@@ -114,17 +114,16 @@ def _download_url(url: str, dest: Path, timeout: float = 120.0) -> Path:
     return dest
 
 
-def _download_s3(uri: str, dest: Path) -> Path:
-    import boto3
-
-    parsed = urllib.parse.urlparse(uri)
-    bucket, key = parsed.netloc, parsed.path.lstrip("/")
-    if not bucket or not key:
+def _download_s3(uri: str, dest: Path, settings: S3Settings) -> Path:
+    """``uri`` downloaded atomically with the run's ``storage`` settings (endpoint, region, retries, time-outs);
+    :class:`StorageError` (one line, exit 4) when it cannot be read."""
+    try:
+        _, key = split_s3(uri)
+    except ValueError:
+        key = ""
+    if not key:
         raise ValueError(f"teacher.source: expected s3://bucket/key, got {uri!r}")
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-    with atomic_path(dest) as tmp:
-        client.download_file(bucket, key, str(tmp))
-    return dest
+    return download_file(s3_client(settings), uri, dest)
 
 
 def _robustbench(name: str, cfg: FerdConfig, dest_dir: Path) -> Path:
@@ -164,7 +163,7 @@ def resolve_source(cfg: FerdConfig, out_dir: Path) -> Path | None:
                              "(or set teacher.allow_unverified_url: true to accept any bytes)")
         path = _download_url(source, downloads / name)
     elif scheme == "s3":
-        path = _download_s3(source, downloads / name)
+        path = _download_s3(source, downloads / name, S3Settings.from_config(cfg.storage))
     elif source.startswith("robustbench:"):
         path = _robustbench(source.split(":", 1)[1], cfg, downloads)
     else:

@@ -135,7 +135,9 @@ def authenticity_problem(manifest: dict[str, Any]) -> str | None:
     sig = manifest.get(SIGNATURE_KEY)
     if not sig:
         return "unsigned, and FERD_SIGNING_KEY is set: every manifest must carry its signature"
-    if not hmac.compare_digest(str(sig), _signature(manifest_digest(manifest), key)):
+    # bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, not a verdict)
+    if not hmac.compare_digest(str(sig).encode("utf-8", "replace"),
+                               _signature(manifest_digest(manifest), key).encode()):
         return "signature does not match (forged, changed, or signed with another key)"
     return None
 

@@ -6,8 +6,12 @@ names). With ``storage.uri`` set, a relative stage path ``P`` also lives at
 
 * **inputs** missing locally are fetched from there (``manifest.json`` first, then every file
   it lists, each checked against its sha256 before it is renamed into place);
-* **outputs** are published there after the stage: every file, then ``manifest.json`` last,
-  so an artifact whose manifest is visible is complete.
+* **outputs** are published there after the stage: every file, then ``manifest.json`` last
+  (and a manifest already there is deleted first), so an artifact whose manifest is visible is complete.
+
+What comes back is untrusted: a manifest is read whole only under :data:`MAX_MANIFEST_BYTES`, every
+entry needs a sha256 and a path inside the artifact (:func:`listed_files`), and keys are taken literally
+(:func:`split_s3`).
 
 S3 guarantees (boto3 / s3transfer):
 
@@ -29,17 +33,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import urllib.parse
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .checkpoint import atomic_path, copy_file, sha256_file
+from .checkpoint import atomic_path, atomic_write_bytes, copy_file, sha256_file
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MULTIPART_THRESHOLD = 8 * 1024 * 1024  # s3transfer's default; parts of the same size
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a stage's manifest is kilobytes; a larger one is refused unread
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class StorageError(RuntimeError):
@@ -51,11 +57,16 @@ def is_s3(uri: str | os.PathLike[str] | None) -> bool:
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` → ``("bucket", "a/b")``."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"expected s3://bucket/key, got {uri!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
+    """``s3://bucket/a/b`` → ``("bucket", "a/b")``, taken literally (not as a URL, where ``?`` or ``#`` would cut
+    the key short); ValueError for a key that names no single folder or object: a ``.``/``..``/empty part, a
+    backslash, ``?``, ``#`` or a control character."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/") if is_s3(uri) else ("", "", "")
+    parts = key.rstrip("/").split("/") if key.rstrip("/") else []
+    if (not bucket or any(c in uri for c in "?#\\") or any(ord(c) < 32 or ord(c) == 127 for c in uri)
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ValueError(f"expected s3://bucket/key (no '.', '..' or empty parts, no ?, #, backslash or control "
+                         f"characters), got {uri[:200]!r}")
+    return bucket, key.rstrip("/")
 
 
 def join_uri(root: str, rel: str | os.PathLike[str]) -> str:
@@ -109,6 +120,18 @@ def _abort_uploads(client: Any, bucket: str, key: str) -> None:
         log.debug("storage: could not list/abort multipart uploads of s3://%s/%s", bucket, key)
 
 
+def withdraw_manifest(client: Any, uri: str) -> None:
+    """Delete the manifest of the artifact at ``uri`` (S3) before its files are written again: an artifact
+    whose manifest is visible is whole, on a republish too. Deleting an absent key succeeds."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(join_uri(uri, MANIFEST))
+    try:
+        client.delete_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError) as exc:
+        raise _fail("delete", join_uri(uri, MANIFEST), client, exc) from exc
+
+
 def abort_incomplete_uploads(client: Any, uri: str) -> int:
     """Abort the multipart uploads under ``uri`` left by an earlier failed run (invisible, but billed)."""
     bucket, prefix = split_s3(uri)
@@ -139,17 +162,6 @@ def upload_file(client: Any, path: Path, uri: str) -> dict[str, str | None]:
     return {"etag": head.get("ETag", "").strip('"') or None, "version_id": head.get("VersionId")}
 
 
-def head(client: Any, uri: str) -> dict[str, str | None]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, key = split_s3(uri)
-    try:
-        h = client.head_object(Bucket=bucket, Key=key)
-    except (BotoCoreError, ClientError) as exc:
-        raise _fail("read", uri, client, exc) from exc
-    return {"etag": h.get("ETag", "").strip('"') or None, "version_id": h.get("VersionId")}
-
-
 def download_file(client: Any, uri: str, dest: Path, sha256: str | None = None) -> Path:
     """Download ``uri`` to ``dest`` atomically, checking ``sha256`` before the rename."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -166,14 +178,23 @@ def download_file(client: Any, uri: str, dest: Path, sha256: str | None = None) 
 
 
 def listed_files(manifest: dict, where: str | os.PathLike[str]) -> list[str]:
-    """The relative paths a manifest lists, refusing (ValueError) any that could leave the artifact:
-    absolute, with ``..``, a backslash, an empty or hidden part."""
+    """The relative paths a manifest lists, refusing (ValueError naming the field) an ``outputs`` that is no
+    object, an entry without a sha256 of 64 hex digits or with a byte count that is no whole number, and any
+    path that could leave the artifact: absolute, with ``..``, a backslash, an empty or hidden part."""
+    outputs = manifest.get("outputs", {}) if isinstance(manifest, dict) else None
+    if not isinstance(outputs, dict):
+        raise ValueError(f"{where}: not a manifest (expected a JSON object with an 'outputs' object)")
     out = []
-    for rel in sorted(manifest.get("outputs", {})):
+    for rel in sorted(outputs):
         parts = rel.split("/") if isinstance(rel, str) else [""]
         if (not isinstance(rel, str) or rel.startswith("/") or "\\" in rel or ":" in parts[0]
                 or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
             raise ValueError(f"{where}: the manifest lists {str(rel)[:80]!r}, not a path inside the artifact")
+        entry = outputs[rel]
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        size = entry.get("bytes", 0) if isinstance(entry, dict) else None
+        if not (isinstance(digest, str) and _SHA256.fullmatch(digest)) or type(size) is not int:
+            raise ValueError(f"{where}: outputs[{rel[:80]!r}] must hold a sha256 (64 hex digits) and a byte count")
         out.append(rel)
     return out
 
@@ -203,10 +224,12 @@ def publish_dir(local_dir: str | os.PathLike[str], uri: str, settings: S3Setting
     if not is_s3(uri):
         dest = Path(uri)
         if dest.resolve() != local_dir.resolve():
+            (dest / MANIFEST).unlink(missing_ok=True)  # no manifest over files being replaced
             for rel in [*files, MANIFEST]:
                 copy_file(member(local_dir, rel), dest / rel)
         return {}
     client = client or s3_client(settings)
+    withdraw_manifest(client, uri)
     tags = {}
     for rel in files:
         tags[rel] = upload_file(client, member(local_dir, rel), join_uri(uri, rel))
@@ -215,32 +238,68 @@ def publish_dir(local_dir: str | os.PathLike[str], uri: str, settings: S3Setting
     return tags
 
 
-def fetch_dir(uri: str, local_dir: str | os.PathLike[str], settings: S3Settings | None = None,
-              client: Any = None) -> Path:
-    """Copy an artifact directory from ``uri`` into ``local_dir``: the manifest, then every file
-    it lists (each checked against its sha256). The local manifest is renamed into place last."""
-    local_dir = Path(local_dir)
-    if not is_s3(uri):
-        src = Path(uri)
-        if not (src / MANIFEST).is_file():
-            raise FileNotFoundError(f"storage: {src} is not an artifact (no {MANIFEST})")
-        publish_dir(src, str(local_dir))
-        return local_dir
-    client = client or s3_client(settings)
-    staging = local_dir / f".{MANIFEST}.fetch"
-    download_file(client, join_uri(uri, MANIFEST), staging)
+def read_manifest_object(client: Any, uri: str) -> tuple[bytes, dict[str, str | None]]:
+    """The bytes of the manifest object ``uri`` (refused over :data:`MAX_MANIFEST_BYTES` before its body is
+    read) and the ETag and version id of exactly those bytes (one GET)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
     try:
-        manifest = json.loads(staging.read_bytes())
+        obj = client.get_object(Bucket=bucket, Key=key)
+        size = int(obj["ContentLength"])
+        raw = b"" if size > MAX_MANIFEST_BYTES else obj["Body"].read(MAX_MANIFEST_BYTES + 1)
+        obj["Body"].close()
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise _fail("read", uri, client, exc) from exc
+    if size > MAX_MANIFEST_BYTES or len(raw) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{uri}: {size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
+    return raw, {"etag": (obj.get("ETag") or "").strip('"') or None, "version_id": obj.get("VersionId")}
+
+
+def _manifest_of(raw: bytes, where: str) -> dict:
+    try:
+        manifest = json.loads(raw)
     except ValueError:
         manifest = None
     if not isinstance(manifest, dict):
-        staging.unlink(missing_ok=True)
-        raise ValueError(f"{join_uri(uri, MANIFEST)}: not a ferd manifest (expected a JSON object)")
-    listed_files(manifest, join_uri(uri, MANIFEST))  # every path inside the artifact, before any download
-    for rel, digest in sorted((r, o["sha256"]) for r, o in manifest.get("outputs", {}).items()):
-        target = local_dir / rel
-        if not (target.is_file() and sha256_file(target) == digest):
+        raise ValueError(f"{where}: not a ferd manifest (expected a JSON object)")
+    listed_files(manifest, where)  # every entry checked, every path inside the artifact, before any copy
+    return manifest
+
+
+def _copy_checked(src: Path, dest: Path, sha256: str) -> None:
+    with atomic_path(dest) as tmp:
+        copy_file(src, tmp)
+        if sha256_file(tmp) != sha256:
+            raise ValueError(f"{src}: sha256 does not match its manifest (changed or corrupt)")
+
+
+def fetch_dir(uri: str, local_dir: str | os.PathLike[str], settings: S3Settings | None = None,
+              client: Any = None) -> Path:
+    """Copy an artifact directory from ``uri`` (S3 or a local directory) into ``local_dir``: its manifest read
+    and checked (size, entries, paths), then every file it lists, each checked against its sha256 before its
+    atomic rename. The local manifest is written last, so processes fetching into one folder at once agree."""
+    local_dir = Path(local_dir)
+    where = join_uri(uri, MANIFEST)
+    if is_s3(uri):
+        client = client or s3_client(settings)
+        raw, _ = read_manifest_object(client, where)
+    else:
+        src = Path(where)
+        if not src.is_file():
+            raise FileNotFoundError(f"storage: {uri} is not an artifact (no {MANIFEST})")
+        if src.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{where}: {src.stat().st_size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
+        raw = src.read_bytes()
+    manifest = _manifest_of(raw, where)
+    for rel in listed_files(manifest, where):
+        digest, target = manifest["outputs"][rel]["sha256"], local_dir / rel
+        if target.is_file() and sha256_file(target) == digest:
+            continue
+        if is_s3(uri):
             download_file(client, join_uri(uri, rel), target, sha256=digest)
-    os.replace(staging, local_dir / MANIFEST)
+        else:
+            _copy_checked(member(uri, rel), target, digest)
+    atomic_write_bytes(local_dir / MANIFEST, raw)
     log.info("storage: fetched %s into %s", uri, local_dir)
     return local_dir

@@ -38,7 +38,15 @@ class StorageConfig(_Strict):
         if uri is None or uri == "":
             return None
         if "://" in uri and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", uri):
-            raise ValueError(f"expected s3://<bucket>[/prefix] or a local directory, got {uri!r}")
+            raise ValueError("expected s3://<bucket>[/prefix] or a local directory")
+        if uri.startswith("s3://"):
+            from ..core.storage import split_s3  # storage imports torch (checkpoints): not at parse time
+
+            try:
+                split_s3(uri)
+            except ValueError:
+                raise ValueError("expected s3://<bucket>[/prefix], the prefix taken literally: no '.', '..' or "
+                                 "empty part, no ?, #, backslash or control character") from None
         return uri.rstrip("/")
 
 

@@ -20,6 +20,7 @@ and the URI, ETag and version id of every output object.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ from typing import Any
 
 from ..settings.config import FerdConfig
 from ..core.provenance import seal
-from ..core.storage import (MANIFEST, S3Settings, StorageError, abort_incomplete_uploads, fetch_dir, head, is_s3, join_uri,
-                       listed_files, member, s3_client, upload_file)
+from ..core.storage import (MANIFEST, S3Settings, StorageError, abort_incomplete_uploads, fetch_dir, is_s3, join_uri,
+                            listed_files, member, read_manifest_object, s3_client, split_s3, upload_file,
+                            withdraw_manifest)
 from .artifacts import write_json
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,8 @@ class StageIO:
     def locate(self, path: str | os.PathLike[str]) -> tuple[Path, str | None]:
         text = str(path)
         if is_s3(text):
-            bucket_key = text.removeprefix("s3://")
-            return cache_dir() / "s3" / bucket_key, text
+            bucket, key = split_s3(text)  # no '..' or empty part: the copy stays inside the cache
+            return cache_dir() / "s3" / bucket / key, text
         p = Path(path)
         if self.root is None or p.is_absolute():
             return p, None
@@ -115,15 +117,20 @@ class StageIO:
             remote = self.remote.get(str(src)) if src is not None else None
             if remote is not None:
                 try:
-                    tags = head(self.client, join_uri(remote, MANIFEST))
+                    raw, tags = read_manifest_object(self.client, join_uri(remote, MANIFEST))
                 except StorageError:  # a local input never published: the manifest names the local copy
                     continue
+                if hashlib.sha256(raw).hexdigest() != record.get("manifest_sha256"):
+                    # republished since this stage read it: its ETag/version would name other bytes
+                    log.warning("%s changed after this stage read it; its lineage records the URI only", remote)
+                    tags = {"etag": None, "version_id": None}
                 record.update({"uri": remote, **tags})
         if uri is None:
             write_json(mpath, seal(manifest))
             return str(local_dir)
         manifest["uri"] = uri
         abort_incomplete_uploads(self.client, uri)
+        withdraw_manifest(self.client, uri)  # a republish: no manifest stands over files being replaced
         for rel in listed_files(manifest, mpath):
             manifest["outputs"][rel].update({"uri": join_uri(uri, rel),
                                              **upload_file(self.client, member(local_dir, rel), join_uri(uri, rel))})

@@ -100,11 +100,24 @@ def step(ctx: InProcess, round_index: int, inputs: dict) -> FaePool:
 def pool_index(pool_dir: PathLike) -> list[dict]:
     """The shard entries of a pool artifact's index (round, dir, sha256, rows); a pool written before the
     index named its shards holds them all itself."""
-    index = read_json(Path(pool_dir) / POOL_INDEX)
-    if "shards" in index:
-        return list(index["shards"])
-    return [{"round": int(r), "dir": HERE, "sha256": sha256_file(Path(pool_dir) / shard_file(int(r))), "rows": n}
-            for r, n in sorted(index["rows"].items(), key=lambda kv: int(kv[0]))]
+    where = Path(pool_dir) / POOL_INDEX
+    index = read_json(where)
+    if isinstance(index, dict) and "shards" in index:
+        shards = index["shards"]
+    elif isinstance(index, dict) and isinstance(index.get("rows"), dict) and all(
+            isinstance(r, str) and r.isdigit() for r in index["rows"]):
+        shards = [{"round": int(r), "dir": HERE, "sha256": sha256_file(Path(pool_dir) / shard_file(int(r))),
+                   "rows": n} for r, n in sorted(index["rows"].items(), key=lambda kv: int(kv[0]))]
+    else:
+        raise ArtifactError(f"{where}: expected a JSON object with a 'shards' list")
+    if not isinstance(shards, list):
+        raise ArtifactError(f"{where}: shards: expected a list")
+    for i, e in enumerate(shards):
+        if not (isinstance(e, dict) and type(e.get("round")) is int and e["round"] >= 0
+                and isinstance(e.get("dir"), str) and e["dir"] and isinstance(e.get("sha256"), str)
+                and type(e.get("rows")) is int and e["rows"] >= 0):
+            raise ArtifactError(f"{where}: shards[{i}]: expected round (≥ 0), dir, sha256 and rows (≥ 0)")
+    return list(shards)
 
 
 def load_pool(cfg: FerdConfig, pool_dir: PathLike) -> FaePool:
