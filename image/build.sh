@@ -72,6 +72,11 @@ IMAGE=${FERD_IMAGE:-localhost/ferd:$VERSION}
 [[ $IMAGE =~ ^[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || die 2 "FERD_IMAGE must be name:tag in lower case, not '$IMAGE'"
 
 REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+# what goes into the image differs from HEAD (changed or untracked files): the revision says so, and so does
+# every stage manifest the image writes (FERD_GIT_COMMIT)
+if [[ $REVISION != unknown && -n $(git status --porcelain -- ferd pyproject.toml README.md constraints.txt Dockerfile 2>/dev/null) ]]; then
+    REVISION=$REVISION-dirty
+fi
 CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 mkdir -p build

@@ -84,5 +84,16 @@ else
     say "not signed (set COSIGN_KEY, with cosign installed, to sign)"
 fi
 
-say "published $IMAGE (revision $REVISION)"
+# the build record names what the registry holds now: `ferd pipeline compile --image-from-build` compiles it
+python3 - "$REF" "$DIGEST" <<'PY' || die 1 "could not record $REF in build/image.json"
+import json, os, sys
+record = json.load(open("build/image.json"))
+record.update(ref=sys.argv[1], digest=sys.argv[2], pushed=True)
+with open("build/.image.json.publish", "w") as f:
+    json.dump(record, f, indent=2)
+    f.write("\n")
+os.replace("build/.image.json.publish", "build/image.json")
+PY
+
+say "published $IMAGE (revision $REVISION); build/image.json now names $REF"
 printf '%s\n' "$REF"

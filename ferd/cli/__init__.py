@@ -17,6 +17,7 @@ from typing import NoReturn
 from pathlib import Path
 
 from .. import __version__
+from ..core.errors import ServiceError
 from ..core.environment import check as check_environment
 
 COMMAND_MODULES = (
@@ -120,12 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as exc:  # a non-finite loss (ferd.compute.numerics): step, loss terms, debug file
         print(f"ferd {args.command}: numerical error: {exc}", file=sys.stderr)
         return 3
-    except RuntimeError as exc:
-        from ..core.storage import StorageError  # imported here: it brings torch, which `ferd --help` does not need
-
-        if not isinstance(exc, StorageError):
-            raise
-        print(f"ferd {args.command}: storage error: {exc}", file=sys.stderr)  # unreachable through the retries
+    except ServiceError as exc:  # the object store or the Kubeflow API, unreachable through the retries
+        print(f"ferd {args.command}: {exc.kind} error: {exc}", file=sys.stderr)
         return 4
     except OSError as exc:  # a path the system refuses (too long, a file where a folder is needed, no access)
         if exc.errno in STORAGE_FULL_ERRNOS:

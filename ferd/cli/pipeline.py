@@ -24,7 +24,7 @@ from pathlib import Path
 from ..core.image import resolve
 from ..core.params_io import load_yaml
 from ..pipeline import DEFAULT_CLUSTER
-from ..plan.presets import PRESETS
+from ..plan.presets import PRESETS, params_file
 from . import at_least, local_path
 
 
@@ -79,9 +79,12 @@ def _compile_compare(args: argparse.Namespace) -> int:
 
 
 def _arguments(args: argparse.Namespace) -> dict:
-    from ferd.pipeline.submit import COMPILED, build_arguments
+    from ferd.pipeline.submit import COMPILED, build_arguments, check_images
 
     args.package = args.package or COMPILED
+    if not Path(args.package).is_file():
+        raise FileNotFoundError(f"--package {args.package}: not found; compile one with ferd pipeline compile")
+    check_images(args.package, allow_local=args.allow_local_image)  # before the run's parameters and the API
 
     return build_arguments(args.package, params_file=args.params, overrides=args.set, extra=_param_pairs(args.param))
 
@@ -116,7 +119,7 @@ def _remote(p: argparse.ArgumentParser) -> None:
                                   "(default $KF_PIPELINES_ENDPOINT; a bearer token may be in $KF_PIPELINES_TOKEN)")
     p.add_argument("--package", type=Path, default=None,
                    help="compiled pipeline (default: pipeline/ferd_pipeline.yaml here)")
-    p.add_argument("--params", type=Path, help="send this parameter file as params_yaml (same number of rounds)")
+    p.add_argument("--params", type=params_file, help="send this parameter file as params_yaml (same number of rounds)")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="a parameter override (repeatable)")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
                    help="any other pipeline parameter, e.g. -p gpu_device=cuda (repeatable)")
@@ -125,6 +128,9 @@ def _remote(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline-root", help="override the compiled pipeline_root (e.g. s3://bucket/prefix)")
     p.add_argument("--caching", action=argparse.BooleanOptionalAction, default=None,
                    help="force task caching on/off (default: as compiled for a run, off for a schedule)")
+    p.add_argument("--allow-local-image", action="store_true",
+                   help="send a package whose tasks run a localhost/ image or a bare image id (only for a cluster "
+                        "that shares this machine's images; by default refused: push it first)")
 
 
 def _image(p: argparse.ArgumentParser, what: str) -> None:
@@ -141,7 +147,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ps = pipe.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
 
     p = ps.add_parser("run-local", help="run the whole DAG here: every task a subprocess, or a container of the image")
-    p.add_argument("--params", type=Path, default=PRESETS / "embedded.yaml", help="YAML parameters")
+    p.add_argument("--params", type=params_file, default=PRESETS / "embedded.yaml", help="YAML parameters")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
     p.add_argument("--out", type=local_path, default=Path("runs/pipeline"), help="output directory")
     p.add_argument("--threads", type=at_least(0), default=1, help="torch threads per task (OMP_NUM_THREADS; 0: unset)")
@@ -153,7 +159,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_local)
 
     p = ps.add_parser("compile", help="compile the DAG to YAML (PipelineSpec + kubernetes PlatformSpec)")
-    p.add_argument("--params", type=Path, default=PRESETS / "embedded.yaml",
+    p.add_argument("--params", type=params_file, default=PRESETS / "embedded.yaml",
                    help="parameters compiled in as defaults; their rounds are unrolled")
     p.add_argument("--cluster", type=Path, default=DEFAULT_CLUSTER,
                    help="pipeline root, GPU node selection, S3 secret, retries (default: ferd's cluster.yaml)")

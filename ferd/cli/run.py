@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..plan.resolve import load_config
+from ..plan.presets import params_file
 from . import at_least, local_directory
 
 
@@ -36,7 +37,8 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="teacher → Algorithm 1 → quick evaluation, in one process",
                        description="Run FERD end to end (resumes from DIR/checkpoint/ when present).")
-    p.add_argument("--params", required=True, help="YAML parameters (e.g. params/embedded.yaml)")
+    p.add_argument("--params", required=True, type=params_file,
+                   help="YAML parameters: a file, or a preset by name (e.g. params/embedded.yaml or embedded)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
                    help="override a parameter, e.g. -S synthesis.lambda_uni=2 (repeatable)")

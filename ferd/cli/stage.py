@@ -21,6 +21,7 @@ import json
 from .. import __version__
 from ..plan import graph
 from ..plan.graph import PREVIOUS, describe_input
+from ..plan.presets import params_file
 from . import at_least
 
 
@@ -95,7 +96,8 @@ def _all(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", required=True, help="YAML parameters (e.g. params/embedded.yaml)")
+    p.add_argument("--params", required=True, type=params_file,
+                   help="YAML parameters: a file, or a preset by name (e.g. params/embedded.yaml or embedded)")
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
     p.add_argument("--out", required=True, help="the stage's output directory (a path, or s3://bucket/prefix)")
     p.add_argument("--device", default=None, help="override `device` for this stage (cpu, cuda, cuda:N)")

@@ -38,7 +38,9 @@ VARIABLES: dict[str, Callable[[str, str], None]] = {
     "RANK": _COUNT,
     "LOCAL_RANK": _COUNT,
     # provenance recorded in every manifest (ferd.core.provenance.code_version); the image sets them
-    "FERD_GIT_COMMIT": _matching(r"[0-9a-f]{7,40}|unknown", "a git commit (7-40 hex digits) or 'unknown'"),
+    "FERD_GIT_COMMIT": _matching(r"[0-9a-f]{7,40}(-dirty)?|unknown",
+                                 "a git commit (7-40 hex digits, '-dirty' after it when the image's files differed) "
+                                 "or 'unknown'"),
     "FERD_IMAGE_DIGEST": _matching(r"sha256:[0-9a-f]{64}", "sha256:<64 hex digits>"),
 }
 
@@ -49,4 +51,8 @@ def check() -> None:
     for name, validate in VARIABLES.items():
         if value := os.environ.get(name):
             validate(name, value)
+    image, digest = os.environ.get("FERD_IMAGE") or "", os.environ.get("FERD_IMAGE_DIGEST") or ""
+    if digest and "@sha256:" in image and not image.endswith("@" + digest):
+        raise ValueError(f"FERD_IMAGE_DIGEST={digest[:80]!r}: expected the digest $FERD_IMAGE is pinned by "
+                         f"({image.split('@', 1)[1][:80]}), or unset")
     signing_key()

@@ -51,9 +51,10 @@ def from_build(path: str | Path = BUILD_RECORD) -> Image:
         raise ValueError(f"{path}: expected a JSON object with 'ref'; rebuild with make image")
     ref = pinned(record.get("ref"), f"{path}: ref")
     revision = record.get("revision")
-    commit = f" from commit {revision[:12]}" if isinstance(revision, str) and re.fullmatch(r"[0-9a-f]{7,40}", revision) \
-        else ""
-    return Image(ref, f"built by `make image`{commit} (build/image.json)")
+    found = re.fullmatch(r"([0-9a-f]{7,40})(-dirty)?", revision) if isinstance(revision, str) else None
+    commit = (f" from commit {found[1][:12]}{' with uncommitted changes' if found[2] else ''}" if found else "")
+    how = "pushed by image/publish.sh" if record.get("pushed") is True else "built by `make image`"
+    return Image(ref, f"{how}{commit} (build/image.json)")
 
 
 def resolve(flag: str | None = None, use_build: bool = False) -> Image:

@@ -4,9 +4,10 @@ Recorded in every stage's ``manifest.json`` (:func:`ferd.stages.artifacts.write_
 
 * ``code``: the ferd version; the git commit (``git rev-parse HEAD`` of the source tree when
   ferd runs from a checkout, with ``dirty: true`` when tracked files differ from it, else
-  ``$FERD_GIT_COMMIT``, which the Docker image sets at build time); the container image
-  (``$FERD_IMAGE`` / ``$FERD_IMAGE_DIGEST``, set by the Kubeflow components from the image
-  reference they run, when known).
+  ``$FERD_GIT_COMMIT``, which the image sets at build time, ``-dirty`` after it when the files built
+  differed from that commit); the container image (``$FERD_IMAGE``, which a compiled pipeline's tasks and a
+  containerised DVC stage set to the reference they run, and the digest it is pinned by; ``$FERD_IMAGE_DIGEST``
+  only for an image named without one).
 * ``environment``: python, torch, CUDA (``torch.version.cuda``; ``null`` on a CPU build), the
   device the stage ran on, the host name.
 * ``manifest_sha256``: sha256 of the canonical JSON of the manifest without this key, so a
@@ -73,12 +74,15 @@ def code_version() -> dict[str, Any]:
         if commit is not None:
             status = _git(["status", "--porcelain", "--untracked-files=no"], src)
             dirty = bool(status) if status is not None else None
-    env_commit = os.environ.get("FERD_GIT_COMMIT")
+    env_commit = os.environ.get("FERD_GIT_COMMIT") or ""  # in the image: its build's revision, "-dirty" if it differed
+    if commit is None and env_commit not in ("", "unknown"):
+        commit, dirty = env_commit.removesuffix("-dirty"), env_commit.endswith("-dirty")
     image = os.environ.get("FERD_IMAGE") or None
-    digest = os.environ.get("FERD_IMAGE_DIGEST") or (image.split("@", 1)[1] if image and "@sha256:" in image else None)
-    return {"ferd_version": __version__,
-            "git_commit": commit or (env_commit if env_commit not in (None, "", "unknown") else None),
-            "git_dirty": dirty, "image": image, "image_digest": digest}
+    # the digest the image is pinned by; $FERD_IMAGE_DIGEST only for an image named otherwise (environment.check
+    # refuses the two disagreeing)
+    digest = image.split("@", 1)[1] if image and "@sha256:" in image else os.environ.get("FERD_IMAGE_DIGEST") or None
+    return {"ferd_version": __version__, "git_commit": commit, "git_dirty": dirty, "image": image,
+            "image_digest": digest}
 
 
 def environment(device: str) -> dict[str, Any]:

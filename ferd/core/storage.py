@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .errors import ServiceError
 from .checkpoint import atomic_path, atomic_write_bytes, copy_file, sha256_file
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,10 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a stage's manifest is kilobytes; a larg
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class StorageError(RuntimeError):
+class StorageError(ServiceError):
     """An object could not be read or written after the configured retries."""
+
+    kind = "storage"
 
 
 def is_s3(uri: str | os.PathLike[str] | None) -> bool:

@@ -78,6 +78,17 @@ def find_preset(name: str) -> Path | None:
     return None
 
 
+def params_file(text: str) -> Path:
+    """``--params``: the file named, else, when there is none, the preset it names (``params/<name>.yaml`` or
+    ``<name>``, :func:`find_preset`), so the commands the docs print work outside a checkout too."""
+    path = Path(text)
+    if path.exists():
+        return path
+    name = (path.stem if path.suffix in (".yaml", ".yml") and path.parent == Path("params")
+            else text if path.suffix == "" and len(path.parts) == 1 else None)
+    return (find_preset(name) if name else None) or path
+
+
 def known_presets(prefix: str = "", exclude: str | None = None) -> list[str]:
     """The names :func:`find_preset` resolves, starting with ``prefix`` (and not with ``exclude``)."""
     names = {q.stem for folder in (Path("params"), PRESETS) if folder.is_dir() for q in folder.glob("*.yaml")}

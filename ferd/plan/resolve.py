@@ -219,14 +219,21 @@ def _set_override(data: dict[str, Any], assignment: str) -> None:
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
     """Read a YAML params file (``None``: all defaults), apply ``KEY=VALUE`` overrides, validate."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        data = read_yaml_file(path)
-        if data is None:
-            raise ConfigError(f"{path}: empty; expected a mapping of parameter groups ({{}} for all defaults)")
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of parameter groups, got {type(data).__name__}")
+    if path is None:
+        return _with_overrides({}, "", overrides)
+    return _with_overrides(read_yaml_file(Path(path)), str(path), overrides)
+
+
+def config_from_yaml(text: str, where: str, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
+    """:func:`load_config` of parameters given as YAML text (a Kubeflow parameter), named ``where`` in errors."""
+    return _with_overrides(load_yaml(text, where), where, overrides)
+
+
+def _with_overrides(data: Any, where: str, overrides: list[str] | tuple[str, ...]) -> FerdConfig:
+    if data is None:
+        raise ConfigError(f"{where}: empty; expected a mapping of parameter groups ({{}} for all defaults)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of parameter groups, got {type(data).__name__}")
     for item in overrides:
         _set_override(data, item)
     return parse_config(data)

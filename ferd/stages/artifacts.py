@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -36,7 +35,7 @@ from ..core.checkpoint import atomic_write_json as write_json
 from ..core.checkpoint import sha256_file
 from ..core.kill_points import kill_point
 from ..settings.config import FerdConfig
-from ..plan.resolve import load_config
+from ..plan.resolve import config_from_yaml
 from ..plan.fingerprint import params_fingerprint, scoped_params
 from ..core.storage import MANIFEST, listed_files
 from ..core.provenance import SELF_KEY, authenticity_problem, code_version, environment, manifest_digest, seal, utc_now
@@ -117,12 +116,11 @@ def node_overrides(overrides: list[str] | tuple[str, ...], device: str = "") -> 
     return list(overrides) + ([f"device={device}"] if device else [])
 
 
-def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = ()) -> FerdConfig:
-    """Validate parameters given as YAML text (what a Kubeflow component receives) plus overrides."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "params.yaml"
-        path.write_text(params_yaml)
-        return load_config(path, list(overrides))
+def config_from_text(params_yaml: str, overrides: list[str] | tuple[str, ...] = (),
+                     where: str = "params_yaml") -> FerdConfig:
+    """Validate parameters given as YAML text (what a Kubeflow component receives) plus overrides; errors name
+    ``where`` (the pipeline parameter, or the file the text came from)."""
+    return config_from_yaml(params_yaml, where, list(overrides))
 
 
 RUN_TIME_PARAMS: dict[str, str] = {"teacher_source": "teacher.source", "teacher_sha256": "teacher.sha256",

@@ -226,11 +226,60 @@ def test_bad_schedules_never_reach_the_api(kfp_api, package, capsys):
     assert kfp_api.requests == []
 
 
-def test_submit_defaults_to_the_committed_package(kfp_api):
+def test_submit_defaults_to_the_committed_package(kfp_api, capsys):
+    """The committed package runs the image ``make image`` built here (localhost/…): refused unless the user says
+    the cluster shares this machine's images."""
     from ferd.pipeline.dag import COMPILED
 
-    assert main(["pipeline", "submit", "--host", kfp_api.url]) == 0
+    assert main(["pipeline", "submit", "--host", kfp_api.url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "an image only this machine has" in err[0] and "image/publish.sh" in err[0], err
+    assert kfp_api.requests == []
+    assert main(["pipeline", "submit", "--host", kfp_api.url, "--allow-local-image"]) == 0
     (run,) = kfp_api.posted("/runs")
     assert run["pipeline_spec"] == _expected_spec(COMPILED)
     assert run["runtime_config"] == {"parameters": {}}
     assert kfp_api.errors == []
+
+
+@pytest.mark.parametrize("ref", ["localhost/ferd@sha256:" + "ab" * 32, "sha256:" + "ab" * 32])
+def test_a_package_running_a_local_image_is_refused_before_the_api(kfp_api, tmp_path, capsys, ref):
+    from ferd.core.image import Image
+    from ferd.pipeline.dag import compile_pipeline
+
+    package = compile_pipeline(tmp_path / "local.yaml", CI, image=Image(ref, "given with --image"))
+    for command in (["submit"], ["schedule", "--cron", "0 0 3 * * *"]):
+        assert main(["pipeline", *command, "--host", kfp_api.url, "--package", str(package)]) == 2
+        assert "an image only this machine has" in capsys.readouterr().err
+    assert kfp_api.requests == []
+
+
+@pytest.mark.parametrize("text, field", [("a: [", "not YAML"), ("root: {}\n", "not a compiled pipeline"),
+                                         ("- 1\n", "not a compiled pipeline")])
+def test_a_file_that_is_no_compiled_pipeline_is_one_line(kfp_api, tmp_path, capsys, text, field):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main(["pipeline", "submit", "--host", kfp_api.url, "--package", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0] and str(bad) in err[0], err
+    assert kfp_api.requests == []
+
+
+@pytest.mark.parametrize("param, expected", [("params_yaml=[1]", "-p params_yaml: expected a string"),
+                                             ("overrides=seed=1", "-p overrides: expected a list")])
+def test_a_pipeline_parameter_of_the_wrong_type_is_one_line(kfp_api, package, capsys, param, expected):
+    assert main(["pipeline", "submit", "--host", kfp_api.url, "--package", str(package), "-p", param]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert kfp_api.requests == []
+
+
+def test_an_unreachable_api_is_one_line_with_status_4(package, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["pipeline", "submit", "--host", f"http://127.0.0.1:{port}", "--package", str(package)]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ferd pipeline: service error: Kubeflow Pipelines API at"), err
