@@ -16,12 +16,12 @@
 #   FERD_BUILD_CA    an extra CA bundle for pip inside the build (a TLS-inspecting proxy), passed as
 #                    the build secret `ca`, never stored in the image; default: $PIP_CERT if set
 #   FERD_PIP_CACHE   the host's pip cache, bound into the build with podman (default ~/.cache/pip)
-#   FERD_IMAGE       the local name:tag (default localhost/ferd:<version of pyproject.toml>)
+#   FERD_IMAGE_TAG   the local name:tag (default localhost/ferd:<version of pyproject.toml>)
 #   FERD_DEBIAN_MIRROR  the Debian mirror for the local base (default: the one apt uses)
 #
 # Prints the build time, the image size and its digest; writes build/image.json (engine, image,
 # id, digest, ref: a reference pinned by digest that `podman run` and the docker SDK accept,
-# size_bytes, build_seconds, revision, base). Exit status: 0 built, 1 failed, 2 bad input.
+# size_bytes, build_seconds, revision, version, base). Exit status: 0 built, 1 failed, 2 bad input.
 set -euo pipefail
 
 PROG=image/build.sh
@@ -68,8 +68,8 @@ PIP_CACHE=$(cd "$PIP_CACHE" && pwd)
 VERSION=$(python3 -c 'import sys, tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])' 2>/dev/null \
           || sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml | head -n 1)
 [[ $VERSION =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] || die 2 "cannot read the version from pyproject.toml"
-IMAGE=${FERD_IMAGE:-localhost/ferd:$VERSION}
-[[ $IMAGE =~ ^[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || die 2 "FERD_IMAGE must be name:tag in lower case, not '$IMAGE'"
+IMAGE=${FERD_IMAGE_TAG:-localhost/ferd:$VERSION}
+[[ $IMAGE =~ ^[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || die 2 "FERD_IMAGE_TAG must be name:tag in lower case, not '$IMAGE'"
 
 REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 # what goes into the image differs from HEAD (changed or untracked files): the revision says so, and so does
@@ -238,6 +238,7 @@ tmp=$(mktemp build/.image.json.XXXXXX)
     printf '  "size_bytes": %s,\n' "$SIZE"
     printf '  "build_seconds": %s,\n' "$SECONDS_TOTAL"
     printf '  "revision": %s,\n' "$(json_str "$REVISION")"
+    printf '  "version": %s,\n' "$(json_str "$VERSION")"
     printf '  "base": %s\n' "$(json_str "$BASE")"
     printf '}\n'
 } >"$tmp"

@@ -24,7 +24,8 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$HERE/containers.conf}
 
 field() { python3 -c 'import json, sys; print(json.load(open("build/image.json"))[sys.argv[1]])' "$1"; }
 ENGINE=$(field engine); REF=$(field ref); REVISION=$(field revision); IMAGE=$(field image)
-VERSION=${IMAGE##*:}
+VERSION=$(python3 -c 'import json; print(json.load(open("build/image.json")).get("version") or "")')
+[[ -n $VERSION ]] || VERSION=${IMAGE##*:}  # a record without its version: the tag
 CA=${FERD_BUILD_CA:-${PIP_CERT:-}}
 
 failed=0

@@ -53,7 +53,7 @@ if [[ ${FERD_ALLOW_DIRTY:-0} != 1 ]] && [[ -n $(git status --porcelain --untrack
 fi
 
 say "building $IMAGE on $STANDARD_BASE"
-FERD_BASE=$STANDARD_BASE FERD_PULL_BASE=1 FERD_IMAGE=$IMAGE bash "$HERE/build.sh" >&2 \
+FERD_BASE=$STANDARD_BASE FERD_PULL_BASE=1 FERD_IMAGE_TAG=$IMAGE bash "$HERE/build.sh" >&2 \
     || die 1 "the build failed (see build/image-build.log)"
 
 field() { python3 -c 'import json, sys; print(json.load(open("build/image.json"))[sys.argv[1]])' "$1"; }

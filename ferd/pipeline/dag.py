@@ -265,7 +265,7 @@ def _configure(task: dsl.PipelineTask, stage: str, cluster: ClusterSettings, nam
     # recorded in every manifest (ferd.core.provenance)
     task.set_env_variable(IMAGE_ENV, task.component_spec.implementation.container.image)
     r = cluster.retry
-    if r.num_retries:
+    if r.num_retries and stage != "run_params":  # the parameters fail the same way every try: at once, in one line
         task.set_retry(num_retries=r.num_retries, backoff_duration=r.backoff_duration,
                        backoff_factor=r.backoff_factor, backoff_max_duration=r.backoff_max_duration)
     kubernetes.set_image_pull_policy(task, cluster.image_pull_policy)

@@ -106,3 +106,21 @@ def test_the_recorded_digest_is_the_one_the_image_is_pinned_by(monkeypatch):
     provenance.code_version.cache_clear()
     assert provenance.code_version()["image_digest"] == "sha256:" + "ab" * 32
     provenance.code_version.cache_clear()
+
+
+def test_the_version_is_the_same_in_the_package_the_wheel_and_the_image():
+    import re
+    import tomllib
+
+    from ferd import __version__
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__
+    assert re.search(r"^ARG VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)[1] == __version__
+
+
+def test_the_build_record_names_the_version_built(checkout):
+    from ferd import __version__
+
+    repo, env = checkout
+    assert subprocess.run(["bash", "image/build.sh"], cwd=repo, env=env, capture_output=True).returncode == 0
+    assert _record(repo)["version"] == __version__
