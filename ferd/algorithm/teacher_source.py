@@ -53,7 +53,7 @@ def train_teacher(cfg: FerdConfig, dataset: str, out_dir: Path, progress: bool =
     from ..data import load_split
 
     t, tr = cfg.teacher, cfg.teacher.train
-    x, y = load_split(dataset, "train", root=cfg.data_root)
+    x, y = load_split(dataset, "train", root=cfg.data_root, storage=S3Settings.from_config(cfg.storage))
     with rng.seeded(cfg.seed, "teacher-init"):
         model = create_model(t.arch, num_classes=cfg.num_classes, mean=t.mean, std=t.std).to(cfg.device)
     alpha = 2.5 * cfg.threat.eps / tr.pgd_steps

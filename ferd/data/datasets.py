@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.dataset_catalog import dataset_info
+from ..core.storage import S3Settings
 from .dataset_json import DATASET_MANIFEST, entry, file_name, folder_manifest, folder_split, is_packed
 from .guard import check_data_access
 
@@ -50,8 +51,9 @@ def default_root() -> Path:
 
 
 def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None,
-               download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images, labels)`` of ``split`` of dataset ``name`` (see the module docstring).
+               download: bool = False, storage: S3Settings | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` of ``split`` of dataset ``name`` (see the module docstring); an ``s3://`` root is read
+    with ``storage`` (the run's endpoint, region, retries; None: the environment's).
 
     Raises :class:`ferd.data.DataAccessError` inside :func:`ferd.data.no_data_access`,
     ``ValueError`` for an unknown name/split or malformed files, ``FileNotFoundError`` when
@@ -65,7 +67,7 @@ def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None
     if isinstance(root, str) and root.startswith("s3://"):  # a packed dataset in a bucket (ferd.data.remote)
         from .remote import read_split
 
-        data, where = read_split(root, name, split)
+        data, where = read_split(root, name, split, storage)
         x, y = _load_npz(io.BytesIO(data), name, where)
     elif name == "digits":
         x, y = _load_digits(split)
@@ -83,7 +85,7 @@ def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None
 
 
 def require_split(name: str, split: str, root: str | os.PathLike[str] | None = None,
-                  what: str = "data_root") -> None:
+                  what: str = "data_root", storage: S3Settings | None = None) -> None:
     """Refuse (FileNotFoundError naming ``what`` and the files expected) when ``split`` of ``name`` is not
     where :func:`load_split` will look, without reading it: what an entry point checks before any
     training, so a missing test set is not discovered after hours of it."""
@@ -92,7 +94,7 @@ def require_split(name: str, split: str, root: str | os.PathLike[str] | None = N
     if isinstance(root, str) and root.startswith("s3://"):  # the bucket's dataset.json (checked) must list the split
         from .remote import read_manifest
 
-        entry(read_manifest(root), name, split, root, what)
+        entry(read_manifest(root, storage=storage), name, split, root, what)
         return
     base = Path(root).expanduser() if root is not None else default_root()
     if name in ("cifar10", "cifar100") and base.is_dir() and is_packed(base):  # its dataset.json, checked

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..core.storage import StorageError, download_file, s3_client
+from ..core.storage import S3Settings, StorageError, download_file, s3_client
 from .dataset_json import (DATASET_MANIFEST, MAX_MANIFEST_BYTES, PACKABLE, DatasetError, entry, file_name, mismatch,
                            parse, verified)
 
@@ -79,13 +79,13 @@ def _missing(exc: Exception) -> bool:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
 
 
-def read_manifest(uri: str, client: Any = None) -> dict:
+def read_manifest(uri: str, client: Any = None, storage: S3Settings | None = None) -> dict:
     """``dataset.json`` of ``uri`` checked (:func:`ferd.data.dataset_json.parse`), read into memory, its size refused
     before its body is read; fetched again on every call (small)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, parts = dataset_root(uri)
-    client = client or s3_client()
+    client = client or s3_client(storage)
     where = f"s3://{bucket}/{_key(parts, DATASET_MANIFEST)}"
     try:
         obj = client.get_object(Bucket=bucket, Key=_key(parts, DATASET_MANIFEST))
@@ -111,12 +111,12 @@ def _object_size(client: Any, bucket: str, key: str) -> int:
         raise _storage_error("read", f"s3://{bucket}/{key}", client, exc) from exc
 
 
-def read_split(uri: str, dataset: str, split: str) -> tuple[bytes, str]:
+def read_split(uri: str, dataset: str, split: str, storage: S3Settings | None = None) -> tuple[bytes, str]:
     """The verified bytes of ``<dataset>_<split>.npz`` of the dataset at ``uri`` and where they came from: the
     cached copy when it still matches ``dataset.json``, else the object downloaded (size checked first, sha256
     before the atomic rename into the cache) and read back."""
     bucket, parts = dataset_root(uri)
-    client = s3_client()
+    client = s3_client(storage)
     manifest = read_manifest(uri, client)
     name = file_name(dataset, split)
     listed = entry(manifest, dataset, split, uri)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..core.kill_points import kill_point
+from ..core.storage import S3Settings
 from ..settings.config import FerdConfig
 from .resume import partial_dir
 
@@ -51,7 +52,7 @@ def _evaluate(cfg: FerdConfig, models: dict[str, torch.nn.Module], out_dir: Path
     from .report import write_evaluation
     from .runner import evaluate_models, flat_metrics, stratified_subset
 
-    x, y = load_split(cfg.dataset, "test", root=cfg.data_root)
+    x, y = load_split(cfg.dataset, "test", root=cfg.data_root, storage=S3Settings.from_config(cfg.storage))
     info = dataset_info(cfg.dataset)
     e = cfg.evaluation
     if n_examples is not None and n_examples < len(y):

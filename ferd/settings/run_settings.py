@@ -21,7 +21,8 @@ class RetryConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    """Where stage artifacts and the pool are kept besides the local working copy (``ferd.core.storage``)."""
+    """Where stage artifacts and the pool are kept besides the local working copy (``ferd.core.storage``), and how
+    every ``s3://`` object of a run is reached: artifacts, an ``s3://`` teacher, an ``s3://`` ``data_root``."""
 
     uri: str | None = Field(None, description="s3://bucket/prefix or a local directory: relative stage paths "
                             "are placed under it; None = the paths as given")

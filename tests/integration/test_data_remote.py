@@ -60,3 +60,17 @@ def test_pack_refuses_what_it_cannot_lay_out(small_cifar, tmp_path, capsys):
     assert main(["data", "pack", "--dataset", "cifar10", "--from", str(small_cifar),
                  "--to", str(tmp_path / "o")]) == 2
     assert "--split: required" in capsys.readouterr().err
+
+
+def test_a_dataset_in_a_bucket_is_read_with_the_runs_storage_settings(s3, small_cifar, tmp_path, monkeypatch):
+    from ferd.core.storage import S3Settings
+
+    monkeypatch.setenv("FERD_CACHE", str(tmp_path / "cache"))
+    uri = "s3://ferd/data/own-endpoint"
+    assert main(["data", "pack", "--dataset", "cifar10", "--from", str(small_cifar), "--split", "test",
+                 "--to", uri]) == 0
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the run's storage.endpoint_url names the store
+    storage = S3Settings(endpoint_url=s3.endpoint, max_attempts=1)
+    require_split("cifar10", "test", uri, storage=storage)
+    x, _ = load_split("cifar10", "test", root=uri, storage=storage)
+    assert torch.equal(x, load_split("cifar10", "test", root=small_cifar)[0])
