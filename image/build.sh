@@ -68,6 +68,8 @@ PIP_CACHE=$(cd "$PIP_CACHE" && pwd)
 VERSION=$(python3 -c 'import sys, tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])' 2>/dev/null \
           || sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml | head -n 1)
 [[ $VERSION =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] || die 2 "cannot read the version from pyproject.toml"
+[[ -z ${FERD_IMAGE:-} || ${FERD_IMAGE} == *@sha256:* ]] \
+    || die 2 "FERD_IMAGE names the pinned image ferd compiles and runs (REF@sha256:…); the local name:tag to build is FERD_IMAGE_TAG"
 IMAGE=${FERD_IMAGE_TAG:-localhost/ferd:$VERSION}
 [[ $IMAGE =~ ^[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || die 2 "FERD_IMAGE_TAG must be name:tag in lower case, not '$IMAGE'"
 

@@ -84,16 +84,17 @@ else
     say "not signed (set COSIGN_KEY, with cosign installed, to sign)"
 fi
 
-# the build record names what the registry holds now: `ferd pipeline compile --image-from-build` compiles it
+# the build record names what the registry holds too: `ferd pipeline compile --image-from-build` compiles that
+# (pushed_ref); `ref` stays the local image, which runs here (the engine may keep it under another digest)
 python3 - "$REF" "$DIGEST" <<'PY' || die 1 "could not record $REF in build/image.json"
 import json, os, sys
 record = json.load(open("build/image.json"))
-record.update(ref=sys.argv[1], digest=sys.argv[2], pushed=True)
+record.update(pushed_ref=sys.argv[1], pushed_digest=sys.argv[2])
 with open("build/.image.json.publish", "w") as f:
     json.dump(record, f, indent=2)
     f.write("\n")
 os.replace("build/.image.json.publish", "build/image.json")
 PY
 
-say "published $IMAGE (revision $REVISION); build/image.json now names $REF"
+say "published $IMAGE (revision $REVISION); build/image.json names it as pushed_ref"
 printf '%s\n' "$REF"

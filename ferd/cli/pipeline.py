@@ -62,7 +62,7 @@ def _run_local(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    image = resolve(args.image, args.image_from_build)
+    image = resolve(args.image, args.image_from_build, pushed=True)  # what the cluster pulls
     from ferd.pipeline.dag import compile_pipeline
 
     path = compile_pipeline(args.out, args.params, args.cluster, image)
@@ -71,7 +71,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _compile_compare(args: argparse.Namespace) -> int:
-    image = resolve(args.image, args.image_from_build)
+    image = resolve(args.image, args.image_from_build, pushed=True)  # what the cluster pulls
     from ferd.pipeline.compare_dag import compile_compare
 
     print(f"compiled {compile_compare(args.out, args.preset, args.cluster, image)} (image {image.ref})")

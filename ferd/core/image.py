@@ -38,8 +38,10 @@ def pinned(ref: str, field: str | None) -> str:
     return ref
 
 
-def from_build(path: str | Path = BUILD_RECORD) -> Image:
-    """The image ``make image`` built last, from its record (read as untrusted: the ref must be a digest)."""
+def from_build(path: str | Path = BUILD_RECORD, pushed: bool = False) -> Image:
+    """The image ``make image`` built last, from its record (read as untrusted: the ref must be a digest); with
+    ``pushed``, the reference ``image/publish.sh`` pushed it under when it did (what a cluster pulls; the local
+    ``ref`` is what runs here: an engine may store a pushed image under another digest)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--image-from-build: {path} not found; build the image first (make image)")
@@ -49,21 +51,23 @@ def from_build(path: str | Path = BUILD_RECORD) -> Image:
         raise ValueError(f"{path}: not a build record ({exc}); rebuild with make image") from None
     if not isinstance(record, dict):
         raise ValueError(f"{path}: expected a JSON object with 'ref'; rebuild with make image")
-    ref = pinned(record.get("ref"), f"{path}: ref")
     revision = record.get("revision")
     found = re.fullmatch(r"([0-9a-f]{7,40})(-dirty)?", revision) if isinstance(revision, str) else None
     commit = (f" from commit {found[1][:12]}{' with uncommitted changes' if found[2] else ''}" if found else "")
-    how = "pushed by image/publish.sh" if record.get("pushed") is True else "built by `make image`"
-    return Image(ref, f"{how}{commit} (build/image.json)")
+    if pushed and record.get("pushed_ref") is not None:
+        return Image(pinned(record["pushed_ref"], f"{path}: pushed_ref"), f"pushed by image/publish.sh{commit} "
+                     "(build/image.json)")
+    return Image(pinned(record.get("ref"), f"{path}: ref"), f"built by `make image`{commit} (build/image.json)")
 
 
-def resolve(flag: str | None = None, use_build: bool = False) -> Image:
-    """The image to compile in: ``--image``, else ``--image-from-build``, else ``$FERD_IMAGE``; each pinned by
-    digest, and one of them required (a pipeline without a pinned image would run whatever a tag names)."""
+def resolve(flag: str | None = None, use_build: bool = False, pushed: bool = False) -> Image:
+    """The image to compile in: ``--image``, else ``--image-from-build`` (the pushed reference when ``pushed`` and
+    there is one: :func:`from_build`), else ``$FERD_IMAGE``; each pinned by digest, and one of them required (a
+    pipeline without a pinned image would run whatever a tag names)."""
     if flag is not None:
         return Image(pinned(flag, "--image"), "given with --image")
     if use_build:
-        return from_build()
+        return from_build(pushed=pushed)
     env = os.environ.get(IMAGE_ENV)
     if env is not None:
         return Image(pinned(env, f"${IMAGE_ENV}"), f"from ${IMAGE_ENV}")

@@ -125,10 +125,19 @@ def _abort_uploads(client: Any, bucket: str, key: str) -> None:
 
 def withdraw_manifest(client: Any, uri: str) -> None:
     """Delete the manifest of the artifact at ``uri`` (S3) before its files are written again: an artifact
-    whose manifest is visible is whole, on a republish too. Deleting an absent key succeeds."""
+    whose manifest is visible is whole, on a republish too (which needs ``s3:DeleteObject``; a first publish
+    does not)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3(join_uri(uri, MANIFEST))
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return  # a first publish: nothing to withdraw (and no s3:DeleteObject needed)
+        raise _fail("read", join_uri(uri, MANIFEST), client, exc) from exc
+    except BotoCoreError as exc:
+        raise _fail("read", join_uri(uri, MANIFEST), client, exc) from exc
     try:
         client.delete_object(Bucket=bucket, Key=key)
     except (BotoCoreError, ClientError) as exc:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ferd.core.errors import ServiceError
+from ferd.core.image import DIGEST_REF
 from ferd.core.params_io import ConfigError
 from ferd.stages import RUN_TIME_PARAMS, config_from_text, run_time_overrides
 
@@ -85,14 +86,20 @@ def package_images(package: str | Path = COMPILED) -> set[str]:
 
 
 def local_only(ref: str) -> bool:
-    """Whether ``ref`` names an image only this machine has: a bare image id, or one under ``localhost/``
-    (what ``make image`` builds before ``image/publish.sh`` pushes it)."""
-    return "@" not in ref or ref.startswith(("localhost/", "localhost:"))
+    """Whether ``ref`` names an image only this machine has: a bare image id, or one under podman's ``localhost/``
+    (what ``make image`` builds before ``image/publish.sh`` pushes it); ``localhost:<port>/`` is a registry."""
+    return ref.startswith(("sha256:", "localhost/"))
 
 
 def check_images(package: str | Path, allow_local: bool = False) -> None:
-    """ValueError unless every task of ``package`` runs an image a cluster can pull (see :func:`local_only`)."""
-    local = sorted(ref for ref in package_images(package) if local_only(ref))
+    """ValueError unless every task of ``package`` runs an image pinned by digest that a cluster can pull (see
+    :func:`local_only`)."""
+    images = sorted(package_images(package))
+    unpinned = [ref for ref in images if not DIGEST_REF.match(ref)]
+    if unpinned:
+        raise ValueError(f"--package {package}: its tasks run {unpinned[0][:100]}, not an image pinned by digest "
+                         "(REF@sha256:…); compile it with ferd pipeline compile")
+    local = [ref for ref in images if local_only(ref)]
     if local and not allow_local:
         raise ValueError(f"--package {package}: its tasks run {local[0][:100]}, an image only this machine has; "
                          "push it (image/publish.sh REGISTRY/REPO:TAG), compile again with --image-from-build, "

@@ -4,6 +4,7 @@ project's ``params.yaml`` (every key with its value and description, grouped as 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,11 @@ def params_file(text: str) -> Path:
         return path
     name = (path.stem if path.suffix in (".yaml", ".yml") and path.parent == Path("params")
             else text if path.suffix == "" and len(path.parts) == 1 else None)
-    return (find_preset(name) if name else None) or path
+    found = find_preset(name) if name else None
+    if found is None:
+        return path
+    print(f"ferd: --params {text}: no such file here; the preset shipped with ferd: {found}", file=sys.stderr)
+    return found
 
 
 def known_presets(prefix: str = "", exclude: str | None = None) -> list[str]:

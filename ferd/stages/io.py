@@ -13,9 +13,10 @@ absolute local path         the path                                —
 ==========================  ======================================  ====================
 
 Inputs with a remote copy are fetched when the local copy has no manifest; outputs with a
-remote copy are published after the stage (files, then the manifest). Publishing also
-completes the manifest's lineage: the URI, ETag and version id of every S3 input's manifest,
-and the URI, ETag and version id of every output object.
+remote copy are published after the stage (files, then the manifest; a manifest already there is
+deleted first). Publishing also completes the manifest's lineage: the URI of every S3 input with the
+ETag and version id of its manifest when that is still the manifest the stage read (none when it was
+published again meanwhile), and the URI, ETag and version id of every output object.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class StageIO:
                     raw, tags = read_manifest_object(self.client, join_uri(remote, MANIFEST))
                 except StorageError:  # a local input never published: the manifest names the local copy
                     continue
+                except ValueError:  # over the size cap now: not the manifest this stage read
+                    raw, tags = b"", {"etag": None, "version_id": None}
                 if hashlib.sha256(raw).hexdigest() != record.get("manifest_sha256"):
                     # republished since this stage read it: its ETag/version would name other bytes
                     log.warning("%s changed after this stage read it; its lineage records the URI only", remote)

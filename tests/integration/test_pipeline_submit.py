@@ -283,3 +283,11 @@ def test_an_unreachable_api_is_one_line_with_status_4(package, capsys):
     assert main(["pipeline", "submit", "--host", f"http://127.0.0.1:{port}", "--package", str(package)]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ferd pipeline: service error: Kubeflow Pipelines API at"), err
+
+
+def test_which_images_only_this_machine_has():
+    from ferd.pipeline.submit import local_only
+
+    digest = "@sha256:" + "ab" * 32
+    assert local_only("localhost/ferd" + digest) and local_only("sha256:" + "ab" * 32)
+    assert not local_only("localhost:5000/ferd" + digest) and not local_only("ghcr.io/team/ferd" + digest)

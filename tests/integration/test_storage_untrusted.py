@@ -192,3 +192,23 @@ def test_a_malformed_pool_index_is_one_line(tmp_path):
         (tmp_path / "pool.json").write_text(json.dumps(index))
         with pytest.raises(ArtifactError, match=field):
             pool_index(tmp_path)
+
+
+def test_a_first_publish_needs_no_delete_permission(s3, tmp_path):
+    from botocore.exceptions import ClientError
+
+    class NoDelete:  # a write-once bucket policy: Put and Get, no Delete
+        def __init__(self, client):
+            self._client = client
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        def delete_object(self, **kw):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "DeleteObject")
+
+    client = NoDelete(s3_client())
+    publish_dir(_artifact(tmp_path / "v1", **{"a.bin": b"v1"}), "s3://ferd/once", client=client)
+    assert "once/manifest.json" in s3.keys("ferd", "once/")
+    with pytest.raises(StorageError, match="could not delete s3://ferd/once/manifest.json"):  # a republish needs it
+        publish_dir(_artifact(tmp_path / "v2", **{"a.bin": b"v2"}), "s3://ferd/once", client=client)

@@ -56,18 +56,19 @@ def _record(repo: Path) -> dict:
     return json.loads((repo / "build" / "image.json").read_text())
 
 
-def test_after_publish_the_build_record_names_the_pushed_digest(checkout, monkeypatch):
+def test_after_publish_the_build_record_names_the_pushed_digest_beside_the_local_one(checkout, monkeypatch):
     repo, env = checkout
     out = subprocess.run(["bash", "image/publish.sh", "registry.example/team/ferd:1"], cwd=repo, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"registry.example/team/ferd@{PUSHED}"
     record = _record(repo)
-    assert record["ref"] == f"registry.example/team/ferd@{PUSHED}" and record["digest"] == PUSHED
-    assert record["pushed"] is True
+    assert record["pushed_ref"] == f"registry.example/team/ferd@{PUSHED}" and record["pushed_digest"] == PUSHED
+    assert record["ref"] == f"registry.example/team/ferd@{BUILT}"  # the local image: what runs here
     monkeypatch.chdir(repo)
-    image = from_build()
+    image = from_build(pushed=True)  # what compile names: what the cluster pulls
     assert image.ref == f"registry.example/team/ferd@{PUSHED}" and image.source.startswith("pushed by image/publish.sh")
+    assert from_build().ref == f"registry.example/team/ferd@{BUILT}"  # what run-local --runner docker runs
 
 
 def test_a_build_from_changed_files_says_so_in_its_revision(checkout, monkeypatch):
@@ -124,3 +125,10 @@ def test_the_build_record_names_the_version_built(checkout):
     repo, env = checkout
     assert subprocess.run(["bash", "image/build.sh"], cwd=repo, env=env, capture_output=True).returncode == 0
     assert _record(repo)["version"] == __version__
+
+
+def test_build_refuses_the_pinned_reference_as_the_name_to_build(checkout):
+    repo, env = checkout
+    out = subprocess.run(["bash", "image/build.sh"], cwd=repo, env={**env, "FERD_IMAGE": "registry.example/x:1"},
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "FERD_IMAGE_TAG" in out.stderr
