@@ -22,12 +22,23 @@ from ..plan.resolve import load_config
 from ..plan.presets import preset_path, render_params
 
 
+def _beside(args: argparse.Namespace) -> None:
+    """The generated stages read ``params.yaml`` beside ``dvc.yaml`` (DVC's parameter file): any other ``--params``
+    would be checked here and ignored by every stage."""
+    expected = Path(args.dvc_yaml).parent / "params.yaml"
+    if Path(args.params).absolute() != expected.absolute():
+        raise ValueError(f"--params {args.params}: the stages of {args.dvc_yaml} read {expected}; give that file "
+                         "(or --dvc-yaml in the folder of your params.yaml)")
+
+
 def _use(args: argparse.Namespace) -> int:
     from ..core.checkpoint import atomic_write_bytes
-    from ..stages.dvc_yaml import write_dvc_yaml
+    from ..stages.dvc_yaml import pipeline_files, write_dvc_yaml
 
+    _beside(args)
     path = preset_path(args.preset)
     cfg = load_config(path, args.set or ())
+    pipeline_files(cfg, args.dvc_yaml)  # where every file goes checked before params.yaml is replaced
     atomic_write_bytes(Path(args.params), render_params(cfg, path.as_posix()).encode())
     n = len(write_dvc_yaml(cfg, args.dvc_yaml))
     print(f"wrote {args.params} (from {path}), {args.dvc_yaml} and {n - 1} round files under rounds/; run `dvc repro`")
@@ -37,6 +48,7 @@ def _use(args: argparse.Namespace) -> int:
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from ..stages.dvc_yaml import mismatches, write_dvc_yaml
 
+    _beside(args)
     cfg = load_config(args.params)
     if args.check:
         bad = mismatches(cfg, args.dvc_yaml)
@@ -52,6 +64,7 @@ def _dvc_yaml(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    _beside(args)
     load_config(args.params)
     args.check = True
     return _dvc_yaml(args)

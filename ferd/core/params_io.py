@@ -7,6 +7,7 @@ Parameters arrive from files, ``-S KEY=VALUE`` overrides, comparison presets and
 
 from __future__ import annotations
 
+import re
 import reprlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ class StrictModel(BaseModel):
     and ``ferd bench`` use it, for settings they derive from valid ones; user input goes through
     :func:`ferd.plan.resolve.parse_config`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no .inf/.nan hyper-parameter
 
 
 def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -48,15 +49,37 @@ def short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+MAX_YAML_DEPTH = 32  # parameter groups nest two or three levels; deeper is refused before Python's recursion limit
+# Plain scalars that YAML 1.1 (PyYAML, which ferd reads with) and YAML 1.2 (DVC's reader) resolve differently: octal
+# 050 (40 or 50), sexagesimal 1:30 (90 or a string), 1_000 and 0b101 (numbers or strings), yes/no/on/off (booleans
+# or strings). DVC would then see no change where ferd sees one, or the reverse: refused, with the fix.
+_AMBIGUOUS = re.compile(r"[-+]?0[0-9_]+(\.[0-9_]*)?|[-+]?0b[01_]+|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?"
+                        r"|[-+]?[0-9]+_[0-9_]*(\.[0-9_]*)?|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF")
+
+
 class _NoAliasLoader(yaml.SafeLoader):
     """YAML without aliases: an alias bomb (``a: &a [x, x]``, ``b: &b [*a, *a]``, …) expands a few
-    hundred bytes into gigabytes; parameters never need one."""
+    hundred bytes into gigabytes; parameters never need one. Nesting is capped (:data:`MAX_YAML_DEPTH`), and a
+    plain scalar YAML 1.1 and 1.2 read differently (:data:`_AMBIGUOUS`) is refused."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.events.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in parameters", mark)
-        return super().compose_node(parent, index)
+        event = self.peek_event()
+        if isinstance(event, yaml.events.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in parameters",
+                                              event.start_mark)
+        if (isinstance(event, yaml.events.ScalarEvent) and event.style is None and event.implicit[0]
+                and _AMBIGUOUS.fullmatch(event.value)):
+            raise yaml.composer.ComposerError(
+                None, None, f"{event.value[:20]!r}: YAML 1.1 (ferd) and 1.2 (DVC) read it differently; write 50, 90, "
+                "1000, true/false, or quote it", event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def read_yaml_file(path: Path, what: str = "params file") -> Any:

@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -97,6 +98,12 @@ class LiveTracker:
 
             def _init_dvc(self) -> None:
                 return None
+
+            def _init_cleanup(self) -> None:
+                """Only what ferd writes here (``metrics.json``, ``plots/metrics/``): DVCLive's own cleanup would
+                also delete a ``params.yaml``, ``dvc.yaml`` and reports in the folder (``--live .``)."""
+                Path(self.metrics_file).unlink(missing_ok=True)
+                shutil.rmtree(Path(self.plots_dir) / "metrics", ignore_errors=True)
 
             def make_summary(self) -> None:
                 """``metrics.json`` with its keys sorted (``step`` among them): a run logged epoch by epoch and

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import functools
 import os
 from pathlib import Path
@@ -344,19 +345,31 @@ def mismatches(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[str]:
     return bad + [str(p) for p in stale_files(Path(path).parent, cfg)]
 
 
+def pipeline_files(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> dict[Path, str]:
+    """The pipeline files :func:`write_dvc_yaml` writes and their text, once every folder they go in is known to be
+    one or makeable (NotADirectoryError naming the file in the way): checked before anything is written."""
+    texts = _texts_at(cfg, path)
+    for f in texts:
+        for folder in (f.parent, *f.parent.parents):
+            if folder.exists() and not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder, where the pipeline files go", str(folder))
+    return texts
+
+
 def write_dvc_yaml(cfg: FerdConfig, path: str | Path = ROOT_FILE) -> list[Path]:
     """Write the pipeline files (``path`` the root file; the rounds' beside it) and remove the files, and
     their ``dvc.lock``, of rounds the graph no longer has. Returns the files written."""
     from ..core.checkpoint import atomic_write_bytes
 
     root = Path(path).parent
+    texts = pipeline_files(cfg, path)
     for stale in stale_files(root, cfg):
         for f in (stale, stale.with_name("dvc.lock")):
             f.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             stale.parent.rmdir()
     written = []
-    for f, text in _texts_at(cfg, path).items():
+    for f, text in texts.items():
         f.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(f, text.encode())
         written.append(f)

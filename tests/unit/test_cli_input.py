@@ -37,7 +37,7 @@ def test_a_count_out_of_range_is_one_line_status_2(argv, flag, value, tmp_path, 
 def test_a_params_file_that_is_a_pipe_is_refused_without_reading_it(tmp_path, capsys):
     fifo = tmp_path / "params.yaml"
     os.mkfifo(fifo)  # opening it to read would block forever: it must not be opened
-    assert main(["params", "check", "--params", str(fifo)]) == 2
+    assert main(["params", "check", "--params", str(fifo), "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 2
     assert "not a regular file (a directory, pipe or device)" in capsys.readouterr().err
     record("`--params` a named pipe", "reading would block forever", True, 0)
 
@@ -46,7 +46,7 @@ def test_a_huge_params_file_is_refused_by_its_size(tmp_path, capsys):
     huge = tmp_path / "params.yaml"
     with open(huge, "wb") as f:
         f.truncate(8 << 30)  # sparse: 8 GiB that reading would bring into memory
-    assert main(["params", "check", "--params", str(huge)]) == 2
+    assert main(["params", "check", "--params", str(huge), "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 2
     assert f"{huge}: {8 << 30} bytes; parameters are at most" in capsys.readouterr().err
     record("`--params` an 8 GiB file", "sparse file, refused by size", True, 0)
 
@@ -61,3 +61,22 @@ def test_a_gpu_preset_on_a_machine_without_one_is_one_line_status_2(command, tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "device: cuda requested but CUDA is not available on this machine" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_params_commands_refuse_a_file_the_generated_stages_would_not_read(tmp_path, capsys):
+    """The stages of dvc.yaml read params.yaml beside it: a --params elsewhere would be checked, then ignored."""
+    other = tmp_path / "ci-params.yaml"
+    for action in (["use", "ci"], ["check"], ["dvc-yaml"]):
+        assert main(["params", *action, "--params", str(other), "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"read {tmp_path / 'params.yaml'}" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_params_use_leaves_the_project_as_it_was_when_the_pipeline_files_cannot_go_there(tmp_path, capsys):
+    (tmp_path / "rounds").write_text("a file where the rounds' folder goes")
+    (tmp_path / "params.yaml").write_text("seed: 3\n")
+    assert main(["params", "use", "ci", "--params", str(tmp_path / "params.yaml"),
+                 "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 2
+    assert "rounds" in capsys.readouterr().err
+    assert (tmp_path / "params.yaml").read_text() == "seed: 3\n" and not (tmp_path / "dvc.yaml").exists()

@@ -75,3 +75,26 @@ def test_rules_across_groups_are_the_resolvers_and_reported_together():
                               "given (both or neither)")
     with pytest.raises(ConfigError, match=r"^invalid parameters: rounds: .*; distill\.warmup_epochs: .*; teacher\.std"):
         parse_config(data)
+
+
+@pytest.mark.parametrize("value", ["050", "1:30", "1_000", "0b101", "on", "off", "yes", "No"])
+def test_a_scalar_yaml_1_1_and_1_2_read_differently_is_refused_naming_its_line(value):
+    """ferd reads YAML 1.1 (PyYAML), DVC 1.2: ``050`` would be 40 for ferd and 50 for DVC's change detection."""
+    from ferd.core.params_io import load_yaml
+
+    with pytest.raises(ConfigError, match="at line 2.*YAML 1.1 .ferd. and 1.2 .DVC. read it differently"):
+        load_yaml(f"seed: 1\nevaluation: {{n_examples: {value}}}\n", "params.yaml")
+    assert load_yaml(f"x: '{value}'", "q") == {"x": value}  # quoted: text in both
+
+
+def test_deep_nesting_is_one_line_not_a_recursion_error():
+    from ferd.core.params_io import load_yaml
+
+    with pytest.raises(ConfigError, match="nested deeper than 32 levels"):
+        load_yaml("seed: " + "[" * 400 + "]" * 400, "deep.yaml")
+
+
+@pytest.mark.parametrize("override", ["distill.lr=.inf", "synthesis.lambda_uni=.nan", "threat.eps=-.inf"])
+def test_a_non_finite_hyper_parameter_is_refused(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config(None, [override])

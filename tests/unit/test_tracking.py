@@ -97,3 +97,16 @@ def test_live_writes_its_files_only_even_in_a_git_checkout_without_dvc_or_commit
     LiveTracker("live", [_epoch(0)])(GENERATION, _epoch(1, distilled=False))
     assert _rows(tmp_path / "live", "generator/gen") == [(0, 10.0), (1, 11.0)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".git", "live"]  # DVCLive created no .dvc/ here
+
+
+def test_live_in_a_project_folder_removes_only_its_own_files(tmp_path):
+    """``--live .``: DVCLive's own cleanup would delete the project's params.yaml and dvc.yaml."""
+    own = {"params.yaml": "seed: 0\n", "dvc.yaml": "stages: {}\n", "report.md": "notes\n",
+           "plots/images/a.png": "png"}
+    for rel, text in own.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    LiveTracker(tmp_path, [_epoch(0)])
+    LiveTracker(tmp_path, [_epoch(0), _epoch(1)])  # opened again: its own files rebuilt
+    assert {rel: (tmp_path / rel).read_text() for rel in own} == own
+    assert _rows(tmp_path, "student/loss") == [(0, 1.0), (1, 0.5)]
