@@ -27,7 +27,7 @@ from typing import Any
 
 from ..core import rng
 from ..core.checkpoint import atomic_path, atomic_write_bytes, save_state_dict, sha256_file, verify_sha256
-from ..core.storage import S3Settings, download_file, s3_client, split_s3
+from ..core.storage import S3Settings, download_file, s3_client
 from ..settings.config import FerdConfig
 from ..plan.fingerprint import params_fingerprint
 from ..models import FerdModel, create_model
@@ -115,14 +115,9 @@ def _download_url(url: str, dest: Path, timeout: float = 120.0) -> Path:
 
 
 def _download_s3(uri: str, dest: Path, settings: S3Settings) -> Path:
-    """``uri`` downloaded atomically with the run's ``storage`` settings (endpoint, region, retries, time-outs);
-    :class:`StorageError` (one line, exit 4) when it cannot be read."""
-    try:
-        _, key = split_s3(uri)
-    except ValueError:
-        key = ""
-    if not key:
-        raise ValueError(f"teacher.source: expected s3://bucket/key, got {uri!r}")
+    """``uri`` (one object: checked when the parameters are read) downloaded atomically with the run's ``storage``
+    settings (endpoint, region, retries, time-outs); :class:`StorageError` (one line, exit 4) when it cannot be
+    read."""
     return download_file(s3_client(settings), uri, dest)
 
 
@@ -157,10 +152,7 @@ def resolve_source(cfg: FerdConfig, out_dir: Path) -> Path | None:
     pin = cfg.teacher.sha256
     if scheme in ("http", "https", "s3") and pin is not None and cached.is_file() and sha256_file(cached) == pin:
         path = cached  # verified against the pin just now
-    elif scheme in ("http", "https"):
-        if pin is None and not cfg.teacher.allow_unverified_url:
-            raise ValueError(f"teacher.sha256: required for a URL source ({source}); give the checkpoint's sha256 "
-                             "(or set teacher.allow_unverified_url: true to accept any bytes)")
+    elif scheme in ("http", "https"):  # a pin or allow_unverified_url: checked when the parameters are read
         path = _download_url(source, downloads / name)
     elif scheme == "s3":
         path = _download_s3(source, downloads / name, S3Settings.from_config(cfg.storage))

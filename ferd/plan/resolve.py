@@ -98,9 +98,31 @@ def cross_field_errors(cfg: FerdConfig) -> list[str]:
             check_normalisation(group, getattr(cfg, group).mean, getattr(cfg, group).std, cfg.dataset)
         except ValueError as exc:
             out.append(str(exc))
+    out += teacher_source_errors(cfg)
     if cfg.distill.utae.cache == "pool" and cfg.distill.utae.target != "teacher":
         out.append("distill.utae.cache: 'pool' needs distill.utae.target: teacher (a UTAE that attacks the student "
                    "changes as the student learns; there is nothing to cache)")
+    return out
+
+
+def teacher_source_errors(cfg: FerdConfig) -> list[str]:
+    """``teacher.source`` on its own, before any stage: a URL needs ``teacher.sha256`` (or
+    ``teacher.allow_unverified_url``), an ``s3://`` source must name one object. (``train:<dataset>`` against
+    ``dataset`` is the teacher stage's check: the schema's defaults, ``train:digits`` with the paper's CIFAR-10, are
+    a valid configuration of every other stage.)"""
+    source, out = cfg.teacher.source, []
+    if source.startswith(("http://", "https://")) and cfg.teacher.sha256 is None and not cfg.teacher.allow_unverified_url:
+        out.append(f"teacher.sha256: required for a URL source ({source[:100]}); give the checkpoint's sha256 (or set "
+                   "teacher.allow_unverified_url: true to accept any bytes)")
+    if source.startswith("s3://"):
+        from ..core.storage import split_s3
+
+        try:
+            key = split_s3(source)[1]
+        except ValueError:
+            key = ""
+        if not key:
+            out.append(f"teacher.source: expected s3://bucket/key naming one object, got {source[:100]!r}")
     return out
 
 

@@ -98,3 +98,15 @@ def test_deep_nesting_is_one_line_not_a_recursion_error():
 def test_a_non_finite_hyper_parameter_is_refused(override):
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["teacher.source=https://example.org/t.safetensors"], "teacher.sha256: required for a URL source"),
+    (["teacher.source=s3://bucket/../t"], "teacher.source: expected s3://bucket/key naming one object"),
+    (["teacher.source=s3://bucket"], "teacher.source: expected s3://bucket/key naming one object"),
+])
+def test_a_teacher_source_the_stage_would_refuse_is_refused_when_read(overrides, field):
+    """``ferd params check`` refuses what teacher-fetch would (the embedded default's dataset is digits)."""
+    with pytest.raises(ConfigError, match=field):
+        load_config(None, overrides)
+    load_config(None, ["teacher.source=https://example.org/t.safetensors", "teacher.allow_unverified_url=true"])
