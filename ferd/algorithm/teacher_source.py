@@ -30,6 +30,7 @@ from ..core.checkpoint import atomic_path, atomic_write_bytes, save_state_dict, 
 from ..core.storage import S3Settings, download_file, s3_client
 from ..settings.config import FerdConfig
 from ..plan.fingerprint import params_fingerprint
+from ..plan.resolve import teacher_source_errors
 from ..models import FerdModel, create_model
 from .adversarial_training import train_robust_teacher
 from ..models.loading import load_model
@@ -143,6 +144,8 @@ def resolve_source(cfg: FerdConfig, out_dir: Path) -> Path | None:
     """A local, verified file for ``teacher.source`` (downloaded into ``out_dir/.download`` if needed), or None
     for ``train:``."""
     source = cfg.teacher.source
+    if problems := teacher_source_errors(cfg):  # again here: a copied configuration is not validated, and this
+        raise ValueError(problems[0])           # rule keeps unverified bytes out (ferd.plan.resolve)
     if source.startswith("train:"):
         return None
     scheme = urllib.parse.urlparse(source).scheme
