@@ -82,7 +82,7 @@ SOURCES = {
                                  _TIER2.format(preset="compare-cifar10-cpu-x4", name="compare-cifar10-x4"),
                                  "compare-cifar10-cpu-x4"),
     "compare-cifar10-x6": Source("benchmarks/tier2_fairness.sh runs/compare-cifar10-x6 "
-                                 "benchmarks/results/compare-cifar10-x6", "2026-12-05",
+                                 "benchmarks/results/compare-cifar10-x6", "2026-12-06",
                                  "each run `ferd compare --preset compare-cifar10-cpu-x6 --method M --student cnn-32 "
                                  "--seed S --threads 1`, kept as it finished; `ferd`, `fast` and "
                                  "`ferd-no-reweighting` at seeds 0-1 two side by side on a 2-core AVX-512 machine, the "
