@@ -115,13 +115,6 @@ def _download_url(url: str, dest: Path, timeout: float = 120.0) -> Path:
     return dest
 
 
-def _download_s3(uri: str, dest: Path, settings: S3Settings) -> Path:
-    """``uri`` (one object: checked when the parameters are read) downloaded atomically with the run's ``storage``
-    settings (endpoint, region, retries, time-outs); :class:`StorageError` (one line, exit 4) when it cannot be
-    read."""
-    return download_file(s3_client(settings), uri, dest)
-
-
 def _robustbench(name: str, cfg: FerdConfig, dest_dir: Path) -> Path:
     try:
         from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
@@ -158,7 +151,7 @@ def resolve_source(cfg: FerdConfig, out_dir: Path) -> Path | None:
     elif scheme in ("http", "https"):  # a pin or allow_unverified_url: checked when the parameters are read
         path = _download_url(source, downloads / name)
     elif scheme == "s3":
-        path = _download_s3(source, downloads / name, S3Settings.from_config(cfg.storage))
+        path = download_file(s3_client(S3Settings.from_config(cfg.storage)), source, downloads / name)  # exit 4
     elif source.startswith("robustbench:"):
         path = _robustbench(source.split(":", 1)[1], cfg, downloads)
     else:

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable
 
+from .image import digest_of
 from .kill_points import KILL_ENV, STOP_ENV, parse
 from .provenance import signing_key
 
@@ -51,8 +52,8 @@ def check() -> None:
     for name, validate in VARIABLES.items():
         if value := os.environ.get(name):
             validate(name, value)
-    image, digest = os.environ.get("FERD_IMAGE") or "", os.environ.get("FERD_IMAGE_DIGEST") or ""
-    if digest and "@sha256:" in image and not image.endswith("@" + digest):
+    pinned, digest = digest_of(os.environ.get("FERD_IMAGE")), os.environ.get("FERD_IMAGE_DIGEST")
+    if digest and pinned and digest != pinned:
         raise ValueError(f"FERD_IMAGE_DIGEST={digest[:80]!r}: expected the digest $FERD_IMAGE is pinned by "
-                         f"({image.split('@', 1)[1][:80]}), or unset")
+                         f"({pinned[:80]}), or unset")
     signing_key()

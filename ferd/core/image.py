@@ -38,6 +38,11 @@ def pinned(ref: str, field: str | None) -> str:
     return ref
 
 
+def digest_of(ref: str | None) -> str | None:
+    """The ``sha256:…`` digest ``ref`` is pinned by (``REF@sha256:…``), or None."""
+    return ref.split("@", 1)[1] if ref and "@sha256:" in ref else None
+
+
 def from_build(path: str | Path = BUILD_RECORD, pushed: bool = False) -> Image:
     """The image ``make image`` built last, from its record (read as untrusted: the ref must be a digest); with
     ``pushed``, the reference ``image/publish.sh`` pushed it under when it did (what a cluster pulls; the local

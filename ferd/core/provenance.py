@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from .image import digest_of
 
 SELF_KEY = "manifest_sha256"
 SIGNATURE_KEY, SIGNING_KEY_ENV = "signature", "FERD_SIGNING_KEY"
@@ -80,7 +81,7 @@ def code_version() -> dict[str, Any]:
     image = os.environ.get("FERD_IMAGE") or None
     # the digest the image is pinned by; $FERD_IMAGE_DIGEST only for an image named otherwise (environment.check
     # refuses the two disagreeing)
-    digest = image.split("@", 1)[1] if image and "@sha256:" in image else os.environ.get("FERD_IMAGE_DIGEST") or None
+    digest = digest_of(image) or os.environ.get("FERD_IMAGE_DIGEST") or None
     return {"ferd_version": __version__, "git_commit": commit, "git_dirty": dirty, "image": image,
             "image_digest": digest}
 

@@ -64,12 +64,12 @@ def split_s3(uri: str) -> tuple[str, str]:
     the key short); ValueError for a key that names no single folder or object: a ``.``/``..``/empty part, a
     backslash, ``?``, ``#`` or a control character."""
     bucket, _, key = uri.removeprefix("s3://").partition("/") if is_s3(uri) else ("", "", "")
-    parts = key.rstrip("/").split("/") if key.rstrip("/") else []
+    key = key.rstrip("/")
     if (not bucket or any(c in uri for c in "?#\\") or any(ord(c) < 32 or ord(c) == 127 for c in uri)
-            or any(p in ("", ".", "..") for p in parts)):
+            or (key and any(p in ("", ".", "..") for p in key.split("/")))):
         raise ValueError(f"expected s3://bucket/key (no '.', '..' or empty parts, no ?, #, backslash or control "
                          f"characters), got {uri[:200]!r}")
-    return bucket, key.rstrip("/")
+    return bucket, key
 
 
 def join_uri(root: str, rel: str | os.PathLike[str]) -> str:
@@ -107,7 +107,8 @@ def s3_client(settings: S3Settings | None = None):
                         region_name=s.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", config=config)
 
 
-def _fail(action: str, uri: str, client: Any, exc: Exception) -> StorageError:
+def storage_error(action: str, uri: str, client: Any, exc: Exception) -> StorageError:
+    """The one line a request that failed after its retries ends in (exit 4)."""
     endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "?")
     return StorageError(f"storage: could not {action} {uri} (endpoint {endpoint}) after the configured retries: "
                         f"{type(exc).__name__}: {exc}")
@@ -123,6 +124,11 @@ def _abort_uploads(client: Any, bucket: str, key: str) -> None:
         log.debug("storage: could not list/abort multipart uploads of s3://%s/%s", bucket, key)
 
 
+def is_missing(exc: BaseException | None) -> bool:
+    """Whether a botocore error says the object is not there (as opposed to the store failing)."""
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
+
 def withdraw_manifest(client: Any, uri: str) -> None:
     """Delete the manifest of the artifact at ``uri`` (S3) before its files are written again: an artifact
     whose manifest is visible is whole, on a republish too (which needs ``s3:DeleteObject``; a first publish
@@ -132,16 +138,14 @@ def withdraw_manifest(client: Any, uri: str) -> None:
     bucket, key = split_s3(join_uri(uri, MANIFEST))
     try:
         client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+    except (BotoCoreError, ClientError) as exc:
+        if is_missing(exc):
             return  # a first publish: nothing to withdraw (and no s3:DeleteObject needed)
-        raise _fail("read", join_uri(uri, MANIFEST), client, exc) from exc
-    except BotoCoreError as exc:
-        raise _fail("read", join_uri(uri, MANIFEST), client, exc) from exc
+        raise storage_error("read", join_uri(uri, MANIFEST), client, exc) from exc
     try:
         client.delete_object(Bucket=bucket, Key=key)
     except (BotoCoreError, ClientError) as exc:
-        raise _fail("delete", join_uri(uri, MANIFEST), client, exc) from exc
+        raise storage_error("delete", join_uri(uri, MANIFEST), client, exc) from exc
 
 
 def abort_incomplete_uploads(client: Any, uri: str) -> int:
@@ -170,7 +174,7 @@ def upload_file(client: Any, path: Path, uri: str) -> dict[str, str | None]:
         head = client.head_object(Bucket=bucket, Key=key)
     except (BotoCoreError, ClientError, OSError) as exc:
         _abort_uploads(client, bucket, key)
-        raise _fail("upload", uri, client, exc) from exc
+        raise storage_error("upload", uri, client, exc) from exc
     return {"etag": head.get("ETag", "").strip('"') or None, "version_id": head.get("VersionId")}
 
 
@@ -183,7 +187,7 @@ def download_file(client: Any, uri: str, dest: Path, sha256: str | None = None) 
         try:
             client.download_file(bucket, key, str(tmp))
         except (BotoCoreError, ClientError, OSError) as exc:
-            raise _fail("download", uri, client, exc) from exc
+            raise storage_error("download", uri, client, exc) from exc
         if sha256 is not None and sha256_file(tmp) != sha256:
             raise StorageError(f"storage: {uri}: sha256 does not match its manifest (changed or corrupt)")
     return dest
@@ -250,21 +254,24 @@ def publish_dir(local_dir: str | os.PathLike[str], uri: str, settings: S3Setting
     return tags
 
 
-def read_manifest_object(client: Any, uri: str) -> tuple[bytes, dict[str, str | None]]:
-    """The bytes of the manifest object ``uri`` (refused over :data:`MAX_MANIFEST_BYTES` before its body is
-    read) and the ETag and version id of exactly those bytes (one GET)."""
+def read_small_object(client: Any, uri: str, limit: int | None = None, what: str = "manifest"
+                      ) -> tuple[bytes, dict[str, str | None]]:
+    """The bytes of the object ``uri`` (a ``what``, refused over ``limit`` bytes, default :data:`MAX_MANIFEST_BYTES`,
+    before its body is read: a ValueError) and the ETag and version id of exactly those bytes (one GET);
+    :class:`StorageError` when it cannot be read (:func:`is_missing` of its cause tells an absent object)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    limit = MAX_MANIFEST_BYTES if limit is None else limit  # read at call time: one setting for every manifest
     bucket, key = split_s3(uri)
     try:
         obj = client.get_object(Bucket=bucket, Key=key)
         size = int(obj["ContentLength"])
-        raw = b"" if size > MAX_MANIFEST_BYTES else obj["Body"].read(MAX_MANIFEST_BYTES + 1)
+        raw = b"" if size > limit else obj["Body"].read(limit + 1)
         obj["Body"].close()
     except (BotoCoreError, ClientError, OSError) as exc:
-        raise _fail("read", uri, client, exc) from exc
-    if size > MAX_MANIFEST_BYTES or len(raw) > MAX_MANIFEST_BYTES:
-        raise ValueError(f"{uri}: {size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
+        raise storage_error("read", uri, client, exc) from exc
+    if size > limit or len(raw) > limit:
+        raise ValueError(f"{uri}: {size} bytes, more than a {what}'s {limit}")
     return raw, {"etag": (obj.get("ETag") or "").strip('"') or None, "version_id": obj.get("VersionId")}
 
 
@@ -295,7 +302,7 @@ def fetch_dir(uri: str, local_dir: str | os.PathLike[str], settings: S3Settings 
     where = join_uri(uri, MANIFEST)
     if is_s3(uri):
         client = client or s3_client(settings)
-        raw, _ = read_manifest_object(client, where)
+        raw, _ = read_small_object(client, where)
     else:
         src = Path(where)
         if not src.is_file():

@@ -26,7 +26,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..core.storage import S3Settings, StorageError, download_file, s3_client
+from ..core.storage import (S3Settings, StorageError, download_file, is_missing, read_small_object, s3_client,
+                            storage_error)
 from .dataset_json import (DATASET_MANIFEST, MAX_MANIFEST_BYTES, PACKABLE, DatasetError, entry, file_name, mismatch,
                            parse, verified)
 
@@ -69,36 +70,21 @@ def cache_file(bucket: str, parts: tuple[str, ...], name: str) -> Path:
     return path
 
 
-def _storage_error(action: str, uri: str, client: Any, exc: Exception) -> StorageError:
-    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "?")
-    return StorageError(f"storage: could not {action} {uri} (endpoint {endpoint}) after the configured retries: "
-                        f"{type(exc).__name__}: {exc}")
-
-
-def _missing(exc: Exception) -> bool:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
-
-
 def read_manifest(uri: str, client: Any = None, storage: S3Settings | None = None) -> dict:
     """``dataset.json`` of ``uri`` checked (:func:`ferd.data.dataset_json.parse`), read into memory, its size refused
     before its body is read; fetched again on every call (small)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, parts = dataset_root(uri)
     client = client or s3_client(storage)
     where = f"s3://{bucket}/{_key(parts, DATASET_MANIFEST)}"
     try:
-        obj = client.get_object(Bucket=bucket, Key=_key(parts, DATASET_MANIFEST))
-        size = int(obj["ContentLength"])
-        raw = b"" if size > MAX_MANIFEST_BYTES else obj["Body"].read(MAX_MANIFEST_BYTES + 1)
-        obj["Body"].close()
-    except (BotoCoreError, ClientError) as exc:
-        if _missing(exc):
+        raw, _ = read_small_object(client, where, MAX_MANIFEST_BYTES, DATASET_MANIFEST)
+    except StorageError as exc:
+        if is_missing(exc.__cause__):
             raise FileNotFoundError(f"data_root: {uri} has no {DATASET_MANIFEST} (write one with `ferd data pack`)") \
                 from None
-        raise _storage_error("read", where, client, exc) from exc
-    if size > MAX_MANIFEST_BYTES:
-        raise DatasetError(f"{where}: {size} bytes, more than a dataset.json's {MAX_MANIFEST_BYTES}")
+        raise
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
     return parse(raw, where)
 
 
@@ -108,7 +94,7 @@ def _object_size(client: Any, bucket: str, key: str) -> int:
     try:
         return int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
     except (BotoCoreError, ClientError) as exc:
-        raise _storage_error("read", f"s3://{bucket}/{key}", client, exc) from exc
+        raise storage_error("read", f"s3://{bucket}/{key}", client, exc) from exc
 
 
 def read_split(uri: str, dataset: str, split: str, storage: S3Settings | None = None) -> tuple[bytes, str]:

@@ -10,6 +10,7 @@ does not backfill every missed slot when it is re-enabled).
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,9 +47,17 @@ def check_cron(expression: str) -> str:
 
 
 def _pipeline_spec(package: str | Path) -> dict[str, Any]:
-    """The PipelineSpec of a compiled package (its first YAML document), read as untrusted."""
+    """The PipelineSpec of a compiled package (its first YAML document), read as untrusted; parsed once per version
+    of the file (a submit reads its parameters, types, rounds and images)."""
+    path = Path(package)
+    stat = path.stat()
+    return _parsed_spec(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(package))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_spec(path: str, mtime_ns: int, size: int, package: str) -> dict[str, Any]:
     try:
-        doc = next(yaml.safe_load_all(Path(package).read_text()), None)
+        doc = next(yaml.safe_load_all(Path(path).read_text()), None)
     except yaml.YAMLError as exc:
         raise ValueError(f"--package {package}: not YAML ({str(exc).splitlines()[0]})") from None
     root = doc.get("root") if isinstance(doc, dict) else None
@@ -61,15 +70,17 @@ def _pipeline_spec(package: str | Path) -> dict[str, Any]:
     return doc
 
 
+def _parameters(package: str | Path) -> dict[str, dict[str, Any]]:
+    return _pipeline_spec(package)["root"]["inputDefinitions"]["parameters"]
+
+
 def package_defaults(package: str | Path = COMPILED) -> dict[str, Any]:
     """The pipeline parameters' default values compiled into ``package``."""
-    params = _pipeline_spec(package)["root"]["inputDefinitions"]["parameters"]
-    return {name: spec.get("defaultValue") for name, spec in params.items()}
+    return {name: spec.get("defaultValue") for name, spec in _parameters(package).items()}
 
 
 def _parameter_types(package: str | Path) -> dict[str, str]:
-    params = _pipeline_spec(package)["root"]["inputDefinitions"]["parameters"]
-    return {name: str(spec.get("parameterType", "")) for name, spec in params.items()}
+    return {name: str(spec.get("parameterType", "")) for name, spec in _parameters(package).items()}
 
 
 def compiled_rounds(package: str | Path = COMPILED) -> int:

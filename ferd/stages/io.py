@@ -31,7 +31,7 @@ from typing import Any
 from ..settings.config import FerdConfig
 from ..core.provenance import seal
 from ..core.storage import (MANIFEST, S3Settings, StorageError, abort_incomplete_uploads, fetch_dir, is_s3, join_uri,
-                            listed_files, member, read_manifest_object, s3_client, split_s3, upload_file,
+                            listed_files, member, read_small_object, s3_client, split_s3, upload_file,
                             withdraw_manifest)
 from .artifacts import write_json
 
@@ -118,7 +118,7 @@ class StageIO:
             remote = self.remote.get(str(src)) if src is not None else None
             if remote is not None:
                 try:
-                    raw, tags = read_manifest_object(self.client, join_uri(remote, MANIFEST))
+                    raw, tags = read_small_object(self.client, join_uri(remote, MANIFEST))
                 except StorageError:  # a local input never published: the manifest names the local copy
                     continue
                 except ValueError:  # over the size cap now: not the manifest this stage read
