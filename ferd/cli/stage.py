@@ -29,13 +29,14 @@ def _config(args: argparse.Namespace):
     from ..plan.resolve import load_config
 
     cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
-    if args.graph_rounds is not None and args.graph_rounds != cfg.num_rounds:
-        raise ValueError(f"rounds: the stage graph (dvc.yaml) unrolls {args.graph_rounds} rounds but these parameters "
-                         f"give {cfg.num_rounds} (rounds: {cfg.rounds}, epochs: {cfg.epochs}); regenerate it with "
-                         "`ferd params dvc-yaml` and run again")
-    if args.graph_method is not None and args.graph_method != cfg.method:
-        raise ValueError(f"method: the stage graph (dvc.yaml) tracks the parameters of method {args.graph_method} but "
-                         f"these parameters run {cfg.method}; regenerate it with `ferd params dvc-yaml` and run again")
+    if args.graph_digest is not None:
+        from ..stages.dvc_yaml import graph_digest
+
+        if (digest := graph_digest(cfg)) != args.graph_digest:
+            raise ValueError(f"params: the stage graph (dvc.yaml) was made from parameters that shape it otherwise "
+                             f"(graph {args.graph_digest}; these, {cfg.num_rounds} rounds of {cfg.method}, give {digest}: "
+                             "rounds, method, teacher.source, data_root, evaluation or container changed); regenerate "
+                             "it with `ferd params dvc-yaml` and run again")
     if args.graph_ferd_version is not None and args.graph_ferd_version != __version__:
         raise ValueError(f"--graph-ferd-version: the stage graph (dvc.yaml) was made with ferd {args.graph_ferd_version} "
                          f"but ferd {__version__} is installed; regenerate it with `ferd params dvc-yaml` and run again")
@@ -103,10 +104,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="override `device` for this stage (cpu, cuda, cuda:N)")
     p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--graph-rounds", type=int, default=None, metavar="R",
-                   help="the rounds the calling graph unrolls (dvc.yaml): refuse parameters that give another number")
-    p.add_argument("--graph-method", default=None, metavar="METHOD",
-                   help="the method whose parameters the calling graph tracks (dvc.yaml): refuse another method")
+    p.add_argument("--graph-digest", default=None, metavar="HEX",
+                   help="the digest of the calling graph (dvc.yaml): refuse parameters that make another graph")
     p.add_argument("--graph-ferd-version", default=None, metavar="VERSION",
                    help="the ferd version the calling graph (dvc.yaml) was made with, when ferd is installed outside "
                         "the project: refuse another")

@@ -34,6 +34,8 @@ import ast
 import contextlib
 import errno
 import functools
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -63,20 +65,32 @@ ROUND_HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml`: do not 
                 "# 0-{last}): its synthesis, pool-store and distillation stages, run from the project root (wdir).\n")
 
 
-def _cmd(stage: str, cfg: FerdConfig, *args: str, pin_version: bool = False) -> str:
-    """``--graph-rounds`` / ``--graph-method``: the rounds this file unrolls and the method its ``params``
-    lists were made for; a stage refuses parameters that give another (``dvc exp run -S rounds=…``, ``-S
-    method=…``) at once, with the command that regenerates the file. ``pin_version``: ferd is installed
+def _cmd(stage: str, cfg: FerdConfig, *args: str, pin_version: bool = False, digest: str | None = None) -> str:
+    """``--graph-digest``: the digest of the graph this file holds (:func:`graph_digest`); a stage refuses
+    parameters that give another graph (``dvc exp run -S rounds=…``, ``-S method=…``, ``-S teacher.source=…``)
+    at once, with the command that regenerates the file. ``pin_version``: ferd is installed
     outside the project, so its source cannot be a dependency; ``--graph-ferd-version`` names the version the
     file was made with (another version changes the command, so DVC reruns the stage once the file is
     regenerated, and a stage refuses to run under another version). With ``container`` set, the command runs
     in that image (:func:`ferd.core.image.container_command`)."""
+    graph = ["--graph-digest", digest] if digest else []
     pin = ["--graph-ferd-version", __version__] if pin_version else []
-    argv = ["stage", stage, "--params", "params.yaml", "--graph-rounds", str(cfg.num_rounds), "--graph-method",
-            cfg.method, *pin, *(word for arg in args for word in arg.split(" ")), "--no-progress"]
+    argv = ["stage", stage, "--params", "params.yaml", *graph, *pin, *(word for arg in args for word in arg.split(" ")),
+            "--no-progress"]
     if cfg.container is not None:  # the stage in ferd's image, the project mounted (ferd.core.image)
         return container_command(cfg.container.engine, cfg.container.image, argv)
     return " ".join(["ferd", *argv])
+
+
+def graph_digest(cfg: FerdConfig, out: str = OUT) -> str:
+    """What the parameters make of the pipeline files, as 16 hex digits: every stage's command, inputs,
+    parameters and outputs, the plots and the artifact, without what depends on where ferd is installed (the
+    code deps, the version pin) and without the digest itself. Any parameter that shapes the files (``rounds``,
+    ``method``, ``teacher.source``, ``data_root``, ``evaluation.attacks``, ``container``…) changes it; the
+    others (``epochs``, λ, the seed) do not. Each stage's command carries it, and ``ferd stage`` compares it with
+    its parameters' own (:mod:`ferd.cli.stage`), so a graph left stale by ``dvc exp run -S`` never runs."""
+    shape = json.dumps(dvc_files(cfg, out, root=None, graph=False), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 
 def _local_path(path: str | None) -> str | None:
@@ -87,6 +101,8 @@ def _local_path(path: str | None) -> str | None:
 ROOT = __package__.partition(".")[0]  # its name: ferd
 ENTRY_MODULES = (f"{ROOT}.cli", f"{ROOT}.cli.stage")  # the `ferd` script and `ferd stage`
 DISPATCHER = f"{ROOT}.stages"  # imports every stage's module; runs only the one asked for
+# `ferd stage` imports this module only to check the graph digest: it lets a stage run or refuses, and changes no artifact
+GRAPH_CHECK = (ENTRY_MODULES[1], __name__)
 
 
 @functools.cache
@@ -163,7 +179,7 @@ def code_modules(stage: str) -> frozenset[str]:
             continue
         seen.add(name)
         todo += [m for m in _imports(name) if not (name == DISPATCHER and m in others)
-                 and not (name == LOADER and m in loaded)]
+                 and not (name == LOADER and m in loaded) and (name, m) != GRAPH_CHECK]
     return frozenset(seen)
 
 
@@ -201,12 +217,15 @@ def code_deps(stage: str, cfg: FerdConfig, root: str | Path) -> list[str]:
     return [Path(os.path.relpath(PACKAGE.parent / p, root.resolve())).as_posix() for p in code_paths(stage)]
 
 
-def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None) -> dict[str, Any]:
+def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None, *, graph: bool = True
+               ) -> dict[str, Any]:
     """One DVC stage per task of the unrolled graph (:func:`ferd.plan.graph.unroll`): its ``ferd stage`` command,
     the directories it reads as ``deps`` (:attr:`ferd.plan.graph.Task.reads`), its fingerprint scope as ``params``
     and its directory as ``outs`` (the evaluation's split: :func:`_evaluation_outputs`). With ``root`` (the
-    ``dvc.yaml``'s directory), also the ferd code each stage runs (:func:`code_deps`, or the version pin)."""
+    ``dvc.yaml``'s directory), also the ferd code each stage runs (:func:`code_deps`, or the version pin).
+    ``graph``: each command carries :func:`graph_digest`."""
     tasks = unroll(cfg.num_rounds)
+    digest = graph_digest(cfg, out) if graph else None
     pin = root is not None and cfg.container is None and not _source_checkout(Path(root))
     dirs = {t.id: t.dir(out) for t in tasks}
     stages: dict[str, Any] = {}
@@ -214,7 +233,8 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None) 
         args = [f"--round {t.round}"] if t.round is not None else []
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
         args += [f"--live {out}/{LIVE_DIR}"] if t.stage.tracked else []
-        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg, *args, f"--out {dirs[t.id]}", pin_version=pin)}
+        entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg, *args, f"--out {dirs[t.id]}", pin_version=pin,
+                                           digest=digest)}
         deps = [dirs[task_id] for task_id in t.reads]
         if t.stage.fetches_teacher:  # replacing the checkpoint file reruns the teacher stage
             deps += [d for d in (cfg.teacher.local_file,) if d]
@@ -251,13 +271,14 @@ def round_file(r: int) -> str:
     return f"{ROUNDS_DIR}/round-{r:02d}/{ROOT_FILE}"
 
 
-def dvc_files(cfg: FerdConfig, out: str = OUT, root: str | Path = ".") -> dict[str, dict[str, Any]]:
+def dvc_files(cfg: FerdConfig, out: str = OUT, root: str | Path | None = ".", *, graph: bool = True
+              ) -> dict[str, dict[str, Any]]:
     """The project's pipeline files, relative path → document: ``dvc.yaml`` (in ``root``) with the stages
     outside any round, the plots and the student as a DVC model artifact; :func:`round_file` of each round
     with that round's stages."""
     files: dict[str, dict[str, Any]] = {ROOT_FILE: {"stages": {}, "plots": _plots(cfg, out),
                                                     "artifacts": _artifacts(cfg, out)}}
-    stages = dvc_stages(cfg, out, root)
+    stages = dvc_stages(cfg, out, root, graph=graph)
     for t in unroll(cfg.num_rounds):
         if t.round is None:
             files[ROOT_FILE]["stages"][t.id] = stages[t.id]

@@ -95,12 +95,15 @@ def test_repro_metrics_noop_and_selective_rerun(project):
     assert _ran(_run([dvc, "exp", "run", "-S", "evaluation.n_examples=40"], repo, env)) == ["evaluation"]
     # a baseline's parameter: nothing of a FERD run
     assert _ran(_run([dvc, "exp", "run", "-S", "baseline.cmi.lr=0.01"], repo, env)) == []
-    # another number of rounds, or another method, needs another dvc.yaml: refused at the first stage, with
-    # the fix (issue 18); a failed experiment leaves its parameters in the workspace, so restore them between
-    for change, says in (("rounds=1", "rounds: the stage graph (dvc.yaml) unrolls 2 rounds"),
-                         ("method=cmi", "method: the stage graph (dvc.yaml) tracks the parameters of method ferd")):
+    # another number of rounds, another method or another teacher source needs another dvc.yaml: refused at the
+    # first stage DVC reruns, with the fix (issue 18); a failed experiment leaves its parameters in the workspace,
+    # so restore them between
+    for change, first_stage in (("rounds=1", "synthesis-r0"), ("method=cmi", "synthesis-r0"),
+                                ("teacher.source=teachers/t.safetensors", "teacher-fetch")):
         out = _run([dvc, "exp", "run", "-S", change], repo, env, ok=False)
-        assert _ran(out) == ["synthesis-r0"] and says in out and "regenerate it with `ferd params dvc-yaml`" in out
+        assert _ran(out) == [first_stage], change
+        assert "the stage graph (dvc.yaml) was made from parameters that shape it otherwise" in out, change
+        assert "regenerate it with `ferd params dvc-yaml`" in out, change
         _run(["git", "checkout", "params.yaml"], repo, env)
 
 
