@@ -30,13 +30,14 @@ def _config(args: argparse.Namespace):
 
     cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
     if args.graph_digest is not None:
-        from ..stages.dvc_yaml import graph_digest
+        from ..stages.dvc_yaml import stage_digest
 
-        if (digest := graph_digest(cfg)) != args.graph_digest:
-            raise ValueError(f"params: the stage graph (dvc.yaml) was made from parameters that shape it otherwise "
-                             f"(graph {args.graph_digest}; these, {cfg.num_rounds} rounds of {cfg.method}, give {digest}: "
-                             "rounds, method, teacher.source, data_root, evaluation or container changed); regenerate "
-                             "it with `ferd params dvc-yaml` and run again")
+        if (digest := stage_digest(cfg, args.stage, getattr(args, "round", None))) != args.graph_digest:
+            these = f"give it {digest}" if digest else f"give no such stage ({cfg.num_rounds} rounds)"
+            raise ValueError(f"params: the stage graph (dvc.yaml) was made from parameters that shape this stage "
+                             f"otherwise (its digest {args.graph_digest}; these parameters {these}: rounds, method, "
+                             "teacher.source, data_root, evaluation or container changed); regenerate it with "
+                             "`ferd params dvc-yaml` and run again")
     if args.graph_ferd_version is not None and args.graph_ferd_version != __version__:
         raise ValueError(f"--graph-ferd-version: the stage graph (dvc.yaml) was made with ferd {args.graph_ferd_version} "
                          f"but ferd {__version__} is installed; regenerate it with `ferd params dvc-yaml` and run again")
@@ -105,7 +106,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--graph-digest", default=None, metavar="HEX",
-                   help="the digest of the calling graph (dvc.yaml): refuse parameters that make another graph")
+                   help="the digest of this stage's entry in the calling graph (dvc.yaml): refuse parameters that "
+                        "give it another")
     p.add_argument("--graph-ferd-version", default=None, metavar="VERSION",
                    help="the ferd version the calling graph (dvc.yaml) was made with, when ferd is installed outside "
                         "the project: refuse another")

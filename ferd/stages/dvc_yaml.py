@@ -66,8 +66,8 @@ ROUND_HEADER = ("# Generated from params.yaml by `ferd params dvc-yaml`: do not 
 
 
 def _cmd(stage: str, cfg: FerdConfig, *args: str, pin_version: bool = False, digest: str | None = None) -> str:
-    """``--graph-digest``: the digest of the graph this file holds (:func:`graph_digest`); a stage refuses
-    parameters that give another graph (``dvc exp run -S rounds=…``, ``-S method=…``, ``-S teacher.source=…``)
+    """``--graph-digest``: the digest of the stage's entry in this file (:func:`stage_digests`); a stage refuses
+    parameters that give it another entry (``dvc exp run -S rounds=…``, ``-S method=…``, ``-S teacher.source=…``)
     at once, with the command that regenerates the file. ``pin_version``: ferd is installed
     outside the project, so its source cannot be a dependency; ``--graph-ferd-version`` names the version the
     file was made with (another version changes the command, so DVC reruns the stage once the file is
@@ -82,15 +82,26 @@ def _cmd(stage: str, cfg: FerdConfig, *args: str, pin_version: bool = False, dig
     return " ".join(["ferd", *argv])
 
 
-def graph_digest(cfg: FerdConfig, out: str = OUT) -> str:
-    """What the parameters make of the pipeline files, as 16 hex digits: every stage's command, inputs,
-    parameters and outputs, the plots and the artifact, without what depends on where ferd is installed (the
-    code deps, the version pin) and without the digest itself. Any parameter that shapes the files (``rounds``,
-    ``method``, ``teacher.source``, ``data_root``, ``evaluation.attacks``, ``container``…) changes it; the
-    others (``epochs``, λ, the seed) do not. Each stage's command carries it, and ``ferd stage`` compares it with
-    its parameters' own (:mod:`ferd.cli.stage`), so a graph left stale by ``dvc exp run -S`` never runs."""
-    shape = json.dumps(dvc_files(cfg, out, root=None, graph=False), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(shape.encode()).hexdigest()[:16]
+def stage_digests(cfg: FerdConfig, out: str = OUT) -> dict[str, str]:
+    """What the parameters make of each stage's entry in the pipeline files, by task id, as 16 hex digits: its
+    command, inputs, parameters and outputs (the final stage's with the plots and the artifact that show its
+    outputs), without what depends on where ferd is installed (code deps, version pin) and without the digest.
+    A parameter changes the digests of the entries it shapes only (``rounds``: the stages that read the last round;
+    ``method``: those whose ``params`` it lists; ``teacher.source``, ``data_root``: the stages that read them;
+    ``evaluation.attacks``: the final one; ``container``: all), so regenerating the files reruns those alone.
+    Each command carries its stage's digest and ``ferd stage`` compares it with its parameters' own
+    (:func:`stage_digest`), so a graph left stale by ``dvc exp run -S`` never runs a stage it would change."""
+    final = final_task(cfg.num_rounds).id
+    shown = {"plots": _plots(cfg, out), "artifacts": _artifacts(cfg, out)}
+    return {task: hashlib.sha256(json.dumps({"stage": entry, **(shown if task == final else {})}, sort_keys=True)
+                                 .encode()).hexdigest()[:16]
+            for task, entry in dvc_stages(cfg, out, graph=False).items()}
+
+
+def stage_digest(cfg: FerdConfig, stage: str, round: int | None) -> str | None:
+    """:func:`stage_digests`' entry for ``stage`` of ``round``; None when ``cfg``'s graph has no such task."""
+    task = next((t.id for t in unroll(cfg.num_rounds) if t.stage.name == stage and t.round == round), None)
+    return None if task is None else stage_digests(cfg).get(task)
 
 
 def _local_path(path: str | None) -> str | None:
@@ -223,9 +234,9 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None, 
     the directories it reads as ``deps`` (:attr:`ferd.plan.graph.Task.reads`), its fingerprint scope as ``params``
     and its directory as ``outs`` (the evaluation's split: :func:`_evaluation_outputs`). With ``root`` (the
     ``dvc.yaml``'s directory), also the ferd code each stage runs (:func:`code_deps`, or the version pin).
-    ``graph``: each command carries :func:`graph_digest`."""
+    ``graph``: each command carries its stage's digest (:func:`stage_digests`)."""
     tasks = unroll(cfg.num_rounds)
-    digest = graph_digest(cfg, out) if graph else None
+    digests = stage_digests(cfg, out) if graph else {}
     pin = root is not None and cfg.container is None and not _source_checkout(Path(root))
     dirs = {t.id: t.dir(out) for t in tasks}
     stages: dict[str, Any] = {}
@@ -234,7 +245,7 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None, 
         args += [f"--{inp.flag} {dirs[producer]}" for inp, producer in t.inputs]
         args += [f"--live {out}/{LIVE_DIR}"] if t.stage.tracked else []
         entry: dict[str, Any] = {"cmd": _cmd(t.stage.name, cfg, *args, f"--out {dirs[t.id]}", pin_version=pin,
-                                           digest=digest)}
+                                           digest=digests.get(t.id))}
         deps = [dirs[task_id] for task_id in t.reads]
         if t.stage.fetches_teacher:  # replacing the checkpoint file reruns the teacher stage
             deps += [d for d in (cfg.teacher.local_file,) if d]
@@ -271,14 +282,13 @@ def round_file(r: int) -> str:
     return f"{ROUNDS_DIR}/round-{r:02d}/{ROOT_FILE}"
 
 
-def dvc_files(cfg: FerdConfig, out: str = OUT, root: str | Path | None = ".", *, graph: bool = True
-              ) -> dict[str, dict[str, Any]]:
+def dvc_files(cfg: FerdConfig, out: str = OUT, root: str | Path = ".") -> dict[str, dict[str, Any]]:
     """The project's pipeline files, relative path → document: ``dvc.yaml`` (in ``root``) with the stages
     outside any round, the plots and the student as a DVC model artifact; :func:`round_file` of each round
     with that round's stages."""
     files: dict[str, dict[str, Any]] = {ROOT_FILE: {"stages": {}, "plots": _plots(cfg, out),
                                                     "artifacts": _artifacts(cfg, out)}}
-    stages = dvc_stages(cfg, out, root, graph=graph)
+    stages = dvc_stages(cfg, out, root)
     for t in unroll(cfg.num_rounds):
         if t.round is None:
             files[ROOT_FILE]["stages"][t.id] = stages[t.id]

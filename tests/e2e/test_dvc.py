@@ -95,14 +95,15 @@ def test_repro_metrics_noop_and_selective_rerun(project):
     assert _ran(_run([dvc, "exp", "run", "-S", "evaluation.n_examples=40"], repo, env)) == ["evaluation"]
     # a baseline's parameter: nothing of a FERD run
     assert _ran(_run([dvc, "exp", "run", "-S", "baseline.cmi.lr=0.01"], repo, env)) == []
-    # another number of rounds, another method or another teacher source needs another dvc.yaml: refused at the
-    # first stage DVC reruns, with the fix (issue 18); a failed experiment leaves its parameters in the workspace,
-    # so restore them between
-    for change, first_stage in (("rounds=1", "synthesis-r0"), ("method=cmi", "synthesis-r0"),
-                                ("teacher.source=teachers/t.safetensors", "teacher-fetch")):
+    # another number of rounds, another method or another teacher source needs another dvc.yaml: a stage whose entry
+    # it changes is refused, with the fix, before DVC runs anything after it (issue 18; the stages it does not
+    # change run as parameters say); a failed experiment leaves its parameters in the workspace, so restore them
+    r0 = ["synthesis-r0", "pool-store-r0", "distillation-r0"]
+    for change, ran in (("rounds=1", [*r0, "synthesis-r1"]), ("method=cmi", ["synthesis-r0"]),
+                        ("teacher.source=teachers/t.safetensors", ["teacher-fetch"])):
         out = _run([dvc, "exp", "run", "-S", change], repo, env, ok=False)
-        assert _ran(out) == [first_stage], change
-        assert "the stage graph (dvc.yaml) was made from parameters that shape it otherwise" in out, change
+        assert _ran(out) == ran, change
+        assert "the stage graph (dvc.yaml) was made from parameters that shape this stage otherwise" in out, change
         assert "regenerate it with `ferd params dvc-yaml`" in out, change
         _run(["git", "checkout", "params.yaml"], repo, env)
 
