@@ -19,7 +19,7 @@ ENTRY_POINT_GROUP = "ferd.methods"
 
 SHIPPED = ("ferd.synthesis.ferd", "ferd.baselines")
 """The modules whose import registers the shipped methods (the code of every stage whose results depend on the
-method: :func:`ferd.stages.dvc_yaml.code_modules`)."""
+method: :func:`ferd.stages.code_deps.code_modules`)."""
 
 
 @functools.cache  # once per process (a failed plugin import is not cached: it is raised again next time)

@@ -1,5 +1,5 @@
 """``ferd compare --write-dvc-yaml``: every stage of a comparison's DVC project depends on the ferd code
-``ferd compare`` runs (:func:`ferd.stages.dvc_yaml.code_deps`), so an edit to it makes ``dvc status`` there name the
+``ferd compare`` runs (:func:`ferd.stages.code_deps.code_deps`), so an edit to it makes ``dvc status`` there name the
 stage instead of "up to date"."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 from ferd.cli import main
 from ferd.compare.config import load_compare
 from ferd.compare.dvc import compare_stages
-from ferd.stages.dvc_yaml import code_paths
+from ferd.stages.code_deps import code_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

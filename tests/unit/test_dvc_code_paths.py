@@ -8,8 +8,9 @@ from pathlib import Path
 import yaml
 
 from ferd import __version__
-from ferd.stages import dvc_yaml
-from ferd.stages.dvc_yaml import code_paths, dvc_files, dvc_stages, mismatches, render
+from ferd.stages import code_deps
+from ferd.stages.code_deps import code_paths
+from ferd.stages.dvc_yaml import dvc_files, dvc_stages, mismatches, render
 from ferd.plan.graph import STAGES
 from ferd.plan.resolve import load_config
 
@@ -39,8 +40,8 @@ def test_code_paths_are_sorted_existing_and_the_same_every_time():
     for s in STAGES:
         paths = code_paths(s.name)
         assert list(paths) == sorted(set(paths)) and all((ROOT / p).exists() for p in paths)
-        dvc_yaml.code_paths.cache_clear()
-        dvc_yaml.code_modules.cache_clear()
+        code_deps.code_paths.cache_clear()
+        code_deps.code_modules.cache_clear()
         assert code_paths(s.name) == paths
     cfg = load_config(CI)
     assert render(cfg, root=ROOT) == render(cfg, root=ROOT)
@@ -48,15 +49,15 @@ def test_code_paths_are_sorted_existing_and_the_same_every_time():
 
 def test_computing_every_stage_reads_each_module_once(monkeypatch):
     """The cost is counted, not timed: every stage's code paths together parse each ferd module at most once."""
-    for cached in (dvc_yaml._modules, dvc_yaml._imports, dvc_yaml.code_modules, dvc_yaml.code_paths):
+    for cached in (code_deps._modules, code_deps._imports, code_deps.code_modules, code_deps.code_paths):
         cached.cache_clear()
     parsed: list[str] = []
-    real = dvc_yaml.ast.parse
-    monkeypatch.setattr(dvc_yaml.ast, "parse", lambda source, filename, *a, **k: parsed.append(filename) or
+    real = code_deps.ast.parse
+    monkeypatch.setattr(code_deps.ast, "parse", lambda source, filename, *a, **k: parsed.append(filename) or
                         real(source, filename, *a, **k))
     for s in STAGES:
         code_paths(s.name)
-    assert parsed and len(parsed) == len(set(parsed)) <= len(dvc_yaml._modules())
+    assert parsed and len(parsed) == len(set(parsed)) <= len(code_deps._modules())
 
 
 def test_the_committed_files_list_the_code_and_params_check_sees_a_new_import(monkeypatch):
@@ -65,8 +66,8 @@ def test_the_committed_files_list_the_code_and_params_check_sees_a_new_import(mo
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert _under(stages["evaluation"]["deps"], "ferd/evaluation")
     assert not _under(stages["teacher-fetch"]["deps"], "ferd/evaluation")
-    real = dvc_yaml.code_paths
-    monkeypatch.setattr(dvc_yaml, "code_paths", lambda stage: tuple(sorted({*real(stage), "ferd/algorithm/bench.py"})))
+    real = code_deps.code_paths
+    monkeypatch.setattr(code_deps, "code_paths", lambda stage: tuple(sorted({*real(stage), "ferd/algorithm/bench.py"})))
     assert str(ROOT / "dvc.yaml") in mismatches(cfg, ROOT / "dvc.yaml")  # as if a stage now imported ferd/algorithm/bench.py
 
 
@@ -120,7 +121,7 @@ def test_the_tracked_stages_keep_one_live_directory_and_the_evaluation_owns_it()
 
 
 def test_the_methods_loaded_by_name_are_code_of_every_stage_that_depends_on_the_method():
-    from ferd.stages.dvc_yaml import code_modules
+    from ferd.stages.code_deps import code_modules
 
     for stage in ("synthesis", "pool-store", "distillation", "evaluation", "compare"):
         mods = code_modules(stage)
