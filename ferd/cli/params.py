@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from ..plan.resolve import load_config
-from ..plan.presets import preset_path, render_params
+from ..plan.presets import preset_label, preset_path, render_params
 
 
 def _beside(args: argparse.Namespace) -> None:
@@ -39,9 +39,9 @@ def _use(args: argparse.Namespace) -> int:
     path = preset_path(args.preset)
     cfg = load_config(path, args.set or ())
     pipeline_files(cfg, args.dvc_yaml)  # where every file goes checked before params.yaml is replaced
-    atomic_write_bytes(Path(args.params), render_params(cfg, path.as_posix()).encode())
+    atomic_write_bytes(Path(args.params), render_params(cfg, preset_label(path)).encode())
     n = len(write_dvc_yaml(cfg, args.dvc_yaml))
-    print(f"wrote {args.params} (from {path}), {args.dvc_yaml} and {n - 1} round files under rounds/; run `dvc repro`")
+    print(f"wrote {args.params} (from {preset_label(path)}), {args.dvc_yaml} and {n - 1} round files under rounds/; run `dvc repro`")
     return 0
 
 

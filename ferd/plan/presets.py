@@ -100,6 +100,17 @@ def known_presets(prefix: str = "", exclude: str | None = None) -> list[str]:
     return sorted(n for n in names if n.startswith(prefix) and not (exclude and n.startswith(exclude)))
 
 
+def preset_label(path: Path) -> str:
+    """How ``params.yaml``'s header names the preset it was written from: a preset shipped with ferd by its name
+    and ferd's version (outside a checkout its path is a site-packages folder, which differs per machine),
+    any other file by the path given."""
+    from .. import __version__
+
+    if path.resolve().parent == PRESETS:
+        return f"params/{path.name} shipped with ferd {__version__}"
+    return path.as_posix()
+
+
 def preset_path(name: str) -> Path:
     """``ferd params use NAME``: a path to a .yaml file, or a preset's name (:func:`find_preset`)."""
     p = Path(name)

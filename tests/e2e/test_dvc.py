@@ -20,7 +20,7 @@ import yaml
 from support import golden
 from ferd.plan.resolve import load_config
 from ferd.stages.dvc_yaml import dvc_stages, mismatches, render
-from ferd.plan.presets import render_params
+from ferd.plan.presets import preset_label, render_params
 from ferd.plan.fingerprint import scope_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,7 +163,7 @@ def test_push_pull_through_an_s3_remote_then_verify(project, s3):
 def test_committed_dvc_yaml_matches_params_yaml_and_params_yaml_is_the_embedded_default():
     cfg = load_config(ROOT / "params.yaml")
     assert cfg == load_config(ROOT / "params" / "embedded.yaml")
-    assert (ROOT / "params.yaml").read_text() == render_params(cfg, "params/embedded.yaml")
+    assert (ROOT / "params.yaml").read_text() == render_params(cfg, preset_label(ROOT / "params" / "embedded.yaml"))
     assert not mismatches(cfg, ROOT / "dvc.yaml"), "run `ferd params use embedded`"
     stages = {}
     for path in render(cfg):

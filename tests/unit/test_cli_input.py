@@ -80,3 +80,17 @@ def test_params_use_leaves_the_project_as_it_was_when_the_pipeline_files_cannot_
                  "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 2
     assert "rounds" in capsys.readouterr().err
     assert (tmp_path / "params.yaml").read_text() == "seed: 3\n" and not (tmp_path / "dvc.yaml").exists()
+
+
+def test_params_yaml_names_a_shipped_preset_by_name_and_version_and_an_own_file_by_its_path(tmp_path, monkeypatch):
+    """Outside a checkout a shipped preset lies in a site-packages folder that differs per machine: the header
+    names it by its name and ferd's version; a file of the user's own keeps the path they gave."""
+    from ferd import __version__
+
+    monkeypatch.chdir(tmp_path)  # no ./params/ here: `ci` is the preset shipped in ferd/params/
+    assert main(["params", "use", "ci"]) == 0
+    header = (tmp_path / "params.yaml").read_text().splitlines()[1]
+    assert f"(this file: params/ci.yaml shipped with ferd {__version__})" in header and str(tmp_path) not in header
+    (tmp_path / "mine.yaml").write_text("seed: 3\nepochs: 2\nrounds: 2\n")
+    assert main(["params", "use", "mine.yaml"]) == 0
+    assert "(this file: mine.yaml)" in (tmp_path / "params.yaml").read_text().splitlines()[1]
