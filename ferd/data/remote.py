@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..core.storage import (S3Settings, StorageError, download_file, is_missing, read_small_object, s3_client,
+from ..core.storage import (S3Settings, StorageError, download_file, is_missing, read_small_object, s3_client, split_s3,
                             storage_error)
 from .dataset_json import (DATASET_MANIFEST, MAX_MANIFEST_BYTES, PACKABLE, DatasetError, entry, file_name, mismatch,
                            parse, verified)
@@ -41,18 +41,16 @@ def cache_root() -> Path:
 
 def dataset_root(uri: str) -> tuple[str, tuple[str, ...]]:
     """``s3://bucket/a/b`` → ``("bucket", ("a", "b"))``, refusing (ValueError naming data_root) a root without a
-    bucket or whose prefix could leave it: a ``..`` or ``.`` part, an empty part, a backslash, a control character."""
+    valid bucket or one :func:`ferd.core.storage.split_s3` refuses (a prefix that could leave it)."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise ValueError(f"data_root: expected s3://bucket/prefix, got {str(uri)[:120]!r}")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    try:
+        bucket, prefix = split_s3(uri)
+    except ValueError as exc:
+        raise ValueError(f"data_root: {exc}") from None
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ValueError(f"data_root: {uri[:120]!r} names no valid bucket; expected s3://bucket/prefix")
-    parts = tuple(prefix.rstrip("/").split("/")) if prefix.rstrip("/") else ()
-    for part in parts:
-        if part in ("", ".", "..") or "\\" in part or any(ord(c) < 32 or ord(c) == 127 for c in part):
-            raise ValueError(f"data_root: {uri[:120]!r}: prefix part {part[:40]!r} is not a plain name (no '..', "
-                             "'.', empty part, backslash or control character: a key must stay under the prefix)")
-    return bucket, parts
+    return bucket, tuple(prefix.split("/")) if prefix else ()
 
 
 def _key(parts: tuple[str, ...], name: str) -> str:

@@ -91,7 +91,8 @@ def test_a_plain_root_is_split_into_bucket_and_parts(uri, expected):
 
 
 @pytest.mark.parametrize("uri", ["s3://", "s3:///x", "s3://../x", "s3://b/../x", "s3://b/a/../../x", "s3://b/a//c",
-                                 "s3://b/./x", "s3://b/a\\b", "s3://b/a\x00b", "s3://b..c/x", "file:///x"])
+                                 "s3://b/./x", "s3://b/a\\b", "s3://b/a\x00b", "s3://b..c/x", "file:///x",
+                                 "s3://b/x?versionId=1", "s3://b/x#y"])
 def test_a_root_whose_keys_could_leave_it_is_refused(uri):
     with pytest.raises(ValueError, match="^data_root: "):
         dataset_root(uri)
