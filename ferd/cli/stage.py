@@ -33,11 +33,12 @@ def _config(args: argparse.Namespace):
         from ..stages.dvc_yaml import stage_digest
 
         if (digest := stage_digest(cfg, args.stage, getattr(args, "round", None))) != args.graph_digest:
-            these = f"give it {digest}" if digest else f"give no such stage ({cfg.num_rounds} rounds)"
+            n = cfg.num_rounds
+            these = f"give it {digest}" if digest else f"have no such stage ({n} round{'s' * (n != 1)})"
             raise ValueError(f"params: the stage graph (dvc.yaml) was made from parameters that shape this stage "
-                             f"otherwise (its digest {args.graph_digest}; these parameters {these}: rounds, method, "
-                             "teacher.source, data_root, evaluation or container changed); regenerate it with "
-                             "`ferd params dvc-yaml` and run again")
+                             f"otherwise (its digest {args.graph_digest}; these parameters {these}, with ferd "
+                             f"{__version__}: rounds, method, teacher.source, data_root, evaluation.attacks or container "
+                             "changed?); regenerate it with `ferd params dvc-yaml` and run again")
     if args.graph_ferd_version is not None and args.graph_ferd_version != __version__:
         raise ValueError(f"--graph-ferd-version: the stage graph (dvc.yaml) was made with ferd {args.graph_ferd_version} "
                          f"but ferd {__version__} is installed; regenerate it with `ferd params dvc-yaml` and run again")
@@ -105,9 +106,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="override `device` for this stage (cpu, cuda, cuda:N)")
     p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--graph-digest", default=None, metavar="HEX",
-                   help="the digest of this stage's entry in the calling graph (dvc.yaml): refuse parameters that "
-                        "give it another")
     p.add_argument("--graph-ferd-version", default=None, metavar="VERSION",
                    help="the ferd version the calling graph (dvc.yaml) was made with, when ferd is installed outside "
                         "the project: refuse another")
@@ -126,6 +124,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for st in graph.STAGES:  # ferd.plan.graph: each stage's inputs as flags (optional where absent in round 0)
         p = ss.add_parser(st.name, help=st.help)
         _common(p)
+        p.add_argument("--graph-digest", default=None, metavar="HEX",
+                       help="the digest of this stage's entry in the calling graph (dvc.yaml): refuse parameters that "
+                            "give it another")
         if st.per_round:
             _round(p)
         for inp in st.inputs:

@@ -26,7 +26,8 @@ GROUP_NOTES = {
 }
 HEADER = ("# FERD parameters: every hyper-parameter, resolved. Written by `ferd params use <preset>` from\n"
           "# params/<preset>.yaml (this file: {source}); edit freely or `dvc exp run -S key=value`.\n"
-          "# Validated by every stage before any work. Rounds changed? run `ferd params dvc-yaml`.\n")
+          "# Validated by every stage before any work. Changed rounds, method, teacher.source, data_root,\n"
+          "# evaluation.attacks or container? run `ferd params dvc-yaml`.\n")
 
 
 def _scalar(value: Any) -> str:
@@ -101,12 +102,13 @@ def known_presets(prefix: str = "", exclude: str | None = None) -> list[str]:
 
 
 def preset_label(path: Path) -> str:
-    """How ``params.yaml``'s header names the preset it was written from: a preset shipped with ferd by its name
-    and ferd's version (outside a checkout its path is a site-packages folder, which differs per machine),
-    any other file by the path given."""
+    """How ``params.yaml``'s header names the preset it was written from: a preset found among those shipped with
+    ferd (:data:`PRESETS`, not ``./params/``) by its name and ferd's version (outside a checkout its path is a
+    site-packages folder, which differs per machine); any other file, ``./params/<name>.yaml`` included, by the
+    path given."""
     from .. import __version__
 
-    if path.resolve().parent == PRESETS:
+    if path.is_absolute() and path.resolve().parent == PRESETS:
         return f"params/{path.name} shipped with ferd {__version__}"
     return path.as_posix()
 

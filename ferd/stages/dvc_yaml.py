@@ -80,18 +80,28 @@ def _cmd(stage: str, cfg: FerdConfig, *args: str, pin_version: bool = False, dig
 
 def stage_digests(cfg: FerdConfig, out: str = OUT) -> dict[str, str]:
     """What the parameters make of each stage's entry in the pipeline files, by task id, as 16 hex digits: its
-    command, inputs, parameters and outputs (the final stage's with the plots and the artifact that show its
-    outputs), without what depends on where ferd is installed (code deps, version pin) and without the digest.
-    A parameter changes the digests of the entries it shapes only (``rounds``: the stages that read the last round;
-    ``method``: those whose ``params`` it lists; ``teacher.source``, ``data_root``: the stages that read them;
-    ``evaluation.attacks``: the final one; ``container``: all), so regenerating the files reruns those alone.
-    Each command carries its stage's digest and ``ferd stage`` compares it with its parameters' own
-    (:func:`stage_digest`), so a graph left stale by ``dvc exp run -S`` never runs a stage it would change."""
+    command, inputs, parameters and outputs (the final stage's with the paths of the plots and the artifact that
+    show its outputs; not their titles or labels), without what depends on where ferd is installed (code deps,
+    version pin) and without the digest. A parameter changes the digests of the entries it shapes only
+    (``rounds``: the stages that read the last round; ``method``: those whose ``params`` it lists;
+    ``teacher.source``, ``data_root``: the stages that read them; ``evaluation.attacks``: the final one;
+    ``container``: all), so regenerating the files reruns those alone. Each command carries its stage's digest
+    and ``ferd stage`` compares it with its parameters' own (:func:`stage_digest`), so a graph left stale by
+    ``dvc exp run -S`` never runs a stage it would change (``data_root`` and ``container``, in no fingerprint, are
+    in the ``params`` of the stages they shape, so that DVC runs them and the check sees the change)."""
     final = final_task(cfg.num_rounds).id
-    shown = {"plots": _plots(cfg, out), "artifacts": _artifacts(cfg, out)}
-    return {task: hashlib.sha256(json.dumps({"stage": entry, **(shown if task == final else {})}, sort_keys=True)
-                                 .encode()).hexdigest()[:16]
+    shown = sorted(_paths([_plots(cfg, out), _artifacts(cfg, out)], f"{out}/"))
+    return {task: hashlib.sha256(json.dumps({"stage": entry, **({"shows": shown} if task == final else {})},
+                                            sort_keys=True).encode()).hexdigest()[:16]
             for task, entry in dvc_stages(cfg, out, graph=False).items()}
+
+
+def _paths(node: Any, prefix: str) -> set[str]:
+    """Every string under ``prefix`` in ``node`` (nested lists and dicts, keys included)."""
+    if isinstance(node, str):
+        return {node} if node.startswith(prefix) else set()
+    items = [*node.keys(), *node.values()] if isinstance(node, dict) else node if isinstance(node, list) else []
+    return set().union(*(_paths(i, prefix) for i in items))
 
 
 def stage_digest(cfg: FerdConfig, stage: str, round: int | None) -> str | None:
@@ -133,7 +143,10 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None, 
             deps += code_deps(t.stage.name, cfg, root)
         if deps:
             entry["deps"] = deps
-        entry["params"] = list(scope_keys(t.stage.scope, cfg.method))
+        # data_root and container are in no fingerprint (where the data lies, what runs the stage) but shape the
+        # entries: DVC params, so that `dvc exp run -S` of them runs the stages whose digest check then stops
+        entry["params"] = [*scope_keys(t.stage.scope, cfg.method), *(["data_root"] if t.stage.final or trains else []),
+                           "container"]
         stages[t.id] = {**entry, **(_evaluation_outputs(cfg, dirs[t.id], f"{out}/{LIVE_DIR}") if t.stage.final
                                     else {"outs": [dirs[t.id]]})}
     return stages

@@ -20,7 +20,7 @@ import yaml
 from support import golden
 from ferd.plan.resolve import load_config
 from ferd.stages.dvc_yaml import dvc_stages, mismatches, render
-from ferd.plan.presets import preset_label, render_params
+from ferd.plan.presets import render_params
 from ferd.plan.fingerprint import scope_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,8 @@ def test_repro_metrics_noop_and_selective_rerun(project):
     # change run as parameters say); a failed experiment leaves its parameters in the workspace, so restore them
     r0 = ["synthesis-r0", "pool-store-r0", "distillation-r0"]
     for change, ran in (("rounds=1", [*r0, "synthesis-r1"]), ("method=cmi", ["synthesis-r0"]),
-                        ("teacher.source=teachers/t.safetensors", ["teacher-fetch"])):
+                        ("teacher.source=teachers/t.safetensors", ["teacher-fetch"]),
+                        ("data_root=elsewhere", ["teacher-fetch"])):  # in no fingerprint, but a param of the stage
         out = _run([dvc, "exp", "run", "-S", change], repo, env, ok=False)
         assert _ran(out) == ran, change
         assert "the stage graph (dvc.yaml) was made from parameters that shape this stage otherwise" in out, change
@@ -163,7 +164,7 @@ def test_push_pull_through_an_s3_remote_then_verify(project, s3):
 def test_committed_dvc_yaml_matches_params_yaml_and_params_yaml_is_the_embedded_default():
     cfg = load_config(ROOT / "params.yaml")
     assert cfg == load_config(ROOT / "params" / "embedded.yaml")
-    assert (ROOT / "params.yaml").read_text() == render_params(cfg, preset_label(ROOT / "params" / "embedded.yaml"))
+    assert (ROOT / "params.yaml").read_text() == render_params(cfg, "params/embedded.yaml")
     assert not mismatches(cfg, ROOT / "dvc.yaml"), "run `ferd params use embedded`"
     stages = {}
     for path in render(cfg):
@@ -171,7 +172,9 @@ def test_committed_dvc_yaml_matches_params_yaml_and_params_yaml_is_the_embedded_
     assert sorted(stages) == sorted(dvc_stages(cfg))
     for name, stage in stages.items():
         kind = {"teacher-fetch": "teacher", "pool-store": "pool"}.get(name.rsplit("-r", 1)[0], name.rsplit("-r", 1)[0])
-        assert stage["params"] == list(scope_keys(kind, cfg.method)), name
+        keys = list(scope_keys(kind, cfg.method))  # the fingerprint's, then where the data lies and what runs it
+        reads_data = name == "evaluation" or (name == "teacher-fetch" and cfg.teacher.source.startswith("train:"))
+        assert stage["params"] == [*keys, *(["data_root"] if reads_data else []), "container"], name
         assert not any(k.startswith("baseline") for k in stage["params"]), name  # FERD reads no baseline group
 
 

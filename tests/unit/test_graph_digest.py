@@ -38,8 +38,11 @@ def test_a_parameter_changes_the_digests_of_the_entries_it_shapes_and_no_other(c
     assert _changed(change) == tasks
 
 
-@pytest.mark.parametrize("change", ["epochs=4", "synthesis.lambda_uni=2.0", "seed=7", "evaluation.n_examples=40"])
+@pytest.mark.parametrize("change", ["epochs=4", "synthesis.lambda_uni=2.0", "seed=7", "evaluation.n_examples=40",
+                                    "device=cuda", "student.arch=resnet18", "teacher.arch=resnet18", "dataset=cifar10"])
 def test_a_parameter_that_shapes_no_entry_changes_no_digest(change):
+    """The architectures and the dataset change only the labels of the final stage's plots and artifact, not what
+    it runs, reads or writes: experiments over them run as before."""
     assert _changed(change) == set()
 
 
@@ -76,4 +79,12 @@ def test_a_stage_the_parameters_graph_lacks_is_refused(tmp_path, capsys):
                  "--student", str(tmp_path / "d"), "--previous", str(tmp_path / "s"),
                  "--graph-digest", stage_digests(cfg2)["synthesis-r1"], "--out", str(tmp_path / "s1")]) == 2
     assert not (tmp_path / "s1").exists()
-    assert "give no such stage (1 rounds)" in capsys.readouterr().err
+    assert "have no such stage (1 round)" in capsys.readouterr().err
+
+
+def test_data_root_and_container_are_params_of_the_stages_they_shape():
+    """In no fingerprint, but DVC must run the stages they shape when `dvc exp run -S` changes them, for the
+    digest check to stop them."""
+    stages = dvc_stages(load_config(CI))
+    assert all(st["params"][-1] == "container" for st in stages.values())
+    assert {task for task, st in stages.items() if "data_root" in st["params"]} == {"teacher-fetch", "evaluation"}
