@@ -29,7 +29,7 @@ def _config(args: argparse.Namespace):
     from ..plan.resolve import load_config
 
     cfg = load_config(args.params, [*(args.set or ()), *([f"device={args.device}"] if args.device else [])])
-    if args.graph_digest is not None:
+    if getattr(args, "graph_digest", None) is not None:  # a graph stage's flag (not `ferd stage all`)
         from ..stages.dvc_yaml import stage_digest
 
         if (digest := stage_digest(cfg, args.stage, getattr(args, "round", None))) != args.graph_digest:

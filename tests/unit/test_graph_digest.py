@@ -88,3 +88,17 @@ def test_data_root_and_container_are_params_of_the_stages_they_shape():
     stages = dvc_stages(load_config(CI))
     assert all(st["params"][-1] == "container" for st in stages.values())
     assert {task for task, st in stages.items() if "data_root" in st["params"]} == {"teacher-fetch", "evaluation"}
+
+
+def test_ferd_stage_all_has_no_graph_digest_and_still_reads_its_parameters(tmp_path, capsys):
+    """`ferd stage all` is no graph stage: no --graph-digest, and its parameters are read as before (here up to the
+    device check that follows them)."""
+    from ferd.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["stage", "all", "--params", str(CI), "--out", str(tmp_path / "o"), "--graph-digest", "0" * 16])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --graph-digest" in capsys.readouterr().err
+    assert main(["stage", "all", "--params", str(CI), "--out", str(tmp_path / "o"), "--device", "cuda:0"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
