@@ -53,8 +53,6 @@ def _compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.partial and not args.report_only:
         raise ValueError("--partial: only with --report-only (a comparison's runs are all run otherwise)")
-    if args.rerun_finished and args.method is None:
-        raise ValueError("--rerun-finished: only with --method/--student/--seed (one arm, as a DVC run stage runs it)")
     if not args.report_only:  # every run of a preset shares the device, the teacher and the test set
         preflight(teacher_config(cc), evaluation=True)
     if args.teacher_only:
@@ -68,8 +66,7 @@ def _compare(args: argparse.Namespace) -> int:
         if arm not in arms(cc):
             raise ValueError(f"--method/--student/--seed: {arm} is not an arm of {args.preset}; expected a method "
                              f"of {sorted(cc.methods)}, a student of {cc.students} and a seed of {cc.seeds}")
-        run_comparison(cc, out, progress=not args.no_progress, only=arm, threads=args.threads,
-                       rerun_finished=args.rerun_finished)
+        run_comparison(cc, out, progress=not args.no_progress, only=arm, threads=args.threads)
         return 0
     if args.report_only:
         write_report(cc, out, partial=args.partial)
@@ -102,10 +99,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="run only this method's arm (with --student and --seed)")
     p.add_argument("--student", help="the arm's student architecture")
     p.add_argument("--seed", type=int, help="the arm's seed")
-    p.add_argument("--rerun-finished", action="store_true",
-                   help="with one arm: set a run finished with these parameters aside and run it again (DVC's run "
-                        "stages: DVC runs one only when what it depends on changed, and keeps its folder so that an "
-                        "interrupted run resumes)")
     p.add_argument("--teacher-only", action="store_true", help="only train/load and evaluate the shared teacher")
     p.add_argument("--write-dvc-yaml", metavar="DIR", help="write the comparison as DVC stages to DIR/dvc.yaml")
     p.add_argument("--report-only", action="store_true", help="only write the report from finished runs")

@@ -8,10 +8,6 @@ depends on the preset (and the presets it ``extends``) and the base parameter fi
 ferd code ``ferd compare`` runs (:func:`ferd.stages.code_deps.code_deps`), when the folder lies inside the checkout
 that holds ferd (this repository's ``compare/``), so an edit to that code makes ``dvc status`` there name the
 stages and ``dvc repro`` rerun them.
-A run's folder is a ``persist`` output: DVC removes a stage's outputs before running it, which would throw away
-an interrupted run's checkpoint; kept, the run resumes from it. Since DVC runs a stage only when something it
-depends on changed, the command passes ``--rerun-finished``: a run it finds finished is set aside (``.stale/``
-beside it) and run again, as DVC expects.
 ``comparison.json`` is a DVC metric and the per-class PNGs (one per evaluated attack) are DVC plots.
 ``compare/dvc.yaml`` is committed for ``compare-cpu`` (a test checks it is current).
 """
@@ -57,10 +53,9 @@ def compare_stages(cc: CompareConfig, preset: str | Path, folder: str | Path, ou
     return {"stages": {
         "teacher": {"cmd": f"{cmd} --teacher-only", "deps": [*presets, base, *src], "outs": [f"{out}/{TEACHER_DIR}"]},
         "run": {"matrix": {"method": list(cc.methods), "student": list(cc.students), "seed": list(cc.seeds)},
-                "cmd": f"{cmd} --method ${{item.method}} --student ${{item.student}} --seed ${{item.seed}} "
-                       "--rerun-finished",
+                "cmd": f"{cmd} --method ${{item.method}} --student ${{item.student}} --seed ${{item.seed}}",
                 "deps": [*presets, base, f"{out}/{TEACHER_DIR}", *src],
-                "outs": [{f"{out}/runs/${{item.method}}/${{item.student}}/seed=${{item.seed}}": {"persist": True}}]},
+                "outs": [f"{out}/runs/${{item.method}}/${{item.student}}/seed=${{item.seed}}"]},
         "report": {"cmd": f"{cmd} --report-only", "deps": [*presets, f"{out}/{TEACHER_DIR}", *runs, *src],
                    "outs": [f"{out}/comparison.md", f"{out}/comparison.csv"],
                    "metrics": [{f"{out}/comparison.json": {"cache": False}}],

@@ -56,23 +56,18 @@ def prepare_teacher_dir(cfg: FerdConfig, teacher_dir: Path, progress: bool = Fal
     return str(ckpt), card["sha256"]
 
 
-def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], progress: bool = False,
-            rerun_finished: bool = False) -> dict[str, float]:
-    """One run of the comparison (skipped when already finished with the same parameters, unless
-    ``rerun_finished``: then set aside and run again)."""
-    return run_arm_dir(run_config(cc, arm, teacher), arm, out / arm.relpath, progress, rerun_finished)
+def run_arm(cc: CompareConfig, arm: Arm, out: Path, teacher: tuple[str, str], progress: bool = False
+            ) -> dict[str, float]:
+    """One run of the comparison (skipped when already finished with the same parameters)."""
+    return run_arm_dir(run_config(cc, arm, teacher), arm, out / arm.relpath, progress)
 
 
-def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False, rerun_finished: bool = False
-                ) -> dict[str, float]:
+def run_arm_dir(cfg: FerdConfig, arm: Arm, run_dir: Path, progress: bool = False) -> dict[str, float]:
     """:func:`run_arm` for one folder; also writes ``arm.json`` (method, student, seed)."""
     if (metrics := finished_arm_metrics(run_dir, cfg)) is not None:  # the report decides with the same function
-        if not rerun_finished:
-            log.info("%s: finished earlier, not run again", arm.relpath)
-            return metrics
-        log.info("%s: finished earlier; moved to %s and run again (--rerun-finished)", arm.relpath,
-                 set_aside(run_dir))
-    elif arm_status(run_dir, cfg) == "stale":  # made with other parameters (a preset changed): kept aside, run again
+        log.info("%s: finished earlier, not run again", arm.relpath)
+        return metrics
+    if arm_status(run_dir, cfg) == "stale":  # made with other parameters (a preset changed): kept aside, run again
         log.warning("%s: not a run of these parameters (made with others, or other files); moved to %s and run "
                     "again", arm.relpath, set_aside(run_dir))
     started = time.time()
@@ -95,9 +90,8 @@ def assemble(out: Path, teacher_dir: Path, run_dirs: list[Path]) -> Path:
 
 
 def run_comparison(cc: CompareConfig, out: str | Path, progress: bool = False, only: Arm | None = None,
-                   threads: int | None = None, rerun_finished: bool = False) -> Path:
-    """Every arm (or ``only`` one, run again when finished if ``rerun_finished``), then the report (unless
-    ``only``). Returns ``out``."""
+                   threads: int | None = None) -> Path:
+    """Every arm (or ``only`` one), then the report (unless ``only``). Returns ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -107,7 +101,7 @@ def run_comparison(cc: CompareConfig, out: str | Path, progress: bool = False, o
     from tqdm.auto import tqdm
 
     for arm in tqdm(todo, desc="compare", disable=not progress or len(todo) == 1):
-        run_arm(cc, arm, out, teacher, progress=False, rerun_finished=rerun_finished)
+        run_arm(cc, arm, out, teacher, progress=False)
     if only is None:
         from .report import write_report
 
