@@ -26,8 +26,8 @@ GROUP_NOTES = {
 }
 HEADER = ("# FERD parameters: every hyper-parameter, resolved. Written by `ferd params use <preset>` from\n"
           "# params/<preset>.yaml (this file: {source}); edit freely or `dvc exp run -S key=value`.\n"
-          "# Validated by every stage before any work. Changed rounds, method, teacher.source, data_root,\n"
-          "# evaluation.attacks or container? run `ferd params dvc-yaml`.\n")
+          "# Validated by every stage before any work. Changed rounds, method, teacher.source, a local\n"
+          "# data_root, evaluation.attacks or container? run `ferd params dvc-yaml`.\n")
 
 
 def _scalar(value: Any) -> str:
