@@ -298,8 +298,11 @@ def test_every_comparison_preset_is_valid_and_compare_dvc_yaml_is_current(tmp_pa
 
 @pytest.mark.slow
 def test_dvc_matrix_runs_a_comparison_and_a_second_repro_does_nothing(tmp_path):
-    """The comparison as DVC stages (teacher → matrix → report) in a fresh git + DVC repository."""
+    """The comparison as DVC stages (teacher → matrix → report) in a fresh git + DVC repository. A run killed
+    after its first checkpoint resumes from it with the stage's own command run by hand (DVC would remove the
+    folder before running the stage again), and ``dvc commit`` records it: the next ``dvc repro`` leaves it be."""
     import os
+    import re
     import subprocess
     import sys
 
@@ -308,9 +311,9 @@ def test_dvc_matrix_runs_a_comparison_and_a_second_repro_does_nothing(tmp_path):
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
 
-    def sh(*cmd, cwd):
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    def sh(*cmd, cwd, ok=True, **more_env):
+        proc = subprocess.run(cmd, cwd=cwd, env={**env, **more_env}, capture_output=True, text=True, timeout=600)
+        assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout + proc.stderr
 
     repo = tmp_path / "repo"
@@ -320,8 +323,14 @@ def test_dvc_matrix_runs_a_comparison_and_a_second_repro_does_nothing(tmp_path):
     root = Path(__file__).resolve().parents[2]
     preset = _preset(repo, base=str(root / "params" / "ci.yaml"), seeds=[0, 1])
     assert main(["compare", "--preset", str(preset), "--write-dvc-yaml", str(repo / "cmp")]) == 0
+    killed = sh(str(bin_dir / "dvc"), "repro", cwd=repo / "cmp", ok=False, FERD_KILL_AT="checkpoint.saved:1")
+    (stage,) = re.findall(r"Running stage '(run@[^']+)'", killed)  # killed after round 0's checkpoint
+    cmd = re.search(rf"Running stage '{re.escape(stage)}':\n> (.+)", killed).group(1)
+    assert "resuming from" in sh(*cmd.split(), cwd=repo / "cmp")
+    sh(str(bin_dir / "dvc"), "commit", "-f", stage, cwd=repo / "cmp")
     out = sh(str(bin_dir / "dvc"), "repro", cwd=repo / "cmp")
-    assert out.count("Running stage 'run@") == 4 and "Running stage 'report'" in out
+    assert out.count("Running stage 'run@") == 3 and f"Stage '{stage}' didn't change" in out
+    assert "Running stage 'report'" in out
     assert "| cmi | cnn-8 | 2 |" in (repo / "cmp" / "out" / "comparison.md").read_text()
     assert "Running stage" not in sh(str(bin_dir / "dvc"), "repro", cwd=repo / "cmp")
     assert "ferd.cnn-8.clean.avg.mean" in sh(str(bin_dir / "dvc"), "metrics", "show", cwd=repo / "cmp")
