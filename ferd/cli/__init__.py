@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"ferd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was finished (checkpoints, kept attacks, finished runs) stays
+        print(f"ferd {args.command}: interrupted; run the same command again to resume from what was kept",
+              file=sys.stderr)
+        return 130
     except ModuleNotFoundError as exc:  # an optional dependency: name the extra that brings it
         from ..core.extras import missing_extra
 

@@ -50,7 +50,10 @@ def _config(args: argparse.Namespace):
 
 
 def _print(data: dict) -> int:
-    print(json.dumps(data, indent=1, default=str))
+    """The stage's summary as JSON on stdout: a metric with no value (NaN) is ``null``, as in ``metrics.json``."""
+    from ..core.checkpoint import json_safe
+
+    print(json.dumps(json_safe(data), indent=1, default=str, allow_nan=False))
     return 0
 
 

@@ -162,8 +162,9 @@ def _load_cifar(name: str, split: str, root: Path, download: bool) -> tuple[torc
         ds = cls(str(root), train=split == "train", download=download)
     except RuntimeError as exc:
         raise FileNotFoundError(
-            f"{name}/{split}: not found under {root} (no {npz.name} and no torchvision copy); pass "
-            f"download=True, or root=<a .npz file or a folder holding {npz.name}>") from exc
+            f"{name}/{split}: not found under {root} (no {npz.name} and no torchvision copy); give the folder "
+            f"holding {npz.name} or the .npz file itself (data_root, --data-root), or allow the download "
+            "(download=True in Python)") from exc
     return _uint8_hwc_to_tensor(ds.data), torch.tensor(ds.targets, dtype=torch.int64)
 
 

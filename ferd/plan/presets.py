@@ -91,7 +91,7 @@ def params_file(text: str) -> Path:
     found = find_preset(name) if name else None
     if found is None:
         return path
-    print(f"ferd: --params {text}: no such file here; the preset shipped with ferd: {found}", file=sys.stderr)
+    print(f"ferd: --params {text}: using the preset shipped with ferd ({found}; no such file here)", file=sys.stderr)
     return found
 
 

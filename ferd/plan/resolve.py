@@ -173,11 +173,27 @@ def distill_settings(cfg: FerdConfig, side: StudentSideKind) -> DistillConfig:
     return d.model_copy(update={"utae": d.utae.model_copy(update={"gamma": gamma})})
 
 
+def _did_you_mean(loc: tuple) -> str:
+    """`` (did you mean <key>?)`` for a mistyped key: the closest field of the group it was found in."""
+    import difflib
+
+    from pydantic import BaseModel
+
+    model: Any = FerdConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        model = field.annotation if field is not None else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.75)
+    return f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?)" if close else ""
+
+
 def _describe(err: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in err["loc"])[:200] or "<root>"
     msg = err["msg"].removeprefix("Value error, ")[:300]
     if err["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
+        return f"{key}: unknown key{_did_you_mean(err['loc'])}"
     return f"{key}: {msg} (got {short_repr(err.get('input'))})"
 
 

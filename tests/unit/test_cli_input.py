@@ -94,3 +94,27 @@ def test_params_yaml_names_a_shipped_preset_by_name_and_version_and_an_own_file_
     (tmp_path / "mine.yaml").write_text("seed: 3\nepochs: 2\nrounds: 2\n")
     assert main(["params", "use", "mine.yaml"]) == 0
     assert "(this file: mine.yaml)" in (tmp_path / "params.yaml").read_text().splitlines()[1]
+
+
+def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C (KeyboardInterrupt) anywhere in a command: one line saying how to resume, the shell's status 130."""
+    import ferd.cli.params
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ferd.cli.params, "load_config", interrupted)
+    assert main(["params", "check", "--params", str(tmp_path / "params.yaml"),
+                 "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 130
+    err = capsys.readouterr().err
+    assert err == "ferd params: interrupted; run the same command again to resume from what was kept\n"
+
+
+def test_a_mistyped_key_names_the_closest_one():
+    from ferd.core.params_io import ConfigError
+    from ferd.plan.resolve import load_config
+
+    with pytest.raises(ConfigError, match=r"synthesis\.lamda_uni: unknown key \(did you mean synthesis\.lambda_uni\?\)"):
+        load_config(CI, ["synthesis.lamda_uni=2"])
+    with pytest.raises(ConfigError, match=r"synthesis\.zzz: unknown key$"):
+        load_config(CI, ["synthesis.zzz=2"])
