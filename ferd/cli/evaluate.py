@@ -173,7 +173,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--student", metavar="PATH", help="student checkpoint")
     p.add_argument("--student-arch", metavar="NAME", help="student architecture, e.g. resnet18")
     p.add_argument("--dataset", required=True, metavar="NAME", help="cifar10, cifar100, tiny-imagenet, digits")
-    p.add_argument("--data-root", metavar="PATH", help="dataset folder or .npz (default: $FERD_DATA_ROOT)")
+    p.add_argument("--data-root", metavar="PATH",
+                   help="dataset folder or .npz (default: $FERD_DATA_ROOT, else ~/.cache/ferd/data)")
     p.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     p.add_argument("--attacks", default=None,
                    help="comma-separated registered attacks (ferd.attacks.ATTACKS: clean, fgsm, pgd20, cw, aa, …; "

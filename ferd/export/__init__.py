@@ -56,7 +56,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"dir": str(self.dir), "files": sorted(self.files)}
+        return {"dir": str(self.dir), "files": sorted(self.files), "record": EXPORT_RECORD}
 
 
 def _files_under(directory: Path) -> set[str]:
