@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv)  # the command as given: what `nproc_per_node` > 1 starts again under torchrun
+    if getattr(args, "no_progress", True) is False and not sys.stderr.isatty():
+        args.no_progress = True  # progress bars on a terminal only: in a piped log they are noise
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in CREDENTIAL_LOGGERS:  # their DEBUG records carry signed headers: access key id, session token

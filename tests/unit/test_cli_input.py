@@ -118,3 +118,19 @@ def test_a_mistyped_key_names_the_closest_one():
         load_config(CI, ["synthesis.lamda_uni=2"])
     with pytest.raises(ConfigError, match=r"synthesis\.zzz: unknown key$"):
         load_config(CI, ["synthesis.zzz=2"])
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
+    """Piped to a log (stderr no terminal), a command runs as with --no-progress; on a terminal, bars stay."""
+    import sys
+
+    import ferd.cli.stage
+
+    seen = []
+    monkeypatch.setattr(ferd.cli.stage, "_stage", lambda args: seen.append(args.no_progress) or 0)
+    argv = ["stage", "teacher-fetch", "--params", CI, "--out", str(tmp_path / "t")]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert main(argv) == 0
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(argv) == 0 and main([*argv, "--no-progress"]) == 0
+    assert seen == [True, False, True]
