@@ -92,13 +92,15 @@ def json_file(path: Path, kind: type) -> Any:
 def check_arch_trust(data: dict[str, Any], where: Path, trusted: Collection[str]) -> None:
     """Before the parameters read back from ``where`` are resolved: each of ``teacher.arch``/``student.arch`` that
     is neither ferd's nor an installed entry point must be one the user named in ``trusted`` (``--trust-arch``), or
-    one line says so; nothing is imported."""
-    for side in ("teacher", "student"):
-        name = data[side].get("arch") if isinstance(data.get(side), dict) else None
-        if isinstance(name, str) and not is_known_model(name) and name not in trusted:
-            raise ExportSourceError(f"{where}: {side}.arch: {name[:120]!r} is code from outside ferd, which "
-                                    "exporting would import and run; if it is your own architecture, pass it as "
-                                    "--trust-arch")
+    one line says so, naming every such architecture at once; nothing is imported."""
+    names = [data[side].get("arch") if isinstance(data.get(side), dict) else None for side in ("teacher", "student")]
+    untrusted = [f"{side}.arch {name[:120]!r}" for side, name in zip(("teacher", "student"), names)
+                 if isinstance(name, str) and not is_known_model(name) and name not in trusted]
+    if untrusted:
+        flags = " ".join(f"--trust-arch {name[:120]}" for name in dict.fromkeys(
+            n for n in names if isinstance(n, str) and not is_known_model(n) and n not in trusted))
+        raise ExportSourceError(f"{where}: {' and '.join(untrusted)}: code from outside ferd, which exporting would "
+                                f"import and run; if it is your own architecture, pass {flags}")
 
 
 def _config(run: Path, trusted: Collection[str]) -> FerdConfig:

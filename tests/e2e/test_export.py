@@ -168,15 +168,15 @@ def test_a_run_naming_code_from_outside_ferd_is_not_imported_unless_trusted(run,
     forged = tmp_path / "run"
     shutil.copytree(run, forged)
     params = json.loads((forged / "params.json").read_text())
-    params["student"]["arch"] = "planted:build"
+    params["student"]["arch"] = params["teacher"]["arch"] = "planted:build"
     (forged / "params.json").write_text(json.dumps(params))
     manifest = json.loads((forged / "manifest.json").read_text())
     manifest["outputs"]["params.json"] = {"bytes": (forged / "params.json").stat().st_size,
                                           "sha256": sha256_file(forged / "params.json")}
     (forged / "manifest.json").write_text(json.dumps(seal(manifest)))
     message = _refused(capsys, forged, "--to", tmp_path / "a")
-    assert "params.json: student.arch: 'planted:build' is code from outside ferd" in message and \
-        "--trust-arch" in message
+    assert ("params.json: teacher.arch 'planted:build' and student.arch 'planted:build': code from outside ferd"
+            in message and message.endswith("pass --trust-arch planted:build"))  # both sides in one line
     assert not (tmp_path / "IMPORTED").exists() and not (tmp_path / "a").exists()
     assert main(["export", str(forged), "--to", str(tmp_path / "a"), "--trust-arch", "planted:build"]) == 2
     assert (tmp_path / "IMPORTED").read_text() == "ran"  # named by the user: resolved (and here refused after)
