@@ -58,10 +58,18 @@ def module_doc(name: str) -> str | None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with ferd's error format: one line, status 2 (the usage is one ``--help`` away)."""
+    """argparse with ferd's error format: one line, status 2 (the usage is one ``--help`` away); the help drops the
+    reStructuredText markup of the docstrings it shows (``code``, :mod:`name`, a ``::`` before an example)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def format_help(self) -> str:
+        import re
+
+        text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", super().format_help())
+        text = re.sub(r"^[ \t]*::\n\n", "", text.replace("``", "`"), flags=re.M)  # a lone "::" introducing an example
+        return re.sub(r"::$", ":", text, flags=re.M)
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

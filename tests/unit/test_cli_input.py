@@ -134,3 +134,16 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert main(argv) == 0 and main([*argv, "--no-progress"]) == 0
     assert seen == [True, False, True]
+
+
+def test_help_pages_show_no_restructuredtext_markup(capsys):
+    """The docstrings shown as help drop their markup: no double backticks, no :role:`…`, no trailing ``::``."""
+    import re
+
+    commands = ["params", "stage", "pipeline", "compare", "run", "evaluate", "export", "lineage", "bench", "data"]
+    for command in commands:
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0, command
+        text = capsys.readouterr().out
+        assert "``" not in text and not re.search(r":[a-z]+:`", text) and not re.search(r"::$", text, re.M), command
