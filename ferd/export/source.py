@@ -93,14 +93,14 @@ def check_arch_trust(data: dict[str, Any], where: Path, trusted: Collection[str]
     """Before the parameters read back from ``where`` are resolved: each of ``teacher.arch``/``student.arch`` that
     is neither ferd's nor an installed entry point must be one the user named in ``trusted`` (``--trust-arch``), or
     one line says so, naming every such architecture at once; nothing is imported."""
-    names = [data[side].get("arch") if isinstance(data.get(side), dict) else None for side in ("teacher", "student")]
-    untrusted = [f"{side}.arch {name[:120]!r}" for side, name in zip(("teacher", "student"), names)
+    archs = {side: data[side].get("arch") for side in ("teacher", "student") if isinstance(data.get(side), dict)}
+    untrusted = [(side, name) for side, name in archs.items()
                  if isinstance(name, str) and not is_known_model(name) and name not in trusted]
     if untrusted:
-        flags = " ".join(f"--trust-arch {name[:120]}" for name in dict.fromkeys(
-            n for n in names if isinstance(n, str) and not is_known_model(n) and n not in trusted))
-        raise ExportSourceError(f"{where}: {' and '.join(untrusted)}: code from outside ferd, which exporting would "
-                                f"import and run; if it is your own architecture, pass {flags}")
+        sides = " and ".join(f"{side}.arch {name[:120]!r}" for side, name in untrusted)
+        flags = " ".join(f"--trust-arch {name[:120]}" for name in dict.fromkeys(name for _, name in untrusted))
+        raise ExportSourceError(f"{where}: {sides}: code from outside ferd, which exporting would import and run; "
+                                f"if it is your own architecture, pass {flags}")
 
 
 def _config(run: Path, trusted: Collection[str]) -> FerdConfig:

@@ -136,8 +136,8 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None, 
         deps = [dirs[task_id] for task_id in t.reads]
         if t.stage.fetches_teacher:  # replacing the checkpoint file reruns the teacher stage
             deps += [d for d in (cfg.teacher.local_file,) if d]
-        trains = t.stage.fetches_teacher and cfg.teacher.source.startswith("train:")
-        if t.stage.final or trains:
+        reads_data = t.stage.final or (t.stage.fetches_teacher and cfg.teacher.source.startswith("train:"))
+        if reads_data:
             deps += [d for d in (_local_path(cfg.data_root),) if d]  # the test (and training) data
         if root is not None:
             deps += code_deps(t.stage.name, cfg, root)
@@ -145,7 +145,7 @@ def dvc_stages(cfg: FerdConfig, out: str = OUT, root: str | Path | None = None, 
             entry["deps"] = deps
         # data_root and container are in no fingerprint (where the data lies, what runs the stage) but shape the
         # entries: DVC params, so that `dvc exp run -S` of them runs the stages whose digest check then stops
-        entry["params"] = [*scope_keys(t.stage.scope, cfg.method), *(["data_root"] if t.stage.final or trains else []),
+        entry["params"] = [*scope_keys(t.stage.scope, cfg.method), *(["data_root"] if reads_data else []),
                            "container"]
         stages[t.id] = {**entry, **(_evaluation_outputs(cfg, dirs[t.id], f"{out}/{LIVE_DIR}") if t.stage.final
                                     else {"outs": [dirs[t.id]]})}
