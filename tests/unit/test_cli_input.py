@@ -147,3 +147,13 @@ def test_help_pages_show_no_restructuredtext_markup(capsys):
         assert done.value.code == 0, command
         text = capsys.readouterr().out
         assert "``" not in text and not re.search(r":[a-z]+:`", text) and not re.search(r"::$", text, re.M), command
+
+
+def test_a_stage_summary_writes_a_missing_metric_as_null(capsys):
+    """`ferd stage`'s JSON on stdout stays JSON: a metric with no value (NaN) is null, as in metrics.json."""
+    import json
+
+    from ferd.cli.stage import _print
+
+    assert _print({"student.pgd20.nsd": float("nan"), "uri": Path("out")}) == 0
+    assert json.loads(capsys.readouterr().out) == {"student.pgd20.nsd": None, "uri": "out"}
