@@ -11,8 +11,11 @@ import argparse
 import errno
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 from pathlib import Path
 
@@ -72,6 +75,30 @@ class _Parser(argparse.ArgumentParser):
         return re.sub(r"::$", ":", text, flags=re.M)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Kubernetes evicting a pod, torchrun's agent stopping its ranks, ``kill``), raised like Ctrl-C:
+    ``finally`` blocks remove the temporary files of the writes under way and the command ends with one line
+    and the shell's status 143, not silently with its temporary files left behind."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while the block runs (main thread only: Python's rule for handlers);
+    the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(_signum: int, _frame: object) -> NoReturn:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def at_least(minimum: int) -> Callable[[str], int]:
     """An argparse ``type``: an integer >= ``minimum`` (counts, repeats, threads, jobs)."""
     def parse(text: str) -> int:
@@ -116,14 +143,17 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         check_environment()  # the environment variables ferd obeys (signing key included): bad input too
-        return int(args.func(args) or 0)
+        with _sigterm_raises():
+            return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"ferd {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: what was finished (checkpoints, kept attacks, finished runs) stays
-        print(f"ferd {args.command}: interrupted; run the same command again to resume from what was kept",
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: what was finished (checkpoints, kept attacks, runs) stays
+        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        print(f"ferd {args.command}: {what}; run the same command again to resume from what was kept",
               file=sys.stderr)
-        return 130
+        return 128 + signum
     except ModuleNotFoundError as exc:  # an optional dependency: name the extra that brings it
         from ..core.extras import missing_extra
 

@@ -83,4 +83,5 @@ def test_a_signal_to_a_stage_process_reaches_its_fork_through_the_worker(tmp_pat
     os.kill(fork, signal.SIGCONT)
     assert warm.wait(timeout=60) == 0, warm.stderr.read()
     assert (tmp_path / "rc").read_text().strip() == str(128 + signal.SIGTERM)
+    assert "ferd stage: terminated (SIGTERM); run the same command again" in warm.stderr.read()
     assert not (out / "manifest.json").exists()

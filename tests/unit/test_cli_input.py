@@ -110,6 +110,43 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
     assert err == "ferd params: interrupted; run the same command again to resume from what was kept\n"
 
 
+def test_sigterm_is_one_line_and_status_143_and_the_handler_is_restored(tmp_path, monkeypatch, capsys):
+    """SIGTERM (a pod's eviction) while a command runs: raised like Ctrl-C, one line, the shell's status 143;
+    the process's own SIGTERM handler is back afterwards."""
+    import signal
+
+    import ferd.cli.params
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(ferd.cli.params, "load_config", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["params", "check", "--params", str(tmp_path / "params.yaml"),
+                 "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 143
+    assert capsys.readouterr().err == ("ferd params: terminated (SIGTERM); run the same command again to resume "
+                                       "from what was kept\n")
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_during_an_atomic_write_leaves_no_temporary_file(tmp_path):
+    """What SIGTERM's exception buys over the default action: the write under way removes its temporary file
+    (the default action would leave ``.<name>.tmp-*`` behind) and the target stays as it was."""
+    import signal
+
+    from ferd.cli import Terminated, _sigterm_raises
+    from ferd.core.checkpoint import atomic_path
+
+    target = tmp_path / "result.json"
+    target.write_text("old")
+    with pytest.raises(Terminated), _sigterm_raises(), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+    assert target.read_text() == "old"
+
+
 def test_a_mistyped_key_names_the_closest_one():
     from ferd.core.params_io import ConfigError
     from ferd.plan.resolve import load_config
