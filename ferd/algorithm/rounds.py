@@ -10,7 +10,7 @@ With ``rounds = epochs`` every round is one epoch and this is exactly Algorithm 
 k > 1 epochs changes exactly two things, and nothing else (every random stream is still drawn
 per epoch, and p's update, Eq. 1-3 on the teacher, does not involve the student):
 
-* **the student that L_adv sees** (Eq. 7, and the student terms of the baselines'
+* **the student that L_adv sees** (Eq. 8, and the student terms of the baselines'
   generator losses): generation epoch e of the round is optimised against the student as it was
   at the round's start, up to k − 1 epochs of distillation older than Algorithm 1's;
 * **the pool distillation epoch e samples from** (line 14): it already holds the FAEs of the

@@ -3,7 +3,7 @@
 For one attack (PGD-20 where it ran), every arm minus the reference in each class's accuracy, paired by seed with
 the report's 95 % t interval (:func:`ferd.compare.stats.paired_interval`: n − 1 degrees of freedom), beside the
 teacher's accuracy in that class and each reweighting arm's **pool share**: the mean over its generation epochs of
-the class weights p that drew the labels (``p_generation`` of ``history.json``, Eq. 7), i.e. the share of the
+the class weights p that drew the labels (``p_generation`` of ``history.json``, Eq. 1-2), i.e. the share of the
 synthetic pool the class received (1/C when p stays uniform). It answers whether reweighting sends samples to the
 teacher's weakest classes and whether those classes then gain.
 """
@@ -71,7 +71,7 @@ def per_class_section(reference: str, student: str, attack: str, names: list[str
              "interval, points)", "",
              f"Classes from the weakest ({'the teacher' if teacher else f'`{reference}`'}'s accuracy). Accuracies "
              "in % (mean over seeds); pool share: the mean class "
-             f"weight p that drew the synthetic labels (Eq. 7; uniform is {100 / len(names):.1f} %).", "",
+             f"weight p that drew the synthetic labels (Eq. 1-2; uniform is {100 / len(names):.1f} %).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in order:
         cells = [names[c]] + ([f"{100 * teacher[c]:.1f}"] if teacher else []) + [f"{100 * ref_mean[c]:.1f}"]

@@ -6,7 +6,7 @@ or without a terminal: under DVC and Kubeflow, where there is no progress bar, t
 With a live directory (``ferd run``: ``<out>/live``; ``ferd stage synthesis|distillation|evaluation --live DIR``;
 the generated ``dvc.yaml`` gives ``--live live``) the same numbers go to DVCLive, one step per epoch, under the
 names :func:`epoch_metrics` gives: ``generator/<term>`` (L_gen and its terms, Eq. 4-9, on the kept batch),
-``p/max`` and ``p/min`` (Eq. 7 after the epoch), ``synthesis/<figure>`` (within-label share, the teacher's
+``p/max`` and ``p/min`` (Eq. 1-2 after the epoch), ``synthesis/<figure>`` (within-label share, the teacher's
 confidence and accuracy, the share of channels Eq. 4-6 mark non-robust) and ``student/<term>`` (the mean
 distillation loss and the two weighted KL terms of Eq. 11). ``dvc plots show`` draws them and ``dvc exp show``
 lists the last epoch's. The directory is rebuilt from the run's history whenever a process opens it, so it

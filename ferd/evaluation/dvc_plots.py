@@ -4,7 +4,7 @@
   class (template ``bar_horizontal``: the paper's Fig. 1/4 per-class bars);
 * ``predictions_<model>_<attack>.csv`` — ``actual,predicted``: one row per test example,
   class names (template ``confusion``: the paper's Fig. 2/9 adversarial confusion matrices);
-* ``class_weights.csv`` — ``epoch,round,<class…>``: the reweighting p of Eq. 7 per epoch
+* ``class_weights.csv`` — ``epoch,round,<class…>``: the reweighting p of Eq. 1-2 per epoch
   (template ``linear``: how the class weights move round by round).
 
 The loss curves are DVCLive's (:mod:`ferd.core.tracking`, ``out/live``).
@@ -56,6 +56,6 @@ def write_dvc_plots(result: EvaluationResult, out_dir: str | os.PathLike[str],
 
 def write_class_weights(history: Sequence[dict], out_dir: str | os.PathLike[str],
                         class_names: Sequence[str]) -> Path:
-    """``class_weights.csv``: p (Eq. 7) of every epoch of the run's history."""
+    """``class_weights.csv``: p (Eq. 1-2) of every epoch of the run's history."""
     rows = [[h["epoch"], h.get("round", ""), *(round(float(v), 6) for v in h["p"])] for h in history if "p" in h]
     return _write_csv(Path(out_dir) / "class_weights.csv", ["epoch", "round", *class_names], rows)

@@ -214,7 +214,7 @@ def _plots(cfg: FerdConfig, out: str) -> list[Any]:
     classes = list(_class_names(cfg))
     plots.append({"class-weights": {"template": "linear", "x": "epoch",
                                     "y": {f"{ev}/{PLOTS_DIR}/class_weights.csv": classes},
-                                    "title": "Class weights p (Eq. 7) per epoch", "y_label": "p"}})
+                                    "title": "Class weights p (Eq. 1-2) per epoch", "y_label": "p"}})
     # every DVCLive curve, per epoch (ferd.core.tracking)
     plots.append({f"{out}/{LIVE_DIR}/{LIVE_PLOTS}/metrics": {"x": "step"}})
     plots += [f"{t.dir(out)}/{SAMPLES_FILE}" for t in unroll(cfg.num_rounds) if t.stage.name == "synthesis"]
