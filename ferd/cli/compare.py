@@ -8,7 +8,8 @@ teacher (the decision ``ferd compare`` skips and sets aside runs by): otherwise 
 (exit 2) and ``--report-only --partial`` leaves it out, one line each on stderr and named in comparison.md
 (exit 0; exit 2 when no run is left); ``--write-dvc-yaml DIR`` writes the comparison as DVC stages (:mod:`ferd.compare.dvc`);
 ``--jobs N`` runs N arms at a time in separate processes with one torch thread each
-(results do not depend on it: every arm is seeded on its own).
+(results do not depend on it: every arm is seeded on its own); an arm that fails leaves the others running and its
+error is raised once they end, while Ctrl-C or SIGTERM stops every arm at once (:func:`_run_arms_in_processes`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,41 @@ def _arm_worker(preset: str, out: str, arm: tuple[str, str, int], teacher: tuple
     torch.set_num_threads(1)
     run_arm(load_compare(preset), Arm(*arm), Path(out), teacher)
     return arm[0]
+
+
+def _worker_init() -> None:
+    """A ``--jobs`` worker dies with the ``ferd compare`` that started it and leaves Ctrl-C to it (a terminal sends
+    SIGINT to the whole group: the parent stops every worker, none prints a traceback of its own)."""
+    import signal
+
+    from ..compute.lifetime import die_with_parent
+
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_arms_in_processes(args: argparse.Namespace, cc, out: Path) -> None:
+    """``--jobs N``: every arm in a pool of N spawned processes. An arm's error is raised once every arm has ended (the
+    others' work is not thrown away); Ctrl-C or SIGTERM terminates the pool at once — a ``ProcessPoolExecutor`` would
+    run every arm still queued before it let the interrupt through — and each arm resumes from its checkpoint."""
+    from multiprocessing import get_context
+
+    from ..compare.config import arms
+    from ..compare.runner import prepare_teacher
+
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = prepare_teacher(cc, out)
+    with get_context("spawn").Pool(args.jobs, initializer=_worker_init) as pool:  # leaving it terminates the workers
+        pending = [pool.apply_async(_arm_worker, (str(args.preset), str(out), (a.method, a.student, a.seed), teacher))
+                   for a in arms(cc)]
+        errors = []
+        for result in pending:
+            try:
+                result.get()
+            except Exception as exc:  # noqa: BLE001  (raised below, after the other arms)
+                errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -71,15 +107,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.report_only:
         write_report(cc, out, partial=args.partial)
     elif args.jobs > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
-
-        out.mkdir(parents=True, exist_ok=True)
-        teacher = prepare_teacher(cc, out)
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            for f in [pool.submit(_arm_worker, str(args.preset), str(out), (a.method, a.student, a.seed), teacher)
-                      for a in arms(cc)]:
-                f.result()
+        _run_arms_in_processes(args, cc, out)
         write_report(cc, out)
     else:
         run_comparison(cc, out, progress=not args.no_progress, threads=args.threads)

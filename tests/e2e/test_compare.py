@@ -284,6 +284,45 @@ def test_parallel_jobs_give_the_same_runs(tmp_path, smoke):
         assert got == want, arm
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_every_parallel_arm_at_once_and_starts_no_other(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) while two arms of four run under ``--jobs 2``: the command ends
+    with its one line and status 130, both workers are gone, and the two queued arms never start (a
+    ``ProcessPoolExecutor`` ran every queued arm before letting the interrupt through). Each worker freezes itself at
+    its first student iteration (``FERD_STOP_AT``), so the signal arrives while both are mid-run."""
+    import signal
+    import subprocess
+    import sys
+
+    from ferd.core.kill_points import STOP_ENV
+    from support.processes import descendants, wait_for_stopped
+
+    preset = _preset(tmp_path, seeds=[0, 1])
+    out = tmp_path / "j"
+    proc = subprocess.Popen([sys.executable, "-m", "ferd.cli", "compare", "--preset", str(preset), "--out", str(out),
+                             "--jobs", "2", "--no-progress"], env={**os.environ, STOP_ENV: "student.iteration:1",
+                                                                   "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_stopped(proc)
+        workers = [pid for pid in descendants(proc.pid)
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        os.killpg(proc.pid, signal.SIGINT)
+        for pid in workers:  # a frozen worker takes the pool's SIGTERM once it runs again
+            os.kill(pid, signal.SIGCONT)
+        assert proc.wait(timeout=120) == 130  # bounds a hang only
+    finally:  # nothing left running when the test fails
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.stderr.read().strip().splitlines()[-1] == (
+        "ferd compare: interrupted; run the same command again to resume from what was kept")
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert len(list((out / "runs").glob("*/*/seed=*"))) == 2
+
+
 def test_every_comparison_preset_is_valid_and_compare_dvc_yaml_is_current(tmp_path):
     from ferd.compare.dvc import HEADER, compare_stages
 
