@@ -7,10 +7,11 @@ and Square (5,000 queries), each run only on the points still robust. We call
 unchanged) rather than a re-implementation (torchattacks' AutoAttack, which
 Fair-ARD's ``eval.py`` uses, targets C − 1 classes).
 
-Per-sample results come from the returned labels: ``y_adv`` starts as the clean
-prediction and is overwritten only where an attack succeeds, so
-``robust = (y_adv == y)`` is exact and ``y_adv`` doubles as the adversarial
-prediction (for the confusion matrices of FERD Fig. 2).
+The evaluation scores AA as it scores every attack, and as RobustBench's benchmark scores AA: by predicting
+the returned ``x_adv`` again, batch by batch (:mod:`ferd.evaluation.runner`). ``run_autoattack`` also returns
+the package's own labels, ``y_adv`` (the clean prediction, overwritten only where an attack succeeds), and
+``tests/integration/test_evaluation_runner.py`` checks that the evaluation's per-sample predictions equal them
+(on the CPU; a GPU's batch-dependent kernels could move a point that sits on the decision boundary).
 
 Pitfalls handled here (see ``../shared/notes/evaluation.md``): the package's
 default ε is 0.3 (we always pass it); every attack calls ``torch.manual_seed``

@@ -51,6 +51,34 @@ def parse_eps(text: str) -> float:
     return value
 
 
+def parse_floats(flag: str):
+    """An argparse ``type`` for ``--teacher-mean`` and its kin: ``"0.4914,0.4822,0.4465"`` → a list of floats."""
+    def parse(text: str) -> list[float]:
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, one per image channel, e.g. "
+                                             f"0.4914,0.4822,0.4465, got {text[:40]!r}") from None
+    parse.__name__ = f"{flag} list"
+    return parse
+
+
+def _check_normalisation(args: argparse.Namespace) -> None:
+    """``--teacher-mean/--teacher-std`` (and the student's): both or neither, one finite value per channel of the
+    dataset, every std > 0, as ``teacher.mean``/``teacher.std`` are checked in a run."""
+    from ..plan.resolve import check_normalisation
+
+    for who in ("teacher", "student"):
+        mean, std = getattr(args, f"{who}_mean"), getattr(args, f"{who}_std")
+        if who == "student" and args.student is None and (mean or std):
+            raise ValueError("--student-mean/--student-std: only with --student")
+        try:
+            check_normalisation(who, mean, std, args.dataset)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace(f"{who}.mean", f"--{who}-mean").replace(f"{who}.std", f"--{who}-std")) \
+                from None
+
+
 def _checked(flag: str, model: type, **values: object) -> None:
     """Validate ``values`` with the configuration's own model; one line naming ``flag`` on failure."""
     from pydantic import ValidationError
@@ -117,6 +145,7 @@ def validate(args: argparse.Namespace) -> None:
         dataset_info(args.dataset)
     except (KeyError, ValueError) as exc:
         raise ValueError(f"--dataset: {exc}") from None
+    _check_normalisation(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,9 +165,11 @@ def run(args: argparse.Namespace) -> int:
     num_classes = args.num_classes or info.num_classes
     class_names = list(info.class_names) if len(info.class_names) == num_classes else None
     shas = {"teacher": sha256_file(args.teacher), "student": args.student and sha256_file(args.student)}
-    models = {"teacher": load_model(args.teacher, args.teacher_arch, num_classes, sha256=shas["teacher"])}
+    models = {"teacher": load_model(args.teacher, args.teacher_arch, num_classes, args.teacher_mean,
+                                    args.teacher_std, sha256=shas["teacher"])}
     if args.student is not None:  # small files first; each loaded as the bytes hashed
-        models["student"] = load_model(args.student, args.student_arch, num_classes, sha256=shas["student"])
+        models["student"] = load_model(args.student, args.student_arch, num_classes, args.student_mean,
+                                       args.student_std, sha256=shas["student"])
     x, y = load_split(args.dataset, args.split, root=args.data_root)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if args.n_examples is not None and args.n_examples < len(y):
@@ -152,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
                                  progress=not args.no_progress, partial=partial)
         result.settings.update(dataset=args.dataset, split=args.split, teacher=str(args.teacher),
                                teacher_sha256=shas["teacher"], teacher_arch=args.teacher_arch,
-                               student=args.student, student_sha256=shas["student"], student_arch=args.student_arch)
+                               teacher_mean=args.teacher_mean, teacher_std=args.teacher_std,
+                               student=args.student, student_sha256=shas["student"], student_arch=args.student_arch,
+                               student_mean=args.student_mean, student_std=args.student_std)
         written = write_evaluation(result, args.out, class_names,
                                    title=f"Robustness and robust fairness on {args.dataset} ({args.split})")
         remove_partial(partial)
@@ -172,6 +205,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-arch", required=True, metavar="NAME", help="teacher architecture, e.g. wrn-34-10")
     p.add_argument("--student", metavar="PATH", help="student checkpoint")
     p.add_argument("--student-arch", metavar="NAME", help="student architecture, e.g. resnet18")
+    for who in ("teacher", "student"):  # what teacher.mean/std (student.mean/std) are in a run
+        p.add_argument(f"--{who}-mean", type=parse_floats(f"--{who}-mean"), metavar="M1,M2,M3",
+                       help=f"per-channel mean the {who} was trained to subtract inside the model (its "
+                            f"{who}.mean in a run; with --{who}-std; default: none, inputs in [0, 1] as they are)")
+        p.add_argument(f"--{who}-std", type=parse_floats(f"--{who}-std"), metavar="S1,S2,S3",
+                       help=f"per-channel std the {who} divides by (its {who}.std in a run; with --{who}-mean)")
     p.add_argument("--dataset", required=True, metavar="NAME", help="cifar10, cifar100, tiny-imagenet, digits")
     p.add_argument("--data-root", metavar="PATH",
                    help="dataset folder or .npz (default: $FERD_DATA_ROOT, else ~/.cache/ferd/data)")

@@ -117,8 +117,11 @@ def attack_seed(seed: int, model: str, attack: str) -> int:
 
 
 def pgd_step_size(eps: float, step: float | None = None) -> float:
-    """The PGD-20 / CW∞ step: ``step`` when given, else 2/255 scaled with ε (ε/4: 2/255 at ε = 8/255)."""
-    return step if step is not None else PGD_STEP_SIZE * eps / (8 / 255)
+    """The PGD-20 / CW∞ step: ``step`` when given, else ε/4 (:func:`ferd.settings.config.standard_step`: 2/255 at
+    ε = 8/255), as a run's ``threat.step`` when none is given."""
+    from ..settings.config import standard_step
+
+    return step if step is not None else standard_step(eps)
 
 
 def _attack_context(eps: float, seed: int, batch_size: int, device: str | torch.device, num_classes: int,

@@ -77,6 +77,22 @@ def test_rules_across_groups_are_the_resolvers_and_reported_together():
         parse_config(data)
 
 
+def test_the_pgd_step_follows_eps_unless_given_and_must_let_pgd20_cross_it():
+    """No step with an ε other than 8/255: ε/4, as ``ferd evaluate`` scales it; a given step is kept; 8/255 (or the
+    rounded decimal a preset writes) keeps 2/255 to the bit; a step too small for 20 steps to cross ε is refused."""
+    from ferd.evaluation.runner import pgd_step_size
+    from ferd.settings.config import ThreatConfig
+
+    assert ThreatConfig(eps=0.2).step == 0.05 == pgd_step_size(0.2)
+    assert ThreatConfig(eps=0.2, step=0.02).step == 0.02
+    assert ThreatConfig(eps=0.0313725490196).step == ThreatConfig().step == 2 / 255 == pgd_step_size(8 / 255)
+    with pytest.raises(ConfigError, match=r"^invalid parameters: threat\.step: expected at least ε/20 = 0\.01 with "
+                                          r"threat\.eps = 0\.2, so that PGD-20 reaches the edge of the ε-ball "
+                                          r"\(ε/4 = 0\.05 is the usual step\), got 0\.007843$"):
+        parse_config({"threat": {"eps": 0.2, "step": 2 / 255}})
+    assert parse_config({"threat": {"eps": 0.2, "step": 0.01}}).threat.step == 0.01  # exactly ε/20: it reaches
+
+
 @pytest.mark.parametrize("value", ["050", "1:30", "1_000", "0b101", "on", "off", "yes", "No"])
 def test_a_scalar_yaml_1_1_and_1_2_read_differently_is_refused_naming_its_line(value):
     """ferd reads YAML 1.1 (PyYAML), DVC 1.2: ``050`` would be 40 for ferd and 50 for DVC's change detection."""

@@ -8,6 +8,7 @@ import pytest
 
 from ferd.cli import main
 from ferd.cli.evaluate import parse_attacks, parse_eps
+from support.cli import status
 
 
 @pytest.fixture
@@ -63,13 +64,20 @@ def test_parse_helpers():
     (["--student-arch", "cnn-4"], "--student and --student-arch"),
     (["--device", "cuda:0"], "--device"),
     (["--student", "missing.pt", "--student-arch", "cnn-4"], "--student: no such file"),
+    (["--teacher-mean", "0.5"], "--teacher-std: expected a list as --teacher-mean is given (both or neither)"),
+    (["--teacher-mean", "0.5,0.5", "--teacher-std", "0.3,0.3"],
+     "--teacher-mean: expected 3 values (one per image channel of digits), got 2"),
+    (["--teacher-mean", "0.5,0.5,0.5", "--teacher-std", "0.3,0,0.3"], "--teacher-std: expected finite values > 0, got 0.0"),
+    (["--teacher-mean", "half"], "argument --teacher-mean: expected comma-separated numbers, one per image channel"),
+    (["--student-mean", "0.5,0.5,0.5", "--student-std", "0.3,0.3,0.3"],
+     "--student-mean/--student-std: only with --student"),
 ])
 def test_validation_errors(checkpoint, tmp_path, capsys, no_loading, extra, message):
     if "--device" in extra:
         import torch
         if torch.cuda.is_available():
             pytest.skip("CUDA present")
-    assert main(base_args(checkpoint, tmp_path / "out") + extra) == 2
+    assert status(base_args(checkpoint, tmp_path / "out") + extra) == 2
     err = capsys.readouterr().err
     assert message in err, err
     assert not (tmp_path / "out").exists()
@@ -120,3 +128,24 @@ def test_end_to_end_digits(checkpoint, tmp_path, capsys):
     assert settings["teacher_sha256"] == settings["student_sha256"] == sha256_file(checkpoint)  # what was evaluated
     assert settings["class_counts"] == [3] * 10
     assert (out / "per_class_fgsm.png").exists() and (out / "report.md").exists()
+
+
+def test_the_normalisation_given_is_the_one_evaluated_and_recorded(checkpoint, tmp_path, capsys, monkeypatch):
+    """``--teacher-mean/--teacher-std`` reach the model (a checkpoint does not hold them: without them a model trained
+    on normalised inputs is attacked as another model) and ``settings.json`` records them; the student gets its own."""
+    import ferd.models.loading
+
+    real, seen = ferd.models.loading.load_model, []
+
+    def spy(path, arch, num_classes, mean=None, std=None, sha256=None):
+        seen.append((mean, std))
+        return real(path, arch, num_classes, mean, std, sha256=sha256)
+
+    monkeypatch.setattr(ferd.models.loading, "load_model", spy)
+    out = tmp_path / "out"
+    assert main(base_args(checkpoint, out) + ["--teacher-mean", "0.2,0.2,0.2", "--teacher-std", "0.3,0.3,0.3", "--student",
+                                              str(checkpoint), "--student-arch", "cnn-4", "--attacks", "clean",
+                                              "--n-examples", "20"]) == 0, capsys.readouterr().err
+    assert seen == [([0.2] * 3, [0.3] * 3), (None, None)]
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["teacher_mean"], settings["teacher_std"], settings["student_mean"]) == ([0.2] * 3, [0.3] * 3, None)
