@@ -90,6 +90,8 @@ def obtain_teacher(cfg: FerdConfig, out_dir: str | Path, progress: bool = True) 
             log.info("reusing teacher %s (sha256 %s)", ckpt, card["sha256"])
             return load_model(ckpt, cfg.teacher.arch, cfg.num_classes, cfg.teacher.mean, cfg.teacher.std,
                               sha256=card["sha256"]), card
+        log.warning("%s: a teacher made with other teacher parameters (sha256 %s); replaced by this run's",
+                    out_dir, str(card.get("sha256"))[:12])
     local = resolve_source(cfg, out_dir)
     if local is None:
         dataset = source.split(":", 1)[1]

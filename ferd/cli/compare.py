@@ -87,6 +87,9 @@ def _compare(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out: required (the comparison's output directory)")
     out = Path(args.out)
+    if args.report_only and (args.teacher_only or any(v is not None for v in (args.method, args.student, args.seed))):
+        raise ValueError("--report-only: writes the report from finished runs and runs nothing; expected no "
+                         "--teacher-only, --method, --student or --seed")
     if args.partial and not args.report_only:
         raise ValueError("--partial: only with --report-only (a comparison's runs are all run otherwise)")
     if not args.report_only:  # every run of a preset shares the device, the teacher and the test set
@@ -123,7 +126,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True,
                    help="a comparison preset: the name of a params/compare-*.yaml (compare-smoke, compare-cpu, "
                         "compare-cifar10-cpu, compare-gpu, …) or a YAML path")
-    p.add_argument("--out", help="output directory (resumable)")
+    p.add_argument("--out", metavar="DIR", help="output directory, resumable (required, except with --write-dvc-yaml)")
     p.add_argument("--method", help="run only this method's arm (with --student and --seed)")
     p.add_argument("--student", help="the arm's student architecture")
     p.add_argument("--seed", type=int, help="the arm's seed")

@@ -48,21 +48,38 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 MAX_EXTENDS = 8  # a chain of presets deeper than this is a mistake, not a design
 DELTAS = ("pgd20.worst", "pgd20.avg", "clean.avg")  # paired differences to the reference, in this order
 PAIRED_ATTACKS = tuple(dict.fromkeys(k.split(".")[0] for k in DELTAS))  # the attacks every seed must run
+# what the comparison holds equal or sets itself: an arm's override of one would be dropped (seed, student.arch, the
+# shared teacher) or would break the equal budget and the shared test set the report claims
+SHARED_KEYS = {"seed": "`seeds`", "student.arch": "`students`", "teacher": "the shared teacher (`set`)",
+               "dataset": "`set`", "data_root": "`set`", "threat": "`set`", "evaluation": "`set`",
+               "epochs": "the budget (`set`)", "synthesis.iterations": "the budget (`set`)",
+               "synthesis.batch_size": "the budget (`set`)", "distill.iterations": "the budget (`set`)",
+               "distill.batch_size": "the budget (`set`)"}
 
 
 class CompareConfig(BaseModel):
+    """A comparison preset (``params/compare-*.yaml``, or a YAML file of yours): every run starts from ``base`` with
+    ``set`` applied, then its method's overrides, its student and its seed. ``extends: <preset>`` (a name or a
+    path) takes another preset's fields and states what differs: ``set`` merges by key, other fields replace, and
+    ``methods`` may be a list of the parent's arm names. An arm may not override what the comparison holds equal or
+    sets itself (the seed, the student, the teacher, the dataset, the threat model, the evaluation and the budget):
+    those belong in ``set``, ``students`` and ``seeds``. Every run's parameters are checked before the first
+    starts."""
+
     model_config = ConfigDict(extra="forbid")
 
     base: str = Field(description="the params preset every run starts from (params/<base>.yaml or a path)")
     set: list[str] = Field([], description="KEY=VALUE overrides applied to every run (the shared budget)")
-    budget: Literal["iterations"] = Field("iterations", description="what is equal across methods (see module doc)")
+    budget: Literal["iterations"] = Field("iterations", description="what is equal across methods: the "
+                                         "epochs, generator and student iterations and batches (wall time differs "
+                                         "and is reported)")
     methods: dict[str, list[str]] = Field(description="name → overrides; the reference method must be present")
     reference: str = Field("ferd", description="the method every other is compared with")
     students: list[str] = Field(min_length=1, description="student architectures (student.arch)")
     seeds: list[int] = Field(min_length=1, description="run seeds (student init, generator, sampling, attacks)")
     teacher_seed: int = Field(0, ge=0, description="seed of the shared teacher (when the base trains one)")
     evaluate_teacher: bool = Field(True, description="evaluate the shared teacher once (false: its figures are "
-                                   "known, e.g. ../shared/models/README.md, and the attacks would cost hours)")
+                                   "known, e.g. from its provider, and the attacks would cost hours)")
     attack_seeds: dict[str, list[int]] = Field({}, description="attack → the seeds whose runs it evaluates, for "
                                                "an attack too costly for every seed (`{aa: [0, 1]}`: AutoAttack on "
                                                "seeds 0-1 only; on a CPU it can cost as much as the training); an "
@@ -71,9 +88,15 @@ class CompareConfig(BaseModel):
     @field_validator("methods")
     @classmethod
     def _names(cls, methods: dict[str, list[str]]) -> dict[str, list[str]]:
-        for name in methods:
+        for name, overrides in methods.items():
             if not NAME.match(name):
                 raise ValueError(f"method name {name!r}: expected lower-case letters, digits, '.', '_' or '-'")
+            for item in overrides:
+                key = item.partition("=")[0].strip()
+                shared = next((k for k in SHARED_KEYS if key == k or key.startswith(k + ".")), None)
+                if shared is not None:
+                    raise ValueError(f"{name}: {key}: the same for every arm, given by {SHARED_KEYS[shared]}; "
+                                     "expected an override of the method itself")
         return methods
 
     @field_validator("students")
@@ -81,6 +104,8 @@ class CompareConfig(BaseModel):
     def _plain_students(cls, students: list[str]) -> list[str]:
         from ..models import PLAIN_NAME  # each names a directory and a DVC matrix item
 
+        if len(set(students)) != len(students):
+            raise ValueError(f"expected distinct architectures, got {students}")
         for name in students:
             if not PLAIN_NAME.fullmatch(name):
                 raise ValueError(f"student {name!r}: expected a plain architecture name (letters, digits, '_', '.', "
@@ -170,6 +195,8 @@ def _read_preset(path: Path) -> tuple[dict, list[Path]]:
         picked, known = data.get("methods"), fields.get("methods")  # a child's pick from this parent's arms
         if len(files) > 1 and isinstance(picked, list) and isinstance(known, (dict, list)):
             missing = [m for m in picked if not isinstance(m, str) or m not in known]
+            if len(set(map(str, picked))) != len(picked):
+                raise ConfigError(f"{files[0]}: methods: expected each arm once, got {picked}")
             if missing:
                 raise ConfigError(f"{files[0]}: methods: {missing[0]!r:.80} is not an arm of {path.stem}; "
                                   f"expected some of {list(known)}")
@@ -198,9 +225,11 @@ def load_compare(preset: str | Path) -> CompareConfig:
     try:
         cc = CompareConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc']))[:200]}: {e['msg'].removeprefix('Value error, ')[:300]}"
-                 for e in exc.errors()]
-        raise ConfigError(f"{path}: invalid comparison preset: " + "; ".join(lines[:10])) from None
+        raise ConfigError(f"{path}: invalid comparison preset: " + "; ".join(_error_lines(exc)[:10])) from None
+    try:
+        load_config(base_path(cc), cc.set)  # the shared part first: its mistake named as `set`'s, not an arm's
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: set: {exc}") from None
     evaluated: set[str] = set()
     for arm in arms(cc):
         cfg = run_config(cc, arm)  # refuses a bad override now, not an hour in
@@ -214,6 +243,22 @@ def load_compare(preset: str | Path) -> CompareConfig:
             raise ConfigError(f"{path}: attack_seeds: {attack!r}: expected an attack of evaluation.attacks "
                               f"{sorted(evaluated)}")
     return cc
+
+
+def _error_lines(exc: ValidationError) -> list[str]:
+    """One ``field: message`` per error; an unknown field names the closest known one."""
+    import difflib
+
+    lines = []
+    for e in exc.errors():
+        where = ".".join(map(str, e["loc"]))[:200]
+        message = e["msg"].removeprefix("Value error, ")[:300]
+        if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
+            close = difflib.get_close_matches(str(e["loc"][0]), [*CompareConfig.model_fields, "extends"], n=1)
+            message = "unknown field" + (f" (did you mean {close[0]}?)" if close else
+                                         f"; expected one of {', '.join(CompareConfig.model_fields)}")
+        lines.append(f"{where}: {message}" if where else message)
+    return lines
 
 
 def base_path(cc: CompareConfig) -> Path:

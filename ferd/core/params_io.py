@@ -59,8 +59,8 @@ _AMBIGUOUS = re.compile(r"[-+]?0[0-9_]+(\.[0-9_]*)?|[-+]?0b[01_]+|[-+]?[0-9][0-9
 
 class _NoAliasLoader(yaml.SafeLoader):
     """YAML without aliases: an alias bomb (``a: &a [x, x]``, ``b: &b [*a, *a]``, …) expands a few
-    hundred bytes into gigabytes; parameters never need one. Nesting is capped (:data:`MAX_YAML_DEPTH`), and a
-    plain scalar YAML 1.1 and 1.2 read differently (:data:`_AMBIGUOUS`) is refused."""
+    hundred bytes into gigabytes; parameters never need one. Nesting is capped (:data:`MAX_YAML_DEPTH`), a
+    plain scalar YAML 1.1 and 1.2 read differently (:data:`_AMBIGUOUS`) is refused, and so is a key given twice."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -80,6 +80,22 @@ class _NoAliasLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key given twice is refused at its second line: YAML 1.1 (ferd) keeps the last silently, DVC refuses
+        the file, and in a comparison preset the first arm of that name would vanish from the table."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"{str(key)[:40]!r} given twice; expected each key "
+                                                        "once", key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 def read_yaml_file(path: Path, what: str = "params file") -> Any:

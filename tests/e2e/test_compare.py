@@ -94,6 +94,41 @@ def test_bad_presets_are_refused_before_any_run(tmp_path):
         load_compare(_preset(tmp_path, seeds=[0, 1], attack_seeds={"fgsm": [0]}))  # the ci preset does not run FGSM
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"methods": {"ferd": [], "fast": ["method=fast", "distill.iterations=30"]}},
+     r"methods: fast: distill\.iterations: the same for every arm, given by the budget \(`set`\)"),
+    ({"methods": {"ferd": [], "fast": ["method=fast", "seed=7"]}}, r"methods: fast: seed: .* given by `seeds`"),
+    ({"methods": {"ferd": ["student.arch=cnn-16"]}}, r"methods: ferd: student\.arch: .* given by `students`"),
+    ({"methods": {"ferd": ["teacher.train.epochs=3"]}}, r"methods: ferd: teacher\.train\.epochs: .* shared teacher"),
+    ({"methods": {"ferd": ["evaluation.n_examples=9"]}}, r"methods: ferd: evaluation\.n_examples: .* given by `set`"),
+    ({"students": ["cnn-8", "cnn-8"]}, r"students: Value error, expected distinct|students: expected distinct"),
+    ({"seed": [0]}, r"seed: unknown field \(did you mean seeds\?\)"),
+    ({"set": ["distill.iteratons=5"]}, r"p\.yaml: set: .*distill\.iteratons: unknown key \(did you mean "
+                                       r"distill\.iterations\?\)"),
+    ({"reference": "deepinv"}, r"invalid comparison preset: reference: 'deepinv' is not one of methods"),
+])
+def test_a_preset_mistake_is_one_line_naming_its_field(tmp_path, changes, message):
+    """What a user writing a preset gets wrong: an arm changing what every arm shares (it would be dropped, or break
+    the equal budget the report claims), a student twice, a mistyped field, a mistake in `set` (named as `set`'s,
+    not the first arm's), a rule of the whole preset (no empty location)."""
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_compare(_preset(tmp_path, **changes))
+    assert ": : " not in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_an_arm_named_twice_is_refused_not_silently_replaced(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("base: ci\nstudents: [cnn-8]\nseeds: [0]\nmethods:\n  ferd: []\n  fast: [method=fast]\n"
+                    "  fast: [method=cmi]\n")
+    with pytest.raises(ConfigError, match=r"line 7, column 3: 'fast' given twice; expected each key once"):
+        load_compare(path)
+    child = tmp_path / "child.yaml"
+    path.write_text("base: ci\nstudents: [cnn-8]\nseeds: [0]\nmethods:\n  ferd: []\n  fast: [method=fast]\n")
+    child.write_text(f"extends: {path}\nmethods: [ferd, fast, fast]\n")
+    with pytest.raises(ConfigError, match=r"methods: expected each arm once, got \['ferd', 'fast', 'fast'\]"):
+        load_compare(child)
+
+
 def test_a_preset_extends_another_merging_set_by_key(tmp_path, capsys):
     from ferd.compare.config import merge_overrides, preset_files, run_config
     from ferd.compare.dvc import compare_stages

@@ -96,6 +96,17 @@ def test_params_yaml_names_a_shipped_preset_by_name_and_version_and_an_own_file_
     assert "(this file: mine.yaml)" in (tmp_path / "params.yaml").read_text().splitlines()[1]
 
 
+@pytest.mark.parametrize("extra", [["--method", "ferd", "--student", "cnn-8", "--seed", "0"], ["--teacher-only"]])
+def test_report_only_with_a_flag_that_runs_something_is_refused(extra, tmp_path, monkeypatch, capsys):
+    """``--report-only`` runs nothing: with an arm's selection or ``--teacher-only`` (which would train) it is one
+    line, status 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    assert status(["compare", "--preset", "compare-smoke", "--out", "c", "--report-only", *extra]) == 2
+    assert capsys.readouterr().err == ("ferd compare: error: --report-only: writes the report from finished runs and "
+                                       "runs nothing; expected no --teacher-only, --method, --student or --seed\n")
+    assert not (tmp_path / "c").exists()
+
+
 def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
     """Ctrl-C (KeyboardInterrupt) anywhere in a command: one line saying how to resume, the shell's status 130."""
     import ferd.cli.params

@@ -221,3 +221,27 @@ def test_a_few_epochs_beat_chance(digits: tuple[torch.Tensor, ...]) -> None:
     with torch.no_grad():
         robust = (model(x_adv).argmax(1) == yt).float().mean().item()
     assert clean > 0.35 and robust > 0.15, (clean, robust)  # chance: 0.10 (measured 0.57, 0.23)
+
+
+def test_a_teacher_of_other_parameters_in_the_folder_is_replaced_with_a_warning(tmp_path: Path, caplog) -> None:
+    """A shared teacher folder holding a teacher made with other teacher parameters (a preset changed): replaced,
+    and the log says so (the arms made with it are set aside by their own check)."""
+    import json
+    import logging
+
+    from ferd.algorithm.teacher_source import obtain_teacher
+    from ferd.core.checkpoint import save_state_dict
+    from ferd.plan.resolve import load_config
+
+    source = tmp_path / "mine.safetensors"
+    save_state_dict(create_model("cnn-8", num_classes=10).state_dict(), source)
+    ci = Path(__file__).resolve().parents[2] / "params" / "ci.yaml"
+    cfg = load_config(ci, [f"teacher.source={json.dumps(str(source))}", "teacher.arch=cnn-8"])
+    _, card = obtain_teacher(cfg, tmp_path / "teacher", progress=False)
+    card["params_sha256"] = "0" * 64  # as if made with other teacher parameters
+    (tmp_path / "teacher" / "model_card.json").write_text(json.dumps(card))
+    with caplog.at_level(logging.WARNING, logger="ferd.algorithm.teacher_source"):
+        _, again = obtain_teacher(cfg, tmp_path / "teacher", progress=False)
+    assert again["params_sha256"] != "0" * 64
+    assert any("a teacher made with other teacher parameters" in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records)
