@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..attacks import ATTACKS
+from .plots import plot_per_class
 from ..core.checkpoint import atomic_write_bytes, atomic_write_json, json_safe
 from ..core.dataset_catalog import dataset_info
 from ..core.params_io import dotted
@@ -215,7 +216,10 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
         "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()},
         "per_class": by_class}))
     _write_markdown(cc, out, table, deltas, teacher, attacks, left, classes)
-    _plot(cc, out, per_class, teacher, attacks)
+    rows = _per_class_rows(out / TEACHER_DIR / REPORT_DIR) if teacher else []
+    plot_per_class(out, per_class, {a: [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and
+                                      r["attack"] == a] for a in attacks},
+                   {a: next((n[a] for n in names.values() if a in n), []) for a in attacks})
     return flat
 
 
@@ -240,7 +244,9 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes
     head = "| method | student | seeds | s/run | " + " | ".join(
         f"{a} {s.capitalize() if s != 'nsd' else 'NSD'}" for a in attacks for s in STATS) + " |"
     lines = [f"# Comparison: {', '.join(cc.methods)}", "",
-             f"Base parameters: `{cc.base}` with {cc.set or 'no'} overrides; budget: equal {cc.budget} (the same "
+             f"Base parameters: `{cc.base}` with "
+             f"{', '.join(f'`{o}`' for o in cc.set) + ' overrides' if cc.set else 'no overrides'}; budget: equal "
+             f"{cc.budget} (the same "
              f"epochs, generator iterations, synthetic batch, student iterations and batch for every method; "
              f"wall time differs and is shown). Seeds {cc.seeds}; accuracies in % (mean ± std over seeds), "
              f"NSD = std/mean of the class-wise accuracies."
@@ -259,6 +265,10 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes
         t_cells = [f"{100 * teacher[f'teacher.{a}.{s}']:.1f}" if s != "nsd" else f"{teacher[f'teacher.{a}.{s}']:.3f}"
                    for a in attacks for s in STATS]
         lines.append("| teacher | — | — | — | " + " | ".join(t_cells) + " |")
+        classes_n = teacher_config(cc).num_classes
+        if "clean" in attacks and teacher["teacher.clean.avg"] <= 1.5 / classes_n:
+            lines.insert(-2, f"**The teacher is at chance level** ({100 * teacher['teacher.clean.avg']:.1f} % clean "
+                             f"with {classes_n} classes): no student here can show what distillation does.\n")
     elif (out / TEACHER_DIR / REPORT_DIR / METRICS_FILE).is_file():
         lines.insert(-2, "The teacher's evaluation (`teacher/eval`) was made with other parameters and is left out.\n")
     else:
@@ -277,6 +287,8 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes
     for method, student, n, worst, avg, clean in deltas:
         lines.append(f"| {method} | {student} | {n} | {_delta(*worst)} | {verdict(*worst[1:])} | {_delta(*avg)} "
                      f"| {_delta(*clean)} |")
+    if not deltas:
+        lines[-2:] = [f"No other method shares a finished seed with `{cc.reference}` yet: nothing to pair."]
     lines += ["", *classes]
     lines += [f"## How each arm differs from `{cc.reference}`", "",
               "Every setting the arm runs with that differs from the reference's (the distillation as the method "
@@ -360,40 +372,3 @@ SHARED_SYNTHESIS = ("synthesis.iterations", "synthesis.batch_size")  # the budge
 
 def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def plot_lines(per_class: dict[tuple[str, str], dict[str, dict[int, np.ndarray]]], attack: str
-               ) -> tuple[str, list[tuple[str, np.ndarray]]]:
-    """A per-class plot's lines: each (method, student)'s per-class accuracy under ``attack``, the mean over its
-    finished seeds evaluated with it (none: no line), labelled; and what the title says of the seeds, which are
-    named there when every line has the same, else in each line's label."""
-    seeds = {line: sorted(by_attack[attack]) for line, by_attack in per_class.items() if by_attack[attack]}
-    shared = len({tuple(s) for s in seeds.values()}) <= 1
-    lines = [(f"{method} ({student})" if shared else f"{method} ({student}; seeds {s})",
-              np.mean([per_class[method, student][attack][seed] for seed in s], axis=0))
-             for (method, student), s in seeds.items()]
-    return (f"mean over seeds {next(iter(seeds.values()), [])}" if shared else "mean over each line's seeds"), lines
-
-
-def _plot(cc, out, per_class, teacher_metrics, attacks) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _per_class_rows(out / TEACHER_DIR / REPORT_DIR) if teacher_metrics else []
-    for a in attacks:
-        fig, ax = plt.subplots(figsize=(9, 4))
-        t = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == a]
-        if t:
-            ax.plot(range(len(t)), np.array(t) * 100, "k--", label="teacher")
-        title, lines = plot_lines(per_class, a)
-        for label, acc in lines:
-            ax.plot(range(len(acc)), acc * 100, marker="o", ms=3, label=label)
-        ax.set(xlabel="class", ylabel=f"{a} accuracy (%)", ylim=(0, 100), title=f"per-class {a} accuracy, {title}")
-        ax.legend(fontsize=7, ncol=2)
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        atomic_write_bytes(out / f"per_class_{a}.png", buf.getvalue())

@@ -57,12 +57,21 @@ def _preset(tmp_path, **changes):
     return path
 
 
+def test_every_line_of_a_per_class_plot_has_its_own_colour_and_style():
+    """Up to 10 arms: tab10, solid; more (compare-smoke has 11 and the teacher): tab20 and a style per pass, so
+    no two arms share a look."""
+    from ferd.compare.plots import line_styles
+
+    assert len(set(line_styles(11))) == 11 and len(set(line_styles(45))) == 45
+    assert {style for _, style in line_styles(10)} == {"-"}
+
+
 def test_a_per_class_plot_names_the_seeds_of_each_line_when_they_differ():
     """A partial comparison (or ``attack_seeds``) can average its lines over different seeds: the title names the
     seeds only when every line has the same, each line's label otherwise; a line with no seed is left out."""
     import numpy as np
 
-    from ferd.compare.report import plot_lines
+    from ferd.compare.plots import plot_lines
 
     ferd = {"pgd20": {1: np.array([0.3, 0.5]), 0: np.array([0.1, 0.3])}}
     per_class = {("ferd", "s"): ferd, ("fast", "s"): {"pgd20": {0: np.array([0.2, 0.2])}},
@@ -187,6 +196,9 @@ def test_compare_smoke_writes_the_table_csv_and_plots(smoke):
         assert (smoke / f"per_class_{attack}.png").stat().st_size > 1000
     md = (smoke / "comparison.md").read_text()
     assert "| teacher |" in md and "Each method minus `ferd`" in md and "Retention (student PGD-20" in md
+    # the CI preset's teacher is at chance (one epoch on digits): the report says what that means
+    assert "**The teacher is at chance level** (10.0 % clean with 10 classes)" in md
+    assert md.splitlines()[2].startswith("Base parameters: `ci` with no overrides; budget: equal iterations")
     # equal terms: FERD's default student side is A.8's, so Fast's own arm differs from FERD only in synthesis
     assert ("| fast | baseline.fast: its own synthesis (baseline.fast.*); method: fast; "
             "synthesis.reweighting.enabled: False |") in md
@@ -246,6 +258,10 @@ def test_a_partial_report_leaves_out_unfinished_runs_and_names_them(smoke, tmp_p
                     for m in ("ferd", "fast"))
     assert flat["fast.cnn-8.delta_pgd20_worst.mean"] == pytest.approx(fast0 - ferd0)  # seed 0 only
     assert "cmi.cnn-8.delta_pgd20_worst.mean" not in flat
+    shutil.rmtree(out / "runs/ferd/cnn-8")  # the reference unfinished: nothing to pair, and the report says so
+    assert main(argv + ["--partial"]) == 0
+    assert "No other method shares a finished seed with `ferd` yet: nothing to pair." in \
+        (out / "comparison.md").read_text()
 
 
 def test_a_tampered_per_class_file_is_refused_naming_it(smoke, tmp_path, capsys):
