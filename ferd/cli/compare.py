@@ -9,7 +9,8 @@ teacher (the decision ``ferd compare`` skips and sets aside runs by): otherwise 
 (exit 0; exit 2 when no run is left); ``--write-dvc-yaml DIR`` writes the comparison as DVC stages (:mod:`ferd.compare.dvc`);
 ``--jobs N`` runs N arms at a time in separate processes with one torch thread each
 (results do not depend on it: every arm is seeded on its own); an arm that fails leaves the others running and its
-error is raised once they end, while Ctrl-C or SIGTERM stops every arm at once (:func:`_run_arms_in_processes`).
+error is raised once they end, while Ctrl-C, SIGTERM or a killed arm stops every arm at once
+(:func:`_run_arms_in_processes`).
 """
 
 from __future__ import annotations
@@ -48,24 +49,40 @@ def _worker_init() -> None:
 
 def _run_arms_in_processes(args: argparse.Namespace, cc, out: Path) -> None:
     """``--jobs N``: every arm in a pool of N spawned processes. An arm's error is raised once every arm has ended (the
-    others' work is not thrown away); Ctrl-C or SIGTERM terminates the pool at once — a ``ProcessPoolExecutor`` would
-    run every arm still queued before it let the interrupt through — and each arm resumes from its checkpoint."""
-    from multiprocessing import get_context
+    others' work is not thrown away); an arm's process that dies (killed, out of memory) ends the command with one
+    line, the pool broken (``multiprocessing.Pool`` would wait for its result for ever); Ctrl-C or SIGTERM cancels
+    the queued arms and terminates the running ones at once — left to itself, the executor would run every queued
+    arm before it let the interrupt through. Each arm resumes from its checkpoint."""
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     from ..compare.config import arms
     from ..compare.runner import prepare_teacher
 
     out.mkdir(parents=True, exist_ok=True)
     teacher = prepare_teacher(cc, out)
-    with get_context("spawn").Pool(args.jobs, initializer=_worker_init) as pool:  # leaving it terminates the workers
-        pending = [pool.apply_async(_arm_worker, (str(args.preset), str(out), (a.method, a.student, a.seed), teacher))
+    pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    try:
+        futures = [pool.submit(_arm_worker, str(args.preset), str(out), (a.method, a.student, a.seed), teacher)
                    for a in arms(cc)]
         errors = []
-        for result in pending:
+        for future in futures:
             try:
-                result.get()
+                future.result()
+            except BrokenProcessPool:
+                print("ferd compare: error: an arm's process ended without a result (killed, or out of memory?); "
+                      "the finished arms are kept: run the same command again to resume", file=sys.stderr)
+                raise SystemExit(1) from None
             except Exception as exc:  # noqa: BLE001  (raised below, after the other arms)
                 errors.append(exc)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in multiprocessing.active_children():  # the running arms: the executor would wait for them
+            process.terminate()
+        raise
+    pool.shutdown()
     if errors:
         raise errors[0]
 

@@ -374,6 +374,26 @@ def test_ctrl_c_stops_every_parallel_arm_at_once_and_starts_no_other(tmp_path):
     assert len(list((out / "runs").glob("*/*/seed=*"))) == 2
 
 
+@pytest.mark.slow
+def test_a_killed_arm_process_ends_the_command_with_one_line(tmp_path):
+    """An arm's process SIGKILLed mid-run under ``--jobs 2`` (what the OOM killer does; here each worker kills itself
+    at its first student iteration, ``FERD_KILL_AT``): the command ends, status 1, with one line saying how to
+    resume — a ``multiprocessing.Pool`` would wait for the lost result for ever."""
+    import subprocess
+    import sys
+
+    from ferd.core.kill_points import KILL_ENV
+
+    proc = subprocess.run([sys.executable, "-m", "ferd.cli", "compare", "--preset", str(_preset(tmp_path, seeds=[0, 1])),
+                           "--out", str(tmp_path / "j"), "--jobs", "2", "--no-progress"], capture_output=True, text=True,
+                          env={**os.environ, KILL_ENV: "student.iteration:1", "OMP_NUM_THREADS": "1"},
+                          timeout=300)  # bounds a hang only
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ferd compare: error: an arm's process ended without a result (killed, or out of memory?); the finished "
+        "arms are kept: run the same command again to resume")
+
+
 def test_every_comparison_preset_is_valid_and_compare_dvc_yaml_is_current(tmp_path):
     from ferd.compare.dvc import HEADER, compare_stages
 
