@@ -41,7 +41,7 @@ def class_deltas(arm: PerSeed, reference: PerSeed) -> list[tuple[float, float, f
     if not seeds:
         return []
     a, r = np.stack([arm[s] for s in seeds]), np.stack([reference[s] for s in seeds])
-    return [paired_interval(list(a[:, c]), list(r[:, c])) for c in range(a.shape[1])]
+    return [paired_interval(list(a[:, c]), list(r[:, c]), span=1.0) for c in range(a.shape[1])]
 
 
 def _cell(mean: float, low: float, high: float) -> str:

@@ -205,7 +205,7 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
             row = [method, student, len(seeds)]
             for key in DELTAS:
                 mean, low, high = paired_interval([other[s][f"student.{key}"] for s in seeds],
-                                                  [ref[s][f"student.{key}"] for s in seeds])
+                                                  [ref[s][f"student.{key}"] for s in seeds], span=1.0)
                 row.append((mean, low, high))
                 name = f"{method}.{student}.delta_{key.replace('.', '_')}"
                 flat[f"{name}.mean"], flat[f"{name}.low"], flat[f"{name}.high"] = mean, low, high
@@ -331,7 +331,7 @@ def _per_class_view(cc, out, per_class, names, attacks, teacher) -> tuple[list[s
 
 
 def _delta(mean: float, low: float, high: float) -> str:
-    return f"{100 * mean:+.1f}" + ("" if math.isnan(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]")
+    return f"{100 * mean:+.1f}" + (" (no interval)" if math.isnan(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]")
 
 
 def effective_settings(plan: Plan) -> dict[str, object]:

@@ -32,6 +32,8 @@ def test_paired_interval_by_hand():
         "no interval (one seed, or the same difference in every seed)"
     mean, low, high = paired_interval([0.568, 0.468], [0.5, 0.4])  # +0.068 twice: a tie, not a zero-width interval
     assert mean == pytest.approx(0.068) and math.isnan(low) and math.isnan(high)
+    mean, low, high = paired_interval([0.9, 0.1], [0.1, 0.5], span=1.0)  # d = +0.8, −0.4: t·sd/√n = 7.6
+    assert (mean, low, high) == (pytest.approx(0.2), -1.0, 1.0)  # cut to what a difference of accuracies can be
     mean, low, high = paired_interval([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])  # both at 0 % in every seed
     assert (mean, low, high) == (0.0, 0.0, 0.0) and verdict(low, high) == "equal in every seed (no difference)"
 
