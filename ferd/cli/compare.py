@@ -53,6 +53,7 @@ def _run_arms_in_processes(args: argparse.Namespace, cc, out: Path) -> None:
     line, the pool broken (``multiprocessing.Pool`` would wait for its result for ever); Ctrl-C or SIGTERM cancels
     the queued arms and terminates the running ones at once — left to itself, the executor would run every queued
     arm before it let the interrupt through. Each arm resumes from its checkpoint."""
+    import logging
     import multiprocessing
     import sys
     from concurrent.futures import ProcessPoolExecutor
@@ -65,17 +66,19 @@ def _run_arms_in_processes(args: argparse.Namespace, cc, out: Path) -> None:
     teacher = prepare_teacher(cc, out)
     pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
     try:
+        todo = arms(cc)
         futures = [pool.submit(_arm_worker, str(args.preset), str(out), (a.method, a.student, a.seed), teacher)
-                   for a in arms(cc)]
+                   for a in todo]
         errors = []
-        for future in futures:
+        for arm, future in zip(todo, futures):
             try:
                 future.result()
             except BrokenProcessPool:
                 print("ferd compare: error: an arm's process ended without a result (killed, or out of memory?); "
                       "the finished arms are kept: run the same command again to resume", file=sys.stderr)
                 raise SystemExit(1) from None
-            except Exception as exc:  # noqa: BLE001  (raised below, after the other arms)
+            except Exception as exc:  # noqa: BLE001  (the first raised below, after the other arms; each logged)
+                logging.getLogger(__name__).error("%s: %s", arm.relpath, exc)
                 errors.append(exc)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)

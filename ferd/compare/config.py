@@ -97,6 +97,11 @@ class CompareConfig(BaseModel):
                 if shared is not None:
                     raise ValueError(f"{name}: {key}: the same for every arm, given by {SHARED_KEYS[shared]}; "
                                      "expected an override of the method itself")
+                held = next((k for k in SHARED_KEYS if k.startswith(key + ".")), None)  # a whole group replaced
+                if held is not None:
+                    raise ValueError(f"{name}: {key}: replaces a group holding {held}, the same for every arm "
+                                     f"(given by {SHARED_KEYS[held]}); expected the keys the method changes, one "
+                                     f"by one ({key}.<key>=…)")
         return methods
 
     @field_validator("students")

@@ -47,6 +47,12 @@ class NonFiniteLoss(FloatingPointError):
             msg += f"; the batch and the loss terms are saved in {self.debug_path}"
         return msg
 
+    def __reduce__(self) -> tuple[type, tuple[str, ...]]:
+        """Across a process boundary (``ferd compare --jobs``' workers) as a plain FloatingPointError with the
+        message, debug file included: the batch stays in the file, and a class that cannot be rebuilt from its
+        ``args`` would break the whole pool."""
+        return FloatingPointError, self.args
+
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
         path = Path(out_dir) / DEBUG_DIR / f"nonfinite-{self.stage}-e{self.epoch}-i{self.iteration}.pt"
         buf = io.BytesIO()

@@ -86,6 +86,8 @@ class _NoAliasLoader(yaml.SafeLoader):
         the file, and in a comparison preset the first arm of that name would vanish from the table."""
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges a mapping: its keys may repeat by design
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen

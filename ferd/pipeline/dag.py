@@ -38,7 +38,7 @@ from ferd.plan.graph import BY_NAME, COMPONENTS, STAGES, Stage, Task, unroll
 from ferd.stages.launch import Engine, Launch
 from ferd.core.image import IMAGE_ENV, PLACEHOLDER, Image, resolve
 from ferd.pipeline import DEFAULT_CLUSTER
-from ferd.core.params_io import short_repr
+from ferd.core.params_io import read_yaml_file, short_repr
 from ferd.plan.presets import PRESETS, find_preset
 from ferd.core.provenance import SIGNING_KEY_ENV
 
@@ -223,7 +223,7 @@ class ClusterSettings(_Strict):
 def load_cluster(path: str | Path = DEFAULT_CLUSTER) -> ClusterSettings:
     """The cluster settings of ``path``; a bad field is refused in one line naming the file and the field."""
     try:
-        return ClusterSettings.model_validate(yaml.safe_load(Path(path).read_text()))
+        return ClusterSettings.model_validate(read_yaml_file(Path(path), "cluster settings"))  # no key twice
     except ValidationError as exc:
         lines = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg'].removeprefix('Value error, ')} "
                  f"(got {short_repr(e.get('input'))})" for e in exc.errors()[:5]]

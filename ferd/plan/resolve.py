@@ -277,6 +277,21 @@ def _with_overrides(data: Any, where: str, overrides: list[str] | tuple[str, ...
         raise ConfigError(f"{where}: empty; expected a mapping of parameter groups ({{}} for all defaults)")
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of parameter groups, got {type(data).__name__}")
+    threat = data.get("threat")
+    file_eps = threat.get("eps") if isinstance(threat, dict) else None
     for item in overrides:
         _set_override(data, item)
+    _step_follows_a_new_eps(data, file_eps, overrides)
     return parse_config(data)
+
+
+def _step_follows_a_new_eps(data: dict[str, Any], file_eps: Any, overrides: list[str] | tuple[str, ...]) -> None:
+    """A file's ``threat.step`` is for its own ε (``embedded.yaml``: 2/255 at 8/255): an override that changes ε
+    and gives no step drops it, so the new ε takes ε/4 as a file without a step does
+    (:class:`ferd.settings.config.ThreatConfig`), from ``-S``, a compare preset's ``set`` and the Kubeflow ``eps``
+    alike. (``dvc exp run -S`` rewrites the file itself: its step stays as written.)"""
+    keys = {item.partition("=")[0].strip() for item in overrides}
+    threat = data.get("threat")
+    if "threat.eps" in keys and not keys & {"threat.step", "threat"} and isinstance(threat, dict) \
+            and threat.get("eps") != file_eps:
+        threat.pop("step", None)

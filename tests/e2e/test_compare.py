@@ -112,6 +112,9 @@ def test_bad_presets_are_refused_before_any_run(tmp_path):
     ({"methods": {"ferd": ["student.arch=cnn-16"]}}, r"methods: ferd: student\.arch: .* given by `students`"),
     ({"methods": {"ferd": ["teacher.train.epochs=3"]}}, r"methods: ferd: teacher\.train\.epochs: .* shared teacher"),
     ({"methods": {"ferd": ["evaluation.n_examples=9"]}}, r"methods: ferd: evaluation\.n_examples: .* given by `set`"),
+    ({"methods": {"ferd": [], "big": ["distill={iterations: 500, batch_size: 128}"]}},
+     r"methods: big: distill: replaces a group holding distill\.iterations, the same for every arm"),
+    ({"methods": {"ferd": ["student={arch: cnn-16}"]}}, r"methods: ferd: student: replaces a group holding student\.arch"),
     ({"students": ["cnn-8", "cnn-8"]}, r"students: Value error, expected distinct|students: expected distinct"),
     ({"seed": [0]}, r"seed: unknown field \(did you mean seeds\?\)"),
     ({"set": ["distill.iteratons=5"]}, r"p\.yaml: set: .*distill\.iteratons: unknown key \(did you mean "
@@ -394,6 +397,21 @@ def test_a_killed_arm_process_ends_the_command_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "ferd compare: error: an arm's process ended without a result (killed, or out of memory?); the finished "
         "arms are kept: run the same command again to resume")
+
+
+@pytest.mark.slow
+def test_an_arm_with_a_non_finite_loss_fails_alone_under_jobs(tmp_path, capsys, caplog):
+    """A NaN loss in one arm under ``--jobs 2`` comes back as that arm's numerical error (status 3, as without
+    ``--jobs``), named with its run, and the other arm finishes: the error crosses the process boundary (it had
+    broken the whole pool and read as a killed process)."""
+    preset = _preset(tmp_path, methods={"ferd": [], "boom": ["distill.lr=1.0e+30"]})
+    out = tmp_path / "j"
+    assert main(["compare", "--preset", str(preset), "--out", str(out), "--jobs", "2", "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert any(r.getMessage().startswith("runs/boom/cnn-8/seed=0: distillation: the loss is not finite")
+               for r in caplog.records)
+    assert err.strip().splitlines()[-1].startswith("ferd compare: numerical error: distillation: the loss is not finite")
+    assert (out / "runs/ferd/cnn-8/seed=0/metrics.json").is_file()
 
 
 def test_every_comparison_preset_is_valid_and_compare_dvc_yaml_is_current(tmp_path):

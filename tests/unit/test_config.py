@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ferd.settings.config import FerdConfig
@@ -91,6 +93,20 @@ def test_the_pgd_step_follows_eps_unless_given_and_must_let_pgd20_cross_it():
                                           r"\(ε/4 = 0\.05 is the usual step\), got 0\.007843$"):
         parse_config({"threat": {"eps": 0.2, "step": 2 / 255}})
     assert parse_config({"threat": {"eps": 0.2, "step": 0.01}}).threat.step == 0.01  # exactly ε/20: it reaches
+    embedded = Path(__file__).resolve().parents[2] / "params" / "embedded.yaml"  # pins step 2/255 for its 8/255
+    assert load_config(embedded, ["threat.eps=0.1"]).threat.step == 0.025  # a new ε drops the file's step
+    assert load_config(embedded, ["threat.eps=0.1", "threat.step=0.02"]).threat.step == 0.02
+    assert load_config(embedded).threat == load_config(embedded, ["threat.eps=0.0313725490196"]).threat
+
+
+def test_a_key_given_twice_is_refused_naming_its_line():
+    """YAML 1.1 keeps the last of two equal keys silently (DVC refuses the file); a `<<:` merge may repeat a key."""
+    from ferd.core.params_io import load_yaml
+
+    with pytest.raises(ConfigError, match=r"^p\.yaml: not valid parameter YAML at line 3, column 3: 'lambda_uni' "
+                                          r"given twice; expected each key once$"):
+        load_yaml("synthesis:\n  lambda_uni: 5\n  lambda_uni: 0\n", "p.yaml")
+    assert load_yaml("a: 1\n<<: {a: 2, b: 3}\n", "p.yaml") == {"a": 1, "b": 3}
 
 
 @pytest.mark.parametrize("value", ["050", "1:30", "1_000", "0b101", "on", "off", "yes", "No"])

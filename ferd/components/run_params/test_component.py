@@ -26,6 +26,9 @@ def test_resolves_typed_values_then_overrides_and_checks_them(ci_cfg, ci_params_
 
     cfg = config_from_text(ci_params_yaml, got)
     assert cfg.threat.eps == 0.04 and cfg.seed == 3  # the overrides list wins
+    assert cfg.threat.step == 0.01  # the file's step was for its ε: the run's ε takes ε/4 (ferd.plan.resolve)
+    pinned = config_from_text(ci_params_yaml, run_time_overrides(ci_params_yaml, ["threat.step=0.005"], values))
+    assert (pinned.threat.eps, pinned.threat.step) == (0.05, 0.005)  # a step given is kept
     same = config_from_text(ci_params_yaml, run_time_overrides(ci_params_yaml, [], run_time_values(ci_cfg)))
     assert same == ci_cfg  # the compiled defaults change nothing
     with pytest.raises(Exception, match="distill.lambda1"):
