@@ -329,15 +329,22 @@ def test_an_attack_limited_to_some_seeds_is_reported_over_those_seeds(smoke, tmp
     assert (out / "per_class_fgsm.png").stat().st_size > 1000
 
 
-def test_parallel_jobs_give_the_same_runs(tmp_path, smoke):
-    preset = _preset(tmp_path, seeds=[0, 1])
+def test_parallel_jobs_give_the_same_runs_and_a_failing_arm_fails_alone(tmp_path, smoke, capsys, caplog):
+    """``--jobs 2`` gives every arm the bytes of a one-at-a-time run; an arm whose loss goes non-finite (``boom``)
+    comes back as its own numerical error (status 3, as without ``--jobs``, logged with its run) once the others
+    have finished: the error crosses the process boundary (it had broken the whole pool, read as a killed arm)."""
+    preset = _preset(tmp_path, seeds=[0, 1], methods={"ferd": [], "cmi": ["method=cmi"], "boom": ["distill.lr=1.0e+30"]})
     assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "j"), "--jobs", "2",
-                 "--no-progress"]) == 0
-    for arm in ("ferd/cnn-8/seed=1", "cmi/cnn-8/seed=0"):
+                 "--no-progress"]) == 3
+    for arm in ("ferd/cnn-8/seed=1", "cmi/cnn-8/seed=0", "cmi/cnn-8/seed=1"):
         got = json.loads((tmp_path / "j/runs" / arm / "metrics.json").read_text())
         want = json.loads((smoke / "runs" / arm / "metrics.json").read_text())
         got.pop("run.seconds"), want.pop("run.seconds")
         assert got == want, arm
+    assert sum(r.getMessage().startswith("runs/boom/cnn-8/seed=") and "distillation: the loss is not finite" in
+               r.getMessage() for r in caplog.records) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "ferd compare: numerical error: distillation: the loss is not finite")
 
 
 @pytest.mark.slow
@@ -397,21 +404,6 @@ def test_a_killed_arm_process_ends_the_command_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "ferd compare: error: an arm's process ended without a result (killed, or out of memory?); the finished "
         "arms are kept: run the same command again to resume")
-
-
-@pytest.mark.slow
-def test_an_arm_with_a_non_finite_loss_fails_alone_under_jobs(tmp_path, capsys, caplog):
-    """A NaN loss in one arm under ``--jobs 2`` comes back as that arm's numerical error (status 3, as without
-    ``--jobs``), named with its run, and the other arm finishes: the error crosses the process boundary (it had
-    broken the whole pool and read as a killed process)."""
-    preset = _preset(tmp_path, methods={"ferd": [], "boom": ["distill.lr=1.0e+30"]})
-    out = tmp_path / "j"
-    assert main(["compare", "--preset", str(preset), "--out", str(out), "--jobs", "2", "--no-progress"]) == 3
-    err = capsys.readouterr().err
-    assert any(r.getMessage().startswith("runs/boom/cnn-8/seed=0: distillation: the loss is not finite")
-               for r in caplog.records)
-    assert err.strip().splitlines()[-1].startswith("ferd compare: numerical error: distillation: the loss is not finite")
-    assert (out / "runs/ferd/cnn-8/seed=0/metrics.json").is_file()
 
 
 def test_every_comparison_preset_is_valid_and_compare_dvc_yaml_is_current(tmp_path):
