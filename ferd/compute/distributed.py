@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .lifetime import child_dies_with_us, die_with_parent
+from .lifetime import die_with_parent, run_stopping_with_us
 
 if TYPE_CHECKING:
     from ..settings.config import FerdConfig
@@ -66,12 +66,11 @@ def torchrun(nproc: int, argv: list[str]) -> int | None:
     (the caller then runs the command itself)."""
     if nproc == 1 or "WORLD_SIZE" in os.environ:
         return None
-    import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "ferd.cli", *argv]
-    return subprocess.run(cmd, preexec_fn=child_dies_with_us()).returncode
+    return run_stopping_with_us(cmd)  # interrupted: the agent stops its ranks, their writes finish
 
 
 def init_from_env(device: str) -> None:

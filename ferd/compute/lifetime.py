@@ -45,3 +45,26 @@ def child_dies_with_us() -> Callable[[], None] | None:
     if prctl is None:
         return None
     return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+STOP_GRACE_S = 20.0  # how long a stopped child may take to end its ranks' writes (Kubernetes grants 30 s in all)
+
+
+def run_stopping_with_us(cmd: list[str]) -> int:
+    """Run ``cmd`` (dying with this process) and return its status. Interrupted (Ctrl-C, or SIGTERM raised as
+    :class:`ferd.cli.Terminated`), this passes SIGTERM on and waits up to :data:`STOP_GRACE_S` before SIGKILL, so
+    the torchrun agent stops its ranks and their ``finally`` blocks run (``subprocess.run`` would SIGKILL it after
+    a quarter of a second); then the interruption goes on."""
+    import subprocess
+
+    proc = subprocess.Popen(cmd, preexec_fn=child_dies_with_us())  # noqa: S603 - ferd's own command line
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise

@@ -60,3 +60,33 @@ def test_a_child_armed_by_either_side_dies_with_its_parent(how):
 def test_an_unarmed_child_would_outlive_its_parent():
     """The control: without ferd/compute/lifetime.py the child of a killed parent runs on."""
     assert _child_after_parent_killed("none")
+
+
+def test_an_interrupted_parent_passes_sigterm_on_and_lets_the_child_finish(tmp_path):
+    """``run_stopping_with_us`` (how ``ferd run`` starts torchrun): interrupted, it sends the child SIGTERM and waits
+    for it — the child's handler (the ranks' own ``finally`` blocks) runs to its end — then the interruption goes
+    on. The interruption arrives once the child says it is ready: an event, not a delay."""
+    import threading
+
+    from ferd.compute.lifetime import run_stopping_with_us
+
+    done, ready = tmp_path / "done", tmp_path / "ready"
+    child = textwrap.dedent(f"""
+        import os, signal, sys, time
+        def stop(*_):
+            open({str(done)!r}, "w").write("finished its writes")
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, stop)
+        open({str(ready)!r}, "w").close()
+        time.sleep(60)
+    """)
+
+    def interrupt_once_ready() -> None:
+        while not ready.exists():  # the child creates it once its handler is in place
+            time.sleep(0.01)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Ctrl-C, into the main thread's wait
+
+    threading.Thread(target=interrupt_once_ready, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_stopping_with_us([sys.executable, "-c", child])
+    assert done.read_text() == "finished its writes"
