@@ -170,8 +170,13 @@ def preset_path(preset: str | Path) -> Path:
 
 def merge_overrides(parent: list[str], child: list[str]) -> list[str]:
     """``KEY=VALUE`` lists merged by key: the child's value replaces the parent's in place, new keys
-    follow in the child's order (``[a=1, b=2]`` + ``[b=3, c=4]`` → ``[a=1, b=3, c=4]``)."""
+    follow in the child's order (``[a=1, b=2]`` + ``[b=3, c=4]`` → ``[a=1, b=3, c=4]``). A child's ``threat.eps``
+    without a ``threat.step`` drops the parent's step, which was for the parent's ε: the new ε takes ε/4, as an
+    override of a parameter file's ε does (:func:`ferd.plan.resolve.load_config`)."""
     merged = {item.partition("=")[0]: item for item in parent}
+    child_keys = {item.partition("=")[0] for item in child}
+    if "threat.eps" in child_keys and "threat.step" not in child_keys:
+        merged.pop("threat.step", None)
     merged.update((item.partition("=")[0], item) for item in child)
     return list(merged.values())
 

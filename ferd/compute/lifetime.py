@@ -57,14 +57,16 @@ def run_stopping_with_us(cmd: list[str]) -> int:
     a quarter of a second); then the interruption goes on."""
     import subprocess
 
-    proc = subprocess.Popen(cmd, preexec_fn=child_dies_with_us())  # noqa: S603 - ferd's own command line
+    # a process group of its own: a terminal's Ctrl-C reaches this process only, and the child gets one SIGTERM
+    # (torchrun's agent, given SIGINT and then SIGTERM, abandons its own shutdown half-way)
+    proc = subprocess.Popen(cmd, preexec_fn=child_dies_with_us(), process_group=0)  # noqa: S603 - ferd's command
     try:
         return proc.wait()
     except BaseException:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # the grace is over, or a second interruption: no more waiting
             proc.kill()
             proc.wait()
         raise

@@ -60,6 +60,11 @@ class ThreatConfig(_Strict):
         :func:`ferd.plan.resolve.cross_field_errors`); ε ≈ 8/255 keeps 2/255 to the bit."""
         if isinstance(data, dict) and "step" not in data:
             eps = data.get("eps")
+            if isinstance(eps, str):  # `-S threat.eps=1e-1`: YAML 1.1 reads it as text, pydantic as 0.1
+                try:
+                    eps = float(eps)
+                except ValueError:
+                    return data  # refused with the field's own message
             if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0 \
                     and abs(eps - PAPER_EPS) > 1e-9:
                 return {**data, "step": standard_step(float(eps))}

@@ -65,7 +65,9 @@ def test_an_unarmed_child_would_outlive_its_parent():
 def test_an_interrupted_parent_passes_sigterm_on_and_lets_the_child_finish(tmp_path):
     """``run_stopping_with_us`` (how ``ferd run`` starts torchrun): interrupted, it sends the child SIGTERM and waits
     for it — the child's handler (the ranks' own ``finally`` blocks) runs to its end — then the interruption goes
-    on. The interruption arrives once the child says it is ready: an event, not a delay."""
+    on; the child is in a process group of its own, so a terminal's Ctrl-C reaches it only as that one SIGTERM
+    (torchrun's agent abandons its shutdown on a second signal). The interruption arrives once the child says it is
+    ready: an event, not a delay."""
     import threading
 
     from ferd.compute.lifetime import run_stopping_with_us
@@ -77,7 +79,7 @@ def test_an_interrupted_parent_passes_sigterm_on_and_lets_the_child_finish(tmp_p
             open({str(done)!r}, "w").write("finished its writes")
             sys.exit(143)
         signal.signal(signal.SIGTERM, stop)
-        open({str(ready)!r}, "w").close()
+        open({str(ready)!r}, "w").write(str(os.getpgid(0)))
         time.sleep(60)
     """)
 
@@ -90,3 +92,4 @@ def test_an_interrupted_parent_passes_sigterm_on_and_lets_the_child_finish(tmp_p
     with pytest.raises(KeyboardInterrupt):
         run_stopping_with_us([sys.executable, "-c", child])
     assert done.read_text() == "finished its writes"
+    assert int(ready.read_text()) != os.getpgrp()  # a group of its own: a terminal's Ctrl-C does not reach it too

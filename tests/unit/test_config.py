@@ -97,6 +97,11 @@ def test_the_pgd_step_follows_eps_unless_given_and_must_let_pgd20_cross_it():
     assert load_config(embedded, ["threat.eps=0.1"]).threat.step == 0.025  # a new ε drops the file's step
     assert load_config(embedded, ["threat.eps=0.1", "threat.step=0.02"]).threat.step == 0.02
     assert load_config(embedded).threat == load_config(embedded, ["threat.eps=0.0313725490196"]).threat
+    assert load_config(embedded, ["threat.eps=1e-1"]).threat.step == 0.025  # YAML 1.1 reads 1e-1 as text
+    from ferd.compare.config import merge_overrides  # a compare preset's child with a new ε drops the parent's step
+
+    assert merge_overrides(["threat.eps=0.047", "threat.step=0.0117", "epochs=5"], ["threat.eps=0.1"]) == [
+        "threat.eps=0.1", "epochs=5"]
 
 
 def test_a_key_given_twice_is_refused_naming_its_line():
