@@ -365,8 +365,9 @@ def test_ctrl_c_stops_every_parallel_arm_at_once_and_starts_no_other(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ferd.cli", "compare", "--preset", str(preset), "--out", str(out),
                              "--jobs", "2", "--no-progress"], env={**os.environ, STOP_ENV: "student.iteration:1",
                                                                    "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal:
+    try:  # a pytest-xdist worker ignores SIGINT, and an ignored signal stays ignored across exec
         wait_for_stopped(proc)
         workers = [pid for pid in descendants(proc.pid)
                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]

@@ -89,7 +89,11 @@ def test_an_interrupted_parent_passes_sigterm_on_and_lets_the_child_finish(tmp_p
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Ctrl-C, into the main thread's wait
 
     threading.Thread(target=interrupt_once_ready, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run_stopping_with_us([sys.executable, "-c", child])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a pytest-xdist worker ignores SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_stopping_with_us([sys.executable, "-c", child])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done.read_text() == "finished its writes"
     assert int(ready.read_text()) != os.getpgrp()  # a group of its own: a terminal's Ctrl-C does not reach it too
