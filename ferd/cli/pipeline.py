@@ -47,6 +47,9 @@ def _param_pairs(pairs: list[str] | None) -> dict:
 
 
 def _run_local(args: argparse.Namespace) -> int:
+    if args.runner != "docker" and (args.image or args.image_from_build):
+        raise ValueError("--image/--image-from-build: the image the tasks run in under --runner docker; the default "
+                         "runner (subprocess) runs every task in this environment: add --runner docker")
     image = resolve(args.image, args.image_from_build) if args.runner == "docker" else None
     from ferd.pipeline.local import run_local
 

@@ -146,6 +146,10 @@ def build_arguments(package: str | Path = COMPILED, *, params_file: str | Path |
     if unknown:
         raise ValueError(f"unknown pipeline parameter(s) {sorted(unknown)}; the pipeline has {sorted(defaults)}")
     _check_types(args, _parameter_types(package))
+    device = args.get("gpu_device")
+    if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
+        raise ValueError(f"gpu_device: expected cuda, cuda:N or cpu (the device of the GPU stages), got "
+                         f"{str(device)[:40]!r}")
     if params_file is not None:
         args["params_yaml"] = Path(params_file).read_text()
     if overrides:

@@ -200,6 +200,9 @@ def test_run_arguments_are_checked_before_anything_is_sent(ci_package):
     with pytest.raises(ValueError, match="threat.eps"):  # a typed run-time value, checked as the run would
         build_arguments(ci_package, extra={"eps": -0.1})
     assert build_arguments(ci_package, extra={"gamma": 0.3}) == {"gamma": 0.3}
+    for device in ("tpu", "", "cuda:x"):  # the GPU stages' device: not a typed value, so checked here
+        with pytest.raises(ValueError, match=r"gpu_device: expected cuda, cuda:N or cpu"):
+            build_arguments(ci_package, extra={"gpu_device": device})
     with pytest.raises(ValueError, match="invalid"):
         build_arguments(ci_package, overrides=["synthesis.lambda_uni=-1"])
     with pytest.raises(ValueError, match="unknown pipeline parameter"):

@@ -107,6 +107,14 @@ def test_report_only_with_a_flag_that_runs_something_is_refused(extra, tmp_path,
     assert not (tmp_path / "c").exists()
 
 
+def test_run_local_refuses_an_image_the_subprocess_runner_would_ignore(tmp_path, monkeypatch, capsys):
+    """``--image`` names the image of ``--runner docker``; with the default runner it was silently ignored."""
+    monkeypatch.chdir(tmp_path)
+    assert status(["pipeline", "run-local", "--params", CI, "--image", "ghcr.io/acme/ferd:1", "--out", "r"]) == 2
+    assert "--image/--image-from-build: the image the tasks run in under --runner docker" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
     """Ctrl-C (KeyboardInterrupt) anywhere in a command: one line saying how to resume, the shell's status 130."""
     import ferd.cli.params
