@@ -58,7 +58,8 @@ def _run_local(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # a task failed: its log is above; one line here
         raise ValueError(str(exc)) from None
     keys = sorted(k for k in res.metrics if k.endswith((".avg", ".worst", ".nsd")))
-    print(json.dumps({"out": str(res.out), "report": str(res.report), "student": str(res.student),
+    print(json.dumps({"out": str(res.out), "report": str(res.report), "report_md": str(res.report / "eval" / "report.md"),
+                      "student": str(res.student),
                       "pool": str(res.pool), "seconds": res.seconds,
                       "metrics": {k: round(res.metrics[k], 4) for k in keys}}, indent=1))
     return 0

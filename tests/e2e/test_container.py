@@ -87,6 +87,7 @@ def test_the_kubeflow_dag_in_containers_gives_ferd_runs_bytes(image, tmp_path):
                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     got = json.loads(res.stdout[res.stdout.rindex('{\n "out"'):])  # after the tasks' logs
+    assert Path(got["report_md"]).read_text().startswith("#")  # the report a user opens, named last
     # the stage split's bytes: ferd run's tensors and metrics, in a stage's student file (its metadata says
     # round and completeness); the golden tests hold the two equal
     want = golden.load()["stages"]
