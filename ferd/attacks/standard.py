@@ -8,10 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..settings.config import PGD_STEPS
 from .base import Attack, register
 from .gradient import CW_CONFIDENCE, fgsm, pgd
-
-PGD_STEPS = 20
 
 
 @register

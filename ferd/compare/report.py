@@ -210,15 +210,16 @@ def write_report(cc: CompareConfig, out: Path, partial: bool = False) -> dict[st
                 name = f"{method}.{student}.delta_{key.replace('.', '_')}"
                 flat[f"{name}.mean"], flat[f"{name}.low"], flat[f"{name}.high"] = mean, low, high
             deltas.append(tuple(row))
-    classes, by_class = _per_class_view(cc, out, per_class, names, attacks, teacher)
+    rows = _per_class_rows(out / TEACHER_DIR / REPORT_DIR) if teacher else []  # the teacher's, read once
+    teacher_acc = {a: [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == a]
+                   for a in attacks}
+    classes, by_class = _per_class_view(cc, out, per_class, names, attacks, teacher_acc)
     _write_csv(out / "comparison.csv", table)
     atomic_write_json(out / "comparison.json", json_safe({
         "metrics": flat, "runs": {f"{m}.{s}.seed={seed}": v for (m, s), d in runs.items() for seed, v in d.items()},
         "per_class": by_class}))
     _write_markdown(cc, out, table, deltas, teacher, attacks, left, classes)
-    rows = _per_class_rows(out / TEACHER_DIR / REPORT_DIR) if teacher else []
-    plot_per_class(out, per_class, {a: [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and
-                                      r["attack"] == a] for a in attacks},
+    plot_per_class(out, per_class, teacher_acc,
                    {a: next((n[a] for n in names.values() if a in n), []) for a in attacks})
     return flat
 
@@ -300,15 +301,15 @@ def _write_markdown(cc, out, table, deltas, teacher, attacks, left=None, classes
     atomic_write_bytes(out / "comparison.md", "\n".join(lines).encode())
 
 
-def _per_class_view(cc, out, per_class, names, attacks, teacher) -> tuple[list[str], dict]:
+def _per_class_view(cc, out, per_class, names, attacks, teacher_acc) -> tuple[list[str], dict]:
     """The per-class section of comparison.md (:mod:`.per_class`, under PGD-20 where it ran, else the last
-    attack) and its numbers for comparison.json: per student, the class names, the teacher's accuracies, each
-    reweighting arm's pool share and each arm's per-class difference to the reference (mean, low, high)."""
+    attack) and its numbers for comparison.json: per student, the class names, the teacher's accuracies
+    (``teacher_acc``: attack → per class, empty when not evaluated), each reweighting arm's pool share and each
+    arm's per-class difference to the reference (mean, low, high)."""
     if not attacks:
         return [], {}
     attack = "pgd20" if "pgd20" in attacks else attacks[-1]
-    rows = _per_class_rows(out / TEACHER_DIR / REPORT_DIR) if teacher else []
-    t_acc = [float(r["accuracy"]) for r in rows if r["model"] == "teacher" and r["attack"] == attack] or None
+    t_acc = teacher_acc.get(attack) or None
     lines, data = [], {}
     for student in cc.students:
         acc = {m: per_class[m, s][attack] for (m, s) in per_class if s == student}

@@ -33,7 +33,6 @@ from . import metrics, resume
 
 logger = logging.getLogger(__name__)
 
-PGD_STEP_SIZE = 2 / 255
 STATS: tuple[str, ...] = ("avg", "worst", "worst10", "nsd")
 
 

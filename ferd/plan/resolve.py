@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..settings.config import DistillConfig, FerdConfig, ReweightConfig, SynthesisConfig, standard_step
+from ..settings.config import PGD_STEPS, DistillConfig, FerdConfig, ReweightConfig, SynthesisConfig, standard_step
 from ..settings.method import Method, StudentSideKind
 from .methods import known_methods, method_class
 from ..core.params_io import ConfigError, load_yaml, read_yaml_file, short_repr
@@ -86,10 +86,10 @@ def cross_field_errors(cfg: FerdConfig) -> list[str]:
     if cfg.distill.warmup_epochs >= cfg.epochs:
         out.append(f"distill.warmup_epochs: expected fewer than epochs ({cfg.epochs}), got {cfg.distill.warmup_epochs}")
     threat = cfg.threat  # PGD-20 and CW∞ must be able to cross ε: 2/255 kept with ε = 0.2 leaves them inside the ball
-    if 20 * threat.step < threat.eps * (1 - 1e-9):
-        out.append(f"threat.step: expected at least ε/20 = {threat.eps / 20:.4g} with threat.eps = {threat.eps:.4g}, so "
-                   f"that PGD-20 reaches the edge of the ε-ball (ε/4 = {standard_step(threat.eps):.4g} is the usual "
-                   f"step), got {threat.step:.4g}")
+    if PGD_STEPS * threat.step < threat.eps * (1 - 1e-9):
+        out.append(f"threat.step: expected at least ε/20 = {threat.eps / PGD_STEPS:.4g} with threat.eps = "
+                   f"{threat.eps:.4g}, so that PGD-20 reaches the edge of the ε-ball (ε/4 = "
+                   f"{standard_step(threat.eps):.4g} is the usual step), got {threat.step:.4g}")
     if cfg.nproc_per_node > 1 and ":" in cfg.device:
         out.append(f"device: {cfg.device} names one GPU, but nproc_per_node is {cfg.nproc_per_node}; expected cuda "
                    "(each process then takes the GPU of its LOCAL_RANK)")

@@ -37,6 +37,7 @@ _Strict = StrictModel
 
 
 PAPER_EPS = 8 / 255
+PGD_STEPS = 20  # the evaluation's PGD-20 and CW∞ (ferd.attacks.standard); a step must let them cross ε
 
 
 def standard_step(eps: float) -> float:

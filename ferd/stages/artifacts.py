@@ -153,7 +153,6 @@ def run_time_overrides(params_yaml: str, overrides: list[str], values: dict[str,
     return resolved
 
 
-
 def read_json(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     if not path.is_file():
